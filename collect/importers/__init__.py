@@ -1,0 +1,1 @@
+"""Importers: convert other releases' formats into stores."""

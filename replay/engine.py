@@ -1,0 +1,404 @@
+"""The replay engine: configurations in, scores and costs out, via the Numba kernels.
+
+    store = replay.open("traces/aime24")
+    r = store.evaluate("Qwen3-8B:8", replicates=2000, seed=0)
+    rs = store.evaluate_batch(["Qwen3-8B:1", "Qwen3-8B:8", "Qwen3-0.6B:64"])
+
+`evaluate_batch` groups configurations that differ only in the last stage's sample count and
+scores each group in one pass along the shuffle (common random numbers make the draws for n
+samples the first n of the draws for n+1), so a sweep over every count costs one pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import ConfigError
+from .store import Store
+
+
+# --------------------------------------------------------------------------------------------
+# Configurations
+
+
+@dataclass(frozen=True)
+class StageChoice:
+    model: str
+    samples: int
+
+    def __str__(self) -> str:
+        return f"{self.model}:{self.samples}"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A model and a sample count for each stage, in stage order."""
+
+    stages: tuple[StageChoice, ...]
+
+    def __str__(self) -> str:
+        return ",".join(str(s) for s in self.stages)
+
+    @classmethod
+    def of(cls, *pairs: tuple[str, int]) -> "Config":
+        return cls(tuple(StageChoice(m, int(n)) for m, n in pairs))
+
+    @classmethod
+    def parse(cls, text: str, store: Store | None = None) -> "Config":
+        """'M:S' per stage, comma-separated in stage order; 'stage=M:S' names the stage."""
+        where = f"config {text!r}"
+        parts = [p.strip() for p in str(text).split(",") if p.strip()]
+        if not parts:
+            raise ConfigError(where, "empty; expected MODEL:SAMPLES per stage, e.g. 'Qwen3-8B:8'")
+        named: dict[str, StageChoice] = {}
+        plain: list[StageChoice] = []
+        for part in parts:
+            stage = None
+            if "=" in part:
+                stage, part = (x.strip() for x in part.split("=", 1))
+            if ":" not in part:
+                raise ConfigError(where, f"{part!r} is not MODEL:SAMPLES")
+            model, n = part.rsplit(":", 1)
+            try:
+                samples = int(n)
+            except ValueError:
+                raise ConfigError(where, f"sample count {n!r} is not an integer") from None
+            choice = StageChoice(model.strip(), samples)
+            if stage is None:
+                plain.append(choice)
+            else:
+                named[stage] = choice
+        if named and plain:
+            raise ConfigError(where, "mix of named (stage=M:S) and positional (M:S) stages")
+        if named:
+            if store is None:
+                raise ConfigError(where, "named stages need a store to order them")
+            names = store.manifest.stage_names
+            unknown = [s for s in named if s not in names]
+            if unknown:
+                raise ConfigError(where, f"unknown stage {unknown[0]!r} (stages: {', '.join(names)})")
+            missing = [s for s in names if s not in named]
+            if missing:
+                raise ConfigError(where, f"no choice for stage {missing[0]!r}")
+            plain = [named[s] for s in names]
+        cfg = cls(tuple(plain))
+        if store is not None:
+            validate_config(store, cfg)
+        return cfg
+
+
+def as_config(store: Store, config: Config | str | Sequence) -> Config:
+    if isinstance(config, Config):
+        validate_config(store, config)
+        return config
+    if isinstance(config, str):
+        return Config.parse(config, store)
+    cfg = Config(tuple(c if isinstance(c, StageChoice) else StageChoice(c[0], int(c[1])) for c in config))
+    validate_config(store, cfg)
+    return cfg
+
+
+def validate_config(store: Store, cfg: Config) -> None:
+    where = f"config {str(cfg)!r}"
+    names = store.manifest.stage_names
+    if len(cfg.stages) != len(names):
+        raise ConfigError(where, f"has {len(cfg.stages)} stage(s), store {store.name!r} has {len(names)} ({', '.join(names)})")
+    largest = _largest_pool(store)
+    for si, ch in enumerate(cfg.stages):
+        if ch.model not in store.manifest.model_names:
+            raise ConfigError(where, f"unknown model {ch.model!r} (models: {', '.join(store.manifest.model_names)})")
+        mi = store.model_index(ch.model)
+        if not store.arrays.stage_model_ok[si, mi]:
+            raise ConfigError(where, f"model {ch.model!r} is not a candidate of stage {names[si]!r}")
+        if ch.samples < 1:
+            raise ConfigError(where, f"stage {names[si]!r}: sample count must be at least 1")
+        if ch.samples > largest[si, mi]:
+            raise ConfigError(where, f"stage {names[si]!r}: {ch.samples} samples, but the largest pool of {ch.model!r} holds {largest[si, mi]}")
+
+
+def _largest_pool(store: Store) -> np.ndarray:
+    cached = getattr(store, "_largest_pool_cache", None)
+    if cached is not None:
+        return cached
+    a = store.arrays
+    sizes = np.diff(a.pool_off)
+    out = np.zeros((a.n_stages, a.n_models), dtype=np.int64)
+    pool_key = np.repeat(np.arange(len(a.qsm_pool_off) - 1), np.diff(a.qsm_pool_off))
+    sm = pool_key % (a.n_stages * a.n_models)
+    np.maximum.at(out.reshape(-1), sm, sizes)
+    store._largest_pool_cache = out
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    model: str
+    samples: int
+    score: float  # mean score of this stage's aggregated output (NaN where it has no gold)
+    tokens: float  # mean tokens per question charged to this stage
+    flops: float
+    fallback_rate: float  # share of (question, replicate) whose pool fell back (missing context key)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    config: Config
+    score: float  # mean end-to-end score; NaN when infeasible
+    stderr: float  # standard error of the mean over replicates
+    feasible: bool
+    tokens: float  # mean tokens per question actually drawn (prompts once per stage, plus completions)
+    flops: float  # mean FLOPs per question: 2 x params x tokens, per stage
+    units: float  # normalised budget units per question (see `budget_unit`)
+    budget: float | None
+    stages: tuple[StageResult, ...]
+    n_questions: int
+    replicates: int
+    seed: int
+    per_question: np.ndarray = field(repr=False, compare=False, default=None)  # mean score per question
+
+    @property
+    def fallback_rate(self) -> float:
+        later = [s.fallback_rate for s in self.stages[1:]]
+        return float(np.mean(later)) if later else 0.0
+
+    def as_row(self) -> dict:
+        row = {
+            "config": str(self.config),
+            "score": self.score,
+            "stderr": self.stderr,
+            "feasible": self.feasible,
+            "tokens": self.tokens,
+            "flops": self.flops,
+            "units": self.units,
+            "fallback_rate": self.fallback_rate,
+        }
+        for i, st in enumerate(self.stages):
+            row[f"s{i}_model"] = st.model
+            row[f"s{i}_samples"] = st.samples
+            row[f"s{i}_score"] = st.score
+            row[f"s{i}_tokens"] = st.tokens
+        return row
+
+
+# --------------------------------------------------------------------------------------------
+# Budget
+
+
+def budget_unit(store: Store) -> float:
+    """FLOPs of one normalised budget unit: one single-sample pass of the smallest model on the
+    cheapest stage (prompt + mean completion, averaged over questions and that stage's pools)."""
+    cached = getattr(store, "_budget_unit_cache", None)
+    if cached is not None:
+        return cached
+    a = store.arrays
+    sizes = np.diff(a.pool_off)
+    mean_comp = np.add.reduceat(a.s_completion.astype(np.float64), a.pool_off[:-1]) / sizes
+    pass_tokens = a.pool_prompt + mean_comp
+    pool_key = np.repeat(np.arange(len(a.qsm_pool_off) - 1), np.diff(a.qsm_pool_off))
+    s_of = (pool_key // a.n_models) % a.n_stages
+    m_of = pool_key % a.n_models
+    best = math.inf
+    for s in range(a.n_stages):
+        cands = np.flatnonzero(a.stage_model_ok[s])
+        m = cands[np.argmin(a.model_params[cands])]
+        sel = (s_of == s) & (m_of == m)
+        best = min(best, 2.0 * a.model_params[m] * float(pass_tokens[sel].mean()))
+    store._budget_unit_cache = best
+    return best
+
+
+def default_budget(store: Store, questions=None, replicates: int = 16, seed: int = 0) -> float:
+    """The paper's default budget, in units: every stage once with its largest model."""
+    a = store.arrays
+    pairs = []
+    for s in range(a.n_stages):
+        cands = np.flatnonzero(a.stage_model_ok[s])
+        m = cands[np.argmax(a.model_params[cands])]
+        pairs.append((store.manifest.model_names[m], 1))
+    return evaluate(store, Config.of(*pairs), questions=questions, replicates=replicates, seed=seed).units
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+MAX_CELLS = 8_000_000  # configs x questions x replicates per kernel call (bounds memory)
+
+
+def evaluate(store: Store, config, questions=None, replicates: int = 100, seed: int = 0,
+             budget: float | None = None) -> EvalResult:
+    return evaluate_batch(store, [config], questions=questions, replicates=replicates, seed=seed, budget=budget)[0]
+
+
+def evaluate_batch(store: Store, configs: Iterable, questions=None, replicates: int = 100, seed: int = 0,
+                   budget: float | None = None, progress=None) -> list[EvalResult]:
+    """Evaluate many configurations in few compiled calls (see module docstring)."""
+    cfgs = [as_config(store, c) for c in configs]
+    if not cfgs:
+        return []
+    if replicates < 1:
+        raise ConfigError("replicates", "must be at least 1")
+    qidx = store.question_indices(questions)
+    if len(qidx) == 0:
+        raise ConfigError("questions", "no questions selected")
+    raw = replay_arrays(store, cfgs, qidx, replicates, seed, progress=progress)
+    unit = budget_unit(store)
+    a = store.arrays
+    out = []
+    names = store.manifest.stage_names
+    for ci, cfg in enumerate(cfgs):
+        score, tokens, flops, st_score, st_tokens, st_fb = (x[ci] for x in raw)
+        units = float(flops.mean()) / unit
+        feasible = budget is None or units <= budget * (1 + 1e-9)
+        rep_means = score.mean(axis=0)
+        stderr = float(rep_means.std(ddof=1) / math.sqrt(replicates)) if replicates > 1 else math.nan
+        stages = []
+        for s, ch in enumerate(cfg.stages):
+            mi = store.model_index(ch.model)
+            tk = float(st_tokens[s].mean()) / replicates
+            stages.append(
+                StageResult(
+                    stage=names[s],
+                    model=ch.model,
+                    samples=ch.samples,
+                    score=float(st_score[s].mean()) / replicates if feasible else math.nan,
+                    tokens=tk,
+                    flops=2.0 * float(a.model_params[mi]) * tk,
+                    fallback_rate=float(st_fb[s].mean()) / replicates,
+                )
+            )
+        out.append(
+            EvalResult(
+                config=cfg,
+                score=float(score.mean()) if feasible else math.nan,
+                stderr=stderr if feasible else math.nan,
+                feasible=feasible,
+                tokens=float(tokens.mean()),
+                flops=float(flops.mean()),
+                units=units,
+                budget=budget,
+                stages=tuple(stages),
+                n_questions=len(qidx),
+                replicates=replicates,
+                seed=seed,
+                per_question=score.mean(axis=1) if feasible else None,
+            )
+        )
+    return out
+
+
+def _groups(store: Store, cfgs: list[Config]):
+    """Group configs by everything but the last stage's count; order by that count."""
+    S = store.arrays.n_stages
+    models = np.array([[store.model_index(c.model) for c in cfg.stages] for cfg in cfgs], dtype=np.int64)
+    counts = np.array([[c.samples for c in cfg.stages] for cfg in cfgs], dtype=np.int64)
+    key = np.concatenate([models, counts[:, : S - 1]], axis=1)
+    order = np.lexsort(tuple([counts[:, S - 1]] + [key[:, j] for j in range(key.shape[1] - 1, -1, -1)]))
+    skey = key[order]
+    new = np.ones(len(cfgs), dtype=bool)
+    new[1:] = np.any(skey[1:] != skey[:-1], axis=1)
+    starts = np.flatnonzero(new)
+    grp_cfg_off = np.append(starts, len(cfgs)).astype(np.int64)
+    return order, models[order][starts], counts[order][starts], grp_cfg_off, counts[order, S - 1].copy()
+
+
+def replay_arrays(store: Store, cfgs: list[Config], qidx: np.ndarray, replicates: int, seed: int,
+                  progress=None):
+    """Raw kernel output, in the order of `cfgs`: score/tokens/flops [C, Q, R] and per-stage
+    score/tokens/fallback sums over replicates [C, S, Q]."""
+    from . import kernels  # compiled on first use: keeps `import replay` and `--help` fast
+    import numba
+
+    a = store.arrays
+    C, Q, R, S = len(cfgs), len(qidx), replicates, a.n_stages
+    order, grp_models, grp_counts, grp_off, last_counts = _groups(store, cfgs)
+    score = np.empty((C, Q, R))
+    tokens = np.empty((C, Q, R))
+    flops = np.empty((C, Q, R))
+    st_score = np.zeros((C, S, Q))
+    st_tokens = np.zeros((C, S, Q))
+    st_fb = np.zeros((C, S, Q), dtype=np.int64)
+    n_items = int(a.ans_items.max()) + 1 if len(a.ans_items) else 0
+    max_pool = int(np.diff(a.pool_off).max())
+    chunks = 4 * numba.get_num_threads()
+    G = len(grp_off) - 1
+    g = 0
+    while g < G:
+        # as many groups as fit in MAX_CELLS
+        g1 = g + 1
+        while g1 < G and (grp_off[g1 + 1] - grp_off[g]) * Q * R <= MAX_CELLS:
+            g1 += 1
+        c0, c1 = int(grp_off[g]), int(grp_off[g1])
+        o_score = np.empty((c1 - c0, Q, R))
+        o_tokens = np.empty((c1 - c0, Q, R))
+        o_flops = np.empty((c1 - c0, Q, R))
+        o_st_score = np.zeros((c1 - c0, S, Q))
+        o_st_tokens = np.zeros((c1 - c0, S, Q))
+        o_st_fb = np.zeros((c1 - c0, S, Q), dtype=np.int64)
+        kernels.replay_groups(
+            a.question_hash, a.stage_agg, a.model_params, a.qsm_pool_off, a.pool_ctx, a.pool_off, a.pool_prompt,
+            a.s_answer, a.s_local, a.s_score, a.s_completion, a.gold, a.ans_item_off, a.ans_items, n_items,
+            a.pool_fus_off, a.fus_size, a.fus_answer, a.fus_score, a.fus_tokens, a.fus_subset_completion,
+            a.n_stages, a.n_models, max_pool,
+            qidx.astype(np.int64), R, np.uint64(seed), chunks,
+            grp_models[g:g1], grp_counts[g:g1], grp_off[g:g1 + 1] - c0, last_counts[c0:c1],
+            o_score, o_tokens, o_flops, o_st_score, o_st_tokens, o_st_fb,
+        )
+        dest = order[c0:c1]
+        score[dest], tokens[dest], flops[dest] = o_score, o_tokens, o_flops
+        st_score[dest], st_tokens[dest], st_fb[dest] = o_st_score, o_st_tokens, o_st_fb
+        if progress is not None:
+            progress(c1 - c0)
+        g = g1
+    return score, tokens, flops, st_score, st_tokens, st_fb
+
+
+def estimate_units(store: Store, config, questions=None) -> float:
+    """Expected cost of a configuration in budget units, from pool means, without replay.
+
+    Exact in expectation for stage 1; for later stages it averages over that (question, stage,
+    model)'s pools, since which pool is used depends on upstream luck. Searchers use it to
+    avoid proposing configurations that are clearly over budget; feasibility itself is decided
+    by the replay's measured cost."""
+    cfg = as_config(store, config)
+    qidx = store.question_indices(questions)
+    prompt, comp, fuse = _pool_means(store)
+    total = np.zeros(len(qidx))
+    for s, ch in enumerate(cfg.stages):
+        m = store.model_index(ch.model)
+        tk = prompt[qidx, s, m] + ch.samples * comp[qidx, s, m] + fuse[qidx, s, m]
+        total += 2.0 * store.arrays.model_params[m] * tk
+    return float(total.mean()) / budget_unit(store)
+
+
+def _pool_means(store: Store):
+    cached = getattr(store, "_pool_means_cache", None)
+    if cached is not None:
+        return cached
+    a = store.arrays
+    sizes = np.diff(a.pool_off)
+    mean_comp = np.add.reduceat(a.s_completion.astype(np.float64), a.pool_off[:-1]) / sizes
+    n_f = np.diff(a.pool_fus_off)
+    fus_tok = np.zeros(len(sizes))
+    if len(a.fus_tokens):
+        sums = np.add.reduceat(a.fus_tokens.astype(np.float64), np.minimum(a.pool_fus_off[:-1], len(a.fus_tokens) - 1))
+        fus_tok = np.where(n_f > 0, sums / np.maximum(n_f, 1), 0.0)
+    key = np.repeat(np.arange(len(a.qsm_pool_off) - 1), np.diff(a.qsm_pool_off))
+    n_per = np.bincount(key, minlength=len(a.qsm_pool_off) - 1).astype(np.float64)
+    shape = (a.n_questions, a.n_stages, a.n_models)
+
+    def avg(v):
+        return (np.bincount(key, weights=v, minlength=len(n_per)) / np.maximum(n_per, 1)).reshape(shape)
+
+    out = (avg(a.pool_prompt.astype(np.float64)), avg(mean_comp), avg(fus_tok))
+    store._pool_means_cache = out
+    return out

@@ -1,0 +1,202 @@
+"""Pure-Python reference of the replay semantics: the tests' oracle for `replay/kernels.py`.
+
+Written for clarity, one configuration, question and replicate at a time, with no sharing
+across sample counts. It uses the same random streams (same integers, computed with Python
+ints) so that its results equal the kernels' exactly. The semantics are documented at the
+top of kernels.py and in docs/replay-semantics.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .store import StoreArrays
+
+MASK = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
+MIX1 = 0xBF58476D1CE4E5B9
+MIX2 = 0x94D049BB133111EB
+SALT_R = 0xD1B54A32D192ED03
+SALT_S = 0x8CB92BA72F3D8DD7
+SALT_N = 0xA0761D6478BD642F
+
+MAJORITY, SET, BEST, FUSE = 0, 1, 2, 3
+
+
+def mix64(z: int) -> int:
+    z = ((z ^ (z >> 30)) * MIX1) & MASK
+    z = ((z ^ (z >> 27)) * MIX2) & MASK
+    return z ^ (z >> 31)
+
+
+def stream_start(seed: int, qhash: int, r: int, s: int) -> int:
+    x = mix64(((seed * GOLDEN) & MASK) ^ qhash)
+    x = mix64(x ^ ((r * SALT_R + GOLDEN) & MASK))
+    return mix64(x ^ ((s * SALT_S + MIX1) & MASK))
+
+
+class Stream:
+    def __init__(self, state: int):
+        self.state = state
+
+    def next(self) -> int:
+        self.state = (self.state + GOLDEN) & MASK
+        return mix64(self.state)
+
+    def below(self, bound: int) -> int:
+        return ((self.next() >> 32) * bound) >> 32
+
+
+def draw(stream: Stream, size: int, n: int) -> list[int]:
+    """n positions of a pool of `size`, without replacement: a partial Fisher-Yates shuffle."""
+    perm = list(range(size))
+    for j in range(n):
+        k = j + stream.below(size - j)
+        perm[j], perm[k] = perm[k], perm[j]
+    return perm[:n]
+
+
+def majority(answers: list[int]) -> int:
+    """Index (into `answers`) of the majority answer's first occurrence; ties to the first drawn."""
+    counts: dict[int, int] = {}
+    for a in answers:
+        counts[a] = counts.get(a, 0) + 1
+    top = max(counts.values())
+    for j, a in enumerate(answers):
+        if counts[a] == top:
+            return j
+    raise AssertionError
+
+
+def items_of(A: StoreArrays, a: int) -> list[int]:
+    return [int(x) for x in A.ans_items[A.ans_item_off[a]:A.ans_item_off[a + 1]]]
+
+
+def set_vote(item_lists: list[list[int]]) -> list[int]:
+    counts: dict[int, int] = {}
+    for items in item_lists:
+        for it in items:
+            counts[it] = counts.get(it, 0) + 1
+    n = len(item_lists)
+    kept = [it for it, c in counts.items() if 2 * c > n]
+    if not kept and counts:
+        top = max(counts.values())
+        kept = [it for it, c in counts.items() if c == top]
+    return sorted(kept)
+
+
+def item_f1(kept: list[int], gold_items: list[int] | None) -> float:
+    if gold_items is None:
+        return math.nan
+    if not gold_items and not kept:
+        return 1.0
+    hit = len(set(kept) & set(gold_items))
+    if hit == 0:
+        return 0.0
+    p, r = hit / len(kept), hit / len(gold_items)
+    return 2 * p * r / (p + r)
+
+
+def pools_of(A: StoreArrays, q: int, s: int, m: int) -> list[int]:
+    k = (q * A.n_stages + s) * A.n_models + m
+    return list(range(int(A.qsm_pool_off[k]), int(A.qsm_pool_off[k + 1])))
+
+
+def largest(A: StoreArrays, pools: list[int]) -> int:
+    sizes = [int(A.pool_off[p + 1] - A.pool_off[p]) for p in pools]
+    return pools[sizes.index(max(sizes))]
+
+
+def run_one(A: StoreArrays, models: list[int], counts: list[int], q: int, r: int, seed: int):
+    """One configuration on one question and replicate.
+
+    Returns (final score, total tokens, total FLOPs, per-stage list of (score, tokens, fell_back)).
+    """
+    qh = int(A.question_hash[q])
+    ctx: int | None = None
+    ctx_items: list[int] | None = None
+    tokens = 0.0
+    flops = 0.0
+    stages = []
+    score = math.nan
+    for s, (m, n) in enumerate(zip(models, counts)):
+        pools = pools_of(A, q, s, m)
+        fell_back = False
+        if s == 0:
+            p = pools[0]
+        else:
+            if ctx_items is not None:
+                match = [p for p in pools if items_of(A, int(A.pool_ctx[p])) == ctx_items]
+            else:
+                match = [p for p in pools if int(A.pool_ctx[p]) == ctx]
+            if match:
+                p = match[0]
+            else:
+                p, fell_back = largest(A, pools), True
+        base, size = int(A.pool_off[p]), int(A.pool_off[p + 1] - A.pool_off[p])
+        n = min(n, size)
+        agg = int(A.stage_agg[s])
+        prompt = int(A.pool_prompt[p])
+        stream = Stream(stream_start(seed, qh, r, s))
+        ctx_items = None
+        if agg == FUSE:
+            f0, f1 = int(A.pool_fus_off[p]), int(A.pool_fus_off[p + 1])
+            sizes = [int(A.fus_size[f]) for f in range(f0, f1)]
+            use = max([z for z in sizes if z <= n], default=0)
+            if use > 0:
+                fstream = Stream(stream_start(seed, qh, r, s) ^ ((n * SALT_N) & MASK))
+                cands = [f for f in range(f0, f1) if int(A.fus_size[f]) == use]
+                f = cands[fstream.below(len(cands))]
+                fell_back = fell_back or use != n
+                ans, sc = int(A.fus_answer[f]), float(A.fus_score[f])
+                tk = prompt + int(A.fus_subset_completion[f]) + int(A.fus_tokens[f])
+            else:
+                fell_back = True
+                drawn = [base + j for j in draw(stream, size, n)]
+                j = majority([int(A.s_local[i]) for i in drawn])
+                ans, sc = int(A.s_answer[drawn[j]]), float(A.s_score[drawn[j]])
+                tk = prompt + sum(int(A.s_completion[i]) for i in drawn)
+        else:
+            drawn = [base + j for j in draw(stream, size, n)]
+            tk = prompt + sum(int(A.s_completion[i]) for i in drawn)
+            if agg == MAJORITY:
+                j = majority([int(A.s_local[i]) for i in drawn])
+                ans, sc = int(A.s_answer[drawn[j]]), float(A.s_score[drawn[j]])
+            elif agg == BEST:
+                scores = [float(A.s_score[i]) for i in drawn]
+                j = scores.index(max(scores))
+                ans, sc = int(A.s_answer[drawn[j]]), scores[j]
+            else:
+                kept = set_vote([items_of(A, int(A.s_answer[i])) for i in drawn])
+                g = int(A.gold[q, s])
+                sc = item_f1(kept, items_of(A, g) if g >= 0 else None)
+                ans, ctx_items = -1, kept
+        ctx = ans
+        tokens += tk
+        flops += 2.0 * float(A.model_params[m]) * tk
+        stages.append((sc, float(tk), fell_back))
+        score = sc
+    return score, tokens, flops, stages
+
+
+def evaluate_reference(A: StoreArrays, models: list[int], counts: list[int], questions, replicates: int, seed: int):
+    """Arrays [Q, R] of score, tokens, FLOPs, and per-stage [S, Q] sums over replicates."""
+    questions = list(questions)
+    n_s = len(models)
+    score = np.zeros((len(questions), replicates))
+    tokens = np.zeros_like(score)
+    flops = np.zeros_like(score)
+    st_score = np.zeros((n_s, len(questions)))
+    st_tokens = np.zeros_like(st_score)
+    st_fb = np.zeros_like(st_score)
+    for qi, q in enumerate(questions):
+        for r in range(replicates):
+            sc, tk, fl, stages = run_one(A, models, counts, int(q), r, seed)
+            score[qi, r], tokens[qi, r], flops[qi, r] = sc, tk, fl
+            for s, (ssc, stk, sfb) in enumerate(stages):
+                st_score[s, qi] += ssc
+                st_tokens[s, qi] += stk
+                st_fb[s, qi] += sfb
+    return score, tokens, flops, st_score, st_tokens, st_fb

@@ -1,0 +1,137 @@
+"""The store format, version 1: the one place that says what a store is.
+
+A store is a folder:
+
+    manifest.json        what the store is (stages, models, split, provenance)
+    questions.parquet    one row per question
+    samples.parquet      one row per stored sampled output
+    fusions.parquet      stored LLM fusions (only for stages whose aggregation is `llm_fuse`)
+    stage_golds.parquet  optional per-stage gold answers for intermediate stages
+
+Every field is documented in docs/store-format.md. Keep the two in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+FORMAT_NAME = "tts-replay-store"
+FORMAT_VERSION = 1
+
+# How a stage turns S drawn outputs into one.
+AGGREGATIONS = ("majority_vote", "set_vote", "best_score", "llm_fuse")
+AGG_CODES = {name: i for i, name in enumerate(AGGREGATIONS)}
+
+# Items of a list answer (set-vote stages) are stored in `answer` sorted, joined by this.
+ITEM_SEP = "|"
+
+# Stage 1 pools have this upstream context key.
+ROOT_CONTEXT = ""
+
+MANIFEST = "manifest.json"
+QUESTIONS = "questions.parquet"
+SAMPLES = "samples.parquet"
+FUSIONS = "fusions.parquet"
+STAGE_GOLDS = "stage_golds.parquet"
+
+# Column name -> (arrow type, required). Integer columns accept any integer width on read.
+QUESTIONS_SCHEMA: dict[str, tuple[pa.DataType, bool]] = {
+    "question_id": (pa.string(), True),
+    "split": (pa.string(), True),
+    "gold": (pa.string(), True),
+    "metadata": (pa.string(), False),  # JSON object, free form
+}
+SAMPLES_SCHEMA: dict[str, tuple[pa.DataType, bool]] = {
+    "question_id": (pa.string(), True),
+    "stage": (pa.string(), True),
+    "model": (pa.string(), True),
+    "context": (pa.string(), True),
+    "sample_index": (pa.int32(), True),
+    "answer": (pa.string(), True),
+    "score": (pa.float64(), True),
+    "prompt_tokens": (pa.int64(), True),
+    "completion_tokens": (pa.int64(), True),
+    "probes": (pa.list_(pa.string()), False),
+}
+FUSIONS_SCHEMA: dict[str, tuple[pa.DataType, bool]] = {
+    "question_id": (pa.string(), True),
+    "stage": (pa.string(), True),
+    "model": (pa.string(), True),
+    "context": (pa.string(), True),
+    "subset": (pa.list_(pa.int32()), True),
+    "answer": (pa.string(), True),
+    "score": (pa.float64(), True),
+    "prompt_tokens": (pa.int64(), True),
+    "completion_tokens": (pa.int64(), True),
+}
+STAGE_GOLDS_SCHEMA: dict[str, tuple[pa.DataType, bool]] = {
+    "question_id": (pa.string(), True),
+    "stage": (pa.string(), True),
+    "gold": (pa.string(), True),
+}
+TABLE_SCHEMAS = {
+    QUESTIONS: QUESTIONS_SCHEMA,
+    SAMPLES: SAMPLES_SCHEMA,
+    FUSIONS: FUSIONS_SCHEMA,
+    STAGE_GOLDS: STAGE_GOLDS_SCHEMA,
+}
+
+
+def arrow_schema(columns: dict[str, tuple[pa.DataType, bool]], present: set[str] | None = None) -> pa.Schema:
+    return pa.schema(
+        [pa.field(n, t, nullable=not req) for n, (t, req) in columns.items() if present is None or n in present]
+    )
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    aggregation: str = "majority_vote"
+    scorer: str = "exact_match"  # how `score` was computed: documentation, except set_vote (item F1)
+    models: tuple[str, ...] = ()  # candidate models for this stage; empty = every model of the store
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    params: float  # parameter count, for FLOPs = 2 x params x tokens
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    stages: tuple[Stage, ...]
+    models: tuple[Model, ...]
+    synthetic: bool
+    provenance: dict[str, Any] = field(default_factory=dict)
+    probe_interval: int | None = None
+    split: dict[str, tuple[str, ...]] = field(default_factory=dict)  # "train"/"test" -> question ids
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "format_version": self.format_version,
+            "name": self.name,
+            "synthetic": self.synthetic,
+            "provenance": self.provenance,
+            "stages": [dataclasses.asdict(s) for s in self.stages],
+            "models": [dataclasses.asdict(m) for m in self.models],
+            "probe_interval": self.probe_interval,
+            "split": {k: list(v) for k, v in self.split.items()},
+        }
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.models)

@@ -1,0 +1,82 @@
+"""The searcher protocol: a tiny ask/tell interface, one small class per strategy.
+
+    class MySearcher(Searcher):
+        name = "mine"
+        def ask(self) -> list[Config]: ...        # one or more configurations to try next
+        def tell(self, trial: Trial) -> None: ... # the environment's verdict on one of them
+
+The runner (search/runner.py) asks, scores each proposal on the training questions with the
+replay, archives the trial, and tells the searcher, until the trial budget is spent or the
+searcher returns no proposal. Infeasible trials (over budget) are told too, with
+`feasible=False` and no score: a searcher must never count them as results.
+
+Searchers are registered by name in search/searchers/__init__.py; a new searcher is one file.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from replay.engine import Config
+
+from .space import SearchSpace
+
+
+@dataclass(frozen=True)
+class Trial:
+    number: int  # 0-based, in the order trials finished
+    config: Config
+    feasible: bool
+    score: float | None  # mean training score; None when infeasible
+    stderr: float | None
+    units: float  # measured cost in budget units per question
+    tokens: float
+    wall_s: float  # replay time of this trial
+    source: str = ""  # who proposed it (e.g. "init", "llm", "random-fill")
+    extra: dict[str, Any] = field(default_factory=dict)  # searcher-specific (LLM prompt, answer, ...)
+
+
+class Searcher(abc.ABC):
+    """Base class. Subclasses set `name` and implement `ask` and `tell`."""
+
+    name: ClassVar[str] = ""
+    uses_llm: ClassVar[bool] = False
+
+    def __init__(self, space: SearchSpace, seed: int = 0, **options: Any):
+        self.space = space
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.options = options
+        self.history: list[Trial] = []
+
+    @abc.abstractmethod
+    def ask(self) -> list[Config]:
+        """Configurations to evaluate next (may be several). An empty list ends the search."""
+
+    def tell(self, trial: Trial) -> None:
+        """Record a finished trial. Subclasses that override should call super().tell."""
+        self.history.append(trial)
+
+    def replay_history(self, trials: list[Trial]) -> None:
+        """Bring a fresh searcher to the state after `trials` (used by --resume).
+
+        The default tells each trial in turn; searchers whose `ask` consumes random numbers or
+        LLM turns override this to stay consistent."""
+        for t in trials:
+            self.tell(t)
+
+    def state(self) -> dict[str, Any]:
+        """Searcher-specific state worth archiving with each trial (e.g. current guidelines)."""
+        return {}
+
+    # helpers for subclasses
+    def best(self) -> Trial | None:
+        ok = [t for t in self.history if t.feasible and t.score is not None]
+        return max(ok, key=lambda t: (t.score, -t.units)) if ok else None
+
+    def tried(self, config: Config) -> bool:
+        return any(t.config == config for t in self.history)

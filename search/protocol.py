@@ -2,7 +2,7 @@
 
     class MySearcher(Searcher):
         name = "mine"
-        def ask(self) -> list[Config]: ...        # one or more configurations to try next
+        def ask(self) -> list[Proposal | Config]: ...  # one or more configurations to try next
         def tell(self, trial: Trial) -> None: ... # the environment's verdict on one of them
 
 The runner (search/runner.py) asks, scores each proposal on the training questions with the
@@ -24,6 +24,15 @@ import numpy as np
 from replay.engine import Config
 
 from .space import SearchSpace
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A configuration to try, with who proposed it and why (copied into the archived trial)."""
+
+    config: Config
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,7 @@ class Searcher(abc.ABC):
         self.history: list[Trial] = []
 
     @abc.abstractmethod
-    def ask(self) -> list[Config]:
+    def ask(self) -> list[Proposal | Config]:
         """Configurations to evaluate next (may be several). An empty list ends the search."""
 
     def tell(self, trial: Trial) -> None:

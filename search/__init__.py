@@ -1,0 +1,1 @@
+"""Search: AgentTTS and baseline searchers run against the replay."""

@@ -1,0 +1,27 @@
+"""Searcher registry: name -> class, imported lazily (an LLM searcher pulls in `openai`).
+
+A new searcher is one file in this folder plus one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from replay.errors import ConfigError
+
+SEARCHERS = {
+    "random": "search.searchers.random_search:RandomSearcher",
+    "grid": "search.searchers.grid:GridSearcher",
+    "bo": "search.searchers.bo:BOSearcher",
+    "rules": "search.searchers.rules:RulesSearcher",
+    "agenttts": "search.searchers.agenttts:AgentTTSSearcher",
+    "agenthpo": "search.searchers.agenthpo:AgentHPOSearcher",
+    "mlcopilot": "search.searchers.mlcopilot:MLCopilotSearcher",
+}
+
+
+def get_searcher(name: str):
+    if name not in SEARCHERS:
+        raise ConfigError("--searcher", f"unknown searcher {name!r} (known: {', '.join(SEARCHERS)})")
+    module, cls = SEARCHERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)

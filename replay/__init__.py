@@ -12,21 +12,29 @@ oracle in replay/reference.py, and the evaluation API in replay/engine.py.
 from __future__ import annotations
 
 from .errors import ConfigError, InputError, StoreError
-from .store import Store, open_store, write_store
 
-__all__ = ["open", "Store", "Config", "StageChoice", "EvalResult", "StoreError", "ConfigError", "InputError",
-           "write_store", "evaluate", "evaluate_batch"]
+__all__ = ["open", "Store", "Config", "StageChoice", "EvalResult", "StageResult", "StoreError", "ConfigError",
+           "InputError", "write_store", "evaluate", "evaluate_batch"]
+
+# Imported lazily so that `import replay` (and `replay --help`) stay fast: polars, pyarrow
+# and Numba load only when a store is opened or evaluated.
+_LAZY = {
+    "Store": "store", "open_store": "store", "write_store": "store",
+    "Config": "engine", "StageChoice": "engine", "EvalResult": "engine", "StageResult": "engine",
+    "evaluate": "engine", "evaluate_batch": "engine",
+}
 
 
-def open(path) -> Store:  # noqa: A001 - the obvious entry point, like vllm.LLM
-    """Open and validate a store folder."""
+def open(path):  # noqa: A001 - the obvious entry point, like vllm.LLM
+    """Open and validate a store folder (raises StoreError: one line naming the file)."""
+    from .store import open_store
+
     return open_store(path)
 
 
 def __getattr__(name):
-    # The engine is imported lazily so that `import replay` (and `replay --help`) stay fast.
-    if name in ("Config", "StageChoice", "EvalResult", "StageResult", "evaluate", "evaluate_batch"):
-        from . import engine
+    if name in _LAZY:
+        import importlib
 
-        return getattr(engine, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(name)

@@ -258,7 +258,7 @@ def evaluate_batch(store: Store, configs: Iterable, questions=None, replicates: 
     for ci, cfg in enumerate(cfgs):
         score, tokens, flops, st_score, st_tokens, st_fb = (x[ci] for x in raw)
         units = float(flops.mean()) / unit
-        feasible = budget is None or units <= budget * (1 + 1e-9)
+        feasible = bool(budget is None or units <= budget * (1 + 1e-9))
         rep_means = score.mean(axis=0)
         stderr = float(rep_means.std(ddof=1) / math.sqrt(replicates)) if replicates > 1 else math.nan
         stages = []

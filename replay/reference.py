@@ -50,10 +50,18 @@ class Stream:
 
 
 def draw(stream: Stream, size: int, n: int) -> list[int]:
-    """n positions of a pool of `size`, without replacement: a partial Fisher-Yates shuffle."""
+    """n positions of a pool of `size`, without replacement: a partial Fisher-Yates shuffle.
+
+    Each 64-bit output feeds two steps: its high half at even steps, its low half at odd ones."""
     perm = list(range(size))
+    x = 0
     for j in range(n):
-        k = j + stream.below(size - j)
+        if j % 2 == 0:
+            x = stream.next()
+            u = x >> 32
+        else:
+            u = x & 0xFFFFFFFF
+        k = j + ((u * (size - j)) >> 32)
         perm[j], perm[k] = perm[k], perm[j]
     return perm[:n]
 

@@ -1,0 +1,101 @@
+"""`replay frontier`: accuracy against tokens of width-depth controllers, with the Pareto front.
+
+Registered by replay/cli.py with `cli.add_command(frontier)`. Nothing heavy is imported at
+module import (no numba, no matplotlib): `replay --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+def _split(values) -> list[str]:
+    out = []
+    for v in values:
+        out.extend(x.strip() for x in str(v).split(",") if x.strip())
+    return out
+
+
+def _fmt_tokens(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+@click.command("frontier")
+@click.argument("store", type=click.Path(file_okay=False))
+@click.option("--controllers", "controllers", default="majority,adaptive,esc,probe", show_default=True,
+              help="Comma list of built-ins (majority, adaptive, esc, probe) and/or module:Class controllers.")
+@click.option("--controller", "extra", multiple=True, metavar="MODULE:CLASS",
+              help="A controller class of yours (module:Class or path/file.py:Class), replayed by the Python "
+                   "engine; repeatable. Added to --controllers.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="The plot, a .png file.")
+@click.option("--model", "models", multiple=True, help="Model(s) to replay (repeatable or comma list). Default: all.")
+@click.option("--betas", default="0:1:11", show_default=True,
+              help="Beta sweep: START:STOP:COUNT or a comma list, each in [0, 1].")
+@click.option("--replicates", default=100, show_default=True, type=int,
+              help="Replicates per question (random opening orders). Python controllers are slower: lower it.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--questions", default="all", show_default=True, help="all, a split name (train/test), or ids.")
+@click.option("--probe-cost", default=0.0, show_default=True, type=float,
+              help="Tokens charged per probe of an unfinished sample (eliciting an answer is not free).")
+@click.option("--table", "table", type=click.Path(dir_okay=False), default=None,
+              help="Also write every point as a table (.parquet or .csv).")
+def frontier(store, controllers, extra, out, models, betas, replicates, seed, questions, probe_cost, table):
+    """Accuracy against mean tokens per question for controllers over step-level traces.
+
+    Each controller is swept over its beta knob (more beta = more compute) on every model;
+    built-ins run compiled, controllers of yours (--controller module:Class) run in the Python
+    engine with the same semantics and random numbers. Prints a table, marks the Pareto front
+    per model, writes the plot (--out) and optionally the table (--table). Semantics:
+    docs/controllers.md.
+
+    \b
+    replay frontier traces/aime24 --out frontier.png
+    replay frontier traces/aime24 --model Qwen3-8B --controller my_ctrl.py:Greedy --replicates 20 --out f.png
+    """
+    import polars as pl
+    from tqdm import tqdm
+
+    from ..clitools import open_announced
+    from ..errors import InputError
+    from .engine import load_controller
+    from .frontier import frontier_table, match_table, parse_betas, plot_frontier, sweep, write_table
+
+    names = _split([controllers]) + _split(extra)
+    if not names:
+        raise InputError("--controllers", "no controller given")
+    classes = [load_controller(n) for n in names]  # fail fast on a bad name, before opening the store
+    beta_list = parse_betas(betas)
+    if replicates < 1:
+        raise InputError("--replicates", "must be at least 1")
+    if not str(out).lower().endswith(".png"):
+        raise InputError("--out", f"{out!r}: the plot is written as PNG, use a .png file name")
+    if table is not None and not str(table).endswith((".parquet", ".csv")):
+        raise InputError("--table", f"{table!r}: use a .parquet or .csv file name")
+    st = open_announced(store)
+    model_list = _split(models) or list(st.candidate_models(0))
+    unknown = [m for m in model_list if m not in st.manifest.model_names]
+    if unknown:
+        raise InputError("--model", f"unknown model {unknown[0]!r} (models: {', '.join(st.manifest.model_names)})")
+    qsel = None if questions == "all" else (questions if questions in st.manifest.split else _split([questions]))
+    n_q = len(st.question_indices(qsel))
+    n_settings = sum(len(sweep(c, beta_list)) for c in classes)
+    with tqdm(total=n_settings * n_q * len(model_list), desc="frontier", unit="setting-question",
+              disable=None) as bar:
+        df = frontier_table(st, classes, model_list, beta_list, questions=qsel, replicates=replicates, seed=seed,
+                            probe_cost=probe_cost, progress=bar.update)
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=60, tbl_hide_dataframe_shape=True):
+        shown = df.select("model", "controller", "params", (pl.col("accuracy") * 100).round(2).alias("acc%"),
+                          (pl.col("stderr") * 100).round(2).alias("se%"), pl.col("tokens").round(0),
+                          pl.col("opened").round(2), pl.col("probes").round(1), "on_front")
+        click.echo(shown)
+        if "majority" in [c.name for c in classes]:
+            m = match_table(df, "majority")
+            click.echo("\ncheapest setting reaching the accuracy of majority vote at its largest N (same seed):")
+            click.echo(m.select("model", "controller", "params", (pl.col("accuracy") * 100).round(2).alias("acc%"),
+                                pl.col("tokens").round(0), "reached", (pl.col("ref_accuracy") * 100).round(2).alias("ref_acc%"),
+                                pl.col("ref_tokens").round(0), pl.col("saved_pct").round(1)))
+    plot_frontier(df, out, title=f"{st.name}: accuracy against tokens ({replicates} replicates, seed {seed})")
+    click.echo(f"wrote {out}")
+    if table is not None:
+        write_table(df, table)
+        click.echo(f"wrote {table}")

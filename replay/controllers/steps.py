@@ -1,0 +1,118 @@
+"""Step-level trace arrays of one (stage, model) of a store: what controllers replay.
+
+Built once from `StoreArrays` (replay/store.py), no copy of the big arrays: per question the
+pool of (question, stage, model) at the root context, and per sample its final answer, score,
+real length and probe readings (CSR `probe_off`/`probe_answer`, global answer ids).
+
+Probe j (0-based) of a sample is the answer read off its chain after (j + 1) * K tokens
+(K = manifest `probe_interval`). A reading of 'ERR' (or an empty string) means the chain
+held no answer at that point: the probe reveals nothing. A stored trace may stop before the
+chain's real end (in traces/aime24 the last probe falls up to 9 intervals short of it, and
+always equals the final answer): at depth d beyond the stored probes the latest stored
+reading stands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from ..store import Store
+
+NO_ANSWER = ("ERR", "")  # probe readings that mean "no answer yet"
+
+
+@dataclass(frozen=True, eq=False)
+class StepArrays:
+    store_name: str
+    model: str
+    stage: int
+    K: int
+    answers: np.ndarray  # object [A]: the store's answer dictionary
+    question_hash: np.ndarray  # uint64 [Q]
+    pool_of_q: np.ndarray  # int64 [Q]: pool index of (q, stage, model, root context)
+    gold: np.ndarray  # int32 [Q]: gold answer id of the stage, -1 where none
+    pool_off: np.ndarray
+    pool_prompt: np.ndarray
+    s_answer: np.ndarray
+    s_local: np.ndarray
+    s_score: np.ndarray
+    s_completion: np.ndarray
+    probe_off: np.ndarray
+    probe_answer: np.ndarray
+    no_answer: np.ndarray  # int32 [2]: answer ids that mean "no reading" (-2 where absent)
+    max_pool: int
+    max_intervals: int
+
+    @property
+    def n_questions(self) -> int:
+        return len(self.pool_of_q)
+
+    def probe_at(self, sample: int, depth: int) -> int | None:
+        """The reading of `sample` at `depth` intervals (None: no answer)."""
+        if depth <= 0:
+            return None
+        o0, o1 = int(self.probe_off[sample]), int(self.probe_off[sample + 1])
+        if o1 == o0:
+            return None
+        a = int(self.probe_answer[o0 + min(depth, o1 - o0) - 1])
+        return None if a in self.no_answer else a
+
+    def answer_id(self, text: str) -> int:
+        i = int(np.searchsorted(self.answers, text))  # the dictionary is sorted
+        return i if i < len(self.answers) and self.answers[i] == text else -1
+
+
+def step_arrays(store: Store, model: str, stage: str | int | None = None) -> StepArrays:
+    """The step-level view of one model on one stage (default: the first stage)."""
+    a = store.arrays
+    cached = getattr(store, "_step_arrays_cache", None)
+    if cached is None:
+        cached = store._step_arrays_cache = {}
+    names = store.manifest.stage_names
+    if stage is None:
+        si = 0
+    elif isinstance(stage, int):
+        si = stage
+    elif stage in names:
+        si = names.index(stage)
+    else:
+        raise InputError("--stage", f"unknown stage {stage!r} (stages: {', '.join(names)})")
+    if model not in store.manifest.model_names:
+        raise InputError("--model", f"unknown model {model!r} (models: {', '.join(store.manifest.model_names)})")
+    key = (model, si)
+    if key in cached:
+        return cached[key]
+    mi = store.model_index(model)
+    if not a.stage_model_ok[si, mi]:
+        raise InputError("--model", f"model {model!r} is not a candidate of stage {names[si]!r}")
+    K = store.manifest.probe_interval
+    if a.probe_off is None or K is None:
+        raise InputError(store.path, "has no step-level traces (no probes column or no probe_interval in the manifest): controllers need probes")
+    Q = a.n_questions
+    k = (np.arange(Q) * a.n_stages + si) * a.n_models + mi
+    # the root-context pool is the first of each (q, s, m) for stage 1; later stages have one
+    # pool per upstream answer, and a controller replays the largest (the most common upstream)
+    lo, hi = a.qsm_pool_off[k], a.qsm_pool_off[k + 1]
+    if si == 0:
+        pools = lo.astype(np.int64)
+    else:
+        sizes = np.diff(a.pool_off)
+        pools = np.array([l + int(np.argmax(sizes[l:h])) for l, h in zip(lo, hi)], dtype=np.int64)
+    ids = [int(np.searchsorted(a.answers, t)) for t in NO_ANSWER]
+    no_ans = np.array([i if i < len(a.answers) and a.answers[i] == t else -2 for i, t in zip(ids, NO_ANSWER)],
+                      dtype=np.int32)
+    sizes = a.pool_off[pools + 1] - a.pool_off[pools]
+    comp = a.s_completion
+    out = StepArrays(
+        store_name=store.name, model=model, stage=si, K=int(K), answers=a.answers,
+        question_hash=a.question_hash, pool_of_q=pools, gold=a.gold[:, si].astype(np.int32),
+        pool_off=a.pool_off, pool_prompt=a.pool_prompt, s_answer=a.s_answer, s_local=a.s_local,
+        s_score=a.s_score, s_completion=comp, probe_off=a.probe_off, probe_answer=a.probe_answer,
+        no_answer=no_ans, max_pool=int(sizes.max()),
+        max_intervals=int(-(-int(comp.max()) // int(K))) if len(comp) else 0,
+    )
+    cached[key] = out
+    return out

@@ -1,0 +1,477 @@
+"""LLM searchers (agenttts, agenthpo, mlcopilot) against a scripted local OpenAI-compatible server.
+
+The searchers only get a base URL: they do not know the server is a test double. Scores come
+from the replay of a small synthetic two-stage store built in tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+
+import numpy as np
+import polars as pl
+import pytest
+
+import replay
+from replay import schema as S
+from replay.engine import Config, StageChoice, estimate_units
+from replay.errors import ConfigError, InputError
+from search.llm import LLMRejected, LLMUnavailable
+from search.protocol import Proposal, Trial
+from search.searchers import get_searcher
+from search.searchers.agenttts import AgentTTSSearcher
+from search.space import SearchSpace
+
+from llm_server import Fail, Hang, ScriptedLLMServer
+
+STAGES = ("retrieve", "answer")
+SMALL, LARGE = "tiny-1B", "big-8B"
+
+
+# ---------------------------------------------------------------------------------------------
+# A small synthetic store: retrieve (large model much better) -> answer (small model is enough)
+
+
+def build_store(path):
+    """SYNTHETIC. 12 questions, 2 stages, 2 models, 8 samples per pool. Stage 2's pools are keyed
+    by stage 1's answer ('hit' / 'miss'): after a hit the answer stage is easy."""
+    rng = np.random.default_rng(7)
+    qids = [f"q{i:02d}" for i in range(12)]
+    p_hit = {SMALL: 0.35, LARGE: 0.8}
+    p_right = {("hit", SMALL): 0.7, ("hit", LARGE): 0.75, ("miss", SMALL): 0.1, ("miss", LARGE): 0.15}
+    rows = []
+    for q in qids:
+        for m in (SMALL, LARGE):
+            for k in range(8):
+                hit = rng.random() < p_hit[m]
+                rows.append(dict(question_id=q, stage="retrieve", model=m, context="", sample_index=k,
+                                 answer="hit" if hit else "miss", score=float(hit), prompt_tokens=200,
+                                 completion_tokens=int(rng.integers(40, 60))))
+            for ctx in ("hit", "miss"):
+                for k in range(8):
+                    right = rng.random() < p_right[(ctx, m)]
+                    ans = f"gold-{q}" if right else f"wrong-{q}-{int(rng.integers(3))}"
+                    rows.append(dict(question_id=q, stage="answer", model=m, context=ctx, sample_index=k,
+                                     answer=ans, score=float(right), prompt_tokens=100,
+                                     completion_tokens=int(rng.integers(20, 30))))
+    manifest = S.Manifest(
+        name="sim-llm-test",
+        stages=(S.Stage("retrieve"), S.Stage("answer")),
+        models=(S.Model(SMALL, 1e9), S.Model(LARGE, 8e9)),
+        synthetic=True,
+        provenance={"source": "tests/test_llm_searchers.py, synthetic"},
+        split={"train": tuple(qids[:8]), "test": tuple(qids[8:])},
+    )
+    questions = pl.DataFrame({"question_id": qids, "split": ["train"] * 8 + ["test"] * 4,
+                              "gold": [f"gold-{q}" for q in qids]})
+    return replay.write_store(path, manifest, questions, pl.DataFrame(rows))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return replay.open(build_store(tmp_path_factory.mktemp("llm") / "sim-llm-test"))
+
+
+@pytest.fixture(scope="module")
+def space(store):
+    return SearchSpace.from_store(store, questions="train")
+
+
+@pytest.fixture
+def server():
+    with ScriptedLLMServer() as srv:
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def no_env(monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+
+def estimator(store):
+    return lambda cfg: estimate_units(store, cfg, questions="train")
+
+
+def options(server, store, **kw):
+    base = dict(llm_base_url=server.base_url, llm_model="scripted-agent", llm_backoff_s=0.001,
+                llm_timeout_s=5.0, estimate_units=estimator(store), trials_per_round=2)
+    base.update(kw)
+    return base
+
+
+def answer(trials, guidelines=("g",), **extra) -> str:
+    obj = {"guidelines": list(guidelines), "trials": [trial(*t) for t in trials]}
+    obj.update(extra)
+    return json.dumps(obj)
+
+
+def trial(m1, n1, m2, n2) -> dict:
+    return {"retrieve": {"model": m1, "samples": n1}, "answer": {"model": m2, "samples": n2}}
+
+
+def cfg(m1, n1, m2, n2) -> Config:
+    return Config.of((m1, n1), (m2, n2))
+
+
+def drive(searcher, store, n_trials, replicates=8, trials=None):
+    """A tiny runner: ask -> replay on train questions -> Trial -> tell. Returns all trials."""
+    trials = list(trials or [])
+    n_trials += len(trials)
+    while len(trials) < n_trials:
+        batch = searcher.ask()
+        if not batch:
+            break
+        for p in batch[: n_trials - len(trials)]:
+            p = p if isinstance(p, Proposal) else Proposal(p)
+            t0 = time.perf_counter()
+            r = store.evaluate(p.config, questions="train", replicates=replicates, seed=0, budget=searcher.space.budget)
+            t = Trial(number=len(trials), config=p.config, feasible=r.feasible,
+                      score=r.score if r.feasible else None, stderr=r.stderr if r.feasible else None,
+                      units=r.units, tokens=r.tokens, wall_s=time.perf_counter() - t0, source=p.source, extra=p.extra)
+            trials.append(t)
+            searcher.tell(t)
+    return trials
+
+
+def plain_options(server, **kw):
+    """What the runner passes: no estimator (the searcher uses the space's cost model)."""
+    base = dict(llm_base_url=server.base_url, llm_model="scripted-agent", llm_backoff_s=0.001, llm_timeout_s=5.0,
+                trials_per_round=2)
+    base.update(kw)
+    return base
+
+
+def messages(request) -> list[dict]:
+    return request["messages"]
+
+
+def user_text(request) -> str:
+    return "\n".join(m["content"] for m in request["messages"] if m["role"] == "user")
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+
+
+@pytest.mark.parametrize("name", ["agenttts", "agenthpo", "mlcopilot"])
+def test_no_endpoint_is_a_one_line_config_error_at_construction(space, name):
+    cls = get_searcher(name)
+    with pytest.raises(ConfigError) as e:
+        cls(space, seed=0, llm_model="m")
+    msg = str(e.value)
+    assert "\n" not in msg and "--llm-base-url" in msg and "OPENAI_BASE_URL" in msg and "--llm-model" in msg
+    assert e.value.exit_code == 2
+    with pytest.raises(ConfigError, match="--llm-model"):
+        cls(space, seed=0, llm_base_url="http://127.0.0.1:9/v1")
+
+
+def test_environment_configures_the_endpoint(space, server, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-123")
+    s = get_searcher("agenthpo")(space, seed=0, llm_model="env-model", trials_per_round=1)
+    server.push(json.dumps({"analysis": "a", "trials": [trial(LARGE, 1, SMALL, 4)]}))
+    (p,) = s.ask()
+    assert p.config == cfg(LARGE, 1, SMALL, 4)
+    assert server.requests[0]["model"] == "env-model"
+    assert s.state()["llm_endpoint"] == server.base_url
+
+
+# ---------------------------------------------------------------------------------------------
+# AgentTTS end to end, through the runner
+
+
+def expected_insight1_plan(space):
+    est = space.estimate_units
+    plan = []
+    for i in range(2):
+        for m in space.models[i]:
+            others = [StageChoice(space.largest_model(j), 1) for j in range(2)]
+            fits = [n for n in space.counts[i][m]
+                    if est(Config(tuple(others[:i] + [StageChoice(m, n)] + others[i + 1:]))) <= space.budget * (1 + 1e-9)]
+            if fits:
+                c = Config(tuple(others[:i] + [StageChoice(m, max(fits))] + others[i + 1:]))
+                if c not in plan:
+                    plan.append(c)
+    return plan
+
+
+def test_agenttts_search_end_to_end_scores_come_from_the_replay(store, server, tmp_path):
+    from search.llm import prompts
+    from search.runner import make_setup, run_search
+
+    setup = make_setup(store)
+    plan = expected_insight1_plan(setup.space)
+    # a retrieve stage where the big model wins clearly, an answer stage where tiny samples do
+    assert cfg(SMALL, 8, LARGE, 1) in plan and cfg(LARGE, 1, SMALL, 8) in plan
+    rounds = [
+        ([(LARGE, 1, SMALL, 4), (LARGE, 1, SMALL, 6)], ["retrieve: prefer big-8B (0.75 vs 0.08)", "answer: prefer tiny-1B"]),
+        ([(LARGE, 1, SMALL, 7), (LARGE, 2, SMALL, 3)], ["answer: tiny-1B between 6 and 8 samples"]),
+        ([(LARGE, 1, SMALL, 5), (LARGE, 1, SMALL, 2)], ["final: big-8B x1, tiny-1B x7-8"]),
+    ]
+    for trials, guidelines in rounds:
+        server.push(answer(trials, guidelines))
+    n = len(plan) + 6
+    run = run_search(setup, "agenttts", seed=0, trials=n, options=plain_options(server), out=tmp_path / "tts")
+
+    assert [t.config for t in run.trials[: len(plan)]] == plan
+    assert all(t.source == "init" for t in run.trials[: len(plan)])
+    llm = [cfg(*t) for r, _ in rounds for t in r]
+    assert [t.config for t in run.trials[len(plan):]] == llm
+    assert all(t.source == "llm" for t in run.trials[len(plan):])
+    # scores are the replay's, on the training questions with the setup's draws
+    for t in run.trials:
+        r = store.evaluate(t.config, questions=setup.split.train, replicates=setup.replicates, seed=setup.replay_seed,
+                           budget=setup.space.budget)
+        assert t.feasible == r.feasible
+        if r.feasible:
+            assert t.score == pytest.approx(r.score)
+    # the agent saw the archive (real scores), the guidelines and the insights
+    assert len(server.requests) == 3
+    first, second = user_text(server.requests[0]), user_text(server.requests[1])
+    for t in run.trials[: len(plan)]:
+        shown = f"{t.score:.3f}" if t.feasible else "INFEASIBLE"
+        assert re.search(rf"^{t.number} \| .*{re.escape(shown)}", first, re.M)
+    assert prompts.INSIGHT1 in first and prompts.INSIGHT2 in first and prompts.INSIGHT3 in first
+    assert prompts.INSIGHT1 not in second and prompts.INSIGHT2 in second
+    assert "- retrieve: prefer big-8B (0.75 vs 0.08)" in second
+    assert f"{run.trials[len(plan)].score:.3f}" in second
+    # guidelines, counters, prompts and raw answers reach state() and the archive
+    last = run.states[-1]
+    assert last["guidelines"] == rounds[-1][1]
+    assert last["counters"]["llm_calls"] == 3
+    assert sum(v for k, v in last["counters"].items() if k != "llm_calls") == 0
+    usage = sum(len(str(m["content"]).split()) for r in server.requests for m in r["messages"])
+    assert last["llm_tokens"] > usage  # prompts plus completions, as the server reported them
+    from search.archive import read_archive
+
+    header, records, _ = read_archive(tmp_path / "tts" / "archive.jsonl")
+    assert len(records) == n
+    ex = records[-1]["extra"]
+    assert ex["guidelines"] == rounds[-1][1] and ex["raw_answer"] == answer(*rounds[-1])
+    assert "## Archive of trials" in ex["prompt"] and ex["call_usage"]["completion_tokens"] > 0
+
+
+def test_agenttts_resume_restores_guidelines_and_repeats_nothing(store, server, tmp_path):
+    from search.runner import make_setup, run_search
+
+    setup = make_setup(store)
+    n_init = len(expected_insight1_plan(setup.space))
+    server.push(answer([(LARGE, 1, SMALL, 4), (LARGE, 1, SMALL, 6)], ["keep retrieve big"]))
+    out = tmp_path / "tts"
+    first = run_search(setup, "agenttts", trials=n_init + 2, options=plain_options(server), out=out)
+    server.push(answer([(LARGE, 1, SMALL, 7), (LARGE, 1, SMALL, 5)], ["later"]))
+    again = run_search(setup, "agenttts", trials=n_init + 4, options=plain_options(server), out=out, resume=True)
+    assert again.resumed_from == n_init + 2
+    assert [t.number for t in again.trials] == list(range(n_init + 4))
+    assert len({t.config for t in again.trials}) == n_init + 4
+    # the resumed agent got the guidelines it wrote before the interruption, and no init again
+    assert "- keep retrieve big" in user_text(server.requests[-1])
+    assert [t.source for t in again.trials[n_init + 2:]] == ["llm", "llm"]
+    assert again.states[-1]["counters"]["llm_calls"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad answers: fed back with the reason, counted, bounded
+
+
+def agenttts(space, server, store, **kw):
+    s = AgentTTSSearcher(space, seed=0, **options(server, store, **kw))
+    drive(s, store, len(s.init_plan))  # the LLM-free initialisation
+    return s
+
+
+def test_malformed_json_then_schema_error_then_good_answer(space, server, store):
+    s = agenttts(space, server, store)
+    good = answer([(LARGE, 1, SMALL, 4), (LARGE, 1, SMALL, 5)], ["ok"])
+    server.push("Sure! Here are the trials: {trials: [", json.dumps({"trials": []}), good)
+    props = s.ask()
+    assert [p.config for p in props] == [cfg(LARGE, 1, SMALL, 4), cfg(LARGE, 1, SMALL, 5)]
+    c = s.state()["counters"]
+    assert (c["malformed_json"], c["schema_errors"], c["retries"], c["llm_calls"]) == (1, 1, 2, 3)
+    # the second request carries the bad answer and the reason; the third the next reason
+    m2 = messages(server.requests[1])
+    assert m2[-2] == {"role": "assistant", "content": "Sure! Here are the trials: {trials: ["}
+    assert "not valid JSON" in m2[-1]["content"]
+    assert "missing field(s) 'guidelines'" in messages(server.requests[2])[-1]["content"]
+    assert props[0].extra["raw_answers"][-1] == good and len(props[0].extra["feedback"]) == 2
+    assert props[0].extra["counters"]["malformed_json"] == 1
+
+
+def test_unknown_model_bad_count_and_over_budget_go_back_with_reasons(space, server, store):
+    s = agenttts(space, server, store)
+    server.push(
+        answer([("gpt-9", 1, SMALL, 4), (LARGE, 99, SMALL, 4), (LARGE, 8, LARGE, 8)]),
+        answer([(LARGE, 1, SMALL, 3)], ["fixed"]),
+    )
+    props = s.ask()
+    assert props[0].config == cfg(LARGE, 1, SMALL, 3) and props[0].source == "llm"
+    c = s.state()["counters"]
+    assert (c["unknown_model"], c["invalid_samples"], c["over_budget"], c["retries"]) == (1, 1, 1, 1)
+    fb = messages(server.requests[1])[-1]["content"]
+    assert "trial 1: model 'gpt-9' is not a candidate of stage 'retrieve'" in fb
+    assert "trial 2: stage 'retrieve': 99 samples is not allowed for big-8B (allowed: 1..8)" in fb
+    assert re.search(r"trial 3 \(big-8B:8,big-8B:8\): estimated cost [\d.]+ units exceeds the budget", fb)
+    # one trial asked for two: the second is filled with an untried, affordable neighbour
+    assert len(props) == 2 and props[1].source == "fill" and c["fills"] == 1
+    assert space.contains(props[1].config) and not s.tried(props[1].config)
+    assert s.cost(props[1].config) <= space.budget * 1.05
+
+
+def test_feedback_is_bounded_then_the_round_is_filled(space, server, store):
+    s = agenttts(space, server, store, max_feedback=2)
+    server.responder = lambda req: answer([("gpt-9", 1, SMALL, 4)])
+    props = s.ask()
+    assert len(server.requests) == 3  # the answer, then two bounded retries
+    c = s.state()["counters"]
+    assert (c["unknown_model"], c["retries"], c["fills"]) == (3, 2, 2)
+    assert [p.source for p in props] == ["fill", "fill"]
+    assert len({p.config for p in props}) == 2 and not any(s.tried(p.config) for p in props)
+
+
+def test_already_tried_trials_are_not_rerun(space, server, store):
+    s = agenttts(space, server, store)
+    init = s.init_plan[0]
+    dup = trial(*[x for ch in init.stages for x in (ch.model, ch.samples)])
+    server.push(json.dumps({"guidelines": [], "trials": [dup]}),
+                json.dumps({"guidelines": [], "trials": [dup, trial(LARGE, 1, SMALL, 6)]}))
+    props = s.ask()
+    c = s.state()["counters"]
+    assert (c["duplicate_answers"], c["duplicates"], c["retries"]) == (1, 2, 1)  # 2 repeated trials, 1 whole answer
+    assert "already tried" in messages(server.requests[1])[-1]["content"]
+    assert init not in [p.config for p in props] and props[0].config == cfg(LARGE, 1, SMALL, 6)
+
+
+# ---------------------------------------------------------------------------------------------
+# The endpoint: failures, timeouts, backoff, staying down
+
+
+def test_endpoint_fails_and_times_out_then_recovers(space, server, store):
+    s = agenttts(space, server, store, llm_timeout_s=0.3, llm_backoff_s=0.01)
+    server.push(Fail(500), Fail(503), Hang(3.0), answer([(LARGE, 1, SMALL, 4)], ["back"]))
+    t0 = time.perf_counter()
+    props = s.ask()
+    assert time.perf_counter() - t0 < 2.5  # the hang was cut by the client timeout
+    assert props[0].config == cfg(LARGE, 1, SMALL, 4)
+    assert s.state()["counters"]["endpoint_failures"] == 3
+    assert s.state()["counters"]["llm_calls"] == 1 and s.guidelines == ["back"]
+    assert len(server.requests) == 4
+
+
+def test_backoff_is_exponential_and_capped(server):
+    from search.llm import LLMClient, LLMSettings
+
+    server.push(Fail(500), Fail(429), Fail(502), Fail(500), "{}")
+    sleeps = []
+    settings = LLMSettings(base_url=server.base_url, model="m", api_key="k", retries=4, backoff_s=0.5, backoff_max_s=1.5)
+    reply = LLMClient(settings, sleep=sleeps.append).chat([{"role": "user", "content": "hi"}])
+    assert sleeps == [0.5, 1.0, 1.5, 1.5]
+    assert reply.text == "{}" and reply.attempts == 5 and len(reply.failures) == 4
+    assert reply.failures[1].startswith("HTTP 429")
+
+
+def test_endpoint_that_stays_down_stops_the_search_with_a_clear_error(store, server, tmp_path):
+    from search.archive import read_archive
+    from search.runner import make_setup, run_search
+
+    server.responder = lambda req: Fail(500, "overloaded")
+    setup = make_setup(store)
+    with pytest.raises(LLMUnavailable) as e:
+        run_search(setup, "agenttts", trials=20, options=plain_options(server, llm_retries=2), out=tmp_path / "down")
+    msg = str(e.value)
+    assert isinstance(e.value, InputError) and "\n" not in msg
+    assert server.base_url in msg and "3 attempts" in msg and "HTTP 500" in msg and "--resume" in msg
+    assert len(server.requests) == 3
+    # the initialisation needs no LLM: its trials are archived, nothing else
+    _, records, _ = read_archive(tmp_path / "down" / "archive.jsonl")
+    assert len(records) == len(expected_insight1_plan(setup.space))
+    assert {r["source"] for r in records} == {"init"}
+
+
+def test_refused_request_is_not_retried(space, server, store):
+    s = agenttts(space, server, store)
+    server.push(Fail(401, "invalid api key"))
+    with pytest.raises(LLMRejected, match="HTTP 401"):
+        s.ask()
+    assert len(server.requests) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Ablations
+
+
+def test_ablations_change_initialisation_and_prompts(space, server, store):
+    from search.llm import prompts
+
+    full = AgentTTSSearcher(space, seed=3, **options(server, store))
+    no1 = AgentTTSSearcher(space, seed=3, **options(server, store, ablate="insight1"))
+    assert len(no1.init_plan) == len(full.init_plan) and no1.init_plan != full.init_plan
+    assert all(space.contains(c) and no1.affordable(c) for c in no1.init_plan)
+    assert {p.source for p in no1.ask()} == {"init-random"}
+    expect = {
+        "": (True, True, True),
+        "insight1": (False, True, True),
+        "insight2": (True, False, True),
+        "insight3": (True, True, False),
+        "insight2,insight3": (True, False, False),
+    }
+    for ablate, present in expect.items():
+        s = agenttts(space, server, store, ablate=ablate)
+        server.push(answer([(LARGE, 1, SMALL, 2)]))
+        s.ask()
+        text = user_text(server.requests[-1])
+        assert (prompts.INSIGHT1 in text, prompts.INSIGHT2 in text, prompts.INSIGHT3 in text) == present, ablate
+        assert s.state()["ablate"] == sorted(a for a in ablate.split(",") if a)
+    with pytest.raises(ConfigError, match="unknown ablation 'insight4'"):
+        AgentTTSSearcher(space, **options(server, store, ablate="insight4"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The two LLM baselines
+
+
+def test_agenthpo_proposes_from_the_history(space, server, store):
+    from search.llm import prompts
+
+    s = get_searcher("agenthpo")(space, seed=0, **options(server, store, llm_json_mode=True))
+    server.push(json.dumps({"analysis": "start cheap", "trials": [trial(SMALL, 2, SMALL, 2), trial(LARGE, 1, SMALL, 2)]}),
+                json.dumps({"analysis": "big retrieval helps", "trials": [trial(LARGE, 1, SMALL, 6), trial(LARGE, 1, SMALL, 7)]}))
+    trials = drive(s, store, 4)
+    assert [t.config for t in trials] == [cfg(SMALL, 2, SMALL, 2), cfg(LARGE, 1, SMALL, 2), cfg(LARGE, 1, SMALL, 6),
+                                          cfg(LARGE, 1, SMALL, 7)]
+    first, second = user_text(server.requests[0]), user_text(server.requests[1])
+    assert "(no trials yet)" in first and "## History of trials" in second
+    assert f"{trials[1].score:.3f}" in second  # the history carries the replay's scores
+    assert prompts.INSIGHT2 not in second and prompts.INSIGHT3 not in second
+    assert server.requests[0]["response_format"] == {"type": "json_object"}
+    assert s.state()["analysis"] == "big retrieval helps"
+
+
+def test_mlcopilot_distils_knowledge_and_proposes_from_retrieved_experience(space, server, store):
+    s = get_searcher("mlcopilot")(space, seed=0, **options(server, store, k_best=1, k_similar=1))
+    server.push(
+        json.dumps({"trials": [trial(SMALL, 2, SMALL, 2), trial(LARGE, 1, SMALL, 4), trial(LARGE, 1, LARGE, 1)][:2]}),
+        json.dumps({"knowledge": ["retrieve needs big-8B", "answer works with tiny-1B samples"]}),
+        json.dumps({"trials": [trial(LARGE, 1, SMALL, 5), trial(LARGE, 1, SMALL, 3)]}),
+    )
+    trials = drive(s, store, 2)
+    trials = drive(s, store, 2, trials=trials)
+    assert [t.config for t in trials] == [cfg(SMALL, 2, SMALL, 2), cfg(LARGE, 1, SMALL, 4), cfg(LARGE, 1, SMALL, 5),
+                                          cfg(LARGE, 1, SMALL, 3)]
+    assert len(server.requests) == 3  # cold start: no knowledge call; then distil + propose
+    assert "(no experience yet" in user_text(server.requests[0])
+    distil, propose = user_text(server.requests[1]), user_text(server.requests[2])
+    assert '"knowledge": [<string>, ...]' in distil and "## Experience (every trial so far)" in distil
+    assert f"{trials[1].score:.3f}" in distil
+    assert "- retrieve needs big-8B" in propose and "## Retrieved experience" in propose
+    assert s.state()["knowledge"] == ["retrieve needs big-8B", "answer works with tiny-1B samples"]
+    assert trials[-1].extra["knowledge_call"]["raw_answer"].startswith('{"knowledge"')
+    # retrieval: the best trial, then its nearest neighbour (same models), not the far one
+    best = max(trials, key=lambda t: (t.score, -t.units))
+    got = s.retrieve()
+    assert len(got) == 2 and best in got
+    other = next(t for t in got if t is not best)
+    assert other.config.stages[0].model == LARGE

@@ -317,10 +317,13 @@ def _build_arrays(
         raise StoreError(qp, "no questions")
     n_q, n_s, n_m = len(qids), len(manifest.stages), len(manifest.models)
     q_index = {q: i for i, q in enumerate(qids.to_list())}
+    col_split = dict(zip(qids.to_list(), questions["split"].to_list()))
     for split_name, ids in manifest.split.items():
         for q in ids:
             if q not in q_index:
                 raise StoreError(store / S.MANIFEST, f"split {split_name!r} names unknown question {q!r}")
+            if col_split[q] != split_name:
+                raise StoreError(qp, f"question {q!r} has split {col_split[q]!r} but the manifest puts it in {split_name!r}")
 
     # Map names to indices with joins (no Python loop over rows).
     qmap = pl.DataFrame({"question_id": qids, "_q": pl.Series(np.arange(n_q, dtype=np.int64))})

@@ -296,8 +296,11 @@ def evaluate_batch(store: Store, configs: Iterable, questions=None, replicates: 
     return out
 
 
-def _groups(store: Store, cfgs: list[Config]):
-    """Group configs by everything but the last stage's count; order by that count."""
+def _groups(store: Store, cfgs: list[Config], share_prefix: bool = True):
+    """Group configs by everything but the last stage's count; order by that count.
+
+    With share_prefix=False every config is a group of its own (each count evaluated alone:
+    same results, more draws; for benchmarks)."""
     S = store.arrays.n_stages
     models = np.array([[store.model_index(c.model) for c in cfg.stages] for cfg in cfgs], dtype=np.int64)
     counts = np.array([[c.samples for c in cfg.stages] for cfg in cfgs], dtype=np.int64)
@@ -305,14 +308,15 @@ def _groups(store: Store, cfgs: list[Config]):
     order = np.lexsort(tuple([counts[:, S - 1]] + [key[:, j] for j in range(key.shape[1] - 1, -1, -1)]))
     skey = key[order]
     new = np.ones(len(cfgs), dtype=bool)
-    new[1:] = np.any(skey[1:] != skey[:-1], axis=1)
+    if share_prefix:
+        new[1:] = np.any(skey[1:] != skey[:-1], axis=1)
     starts = np.flatnonzero(new)
     grp_cfg_off = np.append(starts, len(cfgs)).astype(np.int64)
     return order, models[order][starts], counts[order][starts], grp_cfg_off, counts[order, S - 1].copy()
 
 
 def replay_arrays(store: Store, cfgs: list[Config], qidx: np.ndarray, replicates: int, seed: int,
-                  progress=None):
+                  progress=None, share_prefix: bool = True):
     """Raw kernel output, in the order of `cfgs`: score/tokens/flops [C, Q, R] and per-stage
     score/tokens/fallback sums over replicates [C, S, Q]."""
     from . import kernels  # compiled on first use: keeps `import replay` and `--help` fast
@@ -320,7 +324,7 @@ def replay_arrays(store: Store, cfgs: list[Config], qidx: np.ndarray, replicates
 
     a = store.arrays
     C, Q, R, S = len(cfgs), len(qidx), replicates, a.n_stages
-    order, grp_models, grp_counts, grp_off, last_counts = _groups(store, cfgs)
+    order, grp_models, grp_counts, grp_off, last_counts = _groups(store, cfgs, share_prefix)
     score = np.empty((C, Q, R))
     tokens = np.empty((C, Q, R))
     flops = np.empty((C, Q, R))

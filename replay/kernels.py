@@ -367,9 +367,11 @@ def replay_groups(
                     best_i = np.int64(0)
                     best_score = -np.inf
                     n_seen = 0
+                    # the shuffle first, then the votes: two simple loops pipeline better than one
                     for j in range(n_max):
                         state, x, t = shuffle_step(perm, swaps, state, x, j, size)
-                        i = base + t
+                    for j in range(n_max):
+                        i = base + perm[j]
                         comp += s_completion[i]
                         if agg == AGG_MAJORITY:
                             kk = vote(key, rep, s_local[i], i, j, width)
@@ -460,7 +462,8 @@ def majority_draw_loop(qhash, pool_off, s_local, s_answer, s_score, questions, p
                     lead = np.int64(0)
                     for j in range(nn):
                         state, x, t = shuffle_step(perm, swaps, state, x, j, size)
-                        i = base + t
+                    for j in range(nn):
+                        i = base + perm[j]
                         kk = vote(key, rep, s_local[i], i, j, width)
                         if kk > best:
                             best = kk

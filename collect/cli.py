@@ -38,6 +38,150 @@ def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
     click.echo(f"wrote {path}")
 
 
+@cli.command("run")
+@click.option("--task", required=True, help="Task: math (one stage, \\boxed{} answers) or qa (retrieve, then answer).")
+@click.option("--data", required=True, type=click.Path(dir_okay=False),
+              help="Dataset, JSONL: id, question, gold, optional context, metadata, split.")
+@click.option("--models", required=True,
+              help="Comma-separated models: hub ids, paths or server model names; NAME=ID names one.")
+@click.option("--params", default=None, help="Parameter counts, NAME=COUNT,... (default: read off names like Qwen3-8B).")
+@click.option("--samples", default=16, show_default=True, help="Samples per pool (the largest S replay can use).")
+@click.option("--backend", type=click.Choice(["vllm", "openai"]), default=None,
+              help="vllm (offline engine; default when importable) or openai (any OpenAI-compatible server).")
+@click.option("--base-url", default=None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vllm serve).")
+@click.option("--api-key", default=None, envvar="OPENAI_API_KEY", show_envvar=True,
+              help="API key for --backend openai (never written to the store).")
+@click.option("--temperature", default=0.9, show_default=True, type=float)
+@click.option("--max-tokens", default=1024, show_default=True, type=int, help="Completion length cap per sample.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Base of every pool's sampling seed and of the split.")
+@click.option("--expand-top", default=4, show_default=True, type=int,
+              help="Upstream answers per question that get their own downstream pool (most frequent first).")
+@click.option("--expand-min-share", default=0.0, show_default=True, type=float,
+              help="Expand an upstream answer only if it is at least this share of the aggregated outcomes.")
+@click.option("--limit", default=None, type=int, help="Use only the first N questions of the data file.")
+@click.option("--train", default=None, type=int,
+              help="Train-split size when the data names no splits (default: half, seeded shuffle).")
+@click.option("--batch-size", default=64, show_default=True, type=int,
+              help="Pools per backend call and per checkpoint shard.")
+@click.option("--concurrency", default=8, show_default=True, type=int, help="Parallel requests (openai backend).")
+@click.option("--retries", default=6, show_default=True, type=int,
+              help="Retries with backoff per request on rate limits, server errors, dropped connections (openai).")
+@click.option("--tensor-parallel", default=1, show_default=True, type=int, help="GPUs per model (vllm backend).")
+@click.option("--gpu-memory-utilization", default=0.9, show_default=True, type=float, help="vllm backend.")
+@click.option("--max-model-len", default=None, type=int, help="Context length cap (vllm backend).")
+@click.option("--name", default=None, help="Store name (default: the folder name).")
+@click.option("--out", required=True, type=click.Path(), help="Store folder to write (replaced atomically at the end).")
+@click.option("--force", is_flag=True, help="Replace an existing store at OUT.")
+@click.option("--fresh", is_flag=True, help="Discard a partial run of OUT instead of resuming it.")
+@click.option("--keep-raw", is_flag=True, help="Keep every completion's text in OUT.raw/ (Parquet shards).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def run_cmd(task, data, models, params, samples, backend, base_url, api_key, temperature, max_tokens, seed,
+            expand_top, expand_min_share, limit, train, batch_size, concurrency, retries, tensor_parallel,
+            gpu_memory_utilization, max_model_len, name, out, force, fresh, keep_raw, quiet):
+    """Sample pools from real LLMs for every stage, model and question, into a store.
+
+    \b
+    For each stage in order and each model: one pool of --samples completions per question
+    and upstream context (the first stage has one; a later stage one per expanded upstream
+    answer, see --expand-top). Answers are parsed and scored by the task; token counts are
+    the backend's. An interrupted run resumes from OUT.partial/ when rerun with the same
+    settings; the store is written once, atomically, at the end.
+
+    \b
+    collect run --task qa --data 2wiki.jsonl --models Qwen/Qwen3-1.7B,Qwen/Qwen3-8B \\
+        --samples 64 --out traces/2wiki
+    collect run --task math --data aime.jsonl --models Qwen3-8B --backend openai \\
+        --base-url http://localhost:8000/v1 --samples 32 --out traces/aime
+    """
+    import shlex
+
+    from .backends import vllm_available
+    from .runner import RunSettings, parse_models, run_collection
+    from .tasks import get_task
+
+    get_task(task)  # an unknown task fails before anything else
+    specs = parse_models(models, params)
+    backend = backend or ("vllm" if vllm_available() else "openai")
+    if backend == "vllm":
+        opts = {"tensor_parallel_size": tensor_parallel, "gpu_memory_utilization": gpu_memory_utilization,
+                "max_model_len": max_model_len}
+
+        def make(m):
+            from .backends.vllm_backend import VLLMBackend
+
+            return VLLMBackend(m.model_id, seed=seed, **opts)
+    else:
+        opts = {"base_url": base_url, "concurrency": concurrency, "retries": retries}
+
+        def make(m):
+            from .backends.openai_compat import OpenAIBackend
+
+            return OpenAIBackend(m.model_id, base_url=base_url, api_key=api_key, max_concurrency=concurrency,
+                                 max_retries=retries)
+    # the command as run, rebuilt from the parsed options (so the API key never lands in a file)
+    ctx = click.get_current_context()
+    shown = []
+    for p in ctx.command.params:
+        v = ctx.params.get(p.name)
+        if p.name == "api_key" or v is None or v is False:
+            continue
+        flag = p.opts[0]
+        shown.append(flag if v is True else f"{flag} {shlex.quote(str(v))}")
+    settings = RunSettings(
+        task=task, data=data, models=tuple(specs), out=out, samples=samples, temperature=temperature,
+        max_tokens=max_tokens, seed=seed, expand_top=expand_top, expand_min_share=expand_min_share,
+        limit=limit, train=train, batch_size=batch_size, name=name, backend=backend, backend_options=opts,
+        command="collect run " + " ".join(shown), keep_raw=keep_raw, fresh=fresh, force=force)
+    res = run_collection(settings, make, progress=not quiet, log=lambda s: click.echo(s, err=True))
+    click.echo(f"{'stage':<12} {'model':<20} {'pools':>6} {'samples':>8} {'score':>6} {'prompt':>7} "
+               f"{'compl.':>7} {'cut':>5} {'cover':>6}")
+    for r in res.summary:
+        click.echo(f"{r.stage:<12} {r.model:<20} {r.pools:>6} {r.samples:>8} {r.mean_score:>6.3f} "
+                   f"{r.mean_prompt_tokens:>7.0f} {r.mean_completion_tokens:>7.0f} {r.truncated:>5.0%} "
+                   f"{r.coverage:>6.1%}")
+    click.echo(f"wrote {res.path} ({res.drawn_samples} samples drawn in {res.seconds:.1f} s"
+               + (f", {res.resumed_pools} pools resumed" if res.resumed_pools else "") + ")")
+
+
+@cli.command("simulate")
+@click.argument("spec", required=False)
+@click.option("--out", required=True, type=click.Path(), help="Store folder to write (atomically).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
+@click.option("--preset", default=None,
+              help="Start from a preset (2wiki, hotpotqa, cwq, webqsp, taskbench, chatdev, scale); "
+                   "SPEC's fields, if given, are laid over it.")
+@click.option("--force", is_flag=True, help="Replace an existing store at --out.")
+def simulate_cmd(spec, out, seed, preset, force):
+    """Write a SYNTHETIC multi-stage store from SPEC (a YAML/JSON file, or a preset name).
+
+    \b
+    collect simulate 2wiki --out traces/sim-2wiki
+    collect simulate my-spec.yaml --out /tmp/sim-mine --seed 3
+    collect simulate tweaks.yaml --preset taskbench --out /tmp/sim-tb
+
+    Every spec field, its default and the presets: docs/simulate.md. The store is named
+    sim-..., marked synthetic in its manifest, and records the spec and seed.
+    """
+    import time
+
+    from replay.clitools import announce
+    from replay.store import read_manifest
+
+    from .simulate import simulate
+    from .simulate.presets import resolve
+
+    sim_spec, used = resolve(spec, preset)
+    command = "collect simulate " + " ".join(
+        x for x in [spec or "", f"--preset {preset}" if preset else "", f"--out {out}", f"--seed {seed}"] if x)
+    t0 = time.perf_counter()
+    path = simulate(sim_spec, out, seed=seed, preset=used, overwrite=force, command=command)
+    manifest = read_manifest(path)
+    announce(manifest)  # the notice every reader of a synthetic store prints, for what we wrote
+    click.echo(f"wrote {path}: {sim_spec.questions} questions, {len(sim_spec.stages)} stages "
+               f"({', '.join(s.name for s in sim_spec.stages)}), {len(sim_spec.models)} models, "
+               f"{sim_spec.samples} samples per pool, seed {seed} ({time.perf_counter() - t0:.1f} s)")
+
+
 def main(argv=None):
     main_wrapper(cli, argv)
 

@@ -7,7 +7,6 @@ from the replay of a small synthetic two-stage store built in tmp_path.
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 
@@ -187,11 +186,14 @@ def test_environment_configures_the_endpoint(space, server, monkeypatch):
 def expected_insight1_plan(space):
     est = space.estimate_units
     plan = []
-    for i in range(2):
+    n_st = len(space.stages)
+    for i in range(n_st):
         for m in space.models[i]:
-            others = [StageChoice(space.largest_model(j), 1) for j in range(2)]
-            fits = [n for n in space.counts[i][m]
-                    if est(Config(tuple(others[:i] + [StageChoice(m, n)] + others[i + 1:]))) <= space.budget * (1 + 1e-9)]
+            others = [StageChoice(space.largest_model(j), 1) for j in range(n_st)]
+            at = lambda n: est(Config(tuple(others[:i] + [StageChoice(m, n)] + others[i + 1:])))  # noqa: E731
+            fits = [n for n in space.counts[i][m] if at(n) <= space.budget * (1 + 1e-9)]
+            if not fits and at(1) <= space.budget * 1.05:  # over only by the estimate's slack
+                fits = [1]
             if fits:
                 c = Config(tuple(others[:i] + [StageChoice(m, max(fits))] + others[i + 1:]))
                 if c not in plan:
@@ -253,6 +255,24 @@ def test_agenttts_search_end_to_end_scores_come_from_the_replay(store, server, t
     ex = records[-1]["extra"]
     assert ex["guidelines"] == rounds[-1][1] and ex["raw_answer"] == answer(*rounds[-1])
     assert "## Archive of trials" in ex["prompt"] and ex["call_usage"]["completion_tokens"] > 0
+
+
+def test_insight1_initialisation_on_the_real_aime24_store(server):
+    """One stage, four Qwen3 models: the largest once (the default budget itself), each smaller
+    model with the most samples the same budget buys."""
+    from search.runner import make_setup
+
+    from conftest import TRACES
+
+    setup = make_setup(replay.open(TRACES / "aime24"))
+    s = AgentTTSSearcher(setup.space, seed=0, **plain_options(server))
+    plan = [str(c) for c in s.init_plan]
+    assert plan == [str(c) for c in expected_insight1_plan(setup.space)]
+    assert [c.split(":")[0] for c in plan] == ["Qwen3-0.6B", "Qwen3-1.7B", "Qwen3-4B", "Qwen3-8B"]
+    counts = [int(c.split(":")[1]) for c in plan]
+    assert counts[-1] == 1 and counts == sorted(counts, reverse=True) and counts[0] > 4
+    assert all(setup.space.estimate_units(Config.parse(c)) <= setup.space.budget * 1.05 for c in plan)
+    assert all(p.source == "init" for p in s.ask()) and not server.requests  # no LLM call yet
 
 
 def test_agenttts_resume_restores_guidelines_and_repeats_nothing(store, server, tmp_path):
@@ -475,3 +495,43 @@ def test_mlcopilot_distils_knowledge_and_proposes_from_retrieved_experience(spac
     assert len(got) == 2 and best in got
     other = next(t for t in got if t is not best)
     assert other.config.stages[0].model == LARGE
+
+
+# ---------------------------------------------------------------------------------------------
+# The answer parser and the settings
+
+
+def test_answer_parser_is_strict_except_for_think_blocks_and_one_fence():
+    from search.llm.answer import AnswerProblem, parse_answer
+
+    fields = {"guidelines": "strings", "trials": "trials"}
+    good = answer([(LARGE, 1, SMALL, 4)], ["  prefer\n big  "])
+    wrapped = f"<think>\nlet me think {{not json}}\n</think>\n```json\n{good}\n```"
+    a = parse_answer(wrapped, STAGES, fields)
+    assert a.trials == (cfg(LARGE, 1, SMALL, 4),) and a.fields["guidelines"] == ["prefer big"]
+    bad = {
+        "here you go: " + good: "malformed_json",
+        "": "malformed_json",
+        json.dumps([trial(LARGE, 1, SMALL, 4)]): "schema_errors",
+        json.dumps({"guidelines": [], "trials": [trial(LARGE, 1, SMALL, 4)], "notes": "x"}): "schema_errors",
+        json.dumps({"guidelines": "one string", "trials": [trial(LARGE, 1, SMALL, 4)]}): "schema_errors",
+        json.dumps({"guidelines": [], "trials": []}): "schema_errors",
+        json.dumps({"guidelines": [], "trials": [{"retrieve": {"model": LARGE, "samples": 1}}]}): "schema_errors",
+        json.dumps({"guidelines": [], "trials": [trial(LARGE, 2.0, SMALL, 4)]}): "schema_errors",
+        json.dumps({"guidelines": [], "trials": [trial(LARGE, True, SMALL, 4)]}): "schema_errors",
+        json.dumps({"guidelines": [], "trials": [trial(LARGE, "2", SMALL, 4)]}): "schema_errors",
+        json.dumps({"guidelines": [], "trials": [{**trial(LARGE, 1, SMALL, 4), "rerank": {"model": SMALL, "samples": 1}}]}): "schema_errors",
+    }
+    for text, kind in bad.items():
+        with pytest.raises(AnswerProblem) as e:
+            parse_answer(text, STAGES, fields)
+        assert e.value.kind == kind, text
+
+
+def test_settings_reject_bad_numbers(space, server):
+    with pytest.raises(ConfigError, match="--llm-retries"):
+        AgentTTSSearcher(space, **plain_options(server, llm_retries=-1))
+    with pytest.raises(ConfigError, match="--trials-per-round"):
+        AgentTTSSearcher(space, **plain_options(server, trials_per_round=0))
+    with pytest.raises(ConfigError, match="--llm-timeout-s"):
+        AgentTTSSearcher(space, **plain_options(server, llm_timeout_s="soon"))

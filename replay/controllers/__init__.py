@@ -14,15 +14,33 @@ docs/controllers.md. Nothing here imports numba until a compiled evaluation runs
 
 from __future__ import annotations
 
-from .base import (Action, Answer, Continue, Controller, ControllerError, Episode, Open, Param, Probe, Prune,
-                   ScriptedController, lerp)
-from .builtin import BUILTINS, AdaptiveConsistency, EarlyStoppingConsistency, MajorityVote, ProbeController
-from .engine import ControllerResult, Setting, evaluate_controller, evaluate_settings, load_controller
-from .steps import StepArrays, step_arrays
-
 __all__ = [
     "Action", "Answer", "Continue", "Controller", "ControllerError", "Episode", "Open", "Param", "Probe", "Prune",
     "ScriptedController", "lerp", "BUILTINS", "AdaptiveConsistency", "EarlyStoppingConsistency", "MajorityVote",
     "ProbeController", "ControllerResult", "Setting", "evaluate_controller", "evaluate_settings", "load_controller",
     "StepArrays", "step_arrays",
 ]
+
+# Imported lazily, like `replay` itself: `replay --help` (which registers `replay frontier`)
+# must not load polars, pyarrow or Numba.
+_LAZY = {
+    **{n: "base" for n in ("Action", "Answer", "Continue", "Controller", "ControllerError", "Episode", "Open", "Param",
+                           "Probe", "Prune", "ScriptedController", "lerp")},
+    **{n: "builtin" for n in ("BUILTINS", "AdaptiveConsistency", "EarlyStoppingConsistency", "MajorityVote",
+                              "ProbeController")},
+    **{n: "engine" for n in ("ControllerResult", "Setting", "evaluate_controller", "evaluate_settings",
+                             "load_controller")},
+    **{n: "steps" for n in ("StepArrays", "step_arrays")},
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(name)
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Iterator
 import numpy as np
 
 from ..errors import InputError
-from ..reference import Stream, stream_start
+from ..reference import Stream, draw, stream_start
 from .steps import StepArrays
 
 
@@ -83,6 +83,11 @@ class Param:
     integer: bool = False
     default: float | None = None
     help: str = ""
+    span: tuple[float, float] | None = None  # the range a searcher explores (default: low .. high)
+
+    @property
+    def search_range(self) -> tuple[float, float]:
+        return self.span if self.span is not None else (self.low, self.high)
 
     def check(self, value: Any, where: str) -> float | int:
         try:
@@ -213,8 +218,10 @@ class Episode:
         self._gold = int(steps.gold[q])
         self.K = steps.K
         self.probe_cost = float(probe_cost)
-        self._stream = Stream(stream_start(seed, int(steps.question_hash[q]), r, steps.stage))
-        self._perm = list(range(self.pool_size))
+        # the engine's draw order (replay/reference.py's oracle); its prefixes are the draws of
+        # smaller counts, so opening j samples opens exactly the engine's first j draws
+        self._order = draw(Stream(stream_start(seed, int(steps.question_hash[q]), r, steps.stage)),
+                           self.pool_size, self.pool_size)
         self.samples: list[int] = []  # global sample index per opened sample
         self.depth: list[int] = []
         self.finished: list[bool] = []
@@ -269,9 +276,7 @@ class Episode:
             j = self.n_opened
             if j >= self.pool_size:
                 raise ControllerError("controller", f"Open(): the pool holds {self.pool_size} samples, all opened")
-            k = j + self._stream.below(self.pool_size - j)
-            self._perm[j], self._perm[k] = self._perm[k], self._perm[j]
-            self.samples.append(self._base + self._perm[j])
+            self.samples.append(self._base + self._order[j])
             self.depth.append(0)
             self.finished.append(False)
             self.pruned.append(False)
@@ -355,11 +360,15 @@ def max_actions(steps: StepArrays) -> int:
 
 def run_episode(ctrl: Controller, steps: StepArrays, q: int, r: int, seed: int, probe_cost: float = 0.0) -> Episode:
     ep = Episode(steps, q, r, seed, probe_cost)
+    name = f"controller {ctrl.name or type(ctrl).__name__!r}"
     ctrl.reset(ep)
     limit = max_actions(steps)
     for _ in range(limit):
         act = ctrl.decide(ep)
-        ep.apply(act)
+        try:
+            ep.apply(act)
+        except ControllerError as e:  # say which controller and where
+            raise ControllerError(name, f"question {q}, replicate {r}: {e.problem}") from None
         if ep.done:
             return ep
-    raise ControllerError(f"controller {ctrl.name or type(ctrl).__name__!r}", f"took {limit} actions without answering (does it loop?)")
+    raise ControllerError(name, f"took {limit} actions without answering on question {q}, replicate {r} (does it loop?)")

@@ -10,9 +10,9 @@ kernels (kernels.py) against, and examples for users who write their own control
     esc        early-stopping self-consistency: samples in windows of W; stop at the first
                window whose W answers all agree
     probe      width-depth: keep `width` samples running, K tokens at a time, probing each after
-               every step; a sample votes once finished or once `settle` consecutive probes agree
-               (it is then stopped early); prune samples whose probes keep disagreeing with the
-               leading vote; stop when the votes pass the adaptive-consistency confidence test
+               every step; a sample votes once finished (or once `settle` consecutive probes agree;
+               off by default); prune samples whose probes keep disagreeing with the leading
+               vote; stop when the votes pass the adaptive-consistency confidence test
 """
 
 from __future__ import annotations
@@ -51,14 +51,9 @@ def vote(answers: list[int]) -> int:
     return next(a for a in answers if counts[a] == top)
 
 
-def _finish_all(ep: Episode) -> Iterator[Action]:
-    for i in ep.running():
-        yield Continue(i, None)
-
-
 class MajorityVote(ScriptedController):
     name = "majority"
-    params = (Param("n", 1, 1024, integer=True, default=64, help="samples to open and vote over"),)
+    params = (Param("n", 1, 1024, integer=True, default=64, help="samples to open and vote over", span=(1, 64)),)
 
     @classmethod
     def beta_params(cls, beta):
@@ -75,8 +70,9 @@ class MajorityVote(ScriptedController):
 class AdaptiveConsistency(ScriptedController):
     name = "adaptive"
     params = (
-        Param("threshold", 0.5, 1.0, default=0.95, help="stop when P(leader is the majority) exceeds this"),
-        Param("max_samples", 1, 512, integer=True, default=64, help="cap on samples"),
+        Param("threshold", 0.5, 1.0, default=0.95, help="stop when P(leader is the majority) exceeds this",
+              span=(0.5, 0.9995)),
+        Param("max_samples", 1, 512, integer=True, default=64, help="cap on samples", span=(1, 128)),
     )
 
     @classmethod
@@ -103,8 +99,8 @@ class AdaptiveConsistency(ScriptedController):
 class EarlyStoppingConsistency(ScriptedController):
     name = "esc"
     params = (
-        Param("window", 1, 1024, integer=True, default=8, help="window size W"),
-        Param("max_samples", 1, 1024, integer=True, default=64, help="cap on samples"),
+        Param("window", 1, 1024, integer=True, default=8, help="window size W", span=(1, 16)),
+        Param("max_samples", 1, 1024, integer=True, default=64, help="cap on samples", span=(1, 128)),
     )
 
     @classmethod
@@ -128,27 +124,35 @@ class EarlyStoppingConsistency(ScriptedController):
 class ProbeController(ScriptedController):
     name = "probe"
     params = (
-        Param("width", 1, 1024, integer=True, default=4, help="samples kept running at once"),
-        Param("settle", 1, 1000, integer=True, default=4,
-              help="a running sample's answer counts once this many consecutive probes agree"),
-        Param("patience", 1, 1000, integer=True, default=8,
-              help="prune a running sample after this many consecutive probes against the leading answer"),
-        Param("threshold", 0.5, 1.0, default=0.95, help="stop when P(leader is the majority) exceeds this"),
-        Param("max_samples", 1, 512, integer=True, default=64, help="cap on samples opened, refills included"),
+        Param("width", 1, 1024, integer=True, default=4, help="samples kept running at once", span=(1, 16)),
+        Param("settle", 0, 1000, integer=True, default=0,
+              help="a running sample's answer counts once this many consecutive probes agree (0: never)",
+              span=(0, 20)),
+        Param("patience", 1, 1000, integer=True, default=24,
+              help="prune a running sample after this many consecutive probes against the leading answer",
+              span=(1, 64)),
+        Param("threshold", 0.5, 1.0, default=0.95, help="stop when P(leader is the majority) exceeds this",
+              span=(0.5, 0.9995)),
+        Param("max_samples", 1, 512, integer=True, default=64, help="cap on samples opened, refills included",
+              span=(1, 128)),
     )
 
     @classmethod
     def beta_params(cls, beta):
-        return {"width": lerp(2, 8, beta, integer=True), "settle": lerp(2, 10, beta, integer=True),
-                "patience": lerp(4, 20, beta, integer=True), "threshold": 1.0 - 0.5 * 10.0 ** (-3.0 * beta),
-                "max_samples": lerp(8, 64, beta, integer=True)}
+        # settle stays 0 (off) along the knob: on aime24 a chain's probe readings often hold a
+        # wrong answer for thousands of tokens (Qwen3-8B: 41% of chains whose readings agreed 10
+        # times in a row end elsewhere), so settling early cost accuracy at every width we tried.
+        # The ranges below were chosen after a scan on aime24 (all 30 questions): see
+        # docs/controllers.md.
+        return {"width": lerp(2, 8, beta, integer=True), "settle": 0, "patience": lerp(6, 48, beta, integer=True),
+                "threshold": 1.0 - 0.5 * 10.0 ** (-3.0 * beta), "max_samples": lerp(8, 64, beta, integer=True)}
 
     def script(self, ep):
         """Rounds: every running sample one interval deeper, then probed. A sample votes once
-        finished (its final answer) or settled (its last `settle` readings agree; it is then
-        left unfinished, which is where the tokens are saved). Stop as adaptive consistency
-        does, on the votes; prune running samples that keep disagreeing with the leading vote;
-        refill the width from the pool up to max_samples."""
+        finished (its final answer) or, if `settle` > 0, once its last `settle` readings agree
+        (it is then left unfinished). Stop as adaptive consistency does, on the votes; prune
+        running samples whose readings keep disagreeing with the leading vote (the tokens they
+        would still have spent are saved); refill the width from the pool up to max_samples."""
         cap = min(self.max_samples, ep.pool_size)
         run: dict[int, int] = {}  # length of the current run of equal readings
         against: dict[int, int] = {}  # consecutive readings against the leading vote
@@ -167,7 +171,7 @@ class ProbeController(ScriptedController):
                 yield Probe(i)
                 a = ep.reading[i]
                 run[i] = 0 if a is None else (run.get(i, 0) + 1 if a == prev else 1)
-                if run[i] >= self.settle:
+                if self.settle and run[i] >= self.settle:
                     settled[i] = a
             votes = [ep.final[i] if ep.finished[i] else settled[i] for i in ep.active()
                      if ep.finished[i] or i in settled]

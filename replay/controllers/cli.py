@@ -37,9 +37,10 @@ def _fmt_tokens(x: float) -> str:
 @click.option("--questions", default="all", show_default=True, help="all, a split name (train/test), or ids.")
 @click.option("--probe-cost", default=0.0, show_default=True, type=float,
               help="Tokens charged per probe of an unfinished sample (eliciting an answer is not free).")
+@click.option("--stage", default=None, help="Stage whose pools the controllers replay (default: the first).")
 @click.option("--table", "table", type=click.Path(dir_okay=False), default=None,
               help="Also write every point as a table (.parquet or .csv).")
-def frontier(store, controllers, extra, out, models, betas, replicates, seed, questions, probe_cost, table):
+def frontier(store, controllers, extra, out, models, betas, replicates, seed, questions, probe_cost, stage, table):
     """Accuracy against mean tokens per question for controllers over step-level traces.
 
     Each controller is swept over its beta knob (more beta = more compute) on every model;
@@ -72,7 +73,9 @@ def frontier(store, controllers, extra, out, models, betas, replicates, seed, qu
     if table is not None and not str(table).endswith((".parquet", ".csv")):
         raise InputError("--table", f"{table!r}: use a .parquet or .csv file name")
     st = open_announced(store)
-    model_list = _split(models) or list(st.candidate_models(0))
+    if stage is not None and stage not in st.manifest.stage_names:
+        raise InputError("--stage", f"unknown stage {stage!r} (stages: {', '.join(st.manifest.stage_names)})")
+    model_list = _split(models) or list(st.candidate_models(stage if stage is not None else 0))
     unknown = [m for m in model_list if m not in st.manifest.model_names]
     if unknown:
         raise InputError("--model", f"unknown model {unknown[0]!r} (models: {', '.join(st.manifest.model_names)})")
@@ -82,7 +85,7 @@ def frontier(store, controllers, extra, out, models, betas, replicates, seed, qu
     with tqdm(total=n_settings * n_q * len(model_list), desc="frontier", unit="setting-question",
               disable=None) as bar:
         df = frontier_table(st, classes, model_list, beta_list, questions=qsel, replicates=replicates, seed=seed,
-                            probe_cost=probe_cost, progress=bar.update)
+                            probe_cost=probe_cost, stage=stage, progress=bar.update)
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=60, tbl_hide_dataframe_shape=True):
         shown = df.select("model", "controller", "params", (pl.col("accuracy") * 100).round(2).alias("acc%"),
                           (pl.col("stderr") * 100).round(2).alias("se%"), pl.col("tokens").round(0),

@@ -74,12 +74,12 @@ def pareto_mask(tokens: np.ndarray, acc: np.ndarray) -> np.ndarray:
 
 def frontier_table(store: Store, controllers: Sequence, models: Sequence[str], betas: Sequence[float],
                    questions=None, replicates: int = 100, seed: int = 0, probe_cost: float = 0.0,
-                   progress: Callable[[int], None] | None = None) -> pl.DataFrame:
+                   stage=None, progress: Callable[[int], None] | None = None) -> pl.DataFrame:
     rows = []
     for model in models:
         settings = [st for c in controllers for st in sweep(c, betas)]
         for r in evaluate_settings(store, model, settings, questions=questions, replicates=replicates, seed=seed,
-                                   probe_cost=probe_cost, progress=progress):
+                                   probe_cost=probe_cost, stage=stage, progress=progress):
             rows.append(r.as_row())
     df = pl.DataFrame(rows, schema_overrides={"beta": pl.Float64})
     fronts = []

@@ -5,7 +5,8 @@ One episode = one (controller setting, question, replicate). Its per-sample stat
 scratch arrays indexed by the opening slot j: smp (global sample index), dep (depth in
 intervals of K tokens), fin (finished), prn (pruned), rd (latest reading, -1 = none). The pool
 is opened in the engine's draw order: slot j is position j of the partial Fisher-Yates shuffle
-driven by stream_start(seed, qhash, r, stage) (replay/kernels.py), undone after the episode.
+driven by stream_start(seed, qhash, r, stage), one `shuffle_step` of replay/kernels.py per
+opened sample, undone after the episode.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..kernels import bounded, next_u64, stream_start
+from ..kernels import shuffle_step, stream_start
 from .builtin import majority_confidence as _majority_confidence_py
 
 MAJORITY, ADAPTIVE, ESC, PROBE = 0, 1, 2, 3
@@ -25,14 +26,11 @@ majority_confidence = njit(cache=True)(_majority_confidence_py)
 @njit(cache=True)
 def _open(rng, perm, swaps, n_open, size, base, smp, dep, fin, prn, rd, streak):
     j = n_open
-    st, x = next_u64(rng[0])
+    # the engine's own shuffle step: slot j is the engine's j-th draw (rng = [state, last output])
+    st, x, t = shuffle_step(perm, swaps, rng[0], rng[1], j, size)
     rng[0] = st
-    k = j + bounded(x, size - j)
-    t = perm[j]
-    perm[j] = perm[k]
-    perm[k] = t
-    swaps[j] = k
-    smp[j] = base + perm[j]
+    rng[1] = x
+    smp[j] = base + t
     dep[j] = 0
     fin[j] = False
     prn[j] = False
@@ -222,6 +220,9 @@ def _probe_ctrl(width, settle, patience, threshold, max_samples, size, base, K, 
     n_probes = 0
     n_dist = 0
     n_votes = 0
+    seen_votes = 0
+    leader = -1
+    v1 = 0
     for _ in range(min(width, cap)):
         n_open = _open(rng, perm, swaps, n_open, size, base, smp, dep, fin, prn, rd, against)
         runl[n_open - 1] = 0
@@ -251,14 +252,16 @@ def _probe_ctrl(width, settle, patience, threshold, max_samples, size, base, K, 
                 runl[j] += 1
             else:
                 runl[j] = 1
-            if runl[j] >= settle:
+            if settle > 0 and runl[j] >= settle:
                 sv[j] = a
                 n_dist = _add_vote(a, j, n_dist, vans, vcnt, vmin)
                 n_votes += 1
-        leader, v1, v2 = _leader(n_dist, vans, vcnt, vmin)
-        if n_votes >= 2 and majority_confidence(v1, v2) > threshold:
-            vcnt[:n_dist] = 0
-            return leader, n_open, n_probes
+        if n_votes != seen_votes:  # votes only ever grow: recompute only when they did
+            seen_votes = n_votes
+            leader, v1, v2 = _leader(n_dist, vans, vcnt, vmin)
+            if n_votes >= 2 and majority_confidence(v1, v2) > threshold:
+                vcnt[:n_dist] = 0
+                return leader, n_open, n_probes
         for j in range(n_open):
             if prn[j] or fin[j] or sv[j] >= 0 or rd[j] < 0:
                 continue
@@ -309,7 +312,7 @@ def run_grid(codes, prm, pools_q, qhash, gold_q, n_rep, seed, stage, K, probe_co
         vans = np.empty(max_pool, np.int64)
         vcnt = np.zeros(max_pool, np.int64)
         vmin = np.zeros(max_pool, np.int64)
-        rng = np.zeros(1, np.uint64)
+        rng = np.zeros(2, np.uint64)
         for task in range(chunk * n_tasks // n_chunks, (chunk + 1) * n_tasks // n_chunks):
             c = task // Q
             qi = task % Q
@@ -319,6 +322,7 @@ def run_grid(codes, prm, pools_q, qhash, gold_q, n_rep, seed, stage, K, probe_co
             code = codes[c]
             for r in range(n_rep):
                 rng[0] = stream_start(seed, qhash[qi], r, stage)
+                rng[1] = 0
                 if code == MAJORITY:
                     ans, n_open, n_probes = _majority(np.int64(prm[c, 0]), size, base, K, rng, perm, swaps, smp, dep,
                                                       fin, prn, rd, streak, s_completion, s_answer)

@@ -1,0 +1,119 @@
+"""The agent's answer: one strict JSON object, parsed and validated on receipt.
+
+    {"guidelines": ["prefer Qwen3-8B for retrieve: it wins clearly", ...],
+     "trials": [{"retrieve": {"model": "Qwen3-8B", "samples": 1},
+                 "answer":   {"model": "Qwen3-0.6B", "samples": 12}}, ...]}
+
+Which top-level fields an answer has depends on the call (`FIELDS`); every field listed for a
+call is required and no other field is allowed. A trial names every stage exactly once, each
+with exactly "model" (a string) and "samples" (a JSON integer). Two lenient steps only, because
+real endpoints add them around otherwise strict output: a leading <think>...</think> block
+(reasoning models served without a reasoning parser) and one surrounding ``` code fence.
+
+Semantic checks (is the model a candidate of the stage, is the count allowed, is the trial
+within budget, was it tried already) belong to the searcher: see search/llm/agent.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from replay.engine import Config, StageChoice
+
+MAX_LIST = 20  # guidelines / knowledge items kept; more is noise in the next prompt
+
+_THINK = re.compile(r"^\s*<think>.*?</think>", re.S)
+_FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n(.*)\n\s*```\s*$", re.S)
+
+
+class AnswerProblem(Exception):
+    """What was wrong with an answer: `kind` is the counter it goes to, the message goes back
+    to the agent verbatim."""
+
+    def __init__(self, kind: str, message: str):
+        self.kind = kind
+        self.message = message
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Answer:
+    fields: dict  # validated top-level fields other than trials (lists of strings, strings)
+    trials: tuple[Config, ...]
+
+
+def strip_wrapping(text: str) -> str:
+    text = _THINK.sub("", text or "", count=1).strip()
+    m = _FENCE.match(text)
+    return m.group(1).strip() if m else text
+
+
+def parse_answer(text: str, stages: tuple[str, ...], fields: dict[str, str]) -> Answer:
+    """`fields`: name -> "trials" | "strings" | "string". Raises AnswerProblem."""
+    body = strip_wrapping(text)
+    if not body:
+        raise AnswerProblem("malformed_json", "the answer was empty; expected one JSON object")
+    try:
+        obj = json.loads(body)
+    except json.JSONDecodeError as e:
+        raise AnswerProblem("malformed_json", f"the answer is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise AnswerProblem("schema_errors", f"the answer must be a JSON object, got a JSON {type(obj).__name__}")
+    extra = sorted(set(obj) - set(fields))
+    if extra:
+        raise AnswerProblem("schema_errors", f"unexpected field(s) {', '.join(map(repr, extra))}; allowed: {', '.join(map(repr, fields))}")
+    missing = [f for f in fields if f not in obj]
+    if missing:
+        raise AnswerProblem("schema_errors", f"missing field(s) {', '.join(map(repr, missing))}")
+    out, trials = {}, ()
+    for name, kind in fields.items():
+        value = obj[name]
+        if kind == "trials":
+            trials = _trials(value, stages, name)
+        elif kind == "strings":
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise AnswerProblem("schema_errors", f"{name!r} must be a list of strings")
+            out[name] = [" ".join(x.split()) for x in value if x.strip()][:MAX_LIST]
+        elif kind == "string":
+            if not isinstance(value, str):
+                raise AnswerProblem("schema_errors", f"{name!r} must be a string")
+            out[name] = value.strip()
+        else:  # pragma: no cover - programming error
+            raise ValueError(kind)
+    return Answer(fields=out, trials=trials)
+
+
+def _trials(value, stages: tuple[str, ...], name: str) -> tuple[Config, ...]:
+    if not isinstance(value, list) or not value:
+        raise AnswerProblem("schema_errors", f"{name!r} must be a non-empty list of trials")
+    want = ", ".join(map(repr, stages))
+    out = []
+    for k, t in enumerate(value, 1):
+        where = f"trial {k}"
+        if not isinstance(t, dict):
+            raise AnswerProblem("schema_errors", f"{where} must be an object keyed by stage ({want})")
+        if set(t) != set(stages):
+            extra = sorted(set(t) - set(stages))
+            miss = [s for s in stages if s not in t]
+            what = f"unknown stage(s) {', '.join(map(repr, extra))}" if extra else f"missing stage(s) {', '.join(map(repr, miss))}"
+            raise AnswerProblem("schema_errors", f"{where}: {what}; a trial names exactly the stages {want}")
+        choices = []
+        for st in stages:
+            c = t[st]
+            if not isinstance(c, dict) or set(c) != {"model", "samples"}:
+                raise AnswerProblem("schema_errors", f"{where}, stage {st!r}: expected {{\"model\": <string>, \"samples\": <integer>}}")
+            if not isinstance(c["model"], str):
+                raise AnswerProblem("schema_errors", f"{where}, stage {st!r}: \"model\" must be a string")
+            n = c["samples"]
+            if isinstance(n, bool) or not isinstance(n, int):
+                raise AnswerProblem("schema_errors", f"{where}, stage {st!r}: \"samples\" must be a JSON integer, got {json.dumps(n)}")
+            choices.append(StageChoice(c["model"], n))
+        out.append(Config(tuple(choices)))
+    return tuple(out)
+
+
+def config_json(config: Config, stages: tuple[str, ...]) -> dict:
+    """A configuration as the agent writes it (the inverse of one parsed trial)."""
+    return {st: {"model": ch.model, "samples": ch.samples} for st, ch in zip(stages, config.stages)}

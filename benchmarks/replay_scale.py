@@ -88,7 +88,7 @@ def run_scale(print=builtins.print, quick: bool = False) -> dict:
         print(f"    {'questions':<16}{'counts':<10}{'configs/s':>10}{'vs target 500/s':>17}")
         for qsel, qlabel in ((None, "all 500"), ("train", "train (50)")):
             for counts in ("log", "uniform"):
-                cfgs = _random_configs(store, n_cfg if qsel == "train" else n_cfg // 4, rng, counts)
+                cfgs = _random_configs(store, n_cfg, rng, counts)
                 per = _per_config_s(store, cfgs, questions=qsel, repeats=1)
                 rate = 1.0 / per
                 results[f"rate_{qlabel.split()[0]}_{counts}"] = rate

@@ -240,8 +240,9 @@ def evaluate(store: Store, config, questions=None, replicates: int = 100, seed: 
 
 
 def evaluate_batch(store: Store, configs: Iterable, questions=None, replicates: int = 100, seed: int = 0,
-                   budget: float | None = None, progress=None) -> list[EvalResult]:
-    """Evaluate many configurations in few compiled calls (see module docstring)."""
+                   budget: float | None = None, progress=None, method: str = "auto") -> list[EvalResult]:
+    """Evaluate many configurations in few compiled calls (see module docstring and
+    `replay_sums` for the two methods; both give the same numbers)."""
     cfgs = [as_config(store, c) for c in configs]
     if not cfgs:
         return []
@@ -250,47 +251,47 @@ def evaluate_batch(store: Store, configs: Iterable, questions=None, replicates: 
     qidx = store.question_indices(questions)
     if len(qidx) == 0:
         raise ConfigError("questions", "no questions selected")
-    raw = replay_arrays(store, cfgs, qidx, replicates, seed, progress=progress)
+    sums = replay_sums(store, cfgs, qidx, replicates, seed, progress=progress, method=method)
     unit = budget_unit(store)
     a = store.arrays
     out = []
     names = store.manifest.stage_names
+    n = len(qidx) * replicates
     for ci, cfg in enumerate(cfgs):
-        score, tokens, flops, st_score, st_tokens, st_fb = (x[ci] for x in raw)
-        units = float(flops.mean()) / unit
+        units = float(sums.flops[ci]) / n / unit
         feasible = bool(budget is None or units <= budget * (1 + 1e-9))
-        rep_means = score.mean(axis=0)
+        rep_means = sums.score_r[ci] / len(qidx)
         stderr = float(rep_means.std(ddof=1) / math.sqrt(replicates)) if replicates > 1 else math.nan
         stages = []
         for s, ch in enumerate(cfg.stages):
             mi = store.model_index(ch.model)
-            tk = float(st_tokens[s].mean()) / replicates
+            tk = float(sums.st_tokens[ci, s]) / n
             stages.append(
                 StageResult(
                     stage=names[s],
                     model=ch.model,
                     samples=ch.samples,
-                    score=float(st_score[s].mean()) / replicates if feasible else math.nan,
+                    score=float(sums.st_score[ci, s]) / n if feasible else math.nan,
                     tokens=tk,
                     flops=2.0 * float(a.model_params[mi]) * tk,
-                    fallback_rate=float(st_fb[s].mean()) / replicates,
+                    fallback_rate=float(sums.st_fallback[ci, s]) / n,
                 )
             )
         out.append(
             EvalResult(
                 config=cfg,
-                score=float(score.mean()) if feasible else math.nan,
+                score=float(sums.score_q[ci].sum()) / n if feasible else math.nan,
                 stderr=stderr if feasible else math.nan,
                 feasible=feasible,
-                tokens=float(tokens.mean()),
-                flops=float(flops.mean()),
+                tokens=float(sums.tokens[ci]) / n,
+                flops=float(sums.flops[ci]) / n,
                 units=units,
                 budget=budget,
                 stages=tuple(stages),
                 n_questions=len(qidx),
                 replicates=replicates,
                 seed=seed,
-                per_question=score.mean(axis=1) if feasible else None,
+                per_question=sums.score_q[ci] / replicates if feasible else None,
             )
         )
     return out
@@ -315,55 +316,183 @@ def _groups(store: Store, cfgs: list[Config], share_prefix: bool = True):
     return order, models[order][starts], counts[order][starts], grp_cfg_off, counts[order, S - 1].copy()
 
 
+def kernel_inputs(store: Store):
+    """The store's arrays as the tuple the kernels take (see kernels.stage_snapshots)."""
+    a = store.arrays
+    n_items = int(a.ans_items.max()) + 1 if len(a.ans_items) else 0
+    max_pool = int(np.diff(a.pool_off).max())
+    A = (a.question_hash, a.stage_agg, a.model_params, a.qsm_pool_off, a.pool_ctx, a.pool_off, a.pool_prompt,
+         a.s_answer, a.s_local, a.s_score, a.s_completion, a.gold, a.ans_item_off, a.ans_items,
+         a.pool_fus_off, a.fus_size, a.fus_answer, a.fus_score, a.fus_tokens, a.fus_subset_completion)
+    return A, max_pool, n_items
+
+
 def replay_arrays(store: Store, cfgs: list[Config], qidx: np.ndarray, replicates: int, seed: int,
                   progress=None, share_prefix: bool = True):
-    """Raw kernel output, in the order of `cfgs`: score/tokens/flops [C, Q, R] and per-stage
-    score/tokens/fallback sums over replicates [C, S, Q]."""
+    """Direct replay, full detail, in the order of `cfgs`: score/tokens/flops [C, Q, R] and
+    per-stage score/tokens/fallback sums over replicates [C, S, Q]."""
+    C, Q, R, S = len(cfgs), len(qidx), replicates, store.arrays.n_stages
+    out = (np.empty((C, Q, R)), np.empty((C, Q, R)), np.empty((C, Q, R)),
+           np.zeros((C, S, Q)), np.zeros((C, S, Q)), np.zeros((C, S, Q), dtype=np.int64))
+    for dest, part in _direct_chunks(store, cfgs, qidx, replicates, seed, share_prefix):
+        for full, piece in zip(out, part):
+            full[dest] = piece
+        if progress is not None:
+            progress(len(dest))
+    return out
+
+
+def _direct_chunks(store: Store, cfgs, qidx, replicates, seed, share_prefix=True):
+    """Run the direct kernel over chunks of groups (bounded memory); yield (config positions, arrays)."""
     from . import kernels  # compiled on first use: keeps `import replay` and `--help` fast
     import numba
 
+    A, max_pool, n_items = kernel_inputs(store)
     a = store.arrays
-    C, Q, R, S = len(cfgs), len(qidx), replicates, a.n_stages
+    Q, R, S = len(qidx), replicates, a.n_stages
     order, grp_models, grp_counts, grp_off, last_counts = _groups(store, cfgs, share_prefix)
-    score = np.empty((C, Q, R))
-    tokens = np.empty((C, Q, R))
-    flops = np.empty((C, Q, R))
-    st_score = np.zeros((C, S, Q))
-    st_tokens = np.zeros((C, S, Q))
-    st_fb = np.zeros((C, S, Q), dtype=np.int64)
-    n_items = int(a.ans_items.max()) + 1 if len(a.ans_items) else 0
-    max_pool = int(np.diff(a.pool_off).max())
     chunks = 4 * numba.get_num_threads()
     G = len(grp_off) - 1
     g = 0
     while g < G:
-        # as many groups as fit in MAX_CELLS
         g1 = g + 1
         while g1 < G and (grp_off[g1 + 1] - grp_off[g]) * Q * R <= MAX_CELLS:
             g1 += 1
         c0, c1 = int(grp_off[g]), int(grp_off[g1])
-        o_score = np.empty((c1 - c0, Q, R))
-        o_tokens = np.empty((c1 - c0, Q, R))
-        o_flops = np.empty((c1 - c0, Q, R))
-        o_st_score = np.zeros((c1 - c0, S, Q))
-        o_st_tokens = np.zeros((c1 - c0, S, Q))
-        o_st_fb = np.zeros((c1 - c0, S, Q), dtype=np.int64)
-        kernels.replay_groups(
-            a.question_hash, a.stage_agg, a.model_params, a.qsm_pool_off, a.pool_ctx, a.pool_off, a.pool_prompt,
-            a.s_answer, a.s_local, a.s_score, a.s_completion, a.gold, a.ans_item_off, a.ans_items, n_items,
-            a.pool_fus_off, a.fus_size, a.fus_answer, a.fus_score, a.fus_tokens, a.fus_subset_completion,
-            a.n_stages, a.n_models, max_pool,
-            qidx.astype(np.int64), R, np.uint64(seed), chunks,
-            grp_models[g:g1], grp_counts[g:g1], grp_off[g:g1 + 1] - c0, last_counts[c0:c1],
-            o_score, o_tokens, o_flops, o_st_score, o_st_tokens, o_st_fb,
-        )
-        dest = order[c0:c1]
-        score[dest], tokens[dest], flops[dest] = o_score, o_tokens, o_flops
-        st_score[dest], st_tokens[dest], st_fb[dest] = o_st_score, o_st_tokens, o_st_fb
-        if progress is not None:
-            progress(c1 - c0)
+        part = (np.empty((c1 - c0, Q, R)), np.empty((c1 - c0, Q, R)), np.empty((c1 - c0, Q, R)),
+                np.zeros((c1 - c0, S, Q)), np.zeros((c1 - c0, S, Q)), np.zeros((c1 - c0, S, Q), dtype=np.int64))
+        kernels.replay_groups(A, a.n_stages, a.n_models, max_pool, n_items, qidx.astype(np.int64), R,
+                              np.uint64(seed), chunks, grp_models[g:g1], grp_counts[g:g1], grp_off[g:g1 + 1] - c0,
+                              last_counts[c0:c1], *part)
+        yield order[c0:c1], part
         g = g1
-    return score, tokens, flops, st_score, st_tokens, st_fb
+
+
+@dataclass
+class ReplaySums:
+    """What results are made of, summed, in the order of the configs: score_q [C, Q] (over
+    replicates), score_r [C, R] (over questions), tokens/flops [C] and per-stage
+    st_score/st_tokens/st_fallback [C, S] (over questions and replicates)."""
+
+    score_q: np.ndarray
+    score_r: np.ndarray
+    tokens: np.ndarray
+    flops: np.ndarray
+    st_score: np.ndarray
+    st_tokens: np.ndarray
+    st_fallback: np.ndarray
+    method: str
+
+
+MEMO_ENTRIES = 4_000_000  # memo table entries per question chunk (about 100 MB)
+
+
+def replay_sums(store: Store, cfgs: list[Config], qidx: np.ndarray, replicates: int, seed: int,
+                progress=None, method: str = "auto") -> ReplaySums:
+    """Replay many configurations, by the cheaper of two exact methods (same results):
+
+    direct  one pass per group of configs that differ only in the last stage's count
+    memo    each needed pool's result at every count, once per (question, replicate), then
+            every config by lookups: pays off when many configs share pools (random or grid
+            batches over several stages)"""
+    C, Q, R, S = len(cfgs), len(qidx), replicates, store.arrays.n_stages
+    models = np.array([[store.model_index(c.model) for c in cfg.stages] for cfg in cfgs], dtype=np.int64)
+    counts = np.array([[c.samples for c in cfg.stages] for cfg in cfgs], dtype=np.int64)
+    if method == "auto":
+        method = "memo" if _memo_cost(store, models, counts, qidx) < _direct_cost(store, cfgs, counts, Q) else "direct"
+    sums = ReplaySums(np.zeros((C, Q)), np.zeros((C, R)), np.zeros(C), np.zeros(C), np.zeros((C, S)),
+                      np.zeros((C, S)), np.zeros((C, S), dtype=np.int64), method)
+    if method == "direct":
+        for dest, (score, tokens, flops, st_score, st_tokens, st_fb) in _direct_chunks(store, cfgs, qidx, R, seed):
+            sums.score_q[dest] = score.sum(axis=2)
+            sums.score_r[dest] = score.sum(axis=1)
+            sums.tokens[dest] = tokens.sum(axis=(1, 2))
+            sums.flops[dest] = flops.sum(axis=(1, 2))
+            sums.st_score[dest] = st_score.sum(axis=2)
+            sums.st_tokens[dest] = st_tokens.sum(axis=2)
+            sums.st_fallback[dest] = st_fb.sum(axis=2)
+            if progress is not None:
+                progress(len(dest))
+        return sums
+    if method != "memo":
+        raise ValueError(f"unknown method {method!r}")
+    _memo(store, models, counts, qidx, R, seed, sums, progress)
+    return sums
+
+
+def _direct_cost(store, cfgs, counts, Q) -> float:
+    S = counts.shape[1]
+    order, _, grp_counts, grp_off, last_counts = _groups(store, cfgs)
+    per_group = grp_counts[:, : S - 1].sum(axis=1) + last_counts[grp_off[1:] - 1]
+    return float(per_group.sum()) * Q
+
+
+def _needed(store, models, counts):
+    """(stage, model) -> the largest count any config asks of it."""
+    a = store.arrays
+    nmax = np.zeros((a.n_stages, a.n_models), dtype=np.int64)
+    for s in range(a.n_stages):
+        np.maximum.at(nmax[s], models[:, s], counts[:, s])
+    return nmax
+
+
+def _memo_cost(store, models, counts, qidx) -> float:
+    a = store.arrays
+    nmax = _needed(store, models, counts)
+    pools_per = np.diff(a.qsm_pool_off).reshape(a.n_questions, a.n_stages, a.n_models)[qidx].sum(axis=0)
+    build = float((pools_per * nmax).sum())
+    lookups = 2.0 * len(models) * len(qidx) * a.n_stages  # a lookup costs about two draws
+    return build + lookups
+
+
+def _memo(store, models, counts, qidx, R, seed, sums, progress):
+    from . import kernels
+    import numba  # noqa: F401
+
+    A, max_pool, n_items = kernel_inputs(store)
+    a = store.arrays
+    nmax = _needed(store, models, counts)
+    sizes = np.diff(a.pool_off)
+    # pools (rows) per question, for the (stage, model) pairs in use
+    key_nmax = np.broadcast_to(nmax, (a.n_questions, a.n_stages, a.n_models)).reshape(-1)
+    per_q_entries = np.zeros(a.n_questions)
+    k_of_pool = np.repeat(np.arange(len(a.qsm_pool_off) - 1), np.diff(a.qsm_pool_off))
+    pool_nmax = np.minimum(key_nmax[k_of_pool], sizes)
+    q_of_pool = k_of_pool // (a.n_stages * a.n_models)
+    s_of_pool = (k_of_pool // a.n_models) % a.n_stages
+    np.add.at(per_q_entries, q_of_pool, pool_nmax * R)
+    pool_row = np.full(len(sizes), -1, dtype=np.int64)
+    C = len(models)
+    start = 0
+    while start < len(qidx):
+        # a chunk of questions whose memo fits in MEMO_ENTRIES
+        stop = start + 1
+        total = per_q_entries[qidx[start]]
+        while stop < len(qidx) and total + per_q_entries[qidx[stop]] <= MEMO_ENTRIES:
+            total += per_q_entries[qidx[stop]]
+            stop += 1
+        chunk = qidx[start:stop].astype(np.int64)
+        in_chunk = np.isin(q_of_pool, chunk) & (pool_nmax > 0)
+        rows = np.flatnonzero(in_chunk)
+        row_nmax = pool_nmax[rows].astype(np.int64)
+        row_base = np.concatenate([[0], np.cumsum(row_nmax * R)[:-1]]).astype(np.int64)
+        n_entries = int((row_nmax * R).sum())
+        memo_ans = np.empty(n_entries, np.int64)
+        memo_score = np.empty(n_entries, np.float64)
+        memo_tok = np.empty(n_entries, np.float64)
+        memo_flag = np.empty(n_entries, np.uint8)
+        kernels.memo_build(A, a.n_stages, a.n_models, max_pool, n_items, R, np.uint64(seed),
+                           rows.astype(np.int64), q_of_pool[rows].astype(np.int64), s_of_pool[rows].astype(np.int64),
+                           row_nmax, row_base, memo_ans, memo_score, memo_tok, memo_flag)
+        pool_row[:] = -1
+        pool_row[rows] = np.arange(len(rows))
+        kernels.memo_lookup(A, a.n_stages, a.n_models, chunk, start, R, models, counts,
+                            pool_row, row_nmax, row_base, memo_ans, memo_score, memo_tok, memo_flag,
+                            sums.score_q, sums.score_r, sums.tokens, sums.flops, sums.st_score, sums.st_tokens,
+                            sums.st_fallback)
+        if progress is not None:
+            progress(C * (stop - start) / len(qidx))
+        start = stop
 
 
 def estimate_units(store: Store, config, questions=None) -> float:

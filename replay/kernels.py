@@ -25,9 +25,17 @@ Aggregations (codes from replay.schema.AGG_CODES):
                    stored fusions of that size; if none has that size, the largest smaller
                    size; if none is smaller, majority vote over S drawn outputs (a fallback)
 
-Chaining. Stage k+1's pool is the one whose context key is stage k's aggregated answer. If
-that key was not collected (fallback): the largest pool of that (question, stage, model),
-ties to the smallest context id. The per-stage fallback flags are returned and reported.
+Chaining. Stage k+1's pool is the one whose context key is stage k's aggregated answer (after
+a set-vote stage: the first context of stage k+1, over all models, whose item set equals the
+kept items). If that key was not collected (fallback): the largest pool of that (question,
+stage, model), ties to the smallest context id. Per-stage fallback flags are reported.
+
+Two exact methods share `stage_snapshots` (one pass along a pool's shuffle, the aggregate at
+every count): `replay_groups` replays configurations directly, sharing the pass among those
+that differ only in the last stage's count; `memo_build` + `memo_lookup` compute every needed
+pool's snapshots once per (question, replicate) and then score any number of configurations
+by lookups, since with common random numbers a pool's result at count n does not depend on
+the rest of the configuration.
 """
 
 from __future__ import annotations
@@ -137,13 +145,11 @@ def find_pool(qsm_pool_off, pool_ctx, pool_off, n_stages, n_models, q, s, m, ctx
 
 
 @njit(cache=True)
-def find_pool_by_items(qsm_pool_off, pool_ctx, pool_off, ans_item_off, ans_items, n_stages, n_models,
-                       q, s, m, kept, n_kept):
-    """Like find_pool, for a set-vote upstream: match the context whose item set equals `kept`."""
-    k = (q * n_stages + s) * n_models + m
-    lo = qsm_pool_off[k]
-    hi = qsm_pool_off[k + 1]
-    for p in range(lo, hi):
+def match_items_ctx(qsm_pool_off, pool_ctx, ans_item_off, ans_items, n_stages, n_models, q, s, kept, n_kept):
+    """For a set-vote upstream: the context id, among stage s's pools of question q (any model,
+    in model then context order), whose item set equals `kept`; -1 if none (a fallback)."""
+    k0 = (q * n_stages + s) * n_models
+    for p in range(qsm_pool_off[k0], qsm_pool_off[k0 + n_models]):
         a = pool_ctx[p]
         i0 = ans_item_off[a]
         if ans_item_off[a + 1] - i0 != n_kept:
@@ -154,12 +160,8 @@ def find_pool_by_items(qsm_pool_off, pool_ctx, pool_off, ans_item_off, ans_items
                 same = False
                 break
         if same:
-            return p, False
-    best = lo
-    for p in range(lo + 1, hi):
-        if pool_off[p + 1] - pool_off[p] > pool_off[best + 1] - pool_off[best]:
-            best = p
-    return best, True
+            return np.int64(a)
+    return np.int64(-1)
 
 
 @njit(cache=True)
@@ -213,17 +215,119 @@ def item_f1(kept, n_kept, ans_item_off, ans_items, gold):
     return 2.0 * prec * rec / (prec + rec)
 
 
+@njit(cache=True)
+def stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max,
+                    perm, swaps, key, rep, icount, seen, kept,
+                    snap_ans, snap_score, snap_tok, snap_flag):
+    """Stage s of question q, replicate r, on pool p: the aggregated output after each of the
+    first n_max draws, in one pass along the shuffle. Fills, for n = 1..n_max at index n-1:
+    snap_ans (answer id; after a set-vote stage, the matching downstream context id or -1),
+    snap_score, snap_tok (prompt once + drawn completions, or the fusion's tokens) and
+    snap_flag (1 where an llm_fuse stage used a smaller fusion or majority vote)."""
+    (qhash, stage_agg, model_params, qsm_pool_off, pool_ctx, pool_off, pool_prompt, s_answer, s_local,
+     s_score, s_completion, gold, ans_item_off, ans_items, pool_fus_off, fus_size, fus_answer, fus_score,
+     fus_tokens, fus_subset_completion) = A
+    base = pool_off[p]
+    size = pool_off[p + 1] - base
+    agg = stage_agg[s]
+    prompt = pool_prompt[p]
+    qh = qhash[q]
+    state = stream_start(seed, qh, r, s)
+    x = U64(0)
+    # the shuffle first, then the aggregation: two simple loops pipeline better than one
+    for j in range(n_max):
+        state, x, t = shuffle_step(perm, swaps, state, x, j, size)
+    comp = 0.0
+    best = np.int64(-1)
+    lead = np.int64(0)
+    best_i = np.int64(0)
+    best_score = -np.inf
+    n_seen = 0
+    for j in range(n_max):
+        i = base + perm[j]
+        comp += s_completion[i]
+        snap_flag[j] = 0
+        if agg == AGG_MAJORITY or agg == AGG_FUSE:
+            kk = vote(key, rep, s_local[i], i, j, width)
+            if kk > best:
+                best = kk
+                lead = s_local[i]
+            snap_ans[j] = s_answer[rep[lead]]
+            snap_score[j] = s_score[rep[lead]]
+        elif agg == AGG_BEST:
+            if s_score[i] > best_score:
+                best_score = s_score[i]
+                best_i = i
+            snap_ans[j] = s_answer[best_i]
+            snap_score[j] = best_score
+        else:  # set vote: count the items of this sample's answer
+            a = s_answer[i]
+            for e in range(ans_item_off[a], ans_item_off[a + 1]):
+                it = ans_items[e]
+                if icount[it] == 0:
+                    seen[n_seen] = it
+                    n_seen += 1
+                icount[it] += 1
+            n_kept = set_vote_snapshot(j + 1, seen, n_seen, icount, kept)
+            snap_score[j] = item_f1(kept, n_kept, ans_item_off, ans_items, gold[q, s])
+            if s + 1 < n_stages:
+                snap_ans[j] = match_items_ctx(qsm_pool_off, pool_ctx, ans_item_off, ans_items, n_stages, n_models,
+                                              q, s + 1, kept, n_kept)
+            else:
+                snap_ans[j] = -1
+        snap_tok[j] = prompt + comp
+    unshuffle(perm, swaps, n_max, key, s_local, base)
+    for j in range(n_seen):
+        icount[seen[j]] = 0
+    if agg == AGG_FUSE:
+        # a stored fusion of n outputs (or the largest smaller size: a fallback); where none is
+        # that small, the majority vote over the n drawn outputs computed above (a fallback)
+        f0 = pool_fus_off[p]
+        f1 = pool_fus_off[p + 1]
+        for n in range(1, n_max + 1):
+            use = 0
+            for f in range(f0, f1):
+                if fus_size[f] <= n and fus_size[f] > use:
+                    use = fus_size[f]
+            if use == 0:
+                snap_flag[n - 1] = 1
+                continue
+            n_match = 0
+            for f in range(f0, f1):
+                if fus_size[f] == use:
+                    n_match += 1
+            fstate, fx = next_u64(stream_start(seed, qh, r, s) ^ (U64(n) * SALT_N))
+            pick = bounded(fx, n_match)
+            chosen = f0
+            for f in range(f0, f1):
+                if fus_size[f] == use:
+                    if pick == 0:
+                        chosen = f
+                        break
+                    pick -= 1
+            snap_flag[n - 1] = 1 if use != n else 0
+            snap_ans[n - 1] = fus_answer[chosen]
+            snap_score[n - 1] = fus_score[chosen]
+            snap_tok[n - 1] = prompt + fus_subset_completion[chosen] + fus_tokens[chosen]
+
+
+@njit(inline="always", cache=True)
+def locate(A, n_stages, n_models, q, s, m, ctx):
+    """Pool of stage s for (q, m) given the upstream answer/context id: (pool, fell_back)."""
+    qsm_pool_off = A[3]
+    pool_ctx = A[4]
+    pool_off = A[5]
+    if s == 0:
+        return qsm_pool_off[(q * n_stages) * n_models + m], False
+    return find_pool(qsm_pool_off, pool_ctx, pool_off, n_stages, n_models, q, s, m, ctx)
+
+
 @njit(cache=True, parallel=True)
-def replay_groups(
-    qhash, stage_agg, model_params, qsm_pool_off, pool_ctx, pool_off, pool_prompt,
-    s_answer, s_local, s_score, s_completion, gold, ans_item_off, ans_items, n_items,
-    pool_fus_off, fus_size, fus_answer, fus_score, fus_tokens, fus_subset_completion,
-    n_stages, n_models, max_pool,
-    questions, n_rep, seed, n_chunks_hint,
-    grp_models, grp_counts, grp_cfg_off, cfg_last_count,
-    out_score, out_tokens, out_flops, st_score, st_tokens, st_fallback,
-):
-    """Evaluate groups of configurations that differ only in the last stage's sample count.
+def replay_groups(A, n_stages, n_models, max_pool, n_items,
+                  questions, n_rep, seed, n_chunks_hint,
+                  grp_models, grp_counts, grp_cfg_off, cfg_last_count,
+                  out_score, out_tokens, out_flops, st_score, st_tokens, st_fallback):
+    """Direct replay: groups of configurations that differ only in the last stage's count.
 
     Group g fixes every stage's model and every count but the last; its configurations are
     cfg_last_count[grp_cfg_off[g]:grp_cfg_off[g+1]] (ascending). One pass along the last
@@ -233,6 +337,8 @@ def replay_groups(
       out_score/out_tokens/out_flops[c, qi, r]; st_score/st_tokens/st_fallback[c, s, qi]
       (per-stage sums over replicates).
     """
+    model_params = A[2]
+    pool_off = A[5]
     n_groups = grp_models.shape[0]
     n_q = questions.shape[0]
     last = n_stages - 1
@@ -248,185 +354,117 @@ def replay_groups(
         icount = np.zeros(max(n_items, 1), np.int64)
         seen = np.empty(max(n_items, 1), np.int64)
         kept = np.empty(max(n_items, 1), np.int64)
+        snap_ans = np.empty(max_pool, np.int64)
+        snap_score = np.empty(max_pool, np.float64)
+        snap_tok = np.empty(max_pool, np.float64)
+        snap_flag = np.empty(max_pool, np.uint8)
         for task in range(chunk * n_tasks // n_chunks, (chunk + 1) * n_tasks // n_chunks):
             g = task // n_q
             qi = task % n_q
             q = questions[qi]
-            qh = qhash[q]
             c0 = grp_cfg_off[g]
             c1 = grp_cfg_off[g + 1]
             for r in range(n_rep):
                 ctx = np.int64(0)
-                ctx_is_set = False
-                n_kept = 0
                 tok_acc = 0.0
                 flop_acc = 0.0
                 for s in range(n_stages):
                     m = grp_models[g, s]
-                    # ---- the pool: stage 0 has one; later stages follow the upstream answer
-                    if s == 0:
-                        p = qsm_pool_off[(q * n_stages) * n_models + m]
-                        fb = False
-                    elif ctx_is_set:
-                        p, fb = find_pool_by_items(qsm_pool_off, pool_ctx, pool_off, ans_item_off, ans_items,
-                                                   n_stages, n_models, q, s, m, kept, n_kept)
-                    else:
-                        p, fb = find_pool(qsm_pool_off, pool_ctx, pool_off, n_stages, n_models, q, s, m, ctx)
-                    base = pool_off[p]
-                    size = pool_off[p + 1] - base
-                    agg = stage_agg[s]
-                    prompt = pool_prompt[p]
+                    p, fb = locate(A, n_stages, n_models, q, s, m, ctx)
+                    size = pool_off[p + 1] - pool_off[p]
+                    n_max = grp_counts[g, s] if s < last else cfg_last_count[c1 - 1]
+                    n_max = min(n_max, size)
+                    stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max,
+                                    perm, swaps, key, rep, icount, seen, kept,
+                                    snap_ans, snap_score, snap_tok, snap_flag)
                     params2 = 2.0 * model_params[m]
-                    # the counts to score at this stage: one for an inner stage, the group's for the last
                     if s < last:
-                        ptr = np.int64(0)
-                        ptr_end = np.int64(1)
-                        n_max = grp_counts[g, s]
+                        j = n_max - 1
+                        ctx = snap_ans[j]
+                        tk = snap_tok[j]
+                        tok_acc += tk
+                        flop_acc += params2 * tk
+                        for c in range(c0, c1):
+                            st_score[c, s, qi] += snap_score[j]
+                            st_tokens[c, s, qi] += tk
+                            st_fallback[c, s, qi] += 1 if (fb or snap_flag[j] != 0) else 0
                     else:
-                        ptr = c0
-                        ptr_end = c1
-                        n_max = cfg_last_count[c1 - 1]
-                    if n_max > size:
-                        n_max = size
-                    state = stream_start(seed, qh, r, s)
-                    x = U64(0)
-                    if agg == AGG_FUSE:
-                        while ptr < ptr_end:
-                            n_req = grp_counts[g, s] if s < last else cfg_last_count[ptr]
-                            if n_req > size:
-                                n_req = size
-                            fb_here = fb
-                            # a stored fusion of n_req outputs (or the largest smaller size)
-                            f0 = pool_fus_off[p]
-                            f1 = pool_fus_off[p + 1]
-                            use = 0
-                            n_match = 0
-                            for f in range(f0, f1):
-                                if fus_size[f] <= n_req and fus_size[f] > use:
-                                    use = fus_size[f]
-                            for f in range(f0, f1):
-                                if fus_size[f] == use:
-                                    n_match += 1
-                            if use > 0:
-                                fstate, fx = next_u64(stream_start(seed, qh, r, s) ^ (U64(n_req) * SALT_N))
-                                pick = bounded(fx, n_match)
-                                chosen = f0
-                                for f in range(f0, f1):
-                                    if fus_size[f] == use:
-                                        if pick == 0:
-                                            chosen = f
-                                            break
-                                        pick -= 1
-                                fb_here = fb or use != n_req
-                                a_out = np.int64(fus_answer[chosen])
-                                sc = fus_score[chosen]
-                                tk = prompt + fus_subset_completion[chosen] + fus_tokens[chosen]
-                            else:
-                                # no stored fusion that small: majority vote over n_req drawn outputs
-                                fb_here = True
-                                comp = 0.0
-                                best = np.int64(-1)
-                                lead = np.int64(0)
-                                lstate = state
-                                lx = U64(0)
-                                for j in range(n_req):
-                                    lstate, lx, t = shuffle_step(perm, swaps, lstate, lx, j, size)
-                                    i = base + t
-                                    comp += s_completion[i]
-                                    kk = vote(key, rep, s_local[i], i, j, width)
-                                    if kk > best:
-                                        best = kk
-                                        lead = s_local[i]
-                                a_out = np.int64(s_answer[rep[lead]])
-                                sc = s_score[rep[lead]]
-                                tk = prompt + comp
-                                unshuffle(perm, swaps, n_req, key, s_local, base)
-                            ctx_is_set = False
-                            if s < last:
-                                ctx = a_out
-                                tok_acc += tk
-                                flop_acc += params2 * tk
-                                for c in range(c0, c1):
-                                    st_score[c, s, qi] += sc
-                                    st_tokens[c, s, qi] += tk
-                                    st_fallback[c, s, qi] += 1 if fb_here else 0
-                            else:
-                                out_score[ptr, qi, r] = sc
-                                out_tokens[ptr, qi, r] = tok_acc + tk
-                                out_flops[ptr, qi, r] = flop_acc + params2 * tk
-                                st_score[ptr, s, qi] += sc
-                                st_tokens[ptr, s, qi] += tk
-                                st_fallback[ptr, s, qi] += 1 if fb_here else 0
-                            ptr += 1
-                        continue
-                    # ---- sample-drawing aggregations: one pass along the shuffle, with a
-                    # snapshot at every requested count (several configs may share a count)
-                    comp = 0.0
-                    best = np.int64(-1)
-                    lead = np.int64(0)
-                    best_i = np.int64(0)
-                    best_score = -np.inf
-                    n_seen = 0
-                    # the shuffle first, then the votes: two simple loops pipeline better than one
-                    for j in range(n_max):
-                        state, x, t = shuffle_step(perm, swaps, state, x, j, size)
-                    for j in range(n_max):
-                        i = base + perm[j]
-                        comp += s_completion[i]
-                        if agg == AGG_MAJORITY:
-                            kk = vote(key, rep, s_local[i], i, j, width)
-                            if kk > best:
-                                best = kk
-                                lead = s_local[i]
-                        elif agg == AGG_BEST:
-                            if s_score[i] > best_score:
-                                best_score = s_score[i]
-                                best_i = i
-                        else:  # set vote: count the items of this sample's answer
-                            a = s_answer[i]
-                            for e in range(ans_item_off[a], ans_item_off[a + 1]):
-                                it = ans_items[e]
-                                if icount[it] == 0:
-                                    seen[n_seen] = it
-                                    n_seen += 1
-                                icount[it] += 1
-                        while ptr < ptr_end:
-                            n_req = grp_counts[g, s] if s < last else cfg_last_count[ptr]
-                            if n_req > size:
-                                n_req = size
-                            if n_req != j + 1:
-                                break
-                            if agg == AGG_MAJORITY:
-                                a_out = np.int64(s_answer[rep[lead]])
-                                sc = s_score[rep[lead]]
-                            elif agg == AGG_BEST:
-                                a_out = np.int64(s_answer[best_i])
-                                sc = best_score
-                            else:
-                                n_kept = set_vote_snapshot(j + 1, seen, n_seen, icount, kept)
-                                a_out = np.int64(-1)
-                                sc = item_f1(kept, n_kept, ans_item_off, ans_items, gold[q, s])
-                            tk = prompt + comp
-                            if s < last:
-                                ctx = a_out
-                                ctx_is_set = agg == AGG_SET
-                                tok_acc += tk
-                                flop_acc += params2 * tk
-                                for c in range(c0, c1):
-                                    st_score[c, s, qi] += sc
-                                    st_tokens[c, s, qi] += tk
-                                    st_fallback[c, s, qi] += 1 if fb else 0
-                            else:
-                                out_score[ptr, qi, r] = sc
-                                out_tokens[ptr, qi, r] = tok_acc + tk
-                                out_flops[ptr, qi, r] = flop_acc + params2 * tk
-                                st_score[ptr, s, qi] += sc
-                                st_tokens[ptr, s, qi] += tk
-                                st_fallback[ptr, s, qi] += 1 if fb else 0
-                            ptr += 1
-                    unshuffle(perm, swaps, n_max, key, s_local, base)
-                    for j in range(n_seen):
-                        icount[seen[j]] = 0
+                        for c in range(c0, c1):
+                            j = min(cfg_last_count[c], size) - 1
+                            tk = snap_tok[j]
+                            out_score[c, qi, r] = snap_score[j]
+                            out_tokens[c, qi, r] = tok_acc + tk
+                            out_flops[c, qi, r] = flop_acc + params2 * tk
+                            st_score[c, s, qi] += snap_score[j]
+                            st_tokens[c, s, qi] += tk
+                            st_fallback[c, s, qi] += 1 if (fb or snap_flag[j] != 0) else 0
+    return 0
+
+
+@njit(cache=True, parallel=True)
+def memo_build(A, n_stages, n_models, max_pool, n_items, n_rep, seed,
+               row_pool, row_q, row_stage, row_nmax, row_base,
+               memo_ans, memo_score, memo_tok, memo_flag):
+    """Memoised replay, step 1: for every needed pool ("row") and replicate, the aggregated
+    output at every count 1..row_nmax, stored at row_base[row] + r * row_nmax[row] + (n - 1).
+    With common random numbers a pool's result at count n does not depend on the rest of the
+    configuration, so configurations that share pools share this work."""
+    width = max_pool + 1
+    for row in prange(row_pool.shape[0]):
+        perm = np.arange(max_pool)
+        swaps = np.empty(max_pool, np.int64)
+        key = np.zeros(max_pool, np.int64)
+        rep = np.zeros(max_pool, np.int64)
+        icount = np.zeros(max(n_items, 1), np.int64)
+        seen = np.empty(max(n_items, 1), np.int64)
+        kept = np.empty(max(n_items, 1), np.int64)
+        nmax = row_nmax[row]
+        for r in range(n_rep):
+            o = row_base[row] + r * nmax
+            stage_snapshots(A, n_stages, n_models, width, row_q[row], row_stage[row], row_pool[row], r, seed, nmax,
+                            perm, swaps, key, rep, icount, seen, kept,
+                            memo_ans[o:o + nmax], memo_score[o:o + nmax], memo_tok[o:o + nmax], memo_flag[o:o + nmax])
+    return 0
+
+
+@njit(cache=True, parallel=True)
+def memo_lookup(A, n_stages, n_models, questions, q_offset, n_rep, cfg_models, cfg_counts,
+                pool_row, row_nmax, row_base, memo_ans, memo_score, memo_tok, memo_flag,
+                score_q, score_r, tok_sum, flop_sum, st_score, st_tokens, st_fallback):
+    """Memoised replay, step 2: every configuration by table lookups, parallel over
+    configurations. Accumulates sums: score_q[c, q_offset + qi] (over replicates), score_r[c, r]
+    (over questions), tok_sum/flop_sum[c] and st_*[c, s] (over questions and replicates)."""
+    model_params = A[2]
+    pool_off = A[5]
+    n_q = questions.shape[0]
+    for c in prange(cfg_models.shape[0]):
+        for qi in range(n_q):
+            q = questions[qi]
+            acc_q = 0.0
+            for r in range(n_rep):
+                ctx = np.int64(0)
+                tok = 0.0
+                flop = 0.0
+                sc = 0.0
+                for s in range(n_stages):
+                    m = cfg_models[c, s]
+                    p, fb = locate(A, n_stages, n_models, q, s, m, ctx)
+                    row = pool_row[p]
+                    n = min(cfg_counts[c, s], pool_off[p + 1] - pool_off[p])
+                    o = row_base[row] + r * row_nmax[row] + n - 1
+                    ctx = memo_ans[o]
+                    sc = memo_score[o]
+                    tk = memo_tok[o]
+                    tok += tk
+                    flop += 2.0 * model_params[m] * tk
+                    st_score[c, s] += sc
+                    st_tokens[c, s] += tk
+                    st_fallback[c, s] += 1 if (fb or memo_flag[o] != 0) else 0
+                acc_q += sc
+                score_r[c, r] += sc
+                tok_sum[c] += tok
+                flop_sum[c] += flop
+            score_q[c, q_offset + qi] += acc_q
     return 0
 
 

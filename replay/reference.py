@@ -136,9 +136,11 @@ def run_one(A: StoreArrays, models: list[int], counts: list[int], q: int, r: int
             p = pools[0]
         else:
             if ctx_items is not None:
-                match = [p for p in pools if items_of(A, int(A.pool_ctx[p])) == ctx_items]
-            else:
-                match = [p for p in pools if int(A.pool_ctx[p]) == ctx]
+                # a kept item set names the first context of this stage (any model) with those items
+                k0 = (q * A.n_stages + s) * A.n_models
+                all_ctx = [int(A.pool_ctx[p]) for p in range(int(A.qsm_pool_off[k0]), int(A.qsm_pool_off[k0 + A.n_models]))]
+                ctx = next((c for c in all_ctx if items_of(A, c) == ctx_items), -1)
+            match = [p for p in pools if int(A.pool_ctx[p]) == ctx]
             if match:
                 p = match[0]
             else:

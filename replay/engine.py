@@ -535,3 +535,100 @@ def _pool_means(store: Store):
     out = (avg(a.pool_prompt.astype(np.float64)), avg(mean_comp), avg(fus_tok))
     store._pool_means_cache = out
     return out
+
+
+@dataclass(frozen=True)
+class SpaceScan:
+    """Every configuration of a product space, scored: configuration (i, k) is prefix i (a
+    choice index per stage but the last, `prefix_idx[i]`) followed by last-stage choice k."""
+
+    choices: tuple[tuple[StageChoice, ...], ...]  # per stage
+    prefix_idx: np.ndarray  # [P, S-1] choice indices
+    score: np.ndarray  # [P, K] mean score over questions and replicates
+    stderr: np.ndarray  # [P, K] standard error over replicates
+    units: np.ndarray  # [P, K] mean cost in budget units per question
+
+    def config(self, i: int, k: int) -> Config:
+        head = tuple(self.choices[s][j] for s, j in enumerate(self.prefix_idx[i]))
+        return Config(head + (self.choices[-1][k],))
+
+    def best(self, budget: float | None = None) -> tuple[Config, float, float] | None:
+        """(config, score, units) of the best feasible configuration: highest score, then cheapest."""
+        ok = np.ones_like(self.score, dtype=bool) if budget is None else self.units <= budget * (1 + 1e-9)
+        if not ok.any():
+            return None
+        key = np.where(ok, self.score, -np.inf).ravel()
+        j = int(np.lexsort((self.units.ravel(), -key))[0])
+        i, k = divmod(j, self.score.shape[1])
+        return self.config(i, k), float(self.score[i, k]), float(self.units[i, k])
+
+
+def scan_space(store: Store, choices: Sequence[Sequence[StageChoice]], questions=None, replicates: int = 16,
+               seed: int = 0) -> SpaceScan:
+    """Score every configuration of the product of per-stage choices, exactly as
+    evaluate_batch would, in two compiled calls: the memo tables of every pool the choices can
+    reach (once per question and replicate), then a scan of the product by table lookups,
+    parallel over prefixes, with no Python object per configuration."""
+    from . import kernels
+
+    choices = tuple(tuple(c) for c in choices)
+    a = store.arrays
+    S = a.n_stages
+    if len(choices) != S or any(not c for c in choices):
+        raise ConfigError("scan", f"need a non-empty list of choices for each of the {S} stages")
+    qidx = store.question_indices(questions).astype(np.int64)
+    A, max_pool, n_items = kernel_inputs(store)
+    K = max(len(c) for c in choices)
+    ch_model = np.zeros((S, K), dtype=np.int64)
+    ch_count = np.ones((S, K), dtype=np.int64)
+    for s, cs in enumerate(choices):
+        # the last stage's choices are grouped by model so the scan finds each pool once
+        order = sorted(range(len(cs)), key=lambda j: store.model_index(cs[j].model)) if s == S - 1 else range(len(cs))
+        cs = tuple(cs[j] for j in order)
+        choices = choices[:s] + (cs,) + choices[s + 1:]
+        for k, ch in enumerate(cs):
+            if not a.stage_model_ok[s, store.model_index(ch.model)] or ch.samples < 1:
+                raise ConfigError("scan", f"stage {store.manifest.stage_names[s]!r}: invalid choice {ch}")
+            ch_model[s, k] = store.model_index(ch.model)
+            ch_count[s, k] = ch.samples
+    n_ch = np.array([len(c) for c in choices], dtype=np.int64)
+    # memo tables for every (stage, model) the choices use, up to the largest count asked
+    nmax = np.zeros((S, a.n_models), dtype=np.int64)
+    for s in range(S):
+        np.maximum.at(nmax[s], ch_model[s, : n_ch[s]], ch_count[s, : n_ch[s]])
+    sizes = np.diff(a.pool_off)
+    k_of_pool = np.repeat(np.arange(len(a.qsm_pool_off) - 1), np.diff(a.qsm_pool_off))
+    pool_nmax = np.minimum(np.broadcast_to(nmax, (a.n_questions, S, a.n_models)).reshape(-1)[k_of_pool], sizes)
+    q_of_pool = k_of_pool // (S * a.n_models)
+    s_of_pool = (k_of_pool // a.n_models) % S
+    rows = np.flatnonzero(np.isin(q_of_pool, qidx) & (pool_nmax > 0))
+    row_nmax = pool_nmax[rows].astype(np.int64)
+    row_base = np.concatenate([[0], np.cumsum(row_nmax * replicates)[:-1]]).astype(np.int64)
+    n_entries = int((row_nmax * replicates).sum())
+    memo_ans = np.empty(n_entries, np.int64)
+    memo_score = np.empty(n_entries, np.float64)
+    memo_tok = np.empty(n_entries, np.float64)
+    memo_flag = np.empty(n_entries, np.uint8)
+    kernels.memo_build(A, S, a.n_models, max_pool, n_items, replicates, np.uint64(seed), rows.astype(np.int64),
+                       q_of_pool[rows].astype(np.int64), s_of_pool[rows].astype(np.int64), row_nmax, row_base,
+                       memo_ans, memo_score, memo_tok, memo_flag)
+    pool_row = np.full(len(sizes), -1, dtype=np.int64)
+    pool_row[rows] = np.arange(len(rows))
+    # every prefix (a choice index per stage but the last), in mixed-radix order
+    grids = np.meshgrid(*[np.arange(n) for n in n_ch[: S - 1]], indexing="ij")
+    prefix_idx = np.stack([g.ravel() for g in grids], axis=1).astype(np.int64) if S > 1 else np.zeros((1, 0), np.int64)
+    P, KL = len(prefix_idx), int(n_ch[S - 1])
+    tot = np.zeros((P, KL))
+    sq = np.zeros((P, KL))
+    flops = np.zeros((P, KL))
+    kernels.scan_product(A, S, a.n_models, qidx, replicates, ch_model, ch_count, n_ch, prefix_idx,
+                         pool_row, row_nmax, row_base, memo_ans, memo_score, memo_tok, tot, sq, flops)
+    Q, R = len(qidx), replicates
+    mean = tot / (Q * R)
+    if R > 1:
+        var = (sq / Q**2 - R * mean**2) / (R - 1)  # variance of the per-replicate means
+        stderr = np.sqrt(np.maximum(var, 0.0) / R)
+    else:
+        stderr = np.full_like(mean, np.nan)
+    return SpaceScan(choices=choices, prefix_idx=prefix_idx, score=mean, stderr=stderr,
+                     units=flops / (Q * R) / budget_unit(store))

@@ -511,3 +511,63 @@ def majority_draw_loop(qhash, pool_off, s_local, s_answer, s_score, questions, p
                     unshuffle(perm, swaps, nn, key, s_local, base)
             out[kk_, ci] = acc / (n_q * n_rep)
     return out
+
+
+@njit(cache=True, parallel=True)
+def scan_product(A, n_stages, n_models, questions, n_rep, ch_model, ch_count, n_ch, prefix_idx,
+                 pool_row, row_nmax, row_base, memo_ans, memo_score, memo_tok,
+                 out_score, out_rep_sq, out_flops):
+    """Exhaustive scan of a product space, from memo tables (see memo_build).
+
+    Stage s offers the choices (ch_model[s, k], ch_count[s, k]) for k < n_ch[s]. Row i of
+    prefix_idx fixes a choice for every stage but the last; the scan scores it with every
+    last-stage choice, parallel over prefixes. Per configuration (prefix i, last choice k):
+    out_score[i, k] = sum of scores over questions and replicates, out_rep_sq[i, k] = sum over
+    replicates of the squared per-replicate sum over questions (for the standard error),
+    out_flops[i, k] = sum of FLOPs."""
+    model_params = A[2]
+    pool_off = A[5]
+    last = n_stages - 1
+    n_q = questions.shape[0]
+    K = n_ch[last]
+    for i in prange(prefix_idx.shape[0]):
+        rep_sum = np.zeros((n_rep, K))
+        flops = np.zeros(K)
+        for qi in range(n_q):
+            q = questions[qi]
+            for r in range(n_rep):
+                ctx = np.int64(0)
+                pre = 0.0
+                for s in range(last):
+                    k = prefix_idx[i, s]
+                    m = ch_model[s, k]
+                    p, fb = locate(A, n_stages, n_models, q, s, m, ctx)
+                    row = pool_row[p]
+                    n = min(ch_count[s, k], pool_off[p + 1] - pool_off[p])
+                    o = row_base[row] + r * row_nmax[row] + n - 1
+                    ctx = memo_ans[o]
+                    pre += 2.0 * model_params[m] * memo_tok[o]
+                m_prev = np.int64(-1)
+                o0 = np.int64(0)
+                size = np.int64(0)
+                for k in range(K):  # last-stage choices, grouped by model
+                    m = ch_model[last, k]
+                    if m != m_prev:
+                        p, fb = locate(A, n_stages, n_models, q, last, m, ctx)
+                        row = pool_row[p]
+                        o0 = row_base[row] + r * row_nmax[row] - 1
+                        size = pool_off[p + 1] - pool_off[p]
+                        m_prev = m
+                    o = o0 + min(ch_count[last, k], size)
+                    rep_sum[r, k] += memo_score[o]
+                    flops[k] += pre + 2.0 * model_params[m] * memo_tok[o]
+        for k in range(K):
+            tot = 0.0
+            sq = 0.0
+            for r in range(n_rep):
+                tot += rep_sum[r, k]
+                sq += rep_sum[r, k] * rep_sum[r, k]
+            out_score[i, k] = tot
+            out_rep_sq[i, k] = sq
+            out_flops[i, k] = flops[k]
+    return 0

@@ -33,6 +33,8 @@ def cli():
     search --replay traces/aime24 --searcher bo --trials 50     one search (same as `search run`)
     search --replay traces/aime24 --searcher rules --seeds 0-9  repeat over seeds, mean and spread
     search compare out/search/aime24/bo-s0 out/search/aime24/rules-s0 --out cmp.png
+    search --replay traces/aime24 --space controller --controller probe --model Qwen3-8B \\
+        --budget-tokens 150000 --searcher bo --trials 30     a controller's parameters
 
     Searchers: random, grid, bo, rules (no LLM); agenttts, agenthpo, mlcopilot (an
     OpenAI-compatible endpoint: --llm-base-url / --llm-model or OPENAI_BASE_URL / OPENAI_API_KEY).
@@ -91,19 +93,40 @@ def _budget(text: str | None) -> float | None:
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (default out/search/STORE/SEARCHER-sSEED).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted search archived in --out.")
 @click.option("--no-optimum", is_flag=True, help="Do not compute the grid optimum for the summary.")
-@click.option("--optimum-limit", type=int, default=300_000, show_default=True,
-              help="Largest number of configurations scored for the grid optimum (after exact pruning).")
+@click.option("--optimum-limit", type=int, default=20_000_000, show_default=True,
+              help="Largest space whose exhaustive optimum is computed for the summary (one compiled scan).")
 @click.option("--sampler", default=None, help="bo: tpe (default) or gp (Optuna's GPSampler; needs torch).")
 @click.option("--ablate", default=None, help="agenttts, rules: insight1, insight2 or insight3.")
 @click.option("--llm-base-url", default=None, help="LLM searchers: OpenAI-compatible endpoint (or OPENAI_BASE_URL).")
 @click.option("--llm-model", default=None, help="LLM searchers: model name at the endpoint.")
+@click.option("--space", type=click.Choice(["config", "controller"]), default="config", show_default=True,
+              help="config: models and samples per stage; controller: one width-depth controller's parameters.")
+@click.option("--controller", default=None, help="--space controller: built-in name (probe, adaptive, esc, majority) or module:Class.")
+@click.option("--model", default=None, help="--space controller: the model whose traces the controller runs on.")
+@click.option("--budget-tokens", type=float, default=None, help="--space controller: budget in mean tokens per question.")
+@click.option("--beta", is_flag=True, help="--space controller: search the controller's single knob beta instead.")
+@click.option("--probe-cost", type=float, default=None, help="--space controller: tokens charged per probe (default 0).")
 def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, max_samples, n_train, replicates,
-            test_replicates, replay_seed, out, resume, no_optimum, optimum_limit, sampler, ablate, llm_base_url, llm_model):
+            test_replicates, replay_seed, out, resume, no_optimum, optimum_limit, sampler, ablate, llm_base_url, llm_model,
+            space, controller, model, budget_tokens, beta, probe_cost):
     """Run one search (or one per seed) and print its summary; archive, summary.json and a PNG
     of best-so-far score go to --out."""
     from replay.clitools import open_announced
 
     from . import report
+
+    given = {"--controller": controller is not None, "--model": model is not None,
+             "--budget-tokens": budget_tokens is not None, "--beta": beta, "--probe-cost": probe_cost is not None}
+    if space == "controller":
+        config_only = {"--seeds": seeds is not None, "--workers": workers is not None, "--budget": budget is not None,
+                       "--models": models is not None, "--max-samples": max_samples is not None,
+                       "--sampler": sampler is not None, "--ablate": ablate is not None, "--no-optimum": no_optimum}
+        return _run_controller(store_path, searcher, trials, seed, n_train, replicates, test_replicates, replay_seed,
+                               out, resume, llm_base_url, llm_model, controller, model, budget_tokens, beta,
+                               probe_cost, [k for k, v in config_only.items() if v])
+    stray = [k for k, v in given.items() if v]
+    if stray:
+        raise ConfigError(stray[0], "applies to --space controller only")
     from .runner import build_searcher, known_optimum, make_setup, run_and_report, run_seeds
     from .searchers import get_searcher
 
@@ -150,6 +173,41 @@ def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, 
     click.echo("")
     click.echo(report.seed_table(stats))
     click.echo(f"wrote {out}/seed-*/, seeds.json, {report.PLOT_NAME}")
+
+
+def _run_controller(store_path, searcher, trials, seed, n_train, replicates, test_replicates, replay_seed, out, resume,
+                    llm_base_url, llm_model, controller, model, budget_tokens, beta, probe_cost, config_only) -> None:
+    """`search run --space controller`: see search/controller/."""
+    from replay.clitools import open_announced
+
+    from .controller import get_searcher, make_setup, run_and_report, summary_table
+    from .controller.searchers import build_searcher
+
+    if config_only:
+        raise ConfigError(config_only[0], "does not apply to --space controller")
+    for name, v in (("--controller", controller), ("--model", model), ("--budget-tokens", budget_tokens)):
+        if v is None:
+            raise ConfigError(name, "is required with --space controller")
+    get_searcher(searcher)  # an unknown or inapplicable name fails before the store loads
+    trials = 50 if trials is None else trials
+    if trials < 1:
+        raise ConfigError("--trials", f"must be at least 1, got {trials}")
+    options = {k: v for k, v in dict(llm_base_url=llm_base_url, llm_model=llm_model).items() if v is not None}
+    store = open_announced(store_path)
+    setup = make_setup(store, controller, model, budget_tokens, beta=beta, probe_cost=probe_cost or 0.0,
+                       train=n_train, replicates=replicates, replay_seed=replay_seed, test_replicates=test_replicates)
+    build_searcher(searcher, setup.space, 0, options, trials)  # bad options fail before any trial
+    seed = 0 if seed is None else seed
+    what = "beta" if beta else "params"
+    out = Path(out) if out else Path("out/search") / store.name / f"{setup.space.controller.name}-{what}-{searcher}-s{seed}"
+    _check_out(out, resume)
+    click.echo(f"{store.name}: {setup.split.source}; controller {setup.space.controller.name!r} on {model}; "
+               f"budget {budget_tokens:,.0f} tokens/question", err=True)
+    summary = run_and_report(setup, searcher, seed, trials, options, out, resume=resume, progress=True)
+    from . import report
+
+    click.echo(summary_table(summary))
+    click.echo(f"wrote {out}/archive.jsonl, {report.SUMMARY_NAME}, {report.PLOT_NAME}")
 
 
 def _check_out(out: Path, resume: bool) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from replay.engine import StageChoice, budget_unit, default_budget, evaluate, evaluate_batch, replay_sums
+from replay.engine import StageChoice, budget_unit, default_budget, evaluate, evaluate_batch, scan_space
 from replay.errors import ConfigError, InputError
 from replay.store import Store
 
@@ -29,7 +29,7 @@ from .searchers import get_searcher
 
 DEFAULT_TRAIN = 50
 SPLIT_SEED = 0  # the seeded split does not move with the searcher's seed
-GRID_LIMIT = 300_000  # configurations the exhaustive optimum may score (after exact pruning) by default
+GRID_LIMIT = 20_000_000  # configurations the exhaustive optimum scores by default (a compiled scan)
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,12 +189,17 @@ def _check_options(cls, options: dict[str, Any]) -> None:
 
 
 def build_searcher(name: str, space: SearchSpace, seed: int, options: dict[str, Any],
-                   trials: int | None = None) -> Searcher:
+                   trials: int | None = None, setup: SearchSetup | None = None) -> Searcher:
     cls = get_searcher(name)
     _check_options(cls, options)
     accepted = getattr(cls, "options_accepted", ())
     if trials is not None and "trials" in accepted and "trials" not in options:
         options = {**options, "trials": trials}  # searchers that pace themselves (LLM rounds) may know it
+    if setup is not None and getattr(cls, "uses_scan", False):
+        # exhaustive searchers may score a whole product space in one compiled scan of the
+        # same objective (training questions, replicates, replay seed)
+        options = {**options, "scan": lambda choices: scan_space(setup.store, choices, setup.split.train,
+                                                                 setup.replicates, setup.replay_seed)}
     return cls(space, seed=seed, **options)
 
 
@@ -206,7 +211,7 @@ def run_search(setup: SearchSetup, searcher: str, seed: int = 0, trials: int | N
     options = {k: v for k, v in (options or {}).items() if v is not None}
     if trials is not None and trials < 1:
         raise ConfigError("--trials", f"must be at least 1, got {trials}")
-    s = build_searcher(searcher, setup.space, seed, options, trials)
+    s = build_searcher(searcher, setup.space, seed, options, trials, setup=setup)
     header = {**setup.objective_header(), "searcher": searcher, "seed": seed, "options": options,
               "trials": trials, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     done: list[Trial] = []
@@ -290,89 +295,23 @@ def _check_resume(path: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
             raise InputError("--resume", f"{path} was written with {k} = {show(a)}, this run has {show(b)}")
 
 
-def known_optimum(setup: SearchSetup, limit: int = GRID_LIMIT, chunk: int = 100_000,
-                  progress: bool = False) -> dict[str, Any] | None:
+def known_optimum(setup: SearchSetup, limit: int = GRID_LIMIT, progress: bool = False) -> dict[str, Any] | None:
     """The exhaustive optimum of this setup's objective (the `grid` searcher's answer), or None
-    when more than `limit` configurations survive the exact pruning.
+    when the space has more than `limit` configurations.
 
-    The same stage-by-stage pruning as search/searchers/grid.py, but streamed in chunks and
-    keeping only scores, so that millions of configurations fit in memory."""
-    from replay.engine import Config
-
+    Every configuration is scored by `replay.engine.scan_space` (memo tables, then a compiled
+    scan of the product: the same numbers as evaluate_batch, without a Python object per
+    configuration); the best feasible one wins, ties to the cheapest."""
     t0 = time.perf_counter()
     sp = setup.space
-    S = len(sp.stages)
-    unit = budget_unit(setup.store)
-    tol = sp.budget * (1 + 1e-9)
-    choices = [[StageChoice(m, c) for m in sp.models[i] for c in sp.counts[i][m]] for i in range(S)]
-    filler = [min(ch, key=lambda c, i=i: sp.costs[i][c.model][0] + c.samples * sp.costs[i][c.model][1])
-              for i, ch in enumerate(choices)]
-    best = (-math.inf, 0.0, None)
-    seen: set = set()
-    n_eval = n_feas = 0
-
-    params = setup.store.arrays.model_params
-    Q, R = len(setup.split.train), setup.replicates
-
-    def score(cfgs, upto: int | None = None):
-        """Mean score and units per config straight from the kernel's arrays (no per-config
-        Python objects); with `upto`, the measured units of stages 0..upto instead."""
-        nonlocal best, n_eval, n_feas
-        out = []
-        for c0 in range(0, len(cfgs), chunk):
-            part = cfgs[c0:c0 + chunk]
-            sums = replay_sums(setup.store, part, setup.split.train, R, setup.replay_seed)
-            units = sums.flops / (Q * R) / unit
-            mean = sums.score_q.sum(axis=1) / (Q * R)
-            ok = units <= tol
-            n_eval += len(part)
-            n_feas += int(ok.sum())
-            if ok.any():
-                key = np.where(ok, mean, -np.inf)
-                j = int(np.lexsort((units, -key))[0])  # highest score, then cheapest
-                if (mean[j], -units[j]) > best[:2]:
-                    best = (float(mean[j]), -float(units[j]), part[j])
-            if upto is not None:
-                m_idx = np.array([[setup.store.model_index(ch.model) for ch in c.stages[: upto + 1]] for c in part])
-                per_stage = sums.st_tokens[:, : upto + 1] / (Q * R)  # mean tokens per question, per stage
-                out.append((2.0 * params[m_idx] * per_stage).sum(axis=1) / unit)
-            if bar is not None:
-                bar.update(len(part))
-        return np.concatenate(out) if out else np.zeros(0)
-
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(desc="grid optimum", unit="config", leave=False)
-    try:
-        prefixes: list[tuple] = [()]
-        for k in range(S - 1):
-            ext = [p + (c,) for p in prefixes for c in choices[k]]
-            cfgs = [Config(p + tuple(filler[k + 1:])) for p in ext]
-            if n_eval + len(cfgs) > limit:
-                return None
-            pre_units = score(cfgs, upto=k)
-            seen.update(cfgs)
-            prefixes = [p for p, u in zip(ext, pre_units) if u <= tol]
-        total = len(prefixes) * len(choices[S - 1])
-        if n_eval + total > limit:
-            return None
-        batch: list = []
-        for p in prefixes:
-            for c in choices[S - 1]:
-                cfg = Config(p + (c,))
-                if cfg not in seen:
-                    batch.append(cfg)
-            if len(batch) >= chunk:
-                score(batch)
-                batch = []
-        score(batch)
-    finally:
-        if bar is not None:
-            bar.close()
-    return {"config": None if best[2] is None else str(best[2]), "score": None if best[2] is None else best[0],
-            "units": None if best[2] is None else -best[1], "evaluated": n_eval, "feasible": n_feas,
+    if sp.size() > limit:
+        return None
+    choices = [[StageChoice(m, c) for m in sp.models[i] for c in sp.counts[i][m]] for i in range(len(sp.stages))]
+    scan = scan_space(setup.store, choices, setup.split.train, setup.replicates, setup.replay_seed)
+    best = scan.best(sp.budget)
+    feasible = int((scan.units <= sp.budget * (1 + 1e-9)).sum())
+    return {"config": None if best is None else str(best[0]), "score": None if best is None else best[1],
+            "units": None if best is None else best[2], "evaluated": int(scan.score.size), "feasible": feasible,
             "space_size": sp.size(), "wall_s": time.perf_counter() - t0}
 
 

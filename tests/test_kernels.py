@@ -135,3 +135,27 @@ def _pinned():
     # Computed once with the reference implementation and pinned: a change here changes every
     # published replay number, so it must be deliberate.
     return [11756033698492554705, 8421122936195933253, 8523062541630453865]
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), aggs=st.lists(st.sampled_from(AGGS), min_size=1, max_size=3),
+       n_models=st.integers(1, 3), max_pool=st.integers(1, 6))
+def test_scan_space_matches_evaluate_batch(seed, aggs, n_models, max_pool):
+    """The exhaustive scan (memo + compiled product) gives evaluate_batch's numbers for every
+    configuration of the space."""
+    from replay.engine import scan_space
+
+    spec = RandomStoreSpec(seed=seed, n_questions=3, aggregations=tuple(aggs), n_models=n_models, max_pool=max_pool,
+                           n_answers=3, context_keep=0.5)
+    with tempfile.TemporaryDirectory() as d:
+        store = replay.open(make_random_store(Path(d) / "s", spec))
+        largest = _largest_pool(store)
+        choices = [[StageChoice(m, n) for m in store.candidate_models(s)
+                    for n in range(1, int(largest[s, store.model_index(m)]) + 1)] for s in range(len(aggs))]
+        scan = scan_space(store, choices, None, 4, 3)
+        cfgs = [scan.config(i, k) for i in range(scan.score.shape[0]) for k in range(scan.score.shape[1])]
+        results = store.evaluate_batch(cfgs, replicates=4, seed=3)
+        got = np.array([[scan.score.ravel()[j], scan.units.ravel()[j], scan.stderr.ravel()[j]] for j in range(len(cfgs))])
+        want = np.array([[r.score, r.units, r.stderr] for r in results])
+        np.testing.assert_allclose(got[:, :2], want[:, :2], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got[:, 2], want[:, 2], atol=1e-7)

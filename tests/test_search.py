@@ -131,10 +131,17 @@ def test_grid_finds_brute_force_optimum(stores, which):
         assert skipped, "the two-stage budget should let the grid prune some prefixes"
 
 
-def test_grid_refuses_too_large_a_space(stores):
-    setup = R.make_setup(stores["two"], replicates=2)
-    with pytest.raises(ConfigError, match="max_configs"):
-        R.run_search(setup, "grid", trials=None, options={"max_configs": 5})
+def test_grid_scans_a_space_too_large_to_archive(stores):
+    """Above max_configs the grid scores the whole space in one compiled scan and proposes its
+    best configuration as its one trial: the same optimum as trial-by-trial, and as brute force."""
+    setup = R.make_setup(stores["two"], replicates=4)
+    by_trials = report.best_trial(R.run_search(setup, "grid", trials=None).trials)
+    run = R.run_search(setup, "grid", trials=None, options={"max_configs": 5})
+    assert len(run.trials) == 1 and run.trials[0].source == "grid-scan"
+    assert run.states[-1]["scanned"] == setup.space.size()
+    assert run.trials[0].config == by_trials.config and run.trials[0].score == by_trials.score
+    top = max(r.score for r in brute_force(setup) if r.feasible)
+    assert run.trials[0].score == pytest.approx(top, abs=1e-12)
     assert R.known_optimum(setup, limit=5) is None
 
 

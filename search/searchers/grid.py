@@ -10,6 +10,11 @@ measured over budget, every configuration extending it is infeasible and is skip
 scores each surviving prefix extended by every choice of stage k, the later stages at their
 cheapest choice; those are configurations of the space, so each counts as a trial, and a
 configuration is never scored twice. A one-stage space is a single batch.
+
+A space larger than `max_configs` is not proposed configuration by configuration (millions of
+archived trials help nobody): the runner hands the grid a `scan` of the same objective
+(replay.engine.scan_space, every configuration in one compiled call), and the grid proposes its
+best feasible configuration as its one trial; its state records how many were scanned.
 """
 
 from __future__ import annotations
@@ -27,11 +32,15 @@ class GridSearcher(ReplayByAsking, Searcher):
     name: ClassVar[str] = "grid"
     exhaustive: ClassVar[bool] = True  # runs until done: the runner's default trial limit does not apply
     options_accepted: ClassVar[tuple[str, ...]] = ("max_configs", "prune")
+    uses_scan: ClassVar[bool] = True  # the runner passes `scan`: choices per stage -> SpaceScan
 
-    def __init__(self, space: SearchSpace, seed: int = 0, max_configs: int = 200_000, prune: bool = True, **options):
+    def __init__(self, space: SearchSpace, seed: int = 0, max_configs: int = 200_000, prune: bool = True,
+                 scan=None, **options):
         super().__init__(space, seed=seed, **options)
         self.max_configs = int(max_configs)
         self.prune = bool(prune)
+        self._scan = scan
+        self._scanned = 0
         n = len(space.stages)
         self._choices = [[StageChoice(m, c) for m in space.models[i] for c in space.counts[i][m]] for i in range(n)]
         # the cheapest choice per stage (by the cost model), to fill the stages after the prefix
@@ -53,6 +62,15 @@ class GridSearcher(ReplayByAsking, Searcher):
         if pending:
             return pending
         n = len(self.space.stages)
+        if self._level == 0 and self._scan is not None and self.space.size() > self.max_configs:
+            self._level = n  # one compiled scan of the whole space; its best is the one trial
+            scan = self._scan(self._choices)
+            self._scanned = int(scan.score.size)
+            best = scan.best(self.space.budget)
+            if best is None:
+                return []
+            self._waiting = 1
+            return [Proposal(best[0], source="grid-scan", extra={"scanned": self._scanned})]
         while self._level < n:
             k = self._level
             last = k == n - 1 or not self.prune
@@ -110,4 +128,4 @@ class GridSearcher(ReplayByAsking, Searcher):
             self._advance()
 
     def state(self) -> dict:
-        return {"level": self._level, "pruned_prefixes": self._pruned}
+        return {"level": self._level, "pruned_prefixes": self._pruned, "scanned": self._scanned}

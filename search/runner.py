@@ -212,7 +212,9 @@ def run_search(setup: SearchSetup, searcher: str, seed: int = 0, trials: int | N
     if trials is not None and trials < 1:
         raise ConfigError("--trials", f"must be at least 1, got {trials}")
     s = build_searcher(searcher, setup.space, seed, options, trials, setup=setup)
-    header = {**setup.objective_header(), "searcher": searcher, "seed": seed, "options": options,
+    # options go into the archive header: never a secret
+    shown = {k: v for k, v in options.items() if "api_key" not in k}
+    header = {**setup.objective_header(), "searcher": searcher, "seed": seed, "options": shown,
               "trials": trials, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     done: list[Trial] = []
     states: list[dict[str, Any]] = []
@@ -275,6 +277,8 @@ def run_search(setup: SearchSetup, searcher: str, seed: int = 0, trials: int | N
             bar.close()
         if writer is not None:
             writer.close()
+    # the last ask may have spent LLM calls without a new trial: keep the final state for the report
+    states.append(s.state())
     return SearchRun(searcher=searcher, seed=seed, header=header, trials=done, states=states, replay_s=replay_s,
                      searcher_s=searcher_s, wall_s=time.perf_counter() - t_start, resumed_from=resumed, stop=stop,
                      archive=path)

@@ -199,14 +199,15 @@ def item_f1(kept, n_kept, ans_item_off, ans_items, gold):
 
 
 @njit(cache=True)
-def stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max,
+def stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max, snap_from,
                     perm, swaps, key, rep, icount, seen, kept,
                     snap_ans, snap_score, snap_tok, snap_flag):
     """Stage s of question q, replicate r, on pool p: the aggregated output after each of the
     first n_max draws, in one pass along the shuffle. Fills, for n = 1..n_max at index n-1:
     snap_ans (answer id; after a set-vote stage, the matching downstream context id or -1),
     snap_score, snap_tok (prompt once + drawn completions, or the fusion's tokens) and
-    snap_flag (1 where an llm_fuse stage used a smaller fusion or majority vote)."""
+    snap_flag (1 where an llm_fuse stage used a smaller fusion or majority vote). Only counts
+    n > snap_from are written (the caller's: every count for a sweep, the last for one config)."""
     (qhash, stage_agg, model_params, qsm_pool_off, pool_ctx, pool_off, pool_prompt, s_answer, s_local,
      s_score, s_completion, gold, ans_item_off, ans_items, pool_fus_off, fus_size, fus_answer, fus_score,
      fus_tokens, fus_subset_completion) = A
@@ -229,7 +230,7 @@ def stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max,
     for j in range(n_max):
         i = base + perm[j]
         comp += s_completion[i]
-        snap_flag[j] = 0
+        snap = j >= snap_from
         if agg == AGG_MAJORITY or agg == AGG_FUSE:
             # The vote. key = count * width - (step of the first draw), width > pool size, so
             # the largest key is the most frequent answer and, among equal counts, the one
@@ -246,14 +247,16 @@ def stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max,
             if kk > best:
                 best = kk
                 lead = a
-            snap_ans[j] = s_answer[rep[lead]]
-            snap_score[j] = s_score[rep[lead]]
+            if snap:
+                snap_ans[j] = s_answer[rep[lead]]
+                snap_score[j] = s_score[rep[lead]]
         elif agg == AGG_BEST:
             if s_score[i] > best_score:
                 best_score = s_score[i]
                 best_i = i
-            snap_ans[j] = s_answer[best_i]
-            snap_score[j] = best_score
+            if snap:
+                snap_ans[j] = s_answer[best_i]
+                snap_score[j] = best_score
         else:  # set vote: count the items of this sample's answer
             a = s_answer[i]
             for e in range(ans_item_off[a], ans_item_off[a + 1]):
@@ -262,14 +265,17 @@ def stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max,
                     seen[n_seen] = it
                     n_seen += 1
                 icount[it] += 1
-            n_kept = set_vote_snapshot(j + 1, seen, n_seen, icount, kept)
-            snap_score[j] = item_f1(kept, n_kept, ans_item_off, ans_items, gold[q, s])
-            if s + 1 < n_stages:
-                snap_ans[j] = match_items_ctx(qsm_pool_off, pool_ctx, ans_item_off, ans_items, n_stages, n_models,
-                                              q, s + 1, kept, n_kept)
-            else:
-                snap_ans[j] = -1
-        snap_tok[j] = prompt + comp
+            if snap:
+                n_kept = set_vote_snapshot(j + 1, seen, n_seen, icount, kept)
+                snap_score[j] = item_f1(kept, n_kept, ans_item_off, ans_items, gold[q, s])
+                if s + 1 < n_stages:
+                    snap_ans[j] = match_items_ctx(qsm_pool_off, pool_ctx, ans_item_off, ans_items, n_stages,
+                                                  n_models, q, s + 1, kept, n_kept)
+                else:
+                    snap_ans[j] = -1
+        if snap:
+            snap_tok[j] = prompt + comp
+            snap_flag[j] = 0
     unshuffle(perm, swaps, n_max, key, s_local, base)
     for j in range(n_seen):
         icount[seen[j]] = 0
@@ -278,7 +284,7 @@ def stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max,
         # that small, the majority vote over the n drawn outputs computed above (a fallback)
         f0 = pool_fus_off[p]
         f1 = pool_fus_off[p + 1]
-        for n in range(1, n_max + 1):
+        for n in range(snap_from + 1, n_max + 1):
             use = 0
             for f in range(f0, f1):
                 if fus_size[f] <= n and fus_size[f] > use:
@@ -368,7 +374,9 @@ def replay_groups(A, n_stages, n_models, max_pool, n_items,
                     size = pool_off[p + 1] - pool_off[p]
                     n_max = grp_counts[g, s] if s < last else cfg_last_count[c1 - 1]
                     n_max = min(n_max, size)
-                    stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max,
+                    # snapshots: every count for a group sharing the pass, else only the last
+                    snap_from = 0 if (s == last and c1 - c0 > 1) else n_max - 1
+                    stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max, snap_from,
                                     perm, swaps, key, rep, icount, seen, kept,
                                     snap_ans, snap_score, snap_tok, snap_flag)
                     params2 = 2.0 * model_params[m]
@@ -415,7 +423,7 @@ def memo_build(A, n_stages, n_models, max_pool, n_items, n_rep, seed,
         nmax = row_nmax[row]
         for r in range(n_rep):
             o = row_base[row] + r * nmax
-            stage_snapshots(A, n_stages, n_models, width, row_q[row], row_stage[row], row_pool[row], r, seed, nmax,
+            stage_snapshots(A, n_stages, n_models, width, row_q[row], row_stage[row], row_pool[row], r, seed, nmax, 0,
                             perm, swaps, key, rep, icount, seen, kept,
                             memo_ans[o:o + nmax], memo_score[o:o + nmax], memo_tok[o:o + nmax], memo_flag[o:o + nmax])
     return 0

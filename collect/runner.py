@@ -34,7 +34,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -45,6 +44,7 @@ import numpy as np
 import polars as pl
 
 from replay import schema as S
+from replay.atomic import atomic_path
 from replay.errors import InputError
 from replay.store import write_store
 
@@ -294,14 +294,8 @@ class Checkpoint:
 
     def add(self, df: pl.DataFrame) -> None:
         path = self.dir / f"shard-{self.next_shard:06d}.parquet"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.dir)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             df.write_parquet(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         self.next_shard += 1
         self._new.append(df)
         self.done.update(df.select("stage", "model", "question_id", "context").unique().iter_rows())
@@ -314,10 +308,8 @@ class Checkpoint:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 # --------------------------------------------------------------------------------------------

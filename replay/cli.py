@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from .atomic import atomic_path
 from .clitools import main_wrapper, open_announced
 from .controllers.cli import frontier
 
@@ -187,10 +188,7 @@ def _space_configs(st, models, max_samples, grid):
 @_questions_option
 def sweep(store, out, budget, models, max_samples, grid, replicates, seed, questions):
     """Evaluate every configuration of the space (or a grid) and write a Parquet table."""
-    import os
-    import tempfile
     import time
-    from pathlib import Path
 
     import polars as pl
     from tqdm import tqdm
@@ -205,16 +203,8 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
                                  budget=budget, progress=bar.update)
     dt = time.perf_counter() - t0
     df = pl.DataFrame([r.as_row() for r in results])
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         df.write_parquet(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     feas = df.filter(pl.col("feasible"))
     click.echo(f"{len(df):,} configurations x {results[0].n_questions} questions x {replicates} replicates in {dt:.2f} s -> {out}")
     if len(feas):
@@ -237,10 +227,6 @@ def curve(store, out, max_samples, replicates, seed, questions):
 
     For a multi-stage store, stage i's curve varies stage i while every other stage runs its
     largest model with one sample (the insight-1 probe of AgentTTS)."""
-    import os
-    import tempfile
-    from pathlib import Path
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,16 +269,8 @@ def curve(store, out, max_samples, replicates, seed, questions):
         ax_score.legend(fontsize=8)
     fig.suptitle(f"{st.name}: score and cost against sample count ({replicates} replicates, seed {seed})", fontsize=10)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".png", dir=out.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     click.echo(f"wrote {out}")
 
 

@@ -445,24 +445,58 @@ def _memo_cost(store, models, counts, qidx) -> float:
     return build + lookups
 
 
-def _memo(store, models, counts, qidx, R, seed, sums, progress):
+@dataclass
+class MemoTables:
+    """Snapshots of every needed pool (a "row") at every count 1..row_nmax, per replicate:
+    entry row_base[row] + r * row_nmax[row] + (n - 1). pool_row maps a pool to its row."""
+
+    pool_row: np.ndarray
+    row_nmax: np.ndarray
+    row_base: np.ndarray
+    ans: np.ndarray
+    score: np.ndarray
+    tok: np.ndarray
+    flag: np.ndarray
+
+
+def _pool_layout(store: Store, nmax: np.ndarray):
+    """Per pool: its question, stage, and how many counts the memo needs (0: not needed)."""
+    a = store.arrays
+    k_of_pool = np.repeat(np.arange(len(a.qsm_pool_off) - 1), np.diff(a.qsm_pool_off))
+    key_nmax = np.broadcast_to(nmax, (a.n_questions, a.n_stages, a.n_models)).reshape(-1)
+    pool_nmax = np.minimum(key_nmax[k_of_pool], np.diff(a.pool_off))
+    return k_of_pool // (a.n_stages * a.n_models), (k_of_pool // a.n_models) % a.n_stages, pool_nmax
+
+
+def memo_tables(store: Store, nmax: np.ndarray, questions: np.ndarray, replicates: int, seed: int) -> MemoTables:
+    """Build the memo of every pool of `questions` for the (stage, model) pairs with nmax > 0."""
     from . import kernels
-    import numba  # noqa: F401
 
     A, max_pool, n_items = kernel_inputs(store)
     a = store.arrays
+    q_of_pool, s_of_pool, pool_nmax = _pool_layout(store, nmax)
+    rows = np.flatnonzero(np.isin(q_of_pool, questions) & (pool_nmax > 0))
+    row_nmax = pool_nmax[rows].astype(np.int64)
+    row_base = np.concatenate([[0], np.cumsum(row_nmax * replicates)[:-1]]).astype(np.int64)
+    n = int((row_nmax * replicates).sum())
+    m = MemoTables(np.full(len(pool_nmax), -1, dtype=np.int64), row_nmax, row_base, np.empty(n, np.int64),
+                   np.empty(n, np.float64), np.empty(n, np.float64), np.empty(n, np.uint8))
+    m.pool_row[rows] = np.arange(len(rows))
+    kernels.memo_build(A, a.n_stages, a.n_models, max_pool, n_items, replicates, np.uint64(seed),
+                       rows.astype(np.int64), q_of_pool[rows].astype(np.int64), s_of_pool[rows].astype(np.int64),
+                       row_nmax, row_base, m.ans, m.score, m.tok, m.flag)
+    return m
+
+
+def _memo(store, models, counts, qidx, R, seed, sums, progress):
+    from . import kernels
+
+    A, _, _ = kernel_inputs(store)
+    a = store.arrays
     nmax = _needed(store, models, counts)
-    sizes = np.diff(a.pool_off)
-    # pools (rows) per question, for the (stage, model) pairs in use
-    key_nmax = np.broadcast_to(nmax, (a.n_questions, a.n_stages, a.n_models)).reshape(-1)
+    q_of_pool, _, pool_nmax = _pool_layout(store, nmax)
     per_q_entries = np.zeros(a.n_questions)
-    k_of_pool = np.repeat(np.arange(len(a.qsm_pool_off) - 1), np.diff(a.qsm_pool_off))
-    pool_nmax = np.minimum(key_nmax[k_of_pool], sizes)
-    q_of_pool = k_of_pool // (a.n_stages * a.n_models)
-    s_of_pool = (k_of_pool // a.n_models) % a.n_stages
     np.add.at(per_q_entries, q_of_pool, pool_nmax * R)
-    pool_row = np.full(len(sizes), -1, dtype=np.int64)
-    C = len(models)
     start = 0
     while start < len(qidx):
         # a chunk of questions whose memo fits in MEMO_ENTRIES
@@ -472,26 +506,13 @@ def _memo(store, models, counts, qidx, R, seed, sums, progress):
             total += per_q_entries[qidx[stop]]
             stop += 1
         chunk = qidx[start:stop].astype(np.int64)
-        in_chunk = np.isin(q_of_pool, chunk) & (pool_nmax > 0)
-        rows = np.flatnonzero(in_chunk)
-        row_nmax = pool_nmax[rows].astype(np.int64)
-        row_base = np.concatenate([[0], np.cumsum(row_nmax * R)[:-1]]).astype(np.int64)
-        n_entries = int((row_nmax * R).sum())
-        memo_ans = np.empty(n_entries, np.int64)
-        memo_score = np.empty(n_entries, np.float64)
-        memo_tok = np.empty(n_entries, np.float64)
-        memo_flag = np.empty(n_entries, np.uint8)
-        kernels.memo_build(A, a.n_stages, a.n_models, max_pool, n_items, R, np.uint64(seed),
-                           rows.astype(np.int64), q_of_pool[rows].astype(np.int64), s_of_pool[rows].astype(np.int64),
-                           row_nmax, row_base, memo_ans, memo_score, memo_tok, memo_flag)
-        pool_row[:] = -1
-        pool_row[rows] = np.arange(len(rows))
+        m = memo_tables(store, nmax, chunk, R, seed)
         kernels.memo_lookup(A, a.n_stages, a.n_models, chunk, start, R, models, counts,
-                            pool_row, row_nmax, row_base, memo_ans, memo_score, memo_tok, memo_flag,
+                            m.pool_row, m.row_nmax, m.row_base, m.ans, m.score, m.tok, m.flag,
                             sums.score_q, sums.score_r, sums.tokens, sums.flops, sums.st_score, sums.st_tokens,
                             sums.st_fallback)
         if progress is not None:
-            progress(C * (stop - start) / len(qidx))
+            progress(len(models) * (stop - start) / len(qidx))
         start = stop
 
 
@@ -577,7 +598,7 @@ def scan_space(store: Store, choices: Sequence[Sequence[StageChoice]], questions
     if len(choices) != S or any(not c for c in choices):
         raise ConfigError("scan", f"need a non-empty list of choices for each of the {S} stages")
     qidx = store.question_indices(questions).astype(np.int64)
-    A, max_pool, n_items = kernel_inputs(store)
+    A, _, _ = kernel_inputs(store)
     K = max(len(c) for c in choices)
     ch_model = np.zeros((S, K), dtype=np.int64)
     ch_count = np.ones((S, K), dtype=np.int64)
@@ -596,24 +617,7 @@ def scan_space(store: Store, choices: Sequence[Sequence[StageChoice]], questions
     nmax = np.zeros((S, a.n_models), dtype=np.int64)
     for s in range(S):
         np.maximum.at(nmax[s], ch_model[s, : n_ch[s]], ch_count[s, : n_ch[s]])
-    sizes = np.diff(a.pool_off)
-    k_of_pool = np.repeat(np.arange(len(a.qsm_pool_off) - 1), np.diff(a.qsm_pool_off))
-    pool_nmax = np.minimum(np.broadcast_to(nmax, (a.n_questions, S, a.n_models)).reshape(-1)[k_of_pool], sizes)
-    q_of_pool = k_of_pool // (S * a.n_models)
-    s_of_pool = (k_of_pool // a.n_models) % S
-    rows = np.flatnonzero(np.isin(q_of_pool, qidx) & (pool_nmax > 0))
-    row_nmax = pool_nmax[rows].astype(np.int64)
-    row_base = np.concatenate([[0], np.cumsum(row_nmax * replicates)[:-1]]).astype(np.int64)
-    n_entries = int((row_nmax * replicates).sum())
-    memo_ans = np.empty(n_entries, np.int64)
-    memo_score = np.empty(n_entries, np.float64)
-    memo_tok = np.empty(n_entries, np.float64)
-    memo_flag = np.empty(n_entries, np.uint8)
-    kernels.memo_build(A, S, a.n_models, max_pool, n_items, replicates, np.uint64(seed), rows.astype(np.int64),
-                       q_of_pool[rows].astype(np.int64), s_of_pool[rows].astype(np.int64), row_nmax, row_base,
-                       memo_ans, memo_score, memo_tok, memo_flag)
-    pool_row = np.full(len(sizes), -1, dtype=np.int64)
-    pool_row[rows] = np.arange(len(rows))
+    memo = memo_tables(store, nmax, qidx, replicates, seed)
     # every prefix (a choice index per stage but the last), in mixed-radix order
     grids = np.meshgrid(*[np.arange(n) for n in n_ch[: S - 1]], indexing="ij")
     prefix_idx = np.stack([g.ravel() for g in grids], axis=1).astype(np.int64) if S > 1 else np.zeros((1, 0), np.int64)
@@ -622,7 +626,7 @@ def scan_space(store: Store, choices: Sequence[Sequence[StageChoice]], questions
     sq = np.zeros((P, KL))
     flops = np.zeros((P, KL))
     kernels.scan_product(A, S, a.n_models, qidx, replicates, ch_model, ch_count, n_ch, prefix_idx,
-                         pool_row, row_nmax, row_base, memo_ans, memo_score, memo_tok, tot, sq, flops)
+                         memo.pool_row, memo.row_nmax, memo.row_base, memo.ans, memo.score, memo.tok, tot, sq, flops)
     Q, R = len(qidx), replicates
     mean = tot / (Q * R)
     if R > 1:

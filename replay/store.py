@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import schema as S
+from .atomic import atomic_path
 from .errors import StoreError
 
 
@@ -154,14 +155,8 @@ def _read_table(store: Path, name: str, required: bool = True) -> pl.DataFrame |
 
 
 def _write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         df.write_parquet(tmp, compression="zstd", compression_level=9, statistics=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _coerce(df: pl.DataFrame | dict, name: str) -> pl.DataFrame:

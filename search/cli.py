@@ -227,8 +227,15 @@ def _check_out(out: Path, resume: bool) -> None:
 @click.option("--json", "out_json", default=None, type=click.Path(dir_okay=False), help="Write the table as JSON too.")
 def compare_cmd(archives, out_png, out_json):
     """One table and one plot over several searches (their folders or archive.jsonl files)."""
-    from . import report
+    from replay.errors import InputError
 
+    from . import report
+    from .archive import read_archive
+
+    for a in archives:
+        if read_archive(a)[0].get("space_kind") == "controller":
+            raise InputError(str(a), "is a controller search (--space controller): `search compare` reads "
+                             "configuration searches; its summary.json and best_so_far.png are in the same folder")
     text, rows = report.compare(archives, out_png)
     click.echo(text)
     if out_json:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import polars as pl
 
+from ..atomic import atomic_path
 from ..errors import InputError
 from ..store import Store
 from .engine import Setting, evaluate_settings, load_controller
@@ -118,18 +118,8 @@ def match_table(df: pl.DataFrame, reference: str = "majority") -> pl.DataFrame:
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     """Write through a temporary file beside `path`, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes private files; results are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        write(str(tmp))
     return path
 
 

@@ -49,6 +49,8 @@ def make_setup(store: Store, controller, model: str, budget_tokens: float, beta:
                test_replicates: int = 256) -> ControllerSetup:
     if budget_tokens is None:
         raise ConfigError("--budget-tokens", "a controller search needs a tokens budget per question")
+    if not (math.isfinite(budget_tokens) and budget_tokens > 0):
+        raise ConfigError("--budget-tokens", f"must be a positive number of tokens per question, got {budget_tokens:g}")
     if replicates < 1:
         raise ConfigError("--replicates", f"must be at least 1, got {replicates}")
     if test_replicates < 1:
@@ -151,6 +153,16 @@ class ControllerRun:
 
 _RESUME_KEYS = ("space_kind", "store_name", "space", "budget_tokens", "searcher", "seed", "options", "replicates",
                 "replay_seed", "train", "test")
+# How to reach the LLM does not change the search: a resumed run may use another host or port.
+_ENDPOINT = frozenset({"llm_base_url", "llm_api_key", "llm_timeout_s", "llm_retries", "llm_backoff_s",
+                       "llm_backoff_max_s"})
+
+
+def _resume_view(header: dict[str, Any], k: str) -> Any:
+    v = header.get(k)
+    if k == "options" and isinstance(v, dict):
+        v = {o: x for o, x in v.items() if o not in _ENDPOINT}
+    return json.loads(json.dumps(v, default=str))
 
 
 def run_search(setup: ControllerSetup, searcher: str, seed: int = 0, trials: int = 50,
@@ -164,7 +176,8 @@ def run_search(setup: ControllerSetup, searcher: str, seed: int = 0, trials: int
     if trials < 1:
         raise ConfigError("--trials", f"must be at least 1, got {trials}")
     s = build_searcher(searcher, setup.space, seed, options, trials)
-    header = {**setup.objective_header(), "searcher": searcher, "seed": seed, "options": options, "trials": trials,
+    shown = {k: v for k, v in options.items() if k != "llm_api_key"}  # never write a key to disk
+    header = {**setup.objective_header(), "searcher": searcher, "seed": seed, "options": shown, "trials": trials,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     done: list[CTrial] = []
     states: list[dict[str, Any]] = []
@@ -175,7 +188,7 @@ def run_search(setup: ControllerSetup, searcher: str, seed: int = 0, trials: int
         if resume and path.is_file():
             old, records, good = read_archive(path)
             for k in _RESUME_KEYS:
-                a, b = (json.loads(json.dumps(h.get(k), default=str)) for h in (old, header))
+                a, b = _resume_view(old, k), _resume_view(header, k)
                 if a != b:
                     raise InputError("--resume", f"{path} was written with {k} = {a!r}, this run has {b!r}")
             done = [CTrial.from_record(r) for r in records]

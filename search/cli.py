@@ -237,6 +237,8 @@ def compare_cmd(archives, out_png, out_json):
             raise InputError(str(a), "is a controller search (--space controller): `search compare` reads "
                              "configuration searches; its summary.json and best_so_far.png are in the same folder")
     text, rows = report.compare(archives, out_png)
+    if rows and rows[0]["synthetic"]:
+        click.echo(f"note: store {rows[0]['store']!r} is SYNTHETIC (simulated, not collected from real models)", err=True)
     click.echo(text)
     if out_json:
         report.write_json_atomic(Path(out_json), rows)

@@ -239,6 +239,7 @@ def compare_rows(paths: Sequence[str | os.PathLike]) -> tuple[list[dict[str, Any
         rows.append({
             "search": label,
             "store": header.get("store_name"),
+            "synthetic": bool(header.get("synthetic")),
             "trials": len(trials),
             "best config": str(b.config) if b else None,
             "train": b.score if b else None,
@@ -273,7 +274,8 @@ def compare(paths: Sequence[str | os.PathLike], out_png: str | os.PathLike | Non
         raise InputError("search compare", "no archives given")
     rows, curves, optimum = compare_rows(paths)
     if out_png is not None:
-        plot_curves(curves, Path(out_png), f"{rows[0]['store']}: best-so-far training score", optimum)
+        kind = " (SYNTHETIC)" if rows[0]["synthetic"] else ""
+        plot_curves(curves, Path(out_png), f"{rows[0]['store']}{kind}: best-so-far training score", optimum)
     return table(rows, COMPARE_COLUMNS), rows
 
 

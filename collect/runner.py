@@ -461,7 +461,7 @@ def _bar(progress: bool, total: int, desc: str):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="pool", file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="pool", file=sys.stderr, dynamic_ncols=True, disable=None)
 
 
 def _backend_for(model: ModelSpec, backends: dict, make_backend) -> Backend:

@@ -243,7 +243,7 @@ def run_search(setup: SearchSetup, searcher: str, seed: int = 0, trials: int | N
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=trials, initial=len(done), desc=f"{searcher} seed {seed}", unit="trial", leave=False)
+        bar = tqdm(total=trials, initial=len(done), desc=f"{searcher} seed {seed}", unit="trial", leave=False, disable=None)
     try:
         while trials is None or len(done) < trials:
             t0 = time.perf_counter()
@@ -391,7 +391,7 @@ def run_seeds(setup: SearchSetup, setup_kwargs: dict[str, Any], searcher: str, s
             if progress:
                 from tqdm import tqdm
 
-                it = tqdm(it, total=len(futs), desc=f"{searcher} over {len(jobs)} seeds", unit="seed", leave=False)
+                it = tqdm(it, total=len(futs), desc=f"{searcher} over {len(jobs)} seeds", unit="seed", leave=False, disable=None)
             for f in it:
                 results[futs[f]] = f.result()
     return [results[s] for s in seeds]

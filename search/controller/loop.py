@@ -207,7 +207,7 @@ def run_search(setup: ControllerSetup, searcher: str, seed: int = 0, trials: int
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=trials, initial=len(done), desc=f"{searcher} seed {seed}", unit="trial", leave=False)
+        bar = tqdm(total=trials, initial=len(done), desc=f"{searcher} seed {seed}", unit="trial", leave=False, disable=None)
     try:
         while len(done) < trials:
             t0 = time.perf_counter()

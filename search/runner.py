@@ -169,7 +169,7 @@ class SearchRun:
     seed: int
     header: dict[str, Any]
     trials: list[Trial]
-    states: list[dict[str, Any]]  # searcher state() after each trial
+    states: list[dict[str, Any]]  # searcher state() after each trial, then once at the end
     replay_s: float  # replay time of every trial, archived ones included
     searcher_s: float  # time in ask/tell (this session)
     wall_s: float  # this session
@@ -216,7 +216,24 @@ def run_search(setup: SearchSetup, searcher: str, seed: int = 0, trials: int | N
     shown = {k: v for k, v in options.items() if "api_key" not in k}
     header = {**setup.objective_header(), "searcher": searcher, "seed": seed, "options": shown,
               "trials": trials, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    done: list[Trial] = []
+    run = drive(s, searcher, seed, trials, header, out, resume, progress,
+                check_resume=_check_resume, from_record=trial_from_record, to_record=trial_record,
+                normalize=as_proposal, outside=lambda p: None if setup.space.contains(p.config) else str(p.config),
+                score=lambda props, first: score_proposals(setup, props, first))
+    return SearchRun(searcher=searcher, seed=seed, archive=run.pop("path"), **run)
+
+
+def drive(s: Searcher, searcher: str, seed: int, trials: int | None, header: dict[str, Any], out, resume: bool,
+          progress: bool, *, check_resume, from_record, to_record, normalize, outside, score) -> dict[str, Any]:
+    """The ask -> score -> archive -> tell loop, for any search space (configurations here,
+    controller parameters in search/controller/loop.py): the space supplies how a proposal is
+    normalised, checked (`outside` returns a description of a proposal outside the space, or
+    None), scored on the training questions, and written to and read from the archive.
+
+    Returns the run's header, trials, states (after each trial, then once more at the end: the
+    last ask may have spent LLM calls without a new trial), times, resumed count, stop reason
+    and archive path."""
+    done: list = []
     states: list[dict[str, Any]] = []
     writer = None
     path = None
@@ -225,8 +242,8 @@ def run_search(setup: SearchSetup, searcher: str, seed: int = 0, trials: int | N
         path = Path(out) / ARCHIVE_NAME
         if resume and path.is_file():
             old, records, good = read_archive(path)
-            _check_resume(path, old, header)
-            done = [trial_from_record(r) for r in records]
+            check_resume(path, old, header)
+            done = [from_record(r) for r in records]
             states = [r.get("state") or {} for r in records]
             s.replay_history(done)
             writer = ArchiveWriter.reopen(path, good)
@@ -247,7 +264,7 @@ def run_search(setup: SearchSetup, searcher: str, seed: int = 0, trials: int | N
     try:
         while trials is None or len(done) < trials:
             t0 = time.perf_counter()
-            props = [as_proposal(p) for p in s.ask()]
+            props = [normalize(p) for p in s.ask()]
             searcher_s += time.perf_counter() - t0
             if not props:
                 stop = "searcher finished"
@@ -255,9 +272,10 @@ def run_search(setup: SearchSetup, searcher: str, seed: int = 0, trials: int | N
             if trials is not None:
                 props = props[: trials - len(done)]
             for p in props:
-                if not setup.space.contains(p.config):
-                    raise ConfigError(f"searcher {searcher!r}", f"proposed {p.config}, which is outside the search space")
-            new, dt = score_proposals(setup, props, len(done))
+                shown = outside(p)
+                if shown is not None:
+                    raise ConfigError(f"searcher {searcher!r}", f"proposed {shown}, which is outside the search space")
+            new, dt = score(props, len(done))
             replay_s += dt
             records = []
             t0 = time.perf_counter()
@@ -265,7 +283,7 @@ def run_search(setup: SearchSetup, searcher: str, seed: int = 0, trials: int | N
                 s.tell(t)
                 st = s.state()
                 states.append(st)
-                records.append(trial_record(t, st))
+                records.append(to_record(t, st))
             searcher_s += time.perf_counter() - t0
             done.extend(new)
             if writer is not None:
@@ -277,11 +295,9 @@ def run_search(setup: SearchSetup, searcher: str, seed: int = 0, trials: int | N
             bar.close()
         if writer is not None:
             writer.close()
-    # the last ask may have spent LLM calls without a new trial: keep the final state for the report
     states.append(s.state())
-    return SearchRun(searcher=searcher, seed=seed, header=header, trials=done, states=states, replay_s=replay_s,
-                     searcher_s=searcher_s, wall_s=time.perf_counter() - t_start, resumed_from=resumed, stop=stop,
-                     archive=path)
+    return {"header": header, "trials": done, "states": states, "replay_s": replay_s, "searcher_s": searcher_s,
+            "wall_s": time.perf_counter() - t_start, "resumed_from": resumed, "stop": stop, "path": path}
 
 
 _RESUME_KEYS = ("store_name", "searcher", "seed", "options", "replicates", "replay_seed", "train", "test", "budget",

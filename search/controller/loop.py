@@ -19,8 +19,7 @@ from replay.controllers.space import ControllerSpace
 from replay.errors import ConfigError, InputError
 from replay.store import Store
 
-from ..archive import ARCHIVE_NAME, ArchiveWriter, read_archive
-from ..runner import Split, split_questions
+from ..runner import Split, drive, split_questions
 
 SPACE_KIND = "controller"  # the archive header's "space_kind": tells controller archives apart
 
@@ -179,68 +178,19 @@ def run_search(setup: ControllerSetup, searcher: str, seed: int = 0, trials: int
     shown = {k: v for k, v in options.items() if k != "llm_api_key"}  # never write a key to disk
     header = {**setup.objective_header(), "searcher": searcher, "seed": seed, "options": shown, "trials": trials,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    done: list[CTrial] = []
-    states: list[dict[str, Any]] = []
-    writer, path = None, None
-    t_start = time.perf_counter()
-    if out is not None:
-        path = Path(out) / ARCHIVE_NAME
-        if resume and path.is_file():
-            old, records, good = read_archive(path)
-            for k in _RESUME_KEYS:
-                a, b = _resume_view(old, k), _resume_view(header, k)
-                if a != b:
-                    raise InputError("--resume", f"{path} was written with {k} = {a!r}, this run has {b!r}")
-            done = [CTrial.from_record(r) for r in records]
-            states = [r.get("state") or {} for r in records]
-            s.replay_history(done)
-            writer, header = ArchiveWriter.reopen(path, good), old
-        elif path.exists() and not resume:
-            raise InputError(str(out), "already holds a search archive: pass --resume to continue it, or another --out")
-        else:
-            writer = ArchiveWriter.create(path, header)
-    resumed = len(done)
-    replay_s = sum(t.wall_s for t in done)
-    searcher_s = 0.0
-    stop = "trial budget spent"
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    run = drive(s, searcher, seed, trials, header, out, resume, progress,
+                check_resume=_check_resume, from_record=CTrial.from_record, to_record=lambda t, st: t.record(st),
+                normalize=lambda p: p, outside=lambda p: None if setup.space.contains(p.params) else str(p.params),
+                score=lambda props, first: score_proposals(setup, props, first))
+    return ControllerRun(searcher, seed, run["header"], run["trials"], run["states"], run["replay_s"],
+                         run["searcher_s"], run["wall_s"], run["resumed_from"], run["stop"], run["path"])
 
-        bar = tqdm(total=trials, initial=len(done), desc=f"{searcher} seed {seed}", unit="trial", leave=False, disable=None)
-    try:
-        while len(done) < trials:
-            t0 = time.perf_counter()
-            props = s.ask()[: trials - len(done)]
-            searcher_s += time.perf_counter() - t0
-            if not props:
-                stop = "searcher finished"
-                break
-            for p in props:
-                if not setup.space.contains(p.params):
-                    raise ConfigError(f"searcher {searcher!r}", f"proposed {p.params}, which is outside the space")
-            new, dt = score_proposals(setup, props, len(done))
-            replay_s += dt
-            t0 = time.perf_counter()
-            records = []
-            for t in new:
-                s.tell(t)
-                st = s.state()
-                states.append(st)
-                records.append(t.record(st))
-            searcher_s += time.perf_counter() - t0
-            done.extend(new)
-            if writer is not None:
-                writer.append(records)
-            if bar is not None:
-                bar.update(len(new))
-    finally:
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
-    return ControllerRun(searcher, seed, header, done, states, replay_s, searcher_s, time.perf_counter() - t_start,
-                         resumed, stop, path)
+
+def _check_resume(path: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
+    for k in _RESUME_KEYS:
+        a, b = _resume_view(old, k), _resume_view(new, k)
+        if a != b:
+            raise InputError("--resume", f"{path} was written with {k} = {a!r}, this run has {b!r}")
 
 
 def summarize(run: ControllerRun, test: dict[str, Any] | None) -> dict[str, Any]:

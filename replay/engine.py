@@ -297,22 +297,27 @@ def evaluate_batch(store: Store, configs: Iterable, questions=None, replicates: 
     return out
 
 
-def _groups(store: Store, cfgs: list[Config], share_prefix: bool = True):
+def _config_arrays(store: Store, cfgs: list[Config]) -> tuple[np.ndarray, np.ndarray]:
+    """Model indices and sample counts, [C, S] each."""
+    models = np.array([[store.model_index(c.model) for c in cfg.stages] for cfg in cfgs], dtype=np.int64)
+    counts = np.array([[c.samples for c in cfg.stages] for cfg in cfgs], dtype=np.int64)
+    return models, counts
+
+
+def _groups(models: np.ndarray, counts: np.ndarray, share_prefix: bool = True):
     """Group configs by everything but the last stage's count; order by that count.
 
     With share_prefix=False every config is a group of its own (each count evaluated alone:
     same results, more draws; for benchmarks)."""
-    S = store.arrays.n_stages
-    models = np.array([[store.model_index(c.model) for c in cfg.stages] for cfg in cfgs], dtype=np.int64)
-    counts = np.array([[c.samples for c in cfg.stages] for cfg in cfgs], dtype=np.int64)
+    S = models.shape[1]
     key = np.concatenate([models, counts[:, : S - 1]], axis=1)
     order = np.lexsort(tuple([counts[:, S - 1]] + [key[:, j] for j in range(key.shape[1] - 1, -1, -1)]))
     skey = key[order]
-    new = np.ones(len(cfgs), dtype=bool)
+    new = np.ones(len(models), dtype=bool)
     if share_prefix:
         new[1:] = np.any(skey[1:] != skey[:-1], axis=1)
     starts = np.flatnonzero(new)
-    grp_cfg_off = np.append(starts, len(cfgs)).astype(np.int64)
+    grp_cfg_off = np.append(starts, len(models)).astype(np.int64)
     return order, models[order][starts], counts[order][starts], grp_cfg_off, counts[order, S - 1].copy()
 
 
@@ -334,7 +339,8 @@ def replay_arrays(store: Store, cfgs: list[Config], qidx: np.ndarray, replicates
     C, Q, R, S = len(cfgs), len(qidx), replicates, store.arrays.n_stages
     out = (np.empty((C, Q, R)), np.empty((C, Q, R)), np.empty((C, Q, R)),
            np.zeros((C, S, Q)), np.zeros((C, S, Q)), np.zeros((C, S, Q), dtype=np.int64))
-    for dest, part in _direct_chunks(store, cfgs, qidx, replicates, seed, share_prefix):
+    for dest, part in _direct_chunks(store, _groups(*_config_arrays(store, cfgs), share_prefix), qidx, replicates,
+                                     seed):
         for full, piece in zip(out, part):
             full[dest] = piece
         if progress is not None:
@@ -342,15 +348,16 @@ def replay_arrays(store: Store, cfgs: list[Config], qidx: np.ndarray, replicates
     return out
 
 
-def _direct_chunks(store: Store, cfgs, qidx, replicates, seed, share_prefix=True):
-    """Run the direct kernel over chunks of groups (bounded memory); yield (config positions, arrays)."""
+def _direct_chunks(store: Store, groups, qidx, replicates, seed):
+    """Run the direct kernel over chunks of groups (see _groups; bounded memory); yield
+    (config positions, arrays)."""
     from . import kernels  # compiled on first use: keeps `import replay` and `--help` fast
     import numba
 
     A, max_pool, n_items = kernel_inputs(store)
     a = store.arrays
     Q, R, S = len(qidx), replicates, a.n_stages
-    order, grp_models, grp_counts, grp_off, last_counts = _groups(store, cfgs, share_prefix)
+    order, grp_models, grp_counts, grp_off, last_counts = groups
     chunks = 4 * numba.get_num_threads()
     G = len(grp_off) - 1
     g = 0
@@ -396,14 +403,14 @@ def replay_sums(store: Store, cfgs: list[Config], qidx: np.ndarray, replicates: 
             every config by lookups: pays off when many configs share pools (random or grid
             batches over several stages)"""
     C, Q, R, S = len(cfgs), len(qidx), replicates, store.arrays.n_stages
-    models = np.array([[store.model_index(c.model) for c in cfg.stages] for cfg in cfgs], dtype=np.int64)
-    counts = np.array([[c.samples for c in cfg.stages] for cfg in cfgs], dtype=np.int64)
+    models, counts = _config_arrays(store, cfgs)
+    groups = _groups(models, counts)
     if method == "auto":
-        method = "memo" if _memo_cost(store, models, counts, qidx) < _direct_cost(store, cfgs, counts, Q) else "direct"
+        method = "memo" if _memo_cost(store, models, counts, qidx) < _direct_cost(groups, Q) else "direct"
     sums = ReplaySums(np.zeros((C, Q)), np.zeros((C, R)), np.zeros(C), np.zeros(C), np.zeros((C, S)),
                       np.zeros((C, S)), np.zeros((C, S), dtype=np.int64), method)
     if method == "direct":
-        for dest, (score, tokens, flops, st_score, st_tokens, st_fb) in _direct_chunks(store, cfgs, qidx, R, seed):
+        for dest, (score, tokens, flops, st_score, st_tokens, st_fb) in _direct_chunks(store, groups, qidx, R, seed):
             sums.score_q[dest] = score.sum(axis=2)
             sums.score_r[dest] = score.sum(axis=1)
             sums.tokens[dest] = tokens.sum(axis=(1, 2))
@@ -420,9 +427,9 @@ def replay_sums(store: Store, cfgs: list[Config], qidx: np.ndarray, replicates: 
     return sums
 
 
-def _direct_cost(store, cfgs, counts, Q) -> float:
-    S = counts.shape[1]
-    order, _, grp_counts, grp_off, last_counts = _groups(store, cfgs)
+def _direct_cost(groups, Q) -> float:
+    _, _, grp_counts, grp_off, last_counts = groups
+    S = grp_counts.shape[1]
     per_group = grp_counts[:, : S - 1].sum(axis=1) + last_counts[grp_off[1:] - 1]
     return float(per_group.sum()) * Q
 

@@ -11,6 +11,13 @@ file with a subclass of `Task` and one line in `collect/tasks/__init__.py`:
                                and what keys the next stage's pools)
     score(stage, answer, rec)  a canonical answer -> a score in [0, 1]
     gold(record) / stage_gold(stage, record)   canonical golds written to the store
+    fuse_prompt(stage, record, up, candidates)  only for stages aggregated by `llm_fuse`: the
+                               messages asking the model to fuse `candidates` (canonical
+                               answers of a subset of the pool, in draw order) into one; the
+                               reply goes through `parse` and `score` like a sample
+    metrics(stage, answer, record)  optional extra per-sample figures (name -> float), averaged
+                               per stage and model in the run summary and the manifest's
+                               provenance (for example ChatDev's executability)
 
 Dataset format (JSONL, one object a line): `id` (string or int), `question` (string), `gold`
 (a string, or a list of accepted aliases), optional `context` (task specific), `metadata`
@@ -133,6 +140,21 @@ class Task:
 
     def score(self, stage: str, answer: str, record: Record) -> float:
         raise NotImplementedError
+
+    def fuse_prompt(self, stage: str, record: Record, upstream: str, candidates: list[str]) -> Messages:
+        """Messages asking for one output that fuses `candidates` (stages aggregated by llm_fuse)."""
+        raise NotImplementedError(f"task {self.name!r} has no fusion prompt for stage {stage!r}")
+
+    def metrics(self, stage: str, answer: str, record: Record) -> dict[str, float]:
+        """Extra per-sample figures reported beside the score (not used by replay)."""
+        return {}
+
+    def data_files(self, path: Path) -> list[Path]:
+        """The files a dataset path stands for (hashed into the run's fingerprint and provenance)."""
+        path = Path(path)
+        if path.is_dir():
+            return sorted(p for p in path.rglob("*") if p.is_file())
+        return [path]
 
     def gold(self, record: Record) -> str:
         """The canonical gold of the last stage (the question's gold in the store)."""

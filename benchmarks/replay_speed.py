@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import replay  # noqa: E402
 from replay import kernels  # noqa: E402
-from replay.engine import Config, evaluate_batch, replay_arrays  # noqa: E402
+from replay.engine import Config, evaluate_batch, kernel_inputs, replay_arrays  # noqa: E402
 from replay.reference import evaluate_reference  # noqa: E402
 
 COUNTS = (1, 8, 64)
@@ -58,9 +58,11 @@ def main(scale: bool = True) -> None:
     pools = np.array([[a.qsm_pool_off[(q * a.n_stages) * a.n_models + m] for q in qidx] for m in range(len(models))])
     counts = np.array(COUNTS, dtype=np.int64)
     out = np.zeros((len(models), len(counts)))
+    A = kernel_inputs(store)[0]
+    s_packed, pack_bits = A[20], A[21]
 
     def plain():
-        kernels.majority_draw_loop(a.question_hash, a.pool_off, a.s_local, a.s_answer, a.s_score, qidx, pools,
+        kernels.majority_draw_loop(a.question_hash, a.pool_off, s_packed, pack_bits, a.s_score, qidx, pools,
                                    REPLICATES, np.uint64(0), counts, out)
 
     plain()

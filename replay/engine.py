@@ -322,14 +322,33 @@ def _groups(models: np.ndarray, counts: np.ndarray, share_prefix: bool = True):
 
 
 def kernel_inputs(store: Store):
-    """The store's arrays as the tuple the kernels take (see kernels.stage_snapshots)."""
+    """The store's arrays as the tuple the kernels take (see kernels.stage_snapshots), built
+    once per store and kept on it."""
+    cached = getattr(store, "_kernel_inputs", None)
+    if cached is not None:
+        return cached
     a = store.arrays
     n_items = int(a.ans_items.max()) + 1 if len(a.ans_items) else 0
     max_pool = int(np.diff(a.pool_off).max())
+    s_packed, pack_bits = pack_samples(a.s_local, a.pool_off, max_pool)
     A = (a.question_hash, a.stage_agg, a.model_params, a.qsm_pool_off, a.pool_ctx, a.pool_off, a.pool_prompt,
          a.s_answer, a.s_local, a.s_score, a.s_completion, a.gold, a.ans_item_off, a.ans_items,
-         a.pool_fus_off, a.fus_size, a.fus_answer, a.fus_score, a.fus_tokens, a.fus_subset_completion)
-    return A, max_pool, n_items
+         a.pool_fus_off, a.fus_size, a.fus_answer, a.fus_score, a.fus_tokens, a.fus_subset_completion,
+         s_packed, pack_bits)
+    store._kernel_inputs = (A, max_pool, n_items)
+    return store._kernel_inputs
+
+
+def pack_samples(s_local: np.ndarray, pool_off: np.ndarray, max_pool: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's pool-local answer id and its position in its pool in one word:
+    (local answer << bits) | position. The kernels shuffle a copy of a pool's packed words, so
+    a draw reads its answer straight off the shuffled copy (see kernels.stage_snapshots)."""
+    bits = max(1, int(max_pool - 1).bit_length())
+    sizes = np.diff(pool_off)
+    pos = np.arange(len(s_local), dtype=np.int64) - np.repeat(pool_off[:-1], sizes)
+    dtype = np.int32 if 2 * bits <= 31 else np.int64
+    packed = ((s_local.astype(np.int64) << bits) | pos).astype(dtype)
+    return packed, np.array([bits], dtype=np.int64)
 
 
 def replay_arrays(store: Store, cfgs: list[Config], qidx: np.ndarray, replicates: int, seed: int,

@@ -30,6 +30,14 @@ a set-vote stage: the first context of stage k+1, over all models, whose item se
 kept items). If that key was not collected (fallback): the largest pool of that (question,
 stage, model), ties to the smallest context id. Per-stage fallback flags are reported.
 
+How a draw runs fast. A pool's samples are also stored packed, one word each: (pool-local
+answer id << bits) | position in the pool. When a pass draws at least half a pool, the kernel
+copies the pool's packed words into scratch (one vectorised copy) and shuffles the copy, so a
+drawn sample's answer is read off the word itself, with no lookup through an index and nothing
+to undo afterwards; for short passes it shuffles an index permutation instead and undoes its
+swaps. Both visit the same positions in the same order. Vote keys carry a generation stamp
+(a key below the current generation counts as zero), so no pass clears them.
+
 Two exact methods share `stage_snapshots` (one pass along a pool's shuffle, the aggregate at
 every count): `replay_groups` replays configurations directly, sharing the pass among those
 that differ only in the last stage's count; `memo_build` + `memo_lookup` compute every needed
@@ -101,14 +109,38 @@ def shuffle_step(perm, swaps, state, x, j, size):
 
 
 @njit(inline="always", cache=True)
-def unshuffle(perm, swaps, n, key, s_local, base):
-    """After n shuffle steps: zero the vote keys they touched, and put perm back to the
-    identity (every position touched is some j < n or some swaps[j])."""
-    for j in range(n):
-        key[s_local[base + perm[j]]] = 0
+def unshuffle(perm, swaps, n):
+    """After n shuffle steps: put perm back to the identity (every position touched is some
+    j < n or some swaps[j])."""
     for j in range(n):
         perm[j] = j
         perm[swaps[j]] = swaps[j]
+
+
+@njit(inline="always", cache=True)
+def draw_packed(s_packed, base, size, n, state, perm, swaps, scratch):
+    """The first n draws of the pool at base (size samples) as packed words in scratch[:n]:
+    the same positions, in the same order, as n shuffle_step calls on an identity perm."""
+    x = U64(0)
+    if 2 * n >= size:
+        # most of the pool is drawn: shuffle a copy of its packed words, nothing to undo
+        scratch[:size] = s_packed[base:base + size]
+        for j in range(n):
+            if j & 1 == 0:
+                state, x = next_u64(state)
+                u = x >> U64(32)
+            else:
+                u = x & LOW32
+            k = j + np.int64((u * U64(size - j)) >> U64(32))
+            t = scratch[k]
+            scratch[k] = scratch[j]
+            scratch[j] = t
+    else:
+        # a few draws from a large pool: shuffle the index permutation, undo its swaps
+        for j in range(n):
+            state, x, t = shuffle_step(perm, swaps, state, x, j, size)
+            scratch[j] = s_packed[base + t]
+        unshuffle(perm, swaps, n)
 
 
 @njit(cache=True)
@@ -200,46 +232,50 @@ def item_f1(kept, n_kept, ans_item_off, ans_items, gold):
 
 @njit(cache=True)
 def stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max, snap_from,
-                    perm, swaps, key, rep, icount, seen, kept,
+                    perm, swaps, scratch, key, rep, gen, icount, seen, kept,
                     snap_ans, snap_score, snap_tok, snap_flag):
     """Stage s of question q, replicate r, on pool p: the aggregated output after each of the
     first n_max draws, in one pass along the shuffle. Fills, for n = 1..n_max at index n-1:
     snap_ans (answer id; after a set-vote stage, the matching downstream context id or -1),
     snap_score, snap_tok (prompt once + drawn completions, or the fusion's tokens) and
     snap_flag (1 where an llm_fuse stage used a smaller fusion or majority vote). Only counts
-    n > snap_from are written (the caller's: every count for a sweep, the last for one config)."""
+    n > snap_from are written (the caller's: every count for a sweep, the last for one config).
+    Scratch (per thread): perm (the identity), swaps, scratch (packed words), key (vote keys,
+    below gen[0] meaning zero), rep, gen (int64[1]), icount (zero), seen, kept."""
     (qhash, stage_agg, model_params, qsm_pool_off, pool_ctx, pool_off, pool_prompt, s_answer, s_local,
      s_score, s_completion, gold, ans_item_off, ans_items, pool_fus_off, fus_size, fus_answer, fus_score,
-     fus_tokens, fus_subset_completion) = A
+     fus_tokens, fus_subset_completion, s_packed, pack_bits) = A
+    bits = pack_bits[0]
+    mask = (np.int64(1) << bits) - 1
     base = pool_off[p]
     size = pool_off[p + 1] - base
     agg = stage_agg[s]
     prompt = pool_prompt[p]
     qh = qhash[q]
-    state = stream_start(seed, qh, r, s)
-    x = U64(0)
-    # the shuffle first, then the aggregation: two simple loops pipeline better than one
-    for j in range(n_max):
-        state, x, t = shuffle_step(perm, swaps, state, x, j, size)
+    # the draws first, then the aggregation: two simple loops pipeline better than one
+    draw_packed(s_packed, base, size, n_max, stream_start(seed, qh, r, s), perm, swaps, scratch)
+    g = gen[0] + width * width  # a fresh generation of vote keys: every older key counts as zero
+    gen[0] = g
     comp = 0.0
-    best = np.int64(-1)
+    best = g - 1
     lead = np.int64(0)
     best_i = np.int64(0)
     best_score = -np.inf
     n_seen = 0
     for j in range(n_max):
-        i = base + perm[j]
+        v = np.int64(scratch[j])
+        i = base + (v & mask)
         comp += s_completion[i]
         snap = j >= snap_from
         if agg == AGG_MAJORITY or agg == AGG_FUSE:
-            # The vote. key = count * width - (step of the first draw), width > pool size, so
-            # the largest key is the most frequent answer and, among equal counts, the one
-            # drawn first: one comparison per draw tracks the leader. Written out here: with
+            # The vote. key = gen + count * width - (step of the first draw), width > pool
+            # size, so the largest key is the most frequent answer and, among equal counts, the
+            # one drawn first: one comparison per draw tracks the leader. Written out here: with
             # Numba's inline="always" helper instead, this loop runs 1.7x slower.
-            a = s_local[i]
+            a = v >> bits
             kk = key[a]
-            if kk == 0:
-                kk = width - j
+            if kk < g:
+                kk = g + width - j
                 rep[a] = i
             else:
                 kk += width
@@ -276,7 +312,6 @@ def stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max, snap_
         if snap:
             snap_tok[j] = prompt + comp
             snap_flag[j] = 0
-    unshuffle(perm, swaps, n_max, key, s_local, base)
     for j in range(n_seen):
         icount[seen[j]] = 0
     if agg == AGG_FUSE:
@@ -349,8 +384,10 @@ def replay_groups(A, n_stages, n_models, max_pool, n_items,
         # scratch space, allocated once per chunk of tasks
         perm = np.arange(max_pool)
         swaps = np.empty(max_pool, np.int64)
+        scratch = np.empty(max_pool, A[20].dtype)
         key = np.zeros(max_pool, np.int64)
         rep = np.zeros(max_pool, np.int64)
+        gen = np.zeros(1, np.int64)
         icount = np.zeros(max(n_items, 1), np.int64)
         seen = np.empty(max(n_items, 1), np.int64)
         kept = np.empty(max(n_items, 1), np.int64)
@@ -377,7 +414,7 @@ def replay_groups(A, n_stages, n_models, max_pool, n_items,
                     # snapshots: every count for a group sharing the pass, else only the last
                     snap_from = 0 if (s == last and c1 - c0 > 1) else n_max - 1
                     stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max, snap_from,
-                                    perm, swaps, key, rep, icount, seen, kept,
+                                    perm, swaps, scratch, key, rep, gen, icount, seen, kept,
                                     snap_ans, snap_score, snap_tok, snap_flag)
                     params2 = 2.0 * model_params[m]
                     if s < last:
@@ -415,8 +452,10 @@ def memo_build(A, n_stages, n_models, max_pool, n_items, n_rep, seed,
     for row in prange(row_pool.shape[0]):
         perm = np.arange(max_pool)
         swaps = np.empty(max_pool, np.int64)
+        scratch = np.empty(max_pool, A[20].dtype)
         key = np.zeros(max_pool, np.int64)
         rep = np.zeros(max_pool, np.int64)
+        gen = np.zeros(1, np.int64)
         icount = np.zeros(max(n_items, 1), np.int64)
         seen = np.empty(max(n_items, 1), np.int64)
         kept = np.empty(max(n_items, 1), np.int64)
@@ -424,7 +463,7 @@ def memo_build(A, n_stages, n_models, max_pool, n_items, n_rep, seed,
         for r in range(n_rep):
             o = row_base[row] + r * nmax
             stage_snapshots(A, n_stages, n_models, width, row_q[row], row_stage[row], row_pool[row], r, seed, nmax, 0,
-                            perm, swaps, key, rep, icount, seen, kept,
+                            perm, swaps, scratch, key, rep, gen, icount, seen, kept,
                             memo_ans[o:o + nmax], memo_score[o:o + nmax], memo_tok[o:o + nmax], memo_flag[o:o + nmax])
     return 0
 
@@ -471,20 +510,24 @@ def memo_lookup(A, n_stages, n_models, questions, q_offset, n_rep, cfg_models, c
 
 
 @njit(cache=True)
-def majority_draw_loop(qhash, pool_off, s_local, s_answer, s_score, questions, pools, n_rep, seed, counts_list,
+def majority_draw_loop(qhash, pool_off, s_packed, pack_bits, s_score, questions, pools, n_rep, seed, counts_list,
                        out):
     """The plain loop of the speed benchmark: majority vote for every (pool, count, question,
-    replicate) alone, single-threaded, no sharing across counts. Same draws as replay_groups.
-    out[k, c] = mean score over questions and replicates."""
+    replicate) alone, single-threaded, no sharing across counts or pools. Same draws and vote
+    as stage_snapshots (draw_packed, generation-stamped keys); the leader's first-drawn sample
+    is read back from its key at the end. out[k, c] = mean score over questions and replicates."""
     max_pool = 0
     for p in range(pool_off.shape[0] - 1):
         if pool_off[p + 1] - pool_off[p] > max_pool:
             max_pool = pool_off[p + 1] - pool_off[p]
     width = max_pool + 1
+    bits = pack_bits[0]
+    mask = (np.int64(1) << bits) - 1
     perm = np.arange(max_pool)
     swaps = np.empty(max_pool, np.int64)
+    scratch = np.empty(max_pool, s_packed.dtype)
     key = np.zeros(max_pool, np.int64)
-    rep = np.zeros(max_pool, np.int64)
+    g = np.int64(0)
     n_q = questions.shape[0]
     for kk_ in range(pools.shape[0]):
         for ci in range(counts_list.shape[0]):
@@ -496,27 +539,22 @@ def majority_draw_loop(qhash, pool_off, s_local, s_answer, s_score, questions, p
                 size = pool_off[p + 1] - base
                 nn = min(n, size)
                 for r in range(n_rep):
-                    state = stream_start(seed, qhash[questions[qi]], r, 0)
-                    x = U64(0)
-                    best = np.int64(-1)
-                    lead = np.int64(0)
+                    draw_packed(s_packed, base, size, nn, stream_start(seed, qhash[questions[qi]], r, 0), perm,
+                                swaps, scratch)
+                    g += width * width
+                    best = g - 1
                     for j in range(nn):
-                        state, x, t = shuffle_step(perm, swaps, state, x, j, size)
-                    for j in range(nn):
-                        i = base + perm[j]
-                        a = s_local[i]
-                        kk = key[a]  # the vote, written out as in stage_snapshots
-                        if kk == 0:
-                            kk = width - j
-                            rep[a] = i
+                        a = np.int64(scratch[j]) >> bits
+                        kk = key[a]
+                        if kk < g:
+                            kk = g + width - j
                         else:
                             kk += width
                         key[a] = kk
                         if kk > best:
                             best = kk
-                            lead = a
-                    acc += s_score[rep[lead]]
-                    unshuffle(perm, swaps, nn, key, s_local, base)
+                    j0 = (width - (best - g) % width) % width  # the leader's first draw
+                    acc += s_score[base + (np.int64(scratch[j0]) & mask)]
             out[kk_, ci] = acc / (n_q * n_rep)
     return out
 

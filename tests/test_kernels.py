@@ -159,3 +159,26 @@ def test_scan_space_matches_evaluate_batch(seed, aggs, n_models, max_pool):
         want = np.array([[r.score, r.units, r.stderr] for r in results])
         np.testing.assert_allclose(got[:, :2], want[:, :2], rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(got[:, 2], want[:, 2], atol=1e-7)
+
+
+def test_benchmark_plain_loop_is_the_engine(tmp_path):
+    """benchmarks/replay_speed.py's plain loop (majority_draw_loop) scores what the engine
+    scores: both draw paths (a shuffled copy of the packed pool, an index permutation) agree."""
+    from replay import kernels
+    from replay.engine import kernel_inputs
+
+    store = replay.open(make_random_store(tmp_path / "s", RandomStoreSpec(seed=3, aggregations=("majority_vote",),
+                                                                           n_models=2, max_pool=40, n_answers=5)))
+    a = store.arrays
+    A = kernel_inputs(store)[0]
+    qidx = np.arange(a.n_questions, dtype=np.int64)
+    pools = np.array([[a.qsm_pool_off[q * a.n_models + m] for q in qidx] for m in range(a.n_models)])
+    sizes = np.diff(a.pool_off)
+    counts = np.array([1, 3, int(sizes.min()) // 2 + 1, int(sizes.max())], dtype=np.int64)
+    out = np.zeros((a.n_models, len(counts)))
+    kernels.majority_draw_loop(a.question_hash, a.pool_off, A[20], A[21], a.s_score, qidx, pools, 7, np.uint64(5),
+                               counts, out)
+    for m, name in enumerate(store.manifest.model_names):
+        for c, n in enumerate(counts):
+            score = replay_arrays(store, [Config.of((name, int(n)))], qidx, 7, 5)[0]
+            assert out[m, c] == pytest.approx(score.mean(), abs=1e-12)

@@ -346,7 +346,7 @@ def pack_samples(s_local: np.ndarray, pool_off: np.ndarray, max_pool: int) -> tu
     bits = max(1, int(max_pool - 1).bit_length())
     sizes = np.diff(pool_off)
     pos = np.arange(len(s_local), dtype=np.int64) - np.repeat(pool_off[:-1], sizes)
-    dtype = np.int32 if 2 * bits <= 31 else np.int64
+    dtype = np.int16 if 2 * bits <= 15 else np.int32 if 2 * bits <= 31 else np.int64
     packed = ((s_local.astype(np.int64) << bits) | pos).astype(dtype)
     return packed, np.array([bits], dtype=np.int64)
 

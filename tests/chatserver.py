@@ -20,8 +20,11 @@ import pytest
 class ChatServer:
     """POST /v1/chat/completions -> n choices from `script(body, i)`; tokens = whitespace words."""
 
-    def __init__(self, script, max_n=None, reject_logprobs=False, fail_after=None):
+    def __init__(self, script, max_n=None, reject_logprobs=False, fail_after=None, delay=0.0):
         self.script = script
+        self.delay = delay  # seconds each request takes (to see concurrency)
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.max_n = max_n
         self.reject_logprobs = reject_logprobs
         self.fail_after = fail_after  # answer 400 to every request after this many
@@ -40,6 +43,17 @@ class ChatServer:
                 with server.lock:
                     server.requests.append(body)
                     count = len(server.requests)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    if server.delay:
+                        time.sleep(server.delay)
+                    self._answer(body, count)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+            def _answer(self, body, count):
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     return self._send(404, {"error": {"message": "no route", "type": "not_found"}})
                 if server.fail_after is not None and count > server.fail_after:

@@ -13,6 +13,7 @@ The vLLM backend: a unit test of its conversion of RequestOutput-shaped objects 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 import random
 import re
@@ -740,3 +741,33 @@ def test_collect_status_of_a_finished_store_and_of_nothing(tmp_path, capsys):
     assert code == 0, err
     code, out, _ = run_cli(["status", str(tmp_path / "s")], capsys)
     assert code == 0 and "complete" in out and re.search(r"solve\s+big-8B\s+3/3", out)
+
+
+def test_openai_backend_is_concurrent_and_bounded():
+    """Requests go out together through the async client, never more than max_concurrency."""
+    with ChatServer(math_script, delay=0.15) as srv:
+        be = OpenAIBackend("big-8B", base_url=srv.base_url, max_concurrency=3)
+        prompts = [[{"role": "user", "content": f"What is {k} + {k}?"}] for k in range(9)]
+        t = time.perf_counter()
+        out = be.generate(prompts, n=2, temperature=0.9, max_tokens=32, seed=list(range(9)))
+        took = time.perf_counter() - t
+    assert [len(o) for o in out] == [2] * 9 and srv.max_in_flight == 3
+    assert took < 9 * 0.15 * 0.7  # three at a time, not one by one
+    # in prompt order, each prompt's own answers
+    for k, o in enumerate(out):
+        assert all(f"{{{2 * k}}}" in s.text or f"{{{2 * k + 1}}}" in s.text for s in o)
+
+
+def test_openai_backend_from_inside_an_event_loop():
+    """A caller that already runs an event loop (a notebook) still gets a blocking call."""
+    import asyncio
+
+    with ChatServer(math_script) as srv:
+        be = OpenAIBackend("big-8B", base_url=srv.base_url, max_concurrency=2)
+
+        async def main():
+            return be.generate([[{"role": "user", "content": "What is 1 + 2?"}]], n=3, temperature=0.9,
+                               max_tokens=16, seed=1)
+
+        out = asyncio.run(main())
+    assert len(out) == 1 and len(out[0]) == 3

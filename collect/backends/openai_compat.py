@@ -1,8 +1,11 @@
 """A backend for any OpenAI-compatible chat-completions server (hosted APIs, `vllm serve`).
 
 One request per prompt with `n` choices (the server prefills the prompt once, as vLLM's prefix
-cache does), sent by a bounded pool of threads. Retries with exponential backoff on rate limits,
-server errors and dropped connections are the official client's (`max_retries`).
+cache does), sent concurrently through the official client's async API (`openai.AsyncOpenAI`),
+at most `max_concurrency` in flight (an asyncio semaphore). Retries with exponential backoff on
+rate limits, server errors and dropped connections are the client's (`max_retries`).
+`generate` is an ordinary blocking call: it runs its own event loop (in a helper thread when the
+caller already runs one, as in a notebook).
 
 Token counts come from the server. The chat API reports `usage` per request: prompt tokens
 (the prompt, once) and the completion tokens of all n choices together. To get each sample's
@@ -14,6 +17,7 @@ sample, counted in the store's provenance).
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -36,7 +40,7 @@ class OpenAIBackend:
 
     def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
                  max_concurrency: int = 8, max_retries: int = 6, timeout: float = 600.0,
-                 max_n_per_request: int = 128, client=None):
+                 max_n_per_request: int = 128):
         import openai
 
         self.model = model
@@ -45,35 +49,51 @@ class OpenAIBackend:
         self.max_n = max(1, int(max_n_per_request))
         self._openai = openai
         # A local server (vllm serve) needs no key, but the client insists on one.
-        self.client = client or openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY",
-                                              max_retries=max_retries, timeout=timeout)
+        self._client_kw = dict(base_url=base_url, api_key=api_key or "EMPTY", max_retries=max_retries,
+                               timeout=timeout)
         self._logprobs = True
 
     def close(self) -> None:
-        self.client.close()
+        """Nothing held between calls: each `generate` opens and closes its own client."""
 
     def generate(self, prompts: Sequence[Messages], n: int, temperature: float, max_tokens: int,
                  seed: int | Sequence[int] | None = None) -> list[list[Sample]]:
         seeds = per_prompt_seeds(seed, len(prompts))
-        if len(prompts) <= 1 or self.max_concurrency == 1:
-            return [self._one(p, n, temperature, max_tokens, s) for p, s in zip(prompts, seeds)]
-        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(prompts))) as pool:
-            return list(pool.map(lambda ps: self._one(ps[0], n, temperature, max_tokens, ps[1]), zip(prompts, seeds)))
+        coro = self._generate(list(prompts), n, temperature, max_tokens, seeds)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coro)
+        with ThreadPoolExecutor(max_workers=1) as pool:  # called from inside an event loop
+            return pool.submit(asyncio.run, coro).result()
 
-    def _request(self, messages: Messages, n: int, temperature: float, max_tokens: int, seed: int | None):
+    async def _generate(self, prompts, n, temperature, max_tokens, seeds) -> list[list[Sample]]:
+        # one client per call: an async client's connections belong to the loop that made them
+        async with self._openai.AsyncOpenAI(**self._client_kw) as client:
+            gate = asyncio.Semaphore(self.max_concurrency)
+
+            async def one(messages, seed):
+                async with gate:
+                    return await self._one(client, messages, n, temperature, max_tokens, seed)
+
+            return list(await asyncio.gather(*(one(m, s) for m, s in zip(prompts, seeds))))
+
+    async def _request(self, client, messages: Messages, n: int, temperature: float, max_tokens: int,
+                       seed: int | None):
         kw = dict(model=self.model, messages=messages, n=n, temperature=temperature, max_tokens=max_tokens)
         if seed is not None:
             kw["seed"] = int(seed)
         if self._logprobs:
             try:
-                return self.client.chat.completions.create(logprobs=True, **kw)
+                return await client.chat.completions.create(logprobs=True, **kw)
             except self._openai.BadRequestError as e:
                 if "logprob" not in str(e).lower():
                     raise
                 self._logprobs = False  # this server will not give per-token counts: stop asking
-        return self.client.chat.completions.create(**kw)
+        return await client.chat.completions.create(**kw)
 
-    def _one(self, messages: Messages, n: int, temperature: float, max_tokens: int, seed: int | None) -> list[Sample]:
+    async def _one(self, client, messages: Messages, n: int, temperature: float, max_tokens: int,
+                   seed: int | None) -> list[Sample]:
         where = f"model {self.model!r} at {self.base_url or 'the OpenAI API'}"
         out: list[Sample] = []
         rounds = 0
@@ -83,7 +103,7 @@ class OpenAIBackend:
             want = min(n - len(out), self.max_n)
             s = None if seed is None else int(seed) + rounds
             try:
-                resp = self._request(messages, want, temperature, max_tokens, s)
+                resp = await self._request(client, messages, want, temperature, max_tokens, s)
             except self._openai.APIError as e:
                 raise BackendError(where, f"request failed: {type(e).__name__}: {e}") from None
             choices = sorted(resp.choices or [], key=lambda c: c.index)

@@ -33,6 +33,7 @@ def cli():
     search --replay traces/aime24 --searcher bo --trials 50     one search (same as `search run`)
     search --replay traces/aime24 --searcher rules --seeds 0-9  repeat over seeds, mean and spread
     search compare out/search/aime24/bo-s0 out/search/aime24/rules-s0 --out cmp.png
+    search sweep benchmarks/sweeps/paper.yaml                   a grid of searches, one report
     search --replay traces/aime24 --space controller --controller probe --model Qwen3-8B \\
         --budget-tokens 150000 --searcher bo --trials 30     a controller's parameters
 
@@ -244,6 +245,86 @@ def compare_cmd(archives, out_png, out_json):
         report.write_json_atomic(Path(out_json), rows)
     if out_png:
         click.echo(f"wrote {out_png}")
+
+
+@cli.command("sweep")
+@click.argument("spec_file", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
+@click.option("--stores", default=None, help="Comma-separated store folders (overrides the spec's stores).")
+@click.option("--searchers", default=None, help="Comma-separated searchers, ablations as name:ablation (agenttts:insight1).")
+@click.option("--seeds", default=None, help="Searcher seeds, e.g. 0-9.")
+@click.option("--train", default=None, help="Training-set sizes, e.g. 5,10,20 ('default': the store's split).")
+@click.option("--budgets", default=None, help="Budgets in units, e.g. default,100.")
+@click.option("--trials", default=None, help="Trial budgets, e.g. 20,50 ('all': until the searcher stops).")
+@click.option("--replicates", type=int, default=None, help="Replay draws per training question (default 16).")
+@click.option("--test-replicates", type=int, default=None, help="Replay draws per test question (default 256).")
+@click.option("--replay-seed", type=int, default=None, help="Seed of the replay's draws (default 0).")
+@click.option("--models", default=None, help="Comma-separated models to consider.")
+@click.option("--max-samples", type=int, default=None, help="Largest sample count per stage.")
+@click.option("--no-optimum", is_flag=True, help="Do not compute the grid optima.")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (default out/sweeps/NAME).")
+@click.option("--workers", type=int, default=None, help="Worker processes (default: all cores; 1: in this process).")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Run on Ray: a cluster address, 'auto', or 'local' to start a local instance (pip install 'tts-replay[ray]').")
+@click.option("--llm-concurrency", type=int, default=None, help="Most LLM requests in flight at once, over the whole sweep.")
+@click.option("--llm-base-url", default=None, help="LLM searchers: OpenAI-compatible endpoint (or OPENAI_BASE_URL).")
+@click.option("--llm-model", default=None, help="LLM searchers: model name at the endpoint.")
+@click.option("--cell-plots", is_flag=True, help="Also write each cell's best_so_far.png.")
+@click.option("--report-only", is_flag=True, help="Run nothing: rebuild results and report from the cells on disk.")
+def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, replicates, test_replicates, replay_seed,
+              models, max_samples, no_optimum, out, workers, ray_address, llm_concurrency, llm_base_url, llm_model,
+              cell_plots, report_only):
+    """Run a grid of searches (stores x searchers x seeds x training sizes x budgets x trial
+    budgets) from a YAML/JSON SPEC and/or the options, in parallel; resume an interrupted one
+    by running it again. Writes OUT/results.parquet, curves.parquet, report.md, figures/.
+
+    \b
+    search sweep benchmarks/sweeps/paper.yaml
+    search sweep spec.yaml --workers 8 --ray auto
+    search sweep --stores traces/aime24 --searchers random,bo,rules --seeds 0-9 --train 5,10,20"""
+    import time
+
+    from replay.clitools import announce
+
+    from .sweep import parse_spec, read_spec_file, run_sweep
+
+    t0 = time.perf_counter()
+    raw, source = ({}, "command line") if spec_file is None else (read_spec_file(spec_file), spec_file)
+    llm = dict(raw.get("llm") or {}) if isinstance(raw.get("llm") or {}, dict) else raw.get("llm")
+    if isinstance(llm, dict):
+        for k, v in (("base_url", llm_base_url), ("model", llm_model), ("concurrency", llm_concurrency)):
+            if v is not None:
+                llm[k] = v
+    if workers is not None and workers < 1:
+        raise ConfigError("--workers", f"must be at least 1, got {workers}")
+    overrides = dict(stores=stores, searchers=searchers, seeds=seeds, train=train, budgets=budgets, trials=trials,
+                     replicates=replicates, test_replicates=test_replicates, replay_seed=replay_seed, models=models,
+                     max_samples=max_samples, out=out, workers=workers,
+                     optimum=False if no_optimum else None, cell_plots=True if cell_plots else None,
+                     llm=llm if (llm_base_url or llm_model or llm_concurrency) else None)
+    spec = parse_spec(raw, source, overrides)
+    res = run_sweep(spec, workers=workers, ray=ray_address, progress=True, run=not report_only, announce=announce,
+                    log=lambda s: click.echo(s, err=True))
+    out_dir = res.plan.out
+    click.echo(_main_table(res.report))
+    click.echo(f"{len(res.plan.cells)} cells: {res.ran} run now, {res.skipped} already finished, {res.failed} failed; "
+               f"{time.perf_counter() - t0:.1f} s")
+    click.echo(f"wrote {out_dir}/report.md, results.parquet, curves.parquet, figures/")
+    if res.failed:
+        from .sweep import SweepFailed
+
+        raise SweepFailed(str(out_dir), f"{res.failed} of {len(res.plan.cells)} cells failed (errors in report.md and "
+                          "results.parquet): run the same command again to resume them")
+
+
+def _main_table(report_path) -> str:
+    """The report's main-results table, for the terminal."""
+    if report_path is None:
+        return ""
+    text = Path(report_path).read_text().split("## 1. Main results", 1)
+    if len(text) < 2:
+        return ""
+    body = text[1].split("\n## ", 1)[0]
+    return "\n".join(line for line in body.strip().splitlines() if line.startswith("|"))
 
 
 def main(argv=None):

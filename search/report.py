@@ -198,9 +198,11 @@ def plot_curves(curves: list[tuple[str, np.ndarray]], path: Path, title: str, op
         plt.close(fig)
 
 
-def write_report(out: Path, summary: dict[str, Any], trials: Sequence[Trial]) -> None:
+def write_report(out: Path, summary: dict[str, Any], trials: Sequence[Trial], plot: bool = True) -> None:
     out = Path(out)
     write_json_atomic(out / SUMMARY_NAME, summary)
+    if not plot:
+        return
     title = f"{summary['store_name']}{' (synthetic)' if summary.get('synthetic') else ''}: {summary['searcher']} seed {summary['seed']}"
     opt = (summary.get("optimum") or {}).get("score")
     plot_curves([(f"{summary['searcher']} seed {summary['seed']}", best_so_far(trials))], out / PLOT_NAME, title, opt)

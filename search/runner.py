@@ -341,8 +341,10 @@ def known_optimum(setup: SearchSetup, limit: int = GRID_LIMIT, progress: bool = 
 
 def run_and_report(setup: SearchSetup, searcher: str, seed: int, trials: int | None, options: dict[str, Any],
                    out: str | Path, resume: bool = False, optimum: dict | None | str = "compute",
-                   progress: bool = False, optimum_limit: int = GRID_LIMIT) -> dict[str, Any]:
-    """Run a search, score its best configuration on test, write summary.json and the plot."""
+                   progress: bool = False, optimum_limit: int = GRID_LIMIT, plot: bool = True,
+                   on_run=None) -> dict[str, Any]:
+    """Run a search, score its best configuration on test, write summary.json and (with `plot`)
+    the best-so-far PNG. `on_run(run)` is called with the SearchRun once the summary is written."""
     from . import report
 
     run = run_search(setup, searcher, seed=seed, trials=trials, options=options, out=out, resume=resume,
@@ -361,7 +363,9 @@ def run_and_report(setup: SearchSetup, searcher: str, seed: int, trials: int | N
     summary = report.summarize(run.header, run.trials, run.states, test=test, optimum=optimum, replay_s=run.replay_s,
                                searcher_s=run.searcher_s, wall_s=run.wall_s, stop=run.stop)
     summary["resumed_from"] = run.resumed_from
-    report.write_report(Path(out), summary, run.trials)
+    report.write_report(Path(out), summary, run.trials, plot=plot)
+    if on_run is not None:
+        on_run(run)
     return summary
 
 

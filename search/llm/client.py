@@ -23,6 +23,17 @@ from replay.errors import ConfigError, InputError
 
 RETRYABLE_STATUS = {408, 409, 429}
 
+# A bound on concurrent requests shared by several searches (`search sweep --llm-concurrency`):
+# an object with acquire() and release(), e.g. a multiprocessing Manager's BoundedSemaphore.
+# Held for the HTTP request only (not during backoff sleeps); the wait for it is not LLM time.
+_request_slots = None
+
+
+def set_request_slots(slots) -> None:
+    """Share `slots` (acquire/release) among every LLMClient of this process; None: no bound."""
+    global _request_slots
+    _request_slots = slots
+
 
 class LLMError(InputError):
     """The LLM endpoint could not give an answer (one line, names the endpoint)."""
@@ -127,9 +138,19 @@ class LLMClient:
             kwargs["response_format"] = {"type": "json_object"}
         failures: list[str] = []
         t0 = time.perf_counter()
+        waited = 0.0
         for attempt in range(s.retries + 1):
+            slots = _request_slots
+            if slots is not None:
+                w0 = time.perf_counter()
+                slots.acquire()
+                waited += time.perf_counter() - w0
             try:
-                resp = self._client.chat.completions.create(**kwargs)
+                try:
+                    resp = self._client.chat.completions.create(**kwargs)
+                finally:
+                    if slots is not None:
+                        slots.release()
             except self._openai.APIStatusError as e:
                 line = f"HTTP {e.status_code}: {_short(e)}"
                 if e.status_code not in RETRYABLE_STATUS and e.status_code < 500:
@@ -140,7 +161,7 @@ class LLMClient:
                 return Reply(
                     text=_content(resp),
                     usage=_usage(resp),
-                    wall_s=time.perf_counter() - t0,
+                    wall_s=time.perf_counter() - t0 - waited,
                     attempts=attempt + 1,
                     failures=tuple(failures),
                 )

@@ -1,0 +1,352 @@
+"""The report of a sweep: report.md and figures/*.png, the paper's three experiments.
+
+1. Main results: per store and searcher, the test score of the configuration found (mean and
+   spread over seeds) and the search cost (trials, replay time, LLM time and tokens).
+2. Ablation: trials to reach the best configuration and the grid optimum, for AgentTTS and its
+   ablations, and for `rules` (the insights without an LLM) and its ablations.
+3. Robustness: test score against training-set size, per searcher (a PNG per store).
+Plus best-so-far training score against trial, mean over seeds with a min-max band (a PNG per
+store), and the grid optimum of every objective.
+
+Cells that run the grid until done (trial budget "all") belong to every trial-budget slice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from replay.atomic import atomic_path
+
+REPORT_NAME = "report.md"
+FIGURES_DIR = "figures"
+ABLATION_FAMILIES = ("agenttts", "rules")
+
+
+def _f(x, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def _n(x) -> str:
+    """A count or a mean count: 14,873 rather than 1.49e+04."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    if abs(x - round(x)) < 1e-9 or abs(x) >= 100:
+        return f"{round(x):,}"
+    return f"{x:.3g}"
+
+
+def _ms(xs: Iterable, digits: int = 4) -> str:
+    a = np.array([x for x in xs if x is not None and math.isfinite(x)], dtype=float)
+    if len(a) == 0:
+        return "-"
+    if len(a) == 1:
+        return f"{a[0]:.{digits}g}"
+    sd = float(a.std(ddof=1))
+    return f"{a.mean():.{digits}g} ± {0.0 if sd < 1e-12 else sd:.2g}"
+
+
+def _mean(xs: Iterable) -> float | None:
+    a = [x for x in xs if x is not None and math.isfinite(x)]
+    return float(np.mean(a)) if a else None
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"] + \
+        ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _axis_label(x, default: str) -> str:
+    if x is None:
+        return default
+    return format(x, ".12g") if isinstance(x, float) else str(x)
+
+
+class _Slices:
+    """Per store: its training sizes, budgets and trial-budget slices, and the main training size."""
+
+    def __init__(self, plan, rows: list[dict[str, Any]]):
+        self.stores = list(dict.fromkeys(g.store for g in plan.groups))
+        self.labels = [e.label for e in plan.spec.searchers]
+        self.groups = {(g.store, g.train, g.budget_spec): g for g in plan.groups}
+        self.rows = rows
+
+    def trains(self, store):
+        return list(dict.fromkeys(t for (s, t, _b) in self.groups if s == store))
+
+    def budgets(self, store):
+        return list(dict.fromkeys(b for (s, _t, b) in self.groups if s == store))
+
+    def main_train(self, store):
+        ts = self.trains(store)
+        return None if None in ts else max(ts)
+
+    def trial_slices(self, store):
+        vals = list(dict.fromkeys(r["trials_budget"] for r in self.rows if r["store"] == store))
+        finite = [v for v in vals if v is not None]
+        return finite or [None]
+
+    def combos(self, store):
+        return [(b, t) for b in self.budgets(store) for t in self.trial_slices(store)]
+
+    def select(self, store, label=None, train="any", budget="any", trials="any"):
+        out = []
+        for r in self.rows:
+            if r["store"] != store or (label is not None and r["label"] != label):
+                continue
+            if train != "any" and r["train"] != train:
+                continue
+            if budget != "any" and r["budget_spec"] != budget:
+                continue
+            if trials != "any" and not (r["trials_budget"] == trials or r["trials_budget"] is None):
+                continue
+            out.append(r)
+        return out
+
+    def suffix(self, store, budget, trials) -> str:
+        if len(self.combos(store)) == 1:
+            return ""
+        return f"-budget-{_axis_label(budget, 'default')}-trials-{_axis_label(trials, 'all')}"
+
+
+def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Path:
+    out = Path(out)
+    figs = out / FIGURES_DIR
+    all_rows = results.to_dicts()
+    done = [r for r in all_rows if r["status"] == "done"]
+    sl = _Slices(plan, done)
+    spec = plan.spec
+    n_failed = sum(r["status"] == "failed" for r in all_rows)
+    n_pending = sum(r["status"] == "pending" for r in all_rows)
+    synthetic = sorted({g.store for g in plan.groups if g.synthetic})
+
+    L: list[str] = [f"# Sweep `{spec.name}`", ""]
+    L.append(f"Spec: `{spec.source}`. {len(all_rows)} cells: {len(done)} done, {n_failed} failed, {n_pending} pending. "
+             f"Stores: {', '.join(sl.stores)}. Searchers: {', '.join(sl.labels)}. Seeds: {_seed_text(spec.seeds)}. "
+             f"Training sizes: {', '.join(_axis_label(t, 'default') for t in spec.train)}; budgets: "
+             f"{', '.join(_axis_label(b, 'default') for b in spec.budgets)}; trial budgets: "
+             f"{', '.join(_axis_label(t, 'all') for t in spec.trials)}; {spec.replicates} replicates per training "
+             f"question, {spec.test_replicates} per test question.")
+    if synthetic:
+        L += ["", f"**SYNTHETIC stores** (simulated, not collected from real models): {', '.join(synthetic)}. "
+              "Their scores measure the simulator."]
+    L += ["", "Scores: mean ± standard deviation over seeds. *test*: the configuration a search found, scored on the "
+          "held-out questions; *train*: its training score (what the searcher saw). Times are per search. "
+          "Cells with trial budget *all* run until the searcher stops (the grid).", ""]
+
+    # ---- grid optima
+    L += ["## Grid optima", "", "The exhaustive optimum of each objective (store, training questions, budget), "
+          "computed once and shared by its cells.", ""]
+    rows = []
+    for g in plan.groups:
+        o = (optima.get(g.key) or {}).get("optimum") if spec.optimum else None
+        rows.append([g.store, str(g.train_questions), _f(g.budget), f"{g.space_size:,}",
+                     f"`{o['config']}`" if o and o.get("config") else ("-" if o else "not computed"),
+                     _f(o.get("score")) if o else "-", _f(o.get("wall_s"), 3) if o else "-"])
+    L += _table(["store", "train questions", "budget (units)", "space", "optimum", "train score", "scan s"], rows) + [""]
+
+    # ---- 1. main results
+    L += ["## 1. Main results", ""]
+    rows = []
+    for store in sl.stores:
+        mt = sl.main_train(store)
+        for budget, trials in sl.combos(store):
+            for label in sl.labels:
+                rs = sl.select(store, label, mt, budget, trials)
+                if not rs or rs[0]["ablation"]:
+                    continue
+                cfgs = Counter(r["config"] for r in rs if r["config"])
+                top = cfgs.most_common(1)
+                rows.append([store, str(rs[0]["train_questions"]), _f(rs[0]["budget"]), _axis_label(rs[0]["trials_budget"], "all"),
+                             label, str(len(rs)), _ms(r["test_score"] for r in rs), _ms(r["train_score"] for r in rs),
+                             _n(_mean(r["trials"] for r in rs)), _f(_mean(r["replay_s"] for r in rs), 3),
+                             _f(_mean(r["llm_s"] for r in rs), 3), _n(_mean(r["llm_tokens"] for r in rs)),
+                             f"`{top[0][0]}` ({top[0][1]}/{len(rs)})" if top else "-"])
+    L += ["Per store at its largest training size (or the store's split): the configuration each search found.", ""]
+    L += _table(["store", "train q", "budget", "trial budget", "searcher", "seeds", "test score", "train score",
+                 "trials", "replay s", "LLM s", "LLM tokens", "most found config"], rows) + [""]
+
+    # ---- 2. ablation
+    L += ["## 2. Ablation: trials to the best configuration and to the grid optimum", ""]
+    rows = []
+    for store in sl.stores:
+        mt = sl.main_train(store)
+        for budget, trials in sl.combos(store):
+            for label in sl.labels:
+                rs = sl.select(store, label, mt, budget, trials)
+                if not rs or rs[0]["searcher"] not in ABLATION_FAMILIES:
+                    continue
+                reached = [r["trials_to_optimum"] for r in rs if r["reached_optimum"]]
+                known = all(r["optimum_score"] is not None for r in rs)
+                rows.append([store, _f(rs[0]["budget"]), _axis_label(rs[0]["trials_budget"], "all"), label, str(len(rs)),
+                             _ms((r["trials_to_best"] for r in rs), 3),
+                             f"{len(reached)}/{len(rs)}" if known else "unknown optimum",
+                             _n(_mean(reached)) if reached else "-",
+                             _n(float(np.median(reached))) if reached else "-",
+                             _ms((r["gap_to_optimum"] for r in rs), 3), _ms(r["test_score"] for r in rs)])
+    if rows:
+        L += ["AgentTTS and its ablations (`agenttts:insightN`: that insight removed) and `rules`, the insights as a "
+              "procedure without an LLM, with its ablations. *reached*: seeds whose search scored the grid optimum's "
+              "training score; *gap*: optimum minus the best training score found.", ""]
+        L += _table(["store", "budget", "trial budget", "searcher", "seeds", "trials to best", "reached optimum",
+                     "trials to optimum: mean", "median", "gap to optimum", "test score"], rows) + [""]
+    else:
+        L += ["No `agenttts` or `rules` cells in this sweep.", ""]
+
+    # ---- 3. robustness
+    L += ["## 3. Robustness: test score against training-set size", "",
+          "A training size N takes the first N questions of one fixed shuffle (seed 0) and tests on the rest, so "
+          "the training sets are nested and the test set shrinks as N grows; *default* is the store's own split.", ""]
+    figs.mkdir(parents=True, exist_ok=True)
+    for store in sl.stores:
+        trains = sl.trains(store)
+        for budget, trials in sl.combos(store):
+            header = ["searcher"]
+            tq = {}
+            for t in trains:
+                rs = sl.select(store, None, t, budget, trials)
+                tq[t] = rs[0]["train_questions"] if rs else None
+                header.append(f"{_f(tq[t])} train q")
+            rows, series = [], []
+            for label in sl.labels:
+                cells = []
+                xs, ms, sds = [], [], []
+                for t in trains:
+                    rs = sl.select(store, label, t, budget, trials)
+                    cells.append(_ms(r["test_score"] for r in rs))
+                    v = [r["test_score"] for r in rs if r["test_score"] is not None]
+                    if v and tq[t] is not None:
+                        xs.append(tq[t])
+                        ms.append(float(np.mean(v)))
+                        sds.append(float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
+                if any(c != "-" for c in cells):
+                    rows.append([label] + cells)
+                    series.append((label, xs, ms, sds))
+            if not rows:
+                continue
+            name = f"{store}-robustness{sl.suffix(store, budget, trials)}.png"
+            _plot_robustness(series, figs / name, f"{store}: test score vs training-set size "
+                             f"(budget {_axis_label(budget, 'default')}, trials {_axis_label(trials, 'all')})")
+            L += [f"**{store}**, budget {_axis_label(budget, 'default')}, trial budget {_axis_label(trials, 'all')} "
+                  f"(`{FIGURES_DIR}/{name}`)", ""]
+            L += _table(header, rows) + ["", f"![{store} robustness]({FIGURES_DIR}/{name})", ""]
+
+    # ---- best-so-far curves
+    L += ["## Best-so-far curves", "", "Best training score after each trial: mean over seeds, band from the worst "
+          "to the best seed; the dashed line is the grid optimum. Searches that stop early keep their last value.", ""]
+    cur = curves.to_dicts() if len(curves) else []
+    by_cell: dict[tuple, list[float | None]] = {}
+    for c in cur:
+        by_cell.setdefault((c["store"], c["label"], c["seed"], c["train"], c["budget_spec"], c["trials_budget"]), []).append(c["best_so_far"])
+    for store in sl.stores:
+        mt = sl.main_train(store)
+        for budget, trials in sl.combos(store):
+            series = []
+            for label in sl.labels:
+                rs = sl.select(store, label, mt, budget, trials)
+                if not rs or (rs[0]["trials_budget"] is None and trials is not None):
+                    continue  # the grid run until done: its optimum is the dashed line
+                ys = [by_cell.get((store, label, r["seed"], mt, budget, r["trials_budget"])) for r in rs]
+                ys = [y for y in ys if y]
+                if ys:
+                    series.append((label, ys))
+            if not series:
+                continue
+            g = sl.groups.get((store, mt, budget))
+            o = (optima.get(g.key) or {}).get("optimum") if g is not None and spec.optimum else None
+            name = f"{store}-best-so-far{sl.suffix(store, budget, trials)}.png"
+            _plot_curves(series, figs / name, f"{store}: best-so-far training score ({g.train_questions if g else '?'} train q, "
+                         f"budget {_axis_label(budget, 'default')})", o.get("score") if o else None)
+            L += [f"![{store} best so far]({FIGURES_DIR}/{name})", ""]
+
+    failed = [r for r in all_rows if r["status"] == "failed"]
+    if failed:
+        L += ["## Failed cells", "", "Rerun the same command to resume them.", ""]
+        L += _table(["cell", "error"], [[f"`{r['cell']}`", (r["error"] or "")[:200].replace("|", "\\|")] for r in failed[:50]])
+        if len(failed) > 50:
+            L.append(f"... and {len(failed) - 50} more (results.parquet, status = 'failed')")
+        L.append("")
+    L += ["## Files", "", "`results.parquet` (one row per cell), `curves.parquet` (best so far per trial), "
+          "`optima.json`, `cells/STORE/SEARCHER/train-N_budget-B_trials-T/seed-S/` (archive.jsonl, summary.json).", ""]
+    path = out / REPORT_NAME
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(L))
+    return path
+
+
+def _seed_text(seeds) -> str:
+    seeds = list(seeds)
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]} ({len(seeds)})"
+    return ",".join(map(str, seeds))
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(plt, fig, path: Path) -> None:
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+
+
+def _plot_robustness(series, path: Path, title: str) -> None:
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=100)
+    for label, xs, ms, sds in series:
+        order = np.argsort(xs)
+        x, m, s = np.array(xs)[order], np.array(ms)[order], np.array(sds)[order]
+        ax.errorbar(x, m, yerr=s, marker="o", capsize=3, linewidth=1.4, markersize=4, label=label)
+    ax.set_xlabel("training questions")
+    ax.set_ylabel("test score of the found config")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    _save(plt, fig, path)
+
+
+def _plot_curves(series, path: Path, title: str, optimum: float | None) -> None:
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=100)
+    for label, ys in series:
+        n = max(len(y) for y in ys)
+        a = np.full((len(ys), n), np.nan)
+        for i, y in enumerate(ys):
+            v = np.array([np.nan if x is None else x for x in y], dtype=float)
+            a[i, : len(v)] = v
+            a[i, len(v):] = v[-1]  # a search that stopped keeps its last value
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, lo, hi = np.nanmean(a, axis=0), np.nanmin(a, axis=0), np.nanmax(a, axis=0)
+        xs = np.arange(1, n + 1)
+        line, = ax.step(xs, mean, where="post", linewidth=1.5, label=f"{label} ({len(ys)} seeds)")
+        ax.fill_between(xs, lo, hi, step="post", alpha=0.15, color=line.get_color(), linewidth=0)
+    if optimum is not None:
+        ax.axhline(optimum, color="black", linestyle="--", linewidth=1, label=f"grid optimum {optimum:.4g}")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("best training score so far")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    _save(plt, fig, path)

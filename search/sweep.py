@@ -851,7 +851,7 @@ def run_sweep(spec: SweepSpec, workers: int | None = None, ray: str | None = Non
             raise ConfigError("backend", f"unknown executor {backend!r}")
         kind = ex.kind
         if log is not None:
-            log(f"sweep {spec.name}: {len(plan.cells)} cells, {len(plan.cells) - len(todo)} finished, {len(todo)} to run "
+            log(f"sweep {spec.name!r}: {len(plan.cells)} cells, {len(plan.cells) - len(todo)} finished, {len(todo)} to run "
                 f"({_describe(ex)}); output {out}")
         try:
             if need:

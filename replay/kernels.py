@@ -93,14 +93,22 @@ def bounded(x, bound):
 
 
 @njit(inline="always", cache=True)
-def shuffle_step(perm, swaps, state, x, j, size):
-    """Step j of a partial Fisher-Yates shuffle of perm[:size]: returns the drawn position."""
+def next_position(state, x, j, size):
+    """The position swapped into place j at step j of a partial Fisher-Yates shuffle of `size`
+    items (uniform in [j, size)): the high half of a fresh output at even steps, the low half of
+    the same output at odd ones. Returns (state, x, position)."""
     if j & 1 == 0:
         state, x = next_u64(state)
         u = x >> U64(32)
     else:
         u = x & LOW32
-    k = j + np.int64((u * U64(size - j)) >> U64(32))
+    return state, x, j + np.int64((u * U64(size - j)) >> U64(32))
+
+
+@njit(inline="always", cache=True)
+def shuffle_step(perm, swaps, state, x, j, size):
+    """Step j of a partial Fisher-Yates shuffle of perm[:size]: returns the drawn position."""
+    state, x, k = next_position(state, x, j, size)
     t = perm[k]
     perm[k] = perm[j]
     perm[j] = t
@@ -126,12 +134,7 @@ def draw_packed(s_packed, base, size, n, state, perm, swaps, scratch):
         # most of the pool is drawn: shuffle a copy of its packed words, nothing to undo
         scratch[:size] = s_packed[base:base + size]
         for j in range(n):
-            if j & 1 == 0:
-                state, x = next_u64(state)
-                u = x >> U64(32)
-            else:
-                u = x & LOW32
-            k = j + np.int64((u * U64(size - j)) >> U64(32))
+            state, x, k = next_position(state, x, j, size)
             t = scratch[k]
             scratch[k] = scratch[j]
             scratch[j] = t

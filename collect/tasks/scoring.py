@@ -71,7 +71,12 @@ def item_f1(prediction: str, gold: str) -> float:
 
     Both empty counts as a perfect match, one empty as 0, the same convention as the kernel.
     """
-    p, g = set(split_items(prediction)), set(split_items(gold))
+    return set_f1(split_items(prediction), split_items(gold))
+
+
+def set_f1(pred, gold) -> float:
+    """F1 between two collections taken as sets; both empty is a perfect match, one empty 0."""
+    p, g = set(pred), set(gold)
     if not p and not g:
         return 1.0
     hit = len(p & g)

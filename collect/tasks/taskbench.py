@@ -72,6 +72,7 @@ from typing import Any
 from replay.errors import InputError
 
 from .base import Messages, Record, StageSpec, Task
+from .scoring import set_f1
 
 NO_ANSWER = ""
 DATA_FILE = "data.json"
@@ -211,18 +212,6 @@ def load_catalogue(path: Path) -> Catalogue:
 
 # --------------------------------------------------------------------------------------------
 # Graph pieces, scores
-
-
-def set_f1(pred, gold) -> float:
-    """F1 between two sets; both empty is a perfect match (replay's item-F1 convention)."""
-    p, g = set(pred), set(gold)
-    if not p and not g:
-        return 1.0
-    hit = len(p & g)
-    if hit == 0:
-        return 0.0
-    prec, rec = hit / len(p), hit / len(g)
-    return 2 * prec * rec / (prec + rec)
 
 
 def rouge_n(pred: str, gold: str, n: int = 1) -> float:

@@ -265,7 +265,30 @@ def stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max, snap_
     best_i = np.int64(0)
     best_score = -np.inf
     n_seen = 0
-    for j in range(n_max):
+    # one count only (a single configuration, not a sweep): the vote without a snapshot per draw
+    lean = (agg == AGG_MAJORITY or agg == AGG_FUSE) and snap_from == n_max - 1
+    if lean:
+        for j in range(n_max):
+            v = np.int64(scratch[j])
+            i = base + (v & mask)
+            comp += s_completion[i]
+            a = v >> bits
+            kk = key[a]  # the vote, as below
+            if kk < g:
+                kk = g + width - j
+                rep[a] = i
+            else:
+                kk += width
+            key[a] = kk
+            if kk > best:
+                best = kk
+                lead = a
+        j = n_max - 1
+        snap_ans[j] = s_answer[rep[lead]]
+        snap_score[j] = s_score[rep[lead]]
+        snap_tok[j] = prompt + comp
+        snap_flag[j] = 0
+    for j in range(0 if not lean else n_max, n_max):
         v = np.int64(scratch[j])
         i = base + (v & mask)
         comp += s_completion[i]

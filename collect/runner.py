@@ -343,26 +343,26 @@ class Checkpoint:
         self.next_shard = len(list(self.dir.glob("shard-*.parquet")))
         self.next_fusion = len(list(self.dir.glob("fusion-*.parquet")))
         self.resumed_pools = self.frame.select("question_id", "stage", "model", "context").unique().height
-        self.done = set(self.frame.select("stage", "model", "question_id", "context").unique().iter_rows())
-        self.fused = set(self.fusion_frame.select("stage", "model", "question_id", "context").unique().iter_rows())
+        self.done = set(_pool_keys(self.frame))
+        self.fused = set(_pool_keys(self.fusion_frame))
         self._new: list[pl.DataFrame] = []
         self._new_fusions: list[pl.DataFrame] = []
 
     def add(self, df: pl.DataFrame) -> None:
-        path = self.dir / f"shard-{self.next_shard:06d}.parquet"
-        with atomic_path(path) as tmp:
-            df.write_parquet(tmp)
+        self._write(f"shard-{self.next_shard:06d}.parquet", df)
         self.next_shard += 1
         self._new.append(df)
-        self.done.update(df.select("stage", "model", "question_id", "context").unique().iter_rows())
+        self.done.update(_pool_keys(df))
 
     def add_fusions(self, df: pl.DataFrame) -> None:
-        path = self.dir / f"fusion-{self.next_fusion:06d}.parquet"
-        with atomic_path(path) as tmp:
-            df.write_parquet(tmp)
+        self._write(f"fusion-{self.next_fusion:06d}.parquet", df)
         self.next_fusion += 1
         self._new_fusions.append(df)
-        self.fused.update(df.select("stage", "model", "question_id", "context").unique().iter_rows())
+        self.fused.update(_pool_keys(df))
+
+    def _write(self, name: str, df: pl.DataFrame) -> None:
+        with atomic_path(self.dir / name) as tmp:
+            df.write_parquet(tmp)
 
     def all_rows(self) -> pl.DataFrame:
         if self._new:
@@ -378,6 +378,11 @@ class Checkpoint:
 
     def save_contexts(self, stage: str, contexts: dict[str, dict[str, float]]) -> None:
         _atomic_write_text(self.dir / f"contexts-{stage}.json", json.dumps(contexts, sort_keys=True) + "\n")
+
+
+def _pool_keys(df: pl.DataFrame):
+    """(stage, model, question, context) of every pool a frame of samples or fusions covers."""
+    return df.select("stage", "model", "question_id", "context").unique().iter_rows()
 
 
 def partial_dir(out: Path) -> Path:

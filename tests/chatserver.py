@@ -12,7 +12,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
+from clikit import run_main
 
 
 
@@ -108,10 +108,7 @@ class ChatServer:
 
 
 def run_cli(argv, capsys):
+    """`collect ARGV` in-process: (exit code, stdout, stderr)."""
     from collect.cli import main
 
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-        raise SystemExit(0)
-    cap = capsys.readouterr()
-    return e.value.code or 0, cap.out, cap.err
+    return run_main(main, argv, capsys)

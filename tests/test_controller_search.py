@@ -11,6 +11,7 @@ import pytest
 
 import replay
 from replay.errors import ConfigError, InputError
+from clikit import run_main
 from search.cli import main as search_main
 from search.controller import make_setup, run_search
 from search.controller.loop import best_trial, score_proposals
@@ -193,13 +194,7 @@ def test_agent_fills_when_answers_stay_bad(setups):
 
 
 def _cli(argv, capsys):
-    code = 0
-    try:
-        search_main(argv)
-    except SystemExit as e:
-        code = e.code
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+    return run_main(search_main, argv, capsys)
 
 
 def test_cli_end_to_end(capsys, tmp_path):

@@ -15,6 +15,7 @@ from replay.errors import ConfigError, InputError
 from search import report
 from search import runner as R
 from search.archive import read_archive
+from clikit import run_main
 from search.cli import main as search_main, parse_seeds
 from storekit import RandomStoreSpec, make_random_store
 
@@ -360,13 +361,7 @@ def test_report_figures():
 
 
 def _cli(argv, capsys):
-    code = 0
-    try:
-        search_main(argv)
-    except SystemExit as e:
-        code = e.code
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+    return run_main(search_main, argv, capsys)
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(stores, capsys, tmp_path):

@@ -23,6 +23,7 @@ from conftest import TRACES
 from llm_server import ScriptedLLMServer
 from search import runner
 from search.archive import ArchiveWriter
+from clikit import run_main
 from search.cli import main as search_main
 from search.sweep import TIMING_COLUMNS, parse_spec, run_sweep
 
@@ -41,13 +42,7 @@ N_CELLS = 2 * 4 * 3
 
 
 def _cli(argv, capsys):
-    code = 0
-    try:
-        search_main(argv)
-    except SystemExit as e:
-        code = e.code
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+    return run_main(search_main, argv, capsys)
 
 
 def _same(a: pl.DataFrame, b: pl.DataFrame, drop=()) -> None:

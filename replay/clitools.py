@@ -1,4 +1,4 @@
-"""Shared command-line plumbing: one-line errors with exit code 2, and the synthetic notice."""
+"""Shared command-line plumbing: one-line errors with their exit codes, and the synthetic notice."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import sys
 
 import click
 
-from .errors import InputError
+from .errors import ToolError
 
 
 def main_wrapper(group: click.Group, argv=None) -> None:
-    """Run a click group; bad input becomes one line on stderr and exit status 2."""
+    """Run a click group; a ToolError becomes one line on stderr and its exit code (bad input 2,
+    endpoint failure 3; see replay.errors)."""
     try:
         group.main(args=argv, standalone_mode=False)
-    except InputError as e:
+    except ToolError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:

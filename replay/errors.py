@@ -1,22 +1,41 @@
-"""Errors that reach the user as one line and exit code 2.
+"""The project's errors: one root, one line each, an exit code per kind.
 
-Every problem with an input (a store, a config string, a spec file) is raised as a
-subclass of `InputError` whose message names the input and what is wrong with it. The
-commands turn it into a single line on stderr and exit with status 2.
+Every error meant for the user is a `ToolError` whose message names the input or the endpoint
+and what is wrong, on one line. The commands (`replay.clitools.main_wrapper`) print it as
+`error: WHERE: PROBLEM` on stderr and exit with the class's code:
+
+    ToolError          1  the command failed (e.g. some cells of a sweep failed)
+      InputError       2  bad input: a store, a config string, a spec, an option
+        StoreError     2  a store on disk is missing a file, has a bad column, ...
+        ConfigError    2  a configuration or an option value is malformed or unknown
+      BackendError     3  a model server or engine failed (collection)
+      LLMError         3  an LLM endpoint failed (searchers)
+
+Backend and LLM failures are siblings of bad input, not kinds of it: code that catches
+`InputError` to reword a user's mistake must not swallow an endpoint that went down.
 """
 
 from __future__ import annotations
 
 
-class InputError(Exception):
-    """Bad input: the message names the input (file, option) and the problem, on one line."""
+class ToolError(Exception):
+    """The root: a failure the user should read as one line (`where: problem`)."""
 
-    exit_code = 2
+    exit_code = 1
 
     def __init__(self, where: str, problem: str):
         self.where = str(where)
         self.problem = " ".join(str(problem).split())  # keep it on one line
         super().__init__(f"{self.where}: {self.problem}")
+
+    def __reduce__(self):  # picklable across worker processes with its two arguments
+        return (type(self), (self.where, self.problem))
+
+
+class InputError(ToolError):
+    """Bad input: the message names the input (file, option) and the problem, on one line."""
+
+    exit_code = 2
 
 
 class StoreError(InputError):
@@ -25,3 +44,17 @@ class StoreError(InputError):
 
 class ConfigError(InputError):
     """A configuration (model and sample count per stage) is malformed or unknown."""
+
+
+class EndpointError(ToolError):
+    """A model endpoint (a server, an engine) failed: unreachable, refused, or not speaking its API."""
+
+    exit_code = 3
+
+
+class BackendError(EndpointError):
+    """The model server or engine used for collection failed."""
+
+
+class LLMError(EndpointError):
+    """The LLM endpoint of a searcher could not give an answer (one line, names the endpoint)."""

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from replay.atomic import atomic_path
-from replay.errors import ConfigError, InputError
+from replay.errors import ConfigError, InputError, ToolError
 
 from . import runner
 from .archive import ARCHIVE_NAME, read_archive
@@ -84,7 +84,7 @@ _FLAG_FIELD = {"--train": "train", "--budget": "budgets", "--max-samples": "max_
                "--replicates": "replicates"}
 
 
-class SweepFailed(InputError):
+class SweepFailed(ToolError):
     """Some cells failed: the others are done and reported; rerunning resumes the failed ones."""
 
     exit_code = 1

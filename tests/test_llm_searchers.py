@@ -18,7 +18,7 @@ import replay
 from replay import schema as S
 from replay.engine import Config, StageChoice, estimate_units
 from replay.errors import ConfigError, InputError
-from search.llm import LLMRejected, LLMUnavailable
+from search.llm import LLMError, LLMRejected, LLMUnavailable
 from search.protocol import Proposal, Trial
 from search.searchers import get_searcher
 from search.searchers.agenttts import AgentTTSSearcher
@@ -402,7 +402,8 @@ def test_endpoint_that_stays_down_stops_the_search_with_a_clear_error(store, ser
     with pytest.raises(LLMUnavailable) as e:
         run_search(setup, "agenttts", trials=20, options=plain_options(server, llm_retries=2), out=tmp_path / "down")
     msg = str(e.value)
-    assert isinstance(e.value, InputError) and "\n" not in msg
+    assert isinstance(e.value, LLMError) and not isinstance(e.value, InputError) and e.value.exit_code == 3
+    assert "\n" not in msg
     assert server.base_url in msg and "3 attempts" in msg and "HTTP 500" in msg and "--resume" in msg
     assert len(server.requests) == 3
     # the initialisation needs no LLM: its trials are archived, nothing else

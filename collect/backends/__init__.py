@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
-from replay.errors import InputError
+from replay.errors import BackendError, InputError
 
 Messages = list[dict[str, str]]
 
@@ -29,12 +29,6 @@ class Sample:
     completion_tokens: int
     finish_reason: str | None = None  # "stop", "length" (cut at max_tokens), ...
     token_count: str = "exact"  # "exact", or "apportioned" when the server gave only a total
-
-
-class BackendError(InputError):
-    """The model server or engine failed (unreachable, refused the request, ...): exit code 3."""
-
-    exit_code = 3
 
 
 @runtime_checkable

@@ -7,8 +7,8 @@ so that the policy is ours, counted, and testable in milliseconds:
   backoff_s * 2**k seconds (capped at backoff_max_s), up to `retries` more times;
 - any other HTTP error (400 bad request, 401/403 key, 404 unknown model or wrong URL) is the
   user's configuration, so it is raised at once as `LLMRejected`;
-- if every attempt fails, `LLMUnavailable` is raised. Both are one-line `InputError`s: the
-  `search` command prints them and exits with status 2; the runner's archive already holds
+- if every attempt fails, `LLMUnavailable` is raised. Both are one-line `LLMError`s (exit code 3): the
+  `search` command prints them and exits with status 3; the runner's archive already holds
   every finished trial.
 """
 
@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from replay.errors import ConfigError, InputError
+from replay.errors import ConfigError, InputError, LLMError
 
 RETRYABLE_STATUS = {408, 409, 429}
 
@@ -33,10 +33,6 @@ def set_request_slots(slots) -> None:
     """Share `slots` (acquire/release) among every LLMClient of this process; None: no bound."""
     global _request_slots
     _request_slots = slots
-
-
-class LLMError(InputError):
-    """The LLM endpoint could not give an answer (one line, names the endpoint)."""
 
 
 class LLMUnavailable(LLMError):

@@ -124,6 +124,7 @@ def _number(v, what: str, where: str) -> float | int:
 
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}$")
 
 
 class ControllerSandbox:
@@ -176,9 +177,10 @@ class ControllerSandbox:
 
     def _check_info(self, h: dict) -> dict:
         where = self.where
+        cls_name = h.get("class") if isinstance(h.get("class"), str) and _IDENT.match(h["class"]) else "Controller"
         name = h.get("name")
-        if not isinstance(name, str) or not name.strip() or len(name) > 200 or "\n" in name:
-            name = self.spec
+        if not isinstance(name, str) or not _NAME.match(name):  # it becomes part of file names: keep it one safe word
+            name = cls_name
         params = []
         for p in h.get("params") or []:
             if not isinstance(p, dict) or not isinstance(p.get("name"), str) or not _IDENT.match(p["name"]):
@@ -189,7 +191,6 @@ class ControllerSandbox:
                                 None if p.get("default") is None else _number(p["default"], "default", where),
                                 str(p.get("help") or "")[:500],
                                 None if span is None else tuple(_number(x, "span", where) for x in list(span)[:2])))
-        cls_name = h.get("class") if isinstance(h.get("class"), str) and _IDENT.match(h["class"]) else "Controller"
         return {"name": name, "class": cls_name, "doc": str(h.get("doc") or "")[:4000], "params": tuple(params),
                 "has_beta": bool(h.get("has_beta"))}
 

@@ -13,7 +13,7 @@ at a wall-clock limit, everything they started killed at the end.
 
 Files: confine.py (the kernel mechanisms), supervisor.py (the trusted process in between),
 layers.py (which layers hold here, and the guarantees that follow), launch.py (starting a
-supervisor), run.py (run once), worker.py and serve.py (a long-lived program: caller's and
+supervisor), once.py (run once), worker.py and serve.py (a long-lived program: caller's and
 sandbox's side), frames.py (their wire format). docs/sandbox.md: guarantees per platform.
 """
 
@@ -25,7 +25,7 @@ __all__ = ["Guarantee", "Isolation", "Limits", "RunResult", "SandboxError", "San
 _LAZY = {
     "Guarantee": "layers", "Isolation": "layers", "isolation": "layers", "LAYERS": "layers",
     "Limits": "launch", "SandboxError": "launch",
-    "RunResult": "run", "run": "run", "run_script": "run",
+    "RunResult": "once", "run": "once", "run_script": "once",
     "Worker": "worker", "SandboxCrash": "worker", "SandboxTimeout": "worker",
 }
 

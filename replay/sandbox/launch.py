@@ -1,7 +1,7 @@
 """Starting a supervisor (supervisor.py) from the caller's side: limits, paths, environment,
 the event stream, and the clean-up that must happen whatever the program did.
 
-Used by run.py (run once) and worker.py (a long-lived program). Nothing here trusts the
+Used by once.py (run once) and worker.py (a long-lived program). Nothing here trusts the
 program: what it can write reaches the caller only through a file of its standard error (read
 back as text, bounded) and, for a worker, the reply pipe that worker.py parses defensively.
 """

@@ -64,6 +64,8 @@ class Isolation:
     @property
     def process_limit(self) -> str | None:
         """How the process count is bounded (None: it is not)."""
+        if not self.platform.startswith("linux"):
+            return None  # RLIMIT_NPROC counts all the user's processes, which we cannot count there
         if self.user == "nocaps":  # the kernel never applies RLIMIT_NPROC to uid 0
             return "none may be started (seccomp refuses fork and clone)" if self.seccomp else None
         if self.user_ns:

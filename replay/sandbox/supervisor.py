@@ -196,8 +196,8 @@ def _program(cfg: dict, plan: dict, errw: int) -> None:
         os.fchdir(wd)
         os.close(wd)
         lim = cfg["limits"]
-        nproc = lim.get("nproc")
-        if confine.LINUX and nproc is not None and not plan.get("user_ns"):
+        nproc = lim.get("nproc") if confine.LINUX else None  # elsewhere we cannot count the user's processes
+        if nproc is not None and not plan.get("user_ns"):
             nproc += confine.count_processes(plan["uid"])  # RLIMIT_NPROC counts all the uid's processes
         ruleset = None
         if plan.get("landlock"):  # opened while we can still reach every path

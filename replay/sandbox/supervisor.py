@@ -314,6 +314,8 @@ def run(cfg: dict) -> None:
         if plan.get("user_ns") or (root and flags):
             _enter_namespaces(root, flags)
         if plan.get("expose"):
+            if not flags & confine.CLONE_NEWNS:  # never mount anything in the caller's namespace
+                raise OSError(0, "a plan that binds paths without a mount namespace")
             confine.expose(cfg.get("read", []), plan["uid"], plan["gid"], writable=[cfg["workdir"]])
     except OSError as e:
         emit({"event": "error", "error": f"setting up the namespaces failed ({e})"})

@@ -294,6 +294,15 @@ def test_sandboxed_controllers_equal_the_in_process_engine(tmp_path, aime):
         assert a.engine == "python-sandboxed" and b.engine == "python"
         assert (a.score, a.tokens, a.opened, a.probes, a.params) == (b.score, b.tokens, b.opened, b.probes, b.params)
         assert np.array_equal(a.per_question, b.per_question)
+    # a program held in memory (as an LLM writes one) loads the same way
+    from replay.controllers.sandboxed import load_program
+
+    prog = load_program(FIRST_READING, "FirstReading", filename="llm_1.py")
+    again = evaluate_settings(aime, "Qwen3-1.7B", [Setting.make(prog, beta=b) for b in betas], questions=qs,
+                              replicates=4, seed=3)
+    assert [(a.score, a.tokens) for a in again] == [(b.score, b.tokens) for b in ref]
+    prog.sandbox.close()
+    assert not prog.sandbox.alive
     # a built-in class loaded by module name goes through the sandbox too, and equals the reference
     probe = load_controller("replay.controllers.builtin:ProbeController")
     assert probe.sandbox is not None and probe.name == "probe"

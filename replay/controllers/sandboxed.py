@@ -3,6 +3,7 @@ programs) load and run in a sandbox (replay/sandbox), never in this process.
 
     cls = load_sandboxed("my_ctrl.py:Greedy")   # a stand-in class; the real one lives in the sandbox
     evaluate_controller(store, cls, model="Qwen3-8B", beta=0.5)   # evaluated in the sandbox
+    cls = load_program(source_text, "Greedy")   # the same for a program held in memory (LLM-written)
 
 The sandbox is a `replay.sandbox.Worker`: one process per controller, started once. It imports
 the controller there, answers for its metadata (name, parameters, beta knob), validates its
@@ -130,13 +131,13 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}$")
 class ControllerSandbox:
     """One sandboxed process holding one controller class (see the module docstring)."""
 
-    def __init__(self, spec: str, *, limits=None, without: tuple[str, ...] = ()):
+    def __init__(self, spec: str, *, limits=None, without: tuple[str, ...] = (), source: bytes | None = None):
         from ..sandbox import Worker
 
         self.spec = spec
         self.limits = limits if limits is not None else default_limits()
         self.where = f"controller {spec!r}"
-        files, req, read, listable = _resolve(spec)
+        files, req, read, listable = _resolve(spec, source)
         try:
             self.worker = Worker(HANDLER, name=self.where, files=files, limits=self.limits, read=read,
                                  listable=listable, without=without)
@@ -260,10 +261,16 @@ class SandboxedController(Controller):
                                                              "evaluate_settings or evaluate_controller")
 
 
-def _resolve(spec: str):
+def _resolve(spec: str, source: bytes | None = None):
     """What the sandbox needs for `spec`, found without running any of its code here: files to
-    copy in, the load request, paths it may read and list."""
+    copy in, the load request, paths it may read and list. With `source`, spec is
+    'NAME.py:Class' and the file's text is `source` (a program held in memory)."""
     mod_name, cls_name = spec.rsplit(":", 1)
+    if source is not None:
+        if not re.match(r"^[\w-]+\.py$", mod_name):
+            raise InputError("controller program", f"{mod_name!r} is not a plain file name ending in .py")
+        return ({mod_name: source}, {"op": "load", "spec": spec, "file": mod_name, "module": mod_name, "cls": cls_name},
+                [], [])
     if mod_name.endswith(".py"):
         path = Path(mod_name)
         if not path.is_file():
@@ -334,11 +341,35 @@ def load_sandboxed(spec: str, *, limits=None, without: tuple[str, ...] = ()) -> 
         cls = _LOADED.get(key)
         if cls is not None and cls.sandbox.alive:
             return cls
-        box = ControllerSandbox(spec, limits=limits, without=tuple(without))
-        info = box.info
-        cls = type(info["class"], (SandboxedController,),
-                   {"name": info["name"], "params": info["params"], "__doc__": info["doc"] or None, "sandbox": box,
-                    "spec": spec, "__module__": __name__})
+        cls = _stand_in(ControllerSandbox(spec, limits=limits, without=tuple(without)))
         _LOADED[key] = cls
         return cls
 
+
+
+def load_program(source: str, class_name: str, *, filename: str = "program.py", limits=None,
+                 without: tuple[str, ...] = ()) -> type[Controller]:
+    """A stand-in class for a controller held as source text (an LLM-written program), loaded in
+    a sandbox of its own, exactly as `load_sandboxed` loads a file; errors name the class.
+
+    Parameters
+    ----------
+    source:
+        The program's text; it defines `class_name`, a subclass of replay.controllers.Controller.
+    class_name:
+        The class to load.
+    filename:
+        The name the program's file has in the sandbox (tracebacks name it).
+    limits, without:
+        As for `load_sandboxed`.
+    """
+    limits = limits if limits is not None else default_limits()
+    return _stand_in(ControllerSandbox(f"{filename}:{class_name}", limits=limits, without=tuple(without),
+                                       source=source.encode("utf-8", "surrogatepass")))
+
+
+def _stand_in(box: ControllerSandbox) -> type[Controller]:
+    info = box.info
+    return type(info["class"], (SandboxedController,),
+                {"name": info["name"], "params": info["params"], "__doc__": info["doc"] or None, "sandbox": box,
+                 "spec": box.spec, "__module__": __name__})

@@ -251,9 +251,10 @@ class Worker:
 
     def _died(self) -> SandboxCrash:
         """The worker closed its end: wait for the supervisor's report and say why."""
-        ev = self._events.next(time.monotonic() + 10.0) if self._proc is not None else None
+        deadline = time.monotonic() + 3.0  # a process that only closed its end is still running: then stop it
+        ev = self._events.next(deadline) if self._proc is not None else None
         while ev is not None and ev.get("event") != "exit":
-            ev = self._events.next(time.monotonic() + 10.0)
+            ev = self._events.next(deadline)
         why = "the sandboxed process ended"
         if ev is not None:
             sig, code, cpu = ev.get("signal"), ev.get("code"), float(ev.get("cpu_s") or 0)

@@ -149,9 +149,6 @@ def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, 
                         replicates=replicates, replay_seed=replay_seed, test_replicates=test_replicates)
     setup = make_setup(store, **setup_kwargs)
     build_searcher(searcher, setup.space, 0, options, trials)  # bad options fail before any trial
-    if getattr(setup.space.controller, "sandbox", None) is not None:  # a user's class: loaded in replay.sandbox
-        from replay.sandbox import isolation
-        click.echo(f"controller {setup.space.controller.name!r} runs in the {isolation().summary()}", err=True)
     click.echo(f"{store.name}: {setup.split.source}; {setup.space.size()} configurations; "
                f"budget {setup.space.budget:.4g} units/question", err=True)
     if seed_list is None:

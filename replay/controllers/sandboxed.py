@@ -170,9 +170,12 @@ class ControllerSandbox:
             if problem.startswith("MemoryError"):
                 problem = f"ran out of memory (limit {self.limits.memory_mb} MiB)"
             at = f" ({header['at']})" if header.get("at") else ""
-            where = header.get("where") if isinstance(header.get("where"), str) else None
-            if where in (None, "controller", "sandbox"):
-                where = self.where
+            inner = str(header["where"])[:200] if isinstance(header.get("where"), str) else None
+            where = self.where  # the error always names the controller, whatever its code claims
+            if inner == "--controller":  # a load error: it names the spec already
+                where = inner
+            elif inner not in (None, "controller", "sandbox", self.where):
+                problem = f"{inner}: {problem}"
             raise ControllerError(where, f"{problem}{at}" + ("" if what == "loading it" else f", {what}"))
         return header, arrays
 

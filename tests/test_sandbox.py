@@ -399,3 +399,21 @@ def test_frontier_with_a_hostile_controller_is_one_line_exit_2(tmp_path):
     errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "controller 'peek'" in errors[0] and "PermissionError" in errors[0], p.stderr
     assert "run in the sandbox: " in p.stderr and not out.exists()
+
+
+def test_a_reused_folder_with_links_the_program_left_is_safe(tmp_path, outside):
+    """A program leaves links to files outside in its folder; the caller reuses the folder: the
+    next run must neither write through them nor change their targets when cleaning up."""
+    box = tmp_path / "box"
+    victim = outside / "victim.txt"
+    victim.write_text("keep")
+    os.chmod(victim, 0o600)
+    r = run_script(f"import os\nos.symlink({str(victim)!r}, 'main2.py')\nos.mkdir('locked')\n"
+                   f"os.symlink({str(victim)!r}, 'locked/link')\nos.chmod('locked', 0)\n", workdir=box, limits=FAST)
+    assert r.ok, r.reason()
+    with pytest.raises(SandboxError, match="leaves the folder"):
+        run_script("pass", workdir=box, files={"main2.py": "x"}, limits=FAST)
+    from replay.sandbox.launch import remove_tree
+
+    remove_tree(box)
+    assert not box.exists() and victim.read_text() == "keep" and (victim.stat().st_mode & 0o777) == 0o600

@@ -13,6 +13,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -175,20 +176,33 @@ def hand_over(path: Path, uid: int, gid: int) -> None:
     reach it through the caller's private parent folder (traverse, not list)."""
     if os.geteuid() != 0 or uid == 0:
         return
-    for root, dirs, files in os.walk(path):
-        os.chown(root, uid, gid)
-        for f in files:
-            os.chown(os.path.join(root, f), uid, gid)
+    for root, dirs, files in os.walk(path):  # never follow a link a previous program may have left
+        os.chown(root, uid, gid, follow_symlinks=False)
+        for f in files + dirs:
+            os.chown(os.path.join(root, f), uid, gid, follow_symlinks=False)
+
+
+def write_file(box: Path, name: str, content: str | bytes) -> None:
+    """Write a file the caller gives into the program's folder, refusing any name or link that
+    leads outside it (a folder reused from an earlier run may hold links the program made)."""
+    dest = box / name
+    if not os.path.realpath(dest).startswith(str(box.resolve()) + os.sep):
+        raise SandboxError("sandbox", f"file name {name!r} leaves the folder")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(content.encode("utf-8") if isinstance(content, str) else content)
 
 
 def remove_tree(path: Path) -> None:
     """Remove a folder the program wrote in, whatever modes it set on its files."""
-    def fix(func, p, exc):
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
-        except OSError:
-            pass
+    def fix(func, p, exc):  # a folder the program made unreadable: open it up, never through a link
+        for q in (os.path.dirname(p), p):
+            try:
+                if stat.S_ISDIR(os.lstat(q).st_mode):
+                    os.chmod(q, 0o700)
+            except OSError:
+                pass
         try:
             func(p)
         except OSError:

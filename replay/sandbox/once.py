@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 
 from .layers import Isolation, isolation
 from .launch import (DEVICES, SYSTEM_READ, Events, Limits, SandboxError, hand_over, make_private_dir,
-                     program_env, python_paths, remove_tree, spawn, stop, tail_text)
+                     program_env, python_paths, remove_tree, spawn, stop, tail_text, write_file)
 
 
 @dataclass(frozen=True)
@@ -109,11 +109,7 @@ def run(argv: Sequence[str], *, workdir: str | os.PathLike | None = None,
     try:
         box.mkdir(mode=0o700, exist_ok=True)
         for name, content in (files or {}).items():
-            dest = box / name
-            if not dest.resolve().is_relative_to(box):
-                raise SandboxError("sandbox", f"file name {name!r} leaves the folder")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+            write_file(box, name, content)
         if iso.user == "nobody":
             hand_over(box, iso.uid, iso.gid)
             os.chmod(private, 0o711)

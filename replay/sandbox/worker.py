@@ -23,12 +23,11 @@ import sys
 import threading
 import time
 import weakref
-from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from . import frames
 from .launch import (DEVICES, PROJECT_ROOT, SYSTEM_READ, Events, Limits, SandboxError, hand_over,
-                     make_private_dir, program_env, python_paths, remove_tree, spawn, stop, tail_text)
+                     make_private_dir, program_env, python_paths, remove_tree, spawn, stop, tail_text, write_file)
 from .layers import Isolation, isolation
 from .serve import BOOT
 
@@ -98,10 +97,7 @@ class Worker:
         box.mkdir(mode=0o700)
         self.workdir = box
         for name, content in (files or {}).items():
-            dest = box / name
-            if not dest.resolve().is_relative_to(box):
-                raise SandboxError("sandbox", f"file name {name!r} leaves the folder")
-            dest.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+            write_file(box, name, content)
         if iso.user == "nobody":
             hand_over(box, iso.uid, iso.gid)
             os.chmod(self._private, 0o711)

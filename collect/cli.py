@@ -107,7 +107,10 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
     from .runner import RunSettings, parse_models, run_collection
     from .tasks import get_task
 
-    get_task(task)  # an unknown task fails before anything else
+    if get_task(task).runs_untrusted_code:  # an unknown task fails before anything else
+        from replay.sandbox import isolation
+
+        click.echo(f"{task}: programs the models write run in the {isolation().summary()}", err=True)
     specs = parse_models(models, params)
     backend = backend or ("vllm" if vllm_available() else "openai")
     if backend == "vllm":

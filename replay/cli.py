@@ -12,6 +12,7 @@ import click
 from .atomic import atomic_path
 from .clitools import main_wrapper, open_announced
 from .controllers.cli import frontier
+from .sandbox.cli import sandbox
 
 CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -276,6 +277,8 @@ def curve(store, out, max_samples, replicates, seed, questions):
 
 # `replay frontier` (width-depth controllers) lives with the controllers.
 cli.add_command(frontier)
+# `replay sandbox` (what the sandbox for untrusted programs guarantees here) lives with the sandbox.
+cli.add_command(sandbox)
 
 
 def main(argv=None):

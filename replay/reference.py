@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import math
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .store import StoreArrays
+if TYPE_CHECKING:  # annotations only: the controllers' sandbox imports this file without polars
+    from .store import StoreArrays
 
 MASK = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15

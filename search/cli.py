@@ -198,6 +198,9 @@ def _run_controller(store_path, searcher, trials, seed, n_train, replicates, tes
     setup = make_setup(store, controller, model, budget_tokens, beta=beta, probe_cost=probe_cost or 0.0,
                        train=n_train, replicates=replicates, replay_seed=replay_seed, test_replicates=test_replicates)
     build_searcher(searcher, setup.space, 0, options, trials)  # bad options fail before any trial
+    if getattr(setup.space.controller, "sandbox", None) is not None:  # a user's class: loaded in replay.sandbox
+        from replay.sandbox import isolation
+        click.echo(f"controller {setup.space.controller.name!r} runs in the {isolation().summary()}", err=True)
     seed = 0 if seed is None else seed
     what = "beta" if beta else "params"
     out = Path(out) if out else Path("out/search") / store.name / f"{setup.space.controller.name}-{what}-{searcher}-s{seed}"

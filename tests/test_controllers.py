@@ -320,7 +320,7 @@ def test_user_controller_from_file_and_cli(tmp_path, stores):
     mod = tmp_path / "userctrl.py"
     mod.write_text(USER_CONTROLLER)
     r = evaluate_controller(stores[0], f"{mod}:FirstReading", "m0", beta=0.5, replicates=3)
-    assert r.engine == "python" and 0.0 <= r.score <= 1.0 and r.opened > 0
+    assert r.engine == "python-sandboxed" and 0.0 <= r.score <= 1.0 and r.opened > 0  # loaded and run in a sandbox
     out, table = tmp_path / "f.png", tmp_path / "f.csv"
     cmd = [sys.executable, "-m", "replay.cli", "frontier", str(stores[0].path), "--controllers", "majority,adaptive",
            "--controller", f"{mod}:FirstReading", "--betas", "0:1:3", "--replicates", "3", "--out", str(out),

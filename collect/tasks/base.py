@@ -63,6 +63,7 @@ class Task:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     stages: ClassVar[tuple[StageSpec, ...]] = ()
+    runs_untrusted_code: ClassVar[bool] = False  # runs what a model wrote (in replay/sandbox)
 
     # ---- loading
     def load(self, path: str | Path) -> list[Record]:

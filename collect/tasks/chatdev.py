@@ -28,11 +28,11 @@ embeddings are averaged and renormalised. The model is loaded once per process, 
 embeddings are cached by text. `score_many` embeds a batch at once.
 
 Executability (`metrics` of `code` and `review`, {"executability": 1.0 or 0.0}): the program is
-written to `main.py` in a fresh temporary directory and run by this interpreter in isolated
-mode (`-I`) through a small prelude that sets the limits below and then runs `main.py` as
-`__main__`, working directory the temporary one, with stdin at end-of-file, stdout discarded,
-a minimal environment (no DISPLAY, HOME the temporary directory) and a wall-clock timeout
-(`timeout_s`, 5 s); the whole process group is killed at the deadline. It is executable if it
+written to `main.py` in a fresh temporary directory and run, in the sandbox below, by this
+interpreter in isolated mode (`-I`) through a small prelude that runs `main.py` as `__main__`,
+working directory the temporary one, with stdin at end-of-file, stdout discarded, a minimal
+environment (no DISPLAY, HOME the temporary directory) and a wall-clock timeout (`timeout_s`,
+5 s); everything it started is killed at the deadline or when it exits. It is executable if it
 exits with status 0 within the timeout. ChatDev itself (`ChatEnv.exist_bugs`) runs
 `python3 main.py` for 3 s and counts a program still running then (a GUI or game loop, a prompt
 waiting for input) as running without errors unless a traceback was printed;
@@ -42,19 +42,18 @@ By default such a program counts as not executable: a wait for input gets end-of
 (input() raises EOFError), a GUI finds no display, and a loop that never ends is
 indistinguishable from a hang. (The prompts ask for programs that finish on their own.)
 
-What the sandbox guarantees and what it does not. Guaranteed (Linux): the child runs in its
-own session in an empty temporary directory that is removed afterwards; it is killed, with
-everything it started in its process group, at the timeout; RLIMIT_CPU (timeout + 1 s),
-RLIMIT_AS (`memory_mb`, 1024 MiB), RLIMIT_FSIZE (64 MiB) and no core files are set in the child
-before the program runs. Network: where unprivileged user namespaces are allowed, the child
-first moves into a new network namespace (unshare(CLONE_NEWUSER | CLONE_NEWNET)), which has no
-interfaces but a loopback that is down: no connection leaves it, its own subprocesses included.
-Either way Python's socket layer is patched so that creating any socket but an AF_UNIX one
-raises OSError (asyncio's self-pipe still works). Not guaranteed: the patch is no security
-boundary where the namespace is unavailable (ctypes or a subprocess running another program
-can still reach the network; a process that leaves the process group is not killed); the file
-system outside the temporary directory is readable and writable as the user running the
-collector. Run collections of untrusted code inside a container without network for that.
+The sandbox is the project's one sandbox for untrusted code (replay/sandbox; what holds on
+which platform: docs/sandbox.md, and `replay sandbox` prints it for this machine). On Linux with
+its usual layers: the program runs in its own session under a supervisor it cannot signal (a
+PID namespace), with no network (a network namespace; sockets other than AF_UNIX refused by
+seccomp), reading only the interpreter, the system libraries and its folder and writing only its
+folder (Landlock), as user nobody (or, where nobody cannot read the interpreter and no mount
+namespace can show it, as uid 0 without any capability and unable to start processes), with
+RLIMIT_CPU (timeout + 1 s), RLIMIT_AS (`memory_mb`, 1024 MiB), RLIMIT_FSIZE (64 MiB) and a
+process limit; at the end everything it started is killed, a `setsid` daemon included. Where a
+layer is missing the sandbox says so (`collect run` prints the line) rather than pretending.
+A prelude also refuses sockets in Python (`socket.socket` raises OSError "network access is
+disabled"), so a program meets the same error on every platform.
 """
 
 from __future__ import annotations
@@ -64,10 +63,7 @@ import hashlib
 import importlib.util
 import os
 import re
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -220,36 +216,13 @@ def consistency(requirement: str, texts: list[str]) -> list[float]:
 # --------------------------------------------------------------------------------------------
 # Executability
 
-_PRELUDE = r'''
+# The program runs as `python main.py` would, through this prelude (the sandbox itself is
+# replay/sandbox: limits, namespaces, Landlock, seccomp, an unprivileged user). The socket patch
+# repeats, in Python, what the sandbox's network layers enforce in the kernel, so that a program
+# gets the same clear OSError where those layers are missing (docs/sandbox.md says where).
+_PRELUDE = r"""
 import sys
-def _sandbox(cpu_s, mem_mb, fsize_mb):
-    try:
-        import ctypes, os
-        uid, gid = os.geteuid(), os.getegid()
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(0x10000000 | 0x40000000) == 0:  # CLONE_NEWUSER | CLONE_NEWNET: no network at all
-            # keep our own ids (unmapped ids cannot create files)
-            for f, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
-                try:
-                    with open(f"/proc/self/{f}", "w") as fh:
-                        fh.write(text)
-                except OSError:
-                    pass
-    except Exception:
-        pass
-    try:
-        import resource
-        for lim, val in ((resource.RLIMIT_CPU, cpu_s), (resource.RLIMIT_AS, mem_mb << 20),
-                         (resource.RLIMIT_FSIZE, fsize_mb << 20), (resource.RLIMIT_CORE, 0)):
-            soft, hard = resource.getrlimit(lim)
-            if hard != resource.RLIM_INFINITY:
-                val = min(val, hard)
-            try:
-                resource.setrlimit(lim, (val, val if hard == resource.RLIM_INFINITY else hard))
-            except (ValueError, OSError):
-                pass
-    except ImportError:
-        pass
+def _no_network():
     import socket, _socket
     def _guard(base):
         class NoNetwork(base):
@@ -269,56 +242,33 @@ def _sandbox(cpu_s, mem_mb, fsize_mb):
     socket.create_server = _refuse
     socket.getaddrinfo = _refuse
     socket.gethostbyname = _refuse
-_sandbox(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
-del _sandbox
+_no_network()
+del _no_network
 import runpy
-_main = sys.argv[4]
-sys.argv = [_main]
+sys.argv = ["main.py"]
 sys.path.insert(0, ".")
-runpy.run_path(_main, run_name="__main__")
-'''
+runpy.run_path("main.py", run_name="__main__")
+"""
 
 
 def run_program(program: str, timeout_s: float = 5.0, memory_mb: int = 1024, fsize_mb: int = 64,
                 alive_ok: bool = False) -> bool:
-    """Run `program` sandboxed (module docstring); True if it exits 0 within the timeout.
+    """Run `program` in the sandbox (module docstring); True if it exits 0 within the timeout.
 
     alive_ok: ChatDev's rule, a program still running at the deadline without a traceback on
     stderr counts as executable too.
     """
     if not program.strip():
         return False
-    with tempfile.TemporaryDirectory(prefix="chatdev-exec-") as tmp:
-        Path(tmp, "main.py").write_text(program, encoding="utf-8")
-        Path(tmp, "_sandbox_prelude.py").write_text(_PRELUDE, encoding="utf-8")
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp, "TMPDIR": tmp,
-               "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
-               "PYTHONIOENCODING": "utf-8", "MPLBACKEND": "Agg", "NO_PROXY": "*"}
-        cpu = int(timeout_s) + 1
-        with open(Path(tmp, ".stderr"), "wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "_sandbox_prelude.py", str(cpu), str(int(memory_mb)), str(int(fsize_mb)),
-                 "main.py"],
-                cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                start_new_session=True, close_fds=True)
-            try:
-                code = proc.wait(timeout=timeout_s)
-                alive = False
-            except subprocess.TimeoutExpired:
-                alive = True
-                code = None
-            finally:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-                proc.wait()
-        if not alive:
-            return code == 0
-        if not alive_ok:
-            return False
-        stderr = Path(tmp, ".stderr").read_bytes().decode("utf-8", "replace")
-        return "traceback" not in stderr.lower()
+    from replay.sandbox import Limits, run
+
+    r = run([sys.executable, "-I", "-B", "-c", _PRELUDE], files={"main.py": program},
+            limits=Limits(wall_s=timeout_s, cpu_s=int(timeout_s) + 1, memory_mb=memory_mb, fsize_mb=fsize_mb))
+    if not r.timed_out:
+        return r.code == 0
+    if not alive_ok:
+        return False
+    return "traceback" not in r.stderr.lower()
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,6 +335,7 @@ class ChatDevTask(Task):
     timeout_s: ClassVar[float] = 5.0
     memory_mb: ClassVar[int] = 1024
     chatdev_convention: ClassVar[bool] = False  # True: alive at the deadline without a traceback = executable
+    runs_untrusted_code: ClassVar[bool] = True  # `collect run` prints what the sandbox guarantees here
     exec_workers: ClassVar[int] = 2
 
     def __init__(self):

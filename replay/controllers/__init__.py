@@ -8,8 +8,9 @@
 
 The interface and the Python engine are in base.py, the built-ins (specification and
 reference) in builtin.py, their Numba kernels in kernels.py, evaluation in engine.py, the
-accuracy-against-tokens frontier in frontier.py, the search space in space.py. Semantics:
-docs/controllers.md. Nothing here imports numba until a compiled evaluation runs.
+accuracy-against-tokens frontier in frontier.py, the search space in space.py; controllers of yours ('module:Class', 'file.py:Class') load and run in a
+sandbox (sandboxed.py, replay/sandbox). Semantics: docs/controllers.md. Nothing here imports
+numba until a compiled evaluation runs.
 """
 
 from __future__ import annotations

@@ -372,3 +372,20 @@ def run_episode(ctrl: Controller, steps: StepArrays, q: int, r: int, seed: int, 
         if ep.done:
             return ep
     raise ControllerError(name, f"took {limit} actions without answering on question {q}, replicate {r} (does it loop?)")
+
+
+def run_episodes(ctrl: Controller, steps: StepArrays, qidx, replicates: int, seed: int, probe_cost: float = 0.0,
+                 progress=None):
+    """Every (question, replicate) episode of one controller instance: arrays [Q, R] of score,
+    tokens, samples opened and probes. The Python engine's loop, in-process or in a sandbox."""
+    Q, R = len(qidx), replicates
+    score, tokens = np.empty((Q, R)), np.empty((Q, R))
+    opened, probes = np.empty((Q, R), dtype=np.int64), np.empty((Q, R), dtype=np.int64)
+    for qi, q in enumerate(qidx):
+        for r in range(R):
+            ep = run_episode(ctrl, steps, int(q), r, seed, probe_cost)
+            score[qi, r], tokens[qi, r] = ep.score(), ep.tokens
+            opened[qi, r], probes[qi, r] = ep.n_opened, ep.n_probes
+        if progress is not None:
+            progress(1)
+    return score, tokens, opened, probes

@@ -25,8 +25,8 @@ def _fmt_tokens(x: float) -> str:
 @click.option("--controllers", "controllers", default="majority,adaptive,esc,probe", show_default=True,
               help="Comma list of built-ins (majority, adaptive, esc, probe) and/or module:Class controllers.")
 @click.option("--controller", "extra", multiple=True, metavar="MODULE:CLASS",
-              help="A controller class of yours (module:Class or path/file.py:Class), replayed by the Python "
-                   "engine; repeatable. Added to --controllers.")
+              help="A controller class of yours (module:Class or path/file.py:Class), loaded and replayed by "
+                   "the Python engine in a sandbox; repeatable. Added to --controllers.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="The plot, a .png file.")
 @click.option("--model", "models", multiple=True, help="Model(s) to replay (repeatable or comma list). Default: all.")
 @click.option("--betas", default="0:1:11", show_default=True,
@@ -45,7 +45,8 @@ def frontier(store, controllers, extra, out, models, betas, replicates, seed, qu
 
     Each controller is swept over its beta knob (more beta = more compute) on every model;
     built-ins run compiled, controllers of yours (--controller module:Class) run in the Python
-    engine with the same semantics and random numbers. Prints a table, marks the Pareto front
+    engine, in a sandbox (replay sandbox shows what it guarantees), with the same semantics and
+    random numbers. Prints a table, marks the Pareto front
     per model, writes the plot (--out) and optionally the table (--table). Semantics:
     docs/controllers.md.
 
@@ -65,6 +66,12 @@ def frontier(store, controllers, extra, out, models, betas, replicates, seed, qu
     if not names:
         raise InputError("--controllers", "no controller given")
     classes = [load_controller(n) for n in names]  # fail fast on a bad name, before opening the store
+    theirs = [c.name for c in classes if getattr(c, "sandbox", None) is not None]
+    if theirs:  # controllers of the user's run sandboxed: say what that guarantees here
+        from ..sandbox import isolation
+
+        click.echo(f"controller{'s' if len(theirs) > 1 else ''} {', '.join(map(repr, theirs))} run in the "
+                   f"{isolation().summary()}", err=True)
     beta_list = parse_betas(betas)
     if replicates < 1:
         raise InputError("--replicates", "must be at least 1")

@@ -20,13 +20,27 @@ import numpy as np
 
 from ..errors import InputError
 from ..store import Store
-from .base import Controller, check_beta, run_episode
+from .base import Controller, check_beta, run_episodes
 from .builtin import BUILTINS, CODES
 from .steps import StepArrays, step_arrays
 
 
-def load_controller(spec: str | type[Controller]) -> type[Controller]:
-    """A built-in name (majority, adaptive, esc, probe) or 'module:Class' / 'path/file.py:Class'."""
+def load_controller(spec: str | type[Controller], *, sandbox: bool = True, limits=None) -> type[Controller]:
+    """A controller class from a built-in name (majority, adaptive, esc, probe), a class, or
+    'module:Class' / 'path/file.py:Class'.
+
+    Parameters
+    ----------
+    spec:
+        The name, the class itself (returned as is: it already runs in this process), or
+        'module:Class' / 'path/file.py:Class'.
+    sandbox:
+        For 'module:Class' and file specs: load the class in a sandbox (replay/sandbox) and
+        return a stand-in whose evaluations run there (the default: such code is untrusted);
+        False imports it into this process (trusted code only).
+    limits:
+        The sandbox's `replay.sandbox.Limits` (default: controllers.sandboxed.DEFAULT_LIMITS).
+    """
     if isinstance(spec, type):
         if not issubclass(spec, Controller):
             raise InputError("--controller", f"{spec.__name__} is not a subclass of replay.controllers.Controller")
@@ -36,6 +50,10 @@ def load_controller(spec: str | type[Controller]) -> type[Controller]:
         return BUILTINS[spec]
     if ":" not in spec:
         raise InputError("--controller", f"unknown controller {spec!r} (built-ins: {', '.join(BUILTINS)}; or module:Class)")
+    if sandbox:
+        from .sandboxed import load_sandboxed
+
+        return load_sandboxed(spec, limits=limits)
     mod_name, cls_name = spec.rsplit(":", 1)
     try:
         if mod_name.endswith(".py"):
@@ -168,18 +186,7 @@ def run_compiled(steps: StepArrays, settings: Sequence[Setting], qidx: np.ndarra
 def run_python(steps: StepArrays, setting: Setting, qidx: np.ndarray, replicates: int, seed: int,
                probe_cost: float = 0.0, progress=None):
     """One setting through the Python engine: arrays [Q, R] of score, tokens, opened, probes."""
-    Q, R = len(qidx), replicates
-    score, tokens = np.empty((Q, R)), np.empty((Q, R))
-    opened, probes = np.empty((Q, R), dtype=np.int64), np.empty((Q, R), dtype=np.int64)
-    ctrl = setting.instance()
-    for qi, q in enumerate(qidx):
-        for r in range(R):
-            ep = run_episode(ctrl, steps, int(q), r, seed, probe_cost)
-            score[qi, r], tokens[qi, r] = ep.score(), ep.tokens
-            opened[qi, r], probes[qi, r] = ep.n_opened, ep.n_probes
-        if progress is not None:
-            progress(1)
-    return score, tokens, opened, probes
+    return run_episodes(setting.instance(), steps, qidx, replicates, seed, probe_cost, progress)
 
 
 def evaluate_settings(store: Store, model: str, settings: Iterable[Setting], questions=None, replicates: int = 100,
@@ -211,8 +218,14 @@ def evaluate_settings(store: Store, model: str, settings: Iterable[Setting], que
             progress(len(compiled) * len(qidx))
     for i, s in enumerate(settings):
         if out[i] is None:
-            arrs = run_python(steps, s, qidx, replicates, seed, probe_cost, progress)
-            out[i] = _result(s, model, *arrs, seed, "python")
+            sandbox = getattr(s.cls, "sandbox", None)
+            if sandbox is not None:  # a controller loaded in a sandbox is evaluated there
+                arrs = sandbox.evaluate(steps, dict(s.params), qidx, replicates, seed, probe_cost, progress,
+                                        label=s.label())
+                out[i] = _result(s, model, *arrs, seed, "python-sandboxed")
+            else:
+                arrs = run_python(steps, s, qidx, replicates, seed, probe_cost, progress)
+                out[i] = _result(s, model, *arrs, seed, "python")
     return out
 
 

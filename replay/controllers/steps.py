@@ -14,12 +14,15 @@ reading stands.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import InputError
-from ..store import Store
+
+if TYPE_CHECKING:  # annotations only: the controllers' sandbox imports this file without polars
+    from ..store import Store
 
 NO_ANSWER = ("ERR", "")  # probe readings that mean "no answer yet"
 
@@ -63,6 +66,24 @@ class StepArrays:
     def answer_id(self, text: str) -> int:
         i = int(np.searchsorted(self.answers, text))  # the dictionary is sorted
         return i if i < len(self.answers) and self.answers[i] == text else -1
+
+    def compact(self) -> "StepArrays":
+        """The same episodes on arrays holding only this view's pools (the whole store's
+        arrays serve every model and stage): what crosses into a sandbox. Answer ids, the
+        answer dictionary and the action bound stay as they are, so every controller sees the
+        same states and gets the same results; only the internal sample numbering changes."""
+        pools = np.unique(self.pool_of_q)
+        lo, hi = self.pool_off[pools], self.pool_off[pools + 1]
+        samples = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]) if len(pools) else np.zeros(0, np.int64)
+        pool_off = np.concatenate([[0], np.cumsum(hi - lo)]).astype(self.pool_off.dtype)
+        plo, phi = self.probe_off[samples], self.probe_off[samples + 1]
+        probe_idx = np.concatenate([np.arange(a, b) for a, b in zip(plo, phi)]) if len(samples) else np.zeros(0, np.int64)
+        probe_off = np.concatenate([[0], np.cumsum(phi - plo)]).astype(self.probe_off.dtype)
+        return replace(
+            self, pool_of_q=np.searchsorted(pools, self.pool_of_q).astype(self.pool_of_q.dtype), pool_off=pool_off,
+            pool_prompt=self.pool_prompt[pools], s_answer=self.s_answer[samples], s_local=self.s_local[samples],
+            s_score=self.s_score[samples], s_completion=self.s_completion[samples], probe_off=probe_off,
+            probe_answer=self.probe_answer[probe_idx.astype(np.int64)])
 
 
 def step_arrays(store: Store, model: str, stage: str | int | None = None) -> StepArrays:

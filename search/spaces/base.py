@@ -42,6 +42,7 @@ from ..trial import Evaluation, Objective, Trial
 # drew, which scatters around that (a few per cent on small question sets). Searchers keep
 # points up to this much over budget (by estimate) as candidates and let the replay decide.
 ESTIMATE_SLACK = 0.05
+MAX_MISSES = 10_000  # random samples in a row that were tried already before a space counts as used up
 
 # What optional capabilities mean, for the one-line refusal of a searcher that needs one.
 CAPABILITIES = {
@@ -173,14 +174,19 @@ class Space(abc.ABC):
         """A uniformly random point of the space."""
 
     def random_points(self, rng: np.random.Generator, seen: set) -> Iterator[Any]:
-        """Random points whose key is not in `seen`, adding each key to `seen` as it is
-        yielded; ends when the space has no more (never, for this default)."""
-        while True:
+        """Random points that may be feasible (`maybe_feasible`) and whose key is not in
+        `seen`, adding each key to `seen` as it is yielded; ends when MAX_MISSES samples in a
+        row were tried or over budget (a small space used up)."""
+        misses = 0
+        while misses < MAX_MISSES:
             p = self.sample(rng)
             k = self.key(p)
-            if k not in seen:
-                seen.add(k)
-                yield p
+            if k in seen or not self.maybe_feasible(p):
+                misses += 1
+                continue
+            misses = 0
+            seen.add(k)
+            yield p
 
     def neighbours(self, point: Any) -> Iterator[Any]:
         """Points one move away, nearest first (none by default)."""

@@ -92,7 +92,13 @@ def score_on_test(setup: SearchSetup, point: Any) -> dict[str, Any]:
 
 def known_optimum(setup: SearchSetup, *, limit: int = GRID_LIMIT, progress: bool = False) -> dict[str, Any] | None:
     """The exhaustive optimum of this setup's objective (the grid's answer), or None when the
-    space is larger than `limit` or has no finite grid (`space.optimum`)."""
+    space is larger than `limit` or has no finite grid (`space.optimum`).
+
+    Parameters:
+        setup: the search setup whose training objective is optimised.
+        limit: the largest space (in points) that is scanned.
+        progress: accepted for symmetry with the other long calls (the scan is one call).
+    """
     t0 = time.perf_counter()
     opt = setup.space.optimum(setup.objective, limit)
     if opt is not None:
@@ -244,9 +250,21 @@ def _shown(key: str, value: Any) -> str:
 def report_search(setup: SearchSetup, run: SearchRun, *, out: str | Path | None = None,
                   optimum: dict | None | str = "compute", optimum_limit: int = GRID_LIMIT, plot: bool = True,
                   progress: bool = False) -> dict[str, Any]:
-    """Score the run's best point on test, find the optimum (`optimum="compute"`; a dict: the
-    one computed before; None: none), summarise, and write summary.json (and, with `plot`, the
-    best-so-far PNG) to `out`."""
+    """Score the run's best point on test, find the optimum, summarise, and write the files.
+
+    Parameters:
+        setup: the setup the run searched.
+        run: what `run_search` returned.
+        out: the folder for summary.json and best_so_far.png (None: nothing written).
+        optimum: "compute" (the exhaustive optimum: the grid's own best when the grid walked the
+            whole space, else `known_optimum`), a dict computed before (a sweep's, per
+            objective), or None (unknown).
+        optimum_limit: the largest space whose optimum is computed.
+        plot: also write best_so_far.png.
+        progress: progress bars on a terminal.
+
+    Returns the summary (what summary.json holds).
+    """
     sp = setup.space
     if optimum == "compute":
         best = best_trial(run.trials)
@@ -275,8 +293,14 @@ def setup_for(store: Store, settings: SearchSettings) -> SearchSetup:
 
 def run_and_report(setup: SearchSetup, settings: SearchSettings, *, optimum: dict | None | str = "compute",
                    progress: bool = False) -> dict[str, Any]:
-    """One search as `settings` say (searcher, seed, trials, options, out, resume), then its
-    report (`report_search`). With `optimum="compute"` and `settings.optimum` off, none."""
+    """One search as `settings` say, then its report (`report_search`).
+
+    Parameters:
+        setup: the setup `settings` describe (`setup_for(store, settings)`).
+        settings: the searcher, seed, trials, options, out, resume, optimum and plot settings.
+        optimum: as for `report_search`; "compute" gives none when `settings.optimum` is off.
+        progress: progress bars on a terminal.
+    """
     if optimum == "compute" and not settings.optimum:
         optimum = None
     run = run_search(setup, settings.searcher, seed=settings.seed, trials=settings.trials, options=settings.options,
@@ -303,7 +327,14 @@ def run_seeds(setup: SearchSetup, settings: SearchSettings, *, optimum: dict | N
               progress: bool = False) -> list[dict[str, Any]]:
     """The same search for each of `settings.seeds`, into OUT/seed-S, in parallel processes
     (spawned: each opens the store and loads the compiled kernels from Numba's cache; one Numba
-    thread each; `settings.workers`). Every seed gets this setup's resolved budget."""
+    thread each; `settings.workers`). Every seed gets this setup's resolved budget.
+
+    Parameters:
+        setup: the setup of `settings` (its default budget resolved once, here).
+        settings: the search; `seeds` (else `seed`), `out` (required), `workers`.
+        optimum: the exhaustive optimum computed once for all seeds (None: unknown).
+        progress: a progress bar over seeds on a terminal.
+    """
     import multiprocessing as mp
     import os
     from concurrent.futures import ProcessPoolExecutor, as_completed

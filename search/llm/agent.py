@@ -51,6 +51,14 @@ class Consultation:
 
 
 class LLMSearcher(Searcher):
+    """Base of the LLM searchers. Parameters (options, docs/agenttts.md):
+        llm_base_url, llm_model, llm_api_key, llm_timeout_s, llm_retries, llm_backoff_s,
+        llm_backoff_max_s, llm_temperature, llm_max_tokens, llm_json_mode: the endpoint and
+            the client's policy (search/llm/client.py: LLMSettings).
+        trials_per_round: points asked for per round (3).
+        max_feedback: rejected answers sent back per round, at most (3).
+    """
+
     uses_llm: ClassVar[bool] = True
     options_accepted: ClassVar[frozenset[str]] = LLM_OPTIONS
 

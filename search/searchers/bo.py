@@ -30,6 +30,12 @@ SAMPLERS = ("tpe", "gp")
 
 
 class BOSearcher(ReplayByAsking, Searcher):
+    """Parameters (options):
+        sampler: "tpe" (default) or "gp" (Optuna's GPSampler; needs PyTorch).
+        n_startup_trials: random trials before the sampler models the scores (10).
+        max_rejects: asks per proposal before a random candidate is enqueued (50 TPE, 3 GP).
+    """
+
     name: ClassVar[str] = "bo"
     options_accepted: ClassVar[frozenset[str]] = frozenset({"sampler", "n_startup_trials", "max_rejects"})
     needs: ClassVar[frozenset[str]] = frozenset({"parametrisation"})

@@ -22,6 +22,12 @@ from ..trial import Objective
 
 
 class GridSearcher(ReplayByAsking, Searcher):
+    """Parameters (options):
+        max_configs: the most points scored one by one (200,000); a larger space that can be
+            scanned is scanned whole, one that cannot is refused in one line.
+        prune: skip what measured costs prove infeasible, where the space can (True).
+    """
+
     name: ClassVar[str] = "grid"
     exhaustive: ClassVar[bool] = True  # runs until done: the CLI's default trial limit does not apply
     uses_scan: ClassVar[bool] = True  # takes objective= (a whole-space scan of the same objective)

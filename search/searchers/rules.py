@@ -39,6 +39,10 @@ ABLATIONS = ("insight1", "insight2", "insight3")
 
 
 class RulesSearcher(ReplayByAsking, Searcher):
+    """Parameters (options):
+        ablate: "insight1", "insight2" or "insight3": leave that part out (see above).
+    """
+
     name: ClassVar[str] = "rules"
     options_accepted: ClassVar[frozenset[str]] = frozenset({"ablate"})
     needs: ClassVar[frozenset[str]] = frozenset({"stages"})  # written for models and counts per stage

@@ -120,8 +120,14 @@ def read_spec_file(path: str | os.PathLike) -> dict[str, Any]:
 def parse_spec(raw: dict[str, Any], source: str = "command line", *, overrides: dict[str, Any] | None = None,
                base: str | os.PathLike | None = None) -> SweepSpec:
     """Validate a spec mapping (plus command-line `overrides`, which win) into a SweepSpec.
-    Every error is one line naming the spec file and the field (or the option). Relative
-    store paths are taken from the current folder (or `base`)."""
+    Every error is one line naming the spec file and the field (or the option).
+
+    Parameters:
+        raw: the spec's fields (`read_spec_file`, or {} for a sweep given by options alone).
+        source: the spec file (named in errors), or "command line".
+        overrides: fields given as command-line options (None values are dropped).
+        base: the folder relative store paths are taken from (default: the current one).
+    """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     raw = {**raw, **overrides}
     for k in raw:

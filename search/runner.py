@@ -149,27 +149,9 @@ def run_search(setup: SearchSetup, searcher: str, *, seed: int = 0, trials: int 
     shown = {k: v for k, v in options.items() if "api_key" not in k}  # the header never holds a secret
     header = {**setup.objective_header(), "searcher": searcher, "seed": seed, "options": shown, "trials": trials,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    done: list[Trial] = []
-    states: list[dict[str, Any]] = []
-    writer = None
-    path = None
     t_start = time.perf_counter()
-    if out is not None:
-        path = Path(out) / ARCHIVE_NAME
-        if resume and path.is_file():
-            old, records, good = read_archive(path)
-            check_resume(path, old, header)
-            done = [trial_from_record(r, sp.decode) for r in records]
-            states = [r.get("state") or {} for r in records]
-            s.replay_history(done)
-            # an archive of the format before (version 1) is rewritten in this one, then continued
-            writer = ArchiveWriter.rewrite(path, old, records) if old.get("upgraded_from") else \
-                ArchiveWriter.reopen(path, good)
-            header = old
-        elif path.exists() and not resume:
-            raise InputError(str(out), "already holds a search archive: pass --resume to continue it, or another --out")
-        else:
-            writer = ArchiveWriter.create(path, header)
+    path = None if out is None else Path(out) / ARCHIVE_NAME
+    writer, header, done, states = _open_archive(path, header, s, resume)
     resumed = len(done)
     replay_s = sum(t.wall_s for t in done if math.isfinite(t.wall_s))
     searcher_s = 0.0
@@ -217,6 +199,25 @@ def run_search(setup: SearchSetup, searcher: str, *, seed: int = 0, trials: int 
     return SearchRun(searcher=searcher, seed=seed, header=header, trials=done, states=states, replay_s=replay_s,
                      searcher_s=searcher_s, wall_s=time.perf_counter() - t_start, resumed_from=resumed, stop=stop,
                      archive=path)
+
+
+def _open_archive(path: Path | None, header: dict[str, Any], s: Searcher, resume: bool):
+    """(writer, header, archived trials, their states): a new archive, or the one at `path`
+    read back into the searcher (`resume`). No archive without a path."""
+    if path is None:
+        return None, header, [], []
+    if resume and path.is_file():
+        old, records, good = read_archive(path)
+        check_resume(path, old, header)
+        done = [trial_from_record(r, s.space.decode) for r in records]
+        s.replay_history(done)
+        # an archive of the format before (version 1) is rewritten in this one, then continued
+        writer = ArchiveWriter.rewrite(path, old, records) if old.get("upgraded_from") else \
+            ArchiveWriter.reopen(path, good)
+        return writer, old, done, [r.get("state") or {} for r in records]
+    if path.exists():
+        raise InputError(str(path.parent), "already holds a search archive: pass --resume to continue it, or another --out")
+    return ArchiveWriter.create(path, header), header, [], []
 
 
 RESUME_KEYS = ("space_kind", "store_name", "searcher", "seed", "options", "replicates", "replay_seed", "train", "test",

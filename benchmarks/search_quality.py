@@ -24,7 +24,7 @@ import numpy as np
 import replay
 from search import report
 from search import runner as R
-from search.cli import parse_seeds
+from search.settings import ConfigSpaceSettings, parse_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORES = "aime24,aime24@100,sim-2wiki,sim-chatdev,sim-taskbench"
@@ -52,7 +52,7 @@ def main() -> None:
             print(f"| {spec} | (not present) | | | | | | | | | | | |")
             continue
         store = replay.open(path)
-        setup = R.make_setup(store, budget=float(budget) if budget else None, replicates=args.replicates)
+        setup = R.make_setup(store, ConfigSpaceSettings(budget=float(budget) if budget else None), replicates=args.replicates)
         R.run_search(setup, "random", trials=1)  # load the compiled kernels before timing anything
         t0 = time.perf_counter()
         opt = R.known_optimum(setup, limit=args.optimum_limit)
@@ -69,7 +69,7 @@ def main() -> None:
                 wall.append(time.perf_counter() - t0)
                 b = report.best_trial(run.trials)
                 train.append(b.score)
-                test.append(R.score_on_test(setup, b.config)["score"])
+                test.append(R.score_on_test(setup, b.point)["score"])
                 reach.append(report.trials_to_reach(run.trials, None if opt is None else opt["score"]))
                 near.append(report.trials_to_reach(run.trials, None if opt is None else 0.99 * opt["score"]))
             got = [r for r in reach if r is not None]

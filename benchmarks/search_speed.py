@@ -22,6 +22,7 @@ import numpy as np
 import replay
 from replay.engine import evaluate_batch
 from search import runner as R
+from search.settings import ConfigSpaceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,7 @@ def main() -> None:
         if not path.is_dir():
             continue
         store = replay.open(path)
-        setup = R.make_setup(store, budget=float(budget) if budget else None, replicates=args.replicates)
+        setup = R.make_setup(store, ConfigSpaceSettings(budget=float(budget) if budget else None), replicates=args.replicates)
         R.run_search(setup, "random", trials=2)  # warm-up: compiled kernels loaded
         for sname in args.searchers.split(","):
             searcher, options = sname, {}
@@ -58,7 +59,7 @@ def main() -> None:
                 replays.append(run.replay_s)
                 own.append(run.searcher_s)
                 n.append(len(run.trials))
-                configs = [t.config for t in run.trials]
+                configs = [t.point for t in run.trials]
             t0 = time.perf_counter()
             evaluate_batch(store, configs, questions=setup.split.train, replicates=setup.replicates,
                            seed=setup.replay_seed, budget=setup.space.budget)

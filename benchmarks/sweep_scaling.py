@@ -43,7 +43,7 @@ def main() -> None:
     args = ap.parse_args()
     warnings.simplefilter("ignore")
 
-    from search.cli import parse_seeds
+    from search.settings import parse_seeds
     from search.sweep import TIMING_COLUMNS, parse_spec, run_sweep
 
     seeds = parse_seeds(args.seeds)

@@ -4,8 +4,24 @@ Every trial is appended as it finishes, flushed and fsynced, so an interrupted s
 nothing it finished and `--resume` can continue it. A torn last line (the process died while
 writing it) is dropped on read and cut off before appending again.
 
-    {"type": "header", "format": "tts-search-archive", "version": 1, "store": ..., ...}
-    {"type": "trial", "number": 0, "config": [["Qwen3-8B", 1]], "score": 0.67, ..., "state": {...}}
+One format for every space (version 2):
+
+    {"type": "header", "format": "tts-search-archive", "version": 2, "space_kind": "config",
+     "store": ..., "space": {...}, "budget": 100.0, "cost_unit": "units", "searcher": ..., ...}
+    {"type": "trial", "number": 0, "point": [["Qwen3-8B", 1]], "label": "Qwen3-8B:1",
+     "feasible": true, "score": 0.67, "stderr": 0.02, "cost": 12.9, "tokens": 15330.0,
+     "wall_s": 0.001, "source": "init", "extra": {...}, "metrics": {"stage_units": [...], ...},
+     "state": {...}}
+
+`point` is the space's encoding (`space.encode`: a configuration's [model, count] pairs, a
+controller's parameter dict), `label` the same in one line, `cost` the measured cost in the
+header's `cost_unit`, `metrics` what the space measures besides (per-stage units and scores;
+samples opened and probes).
+
+Version 1 archives (before one format: configuration searches wrote `config`, `config_str`,
+`units`, `stage_units`, `stage_scores`; controller searches `params`, `tokens`, `opened`,
+`probes` and a header with `budget_tokens`) are read through `upgrade`; `--resume` on one
+rewrites it as version 2 (atomically, once the header matched) before appending.
 """
 
 from __future__ import annotations
@@ -15,15 +31,15 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from replay.engine import Config, StageChoice
 from replay.errors import InputError
 
-from .protocol import Trial
+from .trial import Trial
 
 FORMAT = "tts-search-archive"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)
 ARCHIVE_NAME = "archive.jsonl"
 
 
@@ -47,43 +63,44 @@ def _dumps(obj: dict) -> str:
     return json.dumps(_clean(obj), default=str, allow_nan=False, separators=(",", ":"))
 
 
-def trial_record(t: Trial, state: dict[str, Any]) -> dict[str, Any]:
+def trial_record(t: Trial, encoded_point: Any, state: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "trial",
         "number": t.number,
-        "config": [[c.model, c.samples] for c in t.config.stages],
-        "config_str": str(t.config),
+        "point": encoded_point,
+        "label": t.label,
         "feasible": t.feasible,
         "score": t.score,
         "stderr": t.stderr,
-        "units": t.units,
+        "cost": t.cost,
         "tokens": t.tokens,
         "wall_s": t.wall_s,
         "source": t.source,
         "extra": t.extra,
-        "stage_units": list(t.stage_units),
-        "stage_scores": list(t.stage_scores),
+        "metrics": t.metrics,
         "state": state,
     }
 
 
-def trial_from_record(r: dict[str, Any]) -> Trial:
+def trial_from_record(r: dict[str, Any], decode: Callable[[Any], Any] | None = None) -> Trial:
+    """A version-2 record as a Trial; `decode` (the space's) turns the point back into the
+    space's object, without it the point stays its JSON encoding (enough for reports)."""
     def f(x):
         return math.nan if x is None else float(x)
 
     return Trial(
         number=int(r["number"]),
-        config=Config(tuple(StageChoice(str(m), int(n)) for m, n in r["config"])),
+        point=decode(r["point"]) if decode is not None else r["point"],
         feasible=bool(r["feasible"]),
         score=None if r.get("score") is None else float(r["score"]),
         stderr=None if r.get("stderr") is None else float(r["stderr"]),
-        units=f(r.get("units")),
+        cost=f(r.get("cost")),
         tokens=f(r.get("tokens")),
         wall_s=f(r.get("wall_s")),
         source=r.get("source", ""),
         extra=r.get("extra") or {},
-        stage_units=tuple(f(x) for x in r.get("stage_units") or ()),
-        stage_scores=tuple(f(x) for x in r.get("stage_scores") or ()),
+        metrics=r.get("metrics") or {},
+        label=str(r.get("label", "")),
     )
 
 
@@ -91,6 +108,20 @@ def archive_path(path: str | os.PathLike) -> Path:
     """An archive file, or a search output folder holding archive.jsonl."""
     p = Path(path)
     return p / ARCHIVE_NAME if p.is_dir() else p
+
+
+def _write_atomic(path: Path, records: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(_dumps(r) + "\n" for r in records))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class ArchiveWriter:
@@ -104,18 +135,7 @@ class ArchiveWriter:
     def create(cls, path: str | os.PathLike, header: dict[str, Any]) -> "ArchiveWriter":
         """Start a new archive: the header lands atomically (temp file, then rename)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rec = {"type": "header", "format": FORMAT, "version": VERSION, **header}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(_dumps(rec) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _write_atomic(path, [{"type": "header", "format": FORMAT, "version": VERSION, **header}])
         return cls(path, open(path, "a"))
 
     @classmethod
@@ -126,6 +146,13 @@ class ArchiveWriter:
             f.truncate(good_bytes)
             f.flush()
             os.fsync(f.fileno())
+        return cls(path, open(path, "a"))
+
+    @classmethod
+    def rewrite(cls, path: str | os.PathLike, header: dict[str, Any], records: list[dict[str, Any]]) -> "ArchiveWriter":
+        """Replace an archive with `header` and `records` (an upgrade), atomically, and continue it."""
+        path = Path(path)
+        _write_atomic(path, [header, *records])
         return cls(path, open(path, "a"))
 
     def append(self, records: list[dict[str, Any]]) -> None:
@@ -146,8 +173,9 @@ class ArchiveWriter:
 
 
 def read_archive(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
-    """(header, trial records, bytes of complete lines). A torn last line is dropped; any
-    other bad line is an InputError naming the file and the line."""
+    """(header, trial records, bytes of complete lines), in version 2 whatever the file's
+    version. A torn last line is dropped; any other bad line is an InputError naming the file
+    and the line."""
     p = archive_path(path)
     if not p.is_file():
         raise InputError(str(path), "no search archive here (expected a folder with archive.jsonl, or the .jsonl file)")
@@ -166,8 +194,9 @@ def read_archive(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str
     header = records[0]
     if not isinstance(header, dict) or header.get("type") != "header" or header.get("format") != FORMAT:
         raise InputError(f"{p}:1", f"not a search archive header (expected type 'header', format {FORMAT!r})")
-    if header.get("version") != VERSION:
-        raise InputError(f"{p}:1", f"archive version {header.get('version')!r}; this tool reads version {VERSION}")
+    if header.get("version") not in READS:
+        raise InputError(f"{p}:1", f"archive version {header.get('version')!r}; this tool reads versions "
+                         f"{', '.join(map(str, READS))}")
     trials = []
     for i, r in enumerate(records[1:], 2):
         if not isinstance(r, dict) or r.get("type") != "trial":
@@ -175,4 +204,38 @@ def read_archive(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str
         if r.get("number") != len(trials):
             raise InputError(f"{p}:{i}", f"trial number {r.get('number')!r}, expected {len(trials)}")
         trials.append(r)
+    if header["version"] == 1:
+        try:
+            header, trials = upgrade(header, trials)
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(str(p), f"a version-1 archive this tool cannot read ({type(e).__name__}: {e})") from None
     return header, trials, good
+
+
+def upgrade(header: dict[str, Any], records: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A version-1 archive in version 2 (see the module docstring)."""
+    controller = header.get("space_kind") == "controller"
+    h = {**header, "version": VERSION, "space_kind": "controller" if controller else "config",
+         "cost_unit": "tokens" if controller else "units", "upgraded_from": 1}
+    if controller:
+        h["budget"] = header.get("budget_tokens")
+        h.pop("budget_tokens", None)
+    out = []
+    for r in records:
+        base = {k: r.get(k) for k in ("type", "number", "feasible", "score", "stderr", "tokens", "wall_s", "source")}
+        if controller:
+            params = dict(r["params"])
+            rec = {**base, "point": params, "label": ", ".join(f"{k}={_fmt(v)}" for k, v in params.items()),
+                   "cost": r.get("tokens"), "metrics": {"opened": r.get("opened"), "probes": r.get("probes")}}
+        else:
+            rec = {**base, "point": [[str(m), int(n)] for m, n in r["config"]], "label": r.get("config_str", ""),
+                   "cost": r.get("units"),
+                   "metrics": {"stage_units": list(r.get("stage_units") or ()),
+                               "stage_scores": list(r.get("stage_scores") or ())}}
+        rec.update({"extra": r.get("extra") or {}, "state": r.get("state") or {}})
+        out.append(rec)
+    return h, out
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -8,12 +8,16 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from replay.clitools import main_wrapper
 from replay.errors import ConfigError
+
+from .settings import (DEFAULT_TRIALS, GRID_LIMIT, ConfigSpaceSettings, ControllerSpaceSettings, SearchSettings,
+                       SpaceSettings, parse_seeds)
 
 
 class _Search(click.Group):
@@ -42,29 +46,6 @@ def cli():
     """
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-9', '0,3,7' or a mix ('0-4,9')."""
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
-                lo, hi = int(a), int(b)
-                if hi < lo:
-                    raise ValueError
-                seeds.extend(range(lo, hi + 1))
-            elif part:
-                seeds.append(int(part))
-    except ValueError:
-        raise ConfigError("--seeds", f"{text!r} is not a seed list (e.g. '0-9' or '0,3,7')") from None
-    if not seeds:
-        raise ConfigError("--seeds", "no seeds given")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError("--seeds", f"{text!r} repeats a seed")
-    return seeds
-
-
 def _budget(text: str | None) -> float | None:
     if text is None:
         return None
@@ -80,7 +61,7 @@ def _budget(text: str | None) -> float | None:
 @cli.command("run")
 @click.option("--replay", "store_path", required=True, metavar="STORE", help="Store folder to search on (e.g. traces/aime24).")
 @click.option("--searcher", required=True, help="random, grid, bo, rules, agenttts, agenthpo or mlcopilot.")
-@click.option("--trials", type=int, default=None, help="Trials (scored configurations). Default 50; the grid runs until done.")
+@click.option("--trials", type=int, default=None, help="Trials (scored points). Default 50; the grid runs until done.")
 @click.option("--seed", type=int, default=None, help="Searcher seed (default 0).")
 @click.option("--seeds", default=None, help="Repeat over seeds in parallel processes, e.g. 0-9; reports mean and spread.")
 @click.option("--workers", type=int, default=None, help="Processes for --seeds (default: CPU count).")
@@ -94,13 +75,13 @@ def _budget(text: str | None) -> float | None:
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (default out/search/STORE/SEARCHER-sSEED).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted search archived in --out.")
 @click.option("--no-optimum", is_flag=True, help="Do not compute the grid optimum for the summary.")
-@click.option("--optimum-limit", type=int, default=20_000_000, show_default=True,
+@click.option("--optimum-limit", type=int, default=GRID_LIMIT, show_default=True,
               help="Largest space whose exhaustive optimum is computed for the summary (one compiled scan).")
 @click.option("--sampler", default=None, help="bo: tpe (default) or gp (Optuna's GPSampler; needs torch).")
 @click.option("--ablate", default=None, help="agenttts, rules: insight1, insight2 or insight3.")
 @click.option("--llm-base-url", default=None, help="LLM searchers: OpenAI-compatible endpoint (or OPENAI_BASE_URL).")
 @click.option("--llm-model", default=None, help="LLM searchers: model name at the endpoint.")
-@click.option("--space", type=click.Choice(["config", "controller"]), default="config", show_default=True,
+@click.option("--space", "space_kind", type=click.Choice(["config", "controller"]), default="config", show_default=True,
               help="config: models and samples per stage; controller: one width-depth controller's parameters.")
 @click.option("--controller", default=None, help="--space controller: built-in name (probe, adaptive, esc, majority) or module:Class.")
 @click.option("--model", default=None, help="--space controller: the model whose traces the controller runs on.")
@@ -109,109 +90,72 @@ def _budget(text: str | None) -> float | None:
 @click.option("--probe-cost", type=float, default=None, help="--space controller: tokens charged per probe (default 0).")
 def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, max_samples, n_train, replicates,
             test_replicates, replay_seed, out, resume, no_optimum, optimum_limit, sampler, ablate, llm_base_url, llm_model,
-            space, controller, model, budget_tokens, beta, probe_cost):
+            space_kind, controller, model, budget_tokens, beta, probe_cost):
     """Run one search (or one per seed) and print its summary; archive, summary.json and a PNG
     of best-so-far score go to --out."""
     from replay.clitools import open_announced
 
     from . import report
-
-    given = {"--controller": controller is not None, "--model": model is not None,
-             "--budget-tokens": budget_tokens is not None, "--beta": beta, "--probe-cost": probe_cost is not None}
-    if space == "controller":
-        config_only = {"--seeds": seeds is not None, "--workers": workers is not None, "--budget": budget is not None,
-                       "--models": models is not None, "--max-samples": max_samples is not None,
-                       "--sampler": sampler is not None, "--ablate": ablate is not None, "--no-optimum": no_optimum}
-        return _run_controller(store_path, searcher, trials, seed, n_train, replicates, test_replicates, replay_seed,
-                               out, resume, llm_base_url, llm_model, controller, model, budget_tokens, beta,
-                               probe_cost, [k for k, v in config_only.items() if v])
-    stray = [k for k, v in given.items() if v]
-    if stray:
-        raise ConfigError(stray[0], "applies to --space controller only")
-    from .runner import build_searcher, known_optimum, make_setup, run_and_report, run_seeds
+    from .runner import build_searcher, known_optimum, run_and_report, run_seeds, setup_for
     from .searchers import get_searcher
+    from .spaces import check_needs, space_class
 
+    if space_kind == "controller":
+        space: SpaceSettings = ControllerSpaceSettings(controller=controller, model=model, budget_tokens=budget_tokens,
+                                                       beta=beta, probe_cost=probe_cost or 0.0)
+        stray = {"--budget": budget, "--models": models, "--max-samples": max_samples}
+        tail = "does not apply to --space controller"
+    else:
+        model_list = tuple(m.strip() for m in models.split(",") if m.strip()) if models is not None else None
+        space = ConfigSpaceSettings(models=model_list, max_samples=max_samples, budget=_budget(budget))
+        stray = {"--controller": controller, "--model": model, "--budget-tokens": budget_tokens,
+                 "--beta": beta or None, "--probe-cost": probe_cost}
+        tail = "applies to --space controller only"
+    given = [k for k, v in stray.items() if v is not None]
+    if given:
+        raise ConfigError(given[0], tail)
     cls = get_searcher(searcher)  # an unknown name fails before the store loads
+    check_needs(searcher, cls.needs, space_class(space.kind))
     if seed is not None and seeds is not None:
         raise ConfigError("--seeds", "give --seed or --seeds, not both")
-    seed_list = parse_seeds(seeds) if seeds is not None else None
-    if trials is None and not getattr(cls, "exhaustive", False):
-        trials = 50
-    if trials is not None and trials < 1:
-        raise ConfigError("--trials", f"must be at least 1, got {trials}")
-    model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    if models is not None and not model_list:
-        raise ConfigError("--models", "empty model list")
+    if trials is None and not cls.exhaustive:
+        trials = DEFAULT_TRIALS
     options = {k: v for k, v in dict(sampler=sampler, ablate=ablate, llm_base_url=llm_base_url,
                                      llm_model=llm_model).items() if v is not None}
+    settings = SearchSettings(
+        store=store_path, searcher=searcher, space=space, seed=0 if seed is None else seed,
+        seeds=tuple(parse_seeds(seeds)) if seeds is not None else None, trials=trials, options=options, train=n_train,
+        replicates=replicates, replay_seed=replay_seed, test_replicates=test_replicates, out=out, resume=resume,
+        optimum=not no_optimum, optimum_limit=optimum_limit, workers=workers)
+    settings.check()
     store = open_announced(store_path)
-    setup_kwargs = dict(models=model_list, max_samples=max_samples, budget=_budget(budget), train=n_train,
-                        replicates=replicates, replay_seed=replay_seed, test_replicates=test_replicates)
-    setup = make_setup(store, **setup_kwargs)
-    build_searcher(searcher, setup.space, 0, options, trials)  # bad options fail before any trial
-    click.echo(f"{store.name}: {setup.split.source}; {setup.space.size()} configurations; "
-               f"budget {setup.space.budget:.4g} units/question", err=True)
-    if seed_list is None:
-        seed = 0 if seed is None else seed
-        out = Path(out) if out else Path("out/search") / store.name / f"{searcher}-s{seed}"
-        _check_out(out, resume)
-        summary = run_and_report(setup, searcher, seed, trials, options, out, resume=resume,
-                                 optimum=None if no_optimum else "compute", progress=True,
-                                 optimum_limit=optimum_limit)
-        click.echo(report.summary_table(summary))
-        click.echo(f"wrote {out}/archive.jsonl, {report.SUMMARY_NAME}, {report.PLOT_NAME}")
+    setup = setup_for(store, settings)
+    build_searcher(searcher, setup.space, options=options, trials=trials, objective=setup.objective)  # bad options fail before any trial
+    click.echo(f"{store.name}: {setup.split.source}; {setup.space.headline()}", err=True)
+    sandbox = setup.space.sandbox_notice()
+    if sandbox:  # a user's controller class: it runs in replay.sandbox, and the user should know how confined
+        click.echo(sandbox, err=True)
+    slug = setup.space.slug() + "-" if setup.space.slug() else ""
+    if settings.seeds is None:
+        settings = replace(settings, out=out or str(Path("out/search") / store.name / f"{slug}{searcher}-s{settings.seed}"))
+        _check_out(Path(settings.out), resume)
+        summary = run_and_report(setup, settings, progress=True)
+        click.echo(report.summary_table(summary, setup.space))
+        click.echo(f"wrote {settings.out}/archive.jsonl, {report.SUMMARY_NAME}, {report.PLOT_NAME}")
         return
-    out = Path(out) if out else Path("out/search") / store.name / f"{searcher}-seeds{seeds}"
-    for s in seed_list:
-        _check_out(out / f"seed-{s}", resume)
-    optimum = None if no_optimum else known_optimum(setup, limit=optimum_limit, progress=True)
-    summaries = run_seeds(setup, setup_kwargs, searcher, seed_list, trials, options, out, resume=resume,
-                          optimum=optimum, workers=workers, progress=True)
+    settings = replace(settings, out=out or str(Path("out/search") / store.name / f"{slug}{searcher}-seeds{seeds}"))
+    base = Path(settings.out)
+    for s in settings.seeds:
+        _check_out(base / f"seed-{s}", resume)
+    optimum = known_optimum(setup, limit=optimum_limit, progress=True) if settings.optimum else None
+    summaries = run_seeds(setup, settings, optimum=optimum, progress=True)
     stats = report.seed_stats(summaries)
-    report.write_json_atomic(out / "seeds.json", {"stats": stats, "optimum": optimum, "summaries": summaries})
-    text, _ = report.compare([out / f"seed-{s}" for s in seed_list], out / report.PLOT_NAME)
+    report.write_json_atomic(base / "seeds.json", {"stats": stats, "optimum": optimum, "summaries": summaries})
+    text, _ = report.compare([base / f"seed-{s}" for s in settings.seeds], base / report.PLOT_NAME)
     click.echo(text)
     click.echo("")
     click.echo(report.seed_table(stats))
-    click.echo(f"wrote {out}/seed-*/, seeds.json, {report.PLOT_NAME}")
-
-
-def _run_controller(store_path, searcher, trials, seed, n_train, replicates, test_replicates, replay_seed, out, resume,
-                    llm_base_url, llm_model, controller, model, budget_tokens, beta, probe_cost, config_only) -> None:
-    """`search run --space controller`: see search/controller/."""
-    from replay.clitools import open_announced
-
-    from .controller import get_searcher, make_setup, run_and_report, summary_table
-    from .controller.searchers import build_searcher
-
-    if config_only:
-        raise ConfigError(config_only[0], "does not apply to --space controller")
-    for name, v in (("--controller", controller), ("--model", model), ("--budget-tokens", budget_tokens)):
-        if v is None:
-            raise ConfigError(name, "is required with --space controller")
-    get_searcher(searcher)  # an unknown or inapplicable name fails before the store loads
-    trials = 50 if trials is None else trials
-    if trials < 1:
-        raise ConfigError("--trials", f"must be at least 1, got {trials}")
-    options = {k: v for k, v in dict(llm_base_url=llm_base_url, llm_model=llm_model).items() if v is not None}
-    store = open_announced(store_path)
-    setup = make_setup(store, controller, model, budget_tokens, beta=beta, probe_cost=probe_cost or 0.0,
-                       train=n_train, replicates=replicates, replay_seed=replay_seed, test_replicates=test_replicates)
-    build_searcher(searcher, setup.space, 0, options, trials)  # bad options fail before any trial
-    if getattr(setup.space.controller, "sandbox", None) is not None:  # a user's class: loaded in replay.sandbox
-        from replay.sandbox import isolation
-        click.echo(f"controller {setup.space.controller.name!r} runs in the {isolation().summary()}", err=True)
-    seed = 0 if seed is None else seed
-    what = "beta" if beta else "params"
-    out = Path(out) if out else Path("out/search") / store.name / f"{setup.space.controller.name}-{what}-{searcher}-s{seed}"
-    _check_out(out, resume)
-    click.echo(f"{store.name}: {setup.split.source}; controller {setup.space.controller.name!r} on {model}; "
-               f"budget {budget_tokens:,.0f} tokens/question", err=True)
-    summary = run_and_report(setup, searcher, seed, trials, options, out, resume=resume, progress=True)
-    from . import report
-
-    click.echo(summary_table(summary))
-    click.echo(f"wrote {out}/archive.jsonl, {report.SUMMARY_NAME}, {report.PLOT_NAME}")
+    click.echo(f"wrote {base}/seed-*/, seeds.json, {report.PLOT_NAME}")
 
 
 def _check_out(out: Path, resume: bool) -> None:
@@ -231,15 +175,8 @@ def _check_out(out: Path, resume: bool) -> None:
 @click.option("--json", "out_json", default=None, type=click.Path(dir_okay=False), help="Write the table as JSON too.")
 def compare_cmd(archives, out_png, out_json):
     """One table and one plot over several searches (their folders or archive.jsonl files)."""
-    from replay.errors import InputError
-
     from . import report
-    from .archive import read_archive
 
-    for a in archives:
-        if read_archive(a)[0].get("space_kind") == "controller":
-            raise InputError(str(a), "is a controller search (--space controller): `search compare` reads "
-                             "configuration searches; its summary.json and best_so_far.png are in the same folder")
     text, rows = report.compare(archives, out_png)
     if rows and rows[0]["synthetic"]:
         click.echo(f"note: store {rows[0]['store']!r} is SYNTHETIC (simulated, not collected from real models)", err=True)
@@ -288,7 +225,7 @@ def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, repli
 
     from replay.clitools import announce
 
-    from .sweep import parse_spec, read_spec_file, run_sweep
+    from .sweep import SweepFailed, parse_spec, read_spec_file, run_sweep
 
     t0 = time.perf_counter()
     raw, source = ({}, "command line") if spec_file is None else (read_spec_file(spec_file), spec_file)
@@ -304,7 +241,7 @@ def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, repli
                      max_samples=max_samples, out=out, workers=workers,
                      optimum=False if no_optimum else None, cell_plots=True if cell_plots else None,
                      llm=llm if (llm_base_url or llm_model or llm_concurrency) else None)
-    spec = parse_spec(raw, source, overrides)
+    spec = parse_spec(raw, source, overrides=overrides)
     res = run_sweep(spec, workers=workers, ray=ray_address, progress=True, run=not report_only, announce=announce,
                     log=lambda s: click.echo(s, err=True))
     out_dir = res.plan.out
@@ -313,8 +250,6 @@ def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, repli
                f"{time.perf_counter() - t0:.1f} s")
     click.echo(f"wrote {out_dir}/report.md, results.parquet, curves.parquet, figures/")
     if res.failed:
-        from .sweep import SweepFailed
-
         raise SweepFailed(str(out_dir), f"{res.failed} of {len(res.plan.cells)} cells failed (errors in report.md and "
                           "results.parquet): run the same command again to resume them")
 

@@ -18,7 +18,7 @@ from replay.atomic import atomic_path
 from replay.errors import InputError
 
 from .archive import archive_path, read_archive, trial_from_record
-from .protocol import Trial
+from .trial import Trial, best_trial
 
 SUMMARY_NAME = "summary.json"
 PLOT_NAME = "best_so_far.png"
@@ -38,12 +38,6 @@ def best_so_far(trials: Sequence[Trial]) -> np.ndarray:
             best = t.score
         out[k] = best if np.isfinite(best) else np.nan
     return out
-
-
-def best_trial(trials: Sequence[Trial]) -> Trial | None:
-    """Highest training score; ties to the cheaper, then the earlier trial. Never infeasible."""
-    ok = [t for t in trials if t.feasible and t.score is not None]
-    return max(ok, key=lambda t: (t.score, -t.units, -t.number)) if ok else None
 
 
 def trials_to_reach(trials: Sequence[Trial], score: float | None) -> int | None:
@@ -74,11 +68,21 @@ def llm_totals(trials: Sequence[Trial], states: Sequence[dict]) -> tuple[float, 
 def summarize(header: dict[str, Any], trials: Sequence[Trial], states: Sequence[dict], *, test: dict | None,
               optimum: dict | None, replay_s: float, searcher_s: float | None = None, wall_s: float | None = None,
               stop: str = "") -> dict[str, Any]:
+    """Everything the summary table shows, for other tools (summary.json). The best point's cost
+    is under the space's cost unit ("units" for configurations, "tokens" for controllers)."""
     b = best_trial(trials)
+    unit = header.get("cost_unit", "units")
     llm_s, llm_tok = llm_totals(trials, states)
     opt_score = optimum.get("score") if optimum else None
     reach = trials_to_reach(trials, opt_score)
+    best = None
+    if b is not None:
+        best = {"config": b.label, "point": b.point, "train_score": b.score, "train_stderr": b.stderr, unit: b.cost,
+                "tokens": b.tokens}
+        best.update({k: v for k, v in b.metrics.items() if isinstance(v, (int, float))})
+        best.update({"trial": b.number + 1, "source": b.source})
     return {
+        "space_kind": header.get("space_kind", "config"),
         "store": header.get("store"),
         "store_name": header.get("store_name"),
         "synthetic": header.get("synthetic"),
@@ -86,7 +90,9 @@ def summarize(header: dict[str, Any], trials: Sequence[Trial], states: Sequence[
         "seed": header.get("seed"),
         "options": header.get("options"),
         "budget": header.get("budget"),
+        "cost_unit": unit,
         "space_size": (header.get("space") or {}).get("size"),
+        "space": header.get("space"),
         "train_questions": len(header.get("train") or ()),
         "test_questions": len(header.get("test") or ()),
         "replicates": header.get("replicates"),
@@ -95,10 +101,7 @@ def summarize(header: dict[str, Any], trials: Sequence[Trial], states: Sequence[
         "feasible_trials": sum(1 for t in trials if t.feasible),
         "infeasible_trials": sum(1 for t in trials if not t.feasible),
         "stop": stop,
-        "best": None if b is None else {
-            "config": str(b.config), "train_score": b.score, "train_stderr": b.stderr, "units": b.units,
-            "tokens": b.tokens, "trial": b.number + 1, "source": b.source,
-        },
+        "best": best,
         "test": test,
         "trials_to_best": None if b is None else trials_to_reach(trials, b.score),
         "optimum": optimum,
@@ -109,6 +112,8 @@ def summarize(header: dict[str, Any], trials: Sequence[Trial], states: Sequence[
         "wall_s": wall_s,
         "llm_s": llm_s,
         "llm_tokens": llm_tok,
+        "llm_counters": next((st["counters"] for st in reversed(states) if isinstance(st, dict) and "counters" in st),
+                             None),
     }
 
 
@@ -122,26 +127,36 @@ def _fmt(x, digits=4) -> str:
     return str(x)
 
 
-def summary_table(s: dict[str, Any]) -> str:
+def summary_table(s: dict[str, Any], space) -> str:
+    """The summary as the `search` command prints it; `space` words the budget and costs."""
     b = s.get("best") or {}
     t = s.get("test") or {}
     o = s.get("optimum") or {}
+    unit = s.get("cost_unit", "units")
+
+    def cost(d) -> str:
+        tokens = "" if unit == "tokens" else f", {_fmt(d.get('tokens'))} tokens per question"
+        return ("-" if d.get(unit) is None else space.cost_text(d[unit])) + tokens
+
+    over = "" if not t or t.get("within_budget", True) else \
+        f" (costs {space.cost_text(t[unit]) if t.get(unit) is not None else '-'} on test: over budget)"
     rows = [
         ("store", f"{s['store_name']}{' (SYNTHETIC)' if s.get('synthetic') else ''}"),
         ("searcher", f"{s['searcher']} (seed {s['seed']}{', ' + json.dumps(s['options']) if s.get('options') else ''})"),
-        ("budget", f"{_fmt(s['budget'])} units/question; space {s['space_size']} configs"),
+        *space.summary_rows(),
         ("questions", f"{s['train_questions']} train x {s['replicates']} replicates, {s['test_questions']} test"),
         ("trials", f"{s['trials']} ({s['infeasible_trials']} over budget){'; ' + s['stop'] if s.get('stop') else ''}"),
         ("best config", b.get("config", "none feasible")),
         ("train score", f"{_fmt(b.get('train_score'))} +- {_fmt(b.get('train_stderr'), 2)}"),
-        ("test score", f"{_fmt(t.get('score'))} +- {_fmt(t.get('stderr'), 2)}"
-                       + ("" if not t or t.get("within_budget", True) else f" (costs {_fmt(t.get('units'))} units on test: over budget)")),
-        ("cost", f"{_fmt(b.get('units'))} units, {_fmt(b.get('tokens'))} tokens per question"),
+        ("test score", f"{_fmt(t.get('score'))} +- {_fmt(t.get('stderr'), 2)}" + over),
+        ("cost", cost(b) if b else "-"),
         ("trials to best", _fmt(s.get("trials_to_best"))),
-        ("grid optimum", "unknown (space too large)" if not o else f"{o.get('config')} train {_fmt(o.get('score'))}"),
+        ("grid optimum", f"{o.get('config')} train {_fmt(o.get('score'))}" if o else
+         "unknown (space too large)" if space.size() is not None else "unknown (no finite grid)"),
         ("trials to optimum", "-" if not o else ("not reached" if s.get("trials_to_optimum") is None else str(s["trials_to_optimum"]))),
         ("replay time", f"{_fmt(s.get('replay_s'), 3)} s (search {_fmt(s.get('wall_s'), 3)} s)"),
-        ("LLM", f"{_fmt(s.get('llm_s'), 3)} s, {s.get('llm_tokens', 0)} tokens"),
+        ("LLM", f"{_fmt(s.get('llm_s'), 3)} s, {s.get('llm_tokens', 0)} tokens"
+                + (f"; {json.dumps(s['llm_counters'])}" if s.get("llm_counters") else "")),
     ]
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
@@ -198,12 +213,15 @@ def plot_curves(curves: list[tuple[str, np.ndarray]], path: Path, title: str, op
         plt.close(fig)
 
 
-def write_report(out: Path, summary: dict[str, Any], trials: Sequence[Trial], plot: bool = True) -> None:
+def write_report(out: Path, summary: dict[str, Any], trials: Sequence[Trial], *, title: str = "",
+                 plot: bool = True) -> None:
+    """summary.json and (with `plot`) best_so_far.png in `out`; `title`: the space in words."""
     out = Path(out)
     write_json_atomic(out / SUMMARY_NAME, summary)
     if not plot:
         return
-    title = f"{summary['store_name']}{' (synthetic)' if summary.get('synthetic') else ''}: {summary['searcher']} seed {summary['seed']}"
+    title = (f"{summary['store_name']}{' (synthetic)' if summary.get('synthetic') else ''}: {summary['searcher']} "
+             f"seed {summary['seed']}" + (f"\n{title}" if title else ""))
     opt = (summary.get("optimum") or {}).get("score")
     plot_curves([(f"{summary['searcher']} seed {summary['seed']}", best_so_far(trials))], out / PLOT_NAME, title, opt)
 
@@ -227,9 +245,11 @@ def load_search(path: str | os.PathLike) -> tuple[dict, list[Trial], dict | None
 
 
 def compare_rows(paths: Sequence[str | os.PathLike]) -> tuple[list[dict[str, Any]], list[tuple[str, np.ndarray]], float | None]:
-    rows, curves, optima = [], [], set()
+    """One row and one best-so-far curve per search; every search of one store and one space kind."""
+    rows, curves, optima, kinds = [], [], set(), set()
     for p in paths:
         header, trials, summary = load_search(p)
+        kinds.add((header.get("space_kind", "config"), header.get("cost_unit", "units")))
         b = best_trial(trials)
         opt = ((summary or {}).get("optimum") or {}).get("score")
         if opt is not None:
@@ -243,10 +263,10 @@ def compare_rows(paths: Sequence[str | os.PathLike]) -> tuple[list[dict[str, Any
             "store": header.get("store_name"),
             "synthetic": bool(header.get("synthetic")),
             "trials": len(trials),
-            "best config": str(b.config) if b else None,
+            "best config": b.label if b else None,
             "train": b.score if b else None,
             "test": test.get("score"),
-            "units": b.units if b else None,
+            header.get("cost_unit", "units"): b.cost if b else None,
             "to best": trials_to_reach(trials, b.score) if b else None,
             "to optimum": trials_to_reach(trials, opt) if opt is not None else None,
             "optimum": opt,
@@ -254,6 +274,9 @@ def compare_rows(paths: Sequence[str | os.PathLike]) -> tuple[list[dict[str, Any
         })
         curves.append((label, best_so_far(trials)))
     stores = {r["store"] for r in rows}
+    if len(kinds) > 1:
+        raise InputError("search compare", f"archives come from different spaces ({', '.join(sorted(k for k, _ in kinds))}): "
+                         "compare searches of one space")
     if len(stores) > 1:
         raise InputError("search compare", f"archives come from different stores ({', '.join(sorted(map(str, stores)))}): "
                          "compare searches of one store")
@@ -268,7 +291,8 @@ def table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(x) for x in cells])
 
 
-COMPARE_COLUMNS = ("search", "trials", "best config", "train", "test", "units", "to best", "to optimum")
+def compare_columns(unit: str = "units") -> tuple[str, ...]:
+    return ("search", "trials", "best config", "train", "test", unit, "to best", "to optimum")
 
 
 def compare(paths: Sequence[str | os.PathLike], out_png: str | os.PathLike | None = None) -> tuple[str, list[dict]]:
@@ -278,7 +302,8 @@ def compare(paths: Sequence[str | os.PathLike], out_png: str | os.PathLike | Non
     if out_png is not None:
         kind = " (SYNTHETIC)" if rows[0]["synthetic"] else ""
         plot_curves(curves, Path(out_png), f"{rows[0]['store']}{kind}: best-so-far training score", optimum)
-    return table(rows, COMPARE_COLUMNS), rows
+    unit = "tokens" if "tokens" in rows[0] and "units" not in rows[0] else "units"
+    return table(rows, compare_columns(unit)), rows
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,13 +16,13 @@ import pytest
 
 import replay
 from replay import schema as S
-from replay.engine import Config, StageChoice, estimate_units
+from replay.engine import Config, StageChoice
 from replay.errors import ConfigError, InputError
 from search.llm import LLMError, LLMRejected, LLMUnavailable
 from search.protocol import Proposal, Trial
 from search.searchers import get_searcher
 from search.searchers.agenttts import AgentTTSSearcher
-from search.space import SearchSpace
+from search.spaces.config import ConfigSpace
 
 from llm_server import Fail, Hang, ScriptedLLMServer
 
@@ -76,7 +76,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def space(store):
-    return SearchSpace.from_store(store, questions="train")
+    return ConfigSpace.from_store(store, questions="train")
 
 
 @pytest.fixture
@@ -91,13 +91,9 @@ def no_env(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
 
 
-def estimator(store):
-    return lambda cfg: estimate_units(store, cfg, questions="train")
-
-
 def options(server, store, **kw):
     base = dict(llm_base_url=server.base_url, llm_model="scripted-agent", llm_backoff_s=0.001,
-                llm_timeout_s=5.0, estimate_units=estimator(store), trials_per_round=2)
+                llm_timeout_s=5.0, trials_per_round=2)
     base.update(kw)
     return base
 
@@ -127,17 +123,17 @@ def drive(searcher, store, n_trials, replicates=8, trials=None):
         for p in batch[: n_trials - len(trials)]:
             p = p if isinstance(p, Proposal) else Proposal(p)
             t0 = time.perf_counter()
-            r = store.evaluate(p.config, questions="train", replicates=replicates, seed=0, budget=searcher.space.budget)
-            t = Trial(number=len(trials), config=p.config, feasible=r.feasible,
+            r = store.evaluate(p.point, questions="train", replicates=replicates, seed=0, budget=searcher.space.budget)
+            t = Trial(number=len(trials), point=p.point, feasible=r.feasible,
                       score=r.score if r.feasible else None, stderr=r.stderr if r.feasible else None,
-                      units=r.units, tokens=r.tokens, wall_s=time.perf_counter() - t0, source=p.source, extra=p.extra)
+                      cost=r.units, tokens=r.tokens, wall_s=time.perf_counter() - t0, source=p.source, extra=p.extra)
             trials.append(t)
             searcher.tell(t)
     return trials
 
 
 def plain_options(server, **kw):
-    """What the runner passes: no estimator (the searcher uses the space's cost model)."""
+    """What the runner passes."""
     base = dict(llm_base_url=server.base_url, llm_model="scripted-agent", llm_backoff_s=0.001, llm_timeout_s=5.0,
                 trials_per_round=2)
     base.update(kw)
@@ -174,7 +170,7 @@ def test_environment_configures_the_endpoint(space, server, monkeypatch):
     s = get_searcher("agenthpo")(space, seed=0, llm_model="env-model", trials_per_round=1)
     server.push(json.dumps({"analysis": "a", "trials": [trial(LARGE, 1, SMALL, 4)]}))
     (p,) = s.ask()
-    assert p.config == cfg(LARGE, 1, SMALL, 4)
+    assert p.point == cfg(LARGE, 1, SMALL, 4)
     assert server.requests[0]["model"] == "env-model"
     assert s.state()["llm_endpoint"] == server.base_url
 
@@ -184,7 +180,7 @@ def test_environment_configures_the_endpoint(space, server, monkeypatch):
 
 
 def expected_insight1_plan(space):
-    est = space.estimate_units
+    est = space.estimate_cost
     plan = []
     n_st = len(space.stages)
     for i in range(n_st):
@@ -219,14 +215,14 @@ def test_agenttts_search_end_to_end_scores_come_from_the_replay(store, server, t
     n = len(plan) + 6
     run = run_search(setup, "agenttts", seed=0, trials=n, options=plain_options(server), out=tmp_path / "tts")
 
-    assert [t.config for t in run.trials[: len(plan)]] == plan
+    assert [t.point for t in run.trials[: len(plan)]] == plan
     assert all(t.source == "init" for t in run.trials[: len(plan)])
     llm = [cfg(*t) for r, _ in rounds for t in r]
-    assert [t.config for t in run.trials[len(plan):]] == llm
+    assert [t.point for t in run.trials[len(plan):]] == llm
     assert all(t.source == "llm" for t in run.trials[len(plan):])
     # scores are the replay's, on the training questions with the setup's draws
     for t in run.trials:
-        r = store.evaluate(t.config, questions=setup.split.train, replicates=setup.replicates, seed=setup.replay_seed,
+        r = store.evaluate(t.point, questions=setup.split.train, replicates=setup.replicates, seed=setup.replay_seed,
                            budget=setup.space.budget)
         assert t.feasible == r.feasible
         if r.feasible:
@@ -271,7 +267,7 @@ def test_insight1_initialisation_on_the_real_aime24_store(server):
     assert [c.split(":")[0] for c in plan] == ["Qwen3-0.6B", "Qwen3-1.7B", "Qwen3-4B", "Qwen3-8B"]
     counts = [int(c.split(":")[1]) for c in plan]
     assert counts[-1] == 1 and counts == sorted(counts, reverse=True) and counts[0] > 4
-    assert all(setup.space.estimate_units(Config.parse(c)) <= setup.space.budget * 1.05 for c in plan)
+    assert all(setup.space.estimate_cost(Config.parse(c)) <= setup.space.budget * 1.05 for c in plan)
     assert all(p.source == "init" for p in s.ask()) and not server.requests  # no LLM call yet
 
 
@@ -287,7 +283,7 @@ def test_agenttts_resume_restores_guidelines_and_repeats_nothing(store, server, 
     again = run_search(setup, "agenttts", trials=n_init + 4, options=plain_options(server), out=out, resume=True)
     assert again.resumed_from == n_init + 2
     assert [t.number for t in again.trials] == list(range(n_init + 4))
-    assert len({t.config for t in again.trials}) == n_init + 4
+    assert len({t.point for t in again.trials}) == n_init + 4
     # the resumed agent got the guidelines it wrote before the interruption, and no init again
     assert "- keep retrieve big" in user_text(server.requests[-1])
     assert [t.source for t in again.trials[n_init + 2:]] == ["llm", "llm"]
@@ -309,7 +305,7 @@ def test_malformed_json_then_schema_error_then_good_answer(space, server, store)
     good = answer([(LARGE, 1, SMALL, 4), (LARGE, 1, SMALL, 5)], ["ok"])
     server.push("Sure! Here are the trials: {trials: [", json.dumps({"trials": []}), good)
     props = s.ask()
-    assert [p.config for p in props] == [cfg(LARGE, 1, SMALL, 4), cfg(LARGE, 1, SMALL, 5)]
+    assert [p.point for p in props] == [cfg(LARGE, 1, SMALL, 4), cfg(LARGE, 1, SMALL, 5)]
     c = s.state()["counters"]
     assert (c["malformed_json"], c["schema_errors"], c["retries"], c["llm_calls"]) == (1, 1, 2, 3)
     # the second request carries the bad answer and the reason; the third the next reason
@@ -328,7 +324,7 @@ def test_unknown_model_bad_count_and_over_budget_go_back_with_reasons(space, ser
         answer([(LARGE, 1, SMALL, 3)], ["fixed"]),
     )
     props = s.ask()
-    assert props[0].config == cfg(LARGE, 1, SMALL, 3) and props[0].source == "llm"
+    assert props[0].point == cfg(LARGE, 1, SMALL, 3) and props[0].source == "llm"
     c = s.state()["counters"]
     assert (c["unknown_model"], c["invalid_samples"], c["over_budget"], c["retries"]) == (1, 1, 1, 1)
     fb = messages(server.requests[1])[-1]["content"]
@@ -337,8 +333,8 @@ def test_unknown_model_bad_count_and_over_budget_go_back_with_reasons(space, ser
     assert re.search(r"trial 3 \(big-8B:8,big-8B:8\): estimated cost [\d.]+ units exceeds the budget", fb)
     # one trial asked for two: the second is filled with an untried, affordable neighbour
     assert len(props) == 2 and props[1].source == "fill" and c["fills"] == 1
-    assert space.contains(props[1].config) and not s.tried(props[1].config)
-    assert s.cost(props[1].config) <= space.budget * 1.05
+    assert space.contains(props[1].point) and not s.tried(props[1].point)
+    assert space.estimate_cost(props[1].point) <= space.budget * 1.05
 
 
 def test_feedback_is_bounded_then_the_round_is_filled(space, server, store):
@@ -349,7 +345,7 @@ def test_feedback_is_bounded_then_the_round_is_filled(space, server, store):
     c = s.state()["counters"]
     assert (c["unknown_model"], c["retries"], c["fills"]) == (3, 2, 2)
     assert [p.source for p in props] == ["fill", "fill"]
-    assert len({p.config for p in props}) == 2 and not any(s.tried(p.config) for p in props)
+    assert len({p.point for p in props}) == 2 and not any(s.tried(p.point) for p in props)
 
 
 def test_already_tried_trials_are_not_rerun(space, server, store):
@@ -362,7 +358,7 @@ def test_already_tried_trials_are_not_rerun(space, server, store):
     c = s.state()["counters"]
     assert (c["duplicate_answers"], c["duplicates"], c["retries"]) == (1, 2, 1)  # 2 repeated trials, 1 whole answer
     assert "already tried" in messages(server.requests[1])[-1]["content"]
-    assert init not in [p.config for p in props] and props[0].config == cfg(LARGE, 1, SMALL, 6)
+    assert init not in [p.point for p in props] and props[0].point == cfg(LARGE, 1, SMALL, 6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,7 +371,7 @@ def test_endpoint_fails_and_times_out_then_recovers(space, server, store):
     t0 = time.perf_counter()
     props = s.ask()
     assert time.perf_counter() - t0 < 2.5  # the hang was cut by the client timeout
-    assert props[0].config == cfg(LARGE, 1, SMALL, 4)
+    assert props[0].point == cfg(LARGE, 1, SMALL, 4)
     assert s.state()["counters"]["endpoint_failures"] == 3
     assert s.state()["counters"]["llm_calls"] == 1 and s.guidelines == ["back"]
     assert len(server.requests) == 4
@@ -461,7 +457,7 @@ def test_agenthpo_proposes_from_the_history(space, server, store):
     server.push(json.dumps({"analysis": "start cheap", "trials": [trial(SMALL, 2, SMALL, 2), trial(LARGE, 1, SMALL, 2)]}),
                 json.dumps({"analysis": "big retrieval helps", "trials": [trial(LARGE, 1, SMALL, 6), trial(LARGE, 1, SMALL, 7)]}))
     trials = drive(s, store, 4)
-    assert [t.config for t in trials] == [cfg(SMALL, 2, SMALL, 2), cfg(LARGE, 1, SMALL, 2), cfg(LARGE, 1, SMALL, 6),
+    assert [t.point for t in trials] == [cfg(SMALL, 2, SMALL, 2), cfg(LARGE, 1, SMALL, 2), cfg(LARGE, 1, SMALL, 6),
                                           cfg(LARGE, 1, SMALL, 7)]
     first, second = user_text(server.requests[0]), user_text(server.requests[1])
     assert "(no trials yet)" in first and "## History of trials" in second
@@ -480,7 +476,7 @@ def test_mlcopilot_distils_knowledge_and_proposes_from_retrieved_experience(spac
     )
     trials = drive(s, store, 2)
     trials = drive(s, store, 2, trials=trials)
-    assert [t.config for t in trials] == [cfg(SMALL, 2, SMALL, 2), cfg(LARGE, 1, SMALL, 4), cfg(LARGE, 1, SMALL, 5),
+    assert [t.point for t in trials] == [cfg(SMALL, 2, SMALL, 2), cfg(LARGE, 1, SMALL, 4), cfg(LARGE, 1, SMALL, 5),
                                           cfg(LARGE, 1, SMALL, 3)]
     assert len(server.requests) == 3  # cold start: no knowledge call; then distil + propose
     assert "(no experience yet" in user_text(server.requests[0])
@@ -491,24 +487,24 @@ def test_mlcopilot_distils_knowledge_and_proposes_from_retrieved_experience(spac
     assert s.state()["knowledge"] == ["retrieve needs big-8B", "answer works with tiny-1B samples"]
     assert trials[-1].extra["knowledge_call"]["raw_answer"].startswith('{"knowledge"')
     # retrieval: the best trial, then its nearest neighbour (same models), not the far one
-    best = max(trials, key=lambda t: (t.score, -t.units))
+    best = max(trials, key=lambda t: (t.score, -t.cost))
     got = s.retrieve()
     assert len(got) == 2 and best in got
     other = next(t for t in got if t is not best)
-    assert other.config.stages[0].model == LARGE
+    assert other.point.stages[0].model == LARGE
 
 
 # ---------------------------------------------------------------------------------------------
 # The answer parser and the settings
 
 
-def test_answer_parser_is_strict_except_for_think_blocks_and_one_fence():
+def test_answer_parser_is_strict_except_for_think_blocks_and_one_fence(space):
     from search.llm.answer import AnswerProblem, parse_answer
 
     fields = {"guidelines": "strings", "trials": "trials"}
     good = answer([(LARGE, 1, SMALL, 4)], ["  prefer\n big  "])
     wrapped = f"<think>\nlet me think {{not json}}\n</think>\n```json\n{good}\n```"
-    a = parse_answer(wrapped, STAGES, fields)
+    a = parse_answer(wrapped, fields, space)
     assert a.trials == (cfg(LARGE, 1, SMALL, 4),) and a.fields["guidelines"] == ["prefer big"]
     bad = {
         "here you go: " + good: "malformed_json",
@@ -525,7 +521,7 @@ def test_answer_parser_is_strict_except_for_think_blocks_and_one_fence():
     }
     for text, kind in bad.items():
         with pytest.raises(AnswerProblem) as e:
-            parse_answer(text, STAGES, fields)
+            parse_answer(text, fields, space)
         assert e.value.kind == kind, text
 
 

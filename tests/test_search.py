@@ -16,7 +16,8 @@ from search import report
 from search import runner as R
 from search.archive import read_archive
 from clikit import run_main
-from search.cli import main as search_main, parse_seeds
+from search.cli import main as search_main
+from search.settings import ConfigSpaceSettings, parse_seeds
 from storekit import RandomStoreSpec, make_random_store
 
 from conftest import TRACES
@@ -78,7 +79,7 @@ def test_space_cost_model_matches_engine_estimate(stores):
         cfgs = list(setup.space.all_configs())
         for k in rng.choice(len(cfgs), size=10, replace=False):
             c = cfgs[k]
-            assert math.isclose(setup.space.estimate_units(c), estimate_units(st, c, questions=setup.split.train),
+            assert math.isclose(setup.space.estimate_cost(c), estimate_units(st, c, questions=setup.split.train),
                                 rel_tol=1e-9)
 
 
@@ -102,9 +103,9 @@ def test_default_budget_makes_reference_config_feasible(stores):
     r = evaluate_batch(st, [ref], questions=setup.split.train, replicates=8, seed=3, budget=setup.space.budget)[0]
     assert r.feasible
     with pytest.raises(ConfigError, match="--budget"):
-        R.make_setup(st, budget=-1.0)
+        R.make_setup(st, ConfigSpaceSettings(budget=-1.0))
     with pytest.raises(ConfigError, match="cheapest"):
-        R.make_setup(st, budget=1e-6)
+        R.make_setup(st, ConfigSpaceSettings(budget=1e-6))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,7 +125,7 @@ def test_grid_finds_brute_force_optimum(stores, which):
     opt = R.known_optimum(setup)
     assert opt["score"] == pytest.approx(top, abs=1e-12)
     # pruning only ever skips configurations that are infeasible
-    scored = {t.config for t in run.trials}
+    scored = {t.point for t in run.trials}
     assert len(scored) == len(run.trials)  # no configuration scored twice
     skipped = [r for r in rs if r.config not in scored]
     assert all(not r.feasible for r in skipped)
@@ -140,7 +141,7 @@ def test_grid_scans_a_space_too_large_to_archive(stores):
     run = R.run_search(setup, "grid", trials=None, options={"max_configs": 5})
     assert len(run.trials) == 1 and run.trials[0].source == "grid-scan"
     assert run.states[-1]["scanned"] == setup.space.size()
-    assert run.trials[0].config == by_trials.config and run.trials[0].score == by_trials.score
+    assert run.trials[0].point == by_trials.point and run.trials[0].score == by_trials.score
     top = max(r.score for r in brute_force(setup) if r.feasible)
     assert run.trials[0].score == pytest.approx(top, abs=1e-12)
     assert R.known_optimum(setup, limit=5) is None
@@ -158,25 +159,25 @@ def test_searcher_runs_in_space_and_never_counts_infeasible(stores, name, which)
     assert 1 <= len(run.trials) <= 20
     assert [t.number for t in run.trials] == list(range(len(run.trials)))
     for t in run.trials:
-        assert setup.space.contains(t.config)
-        assert t.feasible == (t.units <= setup.space.budget * (1 + 1e-9))
+        assert setup.space.contains(t.point)
+        assert t.feasible == (t.cost <= setup.space.budget * (1 + 1e-9))
         assert (t.score is None) == (not t.feasible)
-        assert sum(t.stage_units) == pytest.approx(t.units, rel=1e-9)
+        assert sum(t.metrics["stage_units"]) == pytest.approx(t.cost, rel=1e-9)
     b = report.best_trial(run.trials)
     assert b is not None and b.feasible
     if name in ("random", "rules"):
-        configs = [t.config for t in run.trials]
+        configs = [t.point for t in run.trials]
         assert len(set(configs)) == len(configs)  # no repeats
 
 
 @pytest.mark.parametrize("name", NON_LLM)
 def test_searcher_is_deterministic_per_seed(stores, name):
     setup = R.make_setup(stores["two"], replicates=4)
-    a = [t.config for t in R.run_search(setup, name, seed=5, trials=12).trials]
-    b = [t.config for t in R.run_search(setup, name, seed=5, trials=12).trials]
+    a = [t.point for t in R.run_search(setup, name, seed=5, trials=12).trials]
+    b = [t.point for t in R.run_search(setup, name, seed=5, trials=12).trials]
     assert a == b
     if name != "rules":  # rules has no randomness unless insight 1 is ablated
-        c = [t.config for t in R.run_search(setup, name, seed=6, trials=12).trials]
+        c = [t.point for t in R.run_search(setup, name, seed=6, trials=12).trials]
         assert a != c
 
 
@@ -185,7 +186,7 @@ def test_random_is_uniform_over_the_affordable_set_and_exhausts_it(stores):
     cands = [c for c in setup.space.all_configs() if setup.space.maybe_feasible(c)]
     run = R.run_search(setup, "random", seed=0, trials=10_000)
     assert run.stop == "searcher finished"
-    assert sorted(map(str, (t.config for t in run.trials))) == sorted(map(str, cands))
+    assert sorted(map(str, (t.point for t in run.trials))) == sorted(map(str, cands))
 
 
 def test_rules_follows_the_insights(stores):
@@ -197,14 +198,14 @@ def test_rules_follows_the_insights(stores):
     # initialisation: per stage, the other stages at the largest model with one sample
     sp = setup.space
     for t in run.trials[: n_init - 1]:
-        others = [i for i, ch in enumerate(t.config.stages) if not (ch.model == sp.largest_model(i) and ch.samples == 1)]
+        others = [i for i, ch in enumerate(t.point.stages) if not (ch.model == sp.largest_model(i) and ch.samples == 1)]
         assert len(others) <= 1
     assert any(p == "rules-insight2" for p in phases)
     assert "preferred" in run.states[-1] and run.states[-1]["incumbent"]
     # the incumbent is never worse than anything seen
     best = report.best_trial(run.trials)
-    assert run.states[-1]["incumbent"] == str(best.config) or \
-        report.best_trial([t for t in run.trials if str(t.config) == run.states[-1]["incumbent"]]).score == best.score
+    assert run.states[-1]["incumbent"] == str(best.point) or \
+        report.best_trial([t for t in run.trials if str(t.point) == run.states[-1]["incumbent"]]).score == best.score
 
 
 @pytest.mark.parametrize("ablate", ["insight1", "insight2", "insight3"])
@@ -224,7 +225,7 @@ def test_bo_tells_optuna_constraint_violations_not_scores(stores):
     import optuna
 
     setup = R.make_setup(stores["two"], replicates=4)
-    s = R.build_searcher("bo", setup.space, 0, {})
+    s = R.build_searcher("bo", setup.space)
     run_trials = []
     for k in range(15):
         props = s.ask()
@@ -277,7 +278,7 @@ def test_resume_after_interruption_loses_and_repeats_nothing(stores, tmp_path, m
 
     def flaky(setup_, props, first):
         calls["n"] += 1
-        if calls["n"] == (2 if name == "grid" else 7):  # the grid asks level by level
+        if calls["n"] == (2 if name in ("grid", "random") else 7):  # grid: level by level; random: batches of 16
             raise Boom
         return real(setup_, props, first)
 
@@ -290,7 +291,7 @@ def test_resume_after_interruption_loses_and_repeats_nothing(stores, tmp_path, m
     resumed = R.run_search(setup, name, seed=2, trials=trials, out=tmp_path / "cut", resume=True)
     assert resumed.resumed_from == len(recs)
     _, recs2, _ = read_archive(tmp_path / "cut")
-    assert [r["config_str"] for r in recs2] == [str(t.config) for t in full.trials]
+    assert [r["label"] for r in recs2] == [str(t.point) for t in full.trials]
     assert [r["number"] for r in recs2] == list(range(len(full.trials)))
     assert [r["score"] for r in recs2] == [t.score for t in full.trials]
 
@@ -309,7 +310,7 @@ def test_resume_drops_a_torn_last_line(stores, tmp_path, name, keep):
     assert len(recs) == keep
     R.run_search(setup, name, seed=0, trials=trials, out=tmp_path / "a", resume=True)
     _, recs, _ = read_archive(path)
-    assert [r["config_str"] for r in recs] == [str(t.config) for t in full.trials]
+    assert [r["label"] for r in recs] == [str(t.point) for t in full.trials]
 
 
 def test_resume_refuses_a_different_search(stores, tmp_path):
@@ -331,7 +332,7 @@ def test_archive_records_everything(stores, tmp_path):
     assert header["searcher"] == "rules" and header["budget"] == setup.space.budget
     assert header["space"]["size"] == setup.space.size() and len(header["train"]) == len(setup.split.train)
     for r in recs:
-        for k in ("config", "score", "stderr", "units", "tokens", "wall_s", "source", "extra", "state"):
+        for k in ("point", "label", "score", "stderr", "cost", "tokens", "wall_s", "source", "extra", "metrics", "state"):
             assert k in r
         assert r["extra"]["why"]
 
@@ -341,7 +342,7 @@ def test_archive_records_everything(stores, tmp_path):
 
 
 def test_report_figures():
-    from search.protocol import Trial
+    from search.trial import Trial
 
     def t(k, score, feasible=True):
         return Trial(k, Config.of(("m", k + 1)), feasible, score if feasible else None, 0.0, 1.0, 1.0, 0.0)
@@ -437,7 +438,7 @@ def test_parse_seeds():
 @pytest.mark.skipif(not (TRACES / "aime24").is_dir(), reason="traces/aime24 not present")
 def test_aime24_grid_optimum_and_50_trials():
     st = replay.open(TRACES / "aime24")
-    setup = R.make_setup(st, budget=100.0)
+    setup = R.make_setup(st, ConfigSpaceSettings(budget=100.0))
     opt = R.known_optimum(setup)
     rs = brute_force(setup)
     assert opt["score"] == pytest.approx(max(r.score for r in rs if r.feasible), abs=1e-12)

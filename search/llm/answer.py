@@ -5,13 +5,16 @@
                  "answer":   {"model": "Qwen3-0.6B", "samples": 12}}, ...]}
 
 Which top-level fields an answer has depends on the call (`FIELDS`); every field listed for a
-call is required and no other field is allowed. A trial names every stage exactly once, each
-with exactly "model" (a string) and "samples" (a JSON integer). Two lenient steps only, because
-real endpoints add them around otherwise strict output: a leading <think>...</think> block
-(reasoning models served without a reasoning parser) and one surrounding ``` code fence.
+call is required and no other field is allowed. What a trial looks like is the space's
+(`space.point_from_answer`: in the configuration space, every stage exactly once, each with
+exactly "model" (a string) and "samples" (a JSON integer); in a controller space, every
+parameter exactly once). Two lenient steps only, because real endpoints add them around
+otherwise strict output: a leading <think>...</think> block (reasoning models served without a
+reasoning parser) and one surrounding ``` code fence.
 
-Semantic checks (is the model a candidate of the stage, is the count allowed, is the trial
-within budget, was it tried already) belong to the searcher: see search/llm/agent.py.
+Semantic checks (is the model a candidate of the stage, is the value in range: the space's
+`answer_problems`; is the trial within budget, was it tried already: search/llm/agent.py)
+come after parsing.
 """
 
 from __future__ import annotations
@@ -19,8 +22,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-
-from replay.engine import Config, StageChoice
+from typing import Any
 
 MAX_LIST = 20  # guidelines / knowledge items kept; more is noise in the next prompt
 
@@ -41,7 +43,7 @@ class AnswerProblem(Exception):
 @dataclass(frozen=True)
 class Answer:
     fields: dict  # validated top-level fields other than trials (lists of strings, strings)
-    trials: tuple[Config, ...]
+    trials: tuple[Any, ...]  # the space's points
 
 
 def strip_wrapping(text: str) -> str:
@@ -50,8 +52,9 @@ def strip_wrapping(text: str) -> str:
     return m.group(1).strip() if m else text
 
 
-def parse_answer(text: str, stages: tuple[str, ...], fields: dict[str, str]) -> Answer:
-    """`fields`: name -> "trials" | "strings" | "string". Raises AnswerProblem."""
+def parse_answer(text: str, fields: dict[str, str], space) -> Answer:
+    """`fields`: name -> "trials" | "strings" | "string"; each trial is parsed by the space
+    (`space.point_from_answer`). Raises AnswerProblem."""
     body = strip_wrapping(text)
     if not body:
         raise AnswerProblem("malformed_json", "the answer was empty; expected one JSON object")
@@ -71,7 +74,9 @@ def parse_answer(text: str, stages: tuple[str, ...], fields: dict[str, str]) -> 
     for name, kind in fields.items():
         value = obj[name]
         if kind == "trials":
-            trials = _trials(value, stages, name)
+            if not isinstance(value, list) or not value:
+                raise AnswerProblem("schema_errors", f"{name!r} must be a non-empty list of trials")
+            trials = tuple(space.point_from_answer(t, f"trial {k}") for k, t in enumerate(value, 1))
         elif kind == "strings":
             if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
                 raise AnswerProblem("schema_errors", f"{name!r} must be a list of strings")
@@ -83,37 +88,3 @@ def parse_answer(text: str, stages: tuple[str, ...], fields: dict[str, str]) -> 
         else:  # pragma: no cover - programming error
             raise ValueError(kind)
     return Answer(fields=out, trials=trials)
-
-
-def _trials(value, stages: tuple[str, ...], name: str) -> tuple[Config, ...]:
-    if not isinstance(value, list) or not value:
-        raise AnswerProblem("schema_errors", f"{name!r} must be a non-empty list of trials")
-    want = ", ".join(map(repr, stages))
-    out = []
-    for k, t in enumerate(value, 1):
-        where = f"trial {k}"
-        if not isinstance(t, dict):
-            raise AnswerProblem("schema_errors", f"{where} must be an object keyed by stage ({want})")
-        if set(t) != set(stages):
-            extra = sorted(set(t) - set(stages))
-            miss = [s for s in stages if s not in t]
-            what = f"unknown stage(s) {', '.join(map(repr, extra))}" if extra else f"missing stage(s) {', '.join(map(repr, miss))}"
-            raise AnswerProblem("schema_errors", f"{where}: {what}; a trial names exactly the stages {want}")
-        choices = []
-        for st in stages:
-            c = t[st]
-            if not isinstance(c, dict) or set(c) != {"model", "samples"}:
-                raise AnswerProblem("schema_errors", f"{where}, stage {st!r}: expected {{\"model\": <string>, \"samples\": <integer>}}")
-            if not isinstance(c["model"], str):
-                raise AnswerProblem("schema_errors", f"{where}, stage {st!r}: \"model\" must be a string")
-            n = c["samples"]
-            if isinstance(n, bool) or not isinstance(n, int):
-                raise AnswerProblem("schema_errors", f"{where}, stage {st!r}: \"samples\" must be a JSON integer, got {json.dumps(n)}")
-            choices.append(StageChoice(c["model"], n))
-        out.append(Config(tuple(choices)))
-    return tuple(out)
-
-
-def config_json(config: Config, stages: tuple[str, ...]) -> dict:
-    """A configuration as the agent writes it (the inverse of one parsed trial)."""
-    return {st: {"model": ch.model, "samples": ch.samples} for st, ch in zip(stages, config.stages)}

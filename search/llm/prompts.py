@@ -1,33 +1,42 @@
 """Every prompt the LLM searchers send, in one place (docs/agenttts.md quotes them).
 
 A prompt is a system message (who the agent is, answer in JSON only) and a user message built
-from sections: the task (stages, candidates, counts, budget, costs), the archive of trials, the
-searcher's own material (guidelines, experience, knowledge), the instructions, and the answer
-format with an example that uses the real stage and model names.
+from sections: the task (the space's description: stages, candidates, counts, budget, costs;
+or a controller's parameters), the archive of trials, the searcher's own material
+(guidelines, experience, knowledge), the instructions, and the answer format with an example
+that uses the real names. The sections are written against the space protocol
+(search/spaces/base.py), so every space gets the same prompts; the texts specific to a space
+(AgentTTS's insights for configurations, the role of a controller tuner) are constants here.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Callable
+from typing import Any, Sequence
 
-from replay.engine import Config, StageChoice
-
-from ..protocol import Trial
-from ..space import SearchSpace
-from .answer import config_json
+from ..trial import Trial
 
 # ---------------------------------------------------------------------------------------------
 # System messages
 
-AGENTTTS_SYSTEM = (
-    "You are AgentTTS, an agent that searches for the compute-optimal test-time scaling "
+# AgentTTS's system message: {role} is the space's (`space.agent_brief().role`).
+AGENTTTS_SYSTEM = "You are AgentTTS, an agent that {role} You answer with one JSON object and nothing else."
+
+CONFIG_ROLE = (
+    "searches for the compute-optimal test-time scaling "
     "configuration of a multi-stage LLM pipeline. For every stage you choose one candidate "
     "model and a number of repeated samples; the stage's sampled outputs are aggregated into "
     "one. The total inference cost must stay within the budget. The goal is the highest "
-    "end-to-end score on the training questions within as few trials as possible. "
-    "You answer with one JSON object and nothing else."
+    "end-to-end score on the training questions within as few trials as possible."
+)
+
+CONTROLLER_ROLE = (
+    "tunes a test-time scaling controller. The controller decides, "
+    "while a reasoning model generates, how many samples to run (width), how far to run each (depth), "
+    "when to read intermediate answers, which samples to drop and when to stop and answer. Its "
+    "parameters trade accuracy against tokens. The goal: the highest accuracy on the training "
+    "questions with mean tokens per question within the budget, in as few trials as possible."
 )
 
 AGENTHPO_SYSTEM = (
@@ -69,9 +78,13 @@ INSIGHT3 = (
 
 AGENTTTS_TASK = (
     "Propose {k} new trial(s) that are not in the archive and whose cost stays within the "
-    "budget, and return the updated guidelines: short, concrete statements per stage (preferred "
-    "model, sample range, and why), replacing the current ones."
+    "budget, and return the updated guidelines: short, concrete statements {hint}, replacing "
+    "the current ones."
 )
+# what a guideline is about, per space ({hint} above)
+CONFIG_GUIDELINES = "per stage (preferred model, sample range, and why)"
+CONTROLLER_GUIDELINES = ("about the parameters (which matter, how each moves accuracy and mean tokens, and where "
+                         "the best lies within the budget)")
 
 AGENTHPO_TASK = (
     "Analyse the history of trials above and propose {k} new configuration(s) that are likely "
@@ -101,49 +114,42 @@ FEEDBACK = (
 # Sections
 
 
-def space_section(space: SearchSpace, estimate: Callable[[Config], float] | None, trials_left: int | None) -> str:
-    lines = ["## Task", f"Stages, in pipeline order: {', '.join(space.stages)}."]
-    lines.append(
-        f"Budget: {space.budget:.4g} cost units per question. One unit is one single-sample pass of the "
-        "smallest model on the cheapest stage; a stage costs about (parameters x tokens), its prompt "
-        "once plus one completion per sample."
-    )
-    for i, st in enumerate(space.stages):
-        lines.append(f"Stage {st!r}, candidate models:")
-        for m in space.models[i]:
-            desc = f"  - {m} ({_params(space.params.get(m, math.nan))} parameters), samples {_counts(space.counts[i][m])}"
-            if estimate is not None:
-                per = _per_sample(space, estimate, i, m)
-                if per is not None:
-                    desc += f", about {per:.3g} units per extra sample"
-            lines.append(desc)
-    if estimate is not None:
-        base = Config(tuple(StageChoice(space.largest_model(i), 1) for i in range(len(space.stages))))
-        lines.append(f"For reference, every stage once with its largest model costs about {estimate(base):.4g} units.")
+def task_section(space, trials_left: int | None) -> str:
+    lines = ["## Task", space.describe()]
     if trials_left is not None:
         lines.append(f"Trials left in this search: {trials_left}.")
     return "\n".join(lines)
 
 
-def archive_section(trials: list[Trial], stages: tuple[str, ...], title: str = "## Archive of trials",
+def archive_section(trials: Sequence[Trial], space, title: str = "## Archive of trials",
                     empty: str = "(no trials yet)", show_source: bool = True) -> str:
     lines = [title]
     if not trials:
         return "\n".join(lines + [empty])
     ok = [t for t in trials if t.feasible and t.score is not None]
-    best = max(ok, key=lambda t: (t.score, -t.units)) if ok else None
-    head = ["#"] + list(stages) + ["score (+- stderr)", "cost"] + (["source"] if show_source else [])
+    best = max(ok, key=lambda t: (t.score, -t.cost)) if ok else None
+    head = ["#", *space.point_columns(), "score (+- stderr)", *space.cost_columns()] + (["source"] if show_source else [])
     lines.append(" | ".join(head))
     for t in trials:
-        cells = [str(t.number)] + [f"{ch.model} x{ch.samples}" for ch in t.config.stages]
+        cells = [str(t.number), *space.point_cells(t.point)]
         if t.feasible and t.score is not None:
             cells.append(f"{t.score:.3f} +- {t.stderr:.3f}" if t.stderr is not None and math.isfinite(t.stderr) else f"{t.score:.3f}")
         else:
             cells.append("INFEASIBLE: over budget, no score")
-        cells.append(f"{t.units:.3g}")
+        cells += space.cost_cells(t)
         if show_source:
             cells.append(t.source or "-")
         lines.append(" | ".join(cells) + ("   <- best so far" if t is best else ""))
+    return "\n".join(lines)
+
+
+def over_budget_section(trials: Sequence[Trial], space) -> str | None:
+    """The agent's own proposals of its last round that the replay measured over budget."""
+    if not trials:
+        return None
+    lines = ["## Feedback on your last proposals"]
+    lines += [f"- trial {t.number} ({space.label(t.point)}) cost {space.cost_text(t.cost)}, over the budget of "
+              f"{space.cost_text(space.budget)}: it has no score" for t in trials]
     return "\n".join(lines)
 
 
@@ -151,16 +157,14 @@ def list_section(title: str, items: list[str], empty: str) -> str:
     return "\n".join([title] + ([f"- {x}" for x in items] if items else [empty]))
 
 
-def format_section(space: SearchSpace, fields: dict[str, str], k: int) -> str:
+def format_section(space, fields: dict[str, str], k: int) -> str:
     """The JSON schema, spelled out, with an example that uses the real names."""
-    st = space.stages
-    trial_shape = "{" + ", ".join(f'"{s}": {{"model": <candidate model of {s}>, "samples": <integer>}}' for s in st) + "}"
-    shape, example = [], {}
-    ex_trial = config_json(Config(tuple(StageChoice(space.largest_model(i), 1) for i in range(len(st)))), st)
+    shape: list[str] = []
+    example: dict[str, Any] = {}
     for name, kind in fields.items():
         if kind == "trials":
-            shape.append(f'"{name}": [{trial_shape}, ... ({k} trial(s))]')
-            example[name] = [ex_trial]
+            shape.append(f'"{name}": [{space.answer_shape()}, ... ({k} trial(s))]')
+            example[name] = [space.answer_example()]
         elif kind == "strings":
             shape.append(f'"{name}": [<string>, ...]')
             example[name] = ["..."]
@@ -171,7 +175,7 @@ def format_section(space: SearchSpace, fields: dict[str, str], k: int) -> str:
         "## Answer format",
         "Answer with exactly one JSON object, no prose and no code fences, with exactly these fields:",
         "{" + ", ".join(shape) + "}",
-        "Every trial names every stage; \"samples\" is a JSON integer among the stage's allowed counts.",
+        space.answer_rule(),
         f"Example of the shape (not a recommendation): {json.dumps(example)}",
     ])
 
@@ -179,30 +183,3 @@ def format_section(space: SearchSpace, fields: dict[str, str], k: int) -> str:
 def render(messages: list[dict[str, str]]) -> str:
     """A conversation as one string, for the archive."""
     return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers
-
-
-def _params(p: float) -> str:
-    if not math.isfinite(p) or p <= 0:
-        return "unknown"
-    return f"{p / 1e9:.3g}B" if p >= 1e8 else f"{p / 1e6:.3g}M"
-
-
-def _counts(counts: tuple[int, ...]) -> str:
-    c = sorted(counts)
-    if c == list(range(c[0], c[-1] + 1)) and len(c) > 2:
-        return f"{c[0]}..{c[-1]}"
-    return ", ".join(map(str, c))
-
-
-def _per_sample(space: SearchSpace, estimate, stage: int, model: str) -> float | None:
-    counts = sorted(space.counts[stage][model])
-    if len(counts) < 2:
-        return None
-    base = [StageChoice(space.smallest_model(i), min(space.counts[i][space.smallest_model(i)])) for i in range(len(space.stages))]
-    lo, hi = list(base), list(base)
-    lo[stage], hi[stage] = StageChoice(model, counts[0]), StageChoice(model, counts[1])
-    return (estimate(Config(tuple(hi))) - estimate(Config(tuple(lo)))) / (counts[1] - counts[0])

@@ -1,6 +1,8 @@
 """Searcher registry: name -> class, imported lazily (an LLM searcher pulls in `openai`).
 
-A new searcher is one file in this folder plus one line here.
+A new searcher is one file in this folder plus one line here. What a searcher can do and needs
+is declared on its class (search/protocol.py: `exhaustive`, `uses_scan`, `options_accepted`,
+`needs`).
 """
 
 from __future__ import annotations
@@ -25,3 +27,8 @@ def get_searcher(name: str):
         raise ConfigError("--searcher", f"unknown searcher {name!r} (known: {', '.join(SEARCHERS)})")
     module, cls = SEARCHERS[name].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def searchers_for(space) -> list[str]:
+    """The searchers whose needs the space meets."""
+    return [name for name in SEARCHERS if get_searcher(name).needs <= space.supports]

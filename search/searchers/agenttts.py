@@ -1,141 +1,93 @@
-"""AgentTTS: an LLM agent that searches test-time scaling configurations with three insights.
+"""AgentTTS: an LLM agent that searches with guidelines, initialised and steered by insights.
 
-1. Initialisation (insight 1, no LLM): for each stage, every other stage is fixed to its
-   largest model with one sample, and each candidate model is tried on the stage with as many
-   samples as the stage's share of the budget allows (the largest count whose estimated cost
-   fits; the smallest count if it is over only by the estimate's slack). The first agent round turns these trials into per-stage model-preference guidelines.
-2. Rounds: the prompt carries the archive (every trial, score, cost), the current guidelines and
-   the instructions of insight 2 (find per stage the direction of the best sample count; more
-   can hurt) and insight 3 (trade budget across stages; find the stages that matter). The agent
-   answers {"guidelines": [...], "trials": [...]} in strict JSON (search/llm/answer.py).
+1. Initialisation (no LLM): the space's `initial_points()`. On the configuration space, insight
+   1: for each stage, every other stage fixed to its largest model with one sample, and each
+   candidate model tried on the stage with as many samples as the stage's share of the budget
+   allows. The first agent round turns these trials into per-stage model-preference guidelines.
+2. Rounds: the prompt carries the task (the space's description), the archive (every trial,
+   score, cost), the agent's own over-budget proposals of the last round, the current
+   guidelines, and the space's insights (configurations: insight 2, find per stage the
+   direction of the best sample count, more can hurt; insight 3, trade budget across stages).
+   The agent answers {"guidelines": [...], "trials": [...]} in strict JSON (search/llm/answer.py).
 
-`ablate`: "insight1" (random initialisation of the same size, no model-preference
-instruction), "insight2", "insight3" (drop that instruction); comma-separated to combine.
-Prompts live in search/llm/prompts.py; docs/agenttts.md describes the whole loop.
+`ablate`: the names of the space's insights to leave out, comma-separated ("insight1": a
+random initialisation of the same size and no model-preference instruction; "insight2",
+"insight3": drop that instruction). Prompts live in search/llm/prompts.py; docs/agenttts.md
+describes the whole loop.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from replay.engine import Config, StageChoice
 from replay.errors import ConfigError
 
 from ..llm import prompts
 from ..llm.agent import LLM_OPTIONS, LLMSearcher
 from ..protocol import Proposal
-from ..space import SearchSpace
+from ..spaces.base import Space
 
-ABLATIONS = ("insight1", "insight2", "insight3")
 FIELDS = {"guidelines": "strings", "trials": "trials"}
 
 
 class AgentTTSSearcher(LLMSearcher):
-    name = "agenttts"
-    options_accepted = LLM_OPTIONS | {"ablate"}
+    name: ClassVar[str] = "agenttts"
+    options_accepted: ClassVar[frozenset[str]] = LLM_OPTIONS | {"ablate"}
 
-    def __init__(self, space: SearchSpace, seed: int = 0, **options: Any):
-        super().__init__(space, seed, **options)
-        self.ablate = parse_ablate(options.get("ablate"))
+    def __init__(self, space: Space, *, seed: int = 0, trials: int | None = None, ablate=None, **options: Any):
+        super().__init__(space, seed=seed, trials=trials, **options)
+        self.brief = space.agent_brief()
+        self.ablate = parse_ablate(ablate, tuple(i.name for i in self.brief.insights))
         self.guidelines: list[str] = []
         self.rounds = 0  # agent rounds done
-        plan = self.insight1_plan()
+        plan = space.initial_points()
         self.init_source = "init"
         if "insight1" in self.ablate:
             plan, self.init_source = self.random_plan(len(plan)), "init-random"
         self.init_plan = plan
 
-    # ---- initialisation
-
-    def insight1_plan(self) -> list[Config]:
-        sp = self.space
-        plan: list[Config] = []
-        for i in range(len(sp.stages)):
-            others = [StageChoice(sp.largest_model(j), min(sp.counts[j][sp.largest_model(j)])) for j in range(len(sp.stages))]
-            for m in sp.models[i]:
-                n = self._share_samples(others, i, m)
-                if n is None:
-                    continue  # even the smallest count of m is over budget on this stage
-                others_i = list(others)
-                others_i[i] = StageChoice(m, n)
-                cfg = Config(tuple(others_i))
-                if cfg not in plan:
-                    plan.append(cfg)
-        return plan
-
-    def _share_samples(self, others: list[StageChoice], i: int, model: str) -> int | None:
-        """The largest allowed count of `model` on stage i that keeps the config within budget."""
-        counts = sorted(self.space.counts[i][model])
-        if self.estimate is None:
-            # No cost estimate: the stage's share is one pass of its largest model (what the
-            # default budget buys), spent on samples of `model` in proportion to parameters.
-            big = self.space.params[self.space.largest_model(i)]
-            fit = int(big // max(self.space.params[model], 1.0))
-            return max([n for n in counts if n <= fit], default=counts[0])
-
-        def cost(n: int) -> float:
-            c = list(others)
-            c[i] = StageChoice(model, n)
-            return self.cost(Config(tuple(c)))
-
-        limit = self.space.budget * (1 + 1e-9)
-        if cost(counts[0]) > limit:
-            # The estimate scatters around the measured cost (the default budget is the measured
-            # cost of the largest models once): within the slack, the replay decides.
-            return counts[0] if self.affordable(Config(tuple(others[:i] + [StageChoice(model, counts[0])] + others[i + 1:]))) else None
-        lo, hi = 0, len(counts) - 1  # cost grows with the count: binary search the last fit
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if cost(counts[mid]) <= limit:
-                lo = mid
-            else:
-                hi = mid - 1
-        return counts[lo]
-
-    def random_plan(self, n: int) -> list[Config]:
-        plan: list[Config] = []
+    def random_plan(self, n: int) -> list[Any]:
+        plan: list[Any] = []
+        keys: set = set()
         for _ in range(200 * max(n, 1)):
             if len(plan) >= n:
                 break
-            c = self.random_config()
-            if c not in plan and self.affordable(c):
-                plan.append(c)
+            p = self.space.sample(self.rng)
+            if self.space.key(p) not in keys and self.affordable(p):
+                keys.add(self.space.key(p))
+                plan.append(p)
         return plan
 
     # ---- the protocol
 
     def ask(self) -> list[Proposal]:
         if self.rounds == 0:
-            pending = [c for c in self.init_plan if not self.tried(c)]
+            pending = [p for p in self.init_plan if not self.tried(p)]
             if pending:
                 return self.proposals(pending, self.init_source)
         k = self.want()
-        result = self.consult(prompts.AGENTTTS_SYSTEM, self.prompt(k), FIELDS, k)
+        system = prompts.AGENTTTS_SYSTEM.format(role=self.brief.role)
+        result = self.consult(system, self.prompt(k), FIELDS, k)
         if result.answer is not None and result.answer.fields.get("guidelines"):
             self.guidelines = list(result.answer.fields["guidelines"])
         self.rounds += 1
-        trials = list(result.trials)
-        out = self.proposals(trials, "llm", result.record)
-        if len(trials) < k:
-            out += self.proposals(self.fill(k - len(trials), exclude=set(trials)), "fill", result.record)
-        return out
+        return self.round_of_proposals(result, k)
 
     def prompt(self, k: int) -> str:
-        steps = []
-        if self.rounds == 0 and "insight1" not in self.ablate:
-            steps.append(prompts.INSIGHT1)
-        if "insight2" not in self.ablate:
-            steps.append(prompts.INSIGHT2)
-        if "insight3" not in self.ablate:
-            steps.append(prompts.INSIGHT3)
-        steps.append(prompts.AGENTTTS_TASK.format(k=k))
-        return "\n\n".join([
-            prompts.space_section(self.space, self.cost if self.estimate else None, self.trials_left()),
-            prompts.archive_section(self.history, self.space.stages),
+        steps = [i.text for i in self.brief.insights
+                 if i.name not in self.ablate and (self.rounds == 0 or not i.first_round_only)]
+        steps.append(prompts.AGENTTTS_TASK.format(k=k, hint=self.brief.guideline_hint))
+        last = [t for t in self.history if t.source == "llm" and not t.feasible
+                and t.extra.get("round") == self.rounds]
+        sections = [
+            prompts.task_section(self.space, self.trials_left()),
+            prompts.archive_section(self.history, self.space),
+            prompts.over_budget_section(last, self.space),
             prompts.list_section("## Current guidelines", self.guidelines, "(none yet: write them from the archive)"),
             "## Instructions\n" + "\n".join(f"{n}. {s}" for n, s in enumerate(steps, 1)),
             prompts.format_section(self.space, FIELDS, k),
-        ])
+        ]
+        return "\n\n".join(s for s in sections if s is not None)
 
     def state(self) -> dict[str, Any]:
         return {**super().state(), "guidelines": list(self.guidelines), "round": self.rounds,
@@ -146,15 +98,15 @@ class AgentTTSSearcher(LLMSearcher):
         self.rounds = int(extra.get("round", 0))
 
 
-def parse_ablate(value) -> frozenset[str]:
+def parse_ablate(value, known: tuple[str, ...]) -> frozenset[str]:
     if value is None or value == "" or value == ():
         return frozenset()
     items = value.split(",") if isinstance(value, str) else list(value)
     out = set()
     for item in items:
         item = str(item).strip().lower()
-        if item and item not in ABLATIONS:
-            raise ConfigError("--ablate", f"unknown ablation {item!r} (known: {', '.join(ABLATIONS)})")
+        if item and item not in known:
+            raise ConfigError("--ablate", f"unknown ablation {item!r} (known: {', '.join(known) or 'none in this space'})")
         if item:
             out.add(item)
     return frozenset(out)

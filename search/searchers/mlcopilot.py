@@ -15,36 +15,41 @@ this search's own trials. Each round:
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import replace
+from typing import Any, ClassVar
 
 from ..llm import prompts
 from ..llm.agent import LLM_OPTIONS, LLMSearcher, _positive
 from ..protocol import Proposal, Trial
+from ..spaces.config import ConfigSpace
 
 KNOWLEDGE = {"knowledge": "strings"}
 PROPOSE = {"trials": "trials"}
 
 
 class MLCopilotSearcher(LLMSearcher):
-    name = "mlcopilot"
-    options_accepted = LLM_OPTIONS | {"k_best", "k_similar", "knowledge_items"}
+    name: ClassVar[str] = "mlcopilot"
+    options_accepted: ClassVar[frozenset[str]] = LLM_OPTIONS | {"k_best", "k_similar", "knowledge_items"}
+    needs: ClassVar[frozenset[str]] = frozenset({"stages"})  # its knowledge is about models and counts per stage
+    space: ConfigSpace
 
-    def __init__(self, space, seed: int = 0, **options: Any):
-        super().__init__(space, seed, **options)
+    def __init__(self, space: ConfigSpace, *, seed: int = 0, trials: int | None = None, **options: Any):
         self.k_best = _positive(options, "k_best", 3)
         self.k_similar = _positive(options, "k_similar", 3, lo=0)
         self.knowledge_items = _positive(options, "knowledge_items", 5)
+        llm = {k: v for k, v in options.items() if k not in ("k_best", "k_similar", "knowledge_items")}
+        super().__init__(space, seed=seed, trials=trials, **llm)
         self.knowledge: list[str] = []
         self.distilled_at = 0  # number of trials the current knowledge was distilled from
 
     def ask(self) -> list[Proposal]:
         k = self.want()
-        task = prompts.space_section(self.space, self.cost if self.estimate else None, self.trials_left())
+        task = prompts.task_section(self.space, self.trials_left())
         record: dict[str, Any] = {}
         if len(self.history) > self.distilled_at:
             user = "\n\n".join([
                 task,
-                prompts.archive_section(self.history, self.space.stages, title="## Experience (every trial so far)", show_source=False),
+                prompts.archive_section(self.history, self.space, title="## Experience (every trial so far)", show_source=False),
                 prompts.list_section("## Current knowledge", self.knowledge, "(none yet)"),
                 "## Instructions\n" + prompts.MLCOPILOT_KNOWLEDGE_TASK.format(n=self.knowledge_items),
                 prompts.format_section(self.space, KNOWLEDGE, k),
@@ -56,7 +61,7 @@ class MLCopilotSearcher(LLMSearcher):
             record["knowledge_call"] = res.record
         user = "\n\n".join([
             task,
-            prompts.archive_section(self.retrieve(), self.space.stages, title="## Retrieved experience (best trials and their neighbours)",
+            prompts.archive_section(self.retrieve(), self.space, title="## Retrieved experience (best trials and their neighbours)",
                                     empty="(no experience yet: start from the task description)", show_source=False),
             prompts.list_section("## Knowledge", self.knowledge, "(none yet)"),
             "## Instructions\n" + prompts.MLCOPILOT_PROPOSE_TASK.format(k=k),
@@ -64,24 +69,20 @@ class MLCopilotSearcher(LLMSearcher):
         ])
         res = self.consult(prompts.MLCOPILOT_SYSTEM, user, PROPOSE, k)
         record.update(res.record)
-        trials = list(res.trials)
-        out = self.proposals(trials, "llm", record)
-        if len(trials) < k:
-            out += self.proposals(self.fill(k - len(trials), exclude=set(trials)), "fill", record)
-        return out
+        return self.round_of_proposals(replace(res, record=record), k)
 
     def retrieve(self) -> list[Trial]:
         ok = [t for t in self.history if t.feasible and t.score is not None]
         if not ok:
             return []
-        ranked = sorted(ok, key=lambda t: (-t.score, t.units))
+        ranked = sorted(ok, key=lambda t: (-t.score, t.cost))
         chosen = ranked[: self.k_best]
         rest = sorted(ranked[self.k_best:], key=lambda t: self.distance(t, chosen[0]))
         return sorted(chosen + rest[: self.k_similar], key=lambda t: t.number)
 
     def distance(self, a: Trial, b: Trial) -> float:
         d = 0.0
-        for i, (x, y) in enumerate(zip(a.config.stages, b.config.stages)):
+        for i, (x, y) in enumerate(zip(a.point.stages, b.point.stages)):
             if x.model != y.model:
                 d += 1.0
             else:

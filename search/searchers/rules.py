@@ -32,17 +32,24 @@ from replay.engine import Config, StageChoice
 from replay.errors import ConfigError
 
 from ..protocol import Proposal, ReplayByAsking, Searcher, Trial
-from ..space import ESTIMATE_SLACK, SearchSpace
+from ..spaces.base import ESTIMATE_SLACK
+from ..spaces.config import ConfigSpace
 
 ABLATIONS = ("insight1", "insight2", "insight3")
 
 
 class RulesSearcher(ReplayByAsking, Searcher):
-    name: ClassVar[str] = "rules"
-    options_accepted: ClassVar[tuple[str, ...]] = ("ablate",)
+    """Parameters (options):
+        ablate: "insight1", "insight2" or "insight3": leave that part out (see above).
+    """
 
-    def __init__(self, space: SearchSpace, seed: int = 0, ablate: str | None = None, **options):
-        super().__init__(space, seed=seed, **options)
+    name: ClassVar[str] = "rules"
+    options_accepted: ClassVar[frozenset[str]] = frozenset({"ablate"})
+    needs: ClassVar[frozenset[str]] = frozenset({"stages"})  # written for models and counts per stage
+    space: ConfigSpace
+
+    def __init__(self, space: ConfigSpace, *, seed: int = 0, trials: int | None = None, ablate: str | None = None):
+        super().__init__(space, seed=seed, trials=trials)
         if ablate is not None and ablate not in ABLATIONS:
             raise ConfigError("--ablate", f"unknown ablation {ablate!r} (known: {', '.join(ABLATIONS)})")
         self.ablate = ablate
@@ -66,14 +73,14 @@ class RulesSearcher(ReplayByAsking, Searcher):
 
     def tell(self, trial: Trial) -> None:
         super().tell(trial)
-        self._results[trial.config] = trial
-        if self._gen is not None and self._next is not None and trial.config == self._next.config:
+        self._results[trial.point] = trial
+        if self._gen is not None and self._next is not None and trial.point == self._next.point:
             self._advance(trial)
 
     def state(self) -> dict:
         return {"phase": self._phase,
                 "preferred": {st: list(p) for st, p in zip(self.space.stages, self.preferred)},
-                "incumbent": str(self.incumbent.config) if self.incumbent else None}
+                "incumbent": str(self.incumbent.point) if self.incumbent else None}
 
     def _advance(self, trial: Trial | None) -> None:
         try:
@@ -88,7 +95,7 @@ class RulesSearcher(ReplayByAsking, Searcher):
         if t is None or not t.feasible:
             return False
         inc = self.incumbent
-        return inc is None or t.score > inc.score + 1e-12 or (abs(t.score - inc.score) <= 1e-12 and t.units < inc.units)
+        return inc is None or t.score > inc.score + 1e-12 or (abs(t.score - inc.score) <= 1e-12 and t.cost < inc.cost)
 
     def _try(self, cfg: Config, why: str):
         """Score `cfg` (a trial) unless already scored; update the incumbent. Yields at most once."""
@@ -208,7 +215,7 @@ class RulesSearcher(ReplayByAsking, Searcher):
     def _count_search(self, i: int):
         sp = self.space
         self._phase = "insight2"
-        inc = self.incumbent.config
+        inc = self.incumbent.point
         m, n0 = inc.stages[i].model, inc.stages[i].samples
         allowed = sp.counts[i][m]
         top = sp.max_affordable(inc, i, m)
@@ -227,7 +234,7 @@ class RulesSearcher(ReplayByAsking, Searcher):
                 if nxt == cur:
                     break
                 before = self.incumbent
-                yield from self._try(sp.with_choice(self.incumbent.config, i, m, nxt),
+                yield from self._try(sp.with_choice(self.incumbent.point, i, m, nxt),
                                      f"insight 2: stage {name} count {cur} -> {nxt} ({'up' if direction > 0 else 'down'})")
                 if self.incumbent is before:  # it fell (or did not rise): the best count is behind us
                     break
@@ -237,7 +244,7 @@ class RulesSearcher(ReplayByAsking, Searcher):
         # midpoints around the best count
         for nb in (at((best_n + at(best_n * 2)) / 2), at((best_n + at(best_n / 2)) / 2)):
             if nb != best_n:
-                yield from self._try(sp.with_choice(self.incumbent.config, i, m, nb),
+                yield from self._try(sp.with_choice(self.incumbent.point, i, m, nb),
                                      f"insight 2: stage {name} count {best_n} -> {nb} (midpoint)")
 
     def _tradeoffs(self):
@@ -246,7 +253,7 @@ class RulesSearcher(ReplayByAsking, Searcher):
         for _ in range(10):  # rounds; each round ends at the first improving move
             self._phase = "insight3"
             inc = self.incumbent
-            cfg = inc.config
+            cfg = inc.point
             for j in self._stage_order():  # the stage that gains budget
                 moves = []  # (config with budget freed, what was done, model for stage j)
                 for i in range(S):
@@ -287,7 +294,7 @@ class RulesSearcher(ReplayByAsking, Searcher):
         top = max(max(c) for cs in sp.counts for c in cs.values())
         while radius <= top:
             inc = self.incumbent
-            cfg = inc.config
+            cfg = inc.point
             counts, pairs, switches = [], [], []
             for i in range(S):
                 ch = cfg.stages[i]
@@ -314,7 +321,7 @@ class RulesSearcher(ReplayByAsking, Searcher):
                 radius *= 2
                 continue
             for c in cands:
-                yield from self._try(c, f"refine: neighbour of {inc.config} (radius {radius})")
+                yield from self._try(c, f"refine: neighbour of {inc.point} (radius {radius})")
                 if self.incumbent is not inc:
                     radius = 1
                     break

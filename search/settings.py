@@ -1,0 +1,183 @@
+"""Typed settings of a search, built once (by the command line, a sweep's plan, or a script)
+and passed whole to the runner: no dicts of keyword arguments travelling through `**`.
+
+    settings = SearchSettings(store="traces/aime24", searcher="bo", space=ConfigSpaceSettings(budget=100.0),
+                              trials=30, options={"sampler": "tpe"})
+    settings.check()                       # every value, one line naming the option, before any work
+    summary = run_settings(settings)       # search/runner.py: open, set up, search, report
+
+`SearchSettings` holds what one search (or one search per seed) needs; its `space` is one of
+the space settings below, each naming its space kind (search/spaces/).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Union
+
+from replay.errors import ConfigError
+
+GRID_LIMIT = 20_000_000  # configurations the exhaustive optimum scores by default (a compiled scan)
+DEFAULT_TRIALS = 50
+# How to reach an LLM does not change a search: these options may differ when it resumes.
+ENDPOINT_OPTIONS = frozenset({"llm_base_url", "llm_api_key", "llm_timeout_s", "llm_retries", "llm_backoff_s",
+                              "llm_backoff_max_s"})
+
+
+@dataclass(frozen=True)
+class ConfigSpaceSettings:
+    """The configuration space: a model and a sample count per stage.
+
+    Parameters:
+        models: candidate models to keep (default: every candidate of every stage).
+        max_samples: the largest sample count to consider per stage.
+        budget: normalised units per question (default: every stage once with its largest
+            model, measured on the training questions with the search's own draws).
+    """
+
+    kind: ClassVar[str] = "config"
+    models: tuple[str, ...] | None = None
+    max_samples: int | None = None
+    budget: float | None = None
+
+    def check(self) -> None:
+        if self.models is not None and not self.models:
+            raise ConfigError("--models", "empty model list")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ConfigError("--max-samples", f"must be at least 1, got {self.max_samples}")
+        if self.budget is not None and not (math.isfinite(self.budget) and self.budget > 0):
+            raise ConfigError("--budget", f"must be a positive number of normalised units, got {self.budget}")
+
+    def with_budget(self, budget: float) -> "ConfigSpaceSettings":
+        """The same space with its budget resolved (the default is measured once, then fixed)."""
+        return replace(self, budget=float(budget))
+
+
+@dataclass(frozen=True)
+class ControllerSpaceSettings:
+    """One width-depth controller's parameters (or, with `beta`, its single knob).
+
+    Parameters:
+        controller: a built-in name (probe, adaptive, esc, majority) or `module:Class` /
+            `path.py:Class`.
+        model: the model whose traces the controller runs on.
+        budget_tokens: the budget, in mean tokens per question.
+        beta: search the knob beta in [0, 1] instead of the parameters.
+        probe_cost: tokens charged per probe of an unfinished sample.
+    """
+
+    kind: ClassVar[str] = "controller"
+    controller: str | None = None
+    model: str | None = None
+    budget_tokens: float | None = None
+    beta: bool = False
+    probe_cost: float = 0.0
+
+    def check(self) -> None:
+        for name, v in (("--controller", self.controller), ("--model", self.model),
+                        ("--budget-tokens", self.budget_tokens)):
+            if v is None:
+                raise ConfigError(name, "is required with --space controller")
+        if not (math.isfinite(self.budget_tokens) and self.budget_tokens > 0):
+            raise ConfigError("--budget-tokens", f"must be a positive number of tokens per question, got {self.budget_tokens:g}")
+        if not (math.isfinite(self.probe_cost) and self.probe_cost >= 0):
+            raise ConfigError("--probe-cost", f"must be a number of tokens >= 0, got {self.probe_cost}")
+
+    def with_budget(self, budget: float) -> "ControllerSpaceSettings":
+        return replace(self, budget_tokens=float(budget))
+
+
+SpaceSettings = Union[ConfigSpaceSettings, ControllerSpaceSettings]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """One search (or one per seed) on a store.
+
+    Parameters:
+        store: the store folder.
+        searcher: a registered searcher name (search/searchers/__init__.py).
+        space: which space and how it is narrowed (default: every configuration).
+        seed: the searcher's seed.
+        seeds: repeat the search once per seed, in parallel processes (replaces `seed`).
+        trials: the trial budget; None: until the searcher stops (an exhaustive searcher's default).
+        options: the searcher's options (`sampler`, `ablate`, `llm_base_url`, ...); an API key
+            is never written to disk.
+        train: training questions (default: the store's split, else 50).
+        replicates: replay draws per training question.
+        replay_seed: the seed of the replay's draws (common to every searcher and seed).
+        test_replicates: replay draws per test question for the final score.
+        out: the output folder (archive, summary, plot); None: nothing written.
+        resume: continue the search archived in `out`.
+        optimum: compute the exhaustive optimum for the summary.
+        optimum_limit: the largest space whose optimum is computed.
+        workers: processes for `seeds` (default: the CPU count).
+        plot: write the best-so-far PNG.
+    """
+
+    store: str
+    searcher: str
+    space: SpaceSettings = field(default_factory=ConfigSpaceSettings)
+    seed: int = 0
+    seeds: tuple[int, ...] | None = None
+    trials: int | None = DEFAULT_TRIALS
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
+    train: int | None = None
+    replicates: int = 16
+    replay_seed: int = 0
+    test_replicates: int = 256
+    out: str | None = None
+    resume: bool = False
+    optimum: bool = True
+    optimum_limit: int = GRID_LIMIT
+    workers: int | None = None
+    plot: bool = True
+
+    def check(self) -> None:
+        """Every value that can be checked without opening the store."""
+        from .searchers import get_searcher
+
+        get_searcher(self.searcher)  # an unknown name fails first
+        self.space.check()
+        if self.trials is not None and self.trials < 1:
+            raise ConfigError("--trials", f"must be at least 1, got {self.trials}")
+        if self.replicates < 1:
+            raise ConfigError("--replicates", f"must be at least 1, got {self.replicates}")
+        if self.test_replicates < 1:
+            raise ConfigError("--test-replicates", f"must be at least 1, got {self.test_replicates}")
+        if self.train is not None and self.train < 1:
+            raise ConfigError("--train", f"must be at least 1, got {self.train}")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError("--workers", f"must be at least 1, got {self.workers}")
+        if self.seeds is not None and not self.seeds:
+            raise ConfigError("--seeds", "no seeds given")
+        if self.optimum_limit < 1:
+            raise ConfigError("--optimum-limit", f"must be at least 1, got {self.optimum_limit}")
+
+    def shown_options(self) -> dict[str, Any]:
+        """The options as archived and reported: never a secret."""
+        return {k: v for k, v in self.options.items() if "api_key" not in k}
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-9', '0,3,7' or a mix ('0-4,9')."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                seeds.extend(range(lo, hi + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise ConfigError("--seeds", f"{text!r} is not a seed list (e.g. '0-9' or '0,3,7')") from None
+    if not seeds:
+        raise ConfigError("--seeds", "no seeds given")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError("--seeds", f"{text!r} repeats a seed")
+    return seeds

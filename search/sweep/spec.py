@@ -1,0 +1,352 @@
+"""The sweep's spec: a YAML/JSON mapping (or command-line options) checked into a SweepSpec.
+
+Every field but `stores` and `searchers` is optional; a list axis also takes one value or a
+comma-separated string; on the command line the same field is an option and wins over the
+file. Every error is one line naming the spec file and the field (or the option). The fields
+are documented in docs/search.md.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from replay.errors import ConfigError, InputError
+
+from ..searchers import SEARCHERS, get_searcher
+from ..settings import GRID_LIMIT, parse_seeds
+
+SPEC_FIELDS = {
+    "name": "a name for the sweep (default: the spec file's name)",
+    "out": "output folder (default out/sweeps/NAME)",
+    "stores": "store folders: a path, or {path, train, budgets} to override those axes for one store",
+    "searchers": "searchers: 'name' or 'name:ablation', or {searcher, ablate, label, options, seeds, trials}",
+    "seeds": "searcher seeds: a list or a range string ('0-9')",
+    "train": "training-set sizes (null: the store's split, else 50)",
+    "budgets": "budgets in normalised units per question (null: every stage once with its largest model)",
+    "trials": "trial budgets (null: until the searcher stops)",
+    "replicates": "replay draws per training question",
+    "test_replicates": "replay draws per test question for the final score",
+    "replay_seed": "seed of the replay's draws",
+    "models": "models to consider (default: every candidate)",
+    "max_samples": "largest sample count per stage",
+    "optimum": "compute the grid optimum of each objective (true/false)",
+    "optimum_limit": "largest space whose exhaustive optimum is computed",
+    "searcher_options": "options per searcher name, e.g. {bo: {sampler: tpe}}",
+    "llm": "{base_url, model, concurrency} for the LLM searchers",
+    "workers": "worker processes (default: all cores)",
+    "cell_plots": "write each cell's best_so_far.png too (default false)",
+}
+STORE_FIELDS = ("path", "train", "budgets")
+SEARCHER_FIELDS = ("searcher", "ablate", "label", "options", "seeds", "trials")
+LLM_FIELDS = ("base_url", "model", "concurrency")
+
+
+
+@dataclass(frozen=True)
+class SearcherEntry:
+    label: str  # 'agenttts:insight1': the name in every table and folder
+    name: str  # registry name
+    ablate: str | None
+    options: dict[str, Any]
+    seeds: tuple[int, ...] | None  # None: the sweep's seeds
+    trials: tuple[int | None, ...] | None  # None: the sweep's trial budgets (exhaustive: until done)
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    path: str  # absolute
+    train: tuple[int | None, ...] | None
+    budgets: tuple[float | None, ...] | None
+
+
+@dataclass
+class SweepSpec:
+    source: str  # the spec file, or "command line"
+    name: str
+    stores: list[StoreEntry]
+    searchers: list[SearcherEntry]
+    seeds: tuple[int, ...] = (0,)
+    train: tuple[int | None, ...] = (None,)
+    budgets: tuple[float | None, ...] = (None,)
+    trials: tuple[int | None, ...] = (50,)
+    replicates: int = 16
+    test_replicates: int = 256
+    replay_seed: int = 0
+    models: tuple[str, ...] | None = None
+    max_samples: int | None = None
+    optimum: bool = True
+    optimum_limit: int = GRID_LIMIT
+    searcher_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_concurrency: int | None = None
+    workers: int | None = None
+    cell_plots: bool = False
+    out: str | None = None
+    from_cli: frozenset[str] = frozenset()  # fields given on the command line
+
+    def where(self, name: str) -> str:
+        """How an error names a field: the spec file and the field, or the command-line option."""
+        top = name.split("[")[0].split(".")[0]
+        if top in self.from_cli or self.source == "command line":
+            return f"--{top.replace('_', '-')}"
+        return f"{self.source}: {name}"
+
+
+def read_spec_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML or JSON mapping (YAML is a superset of JSON: both go through yaml.safe_load)."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(str(path), "no such sweep spec file")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark is not None else ""
+        raise InputError(f"{path}{at}", f"not valid YAML/JSON ({getattr(e, 'problem', None) or e})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InputError(str(path), f"a sweep spec is a mapping of fields, got {type(raw).__name__}")
+    return raw
+
+
+def parse_spec(raw: dict[str, Any], source: str = "command line", *, overrides: dict[str, Any] | None = None,
+               base: str | os.PathLike | None = None) -> SweepSpec:
+    """Validate a spec mapping (plus command-line `overrides`, which win) into a SweepSpec.
+    Every error is one line naming the spec file and the field (or the option).
+
+    Parameters:
+        raw: the spec's fields (`read_spec_file`, or {} for a sweep given by options alone).
+        source: the spec file (named in errors), or "command line".
+        overrides: fields given as command-line options (None values are dropped).
+        base: the folder relative store paths are taken from (default: the current one).
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    raw = {**raw, **overrides}
+    for k in raw:
+        if k not in SPEC_FIELDS:
+            where = f"--{k.replace('_', '-')}" if k in overrides else f"{source}: {k}"
+            raise ConfigError(where, f"unknown field (known: {', '.join(SPEC_FIELDS)})")
+    name = raw.get("name") or (Path(source).stem if source != "command line" else "sweep")
+    spec = SweepSpec(source=source, name=str(name), stores=[], searchers=[], from_cli=frozenset(overrides))
+    w = spec.where
+
+    spec.replicates = _int(raw.get("replicates", 16), w("replicates"), lo=1)
+    spec.test_replicates = _int(raw.get("test_replicates", 256), w("test_replicates"), lo=1)
+    spec.replay_seed = _int(raw.get("replay_seed", 0), w("replay_seed"), lo=0)
+    if raw.get("max_samples") is not None:
+        spec.max_samples = _int(raw["max_samples"], w("max_samples"), lo=1)
+    if raw.get("models") is not None:
+        spec.models = tuple(_strings(raw["models"], w("models")))
+    spec.optimum = _bool(raw.get("optimum", True), w("optimum"))
+    spec.optimum_limit = _int(raw.get("optimum_limit", GRID_LIMIT), w("optimum_limit"), lo=1)
+    spec.cell_plots = _bool(raw.get("cell_plots", False), w("cell_plots"))
+    if raw.get("workers") is not None:
+        spec.workers = _int(raw["workers"], w("workers"), lo=1)
+    if raw.get("out") is not None:
+        if not isinstance(raw["out"], str) or not raw["out"].strip():
+            raise ConfigError(w("out"), f"expected a folder path, got {raw['out']!r}")
+        spec.out = raw["out"]
+
+    spec.seeds = tuple(_seeds(raw.get("seeds", [0]), w("seeds")))
+    spec.train = tuple(_axis(raw.get("train", [None]), w("train"), _train_value))
+    spec.budgets = tuple(_axis(raw.get("budgets", [None]), w("budgets"), _budget_value))
+    spec.trials = tuple(_axis(raw.get("trials", [50]), w("trials"), _trials_value))
+
+    llm = raw.get("llm") or {}
+    if not isinstance(llm, dict):
+        raise ConfigError(w("llm"), f"expected a mapping with {', '.join(LLM_FIELDS)}, got {llm!r}")
+    for k in llm:
+        if k not in LLM_FIELDS:
+            raise ConfigError(w(f"llm.{k}"), f"unknown field (known: {', '.join(LLM_FIELDS)})")
+    for k in ("base_url", "model"):
+        if llm.get(k) is not None and (not isinstance(llm[k], str) or not llm[k].strip()):
+            raise ConfigError(w(f"llm.{k}"), f"expected a string, got {llm[k]!r}")
+    spec.llm_base_url, spec.llm_model = llm.get("base_url"), llm.get("model")
+    if llm.get("concurrency") is not None:
+        spec.llm_concurrency = _int(llm["concurrency"], w("llm.concurrency"), lo=1)
+
+    so = raw.get("searcher_options") or {}
+    if not isinstance(so, dict) or any(not isinstance(v, dict) for v in so.values()):
+        raise ConfigError(w("searcher_options"), "expected a mapping of searcher name -> mapping of options")
+    for k in so:
+        if k not in SEARCHERS:
+            raise ConfigError(w(f"searcher_options.{k}"), f"unknown searcher (known: {', '.join(SEARCHERS)})")
+    spec.searcher_options = {str(k): dict(v) for k, v in so.items()}
+
+    stores = raw.get("stores")
+    if stores is None:
+        raise ConfigError(w("stores"), "required: the store folders to sweep (e.g. [traces/aime24])")
+    stores = stores.split(",") if isinstance(stores, str) else stores
+    if not isinstance(stores, list) or not stores:
+        raise ConfigError(w("stores"), "expected a non-empty list of store folders")
+    here = Path(base) if base is not None else Path.cwd()
+    for i, s in enumerate(stores):
+        at = f"stores[{i}]"
+        if isinstance(s, str):
+            s = {"path": s}
+        if not isinstance(s, dict):
+            raise ConfigError(w(at), f"expected a store folder or a mapping with {', '.join(STORE_FIELDS)}, got {s!r}")
+        for k in s:
+            if k not in STORE_FIELDS:
+                raise ConfigError(w(f"{at}.{k}"), f"unknown field (known: {', '.join(STORE_FIELDS)})")
+        if not isinstance(s.get("path"), str) or not s["path"].strip():
+            raise ConfigError(w(f"{at}.path"), "required: the store folder")
+        p = Path(s["path"].strip()).expanduser()
+        p = p if p.is_absolute() else here / p
+        if not (p / "manifest.json").is_file():
+            raise ConfigError(w(at), f"{s['path']}: not a store folder (no manifest.json)")
+        spec.stores.append(StoreEntry(
+            path=str(p.resolve()),
+            train=None if s.get("train") is None else tuple(_axis(s["train"], w(f"{at}.train"), _train_value)),
+            budgets=None if s.get("budgets") is None else tuple(_axis(s["budgets"], w(f"{at}.budgets"), _budget_value)),
+        ))
+    if len({e.path for e in spec.stores}) != len(spec.stores):
+        raise ConfigError(w("stores"), "lists a store twice")
+
+    searchers = raw.get("searchers")
+    if searchers is None:
+        raise ConfigError(w("searchers"), "required: the searchers to run (e.g. [random, bo, rules])")
+    searchers = searchers.split(",") if isinstance(searchers, str) else searchers
+    if not isinstance(searchers, list) or not searchers:
+        raise ConfigError(w("searchers"), "expected a non-empty list of searchers")
+    for i, s in enumerate(searchers):
+        spec.searchers.append(_searcher_entry(s, w(f"searchers[{i}]"), w))
+    labels = [e.label for e in spec.searchers]
+    dup = next((x for x in labels if labels.count(x) > 1), None)
+    if dup is not None:
+        raise ConfigError(w("searchers"), f"{dup!r} is listed twice (give one of them another label)")
+    return spec
+
+
+def _searcher_entry(s: Any, where: str, w: Callable[[str], str]) -> SearcherEntry:
+    if isinstance(s, str):
+        name, _, ablate = s.strip().partition(":")
+        s = {"searcher": name, "ablate": ablate or None}
+    if not isinstance(s, dict):
+        raise ConfigError(where, f"expected 'name', 'name:ablation' or a mapping with {', '.join(SEARCHER_FIELDS)}, got {s!r}")
+    for k in s:
+        if k not in SEARCHER_FIELDS:
+            raise ConfigError(f"{where}.{k}", f"unknown field (known: {', '.join(SEARCHER_FIELDS)})")
+    name = s.get("searcher")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where}.searcher", "required: the searcher's name")
+    name = name.strip()
+    try:
+        get_searcher(name)
+    except ConfigError as e:
+        raise ConfigError(where, e.problem) from None
+    ablate = s.get("ablate")
+    if ablate is not None and (not isinstance(ablate, str) or not ablate.strip()):
+        raise ConfigError(f"{where}.ablate", f"expected an ablation name, got {ablate!r}")
+    ablate = ablate.strip() if ablate else None
+    options = s.get("options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"{where}.options", f"expected a mapping of searcher options, got {options!r}")
+    if ablate is not None:
+        if "ablate" in options:
+            raise ConfigError(f"{where}.options", "gives ablate twice")
+        options = {**options, "ablate": ablate}
+    label = s.get("label") or (f"{name}:{ablate}" if ablate else name)
+    if not isinstance(label, str) or not label.strip() or "/" in label:
+        raise ConfigError(f"{where}.label", f"expected a short name without '/', got {label!r}")
+    seeds = None if s.get("seeds") is None else tuple(_seeds(s["seeds"], f"{where}.seeds"))
+    trials = None if "trials" not in s else tuple(_axis(s["trials"], f"{where}.trials", _trials_value))
+    return SearcherEntry(label=label.strip(), name=name, ablate=ablate, options=dict(options), seeds=seeds, trials=trials)
+
+
+def _int(v: Any, where: str, lo: int | None = None) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        raise ConfigError(where, f"expected an integer, got {v!r}")
+    try:
+        x = int(v)
+    except ValueError:
+        raise ConfigError(where, f"expected an integer, got {v!r}") from None
+    if lo is not None and x < lo:
+        raise ConfigError(where, f"must be at least {lo}, got {x}")
+    return x
+
+
+def _bool(v: Any, where: str) -> bool:
+    if isinstance(v, bool):
+        return v
+    raise ConfigError(where, f"expected true or false, got {v!r}")
+
+
+def _strings(v: Any, where: str) -> list[str]:
+    items = v.split(",") if isinstance(v, str) else v
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        raise ConfigError(where, f"expected a list of names, got {v!r}")
+    out = [x.strip() for x in items if x.strip()]
+    if not out:
+        raise ConfigError(where, "empty list")
+    return out
+
+
+def _seeds(v: Any, where: str) -> list[int]:
+    if isinstance(v, bool):
+        raise ConfigError(where, f"expected seeds (a list or '0-9'), got {v!r}")
+    if isinstance(v, int):
+        return [v]
+    if isinstance(v, str):
+        try:
+            return parse_seeds(v)
+        except ConfigError as e:
+            raise ConfigError(where, e.problem) from None
+    if isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        if len(set(v)) != len(v):
+            raise ConfigError(where, f"repeats a seed: {v}")
+        return list(v)
+    raise ConfigError(where, f"expected a list of integer seeds or a range like '0-9', got {v!r}")
+
+
+_NULLS = ("null", "none", "default", "all", "")
+
+
+def _axis(v: Any, where: str, one: Callable[[Any, str], Any]) -> list[Any]:
+    """A list of values, one value, or a comma-separated string; no repeats, not empty."""
+    if isinstance(v, str):
+        items: list[Any] = [x.strip() for x in v.split(",")]
+    elif isinstance(v, list):
+        items = v
+    else:
+        items = [v]
+    if not items:
+        raise ConfigError(where, "empty list")
+    out = [one(x, where) for x in items]
+    if len(set(out)) != len(out):
+        raise ConfigError(where, f"repeats a value: {v!r}")
+    return out
+
+
+def _train_value(x: Any, where: str) -> int | None:
+    if x is None or (isinstance(x, str) and x.lower() in _NULLS):
+        return None
+    return _int(x, where, lo=1)
+
+
+def _trials_value(x: Any, where: str) -> int | None:
+    if x is None or (isinstance(x, str) and x.lower() in _NULLS):
+        return None
+    return _int(x, where, lo=1)
+
+
+def _budget_value(x: Any, where: str) -> float | None:
+    if x is None or (isinstance(x, str) and x.lower() in _NULLS):
+        return None
+    if isinstance(x, bool):
+        raise ConfigError(where, f"expected a number of units or null, got {x!r}")
+    try:
+        b = float(x)
+    except (TypeError, ValueError):
+        raise ConfigError(where, f"expected a number of units or null, got {x!r}") from None
+    if not (math.isfinite(b) and b > 0):
+        raise ConfigError(where, f"must be a positive number of units, got {x!r}")
+    return b

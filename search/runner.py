@@ -198,8 +198,10 @@ def build_searcher(name: str, space: SearchSpace, seed: int, options: dict[str, 
     if setup is not None and getattr(cls, "uses_scan", False):
         # exhaustive searchers may score a whole product space in one compiled scan of the
         # same objective (training questions, replicates, replay seed)
-        options = {**options, "scan": lambda choices: scan_space(setup.store, choices, setup.split.train,
-                                                                 setup.replicates, setup.replay_seed)}
+        options = {**options, "scan": lambda choices: scan_space(setup.store, choices,
+                                                                 questions=setup.split.train,
+                                                                 replicates=setup.replicates,
+                                                                 seed=setup.replay_seed)}
     return cls(space, seed=seed, **options)
 
 
@@ -327,7 +329,8 @@ def known_optimum(setup: SearchSetup, limit: int = GRID_LIMIT, progress: bool = 
     if sp.size() > limit:
         return None
     choices = [[StageChoice(m, c) for m in sp.models[i] for c in sp.counts[i][m]] for i in range(len(sp.stages))]
-    scan = scan_space(setup.store, choices, setup.split.train, setup.replicates, setup.replay_seed)
+    scan = scan_space(setup.store, choices, questions=setup.split.train, replicates=setup.replicates,
+                      seed=setup.replay_seed)
     best = scan.best(sp.budget)
     feasible = int((scan.units <= sp.budget * (1 + 1e-9)).sum())
     return {"config": None if best is None else str(best[0]), "score": None if best is None else best[1],

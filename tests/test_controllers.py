@@ -139,7 +139,7 @@ def test_never_stopping_controllers_equal_engine_majority(stores):
                 res = evaluate_settings(store, model, never, replicates=7, seed=5)
                 qidx = np.arange(store.arrays.n_questions)
                 # where n exceeds a pool, both the engine and the controllers take the whole pool
-                score, tokens, *_ = replay_arrays(store, [Config.of((model, n))], qidx, 7, 5)
+                score, tokens, *_ = replay_arrays(store, [Config.of((model, n))], qidx, replicates=7, seed=5)
                 ctrl = run_compiled(step_arrays(store, model), never, qidx, 7, 5)
                 for c, st in enumerate(never):
                     assert np.array_equal(ctrl[0][c], ctrl[0][0]), st.label()

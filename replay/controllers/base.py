@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
+from ..aggregation import majority
 from ..errors import InputError
 from ..reference import Stream, draw, stream_start
 from .steps import StepArrays
@@ -329,11 +330,7 @@ class Episode:
             votes = [self.reading[i] for i in live if self.reading[i] is not None]
         if not votes:
             return -1
-        counts: dict[int, int] = {}
-        for a in votes:
-            counts[a] = counts.get(a, 0) + 1
-        top = max(counts.values())
-        return next(a for a in votes if counts[a] == top)
+        return majority(votes)
 
     def score(self) -> float:
         """Stored score of the returned answer: that of the first opened, finished, unpruned

@@ -771,3 +771,27 @@ def test_openai_backend_from_inside_an_event_loop():
 
         out = asyncio.run(main())
     assert len(out) == 1 and len(out[0]) == 3
+
+
+class ShortBackend:
+    """A backend that returns one sample fewer than asked (a broken server or engine)."""
+
+    model = "short"
+    exclusive = False
+
+    def generate(self, prompts, n, temperature, max_tokens, seed=None):
+        return [[Sample(text="\\boxed{1}", prompt_tokens=5, completion_tokens=3)] * (n - 1) for _ in prompts]
+
+    def close(self):
+        pass
+
+
+def test_a_backend_returning_the_wrong_number_of_samples_is_a_backend_error(tmp_path):
+    """Not bad input (exit 2) but a backend failure (exit 3), whatever its message."""
+    data = tmp_path / "m.jsonl"
+    write_math(data, 2, splits=True)
+    settings = RunSettings(task="math", data=str(data), models=tuple(parse_models("small-1B")),
+                           out=str(tmp_path / "out"), samples=3, backend="openai")
+    with pytest.raises(BackendError, match="wrong number of samples") as e:
+        run_collection(settings, lambda m: ShortBackend(), progress=False, log=lambda s: None)
+    assert e.value.exit_code == 3 and not isinstance(e.value, InputError)

@@ -424,3 +424,18 @@ def test_a_store_without_probes_is_refused(tmp_path):
     store = replay.open(make_random_store(tmp_path / "noprobe", RandomStoreSpec(seed=1)))
     with pytest.raises(InputError, match="no step-level traces"):
         evaluate_controller(store, "majority", store.manifest.model_names[0], replicates=1)
+
+
+def test_an_endpoint_failure_while_loading_a_controller_is_not_reworded_as_bad_input(tmp_path):
+    from replay.controllers import load_controller
+    from replay.errors import BackendError
+
+    f = tmp_path / "ctrl.py"
+    f.write_text("from replay.errors import BackendError\nraise BackendError('http://x', 'connection refused')\n")
+    with pytest.raises(BackendError) as e:
+        load_controller(f"{f}:C")
+    assert e.value.exit_code == 3
+    g = tmp_path / "bad.py"
+    g.write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(InputError, match="cannot import"):
+        load_controller(f"{g}:C")

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, ToolError
 from ..store import Store
 from .base import Controller, check_beta, run_episode
 from .builtin import BUILTINS, CODES
@@ -48,8 +48,8 @@ def load_controller(spec: str | type[Controller]) -> type[Controller]:
             mspec.loader.exec_module(module)
         else:
             module = importlib.import_module(mod_name)
-    except InputError:
-        raise
+    except ToolError:
+        raise  # ours, with its own exit code (an endpoint failure is not reworded as bad input)
     except Exception as e:  # an import error in user code is bad input, reported on one line
         raise InputError("--controller", f"{spec!r}: cannot import {mod_name!r} ({type(e).__name__}: {e})") from None
     cls = getattr(module, cls_name, None)

@@ -45,6 +45,8 @@ _largest_pool = largest_pool  # the name search/ and older code import
 
 @dataclass(frozen=True)
 class StageResult:
+    """One stage of an evaluated configuration (means per question over questions and replicates)."""
+
     stage: str
     model: str
     samples: int
@@ -56,6 +58,22 @@ class StageResult:
 
 @dataclass(frozen=True)
 class EvalResult:
+    """An evaluated configuration.
+
+    Attributes:
+        config: the configuration.
+        score: mean end-to-end score over questions and replicates; NaN when infeasible.
+        stderr: standard error of that mean over replicates; NaN when infeasible.
+        feasible: within the budget (always, without one).
+        tokens: mean tokens per question actually drawn (prompts once per stage, completions).
+        flops: mean FLOPs per question (2 x params x tokens, per stage).
+        units: mean cost in normalised budget units per question (`budget_unit`).
+        budget: the budget it was held to, or None.
+        stages: per-stage figures.
+        n_questions, replicates, seed: what it was evaluated on.
+        per_question: mean score per question (None when infeasible).
+    """
+
     config: Config
     score: float  # mean end-to-end score; NaN when infeasible
     stderr: float  # standard error of the mean over replicates

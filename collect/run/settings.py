@@ -91,6 +91,36 @@ def parse_models(models: str, *, params: str | None = None) -> list[ModelSpec]:
 
 @dataclass(frozen=True)
 class RunSettings:
+    """What a collection draws, built once by `collect run` (or by hand) and passed to
+    `run_collection`.
+
+    Args:
+        task: the task name (collect/tasks: 2wiki, hotpotqa, cwq, webqsp, taskbench, chatdev,
+            aime, qa, math).
+        data: the task's dataset file (a folder for taskbench), in its official format.
+        models: the models (`parse_models`).
+        out: the store folder to write.
+        samples: samples per pool (the largest count replay can use).
+        temperature: sampling temperature.
+        max_tokens: completion length cap per sample.
+        seed: base of every pool's sampling seed and of the split.
+        expand_top: upstream answers per question that get their own downstream pool.
+        expand_min_share: expand an upstream answer only if at least this share of the
+            aggregated outcomes.
+        expand_draws: random subsets aggregated per (pool, count) to estimate those shares.
+        fusions: fused subsets per size and pool, for llm_fuse stages.
+        limit: use only the first N questions of the data.
+        train: the train-split size when the data names no splits (default: half).
+        batch_size: pools per backend call and per checkpoint shard.
+        name: the store's name (default: the folder name).
+        backend: 'vllm' or 'openai', recorded in the provenance.
+        backend_options: the backend's options, recorded in the provenance (no secrets).
+        command: the command line, recorded in the provenance and shown by `collect status`.
+        keep_raw: keep every completion's text in `<out>.raw/`.
+        fresh: discard a partial run of `out` instead of resuming it.
+        force: replace an existing store at `out`.
+    """
+
     task: str
     data: str
     models: tuple[ModelSpec, ...]

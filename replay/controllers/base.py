@@ -355,7 +355,7 @@ def max_actions(steps: StepArrays) -> int:
     return 8 * steps.max_pool * (steps.max_intervals + 2) + 1000
 
 
-def run_episode(ctrl: Controller, steps: StepArrays, q: int, r: int, seed: int, probe_cost: float = 0.0) -> Episode:
+def run_episode(ctrl: Controller, steps: StepArrays, q: int, r: int, seed: int, *, probe_cost: float = 0.0) -> Episode:
     ep = Episode(steps, q, r, seed, probe_cost)
     name = f"controller {ctrl.name or type(ctrl).__name__!r}"
     ctrl.reset(ep)

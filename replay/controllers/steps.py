@@ -65,8 +65,18 @@ class StepArrays:
         return i if i < len(self.answers) and self.answers[i] == text else -1
 
 
-def step_arrays(store: Store, model: str, stage: str | int | None = None) -> StepArrays:
-    """The step-level view of one model on one stage (default: the first stage)."""
+def step_arrays(store: Store, model: str, *, stage: str | int | None = None) -> StepArrays:
+    """The step-level view of one model on one stage, built once per store (`store.derived`).
+
+    Args:
+        store: a store with probes.
+        model: the model.
+        stage: the stage, by name or index (default: the first).
+
+    Raises:
+        InputError: an unknown stage or model, a model that is not a candidate of the stage,
+            a store without probes.
+    """
     names = store.manifest.stage_names
     if stage is None:
         si = 0

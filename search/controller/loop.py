@@ -56,7 +56,8 @@ def make_setup(store: Store, controller, model: str, budget_tokens: float, beta:
         raise ConfigError("--test-replicates", f"must be at least 1, got {test_replicates}")
     if not (math.isfinite(probe_cost) and probe_cost >= 0):
         raise ConfigError("--probe-cost", f"must be a number of tokens >= 0, got {probe_cost}")
-    space = ControllerSpace.from_store(store, controller, model, budget_tokens, beta=beta, probe_cost=probe_cost)
+    space = ControllerSpace.from_store(store, controller, model, budget_tokens=budget_tokens, beta=beta,
+                                       probe_cost=probe_cost)
     return ControllerSetup(store, space, split_questions(store, train), replicates, replay_seed, test_replicates)
 
 

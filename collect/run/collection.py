@@ -93,55 +93,21 @@ def run_collection(settings: RunSettings, make_backend: Callable[[ModelSpec], Ba
     if out.exists() and not settings.force:
         # checked before drawing anything: a collection costs GPU hours
         raise InputError(out, "already exists (use --force to replace it)")
-    digest = data_sha256(task, data)
-    info = {"task": settings.task, "data": str(data.resolve()), "out": str(out.resolve()),
-            "questions": len(records), "models": [m.name for m in settings.models],
-            "stages": [[st.name, st.aggregation] for st in task.stages], "samples": settings.samples,
-            "fusions": settings.fusions, "command": settings.command}
-    ckpt = Checkpoint(out, settings.fingerprint(digest), fresh=settings.fresh, info=info)
+    ckpt = _checkpoint(settings, task, records, data, out)
     if ckpt.resumed_pools:
         log(f"resuming: {ckpt.resumed_pools} finished pools restored from {ckpt.dir}")
-
-    by_id = {r.id: r for r in records}
-    contexts: dict[str, dict[str, float]] = {r.id: {S.ROOT_CONTEXT: 1.0} for r in records}
-    coverage: dict[str, float] = {}
-    backends: dict[str, Backend] = {}
-    drawn = 0
     try:
-        for si, stage in enumerate(task.stages):
-            if si > 0:
-                contexts, cov = expand_stage(task, si, records, contexts, ckpt.all_rows(), ckpt.all_fusions(),
-                                              settings)
-                coverage[stage.name] = cov
-                ckpt.save_contexts(stage.name, contexts)
-            else:
-                coverage[stage.name] = 1.0
-            for model in settings.models:
-                pending = [(r.id, c) for r in records for c in sorted(contexts[r.id])
-                           if (stage.name, model.name, r.id, c) not in ckpt.done]
-                if pending:
-                    drawn += draw_pools(task, stage.name, model, pending, by_id, settings, ckpt,
-                                         backend_for(model, backends, make_backend), progress)
-                if stage.aggregation == "llm_fuse":
-                    todo = [(r.id, c) for r in records for c in sorted(contexts[r.id])
-                            if (stage.name, model.name, r.id, c) not in ckpt.fused]
-                    if todo:
-                        fuse_pools(task, stage.name, model, todo, by_id, settings, ckpt,
-                                    backend_for(model, backends, make_backend), progress)
+        drawn, coverage = _collect(settings, task, records, ckpt, make_backend, progress)
     except BaseException:
         # Ctrl-C, a dead server: every finished batch is on disk; say how to go on
         if ckpt.done:
             log(f"stopped: {len(ckpt.done)} finished pools are kept in {ckpt.dir}; "
                 "rerun the same command to resume")
         raise
-    finally:
-        for b in backends.values():
-            b.close()
-
     rows = ckpt.all_rows()
     fusions = ckpt.all_fusions()
     path = write_collected_store(settings, task, records, splits, rows, fusions, coverage, drawn,
-                  ckpt.resumed_pools, time.time() - t0)
+                                 ckpt.resumed_pools, time.time() - t0)
     # the store is in place: the checkpoint is no longer needed
     if settings.keep_raw:
         raw = out.with_name(out.name + RAW_SUFFIX)
@@ -154,3 +120,43 @@ def run_collection(settings: RunSettings, make_backend: Callable[[ModelSpec], Ba
     return RunResult(path=path, summary=summary, drawn_samples=drawn, resumed_pools=ckpt.resumed_pools,
                      seconds=time.time() - t0)
 
+
+def _checkpoint(settings: RunSettings, task: Task, records: list[Record], data: Path, out: Path) -> Checkpoint:
+    """The run's checkpoint: a new one, or the partial run of the same settings to resume."""
+    info = {"task": settings.task, "data": str(data.resolve()), "out": str(out.resolve()),
+            "questions": len(records), "models": [m.name for m in settings.models],
+            "stages": [[st.name, st.aggregation] for st in task.stages], "samples": settings.samples,
+            "fusions": settings.fusions, "command": settings.command}
+    return Checkpoint(out, settings.fingerprint(data_sha256(task, data)), fresh=settings.fresh, info=info)
+
+
+def _collect(settings: RunSettings, task: Task, records: list[Record], ckpt: Checkpoint,
+             make_backend: Callable[[ModelSpec], Backend], progress: bool) -> tuple[int, dict[str, float]]:
+    """Every stage in order: expand the upstream answers, then draw (and fuse) every pool the
+    checkpoint lacks. Returns the samples drawn and the expansion coverage per stage."""
+    by_id = {r.id: r for r in records}
+    contexts: dict[str, dict[str, float]] = {r.id: {S.ROOT_CONTEXT: 1.0} for r in records}
+    coverage: dict[str, float] = {}
+    backends: dict[str, Backend] = {}
+    drawn = 0
+    try:
+        for si, stage in enumerate(task.stages):
+            coverage[stage.name] = 1.0
+            if si > 0:
+                contexts, coverage[stage.name] = expand_stage(task, si, records, contexts, ckpt.all_rows(),
+                                                              ckpt.all_fusions(), settings)
+                ckpt.save_contexts(stage.name, contexts)
+            for model in settings.models:
+                pools = [(r.id, c) for r in records for c in sorted(contexts[r.id])]
+                pending = [(q, c) for q, c in pools if (stage.name, model.name, q, c) not in ckpt.done]
+                if pending:
+                    drawn += draw_pools(task, stage.name, model, pending, by_id, settings, ckpt,
+                                        backend_for(model, backends, make_backend), progress)
+                todo = [(q, c) for q, c in pools if (stage.name, model.name, q, c) not in ckpt.fused]
+                if stage.aggregation == "llm_fuse" and todo:
+                    fuse_pools(task, stage.name, model, todo, by_id, settings, ckpt,
+                               backend_for(model, backends, make_backend), progress)
+    finally:
+        for b in backends.values():
+            b.close()
+    return drawn, coverage

@@ -59,7 +59,8 @@ def _mean_metrics(values) -> dict[str, float]:
 
 
 def summarize(task: Task, settings: RunSettings, rows: pl.DataFrame, fusions: pl.DataFrame,
-             coverage: dict) -> tuple[StageSummary, ...]:
+              coverage: dict) -> tuple[StageSummary, ...]:
+    """One summary line per (stage, model) collected."""
     out = []
     for st in task.stages:
         for m in settings.models:
@@ -80,8 +81,10 @@ def summarize(task: Task, settings: RunSettings, rows: pl.DataFrame, fusions: pl
     return tuple(out)
 
 
-def write_collected_store(settings: RunSettings, task: Task, records: list[Record], splits: list[str], rows: pl.DataFrame,
-           fusions: pl.DataFrame, coverage: dict, drawn: int, resumed: int, seconds: float) -> Path:
+def write_collected_store(settings: RunSettings, task: Task, records: list[Record], splits: list[str],
+                          rows: pl.DataFrame, fusions: pl.DataFrame, coverage: dict, drawn: int, resumed: int,
+                          seconds: float) -> Path:
+    """The store of a finished collection, with its provenance, written atomically."""
     out = Path(settings.out)
     ids = [r.id for r in records]
     questions = pl.DataFrame({

@@ -10,12 +10,14 @@ replay/aggregation.py (the ones collection applies too), called here, not rewrit
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from . import aggregation as rules
-from .arrays import StoreArrays
+
+if TYPE_CHECKING:  # annotations only: this oracle needs NumPy and the rules, not polars
+    from .arrays import StoreArrays
 
 MASK = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15

@@ -524,6 +524,14 @@ def test_vllm_backend_conversion_with_a_fake_vllm_module(monkeypatch):
         [("out 0", 5, 1, "stop"), ("out 1", 5, 2, "length"), ("out 2", 5, 3, "length")],
         [("out 0", 3, 1, "stop"), ("out 1", 3, 2, "length"), ("out 2", 3, 3, "length")]]
     assert samples_from_request_outputs([]) == []
+
+    def broken(*a, **k):
+        raise RuntimeError("CUDA out of memory")
+
+    be.llm.generate = broken  # the engine fails mid-run: a backend failure (exit 3), one line
+    with pytest.raises(BackendError, match="vLLM generation failed: RuntimeError: CUDA out of memory") as e:
+        be.generate([[{"role": "user", "content": "a"}]], n=1, temperature=0.9, max_tokens=8)
+    assert e.value.exit_code == 3
     be.close()
 
 

@@ -41,7 +41,7 @@ def main() -> None:
     q = np.arange(store.arrays.n_questions)
     R, Rp = args.replicates, args.python_replicates
     betas = np.linspace(0, 1, 11)
-    run_compiled(steps, [Setting.make("majority", {"n": 1})], q[:1], 1, 0)  # compile / load the cache
+    run_compiled(steps, [Setting.make("majority", {"n": 1})], q[:1], replicates=1, seed=0)  # compile / load the cache
     print(f"store {store.name}, model {args.model}, {len(q)} questions; numba threads {numba.get_num_threads()}")
     print(f"{'controller':<10} {'compiled eval/s':>16} {'python eval/s':>14} {'ratio':>9}   (episodes/s compiled, python)")
     ratios = []
@@ -50,7 +50,7 @@ def main() -> None:
         # compiled: all 11 settings x Q x R in one call, repeated until ~1 s has passed
         n_calls, t0 = 0, time.perf_counter()
         while True:
-            got = run_compiled(steps, settings, q, R, seed=0)
+            got = run_compiled(steps, settings, q, replicates=R, seed=0)
             n_calls += 1
             if time.perf_counter() - t0 > 1.0:
                 break
@@ -59,7 +59,7 @@ def main() -> None:
         # python reference: the same settings, fewer replicates (the first Rp of the same episodes)
         t0 = time.perf_counter()
         for c, st in enumerate(settings):
-            ref = run_python(steps, st, q, Rp, seed=0)
+            ref = run_python(steps, st, q, replicates=Rp, seed=0)
             for a, b in zip(got, ref):
                 assert np.array_equal(a[c][:, :Rp], b), f"{st.label()}: compiled and reference differ"
         tp = time.perf_counter() - t0

@@ -58,8 +58,8 @@ def main(scale: bool = True) -> None:
     pools = np.array([[a.qsm_pool_off[(q * a.n_stages) * a.n_models + m] for q in qidx] for m in range(len(models))])
     counts = np.array(COUNTS, dtype=np.int64)
     out = np.zeros((len(models), len(counts)))
-    A = kernel_inputs(store)[0]
-    s_packed, pack_bits = A[20], A[21]
+    A = kernel_inputs(store)
+    s_packed, pack_bits = A.s_packed, A.pack_bits
 
     def plain():
         kernels.majority_draw_loop(a.question_hash, a.pool_off, s_packed, pack_bits, a.s_score, qidx, pools,
@@ -73,7 +73,7 @@ def main(scale: bool = True) -> None:
     cfgs = [Config.of((m, n)) for m in models for n in COUNTS]
 
     def engine_alone():
-        replay_arrays(store, cfgs, qidx, REPLICATES, 0, share_prefix=False)
+        replay_arrays(store, cfgs, qidx, replicates=REPLICATES, seed=0, share_prefix=False)
 
     engine_alone()
     t_engine = best_of(engine_alone)

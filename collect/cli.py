@@ -104,14 +104,14 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
     import shlex
 
     from .backends import vllm_available
-    from .runner import RunSettings, parse_models, run_collection
+    from .run import RunSettings, parse_models, run_collection
     from .tasks import get_task
 
     if get_task(task).runs_untrusted_code:  # an unknown task fails before anything else
         from replay.sandbox import isolation
 
         click.echo(f"{task}: programs the models write run in the {isolation().summary()}", err=True)
-    specs = parse_models(models, params)
+    specs = parse_models(models, params=params)
     backend = backend or ("vllm" if vllm_available() else "openai")
     if backend == "vllm":
         opts = {"tensor_parallel_size": tensor_parallel, "gpu_memory_utilization": gpu_memory_utilization,
@@ -160,7 +160,7 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
 @click.argument("out", type=click.Path())
 def status_cmd(out):
     """What a collection into OUT has done and what remains (reads OUT.partial/ or the store)."""
-    from .runner import collection_status
+    from .run import collection_status
 
     st = collection_status(out)
     click.echo(f"{st.out}: {st.state}")

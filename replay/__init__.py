@@ -5,8 +5,10 @@
     print(store.evaluate("Qwen3-8B:8", replicates=2000))
 
 The store format lives in replay/schema.py (documented in docs/store-format.md), reading and
-writing in replay/store.py, the Numba kernels in replay/kernels.py with their pure-Python
-oracle in replay/reference.py, and the evaluation API in replay/engine.py.
+writing in replay/store.py, the dense arrays in replay/arrays.py and what the engine derives
+from them in replay/derived.py (`store.derived`), the aggregation rules in replay/aggregation.py,
+the Numba kernels in replay/kernels.py with their pure-Python oracle in replay/reference.py,
+configurations in replay/config.py and the evaluation API in replay/engine.py.
 """
 
 from __future__ import annotations

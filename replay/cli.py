@@ -54,8 +54,6 @@ def _parse_questions(text: str):
 @click.argument("store", type=click.Path())
 def info(store):
     """Stages, models, questions, pool sizes, token statistics, and whether it is synthetic."""
-    import numpy as np
-
     from .engine import budget_unit
 
     st = open_announced(store)
@@ -73,9 +71,8 @@ def info(store):
     click.echo(f"budget     1 unit = {budget_unit(st):.4g} FLOPs (one single-sample pass of the smallest model on the cheapest stage)")
     click.echo("models     " + ", ".join(f"{x.name} ({x.params / 1e9:g}B)" for x in m.models))
     click.echo("")
-    sizes = np.diff(a.pool_off)
-    mean_comp = np.add.reduceat(a.s_completion.astype(np.float64), a.pool_off[:-1]) / sizes
-    key = np.repeat(np.arange(len(a.qsm_pool_off) - 1), np.diff(a.qsm_pool_off))
+    d = st.derived
+    sizes, mean_comp = d.pool_sizes, d.pool_mean_completion
     header = f"{'stage':<14}{'aggregation':<15}{'model':<18}{'pools':>7}{'ctx/q':>7}{'pool size':>15}{'prompt':>9}{'completion':>12}"
     click.echo(header)
     click.echo("-" * len(header))
@@ -83,7 +80,7 @@ def info(store):
         for mi, model in enumerate(m.model_names):
             if not a.stage_model_ok[si, mi]:
                 continue
-            sel = ((key // a.n_models) % a.n_stages == si) & (key % a.n_models == mi)
+            sel = (d.pool_stage == si) & (d.pool_model == mi)
             sz = sizes[sel]
             click.echo(
                 f"{stage.name:<14}{stage.aggregation:<15}{model:<18}{int(sel.sum()):>7}{sel.sum() / a.n_questions:>7.1f}"
@@ -109,7 +106,7 @@ def eval_cmd(store, configs, replicates, seed, questions, budget, as_json):
     from .engine import Config, evaluate_batch
 
     st = open_announced(store)
-    cfgs = [Config.parse(c, st) for c in configs]
+    cfgs = [Config.parse(c, store=st) for c in configs]
     results = evaluate_batch(st, cfgs, questions=_parse_questions(questions), replicates=replicates, seed=seed,
                              budget=budget)
     if as_json:
@@ -139,7 +136,7 @@ def _space_configs(st, models, max_samples, grid):
     """Every configuration of the store's space (narrowed), or the configs of a grid file."""
     import itertools
 
-    from .engine import Config, StageChoice, _largest_pool
+    from .engine import Config, StageChoice, largest_pool
     from .errors import ConfigError
 
     if grid:
@@ -147,14 +144,14 @@ def _space_configs(st, models, max_samples, grid):
             lines = open(grid).read().splitlines()
         except OSError as e:
             raise ConfigError(grid, f"cannot read grid file ({e.strerror})") from None
-        return [Config.parse(line, st) for line in lines if line.strip() and not line.startswith("#")]
+        return [Config.parse(line, store=st) for line in lines if line.strip() and not line.startswith("#")]
     names = st.manifest.model_names
     chosen = [x.strip() for x in models.split(",")] if models else None
     if chosen:
         bad = [x for x in chosen if x not in names]
         if bad:
             raise ConfigError("--models", f"unknown model {bad[0]!r} (models: {', '.join(names)})")
-    largest = _largest_pool(st)
+    largest = largest_pool(st)
     per_stage = []
     for si in range(len(st.stages)):
         opts = []
@@ -234,11 +231,11 @@ def curve(store, out, max_samples, replicates, seed, questions):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .engine import Config, StageChoice, _largest_pool, evaluate_batch
+    from .engine import Config, StageChoice, evaluate_batch, largest_pool
 
     st = open_announced(store)
     n_s = len(st.stages)
-    largest = _largest_pool(st)
+    largest = largest_pool(st)
     fixed = [max(st.candidate_models(s), key=lambda m: st.models[st.model_index(m)].params) for s in range(n_s)]
     fig, axes = plt.subplots(2, n_s, figsize=(max(7.0, 5.5 * n_s), 7), squeeze=False, sharex="col")
     for s, stage in enumerate(st.stages):

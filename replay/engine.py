@@ -13,125 +13,30 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from .config import Config, StageChoice, as_config, validate_config
+from .derived import KernelInputs
 from .errors import ConfigError
-from .store import Store
+
+# `store` arguments below are `replay.store.Store` objects. The engine does not import the
+# store module: the store imports the engine (its evaluate() forwards here), and the engine
+# only reads a store's arrays, names and `derived` figures.
+
+__all__ = ["Config", "StageChoice", "StageResult", "EvalResult", "SpaceScan", "evaluate", "evaluate_batch",
+           "scan_space", "budget_unit", "default_budget", "estimate_units", "largest_pool", "pool_means",
+           "as_config", "validate_config", "kernel_inputs", "replay_arrays", "replay_sums", "memo_tables"]
 
 
-# --------------------------------------------------------------------------------------------
-# Configurations
+def largest_pool(store) -> np.ndarray:
+    """int64 [S, M]: the largest pool of each (stage, model): the most samples a configuration
+    may ask of it (`store.derived.largest_pool`)."""
+    return store.derived.largest_pool
 
 
-@dataclass(frozen=True)
-class StageChoice:
-    model: str
-    samples: int
-
-    def __str__(self) -> str:
-        return f"{self.model}:{self.samples}"
-
-
-@dataclass(frozen=True)
-class Config:
-    """A model and a sample count for each stage, in stage order."""
-
-    stages: tuple[StageChoice, ...]
-
-    def __str__(self) -> str:
-        return ",".join(str(s) for s in self.stages)
-
-    @classmethod
-    def of(cls, *pairs: tuple[str, int]) -> "Config":
-        return cls(tuple(StageChoice(m, int(n)) for m, n in pairs))
-
-    @classmethod
-    def parse(cls, text: str, store: Store | None = None) -> "Config":
-        """'M:S' per stage, comma-separated in stage order; 'stage=M:S' names the stage."""
-        where = f"config {text!r}"
-        parts = [p.strip() for p in str(text).split(",") if p.strip()]
-        if not parts:
-            raise ConfigError(where, "empty; expected MODEL:SAMPLES per stage, e.g. 'Qwen3-8B:8'")
-        named: dict[str, StageChoice] = {}
-        plain: list[StageChoice] = []
-        for part in parts:
-            stage = None
-            if "=" in part:
-                stage, part = (x.strip() for x in part.split("=", 1))
-            if ":" not in part:
-                raise ConfigError(where, f"{part!r} is not MODEL:SAMPLES")
-            model, n = part.rsplit(":", 1)
-            try:
-                samples = int(n)
-            except ValueError:
-                raise ConfigError(where, f"sample count {n!r} is not an integer") from None
-            choice = StageChoice(model.strip(), samples)
-            if stage is None:
-                plain.append(choice)
-            else:
-                named[stage] = choice
-        if named and plain:
-            raise ConfigError(where, "mix of named (stage=M:S) and positional (M:S) stages")
-        if named:
-            if store is None:
-                raise ConfigError(where, "named stages need a store to order them")
-            names = store.manifest.stage_names
-            unknown = [s for s in named if s not in names]
-            if unknown:
-                raise ConfigError(where, f"unknown stage {unknown[0]!r} (stages: {', '.join(names)})")
-            missing = [s for s in names if s not in named]
-            if missing:
-                raise ConfigError(where, f"no choice for stage {missing[0]!r}")
-            plain = [named[s] for s in names]
-        cfg = cls(tuple(plain))
-        if store is not None:
-            validate_config(store, cfg)
-        return cfg
-
-
-def as_config(store: Store, config: Config | str | Sequence) -> Config:
-    if isinstance(config, Config):
-        validate_config(store, config)
-        return config
-    if isinstance(config, str):
-        return Config.parse(config, store)
-    cfg = Config(tuple(c if isinstance(c, StageChoice) else StageChoice(c[0], int(c[1])) for c in config))
-    validate_config(store, cfg)
-    return cfg
-
-
-def validate_config(store: Store, cfg: Config) -> None:
-    where = f"config {str(cfg)!r}"
-    names = store.manifest.stage_names
-    if len(cfg.stages) != len(names):
-        raise ConfigError(where, f"has {len(cfg.stages)} stage(s), store {store.name!r} has {len(names)} ({', '.join(names)})")
-    largest = _largest_pool(store)
-    for si, ch in enumerate(cfg.stages):
-        if ch.model not in store.manifest.model_names:
-            raise ConfigError(where, f"unknown model {ch.model!r} (models: {', '.join(store.manifest.model_names)})")
-        mi = store.model_index(ch.model)
-        if not store.arrays.stage_model_ok[si, mi]:
-            raise ConfigError(where, f"model {ch.model!r} is not a candidate of stage {names[si]!r}")
-        if ch.samples < 1:
-            raise ConfigError(where, f"stage {names[si]!r}: sample count must be at least 1")
-        if ch.samples > largest[si, mi]:
-            raise ConfigError(where, f"stage {names[si]!r}: {ch.samples} samples, but the largest pool of {ch.model!r} holds {largest[si, mi]}")
-
-
-def _largest_pool(store: Store) -> np.ndarray:
-    cached = getattr(store, "_largest_pool_cache", None)
-    if cached is not None:
-        return cached
-    a = store.arrays
-    sizes = np.diff(a.pool_off)
-    out = np.zeros((a.n_stages, a.n_models), dtype=np.int64)
-    pool_key = np.repeat(np.arange(len(a.qsm_pool_off) - 1), np.diff(a.qsm_pool_off))
-    sm = pool_key % (a.n_stages * a.n_models)
-    np.maximum.at(out.reshape(-1), sm, sizes)
-    store._largest_pool_cache = out
-    return out
+_largest_pool = largest_pool  # the name search/ and older code import
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,6 +45,8 @@ def _largest_pool(store: Store) -> np.ndarray:
 
 @dataclass(frozen=True)
 class StageResult:
+    """One stage of an evaluated configuration (means per question over questions and replicates)."""
+
     stage: str
     model: str
     samples: int
@@ -151,6 +58,22 @@ class StageResult:
 
 @dataclass(frozen=True)
 class EvalResult:
+    """An evaluated configuration.
+
+    Attributes:
+        config: the configuration.
+        score: mean end-to-end score over questions and replicates; NaN when infeasible.
+        stderr: standard error of that mean over replicates; NaN when infeasible.
+        feasible: within the budget (always, without one).
+        tokens: mean tokens per question actually drawn (prompts once per stage, completions).
+        flops: mean FLOPs per question (2 x params x tokens, per stage).
+        units: mean cost in normalised budget units per question (`budget_unit`).
+        budget: the budget it was held to, or None.
+        stages: per-stage figures.
+        n_questions, replicates, seed: what it was evaluated on.
+        per_question: mean score per question (None when infeasible).
+    """
+
     config: Config
     score: float  # mean end-to-end score; NaN when infeasible
     stderr: float  # standard error of the mean over replicates
@@ -193,31 +116,22 @@ class EvalResult:
 # Budget
 
 
-def budget_unit(store: Store) -> float:
+def budget_unit(store) -> float:
     """FLOPs of one normalised budget unit: one single-sample pass of the smallest model on the
-    cheapest stage (prompt + mean completion, averaged over questions and that stage's pools)."""
-    cached = getattr(store, "_budget_unit_cache", None)
-    if cached is not None:
-        return cached
-    a = store.arrays
-    sizes = np.diff(a.pool_off)
-    mean_comp = np.add.reduceat(a.s_completion.astype(np.float64), a.pool_off[:-1]) / sizes
-    pass_tokens = a.pool_prompt + mean_comp
-    pool_key = np.repeat(np.arange(len(a.qsm_pool_off) - 1), np.diff(a.qsm_pool_off))
-    s_of = (pool_key // a.n_models) % a.n_stages
-    m_of = pool_key % a.n_models
-    best = math.inf
-    for s in range(a.n_stages):
-        cands = np.flatnonzero(a.stage_model_ok[s])
-        m = cands[np.argmin(a.model_params[cands])]
-        sel = (s_of == s) & (m_of == m)
-        best = min(best, 2.0 * a.model_params[m] * float(pass_tokens[sel].mean()))
-    store._budget_unit_cache = best
-    return best
+    cheapest stage (prompt + mean completion, averaged over questions and that stage's pools).
+    Computed once per store (`store.derived.budget_unit`)."""
+    return store.derived.budget_unit
 
 
-def default_budget(store: Store, questions=None, replicates: int = 16, seed: int = 0) -> float:
-    """The paper's default budget, in units: every stage once with its largest model."""
+def default_budget(store, *, questions=None, replicates: int = 16, seed: int = 0) -> float:
+    """The paper's default budget, in units: every stage once with its largest model.
+
+    Args:
+        store: the store.
+        questions: the questions its cost is measured on (see `evaluate`).
+        replicates: random draws per question.
+        seed: the seed of the draws.
+    """
     a = store.arrays
     pairs = []
     for s in range(a.n_stages):
@@ -234,15 +148,57 @@ def default_budget(store: Store, questions=None, replicates: int = 16, seed: int
 MAX_CELLS = 8_000_000  # configs x questions x replicates per kernel call (bounds memory)
 
 
-def evaluate(store: Store, config, questions=None, replicates: int = 100, seed: int = 0,
+def evaluate(store, config, *, questions=None, replicates: int = 100, seed: int = 0,
              budget: float | None = None) -> EvalResult:
+    """Replay one configuration: its mean score, standard error and cost.
+
+    Args:
+        store: the store to replay (`replay.open(path)`).
+        config: a `Config`, its text ('Qwen3-8B:8', 'retrieve=M:1,answer=M:16') or a
+            sequence of (model, samples) pairs in stage order.
+        questions: which questions: None or 'all' (every one), a split name ('train',
+            'test'), or a sequence of question ids and/or indices.
+        replicates: random draws per question (common random numbers: the draws of
+            (question, replicate) depend only on the seed, the question id and the replicate).
+        seed: the seed of every draw.
+        budget: a budget in normalised units per question; a configuration whose measured
+            mean cost exceeds it is reported infeasible and not scored (score NaN).
+
+    Returns:
+        An `EvalResult`.
+
+    Raises:
+        ConfigError: a configuration the store cannot replay, or replicates < 1.
+        StoreError: an unknown split or question.
+    """
     return evaluate_batch(store, [config], questions=questions, replicates=replicates, seed=seed, budget=budget)[0]
 
 
-def evaluate_batch(store: Store, configs: Iterable, questions=None, replicates: int = 100, seed: int = 0,
-                   budget: float | None = None, progress=None, method: str = "auto") -> list[EvalResult]:
-    """Evaluate many configurations in few compiled calls (see module docstring and
-    `replay_sums` for the two methods; both give the same numbers)."""
+def evaluate_batch(store, configs: Iterable, *, questions=None, replicates: int = 100, seed: int = 0,
+                   budget: float | None = None, progress: Callable[[float], None] | None = None,
+                   method: str = "auto") -> list[EvalResult]:
+    """Replay many configurations in few compiled calls, with the numbers `evaluate` gives each.
+
+    Configurations that differ only in the last stage's sample count share one pass along the
+    shuffle; large batches over several stages use memo tables (see `replay_sums`).
+
+    Args:
+        store: the store to replay.
+        configs: configurations, each as `evaluate` takes it.
+        questions: which questions (as in `evaluate`).
+        replicates: random draws per question.
+        seed: the seed of every draw.
+        budget: a budget in normalised units per question (as in `evaluate`).
+        progress: called with the number of configurations (or fractions of them) done.
+        method: 'auto' (the cheaper), 'direct' or 'memo'; all give the same numbers.
+
+    Returns:
+        One `EvalResult` per configuration, in order.
+
+    Raises:
+        ConfigError: a configuration the store cannot replay, or replicates < 1.
+        StoreError: an unknown split or question.
+    """
     cfgs = [as_config(store, c) for c in configs]
     if not cfgs:
         return []
@@ -251,53 +207,53 @@ def evaluate_batch(store: Store, configs: Iterable, questions=None, replicates: 
     qidx = store.question_indices(questions)
     if len(qidx) == 0:
         raise ConfigError("questions", "no questions selected")
-    sums = replay_sums(store, cfgs, qidx, replicates, seed, progress=progress, method=method)
-    unit = budget_unit(store)
+    sums = replay_sums(store, cfgs, qidx, replicates=replicates, seed=seed, progress=progress, method=method)
+    return [_result(store, cfg, sums, ci, qidx, replicates, seed, budget) for ci, cfg in enumerate(cfgs)]
+
+
+def _result(store, cfg: Config, sums: "ReplaySums", ci: int, qidx: np.ndarray, replicates: int, seed: int,
+            budget: float | None) -> EvalResult:
+    """Configuration ci's result from the sums of its replay."""
     a = store.arrays
-    out = []
     names = store.manifest.stage_names
     n = len(qidx) * replicates
-    for ci, cfg in enumerate(cfgs):
-        units = float(sums.flops[ci]) / n / unit
-        feasible = bool(budget is None or units <= budget * (1 + 1e-9))
-        rep_means = sums.score_r[ci] / len(qidx)
-        stderr = float(rep_means.std(ddof=1) / math.sqrt(replicates)) if replicates > 1 else math.nan
-        stages = []
-        for s, ch in enumerate(cfg.stages):
-            mi = store.model_index(ch.model)
-            tk = float(sums.st_tokens[ci, s]) / n
-            stages.append(
-                StageResult(
-                    stage=names[s],
-                    model=ch.model,
-                    samples=ch.samples,
-                    score=float(sums.st_score[ci, s]) / n if feasible else math.nan,
-                    tokens=tk,
-                    flops=2.0 * float(a.model_params[mi]) * tk,
-                    fallback_rate=float(sums.st_fallback[ci, s]) / n,
-                )
-            )
-        out.append(
-            EvalResult(
-                config=cfg,
-                score=float(sums.score_q[ci].sum()) / n if feasible else math.nan,
-                stderr=stderr if feasible else math.nan,
-                feasible=feasible,
-                tokens=float(sums.tokens[ci]) / n,
-                flops=float(sums.flops[ci]) / n,
-                units=units,
-                budget=budget,
-                stages=tuple(stages),
-                n_questions=len(qidx),
-                replicates=replicates,
-                seed=seed,
-                per_question=sums.score_q[ci] / replicates if feasible else None,
+    units = float(sums.flops[ci]) / n / budget_unit(store)
+    feasible = bool(budget is None or units <= budget * (1 + 1e-9))
+    rep_means = sums.score_r[ci] / len(qidx)
+    stderr = float(rep_means.std(ddof=1) / math.sqrt(replicates)) if replicates > 1 else math.nan
+    stages = []
+    for s, ch in enumerate(cfg.stages):
+        mi = store.model_index(ch.model)
+        tk = float(sums.st_tokens[ci, s]) / n
+        stages.append(
+            StageResult(
+                stage=names[s],
+                model=ch.model,
+                samples=ch.samples,
+                score=float(sums.st_score[ci, s]) / n if feasible else math.nan,
+                tokens=tk,
+                flops=2.0 * float(a.model_params[mi]) * tk,
+                fallback_rate=float(sums.st_fallback[ci, s]) / n,
             )
         )
-    return out
+    return EvalResult(
+        config=cfg,
+        score=float(sums.score_q[ci].sum()) / n if feasible else math.nan,
+        stderr=stderr if feasible else math.nan,
+        feasible=feasible,
+        tokens=float(sums.tokens[ci]) / n,
+        flops=float(sums.flops[ci]) / n,
+        units=units,
+        budget=budget,
+        stages=tuple(stages),
+        n_questions=len(qidx),
+        replicates=replicates,
+        seed=seed,
+        per_question=sums.score_q[ci] / replicates if feasible else None,
+    )
 
 
-def _config_arrays(store: Store, cfgs: list[Config]) -> tuple[np.ndarray, np.ndarray]:
+def _config_arrays(store, cfgs: list[Config]) -> tuple[np.ndarray, np.ndarray]:
     """Model indices and sample counts, [C, S] each."""
     models = np.array([[store.model_index(c.model) for c in cfg.stages] for cfg in cfgs], dtype=np.int64)
     counts = np.array([[c.samples for c in cfg.stages] for cfg in cfgs], dtype=np.int64)
@@ -321,40 +277,26 @@ def _groups(models: np.ndarray, counts: np.ndarray, share_prefix: bool = True):
     return order, models[order][starts], counts[order][starts], grp_cfg_off, counts[order, S - 1].copy()
 
 
-def kernel_inputs(store: Store):
-    """The store's arrays as the tuple the kernels take (see kernels.stage_snapshots), built
-    once per store and kept on it."""
-    cached = getattr(store, "_kernel_inputs", None)
-    if cached is not None:
-        return cached
-    a = store.arrays
-    n_items = int(a.ans_items.max()) + 1 if len(a.ans_items) else 0
-    max_pool = int(np.diff(a.pool_off).max())
-    s_packed, pack_bits = pack_samples(a.s_local, a.pool_off, max_pool)
-    A = (a.question_hash, a.stage_agg, a.model_params, a.qsm_pool_off, a.pool_ctx, a.pool_off, a.pool_prompt,
-         a.s_answer, a.s_local, a.s_score, a.s_completion, a.gold, a.ans_item_off, a.ans_items,
-         a.pool_fus_off, a.fus_size, a.fus_answer, a.fus_score, a.fus_tokens, a.fus_subset_completion,
-         s_packed, pack_bits)
-    store._kernel_inputs = (A, max_pool, n_items)
-    return store._kernel_inputs
+def kernel_inputs(store) -> KernelInputs:
+    """The store's arrays as the kernels take them (`store.derived.kernel_inputs`)."""
+    return store.derived.kernel_inputs
 
 
-def pack_samples(s_local: np.ndarray, pool_off: np.ndarray, max_pool: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each sample's pool-local answer id and its position in its pool in one word:
-    (local answer << bits) | position. The kernels shuffle a copy of a pool's packed words, so
-    a draw reads its answer straight off the shuffled copy (see kernels.stage_snapshots)."""
-    bits = max(1, int(max_pool - 1).bit_length())
-    sizes = np.diff(pool_off)
-    pos = np.arange(len(s_local), dtype=np.int64) - np.repeat(pool_off[:-1], sizes)
-    dtype = np.int16 if 2 * bits <= 15 else np.int32 if 2 * bits <= 31 else np.int64
-    packed = ((s_local.astype(np.int64) << bits) | pos).astype(dtype)
-    return packed, np.array([bits], dtype=np.int64)
-
-
-def replay_arrays(store: Store, cfgs: list[Config], qidx: np.ndarray, replicates: int, seed: int,
+def replay_arrays(store, cfgs: list[Config], qidx: np.ndarray, *, replicates: int, seed: int,
                   progress=None, share_prefix: bool = True):
     """Direct replay, full detail, in the order of `cfgs`: score/tokens/flops [C, Q, R] and
-    per-stage score/tokens/fallback sums over replicates [C, S, Q]."""
+    per-stage score/tokens/fallback sums over replicates [C, S, Q].
+
+    Args:
+        store: the store.
+        cfgs: checked configurations (`as_config`).
+        qidx: question indices (`store.question_indices`).
+        replicates: random draws per question.
+        seed: the seed of every draw.
+        progress: called with the number of configurations done.
+        share_prefix: False evaluates every configuration alone (same numbers, more draws;
+            for benchmarks).
+    """
     C, Q, R, S = len(cfgs), len(qidx), replicates, store.arrays.n_stages
     out = (np.empty((C, Q, R)), np.empty((C, Q, R)), np.empty((C, Q, R)),
            np.zeros((C, S, Q)), np.zeros((C, S, Q)), np.zeros((C, S, Q), dtype=np.int64))
@@ -367,13 +309,14 @@ def replay_arrays(store: Store, cfgs: list[Config], qidx: np.ndarray, replicates
     return out
 
 
-def _direct_chunks(store: Store, groups, qidx, replicates, seed):
+def _direct_chunks(store, groups, qidx, replicates, seed):
     """Run the direct kernel over chunks of groups (see _groups; bounded memory); yield
     (config positions, arrays)."""
     from . import kernels  # compiled on first use: keeps `import replay` and `--help` fast
     import numba
 
-    A, max_pool, n_items = kernel_inputs(store)
+    d = store.derived
+    A, max_pool, n_items = d.kernel_inputs, d.max_pool, d.n_items
     a = store.arrays
     Q, R, S = len(qidx), replicates, a.n_stages
     order, grp_models, grp_counts, grp_off, last_counts = groups
@@ -413,14 +356,24 @@ class ReplaySums:
 MEMO_ENTRIES = 4_000_000  # memo table entries per question chunk (about 100 MB)
 
 
-def replay_sums(store: Store, cfgs: list[Config], qidx: np.ndarray, replicates: int, seed: int,
+def replay_sums(store, cfgs: list[Config], qidx: np.ndarray, *, replicates: int, seed: int,
                 progress=None, method: str = "auto") -> ReplaySums:
     """Replay many configurations, by the cheaper of two exact methods (same results):
 
     direct  one pass per group of configs that differ only in the last stage's count
     memo    each needed pool's result at every count, once per (question, replicate), then
             every config by lookups: pays off when many configs share pools (random or grid
-            batches over several stages)"""
+            batches over several stages)
+
+    Args:
+        store: the store.
+        cfgs: checked configurations (`as_config`).
+        qidx: question indices (`store.question_indices`).
+        replicates: random draws per question.
+        seed: the seed of every draw.
+        progress: called with the number of configurations (or fractions of them) done.
+        method: 'auto', 'direct' or 'memo'.
+    """
     C, Q, R, S = len(cfgs), len(qidx), replicates, store.arrays.n_stages
     models, counts = _config_arrays(store, cfgs)
     groups = _groups(models, counts)
@@ -485,20 +438,28 @@ class MemoTables:
     flag: np.ndarray
 
 
-def _pool_layout(store: Store, nmax: np.ndarray):
+def _pool_layout(store, nmax: np.ndarray):
     """Per pool: its question, stage, and how many counts the memo needs (0: not needed)."""
-    a = store.arrays
-    k_of_pool = np.repeat(np.arange(len(a.qsm_pool_off) - 1), np.diff(a.qsm_pool_off))
+    a, d = store.arrays, store.derived
     key_nmax = np.broadcast_to(nmax, (a.n_questions, a.n_stages, a.n_models)).reshape(-1)
-    pool_nmax = np.minimum(key_nmax[k_of_pool], np.diff(a.pool_off))
-    return k_of_pool // (a.n_stages * a.n_models), (k_of_pool // a.n_models) % a.n_stages, pool_nmax
+    pool_nmax = np.minimum(key_nmax[d.pool_qsm], d.pool_sizes)
+    return d.pool_qsm // (a.n_stages * a.n_models), d.pool_stage, pool_nmax
 
 
-def memo_tables(store: Store, nmax: np.ndarray, questions: np.ndarray, replicates: int, seed: int) -> MemoTables:
-    """Build the memo of every pool of `questions` for the (stage, model) pairs with nmax > 0."""
+def memo_tables(store, nmax: np.ndarray, questions: np.ndarray, *, replicates: int, seed: int) -> MemoTables:
+    """Build the memo of every pool of `questions` for the (stage, model) pairs with nmax > 0.
+
+    Args:
+        store: the store.
+        nmax: int64 [S, M], the largest count needed of each (stage, model); 0: not needed.
+        questions: question indices.
+        replicates: random draws per question.
+        seed: the seed of every draw.
+    """
     from . import kernels
 
-    A, max_pool, n_items = kernel_inputs(store)
+    d = store.derived
+    A, max_pool, n_items = d.kernel_inputs, d.max_pool, d.n_items
     a = store.arrays
     q_of_pool, s_of_pool, pool_nmax = _pool_layout(store, nmax)
     rows = np.flatnonzero(np.isin(q_of_pool, questions) & (pool_nmax > 0))
@@ -517,7 +478,7 @@ def memo_tables(store: Store, nmax: np.ndarray, questions: np.ndarray, replicate
 def _memo(store, models, counts, qidx, R, seed, sums, progress):
     from . import kernels
 
-    A, _, _ = kernel_inputs(store)
+    A = kernel_inputs(store)
     a = store.arrays
     nmax = _needed(store, models, counts)
     q_of_pool, _, pool_nmax = _pool_layout(store, nmax)
@@ -532,7 +493,7 @@ def _memo(store, models, counts, qidx, R, seed, sums, progress):
             total += per_q_entries[qidx[stop]]
             stop += 1
         chunk = qidx[start:stop].astype(np.int64)
-        m = memo_tables(store, nmax, chunk, R, seed)
+        m = memo_tables(store, nmax, chunk, replicates=R, seed=seed)
         kernels.memo_lookup(A, a.n_stages, a.n_models, chunk, start, R, models, counts,
                             m.pool_row, m.row_nmax, m.row_base, m.ans, m.score, m.tok, m.flag,
                             sums.score_q, sums.score_r, sums.tokens, sums.flops, sums.st_score, sums.st_tokens,
@@ -542,16 +503,22 @@ def _memo(store, models, counts, qidx, R, seed, sums, progress):
         start = stop
 
 
-def estimate_units(store: Store, config, questions=None) -> float:
+def estimate_units(store, config, *, questions=None) -> float:
     """Expected cost of a configuration in budget units, from pool means, without replay.
 
     Exact in expectation for stage 1; for later stages it averages over that (question, stage,
     model)'s pools, since which pool is used depends on upstream luck. Searchers use it to
     avoid proposing configurations that are clearly over budget; feasibility itself is decided
-    by the replay's measured cost."""
+    by the replay's measured cost.
+
+    Args:
+        store: the store.
+        config: a configuration, as `evaluate` takes it.
+        questions: which questions (as in `evaluate`).
+    """
     cfg = as_config(store, config)
     qidx = store.question_indices(questions)
-    prompt, comp, fuse = _pool_means(store)
+    prompt, comp, fuse = pool_means(store)
     total = np.zeros(len(qidx))
     for s, ch in enumerate(cfg.stages):
         m = store.model_index(ch.model)
@@ -560,28 +527,13 @@ def estimate_units(store: Store, config, questions=None) -> float:
     return float(total.mean()) / budget_unit(store)
 
 
-def _pool_means(store: Store):
-    cached = getattr(store, "_pool_means_cache", None)
-    if cached is not None:
-        return cached
-    a = store.arrays
-    sizes = np.diff(a.pool_off)
-    mean_comp = np.add.reduceat(a.s_completion.astype(np.float64), a.pool_off[:-1]) / sizes
-    n_f = np.diff(a.pool_fus_off)
-    fus_tok = np.zeros(len(sizes))
-    if len(a.fus_tokens):
-        sums = np.add.reduceat(a.fus_tokens.astype(np.float64), np.minimum(a.pool_fus_off[:-1], len(a.fus_tokens) - 1))
-        fus_tok = np.where(n_f > 0, sums / np.maximum(n_f, 1), 0.0)
-    key = np.repeat(np.arange(len(a.qsm_pool_off) - 1), np.diff(a.qsm_pool_off))
-    n_per = np.bincount(key, minlength=len(a.qsm_pool_off) - 1).astype(np.float64)
-    shape = (a.n_questions, a.n_stages, a.n_models)
+def pool_means(store) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean prompt, completion-per-sample and fusion-call tokens, each [Q, S, M]
+    (`store.derived.pool_means`)."""
+    return store.derived.pool_means
 
-    def avg(v):
-        return (np.bincount(key, weights=v, minlength=len(n_per)) / np.maximum(n_per, 1)).reshape(shape)
 
-    out = (avg(a.pool_prompt.astype(np.float64)), avg(mean_comp), avg(fus_tok))
-    store._pool_means_cache = out
-    return out
+_pool_means = pool_means  # the name search/ and older code import
 
 
 @dataclass(frozen=True)
@@ -610,12 +562,26 @@ class SpaceScan:
         return self.config(i, k), float(self.score[i, k]), float(self.units[i, k])
 
 
-def scan_space(store: Store, choices: Sequence[Sequence[StageChoice]], questions=None, replicates: int = 16,
+def scan_space(store, choices: Sequence[Sequence[StageChoice]], *, questions=None, replicates: int = 16,
                seed: int = 0) -> SpaceScan:
     """Score every configuration of the product of per-stage choices, exactly as
     evaluate_batch would, in two compiled calls: the memo tables of every pool the choices can
     reach (once per question and replicate), then a scan of the product by table lookups,
-    parallel over prefixes, with no Python object per configuration."""
+    parallel over prefixes, with no Python object per configuration.
+
+    Args:
+        store: the store.
+        choices: per stage, its `StageChoice`s (the last stage's are regrouped by model).
+        questions: which questions (as in `evaluate`).
+        replicates: random draws per question.
+        seed: the seed of every draw.
+
+    Returns:
+        A `SpaceScan`: score, stderr and cost of every configuration.
+
+    Raises:
+        ConfigError: a stage without choices, or an invalid choice.
+    """
     from . import kernels
 
     choices = tuple(tuple(c) for c in choices)
@@ -624,7 +590,7 @@ def scan_space(store: Store, choices: Sequence[Sequence[StageChoice]], questions
     if len(choices) != S or any(not c for c in choices):
         raise ConfigError("scan", f"need a non-empty list of choices for each of the {S} stages")
     qidx = store.question_indices(questions).astype(np.int64)
-    A, _, _ = kernel_inputs(store)
+    A = kernel_inputs(store)
     K = max(len(c) for c in choices)
     ch_model = np.zeros((S, K), dtype=np.int64)
     ch_count = np.ones((S, K), dtype=np.int64)
@@ -643,7 +609,7 @@ def scan_space(store: Store, choices: Sequence[Sequence[StageChoice]], questions
     nmax = np.zeros((S, a.n_models), dtype=np.int64)
     for s in range(S):
         np.maximum.at(nmax[s], ch_model[s, : n_ch[s]], ch_count[s, : n_ch[s]])
-    memo = memo_tables(store, nmax, qidx, replicates, seed)
+    memo = memo_tables(store, nmax, qidx, replicates=replicates, seed=seed)
     # every prefix (a choice index per stage but the last), in mixed-radix order
     grids = np.meshgrid(*[np.arange(n) for n in n_ch[: S - 1]], indexing="ij")
     prefix_idx = np.stack([g.ravel() for g in grids], axis=1).astype(np.int64) if S > 1 else np.zeros((1, 0), np.int64)

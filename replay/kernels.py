@@ -14,7 +14,8 @@ output (Lemire's multiply-shift without the rejection step): its bias is below b
 under 3e-8 for pools of 128. The shuffle uses both halves of each output: the high half at
 even steps, the low half at odd steps.
 
-Aggregations (codes from replay.schema.AGG_CODES):
+Aggregations (codes from replay.schema.AGG_CODES; the rules are defined once, for every Python
+path, in replay/aggregation.py, and written out here inside the draw loops for speed):
   0 majority_vote  most frequent answer; a tie goes to the answer drawn first
   1 set_vote       list answers: keep items found in more than half of the S samples; if no
                    item has a majority, keep the items with the highest count. Scored by item
@@ -37,6 +38,10 @@ drawn sample's answer is read off the word itself, with no lookup through an ind
 to undo afterwards; for short passes it shuffles an index permutation instead and undoes its
 swaps. Both visit the same positions in the same order. Vote keys carry a generation stamp
 (a key below the current generation counts as zero), so no pass clears them.
+
+Inputs. Every kernel takes the store's arrays as one `KernelInputs` named tuple `A`
+(replay/derived.py, built once per store), read by field name (`A.pool_off`); Numba compiles
+the attribute reads to the same code as positional ones.
 
 Two exact methods share `stage_snapshots` (one pass along a pool's shuffle, the aggregate at
 every count): `replay_groups` replays configurations directly, sharing the pass among those
@@ -245,16 +250,18 @@ def stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max, snap_
     n > snap_from are written (the caller's: every count for a sweep, the last for one config).
     Scratch (per thread): perm (the identity), swaps, scratch (packed words), key (vote keys,
     below gen[0] meaning zero), rep, gen (int64[1]), icount (zero), seen, kept."""
-    (qhash, stage_agg, model_params, qsm_pool_off, pool_ctx, pool_off, pool_prompt, s_answer, s_local,
-     s_score, s_completion, gold, ans_item_off, ans_items, pool_fus_off, fus_size, fus_answer, fus_score,
-     fus_tokens, fus_subset_completion, s_packed, pack_bits) = A
-    bits = pack_bits[0]
+    qsm_pool_off, pool_ctx, pool_off = A.qsm_pool_off, A.pool_ctx, A.pool_off
+    s_answer, s_score, s_completion, s_packed = A.s_answer, A.s_score, A.s_completion, A.s_packed
+    ans_item_off, ans_items, gold = A.ans_item_off, A.ans_items, A.gold
+    pool_fus_off, fus_size, fus_answer, fus_score = A.pool_fus_off, A.fus_size, A.fus_answer, A.fus_score
+    fus_tokens, fus_subset_completion = A.fus_tokens, A.fus_subset_completion
+    bits = A.pack_bits[0]
     mask = (np.int64(1) << bits) - 1
     base = pool_off[p]
     size = pool_off[p + 1] - base
-    agg = stage_agg[s]
-    prompt = pool_prompt[p]
-    qh = qhash[q]
+    agg = A.stage_agg[s]
+    prompt = A.pool_prompt[p]
+    qh = A.question_hash[q]
     # the draws first, then the aggregation: two simple loops pipeline better than one
     draw_packed(s_packed, base, size, n_max, stream_start(seed, qh, r, s), perm, swaps, scratch)
     g = gen[0] + width * width  # a fresh generation of vote keys: every older key counts as zero
@@ -375,12 +382,9 @@ def stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max, snap_
 @njit(inline="always", cache=True)
 def locate(A, n_stages, n_models, q, s, m, ctx):
     """Pool of stage s for (q, m) given the upstream answer/context id: (pool, fell_back)."""
-    qsm_pool_off = A[3]
-    pool_ctx = A[4]
-    pool_off = A[5]
     if s == 0:
-        return qsm_pool_off[(q * n_stages) * n_models + m], False
-    return find_pool(qsm_pool_off, pool_ctx, pool_off, n_stages, n_models, q, s, m, ctx)
+        return A.qsm_pool_off[(q * n_stages) * n_models + m], False
+    return find_pool(A.qsm_pool_off, A.pool_ctx, A.pool_off, n_stages, n_models, q, s, m, ctx)
 
 
 @njit(cache=True, parallel=True)
@@ -398,8 +402,8 @@ def replay_groups(A, n_stages, n_models, max_pool, n_items,
       out_score/out_tokens/out_flops[c, qi, r]; st_score/st_tokens/st_fallback[c, s, qi]
       (per-stage sums over replicates).
     """
-    model_params = A[2]
-    pool_off = A[5]
+    model_params = A.model_params
+    pool_off = A.pool_off
     n_groups = grp_models.shape[0]
     n_q = questions.shape[0]
     last = n_stages - 1
@@ -410,7 +414,7 @@ def replay_groups(A, n_stages, n_models, max_pool, n_items,
         # scratch space, allocated once per chunk of tasks
         perm = np.arange(max_pool)
         swaps = np.empty(max_pool, np.int64)
-        scratch = np.empty(max_pool, A[20].dtype)
+        scratch = np.empty(max_pool, A.s_packed.dtype)
         key = np.zeros(max_pool, np.int64)
         rep = np.zeros(max_pool, np.int64)
         gen = np.zeros(1, np.int64)
@@ -478,7 +482,7 @@ def memo_build(A, n_stages, n_models, max_pool, n_items, n_rep, seed,
     for row in prange(row_pool.shape[0]):
         perm = np.arange(max_pool)
         swaps = np.empty(max_pool, np.int64)
-        scratch = np.empty(max_pool, A[20].dtype)
+        scratch = np.empty(max_pool, A.s_packed.dtype)
         key = np.zeros(max_pool, np.int64)
         rep = np.zeros(max_pool, np.int64)
         gen = np.zeros(1, np.int64)
@@ -501,8 +505,8 @@ def memo_lookup(A, n_stages, n_models, questions, q_offset, n_rep, cfg_models, c
     """Memoised replay, step 2: every configuration by table lookups, parallel over
     configurations. Accumulates sums: score_q[c, q_offset + qi] (over replicates), score_r[c, r]
     (over questions), tok_sum/flop_sum[c] and st_*[c, s] (over questions and replicates)."""
-    model_params = A[2]
-    pool_off = A[5]
+    model_params = A.model_params
+    pool_off = A.pool_off
     n_q = questions.shape[0]
     for c in prange(cfg_models.shape[0]):
         for qi in range(n_q):
@@ -614,8 +618,8 @@ def scan_product(A, n_stages, n_models, questions, n_rep, ch_model, ch_count, n_
     out_score[i, k] = sum of scores over questions and replicates, out_rep_sq[i, k] = sum over
     replicates of the squared per-replicate sum over questions (for the standard error),
     out_flops[i, k] = sum of FLOPs."""
-    model_params = A[2]
-    pool_off = A[5]
+    model_params = A.model_params
+    pool_off = A.pool_off
     last = n_stages - 1
     n_q = questions.shape[0]
     K = n_ch[last]

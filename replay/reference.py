@@ -3,19 +3,23 @@
 Written for clarity, one configuration, question and replicate at a time, with no sharing
 across sample counts. It uses the same random streams (same integers, computed with Python
 ints) so that its results equal the kernels' exactly. The semantics are documented at the
-top of kernels.py and in docs/replay-semantics.md.
+top of kernels.py and in docs/store-format.md; the aggregation rules are those of
+replay/aggregation.py (the ones collection applies too), called here, not rewritten.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, NamedTuple
 
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # annotations only: the controllers' sandbox imports this file without polars
-    from .store import StoreArrays
+from . import aggregation as rules
+
+if TYPE_CHECKING:  # annotations only: this oracle needs NumPy and the rules, not polars
+    from .arrays import StoreArrays
 
 MASK = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
@@ -71,14 +75,7 @@ def draw(stream: Stream, size: int, n: int) -> list[int]:
 
 def majority(answers: list[int]) -> int:
     """Index (into `answers`) of the majority answer's first occurrence; ties to the first drawn."""
-    counts: dict[int, int] = {}
-    for a in answers:
-        counts[a] = counts.get(a, 0) + 1
-    top = max(counts.values())
-    for j, a in enumerate(answers):
-        if counts[a] == top:
-            return j
-    raise AssertionError
+    return rules.majority_index(answers)
 
 
 def items_of(A: StoreArrays, a: int) -> list[int]:
@@ -86,16 +83,8 @@ def items_of(A: StoreArrays, a: int) -> list[int]:
 
 
 def set_vote(item_lists: list[list[int]]) -> list[int]:
-    counts: dict[int, int] = {}
-    for items in item_lists:
-        for it in items:
-            counts[it] = counts.get(it, 0) + 1
-    n = len(item_lists)
-    kept = [it for it, c in counts.items() if 2 * c > n]
-    if not kept and counts:
-        top = max(counts.values())
-        kept = [it for it, c in counts.items() if c == top]
-    return sorted(kept)
+    """The kept items of a set vote, sorted (replay.aggregation.set_vote)."""
+    return rules.set_vote(item_lists)
 
 
 def item_f1(kept: list[int], gold_items: list[int] | None) -> float:
@@ -120,77 +109,85 @@ def largest(A: StoreArrays, pools: list[int]) -> int:
     return pools[sizes.index(max(sizes))]
 
 
+class Outcome(NamedTuple):
+    """One stage's aggregate on one pool, question and replicate."""
+
+    answer: int  # aggregated answer id; -1 after a set vote (see items)
+    items: list[int] | None  # the kept item ids after a set vote, else None
+    score: float
+    tokens: int  # the pool's prompt once + the drawn completions (or the fusion's tokens)
+    fell_back: bool  # an llm_fuse stage used a smaller stored fusion or majority vote
+    drawn: list[int]  # positions in the pool drawn, in draw order (empty for a stored fusion)
+
+
+def aggregate_pool(A: StoreArrays, q: int, s: int, p: int, n: int, r: int, seed: int) -> Outcome:
+    """Stage s of question q, replicate r: draw n outputs of pool p (all, if it holds fewer)
+    and aggregate them by the stage's rule."""
+    qh = int(A.question_hash[q])
+    base, size = int(A.pool_off[p]), int(A.pool_off[p + 1] - A.pool_off[p])
+    n = min(n, size)
+    agg = int(A.stage_agg[s])
+    prompt = int(A.pool_prompt[p])
+    stream = Stream(stream_start(seed, qh, r, s))
+    if agg == FUSE:
+        f0, f1 = int(A.pool_fus_off[p]), int(A.pool_fus_off[p + 1])
+        use = rules.fusion_size((int(A.fus_size[f]) for f in range(f0, f1)), n)
+        if use > 0:
+            fstream = Stream(stream_start(seed, qh, r, s) ^ ((n * SALT_N) & MASK))
+            cands = [f for f in range(f0, f1) if int(A.fus_size[f]) == use]
+            f = cands[fstream.below(len(cands))]
+            tk = prompt + int(A.fus_subset_completion[f]) + int(A.fus_tokens[f])
+            return Outcome(int(A.fus_answer[f]), None, float(A.fus_score[f]), tk, use != n, [])
+    drawn = draw(stream, size, n)
+    rows = [base + j for j in drawn]
+    tk = prompt + sum(int(A.s_completion[i]) for i in rows)
+    if agg == MAJORITY or agg == FUSE:  # llm_fuse without a small enough fusion: a fallback
+        j = majority([int(A.s_local[i]) for i in rows])
+        return Outcome(int(A.s_answer[rows[j]]), None, float(A.s_score[rows[j]]), tk, agg == FUSE, drawn)
+    if agg == BEST:
+        scores = [float(A.s_score[i]) for i in rows]
+        j = rules.best_index(scores)
+        return Outcome(int(A.s_answer[rows[j]]), None, scores[j], tk, False, drawn)
+    kept = set_vote([items_of(A, int(A.s_answer[i])) for i in rows])
+    g = int(A.gold[q, s])
+    return Outcome(-1, kept, item_f1(kept, items_of(A, g) if g >= 0 else None), tk, False, drawn)
+
+
+def find_pool(A: StoreArrays, q: int, s: int, m: int, ctx: int, ctx_items: list[int] | None) -> tuple[int, bool]:
+    """Stage s's pool for (q, m) after an upstream aggregate (answer id ctx, or the kept items
+    of a set vote): (pool, fell_back)."""
+    pools = pools_of(A, q, s, m)
+    if s == 0:
+        return pools[0], False
+    if ctx_items is not None:
+        # a kept item set names the first context of this stage (any model) with those items
+        k0 = (q * A.n_stages + s) * A.n_models
+        all_ctx = [int(A.pool_ctx[p]) for p in range(int(A.qsm_pool_off[k0]), int(A.qsm_pool_off[k0 + A.n_models]))]
+        ctx = next((c for c in all_ctx if items_of(A, c) == ctx_items), -1)
+    match = [p for p in pools if int(A.pool_ctx[p]) == ctx]
+    if match:
+        return match[0], False
+    return largest(A, pools), True
+
+
 def run_one(A: StoreArrays, models: list[int], counts: list[int], q: int, r: int, seed: int):
     """One configuration on one question and replicate.
 
     Returns (final score, total tokens, total FLOPs, per-stage list of (score, tokens, fell_back)).
     """
-    qh = int(A.question_hash[q])
-    ctx: int | None = None
-    ctx_items: list[int] | None = None
+    ctx, ctx_items = -1, None
     tokens = 0.0
     flops = 0.0
     stages = []
     score = math.nan
     for s, (m, n) in enumerate(zip(models, counts)):
-        pools = pools_of(A, q, s, m)
-        fell_back = False
-        if s == 0:
-            p = pools[0]
-        else:
-            if ctx_items is not None:
-                # a kept item set names the first context of this stage (any model) with those items
-                k0 = (q * A.n_stages + s) * A.n_models
-                all_ctx = [int(A.pool_ctx[p]) for p in range(int(A.qsm_pool_off[k0]), int(A.qsm_pool_off[k0 + A.n_models]))]
-                ctx = next((c for c in all_ctx if items_of(A, c) == ctx_items), -1)
-            match = [p for p in pools if int(A.pool_ctx[p]) == ctx]
-            if match:
-                p = match[0]
-            else:
-                p, fell_back = largest(A, pools), True
-        base, size = int(A.pool_off[p]), int(A.pool_off[p + 1] - A.pool_off[p])
-        n = min(n, size)
-        agg = int(A.stage_agg[s])
-        prompt = int(A.pool_prompt[p])
-        stream = Stream(stream_start(seed, qh, r, s))
-        ctx_items = None
-        if agg == FUSE:
-            f0, f1 = int(A.pool_fus_off[p]), int(A.pool_fus_off[p + 1])
-            sizes = [int(A.fus_size[f]) for f in range(f0, f1)]
-            use = max([z for z in sizes if z <= n], default=0)
-            if use > 0:
-                fstream = Stream(stream_start(seed, qh, r, s) ^ ((n * SALT_N) & MASK))
-                cands = [f for f in range(f0, f1) if int(A.fus_size[f]) == use]
-                f = cands[fstream.below(len(cands))]
-                fell_back = fell_back or use != n
-                ans, sc = int(A.fus_answer[f]), float(A.fus_score[f])
-                tk = prompt + int(A.fus_subset_completion[f]) + int(A.fus_tokens[f])
-            else:
-                fell_back = True
-                drawn = [base + j for j in draw(stream, size, n)]
-                j = majority([int(A.s_local[i]) for i in drawn])
-                ans, sc = int(A.s_answer[drawn[j]]), float(A.s_score[drawn[j]])
-                tk = prompt + sum(int(A.s_completion[i]) for i in drawn)
-        else:
-            drawn = [base + j for j in draw(stream, size, n)]
-            tk = prompt + sum(int(A.s_completion[i]) for i in drawn)
-            if agg == MAJORITY:
-                j = majority([int(A.s_local[i]) for i in drawn])
-                ans, sc = int(A.s_answer[drawn[j]]), float(A.s_score[drawn[j]])
-            elif agg == BEST:
-                scores = [float(A.s_score[i]) for i in drawn]
-                j = scores.index(max(scores))
-                ans, sc = int(A.s_answer[drawn[j]]), scores[j]
-            else:
-                kept = set_vote([items_of(A, int(A.s_answer[i])) for i in drawn])
-                g = int(A.gold[q, s])
-                sc = item_f1(kept, items_of(A, g) if g >= 0 else None)
-                ans, ctx_items = -1, kept
-        ctx = ans
-        tokens += tk
-        flops += 2.0 * float(A.model_params[m]) * tk
-        stages.append((sc, float(tk), fell_back))
-        score = sc
+        p, missed = find_pool(A, q, s, m, ctx, ctx_items)
+        out = aggregate_pool(A, q, s, p, n, r, seed)
+        ctx, ctx_items = out.answer, out.items
+        tokens += out.tokens
+        flops += 2.0 * float(A.model_params[m]) * out.tokens
+        stages.append((out.score, float(out.tokens), missed or out.fell_back))
+        score = out.score
     return score, tokens, flops, stages
 
 

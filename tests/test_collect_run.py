@@ -27,7 +27,7 @@ import pytest
 import replay
 from collect.backends import BackendError, Sample
 from collect.backends.openai_compat import OpenAIBackend, apportion
-from collect.runner import (RunSettings, aggregate, expand, parse_models, pool_seed, run_collection,
+from collect.run import (RunSettings, aggregate, expand, parse_models, pool_seed, run_collection,
                             size_grid, upstream_distribution)
 from collect.tasks import get_task
 from collect.tasks.base import StageSpec, Task
@@ -175,16 +175,16 @@ def test_qa_loader_needs_context_and_supporting(tmp_path):
 
 
 def test_parse_models():
-    ms = parse_models("Qwen/Qwen3-8B,tiny=/models/llama,Qwen3-0.6B", "tiny=350M")
+    ms = parse_models("Qwen/Qwen3-8B,tiny=/models/llama,Qwen3-0.6B", params="tiny=350M")
     assert [(m.name, m.model_id, m.params, m.params_source) for m in ms] == [
         ("Qwen3-8B", "Qwen/Qwen3-8B", 8e9, "name"), ("tiny", "/models/llama", 3.5e8, "--params"),
         ("Qwen3-0.6B", "Qwen3-0.6B", 0.6e9, "name")]
     with pytest.raises(InputError, match="no parameter count for model 'mystery'"):
         parse_models("mystery")
     with pytest.raises(InputError, match="not a parameter count"):
-        parse_models("a-1B", "a-1B=lots")
+        parse_models("a-1B", params="a-1B=lots")
     with pytest.raises(InputError, match="not one of the models"):
-        parse_models("a-1B", "b-1B=1e9")
+        parse_models("a-1B", params="b-1B=1e9")
     with pytest.raises(InputError, match="appears twice"):
         parse_models("x/a-1B,y/a-1B")
 
@@ -202,7 +202,7 @@ def test_aggregate_matches_replay_rules():
 def test_expansion_policy_ranks_by_aggregated_frequency():
     rng = np.random.default_rng(0)
     # 7 of 8 samples say "x": "x" wins every aggregation of 2+ samples, "y" only some singles
-    dist = upstream_distribution([(1.0, ["x"] * 7 + ["y"], [0.0] * 8)], "majority_vote", 64, rng)
+    dist = upstream_distribution([(1.0, ["x"] * 7 + ["y"], [0.0] * 8)], "majority_vote", draws=64, rng=rng)
     assert set(dist) == {"x", "y"} and dist["x"] > 0.9 and sum(dist.values()) == pytest.approx(1.0)
     assert expand(dist, 1, 0.0) == {"x": dist["x"]}
     assert expand(dist, 5, 0.2) == {"x": dist["x"]}  # y is below the minimum share
@@ -524,6 +524,14 @@ def test_vllm_backend_conversion_with_a_fake_vllm_module(monkeypatch):
         [("out 0", 5, 1, "stop"), ("out 1", 5, 2, "length"), ("out 2", 5, 3, "length")],
         [("out 0", 3, 1, "stop"), ("out 1", 3, 2, "length"), ("out 2", 3, 3, "length")]]
     assert samples_from_request_outputs([]) == []
+
+    def broken(*a, **k):
+        raise RuntimeError("CUDA out of memory")
+
+    be.llm.generate = broken  # the engine fails mid-run: a backend failure (exit 3), one line
+    with pytest.raises(BackendError, match="vLLM generation failed: RuntimeError: CUDA out of memory") as e:
+        be.generate([[{"role": "user", "content": "a"}]], n=1, temperature=0.9, max_tokens=8)
+    assert e.value.exit_code == 3
     be.close()
 
 
@@ -771,3 +779,27 @@ def test_openai_backend_from_inside_an_event_loop():
 
         out = asyncio.run(main())
     assert len(out) == 1 and len(out[0]) == 3
+
+
+class ShortBackend:
+    """A backend that returns one sample fewer than asked (a broken server or engine)."""
+
+    model = "short"
+    exclusive = False
+
+    def generate(self, prompts, n, temperature, max_tokens, seed=None):
+        return [[Sample(text="\\boxed{1}", prompt_tokens=5, completion_tokens=3)] * (n - 1) for _ in prompts]
+
+    def close(self):
+        pass
+
+
+def test_a_backend_returning_the_wrong_number_of_samples_is_a_backend_error(tmp_path):
+    """Not bad input (exit 2) but a backend failure (exit 3), whatever its message."""
+    data = tmp_path / "m.jsonl"
+    write_math(data, 2, splits=True)
+    settings = RunSettings(task="math", data=str(data), models=tuple(parse_models("small-1B")),
+                           out=str(tmp_path / "out"), samples=3, backend="openai")
+    with pytest.raises(BackendError, match="wrong number of samples") as e:
+        run_collection(settings, lambda m: ShortBackend(), progress=False, log=lambda s: None)
+    assert e.value.exit_code == 3 and not isinstance(e.value, InputError)

@@ -103,9 +103,9 @@ def test_compiled_equals_python_reference(stores):
             steps = step_arrays(store, model)
             q = np.arange(store.arrays.n_questions)
             for probe_cost in (0.0, 3.5):
-                got = run_compiled(steps, settings, q, 6, seed=11, probe_cost=probe_cost)
+                got = run_compiled(steps, settings, q, replicates=6, seed=11, probe_cost=probe_cost)
                 for c, st in enumerate(settings):
-                    ref = run_python(steps, st, q, 6, seed=11, probe_cost=probe_cost)
+                    ref = run_python(steps, st, q, replicates=6, seed=11, probe_cost=probe_cost)
                     for name, a, b in zip(("score", "tokens", "opened", "probes"), got, ref):
                         assert np.array_equal(a[c], b), f"{store.name} {model} {st.label()} cost={probe_cost}: {name}"
 
@@ -115,9 +115,9 @@ def test_compiled_equals_reference_on_aime24():
     settings = [Setting.make(n, beta=b) for n in BUILTINS for b in (0.2, 0.8)]
     steps = step_arrays(store, "Qwen3-8B")
     q = np.arange(0, 30, 3)
-    got = run_compiled(steps, settings, q, 2, seed=3, probe_cost=20.0)
+    got = run_compiled(steps, settings, q, replicates=2, seed=3, probe_cost=20.0)
     for c, st in enumerate(settings):
-        ref = run_python(steps, st, q, 2, seed=3, probe_cost=20.0)
+        ref = run_python(steps, st, q, replicates=2, seed=3, probe_cost=20.0)
         for a, b in zip(got, ref):
             assert np.array_equal(a[c], b), st.label()
 
@@ -139,8 +139,8 @@ def test_never_stopping_controllers_equal_engine_majority(stores):
                 res = evaluate_settings(store, model, never, replicates=7, seed=5)
                 qidx = np.arange(store.arrays.n_questions)
                 # where n exceeds a pool, both the engine and the controllers take the whole pool
-                score, tokens, *_ = replay_arrays(store, [Config.of((model, n))], qidx, 7, 5)
-                ctrl = run_compiled(step_arrays(store, model), never, qidx, 7, 5)
+                score, tokens, *_ = replay_arrays(store, [Config.of((model, n))], qidx, replicates=7, seed=5)
+                ctrl = run_compiled(step_arrays(store, model), never, qidx, replicates=7, seed=5)
                 for c, st in enumerate(never):
                     assert np.array_equal(ctrl[0][c], ctrl[0][0]), st.label()
                     assert np.array_equal(ctrl[1][c], ctrl[1][0]), st.label()
@@ -424,3 +424,18 @@ def test_a_store_without_probes_is_refused(tmp_path):
     store = replay.open(make_random_store(tmp_path / "noprobe", RandomStoreSpec(seed=1)))
     with pytest.raises(InputError, match="no step-level traces"):
         evaluate_controller(store, "majority", store.manifest.model_names[0], replicates=1)
+
+
+def test_an_endpoint_failure_while_loading_a_controller_is_not_reworded_as_bad_input(tmp_path):
+    from replay.controllers import load_controller
+    from replay.errors import BackendError
+
+    f = tmp_path / "ctrl.py"
+    f.write_text("from replay.errors import BackendError\nraise BackendError('http://x', 'connection refused')\n")
+    with pytest.raises(BackendError) as e:  # trusted, in-process loading (the sandbox has its own tests)
+        load_controller(f"{f}:C", sandbox=False)
+    assert e.value.exit_code == 3
+    g = tmp_path / "bad.py"
+    g.write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(InputError, match="cannot import"):
+        load_controller(f"{g}:C", sandbox=False)

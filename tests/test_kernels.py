@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import replay
-from replay.engine import Config, StageChoice, _largest_pool, replay_arrays, replay_sums
+from replay.engine import Config, StageChoice, largest_pool, replay_arrays, replay_sums
 from replay.reference import evaluate_reference
 
 from storekit import RandomStoreSpec, make_random_store
@@ -22,7 +22,7 @@ AGGS = ("majority_vote", "set_vote", "best_score", "llm_fuse")
 
 def _configs(store, rng, k):
     """k random valid configs, including counts equal to the largest pool (often the pool size)."""
-    largest = _largest_pool(store)
+    largest = largest_pool(store)
     out = []
     for _ in range(k):
         ch = []
@@ -38,8 +38,8 @@ def _configs(store, rng, k):
 def _compare(store, cfgs, replicates=5, seed=7):
     a = store.arrays
     qidx = np.arange(a.n_questions)
-    got = replay_arrays(store, cfgs, qidx, replicates, seed)
-    sums_by = {m: replay_sums(store, cfgs, qidx, replicates, seed, method=m) for m in ("direct", "memo")}
+    got = replay_arrays(store, cfgs, qidx, replicates=replicates, seed=seed)
+    sums_by = {m: replay_sums(store, cfgs, qidx, replicates=replicates, seed=seed, method=m) for m in ("direct", "memo")}
     for ci, cfg in enumerate(cfgs):
         models = [store.model_index(c.model) for c in cfg.stages]
         counts = [c.samples for c in cfg.stages]
@@ -87,7 +87,7 @@ def test_kernels_match_reference(seed, aggs, n_models, max_pool, n_answers, keep
 def test_every_count_shares_one_pass(tmp_path):
     """A sweep over all counts (one pass per group) equals evaluating each count alone."""
     store = replay.open(make_random_store(tmp_path / "s", RandomStoreSpec(seed=3, n_questions=5, max_pool=7)))
-    largest = _largest_pool(store)
+    largest = largest_pool(store)
     cfgs = [Config.of((m, n)) for m in store.candidate_models(0) for n in range(1, int(largest[0, store.model_index(m)]) + 1)]
     together = store.evaluate_batch(cfgs, replicates=20, seed=1)
     alone = [store.evaluate(c, replicates=20, seed=1) for c in cfgs]
@@ -149,10 +149,10 @@ def test_scan_space_matches_evaluate_batch(seed, aggs, n_models, max_pool):
                            n_answers=3, context_keep=0.5)
     with tempfile.TemporaryDirectory() as d:
         store = replay.open(make_random_store(Path(d) / "s", spec))
-        largest = _largest_pool(store)
+        largest = largest_pool(store)
         choices = [[StageChoice(m, n) for m in store.candidate_models(s)
                     for n in range(1, int(largest[s, store.model_index(m)]) + 1)] for s in range(len(aggs))]
-        scan = scan_space(store, choices, None, 4, 3)
+        scan = scan_space(store, choices, replicates=4, seed=3)
         cfgs = [scan.config(i, k) for i in range(scan.score.shape[0]) for k in range(scan.score.shape[1])]
         results = store.evaluate_batch(cfgs, replicates=4, seed=3)
         got = np.array([[scan.score.ravel()[j], scan.units.ravel()[j], scan.stderr.ravel()[j]] for j in range(len(cfgs))])
@@ -170,15 +170,15 @@ def test_benchmark_plain_loop_is_the_engine(tmp_path):
     store = replay.open(make_random_store(tmp_path / "s", RandomStoreSpec(seed=3, aggregations=("majority_vote",),
                                                                            n_models=2, max_pool=40, n_answers=5)))
     a = store.arrays
-    A = kernel_inputs(store)[0]
+    A = kernel_inputs(store)
     qidx = np.arange(a.n_questions, dtype=np.int64)
     pools = np.array([[a.qsm_pool_off[q * a.n_models + m] for q in qidx] for m in range(a.n_models)])
     sizes = np.diff(a.pool_off)
     counts = np.array([1, 3, int(sizes.min()) // 2 + 1, int(sizes.max())], dtype=np.int64)
     out = np.zeros((a.n_models, len(counts)))
-    kernels.majority_draw_loop(a.question_hash, a.pool_off, A[20], A[21], a.s_score, qidx, pools, 7, np.uint64(5),
+    kernels.majority_draw_loop(a.question_hash, a.pool_off, A.s_packed, A.pack_bits, a.s_score, qidx, pools, 7, np.uint64(5),
                                counts, out)
     for m, name in enumerate(store.manifest.model_names):
         for c, n in enumerate(counts):
-            score = replay_arrays(store, [Config.of((name, int(n)))], qidx, 7, 5)[0]
+            score = replay_arrays(store, [Config.of((name, int(n)))], qidx, replicates=7, seed=5)[0]
             assert out[m, c] == pytest.approx(score.mean(), abs=1e-12)

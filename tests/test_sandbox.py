@@ -309,8 +309,8 @@ def test_sandboxed_controllers_equal_the_in_process_engine(tmp_path, aime):
     steps = step_arrays(aime, "Qwen3-8B")
     q = np.arange(3)
     for beta in (0.2, 0.9):
-        mine = probe.sandbox.evaluate(steps, dict(Setting.make(probe, beta=beta).params), q, 2, 7)
-        theirs = run_python(steps, Setting.make(BUILTINS["probe"], beta=beta), q, 2, 7)
+        mine = probe.sandbox.evaluate(steps, dict(Setting.make(probe, beta=beta).params), q, replicates=2, seed=7)
+        theirs = run_python(steps, Setting.make(BUILTINS["probe"], beta=beta), q, replicates=2, seed=7)
         assert all(np.array_equal(x, y) for x, y in zip(mine, theirs))
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
-from replay.errors import BackendError, InputError
+from replay.errors import BackendError
 
 Messages = list[dict[str, str]]
 

@@ -59,8 +59,11 @@ class VLLMBackend:
         seeds = per_prompt_seeds(seed, len(prompts))
         params = [self._vllm.SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=s)
                   for s in seeds]
-        inputs = [{"prompt_token_ids": self.render(m)} for m in prompts]
-        outs = self.llm.generate(inputs, params, use_tqdm=False)
+        try:
+            inputs = [{"prompt_token_ids": self.render(m)} for m in prompts]
+            outs = self.llm.generate(inputs, params, use_tqdm=False)
+        except Exception as e:  # noqa: BLE001 - an engine failure (out of memory, a dead worker, ...)
+            raise BackendError(f"model {self.model!r}", f"vLLM generation failed: {type(e).__name__}: {e}") from None
         result = samples_from_request_outputs(outs)
         for r in result:
             if len(r) != n:

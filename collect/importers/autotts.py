@@ -49,8 +49,23 @@ def _load(path: Path) -> list:
     return data
 
 
-def import_autotts(src: str | Path, out: str | Path, name: str | None = None, benchmark: str = "aime24",
+def import_autotts(src: str | Path, out: str | Path, *, name: str | None = None, benchmark: str = "aime24",
                    train_fraction: float = 0.5, split_seed: int = 0, models: list[str] | None = None) -> Path:
+    """Import an AutoTTS replay environment into a store; return its path.
+
+    Args:
+        src: a folder of AutoTTS `<model>.json` files (one per model, the same questions).
+        out: the store folder to write (replaced atomically).
+        name: the store's name (default: the folder name).
+        benchmark: the prefix of the question ids.
+        train_fraction: share of questions in the train split (seeded shuffle).
+        split_seed: the seed of that shuffle.
+        models: import only these models (file stems); default all.
+
+    Raises:
+        InputError: a missing folder or file, a file not in the AutoTTS format, files that
+            disagree on the questions or the probe interval.
+    """
     src = Path(src)
     if not src.is_dir():
         raise InputError(src, "not a directory of AutoTTS <model>.json files")

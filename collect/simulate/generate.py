@@ -425,9 +425,19 @@ class _Generator:
         return samples, fusions, golds
 
 
-def simulate(spec: SimSpec, out: str | Path, seed: int = 0, preset: str | None = None,
+def simulate(spec: SimSpec, out: str | Path, *, seed: int = 0, preset: str | None = None,
              overwrite: bool = True, command: str | None = None) -> Path:
-    """Generate the store that `spec` and `seed` describe and write it to `out` (atomically)."""
+    """Generate the SYNTHETIC store that `spec` and `seed` describe and write it to `out`
+    (atomically); return its path.
+
+    Args:
+        spec: the simulation (docs/simulate.md; `spec_from_dict`, `presets.resolve`).
+        out: the store folder to write.
+        seed: the seed of every random draw (recorded in the manifest).
+        preset: the preset the spec came from, recorded in the provenance.
+        overwrite: replace an existing store at `out`.
+        command: the command line that made it, recorded in the provenance.
+    """
     g = _Generator(spec, seed)
     samples, fusions, golds = g.run()
     Q = spec.questions

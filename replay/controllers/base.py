@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
+from ..aggregation import majority
 from ..errors import InputError
 from ..reference import Stream, draw, stream_start
 from .steps import StepArrays
@@ -329,11 +330,7 @@ class Episode:
             votes = [self.reading[i] for i in live if self.reading[i] is not None]
         if not votes:
             return -1
-        counts: dict[int, int] = {}
-        for a in votes:
-            counts[a] = counts.get(a, 0) + 1
-        top = max(counts.values())
-        return next(a for a in votes if counts[a] == top)
+        return majority(votes)
 
     def score(self) -> float:
         """Stored score of the returned answer: that of the first opened, finished, unpruned
@@ -358,7 +355,7 @@ def max_actions(steps: StepArrays) -> int:
     return 8 * steps.max_pool * (steps.max_intervals + 2) + 1000
 
 
-def run_episode(ctrl: Controller, steps: StepArrays, q: int, r: int, seed: int, probe_cost: float = 0.0) -> Episode:
+def run_episode(ctrl: Controller, steps: StepArrays, q: int, r: int, seed: int, *, probe_cost: float = 0.0) -> Episode:
     ep = Episode(steps, q, r, seed, probe_cost)
     name = f"controller {ctrl.name or type(ctrl).__name__!r}"
     ctrl.reset(ep)
@@ -374,7 +371,7 @@ def run_episode(ctrl: Controller, steps: StepArrays, q: int, r: int, seed: int, 
     raise ControllerError(name, f"took {limit} actions without answering on question {q}, replicate {r} (does it loop?)")
 
 
-def run_episodes(ctrl: Controller, steps: StepArrays, qidx, replicates: int, seed: int, probe_cost: float = 0.0,
+def run_episodes(ctrl: Controller, steps: StepArrays, qidx, *, replicates: int, seed: int, probe_cost: float = 0.0,
                  progress=None):
     """Every (question, replicate) episode of one controller instance: arrays [Q, R] of score,
     tokens, samples opened and probes. The Python engine's loop, in-process or in a sandbox."""
@@ -383,7 +380,7 @@ def run_episodes(ctrl: Controller, steps: StepArrays, qidx, replicates: int, see
     opened, probes = np.empty((Q, R), dtype=np.int64), np.empty((Q, R), dtype=np.int64)
     for qi, q in enumerate(qidx):
         for r in range(R):
-            ep = run_episode(ctrl, steps, int(q), r, seed, probe_cost)
+            ep = run_episode(ctrl, steps, int(q), r, seed, probe_cost=probe_cost)
             score[qi, r], tokens[qi, r] = ep.score(), ep.tokens
             opened[qi, r], probes[qi, r] = ep.n_opened, ep.n_probes
         if progress is not None:

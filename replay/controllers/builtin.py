@@ -21,6 +21,7 @@ import math
 from collections import Counter
 from typing import Iterator
 
+from ..aggregation import majority
 from .base import Action, Answer, Continue, Episode, Open, Param, Probe, Prune, ScriptedController, lerp
 
 
@@ -42,13 +43,8 @@ def majority_confidence(v1: int, v2: int) -> float:
     return total
 
 
-def vote(answers: list[int]) -> int:
-    """Most frequent answer; a tie goes to the one that occurs first."""
-    counts: dict[int, int] = {}
-    for a in answers:
-        counts[a] = counts.get(a, 0) + 1
-    top = max(counts.values())
-    return next(a for a in answers if counts[a] == top)
+# Most frequent answer; a tie goes to the one that occurs first: replay's majority vote.
+vote = majority
 
 
 class MajorityVote(ScriptedController):

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, ToolError
 from ..store import Store
 from .base import Controller, check_beta, run_episodes
 from .builtin import BUILTINS, CODES
@@ -66,8 +66,8 @@ def load_controller(spec: str | type[Controller], *, sandbox: bool = True, limit
             mspec.loader.exec_module(module)
         else:
             module = importlib.import_module(mod_name)
-    except InputError:
-        raise
+    except ToolError:
+        raise  # ours, with its own exit code (an endpoint failure is not reworded as bad input)
     except Exception as e:  # an import error in user code is bad input, reported on one line
         raise InputError("--controller", f"{spec!r}: cannot import {mod_name!r} ({type(e).__name__}: {e})") from None
     cls = getattr(module, cls_name, None)
@@ -89,7 +89,17 @@ class Setting:
     beta: float | None = None
 
     @classmethod
-    def make(cls, controller, params: dict | None = None, beta: float | None = None) -> "Setting":
+    def make(cls, controller, params: dict | None = None, *, beta: float | None = None) -> "Setting":
+        """A checked setting.
+
+        Args:
+            controller: a controller class, a built-in name or 'module:Class' (`load_controller`).
+            params: its parameters by name (missing ones take their defaults).
+            beta: instead of params, the knob value in [0, 1] (`Controller.beta_params`).
+
+        Raises:
+            InputError: an unknown controller, a bad parameter, or both params and beta.
+        """
         c = load_controller(controller)
         if beta is not None:
             if params:
@@ -160,7 +170,7 @@ def _result(st: Setting, model: str, score, tokens, opened, probes, seed: int, e
     )
 
 
-def run_compiled(steps: StepArrays, settings: Sequence[Setting], qidx: np.ndarray, replicates: int, seed: int,
+def run_compiled(steps: StepArrays, settings: Sequence[Setting], qidx: np.ndarray, *, replicates: int, seed: int,
                  probe_cost: float = 0.0):
     """Built-in settings through the Numba kernel: arrays [C, Q, R] of score, tokens, opened, probes."""
     import numba
@@ -183,17 +193,35 @@ def run_compiled(steps: StepArrays, settings: Sequence[Setting], qidx: np.ndarra
     return out
 
 
-def run_python(steps: StepArrays, setting: Setting, qidx: np.ndarray, replicates: int, seed: int,
+def run_python(steps: StepArrays, setting: Setting, qidx: np.ndarray, *, replicates: int, seed: int,
                probe_cost: float = 0.0, progress=None):
     """One setting through the Python engine: arrays [Q, R] of score, tokens, opened, probes."""
-    return run_episodes(setting.instance(), steps, qidx, replicates, seed, probe_cost, progress)
+    return run_episodes(setting.instance(), steps, qidx, replicates=replicates, seed=seed, probe_cost=probe_cost,
+                        progress=progress)
 
 
-def evaluate_settings(store: Store, model: str, settings: Iterable[Setting], questions=None, replicates: int = 100,
-                      seed: int = 0, probe_cost: float = 0.0, engine: str = "auto", stage=None,
-                      progress=None) -> list[ControllerResult]:
-    """Evaluate many settings on one model. engine: 'auto' (compiled for built-ins, Python
-    otherwise), 'numba' (built-ins only) or 'python' (everything through the Python engine)."""
+def evaluate_settings(store: Store, model: str, settings: Iterable[Setting], *, questions=None,
+                      replicates: int = 100, seed: int = 0, probe_cost: float = 0.0, engine: str = "auto",
+                      stage=None, progress=None) -> list[ControllerResult]:
+    """Evaluate many controller settings on one model's step-level traces.
+
+    Args:
+        store: a store with probes (`probe_interval` in its manifest).
+        model: the model whose samples the controllers open.
+        settings: the settings (`Setting.make`).
+        questions: which questions (as in `replay.engine.evaluate`).
+        replicates: random opening orders per question (common random numbers: every setting
+            sees the same orders).
+        seed: the seed of the orders.
+        probe_cost: tokens charged per probe.
+        engine: 'auto' (compiled for built-ins, Python otherwise), 'numba' (built-ins only) or
+            'python' (everything through the Python engine); same numbers.
+        stage: the stage (name or index; default the first).
+        progress: called with the number of (setting, question) pairs done.
+
+    Raises:
+        InputError: bad options, an unknown model or stage, a store without probes.
+    """
     settings = list(settings)
     if replicates < 1:
         raise InputError("--replicates", "must be at least 1")
@@ -201,7 +229,7 @@ def evaluate_settings(store: Store, model: str, settings: Iterable[Setting], que
         raise InputError("--engine", f"unknown engine {engine!r} (auto, numba, python)")
     if probe_cost < 0:
         raise InputError("--probe-cost", "must be >= 0")
-    steps = step_arrays(store, model, stage)
+    steps = step_arrays(store, model, stage=stage)
     qidx = store.question_indices(questions)
     if len(qidx) == 0:
         raise InputError("questions", "no questions selected")
@@ -211,7 +239,8 @@ def evaluate_settings(store: Store, model: str, settings: Iterable[Setting], que
         bad = next(s for s in settings if not s.builtin)
         raise InputError("--engine", f"numba runs only the built-in controllers, not {bad.name!r}")
     if compiled:
-        arrs = run_compiled(steps, [settings[i] for i in compiled], qidx, replicates, seed, probe_cost)
+        arrs = run_compiled(steps, [settings[i] for i in compiled], qidx, replicates=replicates, seed=seed,
+                            probe_cost=probe_cost)
         for k, i in enumerate(compiled):
             out[i] = _result(settings[i], model, *(a[k] for a in arrs), seed, "numba")
         if progress is not None:
@@ -220,17 +249,30 @@ def evaluate_settings(store: Store, model: str, settings: Iterable[Setting], que
         if out[i] is None:
             sandbox = getattr(s.cls, "sandbox", None)
             if sandbox is not None:  # a controller loaded in a sandbox is evaluated there
-                arrs = sandbox.evaluate(steps, dict(s.params), qidx, replicates, seed, probe_cost, progress,
+                arrs = sandbox.evaluate(steps, dict(s.params), qidx, replicates=replicates, seed=seed,
+                                        probe_cost=probe_cost, progress=progress,
                                         label=s.label())
                 out[i] = _result(s, model, *arrs, seed, "python-sandboxed")
             else:
-                arrs = run_python(steps, s, qidx, replicates, seed, probe_cost, progress)
+                arrs = run_python(steps, s, qidx, replicates=replicates, seed=seed, probe_cost=probe_cost,
+                                  progress=progress)
                 out[i] = _result(s, model, *arrs, seed, "python")
     return out
 
 
-def evaluate_controller(store: Store, controller, model: str, params: dict | None = None, beta: float | None = None,
-                        questions=None, replicates: int = 100, seed: int = 0, probe_cost: float = 0.0,
-                        engine: str = "auto", stage=None) -> ControllerResult:
-    st = Setting.make(controller, params, beta)
-    return evaluate_settings(store, model, [st], questions, replicates, seed, probe_cost, engine, stage)[0]
+def evaluate_controller(store: Store, controller, model: str, *, params: dict | None = None,
+                        beta: float | None = None, questions=None, replicates: int = 100, seed: int = 0,
+                        probe_cost: float = 0.0, engine: str = "auto", stage=None) -> ControllerResult:
+    """Evaluate one controller setting on one model: its accuracy and mean tokens per question.
+
+    Args:
+        store: a store with probes.
+        controller: a controller class, a built-in name or 'module:Class'.
+        model: the model whose samples the controller opens.
+        params: the controller's parameters by name (defaults for the rest).
+        beta: instead of params, the knob value in [0, 1].
+        questions, replicates, seed, probe_cost, engine, stage: as in `evaluate_settings`.
+    """
+    st = Setting.make(controller, params, beta=beta)
+    return evaluate_settings(store, model, [st], questions=questions, replicates=replicates, seed=seed,
+                             probe_cost=probe_cost, engine=engine, stage=stage)[0]

@@ -72,9 +72,19 @@ def pareto_mask(tokens: np.ndarray, acc: np.ndarray) -> np.ndarray:
     return ~np.any(le & ge & strict, axis=1)
 
 
-def frontier_table(store: Store, controllers: Sequence, models: Sequence[str], betas: Sequence[float],
+def frontier_table(store: Store, controllers: Sequence, models: Sequence[str], betas: Sequence[float], *,
                    questions=None, replicates: int = 100, seed: int = 0, probe_cost: float = 0.0,
                    stage=None, progress: Callable[[int], None] | None = None) -> pl.DataFrame:
+    """Every controller's beta sweep on every model: one row per (model, setting) with its
+    accuracy and tokens, and whether it lies on that model's Pareto front.
+
+    Args:
+        store: a store with probes.
+        controllers: controller classes, built-in names or 'module:Class'.
+        models: the models.
+        betas: the knob values of each sweep (`sweep`).
+        questions, replicates, seed, probe_cost, stage, progress: as in `evaluate_settings`.
+    """
     rows = []
     for model in models:
         settings = [st for c in controllers for st in sweep(c, betas)]

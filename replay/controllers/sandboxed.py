@@ -82,8 +82,8 @@ class ControllerHandler:
             return {"ok": True}, []
         if op == "evaluate":
             ctrl = self.cls(**req["params"])
-            out = run_episodes(ctrl, self.steps[req["key"]], req["qidx"], req["replicates"], req["seed"],
-                               req["probe_cost"], progress)
+            out = run_episodes(ctrl, self.steps[req["key"]], req["qidx"], replicates=req["replicates"],
+                               seed=req["seed"], probe_cost=req["probe_cost"], progress=progress)
             return {"ok": True}, list(out)
         raise InputError("sandbox", f"unknown request {op!r}")
 
@@ -217,7 +217,7 @@ class ControllerSandbox:
             raise ControllerError(self.where, "returned no parameter values")
         return {str(k): _number(v, f"parameter {k!r}", self.where) for k, v in values.items()}
 
-    def evaluate(self, steps, params: dict, qidx, replicates: int, seed: int, probe_cost: float = 0.0,
+    def evaluate(self, steps, params: dict, qidx, *, replicates: int, seed: int, probe_cost: float = 0.0,
                  progress=None, label: str = ""):
         """Arrays [Q, R] of score, tokens, opened, probes, computed in the sandbox."""
         qidx = np.asarray(qidx, dtype=np.int64)

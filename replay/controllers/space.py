@@ -49,8 +49,23 @@ class ControllerSpace:
     probe_cost: float = 0.0
 
     @classmethod
-    def from_store(cls, store: Store, controller, model: str, budget_tokens: float | None = None,
+    def from_store(cls, store: Store, controller, model: str, *, budget_tokens: float | None = None,
                    beta: bool = False, probe_cost: float = 0.0) -> "ControllerSpace":
+        """The space of one controller's parameters (or its knob beta) on one model.
+
+        Args:
+            store: a store with probes.
+            controller: a controller class, a built-in name or 'module:Class'.
+            model: the model whose samples the controller opens.
+            budget_tokens: a budget in mean tokens per question (None: unconstrained); a point
+                over it is infeasible and not scored.
+            beta: search the single knob beta in [0, 1] instead of the parameters.
+            probe_cost: tokens charged per probe.
+
+        Raises:
+            InputError: an unknown controller or model, no knob or no parameters to search,
+                a budget that is not a positive number.
+        """
         c = load_controller(controller)
         if model not in store.manifest.model_names:
             raise InputError("--model", f"unknown model {model!r} (models: {', '.join(store.manifest.model_names)})")
@@ -92,9 +107,14 @@ class ControllerSpace:
                 out[p.name] = float(rng.uniform(lo, hi))
         return out
 
-    def evaluate_many(self, points: Sequence[dict[str, Any]], questions=None, replicates: int = 16,
+    def evaluate_many(self, points: Sequence[dict[str, Any]], *, questions=None, replicates: int = 16,
                       seed: int = 0) -> list[ControllerTrial]:
-        """Score many points in one replay call (compiled for the built-ins)."""
+        """Score many points in one replay call (compiled for the built-ins).
+
+        Args:
+            points: parameter dicts (or {'beta': b} in a beta space).
+            questions, replicates, seed: as in `evaluate_settings`.
+        """
         settings = [self._setting(p) for p in points]
         results = evaluate_settings(self.store, self.model, settings, questions=questions, replicates=replicates,
                                     seed=seed, probe_cost=self.probe_cost)
@@ -105,8 +125,10 @@ class ControllerSpace:
                                        r.opened, r.probes))
         return out
 
-    def evaluate(self, params: dict[str, Any], questions=None, replicates: int = 16, seed: int = 0) -> ControllerTrial:
-        return self.evaluate_many([params], questions, replicates, seed)[0]
+    def evaluate(self, params: dict[str, Any], *, questions=None, replicates: int = 16,
+                 seed: int = 0) -> ControllerTrial:
+        """Score one point (see `evaluate_many`)."""
+        return self.evaluate_many([params], questions=questions, replicates=replicates, seed=seed)[0]
 
     def describe(self) -> str:
         """A plain-text description, e.g. for an LLM searcher's prompt."""

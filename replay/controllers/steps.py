@@ -86,12 +86,18 @@ class StepArrays:
             probe_answer=self.probe_answer[probe_idx.astype(np.int64)])
 
 
-def step_arrays(store: Store, model: str, stage: str | int | None = None) -> StepArrays:
-    """The step-level view of one model on one stage (default: the first stage)."""
-    a = store.arrays
-    cached = getattr(store, "_step_arrays_cache", None)
-    if cached is None:
-        cached = store._step_arrays_cache = {}
+def step_arrays(store: Store, model: str, *, stage: str | int | None = None) -> StepArrays:
+    """The step-level view of one model on one stage, built once per store (`store.derived`).
+
+    Args:
+        store: a store with probes.
+        model: the model.
+        stage: the stage, by name or index (default: the first).
+
+    Raises:
+        InputError: an unknown stage or model, a model that is not a candidate of the stage,
+            a store without probes.
+    """
     names = store.manifest.stage_names
     if stage is None:
         si = 0
@@ -103,9 +109,12 @@ def step_arrays(store: Store, model: str, stage: str | int | None = None) -> Ste
         raise InputError("--stage", f"unknown stage {stage!r} (stages: {', '.join(names)})")
     if model not in store.manifest.model_names:
         raise InputError("--model", f"unknown model {model!r} (models: {', '.join(store.manifest.model_names)})")
-    key = (model, si)
-    if key in cached:
-        return cached[key]
+    return store.derived.memo((__name__, model, si), lambda: _build(store, model, si))
+
+
+def _build(store: Store, model: str, si: int) -> StepArrays:
+    a = store.arrays
+    names = store.manifest.stage_names
     mi = store.model_index(model)
     if not a.stage_model_ok[si, mi]:
         raise InputError("--model", f"model {model!r} is not a candidate of stage {names[si]!r}")
@@ -127,7 +136,7 @@ def step_arrays(store: Store, model: str, stage: str | int | None = None) -> Ste
                       dtype=np.int32)
     sizes = a.pool_off[pools + 1] - a.pool_off[pools]
     comp = a.s_completion
-    out = StepArrays(
+    return StepArrays(
         store_name=store.name, model=model, stage=si, K=int(K), answers=a.answers,
         question_hash=a.question_hash, pool_of_q=pools, gold=a.gold[:, si].astype(np.int32),
         pool_off=a.pool_off, pool_prompt=a.pool_prompt, s_answer=a.s_answer, s_local=a.s_local,
@@ -135,5 +144,3 @@ def step_arrays(store: Store, model: str, stage: str | int | None = None) -> Ste
         no_answer=no_ans, max_pool=int(sizes.max()),
         max_intervals=int(-(-int(comp.max()) // int(K))) if len(comp) else 0,
     )
-    cached[key] = out
-    return out

@@ -44,7 +44,8 @@ class ControllerSpace(Space):
 
     @classmethod
     def from_settings(cls, store: Store, settings: "ControllerSpaceSettings", objective: Objective) -> "ControllerSpace":
-        inner = ReplayControllerSpace.from_store(store, settings.controller, settings.model, settings.budget_tokens,
+        inner = ReplayControllerSpace.from_store(store, settings.controller, settings.model,
+                                                 budget_tokens=settings.budget_tokens,
                                                  beta=settings.beta, probe_cost=settings.probe_cost)
         return cls(replay_space=inner, budget=float(settings.budget_tokens))
 

@@ -1,0 +1,87 @@
+"""`collect status`: what a collection into a folder has done and what remains."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from replay.errors import InputError
+from replay.store import open_store
+
+from .checkpoint import FUSION_SCHEMA, RUN_FILE, SHARD_SCHEMA, partial_dir, read_shards
+
+
+@dataclass(frozen=True)
+class StatusLine:
+    stage: str
+    model: str
+    pools_done: int
+    pools_planned: int | None  # None: not known until the upstream stage is finished
+    fused_done: int  # pools whose fusions are stored (llm_fuse stages)
+    samples: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class CollectionStatus:
+    out: Path
+    state: str  # "complete", "partial" or "complete+partial" (a finished store and a newer partial run)
+    lines: tuple[StatusLine, ...]
+    command: str
+    remaining_pools: int | None
+
+
+def collection_status(out: str | os.PathLike) -> CollectionStatus:
+    """What a collection into `out` has done and what remains (from its checkpoint or store)."""
+    out = Path(out)
+    part = partial_dir(out)
+    run = part / RUN_FILE
+    if run.is_file():
+        try:
+            meta = json.loads(run.read_text())
+        except json.JSONDecodeError:
+            raise InputError(run, "unreadable checkpoint settings") from None
+        info = meta.get("info") or {}
+        if not info.get("stages"):
+            raise InputError(run, "a checkpoint from an older version: it has no plan to report against")
+        rows = read_shards(part, "shard", SHARD_SCHEMA)
+        fus = read_shards(part, "fusion", FUSION_SCHEMA)
+        lines, remaining = [], 0
+        for si, (stage, agg) in enumerate(info["stages"]):
+            planned = info["questions"] if si == 0 else None
+            ctx_file = part / f"contexts-{stage}.json"
+            if si > 0 and ctx_file.is_file():
+                planned = sum(len(v) for v in json.loads(ctx_file.read_text()).values())
+            for model in info["models"]:
+                d = rows.filter((pl.col("stage") == stage) & (pl.col("model") == model))
+                done = d.select("question_id", "context").unique().height
+                fused = (fus.filter((pl.col("stage") == stage) & (pl.col("model") == model))
+                         .select("question_id", "context").unique().height)
+                lines.append(StatusLine(stage, model, done, planned, fused, d.height,
+                                        int(d["completion_tokens"].sum() or 0)))
+                if planned is None or remaining is None:
+                    remaining = None
+                else:
+                    remaining += planned - done + ((planned - fused) if agg == "llm_fuse" else 0)
+        state = "complete+partial" if out.exists() else "partial"
+        return CollectionStatus(out, state, tuple(lines), info.get("command", ""), remaining)
+    if out.exists():
+        store = open_store(out)
+        s = store.samples
+        lines = []
+        for st in store.manifest.stages:
+            for m in store.manifest.model_names:
+                d = s.filter((pl.col("stage") == st.name) & (pl.col("model") == m))
+                if d.height == 0:
+                    continue
+                n = d.select("question_id", "context").unique().height
+                f = store.fusions
+                fused = (f.filter((pl.col("stage") == st.name) & (pl.col("model") == m))
+                         .select("question_id", "context").unique().height if f is not None else 0)
+                lines.append(StatusLine(st.name, m, n, n, fused, d.height, int(d["completion_tokens"].sum())))
+        return CollectionStatus(out, "complete", tuple(lines), str(store.manifest.provenance.get("command", "")), 0)
+    raise InputError(out, f"neither a store nor a partial collection ({part.name}) is there")

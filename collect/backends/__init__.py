@@ -2,7 +2,9 @@
 
     backend.generate(prompts, n, temperature, max_tokens, seed) -> list[list[Sample]]
 
-`prompts` is a list of chat conversations ([{"role": ..., "content": ...}, ...]); the result
+`prompts` is a list of chat conversations ([{"role": ..., "content": ...}, ...]), or, for a
+backend in completion mode (`--prompt-style completion`: base models, plain /v1/completions),
+a list of `CompletionPrompt`s (the task's few-shot text and its stop strings); the result
 has, per prompt in order, exactly `n` samples, each with its text and the real token counts
 the model saw: `prompt_tokens` (the prompt, prefilled once per pool) and `completion_tokens`
 (this sample's own decode). `seed` is an int (the same for every prompt), one int per prompt,
@@ -15,11 +17,23 @@ Two implementations: `VLLMBackend` (the offline `vllm.LLM` engine; the `gpu` ext
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, Sequence, Union, runtime_checkable
 
 from replay.errors import BackendError
 
 Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class CompletionPrompt:
+    """A plain-text prompt for a base model (few-shot, defined by the task) and where to stop."""
+
+    text: str
+    stop: tuple[str, ...] = ()
+
+
+Prompt = Union[Messages, CompletionPrompt]
+PROMPT_STYLES = ("chat", "completion")
 
 
 @dataclass(frozen=True)
@@ -35,7 +49,7 @@ class Sample:
 class Backend(Protocol):
     model: str
 
-    def generate(self, prompts: Sequence[Messages], n: int, temperature: float, max_tokens: int,
+    def generate(self, prompts: Sequence[Prompt], n: int, temperature: float, max_tokens: int,
                  seed: int | Sequence[int] | None = None) -> list[list[Sample]]: ...
 
     def close(self) -> None: ...
@@ -56,4 +70,4 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-__all__ = ["Sample", "Backend", "BackendError", "Messages", "per_prompt_seeds", "vllm_available"]
+__all__ = ["Sample", "Backend", "BackendError", "Messages", "CompletionPrompt", "Prompt", "PROMPT_STYLES", "per_prompt_seeds", "vllm_available"]

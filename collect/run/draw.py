@@ -24,6 +24,7 @@ import polars as pl
 from replay.errors import BackendError
 
 from ..backends import Backend, Sample
+from ..prompting import stage_prompt
 from ..tasks import Task
 from .checkpoint import FUSION_SCHEMA, SHARD_SCHEMA, Checkpoint
 from .expansion import fusion_subsets
@@ -56,7 +57,8 @@ def draw_pools(task: Task, stage: str, model: ModelSpec, pending, by_id, setting
     t_start = time.time()
     for b0 in range(0, len(pending), settings.batch_size):
         batch = pending[b0:b0 + settings.batch_size]
-        prompts = [task.prompt(stage, by_id[q], c) for q, c in batch]
+        style = settings.prompt_style(model.name)
+        prompts = [stage_prompt(task, style, stage, by_id[q], c) for q, c in batch]
         seeds = [pool_seed(settings.seed, stage, model.name, q, c) for q, c in batch]
         result = backend.generate(prompts, settings.samples, settings.temperature, settings.max_tokens, seeds)
         if len(result) != len(batch) or any(len(r) != settings.samples for r in result):

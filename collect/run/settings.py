@@ -143,6 +143,10 @@ class RunSettings:
     keep_raw: bool = False
     fresh: bool = False
     force: bool = False  # replace an existing store at `out`
+    prompt_styles: tuple[tuple[str, str], ...] = ()  # (model name, "chat" | "completion"); unnamed: chat
+
+    def prompt_style(self, model: str) -> str:
+        return dict(self.prompt_styles).get(model, "chat")
 
     def check(self) -> None:
         if self.samples < 1:
@@ -164,11 +168,15 @@ class RunSettings:
 
     def fingerprint(self, data_sha256: str) -> dict:
         """What decides which pools exist and what is drawn into them (the resume contract)."""
-        return {"task": self.task, "data_sha256": data_sha256,
-                "models": [[m.name, m.model_id] for m in self.models], "samples": self.samples,
-                "temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed,
-                "expand_top": self.expand_top, "expand_min_share": self.expand_min_share,
-                "expand_draws": self.expand_draws, "fusions": self.fusions, "limit": self.limit}
+        fp = {"task": self.task, "data_sha256": data_sha256,
+              "models": [[m.name, m.model_id] for m in self.models], "samples": self.samples,
+              "temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed,
+              "expand_top": self.expand_top, "expand_min_share": self.expand_min_share,
+              "expand_draws": self.expand_draws, "fusions": self.fusions, "limit": self.limit}
+        styles = {m.name: self.prompt_style(m.name) for m in self.models}
+        if any(v != "chat" for v in styles.values()):  # all-chat runs keep their old fingerprint
+            fp["prompt_styles"] = styles
+        return fp
 
 
 def pool_seed(seed: int, stage: str, model: str, qid: str, context: str) -> int:

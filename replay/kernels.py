@@ -660,7 +660,7 @@ def majority_draw_loop(qhash, pool_off, s_packed, pack_bits, s_score, questions,
 @njit(cache=True, parallel=True)
 def scan_product(A, n_stages, n_models, questions, n_rep, ch_model, ch_count, n_ch, prefix_idx,
                  pool_row, row_nmax, row_base, memo_ans, memo_score, memo_tok,
-                 out_score, out_rep_sq, out_q_sq, out_flops):
+                 out_score, out_rep_sq, out_q_sq, out_q_ends, out_flops):
     """Exhaustive scan of a product space, from memo tables (see memo_build).
 
     Stage s offers the choices (ch_model[s, k], ch_count[s, k]) for k < n_ch[s]. Row i of
@@ -668,8 +668,9 @@ def scan_product(A, n_stages, n_models, questions, n_rep, ch_model, ch_count, n_
     last-stage choice, parallel over prefixes. Per configuration (prefix i, last choice k):
     out_score[i, k] = sum of scores over questions and replicates, out_rep_sq[i, k] = sum over
     replicates of the squared per-replicate sum over questions (for the standard error),
-    out_q_sq[i, k] = sum over questions of the squared per-question sum over replicates (for
-    the question interval), out_flops[i, k] = sum of FLOPs. Scores follow the store's rule."""
+    out_q_sq[i, k] = sum over questions of the squared per-question sum over replicates and
+    out_q_ends[i, k] = questions whose every replicate scored 0, or every one 1 (for the
+    question interval), out_flops[i, k] = sum of FLOPs. Scores follow the store's rule."""
     model_params = A.model_params
     pool_off = A.pool_off
     rule = A.score_rule[0]
@@ -680,6 +681,7 @@ def scan_product(A, n_stages, n_models, questions, n_rep, ch_model, ch_count, n_
         rep_sum = np.zeros((n_rep, K))
         q_sum = np.zeros(K)
         q_sq = np.zeros(K)
+        q_ends = np.zeros(K)
         flops = np.zeros(K)
         for qi in range(n_q):
             q = questions[qi]
@@ -717,6 +719,8 @@ def scan_product(A, n_stages, n_models, questions, n_rep, ch_model, ch_count, n_
                     flops[k] += pre + 2.0 * model_params[m] * memo_tok[o]
             for k in range(K):
                 q_sq[k] += q_sum[k] * q_sum[k]
+                if q_sum[k] <= 0.0 or q_sum[k] >= n_rep:
+                    q_ends[k] += 1.0
         for k in range(K):
             tot = 0.0
             sq = 0.0
@@ -726,5 +730,6 @@ def scan_product(A, n_stages, n_models, questions, n_rep, ch_model, ch_count, n_
             out_score[i, k] = tot
             out_rep_sq[i, k] = sq
             out_q_sq[i, k] = q_sq[k]
+            out_q_ends[i, k] = q_ends[k]
             out_flops[i, k] = flops[k]
     return 0

@@ -359,7 +359,8 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
 @click.option("--seed", default=0, show_default=True)
 @_questions_option
 def curve(store, out, max_samples, replicates, seed, questions):
-    """Score against sample count per model and stage, error bars, tokens on a second panel.
+    """Score against sample count per model and stage, with its 95% interval over questions as a
+    band, tokens on a second panel.
 
     For a multi-stage store, stage i's curve varies stage i while every other stage runs its
     largest model with one sample (the insight-1 probe of AgentTTS)."""
@@ -390,12 +391,11 @@ def curve(store, out, max_samples, replicates, seed, questions):
                 cfgs.append(Config(tuple(ch)))
             rs = evaluate_batch(st, cfgs, questions=_parse_questions(questions), replicates=replicates, seed=seed)
             y = np.array([100 * r.score for r in rs])
-            e = np.array([100 * r.stderr for r in rs])
             ax_score.plot(counts, y, label=mname)
-            ax_score.fill_between(counts, y - 2 * e, y + 2 * e, alpha=0.2)
+            ax_score.fill_between(counts, [100 * r.ci_lo for r in rs], [100 * r.ci_hi for r in rs], alpha=0.15)
             ax_cost.plot(counts, [r.tokens for r in rs], label=mname)
         ax_score.set_title(f"stage {stage.name} ({stage.aggregation})" + (" - SYNTHETIC" if st.synthetic else ""))
-        ax_score.set_ylabel("score (%), band = ±2 stderr")
+        ax_score.set_ylabel("score (%), band: 95% interval over questions")
         ax_cost.set_ylabel("tokens per question (all stages)")
         ax_cost.set_xlabel(f"samples at stage {stage.name}")
         for ax in (ax_score, ax_cost):

@@ -140,3 +140,26 @@ def test_interval_covers_the_true_mean_at_its_nominal_rate_on_a_simulated_store(
     r = store.evaluate_batch(cfgs, questions=list(range(30)), replicates=16, seed=1)[2]
     assert (r.ci_lo, r.ci_hi) == pytest.approx((question_interval(table[0, 2, :30]).lo,
                                                 question_interval(table[0, 2, :30]).hi), abs=1e-12)
+
+
+def test_eval_result_carries_its_intervals(tmp_path):
+    """EvalResult: (ci_lo, ci_hi) is question_interval of per_question; interval(level) and the
+    paired difference() need a result on the same questions, seed and replicates."""
+    import replay
+    from storekit import RandomStoreSpec, make_random_store
+
+    st = replay.open(make_random_store(tmp_path / "s", RandomStoreSpec(seed=8, n_questions=9, max_pool=7, n_answers=3)))
+    a, b = st.evaluate_batch(["m0:3", "m1:5"], replicates=25, seed=4)
+    ci = question_interval(a.per_question)
+    assert (a.ci_lo, a.ci_hi) == pytest.approx((ci.lo, ci.hi), abs=1e-12) and a.interval() == ci
+    narrow = a.interval(0.5)
+    assert narrow.level == 0.5 and a.ci_lo <= narrow.lo <= narrow.hi <= a.ci_hi
+    assert a.as_row()["ci_lo"] == a.ci_lo and a.as_row()["ci_hi"] == a.ci_hi
+    d = b.difference(a)
+    assert d == paired_interval(b.per_question, a.per_question) and d.mean == pytest.approx(b.score - a.score)
+    with pytest.raises(ValueError, match="same questions, replicates and seed"):
+        b.difference(st.evaluate("m0:3", replicates=25, seed=5))
+    over = st.evaluate("m1:5", replicates=5, budget=1e-9)
+    assert not over.feasible and np.isnan(over.ci_lo)
+    with pytest.raises(ValueError, match="infeasible"):
+        over.interval()

@@ -208,7 +208,8 @@ MAX_CELLS = 8_000_000  # configs x questions x replicates per kernel call (bound
 
 def evaluate(store, config, *, questions=None, replicates: int = 100, seed: int = 0,
              budget: float | None = None) -> EvalResult:
-    """Replay one configuration: its mean score, standard error and cost.
+    """Replay one configuration: its mean score with its replicate error and its 95% interval
+    over questions, and its cost.
 
     Args:
         store: the store to replay (`replay.open(path)`).

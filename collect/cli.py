@@ -36,7 +36,7 @@ def import_():
 @click.option("--train-fraction", default=0.5, show_default=True, help="Share of questions in the train split.")
 @click.option("--split-seed", default=0, show_default=True)
 def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
-    """Import an AutoTTS replay environment: a folder of <model>.json files."""
+    """Import an AutoTTS replay environment: a folder of <model>.json (or <model>.json.gz) files."""
     from .importers.autotts import import_autotts
 
     path = import_autotts(src, out, name=name, benchmark=benchmark, train_fraction=train_fraction,

@@ -43,6 +43,8 @@ class StoreArrays:
     stage_agg: np.ndarray  # int64 [S] aggregation codes (schema.AGG_CODES)
     model_params: np.ndarray  # float64 [M]
     stage_model_ok: np.ndarray  # bool [S, M]: model is a candidate for the stage
+    stage_indep: np.ndarray  # bool [S]: the stage's pool does not depend on the upstream answer
+    score_rule: int  # how stage scores make the end-to-end score (schema.SCORE_RULE_CODES)
     # pools, sorted by (question, stage, model, context)
     qsm_pool_off: np.ndarray  # int64 [Q*S*M + 1]: CSR of pools per (q, s, m)
     pool_ctx: np.ndarray  # int32 [P] context answer id
@@ -153,9 +155,12 @@ def _checked_samples(store: Path, manifest: S.Manifest, samples: pl.DataFrame, k
         raise StoreError(sp, "negative token count")
     if samples["score"].is_nan().any():
         raise StoreError(sp, "NaN score")
-    stage1 = samples.filter((pl.col("_s") == 0) & (pl.col("context") != S.ROOT_CONTEXT))
+    rooted = [i for i, st in enumerate(manifest.stages) if i == 0 or st.independent]
+    stage1 = samples.filter(pl.col("_s").is_in(rooted) & (pl.col("context") != S.ROOT_CONTEXT))
     if len(stage1):
-        raise StoreError(sp, f"stage {manifest.stage_names[0]!r} is the first stage: its context must be empty, got {stage1['context'][0]!r}")
+        si = stage1["_s"][0]
+        why = "the first stage" if si == 0 else "independent (its pools do not depend on the upstream answer)"
+        raise StoreError(sp, f"stage {manifest.stage_names[si]!r} is {why}: its context must be empty, got {stage1['context'][0]!r}")
     dup = samples.select("_q", "_s", "_m", "context", "sample_index").is_duplicated()
     if dup.any():
         row = samples.filter(dup).row(0, named=True)
@@ -261,6 +266,18 @@ def _golds(store: Path, questions: pl.DataFrame, stage_golds: pl.DataFrame | Non
         sg = keys.keyed(stage_golds, store / S.STAGE_GOLDS, "a stage gold")
         gold[sg["_q"].to_numpy(), sg["_s"].to_numpy()] = _intern(dict_arrow, sg["gold"].to_arrow())
     return gold
+
+
+def _check_stage_scores(store: Path, manifest: S.Manifest, qids: pl.Series, gold: np.ndarray) -> None:
+    """A score rule other than `last` combines every stage's score: a set-vote stage is scored
+    against its gold, so every question needs one (elsewhere the stored scores are used)."""
+    if manifest.score_rule == "last":
+        return
+    for si, st in enumerate(manifest.stages):
+        if st.aggregation == "set_vote" and (gold[:, si] < 0).any():
+            q = qids[int(np.flatnonzero(gold[:, si] < 0)[0])]
+            raise StoreError(store / S.STAGE_GOLDS, f"score_rule {manifest.score_rule!r} combines every stage's score, "
+                                                    f"but set-vote stage {st.name!r} has no gold for question {q!r}")
 
 
 def _list_items(manifest: S.Manifest, dictionary: pl.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -382,6 +399,7 @@ def build_arrays(store: Path, manifest: S.Manifest, questions: pl.DataFrame, sam
     answers = np.array(dictionary.to_list(), dtype=object)
     pools = _pools(samples, dict_arrow, n_q, n_s, n_m)
     gold = _golds(store, questions, stage_golds, keys, dict_arrow, n_s)
+    _check_stage_scores(store, manifest, qids, gold)
     ans_item_off, ans_items = _list_items(manifest, dictionary)
     fus = _fusions(store, manifest, fusions, samples, pools, keys, dict_arrow)
     _check_fused_pools(store, manifest, qids, answers, pools, fus)
@@ -395,6 +413,8 @@ def build_arrays(store: Path, manifest: S.Manifest, questions: pl.DataFrame, sam
         stage_agg=np.array([S.AGG_CODES[s.aggregation] for s in manifest.stages], dtype=np.int64),
         model_params=np.array([m.params for m in manifest.models], dtype=np.float64),
         stage_model_ok=stage_model_ok,
+        stage_indep=np.array([st.independent for st in manifest.stages], dtype=np.bool_),
+        score_rule=S.SCORE_RULE_CODES[manifest.score_rule],
         qsm_pool_off=pools.qsm_pool_off,
         pool_ctx=pools.pool_ctx,
         pool_off=pools.pool_off,

@@ -26,6 +26,17 @@ FORMAT_VERSION = 1
 AGGREGATIONS = ("majority_vote", "set_vote", "best_score", "llm_fuse")
 AGG_CODES = {name: i for i, name in enumerate(AGGREGATIONS)}
 
+# Whether a stage's pools depend on the upstream stage's answer (docs/store-format.md):
+# `conditional` (the default): one pool per upstream answer collected, keyed by `context`;
+# `independent`: one pool per question (context ""), reused whatever the upstream answer.
+DEPENDENCIES = ("conditional", "independent")
+
+# How the stage scores of one pass through the pipeline make its end-to-end score:
+# `last` (the default): the last stage's score; `all`: 1 if every stage's score is 1 (full
+# marks), else 0; `product`: their product; `mean`: their mean.
+SCORE_RULES = ("last", "all", "product", "mean")
+SCORE_RULE_CODES = {name: i for i, name in enumerate(SCORE_RULES)}
+
 # Items of a list answer (set-vote stages) are stored in `answer` sorted, joined by this.
 ITEM_SEP = "|"
 
@@ -94,6 +105,11 @@ class Stage:
     scorer: str = "exact_match"  # how `score` was computed: documentation, except set_vote (item F1)
     models: tuple[str, ...] = ()  # candidate models for this stage; empty = every model of the store
     description: str = ""
+    dependency: str = "conditional"  # DEPENDENCIES: does the pool depend on the upstream answer?
+
+    @property
+    def independent(self) -> bool:
+        return self.dependency == "independent"
 
 
 @dataclass(frozen=True)
@@ -112,21 +128,33 @@ class Manifest:
     provenance: dict[str, Any] = field(default_factory=dict)
     probe_interval: int | None = None
     split: dict[str, tuple[str, ...]] = field(default_factory=dict)  # "train"/"test" -> question ids
+    score_rule: str = "last"  # SCORE_RULES: how stage scores make the end-to-end score
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        # `dependency` and `score_rule` are written only where they differ from their defaults,
+        # so that a store that uses neither has the manifest it always had
+        stages = []
+        for s in self.stages:
+            d = dataclasses.asdict(s)
+            if s.dependency == "conditional":
+                del d["dependency"]
+            stages.append(d)
+        out = {
             "format": self.format,
             "format_version": self.format_version,
             "name": self.name,
             "synthetic": self.synthetic,
             "provenance": self.provenance,
-            "stages": [dataclasses.asdict(s) for s in self.stages],
+            "stages": stages,
             "models": [dataclasses.asdict(m) for m in self.models],
             "probe_interval": self.probe_interval,
             "split": {k: list(v) for k, v in self.split.items()},
         }
+        if self.score_rule != "last":
+            out["score_rule"] = self.score_rule
+        return out
 
     @property
     def stage_names(self) -> tuple[str, ...]:

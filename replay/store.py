@@ -75,6 +75,9 @@ def _manifest_from_json(path: Path, raw: Any) -> S.Manifest:
         agg = st.get("aggregation", "majority_vote")
         if agg not in S.AGGREGATIONS:
             raise StoreError(where, f"stage {st['name']!r}: unknown aggregation {agg!r} (known: {', '.join(S.AGGREGATIONS)})")
+        dependency = st.get("dependency", "conditional")
+        if dependency not in S.DEPENDENCIES:
+            raise StoreError(where, f"stage {st['name']!r}: unknown dependency {dependency!r} (known: {', '.join(S.DEPENDENCIES)})")
         cand = tuple(st.get("models") or ())
         unknown = [m for m in cand if m not in model_names]
         if unknown:
@@ -86,6 +89,7 @@ def _manifest_from_json(path: Path, raw: Any) -> S.Manifest:
                 scorer=str(st.get("scorer", "exact_match")),
                 models=cand,
                 description=str(st.get("description", "")),
+                dependency=dependency,
             )
         )
     stage_names = [s.name for s in stages]
@@ -97,6 +101,9 @@ def _manifest_from_json(path: Path, raw: Any) -> S.Manifest:
     split = raw.get("split") or {}
     if not isinstance(split, dict) or any(not isinstance(v, list) for v in split.values()):
         raise StoreError(where, "split must map a split name to a list of question ids")
+    rule = raw.get("score_rule", "last")
+    if rule not in S.SCORE_RULES:
+        raise StoreError(where, f"unknown score_rule {rule!r} (known: {', '.join(S.SCORE_RULES)})")
     return S.Manifest(
         name=raw["name"],
         stages=tuple(stages),
@@ -105,6 +112,7 @@ def _manifest_from_json(path: Path, raw: Any) -> S.Manifest:
         provenance=dict(raw.get("provenance") or {}),
         probe_interval=probe,
         split={k: tuple(str(x) for x in v) for k, v in split.items()},
+        score_rule=rule,
     )
 
 

@@ -79,6 +79,7 @@ class StageSpec:
     token_cv: float = 0.35  # spread (lognormal sigma) of completion lengths
     chain_penalty: float = 0.0  # logit lost when the upstream answer is wrong (x (1 - its quality))
     chain_lock: float = 1.0  # weight a wrong upstream answer adds to one downstream wrong answer
+    dependency: str = "conditional"  # "independent": one pool per question, whatever the upstream answer
     distractors: int | None = None  # None = the spec-level `answers` default
     concentration: float | None = None
     rare: int | None = None
@@ -118,6 +119,7 @@ class SimSpec:
     train_fraction: float = 0.5
     samples: int = 64  # pool size: samples per (question, stage, model, upstream answer)
     keys_per_question: int = 4  # upstream answers expanded into downstream pools, per question
+    score_rule: str = "last"  # how stage scores make the end-to-end score (replay.schema.SCORE_RULES)
     long_input_from: int = 500  # prompt tokens a model reads without loss
     difficulty: DifficultySpec = field(default_factory=DifficultySpec)
     answers: AnswersSpec = field(default_factory=AnswersSpec)
@@ -306,6 +308,7 @@ def _stage(r: _Reader, model_names: list[str], first: bool, last: bool) -> Stage
         token_cv=r.get("token_cv", float, 0.35, lo=0, hi=3),
         chain_penalty=r.get("chain_penalty", float, 0.0, lo=0),
         chain_lock=r.get("chain_lock", float, 1.0, lo=0),
+        dependency=r.get("dependency", str, "conditional", choices=S.DEPENDENCIES),
         distractors=r.get("distractors", int, None, **_ANS_RANGES["distractors"]),
         concentration=r.get("concentration", float, None, **_ANS_RANGES["concentration"]),
         rare=r.get("rare", int, None, **_ANS_RANGES["rare"]),
@@ -316,6 +319,9 @@ def _stage(r: _Reader, model_names: list[str], first: bool, last: bool) -> Stage
     )
     if first and (st.chain_penalty or st.chain_lock != 1.0):
         r.fail("the first stage has no upstream stage", "chain_penalty" if st.chain_penalty else "chain_lock")
+    if st.dependency == "independent" and (st.chain_penalty or st.chain_lock != 1.0):
+        r.fail("an independent stage does not depend on the upstream answer",
+               "chain_penalty" if st.chain_penalty else "chain_lock")
     r.done()
     return st
 
@@ -357,6 +363,7 @@ def spec_from_dict(raw: Any, where: str = "spec") -> SimSpec:
         train_fraction=r.get("train_fraction", float, 0.5, lo=0, hi=1),
         samples=r.get("samples", int, 64, lo=1, hi=4096),
         keys_per_question=r.get("keys_per_question", int, 4, lo=1, hi=64),
+        score_rule=r.get("score_rule", str, "last", choices=S.SCORE_RULES),
         long_input_from=r.get("long_input_from", int, 500, lo=0),
         difficulty=_dataclass_from(r.sub("difficulty"), DifficultySpec, _DIFF_RANGES),
         answers=_dataclass_from(r.sub("answers"), AnswersSpec, _ANS_RANGES),

@@ -74,7 +74,7 @@ def _budget(text: str | None) -> float | None:
 @click.option("--split-seed", type=int, default=0, show_default=True,
               help="Seed of the --train draw (sizes are nested for one seed; the test set never moves).")
 @click.option("--select", "select_rule", default=None,
-              help="Rule that picks the final configuration among the trials: mean, lcb, tied-cheapest, "
+              help="Rule that picks the final configuration among the trials: mean, mean-costliest, lcb, tied-cheapest, "
                    "tied-costliest (default: the one with the lowest measured test regret; docs/search.md).")
 @click.option("--max-fallback", type=float, default=None,
               help="Largest share of draws (0-1) that may fall back to another pool (upstream answer not "
@@ -217,6 +217,8 @@ def compare_cmd(archives, out_png, out_json):
 @click.option("--replay-seed", type=int, default=None, help="Seed of the replay's draws (default 0).")
 @click.option("--models", default=None, help="Comma-separated models to consider.")
 @click.option("--max-samples", type=int, default=None, help="Largest sample count per stage.")
+@click.option("--max-fallback", type=float, default=None, help="Largest share of draws that may fall back to another pool.")
+@click.option("--select", "select_rule", default=None, help="Rule that picks each search's final configuration.")
 @click.option("--no-optimum", is_flag=True, help="Do not compute the grid optima.")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (default out/sweeps/NAME).")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: all cores; 1: in this process).")
@@ -228,7 +230,7 @@ def compare_cmd(archives, out_png, out_json):
 @click.option("--cell-plots", is_flag=True, help="Also write each cell's best_so_far.png.")
 @click.option("--report-only", is_flag=True, help="Run nothing: rebuild results and report from the cells on disk.")
 def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, replicates, test_replicates, replay_seed,
-              models, max_samples, no_optimum, out, workers, ray_address, llm_concurrency, llm_base_url, llm_model,
+              models, max_samples, max_fallback, select_rule, no_optimum, out, workers, ray_address, llm_concurrency, llm_base_url, llm_model,
               cell_plots, report_only):
     """Run a grid of searches (stores x searchers x seeds x training sizes x budgets x trial
     budgets) from a YAML/JSON SPEC and/or the options, in parallel; resume an interrupted one
@@ -255,7 +257,7 @@ def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, repli
         raise ConfigError("--workers", f"must be at least 1, got {workers}")
     overrides = dict(stores=stores, searchers=searchers, seeds=seeds, train=train, budgets=budgets, trials=trials,
                      replicates=replicates, test_replicates=test_replicates, replay_seed=replay_seed, models=models,
-                     max_samples=max_samples, out=out, workers=workers,
+                     max_samples=max_samples, max_fallback=max_fallback, select=select_rule, out=out, workers=workers,
                      optimum=False if no_optimum else None, cell_plots=True if cell_plots else None,
                      llm=llm if (llm_base_url or llm_model or llm_concurrency) else None)
     spec = parse_spec(raw, source, overrides=overrides)

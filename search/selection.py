@@ -8,6 +8,7 @@ one mean per question over the replicates) through the intervals of replay.stats
 | rule | picks |
 | --- | --- |
 | `mean` | the highest training mean (ties: the cheaper, then the earlier trial) |
+| `mean-costliest` | the highest training mean, ties to the costlier trial (a saturated training score ties many points: this one spends the budget) |
 | `lcb` | the highest lower end of the 95% question interval (Student-t over questions) |
 | `tied-cheapest` | among the trials not worse than the best-mean trial beyond noise (the 95% paired interval of their difference over questions reaches 0), the cheapest |
 | `tied-costliest` | among the same tied trials, the one that spends the most of the budget |
@@ -38,10 +39,11 @@ from replay.stats import LEVEL, t_quantile
 
 from .trial import Trial
 
-RULES = ("mean", "lcb", "tied-cheapest", "tied-costliest")
+RULES = ("mean", "mean-costliest", "lcb", "tied-cheapest", "tied-costliest")
 DEFAULT_RULE = "mean"
 RULE_TEXT = {
     "mean": "highest training mean",
+    "mean-costliest": "highest training mean, ties to the costlier",
     "lcb": "highest lower end of the 95% question interval",
     "tied-cheapest": "cheapest of the trials tied with the best mean (95% paired interval over questions)",
     "tied-costliest": "costliest of the trials tied with the best mean (95% paired interval over questions)",
@@ -76,6 +78,7 @@ class Selection:
                 "trial": None if self.trial is None else self.trial.number + 1,
                 "best_mean_trial": None if self.best_mean is None else self.best_mean.number + 1,
                 "best_mean_config": None if self.best_mean is None else self.best_mean.label,
+                "best_mean_score": None if self.best_mean is None else self.best_mean.score,
                 "tied_with_best": self.tied, "candidates": self.candidates}
 
 
@@ -126,22 +129,25 @@ def pick_indices(mean: np.ndarray, cost: np.ndarray, order: np.ndarray, *, sd: n
     the best-mean candidate (`mean_d`, `sd_d`). Returns {rule: index} (and the number tied with
     the best when `with_tied`)."""
     m = np.round(mean, _DIGITS)
+    c = np.round(cost, _DIGITS)
     out: dict[str, int] = {}
-    b = int(np.lexsort((order, cost, -m))[0])
+    b = _first(order, c, -m)
     tied_mask = None
     for rule in rules:
         if rule == "mean":
             out[rule] = b
+        elif rule == "mean-costliest":
+            out[rule] = _first(order, -c, -m)
         elif rule == "lcb":
             half = np.inf if n < 2 else t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
             lo = np.round(np.clip(mean - half, 0.0, 1.0), _DIGITS)
-            out[rule] = int(np.lexsort((order, cost, -m, -lo))[0])
+            out[rule] = _first(order, c, -m, -lo)
         elif rule in ("tied-cheapest", "tied-costliest"):
             if tied_mask is None:
                 tied_mask = _tied(mean_d, sd_d, n, level, len(mean))
             idx = np.flatnonzero(tied_mask)
-            c = cost[idx] if rule == "tied-cheapest" else -cost[idx]
-            out[rule] = int(idx[np.lexsort((order[idx], -m[idx], np.round(c, _DIGITS)))[0]])
+            by = c[idx] if rule == "tied-cheapest" else -c[idx]
+            out[rule] = int(idx[_first(order[idx], -m[idx], by)])
         else:
             raise ValueError(f"unknown rule {rule!r}")
     if with_tied:
@@ -149,6 +155,17 @@ def pick_indices(mean: np.ndarray, cost: np.ndarray, order: np.ndarray, *, sd: n
             tied_mask = _tied(mean_d, sd_d, n, level, len(mean))
         return out, (None if tied_mask is None else int(tied_mask.sum()))
     return out
+
+
+def _first(*keys: np.ndarray) -> int:
+    """The index np.lexsort(keys)[0] would give (the last key primary), in linear time."""
+    idx = np.arange(len(keys[0]))
+    for key in reversed(keys):
+        k = key[idx]
+        idx = idx[k == k.min()]
+        if len(idx) == 1:
+            break
+    return int(idx[0])
 
 
 def _tied(mean_d, sd_d, n, level, size) -> np.ndarray:

@@ -479,3 +479,24 @@ def test_aime24_grid_optimum_and_50_trials():
         b = report.best_trial(run.trials)
         assert b.feasible and b.score <= opt["score"] + 1e-12
         assert len(run.trials) == 50 or run.stop == "searcher finished"
+
+
+def test_scan_question_sums_equal_one_scan_per_question(stores):
+    """The compiled per-question sums (replay.scan_stats) against the oracle: scan_space run on
+    one question at a time (common random numbers: the same per-question means)."""
+    from replay.engine import scan_space
+    from replay.scan_stats import question_sums
+
+    st = stores["two"]
+    setup = R.make_setup(st, replicates=5)
+    q = setup.objective.questions
+    scan = scan_space(st, setup.space.choices(), questions=q, replicates=5, seed=3)
+    per_q = np.stack([scan_space(st, scan.choices, questions=[int(x)], replicates=5, seed=3).score for x in q])
+    ref = per_q[:, 7, 2]
+    sums = question_sums(st, scan, questions=q, replicates=5, seed=3, reference=ref)
+    assert np.allclose(sums.s1, per_q.sum(axis=0), atol=1e-12)
+    assert np.allclose(sums.s2, (per_q ** 2).sum(axis=0), atol=1e-12)
+    assert np.allclose(sums.d1, (per_q - ref[:, None, None]).sum(axis=0), atol=1e-12)
+    assert np.allclose(sums.sd, per_q.std(axis=0, ddof=1), atol=1e-9)
+    assert np.allclose(sums.sd_diff, (per_q - ref[:, None, None]).std(axis=0, ddof=1), atol=1e-9)
+    assert np.allclose(sums.s1 / len(q), scan.score, atol=1e-12)  # the same means as the scan's

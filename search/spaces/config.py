@@ -278,17 +278,17 @@ class ConfigSpace(Space):
 
     def scan_picks(self, objective: Objective) -> tuple[list[Config], dict[str, Any]]:
         """The pick of every selection rule (search/selection.py) over the whole space: one
-        compiled scan for the means, then one per training question for the per-question
-        scores the rules' intervals need (common random numbers: a question scanned alone gets
-        the numbers it gets among the others), accumulated without keeping them. Returns the
-        distinct picks (the `mean` rule's first) and what the scan did: {"scanned",
+        compiled scan for the means, then one more that sums, per configuration, what the
+        rules' intervals need over the training questions (replay.scan_stats: per-question
+        means and their differences from the best-mean configuration, without keeping them).
+        Returns the distinct picks (the `mean` rule's first) and what the scan did: {"scanned",
         "feasible", "wall_s", "picks": {rule: label}}. With `max_fallback` the rules rank by
         the budget only (the scan does not measure fallback): their picks are scored as trials,
         which marks any over the fallback limit infeasible, and the best configuration by
         mean within the limit is added."""
         import time
 
-        from replay.engine import scan_space
+        from replay.scan_stats import question_sums
 
         from ..selection import RULES, pick_indices
 
@@ -303,22 +303,18 @@ class ConfigSpace(Space):
         cost = scan.expected.ravel()[feas]
         order = feas.astype(float)
         b = pick_indices(mean, cost, order, rules=("mean",))["mean"]
-        q = np.asarray(objective.questions)
-        s1, s2, d1, d2 = (np.zeros(len(feas)) for _ in range(4))
-        for qi in q:
-            x = scan_space(self.store, scan.choices, questions=[int(qi)], replicates=objective.replicates,
-                           seed=objective.seed).score.ravel()[feas]
-            d = x - x[b]
-            s1 += x
-            s2 += x * x
-            d1 += d
-            d2 += d * d
-        n = len(q)
+        K = scan.score.shape[1]
+        ref = evaluate_batch(self.store, [scan.config(*divmod(int(feas[b]), K))], questions=objective.questions,
+                             replicates=objective.replicates, seed=objective.seed)[0].per_question
+        sums = question_sums(self.store, scan, questions=objective.questions, replicates=objective.replicates,
+                             seed=objective.seed, reference=ref)
+        n = sums.n
 
-        def sd(a1, a2):
-            return np.sqrt(np.maximum(a2 - a1 * a1 / n, 0.0) / (n - 1)) if n > 1 else np.zeros_like(a1)
+        def flat(a):
+            return a.ravel()[feas]
 
-        picks = pick_indices(mean, cost, order, sd=sd(s1, s2), mean_d=d1 / n, sd_d=sd(d1, d2), n=n, rules=RULES)
+        picks = pick_indices(mean, cost, order, sd=flat(sums.sd), mean_d=flat(sums.mean_diff), sd_d=flat(sums.sd_diff),
+                             n=n, rules=RULES)
         points = []
         for rule in RULES:
             i, k = divmod(int(feas[picks[rule]]), scan.score.shape[1])

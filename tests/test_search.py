@@ -11,6 +11,7 @@ import pytest
 import replay
 from replay import schema as S
 from replay.engine import Config, estimate_units, evaluate_batch, expected_units
+from search.selection import DEFAULT_RULE
 from replay.errors import ConfigError, InputError
 from search import report
 from search import runner as R
@@ -430,11 +431,28 @@ def test_cli_run_report_compare(stores, capsys, tmp_path):
         assert s["trials"] == 8 and s["best"]["config"] and s["test"]["score"] is not None
         assert s["optimum"]["score"] >= s["best"]["train_score"] - 1e-12
         assert (out / "best_so_far.png").stat().st_size > 1000
+        # the rule that picked it, the two uncertainties named apart
+        assert s["selection"]["rule"] == DEFAULT_RULE and f"(rule {DEFAULT_RULE}: " in text
+        t = s["test"]
+        assert t["ci_lo"] <= t["score"] <= t["ci_hi"] and len(t["per_question"]) == t["questions"]
+        assert "(replicate error); 95% question interval [" in text
         outs.append(out)
-    code, text, err = _cli(["compare", *map(str, outs), "--out", str(tmp_path / "cmp.png")], capsys)
+    code, text, err = _cli(["compare", *map(str, outs), "--out", str(tmp_path / "cmp.png"),
+                            "--json", str(tmp_path / "cmp.json")], capsys)
     assert code == 0, err
     assert "random s0" in text and "rules s0" in text
+    assert "paired over the same test questions" in text and "rules - random" in text
+    cmp = json.loads((tmp_path / "cmp.json").read_text())
+    assert len(cmp["searches"]) == 2 and cmp["differences"][0]["searcher"] == "rules"
+    assert isinstance(cmp["differences"][0]["beyond_noise"], bool)
     assert (tmp_path / "cmp.png").stat().st_size > 1000
+    code, text, err = _cli(["--replay", st, "--searcher", "rules", "--trials", "8", "--replicates", "4",
+                            "--select", "lcb", "--out", str(tmp_path / "lcb")], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "lcb" / "summary.json").read_text())["selection"]["rule"] == "lcb"
+    code, text, err = _cli(["--replay", st, "--searcher", "rules", "--select", "best", "--out", str(tmp_path / "x")],
+                           capsys)
+    assert code == 2 and "--select" in err
     # `search run` is the same command as the shortcut; --resume of a finished search adds nothing
     code, text, err = _cli(["run", "--replay", st, "--searcher", "rules", "--trials", "8", "--replicates", "4",
                             "--out", str(outs[1]), "--resume"], capsys)
@@ -500,3 +518,34 @@ def test_scan_question_sums_equal_one_scan_per_question(stores):
     assert np.allclose(sums.sd, per_q.std(axis=0, ddof=1), atol=1e-9)
     assert np.allclose(sums.sd_diff, (per_q - ref[:, None, None]).std(axis=0, ddof=1), atol=1e-9)
     assert np.allclose(sums.s1 / len(q), scan.score, atol=1e-12)  # the same means as the scan's
+
+
+def test_max_fallback_makes_configurations_above_it_infeasible(stores, tmp_path):
+    """Every trial records its fallback rate; with --max-fallback F, a configuration whose draws
+    fell back more often than F is infeasible (its reason says so), never picked, and the
+    exhaustive optimum (a scan, then replays in score order) respects the limit too."""
+    st = stores["two"]
+    free = R.make_setup(st, replicates=4)
+    run = R.run_search(free, "grid", trials=None)
+    rates = [t.fallback_rate for t in run.trials]
+    assert all(r is not None and 0.0 <= r <= 1.0 for r in rates) and max(rates) > 0.05 and min(rates) < 0.05
+    limited = R.make_setup(st, ConfigSpaceSettings(max_fallback=0.05), replicates=4)
+    lim = R.run_search(limited, "grid", trials=None)
+    assert len(lim.trials) == len(run.trials)
+    for a, b in zip(run.trials, lim.trials):
+        assert a.point == b.point and a.fallback_rate == b.fallback_rate
+        assert b.feasible == (a.fallback_rate <= 0.05)
+        if not b.feasible:
+            assert b.score is None and "fallback" in b.why_infeasible and "--max-fallback" in b.why_infeasible
+    best = report.best_trial(lim.trials)
+    assert best.fallback_rate <= 0.05
+    opt = R.known_optimum(limited)
+    assert opt["score"] == pytest.approx(best.score) and opt["max_fallback"] == 0.05
+    scanned = R.run_search(limited, "grid", trials=None, options={"max_configs": 5})
+    assert report.best_trial(scanned.trials).score == pytest.approx(best.score)
+    s = R.report_search(limited, lim, out=tmp_path / "fb", plot=False)
+    assert s["max_fallback"] == 0.05 and s["infeasible_fallback"] == sum(1 for t in lim.trials if not t.feasible) > 0
+    assert s["best"]["fallback_rate"] <= 0.05 and s["test"]["fallback_rate"] is not None
+    assert "--max-fallback 5.0%" in report.summary_table(s, limited.space)
+    with pytest.raises(ConfigError, match="--max-fallback"):
+        R.make_setup(st, ConfigSpaceSettings(max_fallback=1.5))

@@ -522,6 +522,8 @@ def seed_stats(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "seeds": [s.get("seed") for s in summaries],
         "train_score": ms(train),
         "test_score": ms(test),
+        "test_ci": _mean_interval(summaries),
+        "rules": sorted({((s.get("selection") or {}).get("rule") or "mean") for s in summaries}),
         "trials_to_best": ms(to_best),
         "trials_to_optimum": None if not known else {
             "reached": len(reached), "of": len(summaries),
@@ -534,6 +536,15 @@ def seed_stats(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _mean_interval(summaries: Sequence[dict[str, Any]]) -> dict[str, float] | None:
+    """The mean over seeds of the test score's 95% question interval, or None without one."""
+    ends = [((s.get("test") or {}).get("ci_lo"), (s.get("test") or {}).get("ci_hi")) for s in summaries]
+    ends = [(a, b) for a, b in ends if a is not None and b is not None]
+    if not ends:
+        return None
+    return {"lo": float(np.mean([a for a, _ in ends])), "hi": float(np.mean([b for _, b in ends]))}
+
+
 def seed_table(stats: dict[str, Any]) -> str:
     def pm(d):
         if not d or d.get("mean") is None:
@@ -544,7 +555,10 @@ def seed_table(stats: dict[str, Any]) -> str:
     rows = [
         ("seeds", ",".join(str(s) for s in stats["seeds"])),
         ("train score", pm(stats["train_score"]) + f"  [{_fmt(stats['train_score']['min'])}, {_fmt(stats['train_score']['max'])}]"),
-        ("test score", pm(stats["test_score"]) + f"  [{_fmt(stats['test_score']['min'])}, {_fmt(stats['test_score']['max'])}]"),
+        ("test score", pm(stats["test_score"]) + f"  [{_fmt(stats['test_score']['min'])}, {_fmt(stats['test_score']['max'])}]"
+                       " over seeds" + (f"; mean 95% question interval [{stats['test_ci']['lo']:.3f}, "
+                                        f"{stats['test_ci']['hi']:.3f}]" if stats.get("test_ci") else "")),
+        ("picked by", ", ".join(stats.get("rules") or ["mean"])),
         ("trials to best", pm(stats["trials_to_best"])),
         ("trials to optimum", "unknown optimum" if o is None else
          f"reached in {o['reached']}/{o['of']} seeds; mean {_fmt(o['mean'])}, median {_fmt(o['median'])}"),

@@ -27,7 +27,7 @@ SWEEP_NAME = "sweep.json"
 CELLS_DIR = "cells"
 # what a cell's make_setup error names -> the spec field it came from
 _FLAG_FIELD = {"--train": "train", "--budget": "budgets", "--max-samples": "max_samples", "--models": "models",
-               "--replicates": "replicates"}
+               "--replicates": "replicates", "--max-fallback": "max_fallback"}
 
 
 @dataclass(frozen=True)

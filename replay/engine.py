@@ -27,7 +27,7 @@ from .stats import LEVEL, Interval, intervals, paired_interval, question_interva
 # only reads a store's arrays, names and `derived` figures.
 
 __all__ = ["Config", "StageChoice", "StageResult", "EvalResult", "SpaceScan", "evaluate", "evaluate_batch",
-           "scan_space", "budget_unit", "default_budget", "score_bounds", "estimate_units", "largest_pool", "pool_means",
+           "scan_space", "budget_unit", "default_budget", "score_bounds", "estimate_units", "expected_units", "expected_units_of", "largest_pool", "pool_means",
            "as_config", "validate_config", "kernel_inputs", "replay_arrays", "replay_sums", "memo_tables"]
 
 
@@ -76,7 +76,8 @@ class EvalResult:
         feasible: within the budget (always, without one).
         tokens: mean tokens per question actually drawn (prompts once per stage, completions).
         flops: mean FLOPs per question (2 x params x tokens, per stage).
-        units: mean cost in normalised budget units per question (`budget_unit`).
+        units: mean cost in normalised budget units per question (`budget_unit`), measured:
+            the tokens these draws on these questions actually charged.
         budget: the budget it was held to, or None.
         stages: per-stage figures.
         n_questions, replicates, seed: what it was evaluated on.
@@ -86,6 +87,8 @@ class EvalResult:
         score_rule: how stage scores make the end-to-end score (the store's manifest).
         score_bounds: the range scores live in ((0, 1) where every stored score does), for
             intervals; None: unbounded (Student-t intervals).
+        expected_units: the expected cost per question over the store's pools
+            (`expected_units`): what `feasible` is judged by.
     """
 
     config: Config
@@ -143,6 +146,7 @@ class EvalResult:
             d = np.asarray(self.per_question) - np.asarray(other.per_question)
             return question_interval(d, level=level, bounds=None)
         return paired_interval(self.per_question, other.per_question, level=level)
+    expected_units: float = math.nan  # expected cost per question over the store's pools: the budget rule
 
     @property
     def fallback_rate(self) -> float:
@@ -160,6 +164,7 @@ class EvalResult:
             "tokens": self.tokens,
             "flops": self.flops,
             "units": self.units,
+            "expected_units": self.expected_units,
             "fallback_rate": self.fallback_rate,
         }
         for i, st in enumerate(self.stages):
@@ -181,22 +186,45 @@ def budget_unit(store) -> float:
     return store.derived.budget_unit
 
 
-def default_budget(store, *, questions=None, replicates: int = 16, seed: int = 0) -> float:
-    """The paper's default budget, in units: every stage once with its largest model.
-
-    Args:
-        store: the store.
-        questions: the questions its cost is measured on (see `evaluate`).
-        replicates: random draws per question.
-        seed: the seed of the draws.
-    """
+def default_budget(store) -> float:
+    """The paper's default budget, in units: every stage once with its largest model, at its
+    expected cost (`expected_units`), so that this reference configuration is feasible by the
+    budget rule on any questions."""
     a = store.arrays
     pairs = []
     for s in range(a.n_stages):
         cands = np.flatnonzero(a.stage_model_ok[s])
         m = cands[np.argmax(a.model_params[cands])]
         pairs.append((store.manifest.model_names[m], 1))
-    return evaluate(store, Config.of(*pairs), questions=questions, replicates=replicates, seed=seed).units
+    return expected_units(store, Config.of(*pairs))
+
+
+def expected_units(store, config) -> float:
+    """The expected cost of a configuration per question, in budget units, over all of the
+    store's questions and pools (replay/expected.py): the budget rule. A configuration is within
+    a budget B when expected_units <= B, the same on every question set, whatever was drawn;
+    the measured cost (`EvalResult.units`) is reported beside it.
+
+    Args:
+        store: the store.
+        config: a configuration, as `evaluate` takes it.
+    """
+    cfg = as_config(store, config)
+    return float(expected_units_of(store, *_config_arrays(store, [cfg]))[0])
+
+
+def expected_units_of(store, models: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """`expected_units` of many configurations given as model indices and counts, [C, S] each."""
+    from .expected import expected_units_table
+
+    table = expected_units_table(store, budget_unit(store))
+    n = np.minimum(counts, table.shape[2] - 1)
+    return table[np.arange(models.shape[1])[None, :], models, n].sum(axis=1)
+
+
+def within_budget(expected: float, budget: float | None) -> bool:
+    """The budget rule: the expected cost is within the budget (up to rounding)."""
+    return budget is None or expected <= budget * (1 + 1e-9)
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,8 +248,9 @@ def evaluate(store, config, *, questions=None, replicates: int = 100, seed: int 
         replicates: random draws per question (common random numbers: the draws of
             (question, replicate) depend only on the seed, the question id and the replicate).
         seed: the seed of every draw.
-        budget: a budget in normalised units per question; a configuration whose measured
-            mean cost exceeds it is reported infeasible and not scored (score NaN).
+        budget: a budget in normalised units per question; a configuration whose expected
+            cost (`expected_units`, over the store's pools) exceeds it is reported infeasible
+            and not scored (score NaN). The measured cost is reported either way.
 
     Returns:
         An `EvalResult`.
@@ -271,7 +300,9 @@ def evaluate_batch(store, configs: Iterable, *, questions=None, replicates: int 
     sd = per_q.std(axis=1, ddof=1) if len(qidx) > 1 else np.zeros(len(cfgs))
     ends = ((per_q <= 0.0) | (per_q >= 1.0)).mean(axis=1)
     ci_lo, ci_hi = intervals(per_q.mean(axis=1), sd, len(qidx), bounds=score_bounds(store), at_ends=ends)
-    return [_result(store, cfg, sums, ci, qidx, replicates, seed, budget, (float(ci_lo[ci]), float(ci_hi[ci])))
+    expected = expected_units_of(store, *_config_arrays(store, cfgs))
+    return [_result(store, cfg, sums, ci, qidx, replicates, seed, budget, float(expected[ci]),
+                    (float(ci_lo[ci]), float(ci_hi[ci])))
             for ci, cfg in enumerate(cfgs)]
 
 
@@ -282,13 +313,14 @@ def score_bounds(store) -> tuple[float, float] | None:
 
 
 def _result(store, cfg: Config, sums: "ReplaySums", ci: int, qidx: np.ndarray, replicates: int, seed: int,
-            budget: float | None, interval: tuple[float, float]) -> EvalResult:
-    """Configuration ci's result from the sums of its replay (and its question interval)."""
+            budget: float | None, expected: float, interval: tuple[float, float]) -> EvalResult:
+    """Configuration ci's result from the sums of its replay and its question interval; feasible
+    by the budget rule (its expected cost, `expected_units`), whatever these draws cost."""
     a = store.arrays
     names = store.manifest.stage_names
     n = len(qidx) * replicates
     units = float(sums.flops[ci]) / n / budget_unit(store)
-    feasible = bool(budget is None or units <= budget * (1 + 1e-9))
+    feasible = within_budget(expected, budget)
     rep_means = sums.score_r[ci] / len(qidx)
     stderr = float(rep_means.std(ddof=1) / math.sqrt(replicates)) if replicates > 1 else math.nan
     stages = []
@@ -324,6 +356,7 @@ def _result(store, cfg: Config, sums: "ReplaySums", ci: int, qidx: np.ndarray, r
         ci_hi=interval[1] if feasible else math.nan,
         score_rule=store.manifest.score_rule,
         score_bounds=score_bounds(store),
+        expected_units=expected,
     )
 
 
@@ -619,17 +652,20 @@ class SpaceScan:
     prefix_idx: np.ndarray  # [P, S-1] choice indices
     score: np.ndarray  # [P, K] mean score over questions and replicates
     stderr: np.ndarray  # [P, K] the replicate error (standard error over replicates)
-    units: np.ndarray  # [P, K] mean cost in budget units per question
+    units: np.ndarray  # [P, K] mean cost in budget units per question, measured
     ci_lo: np.ndarray | None = None  # [P, K] the 95% interval over questions (replay.stats)
     ci_hi: np.ndarray | None = None
+    expected: np.ndarray | None = None  # [P, K] expected cost (`expected_units`): the budget rule
 
     def config(self, i: int, k: int) -> Config:
         head = tuple(self.choices[s][j] for s, j in enumerate(self.prefix_idx[i]))
         return Config(head + (self.choices[-1][k],))
 
     def best(self, budget: float | None = None) -> tuple[Config, float, float] | None:
-        """(config, score, units) of the best feasible configuration: highest score, then cheapest."""
-        ok = np.ones_like(self.score, dtype=bool) if budget is None else self.units <= budget * (1 + 1e-9)
+        """(config, score, units) of the best feasible configuration: highest score, then cheapest.
+        Feasible by the budget rule (the expected cost) when the scan has it."""
+        cost = self.units if self.expected is None else self.expected
+        ok = np.ones_like(self.score, dtype=bool) if budget is None else cost <= budget * (1 + 1e-9)
         if not ok.any():
             return None
         key = np.where(ok, self.score, -np.inf).ravel()
@@ -711,5 +747,20 @@ def scan_space(store, choices: Sequence[Sequence[StageChoice]], *, questions=Non
     else:
         q_var = np.zeros_like(mean)
     ci_lo, ci_hi = intervals(mean, np.sqrt(q_var), Q, bounds=score_bounds(store), at_ends=q_ends / Q)
+    # the expected cost (the budget rule) is a sum over stages: one figure per choice, added up
+    expected = _scan_expected(store, ch_model, ch_count, n_ch, prefix_idx)
     return SpaceScan(choices=choices, prefix_idx=prefix_idx, score=mean, stderr=stderr,
-                     units=flops / (Q * R) / budget_unit(store), ci_lo=ci_lo, ci_hi=ci_hi)
+                     units=flops / (Q * R) / budget_unit(store), ci_lo=ci_lo, ci_hi=ci_hi, expected=expected)
+
+
+def _scan_expected(store, ch_model, ch_count, n_ch, prefix_idx) -> np.ndarray:
+    """[P, K] expected cost of every scanned configuration: per-stage figures, summed."""
+    from .expected import expected_units_table
+
+    table = expected_units_table(store, budget_unit(store))
+    S = ch_model.shape[0]
+    per = table[np.arange(S)[:, None], ch_model, np.minimum(ch_count, table.shape[2] - 1)]  # [S, K]
+    head = np.zeros(len(prefix_idx))
+    for s in range(S - 1):
+        head += per[s, prefix_idx[:, s]]
+    return head[:, None] + per[S - 1, None, : int(n_ch[S - 1])]

@@ -11,12 +11,14 @@ One format for every space (version 2):
     {"type": "trial", "number": 0, "point": [["Qwen3-8B", 1]], "label": "Qwen3-8B:1",
      "feasible": true, "score": 0.67, "stderr": 0.02, "cost": 12.9, "tokens": 15330.0,
      "wall_s": 0.001, "source": "init", "extra": {...}, "metrics": {"stage_units": [...], ...},
-     "state": {...}}
+     "per_question": [0.8125, 1.0, ...], "state": {...}}
 
 `point` is the space's encoding (`space.encode`: a configuration's [model, count] pairs, a
 controller's parameter dict), `label` the same in one line, `cost` the measured cost in the
 header's `cost_unit`, `metrics` what the space measures besides (per-stage units and scores;
-samples opened and probes).
+samples opened and probes), `per_question` the training score of each training question (in
+the header's `train` order; absent for an infeasible trial and in archives written before it),
+which the selection rules of the final pick use (search/selection.py).
 
 Version 1 archives (before one format: configuration searches wrote `config`, `config_str`,
 `units`, `stage_units`, `stage_scores`; controller searches `params`, `tokens`, `opened`,
@@ -78,6 +80,7 @@ def trial_record(t: Trial, encoded_point: Any, state: dict[str, Any]) -> dict[st
         "source": t.source,
         "extra": t.extra,
         "metrics": t.metrics,
+        "per_question": None if t.per_question is None else list(t.per_question),
         "state": state,
     }
 
@@ -101,6 +104,7 @@ def trial_from_record(r: dict[str, Any], decode: Callable[[Any], Any] | None = N
         extra=r.get("extra") or {},
         metrics=r.get("metrics") or {},
         label=str(r.get("label", "")),
+        per_question=None if r.get("per_question") is None else tuple(float(x) for x in r["per_question"]),
     )
 
 

@@ -68,7 +68,17 @@ def _budget(text: str | None) -> float | None:
 @click.option("--budget", default=None, help="Budget in normalised units per question (default: every stage once with its largest model).")
 @click.option("--models", default=None, help="Comma-separated models to consider (default: every candidate).")
 @click.option("--max-samples", type=int, default=None, help="Largest sample count to consider per stage.")
-@click.option("--train", "n_train", type=int, default=None, help="Training questions (default: the store's split, else 50).")
+@click.option("--train", "n_train", type=int, default=None,
+              help="Training questions (default: the store's split, else 50), drawn from the questions outside the "
+                   "fixed test set; more than those overrides the store's split (and says so).")
+@click.option("--split-seed", type=int, default=0, show_default=True,
+              help="Seed of the --train draw (sizes are nested for one seed; the test set never moves).")
+@click.option("--select", "select_rule", default=None,
+              help="Rule that picks the final configuration among the trials: mean, mean-costliest, lcb, tied-cheapest, "
+                   "tied-costliest (default: the one with the lowest measured test regret; docs/search.md).")
+@click.option("--max-fallback", type=float, default=None,
+              help="Largest share of draws (0-1) that may fall back to another pool (upstream answer not "
+                   "collected); configurations above it are infeasible.")
 @click.option("--replicates", type=int, default=16, show_default=True, help="Replay draws per training question.")
 @click.option("--test-replicates", type=int, default=256, show_default=True, help="Replay draws per test question for the final score.")
 @click.option("--replay-seed", type=int, default=0, show_default=True, help="Seed of the replay's draws (common to every searcher).")
@@ -81,6 +91,9 @@ def _budget(text: str | None) -> float | None:
 @click.option("--ablate", default=None, help="agenttts, rules: insight1, insight2 or insight3.")
 @click.option("--llm-base-url", default=None, help="LLM searchers: OpenAI-compatible endpoint (or OPENAI_BASE_URL).")
 @click.option("--llm-model", default=None, help="LLM searchers: model name at the endpoint.")
+@click.option("--llm-temperature", type=float, default=None,
+              help="LLM searchers: sampling temperature (default: not sent, the endpoint's own; reasoning models "
+                   "that reject one work without it).")
 @click.option("--space", "space_kind", type=click.Choice(["config", "controller"]), default="config", show_default=True,
               help="config: models and samples per stage; controller: one width-depth controller's parameters.")
 @click.option("--controller", default=None, help="--space controller: built-in name (probe, adaptive, esc, majority) or module:Class.")
@@ -88,9 +101,10 @@ def _budget(text: str | None) -> float | None:
 @click.option("--budget-tokens", type=float, default=None, help="--space controller: budget in mean tokens per question.")
 @click.option("--beta", is_flag=True, help="--space controller: search the controller's single knob beta instead.")
 @click.option("--probe-cost", type=float, default=None, help="--space controller: tokens charged per probe (default 0).")
-def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, max_samples, n_train, replicates,
-            test_replicates, replay_seed, out, resume, no_optimum, optimum_limit, sampler, ablate, llm_base_url, llm_model,
-            space_kind, controller, model, budget_tokens, beta, probe_cost):
+def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, max_samples, n_train, split_seed,
+            select_rule, max_fallback, replicates, test_replicates, replay_seed, out, resume, no_optimum, optimum_limit,
+            sampler, ablate, llm_base_url, llm_model, llm_temperature, space_kind, controller, model, budget_tokens,
+            beta, probe_cost):
     """Run one search (or one per seed) and print its summary; archive, summary.json and a PNG
     of best-so-far score go to --out."""
     from replay.clitools import open_announced
@@ -103,11 +117,12 @@ def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, 
     if space_kind == "controller":
         space: SpaceSettings = ControllerSpaceSettings(controller=controller, model=model, budget_tokens=budget_tokens,
                                                        beta=beta, probe_cost=probe_cost or 0.0)
-        stray = {"--budget": budget, "--models": models, "--max-samples": max_samples}
+        stray = {"--budget": budget, "--models": models, "--max-samples": max_samples, "--max-fallback": max_fallback}
         tail = "does not apply to --space controller"
     else:
         model_list = tuple(m.strip() for m in models.split(",") if m.strip()) if models is not None else None
-        space = ConfigSpaceSettings(models=model_list, max_samples=max_samples, budget=_budget(budget))
+        space = ConfigSpaceSettings(models=model_list, max_samples=max_samples, budget=_budget(budget),
+                                    max_fallback=max_fallback)
         stray = {"--controller": controller, "--model": model, "--budget-tokens": budget_tokens,
                  "--beta": beta or None, "--probe-cost": probe_cost}
         tail = "applies to --space controller only"
@@ -121,11 +136,11 @@ def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, 
     if trials is None and not cls.exhaustive:
         trials = DEFAULT_TRIALS
     options = {k: v for k, v in dict(sampler=sampler, ablate=ablate, llm_base_url=llm_base_url,
-                                     llm_model=llm_model).items() if v is not None}
+                                     llm_model=llm_model, llm_temperature=llm_temperature).items() if v is not None}
     settings = SearchSettings(
         store=store_path, searcher=searcher, space=space, seed=0 if seed is None else seed,
         seeds=tuple(parse_seeds(seeds)) if seeds is not None else None, trials=trials, options=options, train=n_train,
-        replicates=replicates, replay_seed=replay_seed, test_replicates=test_replicates, out=out, resume=resume,
+        split_seed=split_seed, select=select_rule, replicates=replicates, replay_seed=replay_seed, test_replicates=test_replicates, out=out, resume=resume,
         optimum=not no_optimum, optimum_limit=optimum_limit, workers=workers)
     settings.check()
     store = open_announced(store_path)
@@ -151,7 +166,7 @@ def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, 
     summaries = run_seeds(setup, settings, optimum=optimum, progress=True)
     stats = report.seed_stats(summaries)
     report.write_json_atomic(base / "seeds.json", {"stats": stats, "optimum": optimum, "summaries": summaries})
-    text, _ = report.compare([base / f"seed-{s}" for s in settings.seeds], base / report.PLOT_NAME)
+    text, _, _ = report.compare([base / f"seed-{s}" for s in settings.seeds], base / report.PLOT_NAME)
     click.echo(text)
     click.echo("")
     click.echo(report.seed_table(stats))
@@ -174,15 +189,17 @@ def _check_out(out: Path, resume: bool) -> None:
 @click.option("--out", "out_png", default=None, type=click.Path(dir_okay=False), help="PNG of the best-so-far curves.")
 @click.option("--json", "out_json", default=None, type=click.Path(dir_okay=False), help="Write the table as JSON too.")
 def compare_cmd(archives, out_png, out_json):
-    """One table and one plot over several searches (their folders or archive.jsonl files)."""
+    """One table and one plot over several searches (their folders or archive.jsonl files), and
+    whether each searcher's test score differs from the first one's beyond noise (95% intervals
+    of the paired difference over the test questions and over seeds)."""
     from . import report
 
-    text, rows = report.compare(archives, out_png)
+    text, rows, diffs = report.compare(archives, out_png)
     if rows and rows[0]["synthetic"]:
         click.echo(f"note: store {rows[0]['store']!r} is SYNTHETIC (simulated, not collected from real models)", err=True)
     click.echo(text)
     if out_json:
-        report.write_json_atomic(Path(out_json), rows)
+        report.write_json_atomic(Path(out_json), {"searches": rows, "differences": diffs})
     if out_png:
         click.echo(f"wrote {out_png}")
 
@@ -200,6 +217,8 @@ def compare_cmd(archives, out_png, out_json):
 @click.option("--replay-seed", type=int, default=None, help="Seed of the replay's draws (default 0).")
 @click.option("--models", default=None, help="Comma-separated models to consider.")
 @click.option("--max-samples", type=int, default=None, help="Largest sample count per stage.")
+@click.option("--max-fallback", type=float, default=None, help="Largest share of draws that may fall back to another pool.")
+@click.option("--select", "select_rule", default=None, help="Rule that picks each search's final configuration.")
 @click.option("--no-optimum", is_flag=True, help="Do not compute the grid optima.")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (default out/sweeps/NAME).")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: all cores; 1: in this process).")
@@ -211,7 +230,7 @@ def compare_cmd(archives, out_png, out_json):
 @click.option("--cell-plots", is_flag=True, help="Also write each cell's best_so_far.png.")
 @click.option("--report-only", is_flag=True, help="Run nothing: rebuild results and report from the cells on disk.")
 def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, replicates, test_replicates, replay_seed,
-              models, max_samples, no_optimum, out, workers, ray_address, llm_concurrency, llm_base_url, llm_model,
+              models, max_samples, max_fallback, select_rule, no_optimum, out, workers, ray_address, llm_concurrency, llm_base_url, llm_model,
               cell_plots, report_only):
     """Run a grid of searches (stores x searchers x seeds x training sizes x budgets x trial
     budgets) from a YAML/JSON SPEC and/or the options, in parallel; resume an interrupted one
@@ -238,7 +257,7 @@ def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, repli
         raise ConfigError("--workers", f"must be at least 1, got {workers}")
     overrides = dict(stores=stores, searchers=searchers, seeds=seeds, train=train, budgets=budgets, trials=trials,
                      replicates=replicates, test_replicates=test_replicates, replay_seed=replay_seed, models=models,
-                     max_samples=max_samples, out=out, workers=workers,
+                     max_samples=max_samples, max_fallback=max_fallback, select=select_rule, out=out, workers=workers,
                      optimum=False if no_optimum else None, cell_plots=True if cell_plots else None,
                      llm=llm if (llm_base_url or llm_model or llm_concurrency) else None)
     spec = parse_spec(raw, source, overrides=overrides)

@@ -33,13 +33,17 @@ class ConfigSpaceSettings:
         models: candidate models to keep (default: every candidate of every stage).
         max_samples: the largest sample count to consider per stage.
         budget: normalised units per question (default: every stage once with its largest
-            model, measured on the training questions with the search's own draws).
+            model, at its expected cost over the store's pools).
+        max_fallback: the largest share of draws (0..1) that may fall back to another pool
+            because the upstream answer was not collected; a configuration above it is
+            infeasible (default: no limit).
     """
 
     kind: ClassVar[str] = "config"
     models: tuple[str, ...] | None = None
     max_samples: int | None = None
     budget: float | None = None
+    max_fallback: float | None = None
 
     def check(self) -> None:
         if self.models is not None and not self.models:
@@ -48,6 +52,8 @@ class ConfigSpaceSettings:
             raise ConfigError("--max-samples", f"must be at least 1, got {self.max_samples}")
         if self.budget is not None and not (math.isfinite(self.budget) and self.budget > 0):
             raise ConfigError("--budget", f"must be a positive number of normalised units, got {self.budget}")
+        if self.max_fallback is not None and not (0.0 <= self.max_fallback <= 1.0):
+            raise ConfigError("--max-fallback", f"must be a share of draws between 0 and 1, got {self.max_fallback}")
 
     def with_budget(self, budget: float) -> "ConfigSpaceSettings":
         """The same space with its budget resolved (the default is measured once, then fixed)."""
@@ -104,7 +110,12 @@ class SearchSettings:
         trials: the trial budget; None: until the searcher stops (an exhaustive searcher's default).
         options: the searcher's options (`sampler`, `ablate`, `llm_base_url`, ...); an API key
             is never written to disk.
-        train: training questions (default: the store's split, else 50).
+        train: training questions (default: the store's split, else 50): the first `train` of a
+            seeded shuffle of the questions outside the fixed test set (search/setup.py).
+        split_seed: the seed of that shuffle (training sets of several sizes are nested for one
+            seed; the test set never moves).
+        select: the rule that picks the final point among the trials (search/selection.py;
+            default `selection.DEFAULT_RULE`).
         replicates: replay draws per training question.
         replay_seed: the seed of the replay's draws (common to every searcher and seed).
         test_replicates: replay draws per test question for the final score.
@@ -124,6 +135,8 @@ class SearchSettings:
     trials: int | None = DEFAULT_TRIALS
     options: dict[str, Any] = field(default_factory=dict, hash=False)
     train: int | None = None
+    split_seed: int = 0
+    select: str | None = None
     replicates: int = 16
     replay_seed: int = 0
     test_replicates: int = 256
@@ -148,6 +161,10 @@ class SearchSettings:
             raise ConfigError("--test-replicates", f"must be at least 1, got {self.test_replicates}")
         if self.train is not None and self.train < 1:
             raise ConfigError("--train", f"must be at least 1, got {self.train}")
+        if self.select is not None:
+            from .selection import check_rule
+
+            check_rule(self.select)
         if self.workers is not None and self.workers < 1:
             raise ConfigError("--workers", f"must be at least 1, got {self.workers}")
         if self.seeds is not None and not self.seeds:

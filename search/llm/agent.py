@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 from replay.errors import ConfigError
 
 from ..protocol import Proposal, Searcher, Trial
-from ..spaces.base import ESTIMATE_SLACK, Space
+from ..spaces.base import Space
 from . import prompts
 from .answer import Answer, AnswerProblem, parse_answer
 from .client import LLMClient, LLMSettings
@@ -109,8 +109,9 @@ class LLMSearcher(Searcher):
         return self.per_round if left is None else max(1, min(self.per_round, left))
 
     def affordable(self, point: Any) -> bool:
-        """Worth a trial: not over budget by more than the estimate's slack (unknown: yes)."""
-        return self.space.maybe_feasible(point, ESTIMATE_SLACK)
+        """Worth a trial: not over budget by more than the space's estimate slack (none where
+        the estimate is the budget rule; unknown estimate: yes)."""
+        return self.space.maybe_feasible(point)
 
     def consult(self, system: str, user: str, fields: dict[str, str], k: int = 0) -> Consultation:
         """Ask, validate, feed problems back (bounded), return the usable part of the answer."""

@@ -6,7 +6,9 @@ so that the policy is ours, counted, and testable in milliseconds:
 - a connection error, a timeout, HTTP 408/409/429 or any 5xx is retried after
   backoff_s * 2**k seconds (capped at backoff_max_s), up to `retries` more times;
 - any other HTTP error (400 bad request, 401/403 key, 404 unknown model or wrong URL) is the
-  user's configuration, so it is raised at once as `LLMRejected`;
+  user's configuration, so it is raised at once as `LLMRejected`; a 400 that names a request
+  parameter the model does not support (reasoning models reject `temperature`, some
+  `max_tokens`) says which option to leave out;
 - if every attempt fails, `LLMUnavailable` is raised. Both are one-line `LLMError`s (exit code 3): the
   `search` command prints them and exits with status 3; the runner's archive already holds
   every finished trial.
@@ -52,7 +54,7 @@ class LLMSettings:
     retries: int = 4  # extra attempts after the first
     backoff_s: float = 1.0
     backoff_max_s: float = 30.0
-    temperature: float = 0.7
+    temperature: float | None = None  # None: not sent (the endpoint's default; reasoning models reject one)
     max_tokens: int | None = None
     json_mode: bool = False  # send response_format={"type": "json_object"} (OpenAI, vLLM support it)
 
@@ -97,7 +99,7 @@ class LLMSettings:
             retries=number("llm_retries", 4, 0, int),
             backoff_s=number("llm_backoff_s", 1.0, 0.0),
             backoff_max_s=number("llm_backoff_max_s", 30.0, 0.0),
-            temperature=number("llm_temperature", 0.7, 0.0),
+            temperature=None if options.get("llm_temperature") is None else number("llm_temperature", 0.0, 0.0),
             max_tokens=None if max_tokens is None else number("llm_max_tokens", 0, 1, int),
             json_mode=bool(options.get("llm_json_mode", False)),
         )
@@ -127,7 +129,9 @@ class LLMClient:
 
     def chat(self, messages: list[dict[str, str]], on_failure: Callable[[str], None] | None = None) -> Reply:
         s = self.settings
-        kwargs: dict[str, Any] = {"model": s.model, "messages": messages, "temperature": s.temperature}
+        kwargs: dict[str, Any] = {"model": s.model, "messages": messages}
+        if s.temperature is not None:
+            kwargs["temperature"] = s.temperature
         if s.max_tokens is not None:
             kwargs["max_tokens"] = s.max_tokens
         if s.json_mode:
@@ -150,7 +154,8 @@ class LLMClient:
             except self._openai.APIStatusError as e:
                 line = f"HTTP {e.status_code}: {_short(e)}"
                 if e.status_code not in RETRYABLE_STATUS and e.status_code < 500:
-                    raise LLMRejected(s.endpoint, f"model {s.model!r}: request refused ({line})") from None
+                    fix = unsupported_fix(e, kwargs) if e.status_code == 400 else ""
+                    raise LLMRejected(s.endpoint, f"model {s.model!r}: request refused ({line}){fix}") from None
             except self._openai.APIConnectionError as e:  # includes APITimeoutError
                 line = f"{type(e).__name__}: {_short(e)}"
             else:
@@ -171,6 +176,30 @@ class LLMClient:
             f"model {s.model!r}: no answer after {s.retries + 1} attempts in {time.perf_counter() - t0:.1f}s "
             f"(last error: {failures[-1]}); the archive keeps every finished trial, rerun with --resume",
         )
+
+
+# request parameters the user sets, and how: a 400 naming one says what to leave out
+PARAMETER_OPTIONS = {
+    "temperature": "--llm-temperature (llm_temperature)",
+    "max_tokens": "llm_max_tokens",
+    "response_format": "llm_json_mode",
+}
+
+
+def unsupported_fix(e: Exception, sent: dict[str, Any]) -> str:
+    """"; fix: ..." when a 400 names a parameter we sent that the model does not support
+    (OpenAI's o-series: "Unsupported parameter: 'temperature' ..." or "Unsupported value:
+    'temperature' does not support 0.7 ..."; other servers: the parameter named near
+    "unsupported"/"not supported"), else ""."""
+    body = getattr(e, "body", None)
+    text = " ".join(str(x) for x in (body, e) if x is not None).lower()
+    if "support" not in text and "unrecognized" not in text and "not allowed" not in text:
+        return ""
+    for param, option in PARAMETER_OPTIONS.items():
+        if param in sent and param in text:
+            return (f"; fix: the model does not accept {param!r}: leave out {option} and the request goes "
+                    "without it")
+    return ""
 
 
 def _short(e: Exception, limit: int = 200) -> str:

@@ -27,7 +27,7 @@ SWEEP_NAME = "sweep.json"
 CELLS_DIR = "cells"
 # what a cell's make_setup error names -> the spec field it came from
 _FLAG_FIELD = {"--train": "train", "--budget": "budgets", "--max-samples": "max_samples", "--models": "models",
-               "--replicates": "replicates"}
+               "--replicates": "replicates", "--max-fallback": "max_fallback"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class Group:
     space_size: int
     train_questions: int
     test_questions: int
+    split: str = ""  # how the questions were split (search/setup.py)
+    split_overrides: bool = False  # this training size overrode the store's split (another test set)
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,9 @@ def plan_sweep(spec: SweepSpec, announce: Callable[[Any], None] | None = None) -
                 base = SearchSettings(
                     store=se.path, searcher="", train=train, replicates=spec.replicates, replay_seed=spec.replay_seed,
                     test_replicates=spec.test_replicates, optimum=spec.optimum, optimum_limit=spec.optimum_limit,
-                    plot=spec.cell_plots,
-                    space=ConfigSpaceSettings(models=spec.models, max_samples=spec.max_samples, budget=budget))
+                    plot=spec.cell_plots, select=spec.select,
+                    space=ConfigSpaceSettings(models=spec.models, max_samples=spec.max_samples, budget=budget,
+                                              max_fallback=spec.max_fallback))
                 try:
                     setup = setup_of(store, base)
                 except InputError as e:
@@ -122,7 +125,8 @@ def plan_sweep(spec: SweepSpec, announce: Callable[[Any], None] | None = None) -
                           store=store.name, path=se.path, synthetic=bool(store.synthetic), train=train,
                           budget_spec=budget, settings=base, budget=float(setup.space.budget),
                           space_size=int(setup.space.size()), train_questions=len(setup.split.train),
-                          test_questions=len(setup.split.test))
+                          test_questions=len(setup.split.test), split=setup.split.source,
+                          split_overrides=setup.split.overrides)
                 groups.append(g)
                 for j, entry in enumerate(spec.searchers):
                     cls = get_searcher(entry.name)
@@ -159,7 +163,8 @@ def fingerprint(plan: Plan) -> dict[str, Any]:
     """What must not change between runs into the same output folder."""
     s = plan.spec
     return {"replicates": s.replicates, "test_replicates": s.test_replicates, "replay_seed": s.replay_seed,
-            "models": list(s.models) if s.models else None, "max_samples": s.max_samples, "optimum": s.optimum,
+            "models": list(s.models) if s.models else None, "max_samples": s.max_samples,
+            "max_fallback": s.max_fallback, "select": s.select, "optimum": s.optimum,
             "optimum_limit": s.optimum_limit, "stores": {g.store: g.path for g in plan.groups}}
 
 
@@ -197,7 +202,8 @@ def spec_json(spec: SweepSpec) -> dict[str, Any]:
                        "seeds": e.seeds, "trials": e.trials} for e in spec.searchers],
         "seeds": spec.seeds, "train": spec.train, "budgets": spec.budgets, "trials": spec.trials,
         "replicates": spec.replicates, "test_replicates": spec.test_replicates, "replay_seed": spec.replay_seed,
-        "models": spec.models, "max_samples": spec.max_samples, "optimum": spec.optimum,
+        "models": spec.models, "max_samples": spec.max_samples, "max_fallback": spec.max_fallback,
+        "select": spec.select, "optimum": spec.optimum,
         "optimum_limit": spec.optimum_limit,
         "searcher_options": {k: {a: b for a, b in v.items() if "api_key" not in a} for k, v in spec.searcher_options.items()},
         "llm": {"base_url": spec.llm_base_url, "model": spec.llm_model, "concurrency": spec.llm_concurrency},

@@ -33,6 +33,8 @@ SPEC_FIELDS = {
     "replay_seed": "seed of the replay's draws",
     "models": "models to consider (default: every candidate)",
     "max_samples": "largest sample count per stage",
+    "max_fallback": "largest share of draws (0-1) that may fall back to another pool; above it is infeasible",
+    "select": "the rule that picks each search's final configuration (mean, lcb, tied-cheapest, tied-costliest)",
     "optimum": "compute the grid optimum of each objective (true/false)",
     "optimum_limit": "largest space whose exhaustive optimum is computed",
     "searcher_options": "options per searcher name, e.g. {bo: {sampler: tpe}}",
@@ -78,6 +80,8 @@ class SweepSpec:
     replay_seed: int = 0
     models: tuple[str, ...] | None = None
     max_samples: int | None = None
+    max_fallback: float | None = None
+    select: str | None = None  # None: search.selection.DEFAULT_RULE
     optimum: bool = True
     optimum_limit: int = GRID_LIMIT
     searcher_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -145,6 +149,22 @@ def parse_spec(raw: dict[str, Any], source: str = "command line", *, overrides: 
         spec.max_samples = _int(raw["max_samples"], w("max_samples"), lo=1)
     if raw.get("models") is not None:
         spec.models = tuple(_strings(raw["models"], w("models")))
+    if raw.get("max_fallback") is not None:
+        v = raw["max_fallback"]
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            raise ConfigError(w("max_fallback"), f"expected a share between 0 and 1, got {v!r}")
+        try:
+            spec.max_fallback = float(v)
+        except ValueError:
+            raise ConfigError(w("max_fallback"), f"expected a share between 0 and 1, got {v!r}") from None
+        if not 0.0 <= spec.max_fallback <= 1.0:
+            raise ConfigError(w("max_fallback"), f"expected a share between 0 and 1, got {v!r}")
+    if raw.get("select") is not None:
+        from ..selection import RULES
+
+        if raw["select"] not in RULES:
+            raise ConfigError(w("select"), f"unknown selection rule {raw['select']!r} (rules: {', '.join(RULES)})")
+        spec.select = str(raw["select"])
     spec.optimum = _bool(raw.get("optimum", True), w("optimum"))
     spec.optimum_limit = _int(raw.get("optimum_limit", GRID_LIMIT), w("optimum_limit"), lo=1)
     spec.cell_plots = _bool(raw.get("cell_plots", False), w("cell_plots"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from replay.clitools import main_wrapper
+from replay.clitools import SEED, check_count, check_output_dir, main_wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,10 +32,21 @@ def import_():
 @click.option("--name", default=None, help="Store name (default: the folder name).")
 @click.option("--benchmark", default="aime24", show_default=True, help="Prefix of the question ids.")
 @click.option("--train-fraction", default=0.5, show_default=True, help="Share of questions in the train split.")
-@click.option("--split-seed", default=0, show_default=True)
+@click.option("--split-seed", default=0, show_default=True, type=SEED)
 def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
     """Import an AutoTTS replay environment: a folder of <model>.json files."""
+    import math
+
+    from replay.errors import InputError
+    from replay.store import check_store_name
+
     from .importers.autotts import import_autotts
+
+    if not (math.isfinite(train_fraction) and 0.0 <= train_fraction <= 1.0):
+        raise InputError("--train-fraction", f"must be a number in [0, 1], got {train_fraction}")
+    if name is not None:
+        check_store_name(name, "--name")
+    check_output_dir(out, "--out")
 
     path = import_autotts(src, out, name=name, benchmark=benchmark, train_fraction=train_fraction,
                           split_seed=split_seed)
@@ -59,7 +70,7 @@ def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
               help="API key for --backend openai (never written to the store).")
 @click.option("--temperature", default=0.9, show_default=True, type=float)
 @click.option("--max-tokens", default=1024, show_default=True, type=int, help="Completion length cap per sample.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Base of every pool's sampling seed and of the split.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Base of every pool's sampling seed and of the split.")
 @click.option("--expand", "--expand-top", "expand_top", default=4, show_default=True, type=int,
               help="Upstream answers per question that get their own downstream pool (most frequent first).")
 @click.option("--expand-min-share", default=0.0, show_default=True, type=float,
@@ -103,9 +114,21 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
     """
     import shlex
 
+    from replay.errors import InputError
+
     from .backends import vllm_available
     from .run import RunSettings, parse_models, run_collection
     from .tasks import get_task
+
+    # every option that would otherwise be coerced, or fail hours later, is checked first
+    check_count("--concurrency", concurrency)
+    check_count("--retries", retries, lo=0)
+    check_count("--tensor-parallel", tensor_parallel)
+    if max_model_len is not None:
+        check_count("--max-model-len", max_model_len)
+    if not 0.0 < gpu_memory_utilization <= 1.0:
+        raise InputError("--gpu-memory-utilization", f"must be in (0, 1], got {gpu_memory_utilization}")
+    check_output_dir(out, "--out")
 
     if get_task(task).runs_untrusted_code:  # an unknown task fails before anything else
         from replay.sandbox import isolation
@@ -179,7 +202,7 @@ def status_cmd(out):
 @cli.command("simulate")
 @click.argument("spec", required=False)
 @click.option("--out", required=True, type=click.Path(), help="Store folder to write (atomically).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every random draw.")
 @click.option("--preset", default=None,
               help="Start from a preset (2wiki, hotpotqa, cwq, webqsp, taskbench, chatdev, scale); "
                    "SPEC's fields, if given, are laid over it.")
@@ -203,6 +226,7 @@ def simulate_cmd(spec, out, seed, preset, force):
     from .simulate import simulate
     from .simulate.presets import resolve
 
+    check_output_dir(out, "--out")
     sim_spec, used = resolve(spec, preset)
     command = "collect simulate " + " ".join(
         x for x in [spec or "", f"--preset {preset}" if preset else "", f"--out {out}", f"--seed {seed}"] if x)

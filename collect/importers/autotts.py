@@ -36,7 +36,9 @@ def _load(path: Path) -> list:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(path, f"cannot read JSON ({e})") from None
+        raise InputError(path, f"cannot read JSON ({' '.join(str(e).split())})") from None
+    except RecursionError:
+        raise InputError(path, "cannot read JSON (nested too deeply)") from None
     if not isinstance(data, list) or not data:
         raise InputError(path, "expected a non-empty JSON list of questions")
     for i, q in enumerate(data):

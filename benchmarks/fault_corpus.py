@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -631,8 +631,6 @@ def _register_outputs():
         def fn(w: Work, tool=tool, mk=mk):
             d = w.p("exists.png")
             d.mkdir()
-            if "table" in mk(w, d)[5:]:
-                pass
             return classify(run(tool, *mk(w, d)), 2)
         CASES.append(Case(f"output/{cname}/existing-folder", "output", fn))
     # a folder output that is an existing file
@@ -998,7 +996,6 @@ def _register_kills():
             return "leak", f"{len(left)} worker(s) still alive and writing {len(grew)} archive(s) 3 s after the parent died"
         if left:
             return "leak", f"{len(left)} worker process(es) alive 3 s after the parent died"
-        q = run("search", *args[:-2] if backend_args else args, "--trials", 8) if False else None
         return "ok", f"workers gone; {name}"
 
     CASES.append(Case("kill/sweep-parent-sigkill-workers", "kill", lambda w: sweep_parent_killed(w, ["--workers", 2], "processes")))

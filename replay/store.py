@@ -383,7 +383,10 @@ def write_store(
         raw = manifest.to_json()
         raw[CHECKSUMS] = _checksums(tmp, raw)  # last: it covers every table written above
         (tmp / S.MANIFEST).write_text(json.dumps(raw, indent=2, sort_keys=False) + "\n")
-        open_store(tmp)  # validate what we wrote (checksums too) before it replaces anything
+        try:
+            open_store(tmp)  # validate what we wrote (checksums too) before it replaces anything
+        except StoreError as e:  # named as the store it would have been, not the temporary folder
+            raise StoreError(e.where.replace(str(tmp), str(path)), e.problem) from None
         _publish_permissions(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

@@ -28,7 +28,6 @@ import pytest
 
 import replay
 from clikit import run_main
-from replay import schema as S
 from replay.clitools import check_output_dir, check_output_file, check_seed
 from replay.errors import ConfigError, InputError, StoreError
 from replay.locks import LockedError, folder_lock, read_holder

@@ -380,7 +380,7 @@ def write_store(
             _write_parquet_atomic(_coerce(stage_golds, S.STAGE_GOLDS), tmp / S.STAGE_GOLDS)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
-        raw = manifest.to_json()
+        raw = json.loads(json.dumps(manifest.to_json()))  # exactly what a reader will parse (and hash)
         raw[CHECKSUMS] = _checksums(tmp, raw)  # last: it covers every table written above
         (tmp / S.MANIFEST).write_text(json.dumps(raw, indent=2, sort_keys=False) + "\n")
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from replay.clitools import main_wrapper
+from replay.clitools import SEED, check_count, check_output_dir, main_wrapper
 from replay.errors import InputError
 
 
@@ -34,10 +34,20 @@ def import_():
 @click.option("--name", default=None, help="Store name (default: the folder name).")
 @click.option("--benchmark", default="aime24", show_default=True, help="Prefix of the question ids.")
 @click.option("--train-fraction", default=0.5, show_default=True, help="Share of questions in the train split.")
-@click.option("--split-seed", default=0, show_default=True)
+@click.option("--split-seed", default=0, show_default=True, type=SEED)
 def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
     """Import an AutoTTS replay environment: a folder of <model>.json (or <model>.json.gz) files."""
+    import math
+
+    from replay.store import check_store_name
+
     from .importers.autotts import import_autotts
+
+    if not (math.isfinite(train_fraction) and 0.0 <= train_fraction <= 1.0):
+        raise InputError("--train-fraction", f"must be a number in [0, 1], got {train_fraction}")
+    if name is not None:
+        check_store_name(name, "--name")
+    check_output_dir(out, "--out")
 
     path = import_autotts(src, out, name=name, benchmark=benchmark, train_fraction=train_fraction,
                           split_seed=split_seed)
@@ -61,7 +71,7 @@ def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
               help="API key for --backend openai (never written to the store).")
 @click.option("--temperature", default=0.9, show_default=True, type=float)
 @click.option("--max-tokens", default=1024, show_default=True, type=int, help="Completion length cap per sample.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Base of every pool's sampling seed and of the split.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Base of every pool's sampling seed and of the split.")
 @click.option("--expand", "--expand-top", "expand_top", default=4, show_default=True, type=int,
               help="Upstream answers per question that get their own downstream pool (most frequent first).")
 @click.option("--expand-min-share", default=0.0, show_default=True, type=float,
@@ -117,6 +127,16 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
     from .prompting import check_prompt_styles, parse_prompt_styles
     from .run import RunSettings, parse_models, run_collection
     from .tasks import get_task
+
+    # every option that would otherwise be coerced, or fail hours later, is checked first
+    check_count("--concurrency", concurrency)
+    check_count("--retries", retries, lo=0)
+    check_count("--tensor-parallel", tensor_parallel)
+    if max_model_len is not None:
+        check_count("--max-model-len", max_model_len)
+    if not 0.0 < gpu_memory_utilization <= 1.0:
+        raise InputError("--gpu-memory-utilization", f"must be in (0, 1], got {gpu_memory_utilization}")
+    check_output_dir(out, "--out")
 
     the_task = get_task(task)  # an unknown task fails before anything else
     if the_task.runs_untrusted_code:
@@ -250,7 +270,7 @@ def live_check_cmd(store, configs, base_url, api_key, data, questions, repeats, 
 @cli.command("simulate")
 @click.argument("spec", required=False)
 @click.option("--out", required=True, type=click.Path(), help="Store folder to write (atomically).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every random draw.")
 @click.option("--preset", default=None,
               help="Start from a preset (2wiki, hotpotqa, cwq, webqsp, taskbench, chatdev, scale); "
                    "SPEC's fields, if given, are laid over it.")
@@ -274,6 +294,7 @@ def simulate_cmd(spec, out, seed, preset, force):
     from .simulate import simulate
     from .simulate.presets import resolve
 
+    check_output_dir(out, "--out")
     sim_spec, used = resolve(spec, preset)
     command = "collect simulate " + " ".join(
         x for x in [spec or "", f"--preset {preset}" if preset else "", f"--out {out}", f"--seed {seed}"] if x)

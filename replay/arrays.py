@@ -21,6 +21,27 @@ import pyarrow.compute as pc
 from . import schema as S
 from .errors import StoreError
 
+# Token counts above this are corrupt, not text (a trillion tokens in one output); it also keeps
+# every sum over a store's samples far from int64 overflow.
+MAX_TOKENS = 2 ** 40
+
+
+def _check_tokens(df: pl.DataFrame, path: Path) -> None:
+    for col in ("prompt_tokens", "completion_tokens"):
+        lo, hi = df[col].min(), df[col].max()
+        if lo is not None and lo < 0:
+            raise StoreError(path, f"negative token count in column {col!r} ({lo})")
+        if hi is not None and hi > MAX_TOKENS:
+            raise StoreError(path, f"column {col!r} holds {hi:,} tokens in one row, more than {MAX_TOKENS:,}: corrupt")
+
+
+def _check_scores(df: pl.DataFrame, path: Path) -> None:
+    bad = df.filter(~pl.col("score").is_finite())
+    if len(bad):
+        v = bad["score"][0]
+        raise StoreError(path, f"{'NaN' if v != v else v} score (question {bad['question_id'][0]!r}): scores must be "
+                         "finite numbers")
+
 
 def question_hash(question_id: str) -> int:
     """A stable 63-bit hash of a question id: the per-question part of the random stream."""
@@ -151,10 +172,8 @@ def _checked_samples(store: Path, manifest: S.Manifest, samples: pl.DataFrame, k
     samples = keys.keyed(samples, sp, "a sample")
     if samples["sample_index"].min() < 0:
         raise StoreError(sp, "negative sample_index")
-    if (samples["prompt_tokens"].min() < 0) or (samples["completion_tokens"].min() < 0):
-        raise StoreError(sp, "negative token count")
-    if samples["score"].is_nan().any():
-        raise StoreError(sp, "NaN score")
+    _check_tokens(samples, sp)
+    _check_scores(samples, sp)
     rooted = [i for i, st in enumerate(manifest.stages) if i == 0 or st.independent]
     stage1 = samples.filter(pl.col("_s").is_in(rooted) & (pl.col("context") != S.ROOT_CONTEXT))
     if len(stage1):
@@ -264,6 +283,15 @@ def _golds(store: Path, questions: pl.DataFrame, stage_golds: pl.DataFrame | Non
     gold[:, n_s - 1] = _intern(dict_arrow, questions["gold"].to_arrow())
     if stage_golds is not None:
         sg = keys.keyed(stage_golds, store / S.STAGE_GOLDS, "a stage gold")
+        dup = sg.select("_q", "_s").is_duplicated()
+        if dup.any():
+            rows = sg.filter(dup)
+            row = rows.row(0, named=True)
+            golds = rows.filter((pl.col("_q") == row["_q"]) & (pl.col("_s") == row["_s"]))["gold"].unique()
+            kind = f"conflicting golds ({', '.join(repr(g) for g in golds.to_list()[:3])})" if len(golds) > 1 else \
+                "the same gold twice"
+            raise StoreError(store / S.STAGE_GOLDS, f"question {row['question_id']!r} stage {row['stage']!r} has {kind}: "
+                             "one gold per question and stage")
         gold[sg["_q"].to_numpy(), sg["_s"].to_numpy()] = _intern(dict_arrow, sg["gold"].to_arrow())
     return gold
 
@@ -315,6 +343,14 @@ def _fusions(store: Path, manifest: S.Manifest, fusions: pl.DataFrame | None, sa
         return _Fusions(np.zeros(n_pools + 1, dtype=np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32),
                         np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros(0, np.int64))
     f = keys.keyed(fusions, fp, "a fusion")
+    _check_tokens(f, fp)
+    _check_scores(f, fp)
+    dup = f.select(list(S.FUSIONS_SCHEMA)).is_duplicated()
+    if dup.any():
+        row = f.filter(dup).row(0, named=True)
+        raise StoreError(fp, f"duplicate fusion row: question {row['question_id']!r} stage {row['stage']!r} model "
+                         f"{row['model']!r} subset {list(row['subset'])} appears twice with the same answer, score and "
+                         "tokens (each stored fusion call is one row)")
     bad_stage = f.filter(~pl.col("_s").is_in(fuse_stages))
     if len(bad_stage):
         raise StoreError(fp, f"fusion for stage {bad_stage['stage'][0]!r}, whose aggregation is not llm_fuse")

@@ -10,7 +10,8 @@ import sys
 import click
 
 from .atomic import atomic_path
-from .clitools import main_wrapper, open_announced
+from .clitools import (SEED, check_budget, check_count, check_output_file, check_replicates, main_wrapper,
+                       open_announced)
 from .controllers.cli import frontier
 from .sandbox.cli import sandbox
 
@@ -47,8 +48,21 @@ def _parse_questions(text: str):
     if text in ("all", None):
         return None
     if "," in text:
-        return [t.strip() for t in text.split(",") if t.strip()]
+        ids = [t.strip() for t in text.split(",") if t.strip()]
+        _no_repeats(ids)
+        return ids
     return text
+
+
+def _no_repeats(ids) -> None:
+    """A question listed twice would be counted twice: refused, naming the option."""
+    from .errors import ConfigError
+
+    seen = set()
+    for q in ids:
+        if q in seen:
+            raise ConfigError("--questions", f"question {q!r} is listed twice (it would be counted twice)")
+        seen.add(q)
 
 
 @cli.command()
@@ -62,13 +76,16 @@ def info(store):
     m = st.manifest
     kind = "SYNTHETIC (simulated)" if m.synthetic else "real (collected from models)"
     click.echo(f"store      {m.name}  [{kind}]  format v{m.format_version}  at {st.path}")
-    src = m.provenance.get("source") or m.provenance.get("spec", {}).get("preset") if isinstance(m.provenance, dict) else None
+    spec = m.provenance.get("spec")  # free-form: a simulated store's spec is a mapping, others may be anything
+    src = m.provenance.get("source") or (spec.get("preset") if isinstance(spec, dict) else None)
     if src:
         click.echo(f"source     {src}")
     splits = st.questions.group_by("split").len().sort("split")
     click.echo(f"questions  {a.n_questions}  (" + ", ".join(f"{r['split']} {r['len']}" for r in splits.iter_rows(named=True)) + ")")
     if m.probe_interval:
         click.echo(f"probes     every {m.probe_interval} tokens")
+    click.echo("checksums  " + ("verified (every table and the manifest)" if st.sealed else
+                                "none: written before checksums, corruption cannot be detected (replay seal adds them)"))
     click.echo(f"budget     1 unit = {budget_unit(st):.4g} FLOPs (one single-sample pass of the smallest model on the cheapest stage, averaged over questions)")
     if len(m.stages) > 1:
         click.echo(f"score      end to end: {_RULE_TEXT[m.score_rule]} (score_rule {m.score_rule!r})")
@@ -146,9 +163,9 @@ def _stage_lines(st, results) -> list[str]:
 @click.argument("store", type=click.Path())
 @click.option("--config", "-c", "configs", multiple=True, required=True, help="MODEL:SAMPLES per stage (repeatable).")
 @click.option("--replicates", "-r", default=1000, show_default=True, help="Random draws per question.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
 @_questions_option
-@click.option("--budget", type=float, default=None, help="Budget in normalised units; over it is infeasible.")
+@click.option("--budget", default=None, help="Budget in normalised units; over it is infeasible.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per config instead of a table.")
 def eval_cmd(store, configs, replicates, seed, questions, budget, as_json):
     """Score one or more configurations: mean score, with its replicate error and its 95%
@@ -163,13 +180,18 @@ def eval_cmd(store, configs, replicates, seed, questions, budget, as_json):
 
     from .engine import Config, evaluate_batch
 
+    budget = check_budget("--budget", budget)
+    check_count("--replicates", replicates)
     st = open_announced(store)
     cfgs = [Config.parse(c, store=st) for c in configs]
-    results = evaluate_batch(st, cfgs, questions=_parse_questions(questions), replicates=replicates, seed=seed,
-                             budget=budget)
+    qsel = _parse_questions(questions)
+    check_replicates("--replicates", replicates, questions=len(st.question_indices(qsel)),
+                     per_pass=_largest_pass(cfgs), configs=len(cfgs))
+    results = evaluate_batch(st, cfgs, questions=qsel, replicates=replicates, seed=seed, budget=budget)
     if as_json:
         for r in results:
-            click.echo(json.dumps(_result_json(r)))
+            # JSON has no NaN: a score that does not exist (infeasible, one replicate) is null
+            click.echo(json.dumps(_json_safe(_result_json(r)), allow_nan=False))
         return
     w = max(len("config"), *(len(str(r.config)) for r in results))
     head = (f"{'config':<{w}}  {'score':>7}  {'±rep':>6}  {'95% CI (questions)':>18}  {'tokens/q':>11}  {'TFLOPs/q':>9}  "
@@ -196,9 +218,9 @@ def eval_cmd(store, configs, replicates, seed, questions, budget, as_json):
 @click.argument("store", type=click.Path())
 @click.argument("configs", nargs=-1, required=True)
 @click.option("--replicates", "-r", default=1000, show_default=True, help="Random draws per question.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
 @_questions_option
-@click.option("--budget", type=float, default=None, help="Budget in normalised units; over it is infeasible.")
+@click.option("--budget", default=None, help="Budget in normalised units; over it is infeasible.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per config instead of a table.")
 def compare_cmd(store, configs, replicates, seed, questions, budget, as_json):
     """Paired differences: each configuration against the first, on the same questions, seed
@@ -217,10 +239,14 @@ def compare_cmd(store, configs, replicates, seed, questions, budget, as_json):
 
     if len(configs) < 2:
         raise ConfigError("compare", "give at least two configurations: the first is the reference")
+    budget = check_budget("--budget", budget)
+    check_count("--replicates", replicates)
     st = open_announced(store)
     cfgs = [Config.parse(c, store=st) for c in configs]
-    results = evaluate_batch(st, cfgs, questions=_parse_questions(questions), replicates=replicates, seed=seed,
-                             budget=budget)
+    qsel = _parse_questions(questions)
+    check_replicates("--replicates", replicates, questions=len(st.question_indices(qsel)),
+                     per_pass=_largest_pass(cfgs), configs=len(cfgs))
+    results = evaluate_batch(st, cfgs, questions=qsel, replicates=replicates, seed=seed, budget=budget)
     base = results[0]
     diffs = [None] + [r.difference(base) if (r.feasible and base.feasible) else None for r in results[1:]]
     if as_json:
@@ -229,7 +255,7 @@ def compare_cmd(store, configs, replicates, seed, questions, budget, as_json):
             row["diff"] = None if d is None else {
                 "vs": str(base.config), "mean": d.mean, "ci_lo": d.lo, "ci_hi": d.hi, "ci_level": d.level,
                 "ci_method": d.method, "beyond_noise": d.excludes(0.0)}
-            click.echo(json.dumps(row))
+            click.echo(json.dumps(_json_safe(row), allow_nan=False))
         return
     w = max(len("config"), *(len(str(r.config)) for r in results))
     head = (f"{'config':<{w}}  {'score':>7}  {'±rep':>6}  {'95% CI (questions)':>18}  {'units':>8}  "
@@ -255,6 +281,28 @@ def compare_cmd(store, configs, replicates, seed, questions, budget, as_json):
                "95% interval; beyond noise: the interval excludes 0")
 
 
+def _json_safe(x):
+    """Non-finite floats as null, recursively (JSON has no NaN or Infinity)."""
+    import math
+
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _largest_pass(cfgs) -> int:
+    """The most configurations one compiled pass scores together: those that differ only in the
+    last stage's sample count (what the replay's memory grows with)."""
+    from collections import Counter
+
+    groups = Counter((tuple((c.model, c.samples) for c in cfg.stages[:-1]), cfg.stages[-1].model) for cfg in cfgs)
+    return max(groups.values(), default=1)
+
+
 def _space_configs(st, models, max_samples, grid):
     """Every configuration of the store's space (narrowed), or the configs of a grid file."""
     import itertools
@@ -264,10 +312,16 @@ def _space_configs(st, models, max_samples, grid):
 
     if grid:
         try:
-            lines = open(grid).read().splitlines()
+            with open(grid, encoding="utf-8") as f:
+                lines = f.read().splitlines()
         except OSError as e:
             raise ConfigError(grid, f"cannot read grid file ({e.strerror})") from None
-        return [Config.parse(line, store=st) for line in lines if line.strip() and not line.startswith("#")]
+        except UnicodeDecodeError as e:
+            raise ConfigError(grid, f"not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+        cfgs = [Config.parse(line, store=st) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not cfgs:
+            raise ConfigError(grid, "no configuration in the grid file (one MODEL:SAMPLES,... per line)")
+        return cfgs
     names = st.manifest.model_names
     chosen = [x.strip() for x in models.split(",")] if models else None
     if chosen:
@@ -300,12 +354,12 @@ def _space_configs(st, models, max_samples, grid):
 @cli.command()
 @click.argument("store", type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="Parquet file to write (atomically).")
-@click.option("--budget", type=float, default=None, help="Budget in units; configs over it are marked infeasible.")
+@click.option("--budget", default=None, help="Budget in units; configs over it are marked infeasible.")
 @click.option("--models", default=None, help="Comma-separated models to include (default: all).")
 @click.option("--max-samples", type=int, default=None, help="Largest sample count per stage.")
 @click.option("--grid", type=click.Path(), default=None, help="File of configs, one per line, instead of the full space.")
 @click.option("--replicates", "-r", default=100, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
 @_questions_option
 def sweep(store, out, budget, models, max_samples, grid, replicates, seed, questions):
     """Evaluate every configuration of the space (or a grid) and write a Parquet table.
@@ -320,11 +374,19 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
 
     from .engine import evaluate_batch
 
+    budget = check_budget("--budget", budget)
+    check_count("--replicates", replicates)
+    if max_samples is not None:
+        check_count("--max-samples", max_samples)
+    check_output_file(out, "--out")
     st = open_announced(store)
     cfgs = _space_configs(st, models, max_samples, grid)
+    qsel = _parse_questions(questions)
+    check_replicates("--replicates", replicates, questions=len(st.question_indices(qsel)),
+                     per_pass=_largest_pass(cfgs), configs=len(cfgs))
     t0 = time.perf_counter()
     with tqdm(total=len(cfgs), unit="cfg", desc="sweep", disable=None, file=sys.stderr) as bar:
-        results = evaluate_batch(st, cfgs, questions=_parse_questions(questions), replicates=replicates, seed=seed,
+        results = evaluate_batch(st, cfgs, questions=qsel, replicates=replicates, seed=seed,
                                  budget=budget, progress=bar.update)
     dt = time.perf_counter() - t0
     df = pl.DataFrame([r.as_row() for r in results])
@@ -356,7 +418,7 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
 @click.option("--out", required=True, type=click.Path(), help="PNG file to write.")
 @click.option("--max-samples", type=int, default=None, help="Largest sample count to plot (default: pool size).")
 @click.option("--replicates", "-r", default=200, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
 @_questions_option
 def curve(store, out, max_samples, replicates, seed, questions):
     """Score against sample count per model and stage, with its 95% interval over questions as a
@@ -372,7 +434,14 @@ def curve(store, out, max_samples, replicates, seed, questions):
 
     from .engine import Config, StageChoice, evaluate_batch, largest_pool
 
+    check_count("--replicates", replicates)
+    if max_samples is not None:
+        check_count("--max-samples", max_samples)
+    check_output_file(out, "--out")
     st = open_announced(store)
+    qsel = _parse_questions(questions)
+    check_replicates("--replicates", replicates, questions=len(st.question_indices(qsel)),
+                     per_pass=int(largest_pool(st).max()), configs=int(largest_pool(st).max()))
     n_s = len(st.stages)
     largest = largest_pool(st)
     fixed = [max(st.candidate_models(s), key=lambda m: st.models[st.model_index(m)].params) for s in range(n_s)]
@@ -389,7 +458,7 @@ def curve(store, out, max_samples, replicates, seed, questions):
                 ch = [StageChoice(fixed[k], 1) for k in range(n_s)]
                 ch[s] = StageChoice(mname, n)
                 cfgs.append(Config(tuple(ch)))
-            rs = evaluate_batch(st, cfgs, questions=_parse_questions(questions), replicates=replicates, seed=seed)
+            rs = evaluate_batch(st, cfgs, questions=qsel, replicates=replicates, seed=seed)
             y = np.array([100 * r.score for r in rs])
             ax_score.plot(counts, y, label=mname)
             ax_score.fill_between(counts, [100 * r.ci_lo for r in rs], [100 * r.ci_hi for r in rs], alpha=0.15)
@@ -408,6 +477,21 @@ def curve(store, out, max_samples, replicates, seed, questions):
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     click.echo(f"wrote {out}")
+
+
+@cli.command()
+@click.argument("store", type=click.Path())
+def seal(store):
+    """Record checksums of a store's files in its manifest, as they are now.
+
+    A store written by this version has them already: every command then refuses a table or a
+    manifest that changed after it was written (a flipped byte is an error, not a different
+    result). Use this for a store written before checksums existed, or to accept a deliberate
+    edit of a store's files. The store is validated first; its tables are not rewritten."""
+    from .store import seal as seal_store
+
+    path = seal_store(store)
+    click.echo(f"sealed {path}: checksums of the manifest and every table recorded in manifest.json")
 
 
 # `replay frontier` (width-depth controllers) lives with the controllers.

@@ -35,6 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from replay.atomic import make_parent, remove_stale_temps, temp_prefix
 from replay.errors import InputError
 
 from .trial import Trial
@@ -115,8 +116,9 @@ def archive_path(path: str | os.PathLike) -> Path:
 
 
 def _write_atomic(path: Path, records: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    make_parent(path)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             f.write("".join(_dumps(r) + "\n" for r in records))
@@ -194,7 +196,9 @@ def read_archive(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str
         try:
             records.append(json.loads(line))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"{p}:{i}", f"not a JSON record ({e})") from None
+            raise InputError(f"{p}:{i}", f"not a JSON record ({' '.join(str(e).split())})") from None
+        except RecursionError:
+            raise InputError(f"{p}:{i}", "not a JSON record (nested too deeply)") from None
     header = records[0]
     if not isinstance(header, dict) or header.get("type") != "header" or header.get("format") != FORMAT:
         raise InputError(f"{p}:1", f"not a search archive header (expected type 'header', format {FORMAT!r})")
@@ -213,7 +217,31 @@ def read_archive(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str
             header, trials = upgrade(header, trials)
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(str(p), f"a version-1 archive this tool cannot read ({type(e).__name__}: {e})") from None
+    for i, r in enumerate(trials, 2):
+        problem = _trial_problem(r)
+        if problem:
+            raise InputError(f"{p}:{i}", f"trial {r.get('number')}: {problem}")
     return header, trials, good
+
+
+_NUMBERS = ("score", "stderr", "cost", "tokens", "wall_s")
+
+
+def _trial_problem(r: dict[str, Any]) -> str | None:
+    """What makes a trial record unreadable (None: nothing)."""
+    for k in ("point", "feasible"):
+        if k not in r:
+            return f"missing field {k!r}"
+    if not isinstance(r["feasible"], bool):
+        return f"'feasible' must be true or false, got {r['feasible']!r}"
+    for k in _NUMBERS:
+        v = r.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            return f"{k!r} must be a number or null, got {str(v)[:40]!r}"
+    for k in ("extra", "metrics", "state"):
+        if r.get(k) is not None and not isinstance(r[k], dict):
+            return f"{k!r} must be an object"
+    return None
 
 
 def upgrade(header: dict[str, Any], records: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:

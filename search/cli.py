@@ -7,17 +7,16 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from replay.clitools import main_wrapper
+from replay.clitools import SEED, check_budget, check_output_dir, check_output_file, check_replicates, main_wrapper
 from replay.errors import ConfigError
 
-from .settings import (DEFAULT_TRIALS, GRID_LIMIT, ConfigSpaceSettings, ControllerSpaceSettings, SearchSettings,
-                       SpaceSettings, parse_seeds)
+from .settings import (DEFAULT_TRIALS, GRID_LIMIT, MAX_SEEDS, ConfigSpaceSettings, ControllerSpaceSettings,
+                       SearchSettings, SpaceSettings, parse_seeds)
 
 
 class _Search(click.Group):
@@ -47,23 +46,17 @@ def cli():
 
 
 def _budget(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        b = float(text)
-    except ValueError:
-        raise ConfigError("--budget", f"{text!r} is not a number of units") from None
-    if not (math.isfinite(b) and b > 0):
-        raise ConfigError("--budget", f"must be a positive number of normalised units, got {text!r}")
-    return b
+    return check_budget("--budget", text)
 
 
 @cli.command("run")
 @click.option("--replay", "store_path", required=True, metavar="STORE", help="Store folder to search on (e.g. traces/aime24).")
 @click.option("--searcher", required=True, help="random, grid, bo, rules, agenttts, agenthpo or mlcopilot.")
 @click.option("--trials", type=int, default=None, help="Trials (scored points). Default 50; the grid runs until done.")
-@click.option("--seed", type=int, default=None, help="Searcher seed (default 0).")
-@click.option("--seeds", default=None, help="Repeat over seeds in parallel processes, e.g. 0-9; reports mean and spread.")
+@click.option("--seed", type=SEED, default=None, help="Searcher seed (default 0; 0 to 2^63-1).")
+@click.option("--seeds", default=None, help="Repeat over seeds in parallel processes, e.g. 0-9; reports mean and spread "
+                                            "(at most 1000 without --yes).")
+@click.option("--yes", is_flag=True, help="Allow more than 1000 seeds (each is a search).")
 @click.option("--workers", type=int, default=None, help="Processes for --seeds (default: CPU count).")
 @click.option("--budget", default=None, help="Budget in normalised units per question (default: every stage once with its largest model).")
 @click.option("--models", default=None, help="Comma-separated models to consider (default: every candidate).")
@@ -81,7 +74,7 @@ def _budget(text: str | None) -> float | None:
                    "collected); configurations above it are infeasible.")
 @click.option("--replicates", type=int, default=16, show_default=True, help="Replay draws per training question.")
 @click.option("--test-replicates", type=int, default=256, show_default=True, help="Replay draws per test question for the final score.")
-@click.option("--replay-seed", type=int, default=0, show_default=True, help="Seed of the replay's draws (common to every searcher).")
+@click.option("--replay-seed", type=SEED, default=0, show_default=True, help="Seed of the replay's draws (common to every searcher).")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (default out/search/STORE/SEARCHER-sSEED).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted search archived in --out.")
 @click.option("--no-optimum", is_flag=True, help="Do not compute the grid optimum for the summary.")
@@ -101,7 +94,7 @@ def _budget(text: str | None) -> float | None:
 @click.option("--budget-tokens", type=float, default=None, help="--space controller: budget in mean tokens per question.")
 @click.option("--beta", is_flag=True, help="--space controller: search the controller's single knob beta instead.")
 @click.option("--probe-cost", type=float, default=None, help="--space controller: tokens charged per probe (default 0).")
-def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, max_samples, n_train, split_seed,
+def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, models, max_samples, n_train, split_seed,
             select_rule, max_fallback, replicates, test_replicates, replay_seed, out, resume, no_optimum, optimum_limit,
             sampler, ablate, llm_base_url, llm_model, llm_temperature, space_kind, controller, model, budget_tokens,
             beta, probe_cost):
@@ -139,11 +132,17 @@ def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, 
                                      llm_model=llm_model, llm_temperature=llm_temperature).items() if v is not None}
     settings = SearchSettings(
         store=store_path, searcher=searcher, space=space, seed=0 if seed is None else seed,
-        seeds=tuple(parse_seeds(seeds)) if seeds is not None else None, trials=trials, options=options, train=n_train,
-        split_seed=split_seed, select=select_rule, replicates=replicates, replay_seed=replay_seed, test_replicates=test_replicates, out=out, resume=resume,
+        seeds=tuple(parse_seeds(seeds, limit=None if yes else MAX_SEEDS)) if seeds is not None else None, trials=trials,
+        options=options, train=n_train, split_seed=split_seed, select=select_rule,
+        replicates=replicates, replay_seed=replay_seed, test_replicates=test_replicates, out=out, resume=resume,
         optimum=not no_optimum, optimum_limit=optimum_limit, workers=workers)
     settings.check()
+    if out is not None:
+        check_output_dir(out, "--out")  # before the store loads and the optimum is computed
     store = open_announced(store_path)
+    # before the setup, which already replays (the default budget): bounded by every question
+    check_replicates("--replicates", replicates, questions=len(store.question_ids))
+    check_replicates("--test-replicates", test_replicates, questions=len(store.question_ids))
     setup = setup_for(store, settings)
     build_searcher(searcher, setup.space, options=options, trials=trials, objective=setup.objective)  # bad options fail before any trial
     click.echo(f"{store.name}: {setup.split.source}; {setup.space.headline()}", err=True)
@@ -153,6 +152,7 @@ def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, 
     slug = setup.space.slug() + "-" if setup.space.slug() else ""
     if settings.seeds is None:
         settings = replace(settings, out=out or str(Path("out/search") / store.name / f"{slug}{searcher}-s{settings.seed}"))
+        check_output_dir(settings.out, "--out")
         _check_out(Path(settings.out), resume)
         summary = run_and_report(setup, settings, progress=True)
         click.echo(report.summary_table(summary, setup.space))
@@ -160,13 +160,17 @@ def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, 
         return
     settings = replace(settings, out=out or str(Path("out/search") / store.name / f"{slug}{searcher}-seeds{seeds}"))
     base = Path(settings.out)
-    for s in settings.seeds:
-        _check_out(base / f"seed-{s}", resume)
-    optimum = known_optimum(setup, limit=optimum_limit, progress=True) if settings.optimum else None
-    summaries = run_seeds(setup, settings, optimum=optimum, progress=True)
-    stats = report.seed_stats(summaries)
-    report.write_json_atomic(base / "seeds.json", {"stats": stats, "optimum": optimum, "summaries": summaries})
-    text, _, _ = report.compare([base / f"seed-{s}" for s in settings.seeds], base / report.PLOT_NAME)
+    check_output_dir(base, "--out")
+    from replay.locks import folder_lock
+
+    with folder_lock(base, "search"):  # seeds.json and the plot; each seed's folder has its own lock
+        for s in settings.seeds:
+            _check_out(base / f"seed-{s}", resume)
+        optimum = known_optimum(setup, limit=optimum_limit, progress=True) if settings.optimum else None
+        summaries = run_seeds(setup, settings, optimum=optimum, progress=True)
+        stats = report.seed_stats(summaries)
+        report.write_json_atomic(base / "seeds.json", {"stats": stats, "optimum": optimum, "summaries": summaries})
+        text, _, _ = report.compare([base / f"seed-{s}" for s in settings.seeds], base / report.PLOT_NAME)
     click.echo(text)
     click.echo("")
     click.echo(report.seed_table(stats))
@@ -194,6 +198,9 @@ def compare_cmd(archives, out_png, out_json):
     of the paired difference over the test questions and over seeds)."""
     from . import report
 
+    for path, opt in ((out_png, "--out"), (out_json, "--json")):
+        if path is not None:
+            check_output_file(path, opt)
     text, rows, diffs = report.compare(archives, out_png)
     if rows and rows[0]["synthetic"]:
         click.echo(f"note: store {rows[0]['store']!r} is SYNTHETIC (simulated, not collected from real models)", err=True)
@@ -229,9 +236,10 @@ def compare_cmd(archives, out_png, out_json):
 @click.option("--llm-model", default=None, help="LLM searchers: model name at the endpoint.")
 @click.option("--cell-plots", is_flag=True, help="Also write each cell's best_so_far.png.")
 @click.option("--report-only", is_flag=True, help="Run nothing: rebuild results and report from the cells on disk.")
+@click.option("--yes", is_flag=True, help="Allow more than 1000 seeds or 10,000 cells (each cell is a search).")
 def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, replicates, test_replicates, replay_seed,
-              models, max_samples, max_fallback, select_rule, no_optimum, out, workers, ray_address, llm_concurrency, llm_base_url, llm_model,
-              cell_plots, report_only):
+              models, max_samples, max_fallback, select_rule, no_optimum, out, workers, ray_address, llm_concurrency,
+              llm_base_url, llm_model, cell_plots, report_only, yes):
     """Run a grid of searches (stores x searchers x seeds x training sizes x budgets x trial
     budgets) from a YAML/JSON SPEC and/or the options, in parallel; resume an interrupted one
     by running it again. Writes OUT/results.parquet, curves.parquet, report.md, figures/.
@@ -255,12 +263,16 @@ def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, repli
                 llm[k] = v
     if workers is not None and workers < 1:
         raise ConfigError("--workers", f"must be at least 1, got {workers}")
+    if llm_concurrency is not None and llm_concurrency < 1:
+        raise ConfigError("--llm-concurrency", f"must be at least 1, got {llm_concurrency}")
     overrides = dict(stores=stores, searchers=searchers, seeds=seeds, train=train, budgets=budgets, trials=trials,
                      replicates=replicates, test_replicates=test_replicates, replay_seed=replay_seed, models=models,
                      max_samples=max_samples, max_fallback=max_fallback, select=select_rule, out=out, workers=workers,
                      optimum=False if no_optimum else None, cell_plots=True if cell_plots else None,
                      llm=llm if (llm_base_url or llm_model or llm_concurrency) else None)
-    spec = parse_spec(raw, source, overrides=overrides)
+    spec = parse_spec(raw, source, overrides=overrides, allow_many=yes)
+    check_output_dir(spec.out or Path("out/sweeps") / spec.name, "--out" if out is not None or spec.out is None else
+                     f"{source}: out")
     res = run_sweep(spec, workers=workers, ray=ray_address, progress=True, run=not report_only, announce=announce,
                     log=lambda s: click.echo(s, err=True))
     out_dir = res.plan.out

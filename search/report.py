@@ -330,8 +330,10 @@ def load_search(path: str | os.PathLike) -> tuple[dict, list[Trial], dict | None
     if summ.is_file():
         try:
             summary = json.loads(summ.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(str(summ), f"not valid JSON ({e})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(str(summ), f"not valid JSON ({' '.join(str(e).split())})") from None
+        except RecursionError:
+            raise InputError(str(summ), "not valid JSON (nested too deeply)") from None
     return header, [trial_from_record(r) for r in records], summary
 
 

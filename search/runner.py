@@ -164,6 +164,14 @@ def run_search(setup: SearchSetup, searcher: str, *, seed: int = 0, trials: int 
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     t_start = time.perf_counter()
     path = None if out is None else Path(out) / ARCHIVE_NAME
+    with _holding(out):
+        return _run_loop(setup, s, searcher, seed, trials, header, path, resume, progress, t_start)
+
+
+def _run_loop(setup: SearchSetup, s: Searcher, searcher: str, seed: int, trials: int | None, header: dict[str, Any],
+              path: Path | None, resume: bool, progress: bool, t_start: float) -> SearchRun:
+    """The loop of `run_search`, its folder held."""
+    sp = setup.space
     writer, header, done, states = _open_archive(path, header, s, resume)
     resumed = len(done)
     replay_s = sum(t.wall_s for t in done if math.isfinite(t.wall_s))
@@ -331,17 +339,31 @@ def run_and_report(setup: SearchSetup, settings: SearchSettings, *, optimum: dic
     """
     if optimum == "compute" and not settings.optimum:
         optimum = None
-    run = run_search(setup, settings.searcher, seed=settings.seed, trials=settings.trials, options=settings.options,
-                     out=settings.out, resume=settings.resume, progress=progress)
-    return report_search(setup, run, out=settings.out, optimum=optimum, optimum_limit=settings.optimum_limit,
-                         plot=settings.plot, progress=progress, select_rule=settings.select)
+    with _holding(settings.out):  # archive and summary: one writer from the first trial to the report
+        run = run_search(setup, settings.searcher, seed=settings.seed, trials=settings.trials, options=settings.options,
+                         out=settings.out, resume=settings.resume, progress=progress)
+        return report_search(setup, run, out=settings.out, optimum=optimum, optimum_limit=settings.optimum_limit,
+                             plot=settings.plot, progress=progress, select_rule=settings.select)
 
 
-def _init_worker() -> None:
+def _holding(out: str | Path | None):
+    """The search folder's lock (replay.locks), or nothing when the search writes no folder."""
+    from contextlib import nullcontext
+
+    from replay.locks import folder_lock
+
+    return nullcontext() if out is None else folder_lock(out, "search")
+
+
+def _init_worker(parent_pid: int | None = None) -> None:
     import os
 
     # one process per seed: one Numba thread each, set before the kernels (and Numba) load
     os.environ["NUMBA_NUM_THREADS"] = "1"
+    if parent_pid is not None:  # a parent killed with SIGKILL must not leave seeds writing
+        from replay.orphans import die_with_parent
+
+        die_with_parent(parent_pid)
 
 
 def _seed_worker(job: tuple[SearchSettings, dict | None]) -> dict[str, Any]:
@@ -379,7 +401,7 @@ def run_seeds(setup: SearchSetup, settings: SearchSettings, *, optimum: dict | N
     else:
         # spawn, not fork: a forked child would inherit the parent's launched Numba thread pool
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                 initializer=_init_worker) as ex:
+                                 initializer=_init_worker, initargs=(os.getpid(),)) as ex:
             futs = {ex.submit(_seed_worker, j): j[0].seed for j in jobs}
             it = as_completed(futs)
             if progress:

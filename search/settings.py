@@ -153,8 +153,8 @@ class SearchSettings:
 
         get_searcher(self.searcher)  # an unknown name fails first
         self.space.check()
-        if self.trials is not None and self.trials < 1:
-            raise ConfigError("--trials", f"must be at least 1, got {self.trials}")
+        if self.trials is not None and not 1 <= self.trials <= 2 ** 31 - 1:
+            raise ConfigError("--trials", f"must be from 1 to 2^31-1, got {self.trials}")
         if self.replicates < 1:
             raise ConfigError("--replicates", f"must be at least 1, got {self.replicates}")
         if self.test_replicates < 1:
@@ -167,6 +167,10 @@ class SearchSettings:
             check_rule(self.select)
         if self.workers is not None and self.workers < 1:
             raise ConfigError("--workers", f"must be at least 1, got {self.workers}")
+        from replay.clitools import check_seed
+
+        check_seed("--seed", self.seed)
+        check_seed("--replay-seed", self.replay_seed)
         if self.seeds is not None and not self.seeds:
             raise ConfigError("--seeds", "no seeds given")
         if self.optimum_limit < 1:
@@ -177,24 +181,43 @@ class SearchSettings:
         return {k: v for k, v in self.options.items() if "api_key" not in k}
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-9', '0,3,7' or a mix ('0-4,9')."""
-    seeds: list[int] = []
+MAX_SEEDS = 1000  # seeds one command starts without --yes
+
+
+def parse_seeds(text: str, *, limit: int | None = MAX_SEEDS, where: str = "--seeds") -> list[int]:
+    """'0-9', '0,3,7' or a mix ('0-4,9'); each seed from 0 to 2^63-1, none repeated.
+
+    Parameters:
+        text: the seed list.
+        limit: the most seeds allowed (each starts a search); None: no limit (`--yes`).
+        where: the option or spec field named in errors.
+    """
+    from replay.clitools import MAX_SEED
+
+    ranges: list[tuple[int, int]] = []
     try:
-        for part in text.split(","):
+        for part in str(text).split(","):
             part = part.strip()
             if "-" in part[1:]:
                 a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
                 lo, hi = int(a), int(b)
                 if hi < lo:
                     raise ValueError
-                seeds.extend(range(lo, hi + 1))
+                ranges.append((lo, hi))
             elif part:
-                seeds.append(int(part))
+                ranges.append((int(part), int(part)))
     except ValueError:
-        raise ConfigError("--seeds", f"{text!r} is not a seed list (e.g. '0-9' or '0,3,7')") from None
-    if not seeds:
-        raise ConfigError("--seeds", "no seeds given")
+        raise ConfigError(where, f"{str(text)[:60]!r} is not a seed list (e.g. '0-9' or '0,3,7')") from None
+    if not ranges:
+        raise ConfigError(where, "no seeds given")
+    for lo, hi in ranges:
+        if lo < 0 or hi > MAX_SEED:
+            raise ConfigError(where, f"{str(text)[:60]!r}: seeds are integers from 0 to 2^63-1")
+    count = sum(hi - lo + 1 for lo, hi in ranges)
+    if limit is not None and count > limit:
+        raise ConfigError(where, f"{str(text)[:60]!r} is {count:,} seeds, and each starts a search: at most {limit:,} "
+                          "without --yes")
+    seeds = [s for lo, hi in ranges for s in range(lo, hi + 1)]
     if len(set(seeds)) != len(seeds):
-        raise ConfigError("--seeds", f"{text!r} repeats a seed")
+        raise ConfigError(where, f"{str(text)[:60]!r} repeats a seed")
     return seeds

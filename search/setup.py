@@ -151,6 +151,11 @@ def make_setup(store: Store, space: SpaceSettings | None = None, *, train: int |
         raise ConfigError("--replicates", f"must be at least 1, got {replicates}")
     if test_replicates < 1:
         raise ConfigError("--test-replicates", f"must be at least 1, got {test_replicates}")
+    from replay.clitools import check_replicates
+
+    # bounded by the memory a replay of every question needs, before the first replay (the budget)
+    check_replicates("--replicates", replicates, questions=len(store.question_ids))
+    check_replicates("--test-replicates", test_replicates, questions=len(store.question_ids))
     split = split_questions(store, train, seed=split_seed)
     objective = Objective(split.train, replicates, replay_seed)
     built = space_class(space.kind).from_settings(store, space, objective)

@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from replay import schema as S
+from replay.arrays import MAX_TOKENS
 from replay.errors import InputError
 from replay.store import write_store
 
@@ -49,16 +50,27 @@ def _load(path: Path) -> list:
         data = json.loads(raw.decode())
     except (OSError, EOFError, zlib.error, json.JSONDecodeError, UnicodeDecodeError) as e:
         what = "gzipped JSON" if path.name.endswith(".gz") else "JSON"
-        raise InputError(path, f"cannot read {what} ({e})") from None
+        raise InputError(path, f"cannot read {what} ({' '.join(str(e).split())})") from None
+    except RecursionError:
+        raise InputError(path, "cannot read JSON (nested too deeply)") from None
     if not isinstance(data, list) or not data:
         raise InputError(path, "expected a non-empty JSON list of questions")
     for i, q in enumerate(data):
         for key in ("question", "gold_answer", "probe_freq", "each_branch"):
             if not isinstance(q, dict) or key not in q:
                 raise InputError(path, f"question {i} has no {key!r}")
+        pf = q["probe_freq"]
+        if isinstance(pf, bool) or not isinstance(pf, int) or pf <= 0:
+            raise InputError(path, f"question {i}: probe_freq must be a positive integer, got {str(pf)[:40]}")
+        if not isinstance(q["each_branch"], list):
+            raise InputError(path, f"question {i}: each_branch must be a list")
         for j, br in enumerate(q["each_branch"]):
-            if not (isinstance(br, list) and len(br) == 3 and isinstance(br[0], list) and isinstance(br[1], int)):
+            if not (isinstance(br, list) and len(br) == 3 and isinstance(br[0], list) and isinstance(br[1], int)
+                    and not isinstance(br[1], bool)):
                 raise InputError(path, f"question {i} branch {j} is not [probes, total_tokens, final_answer]")
+            if not 0 <= br[1] <= MAX_TOKENS:
+                raise InputError(path, f"question {i} branch {j}: total_tokens {str(br[1])[:40]} is not a token count "
+                                 f"(0 to {MAX_TOKENS:,})")
     return data
 
 

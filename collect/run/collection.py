@@ -22,6 +22,7 @@ from typing import Callable
 
 from replay import schema as S
 from replay.errors import InputError
+from replay.locks import LOCK_NAME
 
 from ..backends import Backend
 from ..tasks import Record, Task, get_task
@@ -94,15 +95,27 @@ def run_collection(settings: RunSettings, make_backend: Callable[[ModelSpec], Ba
         # checked before drawing anything: a collection costs GPU hours
         raise InputError(out, "already exists (use --force to replace it)")
     ckpt = _checkpoint(settings, task, records, data, out)
+    try:
+        return _run(settings, task, records, splits, out, ckpt, make_backend, progress, log, t0)
+    finally:
+        ckpt.close()
+
+
+def _run(settings: RunSettings, task: Task, records: list[Record], splits: list[str], out: Path, ckpt: Checkpoint,
+         make_backend, progress: bool, log: Callable[[str], None], t0: float) -> RunResult:
+    """The run with its checkpoint held: draw what is missing, then write the store."""
     if ckpt.resumed_pools:
         log(f"resuming: {ckpt.resumed_pools} finished pools restored from {ckpt.dir}")
     try:
         drawn, coverage = _collect(settings, task, records, ckpt, make_backend, progress)
     except BaseException:
-        # Ctrl-C, a dead server: every finished batch is on disk; say how to go on
-        if ckpt.done:
-            log(f"stopped: {len(ckpt.done)} finished pools are kept in {ckpt.dir}; "
-                "rerun the same command to resume")
+        # Ctrl-C, a dead server: every finished batch is on disk; say how to go on, counting
+        # what the disk holds (not what this process believes it wrote)
+        kept = ckpt.pools_on_disk()
+        if kept or ckpt.done:
+            gap = len(ckpt.done) - kept
+            log(f"stopped: {kept} finished pools are kept in {ckpt.dir}; rerun the same command to resume"
+                + (f" ({gap} drawn pools are not on disk and will be drawn again)" if gap > 0 else ""))
         raise
     rows = ckpt.all_rows()
     fusions = ckpt.all_fusions()
@@ -114,6 +127,7 @@ def run_collection(settings: RunSettings, make_backend: Callable[[ModelSpec], Ba
         if raw.exists():
             shutil.rmtree(raw)
         os.replace(ckpt.dir, raw)
+        (raw / LOCK_NAME).unlink(missing_ok=True)
     else:
         shutil.rmtree(ckpt.dir, ignore_errors=True)
     summary = summarize(task, settings, rows, fusions, coverage)

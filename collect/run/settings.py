@@ -3,6 +3,8 @@ with the fingerprint that decides whether a partial run may resume, and the per-
 
 from __future__ import annotations
 
+import math
+
 import hashlib
 import json
 from collections import Counter
@@ -151,8 +153,14 @@ class RunSettings:
     def check(self) -> None:
         if self.samples < 1:
             raise InputError("--samples", f"must be at least 1, got {self.samples}")
-        if not self.temperature >= 0:
-            raise InputError("--temperature", f"must be >= 0, got {self.temperature}")
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise InputError("--temperature", f"must be a finite number >= 0, got {self.temperature}")
+        from replay.clitools import check_seed
+        from replay.store import check_store_name
+
+        check_seed("--seed", self.seed)
+        if self.name is not None:
+            check_store_name(self.name, "--name")  # before any GPU hour: the store is named at the end
         if self.max_tokens < 1:
             raise InputError("--max-tokens", f"must be at least 1, got {self.max_tokens}")
         if self.expand_top < 1:
@@ -165,6 +173,8 @@ class RunSettings:
             raise InputError("--limit", f"must be at least 1, got {self.limit}")
         if self.batch_size < 1:
             raise InputError("--batch-size", f"must be at least 1, got {self.batch_size}")
+        if self.expand_draws < 1:
+            raise InputError("expand_draws", f"must be at least 1, got {self.expand_draws}")
 
     def fingerprint(self, data_sha256: str) -> dict:
         """What decides which pools exist and what is drawn into them (the resume contract)."""

@@ -250,6 +250,9 @@ class _Generator:
         q = pools.q[prow]
         a = fus["_ans"].to_numpy()
         ctx = np.full(len(prow), S.ROOT_CONTEXT, dtype=object) if keys is None else keys.text[pools.key[prow]]
+        # Two families can share a prefix (always likely at size 1) and, with few distinct token
+        # counts, give the very same row; a store holds each stored fusion call once (an identical
+        # row is refused as a duplicate), so such a repeat is kept once.
         return fus.select(
             pl.Series("question_id", self.qids[q], dtype=pl.String),
             pl.lit(st.name).alias("stage"),
@@ -260,7 +263,7 @@ class _Generator:
             pl.Series("score", quality[q, a], dtype=pl.Float64),
             "prompt_tokens",
             "completion_tokens",
-        )
+        ).unique(maintain_order=True)
 
     def _samples_frame(self, st, pools: _Pools, keys, answer_text, score, prompt, comp) -> pl.DataFrame:
         N = self.N

@@ -87,6 +87,8 @@ class Task:
                 raw = json.loads(line)
             except json.JSONDecodeError as e:
                 raise InputError(where, f"not a JSON object ({e.msg})") from None
+            except RecursionError:
+                raise InputError(where, "not a JSON object (nested too deeply)") from None
             rec = self._record(raw, where, n)
             if rec.id in seen:
                 raise InputError(where, f"duplicate id {rec.id!r} (first on line {seen[rec.id]})")

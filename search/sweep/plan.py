@@ -13,7 +13,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from replay.clitools import check_replicates
 from replay.errors import ConfigError, InputError
+from replay.locks import is_lock_file
 
 from .. import runner
 from ..searchers import get_searcher
@@ -113,6 +115,11 @@ def plan_sweep(spec: SweepSpec, announce: Callable[[Any], None] | None = None) -
                     plot=spec.cell_plots, select=spec.select,
                     space=ConfigSpaceSettings(models=spec.models, max_samples=spec.max_samples, budget=budget,
                                               max_fallback=spec.max_fallback))
+                for field_name, reps in (("replicates", spec.replicates), ("test_replicates", spec.test_replicates)):
+                    try:  # before the setup, which already replays (the default budget)
+                        check_replicates(spec.where(field_name), reps, questions=len(store.question_ids))
+                    except ConfigError as e:
+                        raise ConfigError(e.where, f"store {store.name}: {e.problem}") from None
                 try:
                     setup = setup_of(store, base)
                 except InputError as e:
@@ -172,14 +179,18 @@ def check_out(plan: Plan) -> None:
     """The output folder is new, or holds a sweep of the same objectives."""
     path = plan.out / SWEEP_NAME
     if not path.is_file():
-        if plan.out.exists() and any(plan.out.iterdir()):
+        if plan.out.is_file():
+            raise InputError(str(plan.out), "is a file, not a folder: choose another out")
+        if plan.out.exists() and any(not is_lock_file(p) for p in plan.out.iterdir()):
             raise InputError(str(plan.out), "exists and holds no sweep (no sweep.json): choose another out")
         return
     try:
         old = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(str(path), f"not valid JSON ({e})") from None
-    if old.get("format") != FORMAT:
+    except (ValueError, OSError) as e:
+        raise InputError(str(path), f"not valid JSON ({' '.join(str(e).split())})") from None
+    except RecursionError:
+        raise InputError(str(path), "not a sweep record (JSON nested too deeply)") from None
+    if not isinstance(old, dict) or old.get("format") != FORMAT:
         raise InputError(str(path), f"not a sweep record (format {old.get('format')!r})")
     a, b = old.get("fingerprint") or {}, fingerprint(plan)
     for k in b:

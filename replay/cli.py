@@ -30,6 +30,8 @@ def cli():
 
     A config is MODEL:SAMPLES per stage, comma-separated in stage order
     ('Llama-70B:1,Llama-3B:16'), or with stage names ('retrieve=Llama-70B:1,answer=Llama-3B:16').
+    On a graph store (kind graph) a config is a collaboration graph:
+    's1=solve(M,4); s2=solve(N,4); r=refine(M,1|s1,s2)', its JSON form, or a file holding either.
     Bad input exits with status 2 and one line on stderr.
     """
 
@@ -57,6 +59,10 @@ def info(store):
     from .engine import budget_unit
 
     st = open_announced(store)
+    if st.manifest.kind == "graph":
+        from .graph import cli as graph_cli
+
+        return graph_cli.info(st)
     a = st.arrays
     m = st.manifest
     kind = "SYNTHETIC (simulated)" if m.synthetic else "real (collected from models)"
@@ -99,13 +105,27 @@ def info(store):
 @_questions_option
 @click.option("--budget", type=float, default=None, help="Budget in normalised units; over it is infeasible.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per config instead of a table.")
-def eval_cmd(store, configs, replicates, seed, questions, budget, as_json):
-    """Score one or more configurations: mean score, stderr over replicates, cost."""
+@click.option("--latency-limit", type=float, default=None,
+              help="Graph stores: seconds per question; a graph slower on average is infeasible.")
+@click.option("--throughput", default=None,
+              help="Graph stores: MODEL=PREFILL/DECODE tokens per second, comma-separated, over the manifest's.")
+def eval_cmd(store, configs, replicates, seed, questions, budget, as_json, latency_limit, throughput):
+    """Score one or more configurations: mean score, stderr over replicates, cost (and, for a
+    graph, latency)."""
     import json
 
     from .engine import Config, evaluate_batch
 
     st = open_announced(store)
+    if st.manifest.kind == "graph":
+        from .graph import cli as graph_cli
+
+        return graph_cli.evaluate(st, configs, replicates=replicates, seed=seed, questions=_parse_questions(questions),
+                                  budget=budget, latency_limit=latency_limit, throughput=throughput, as_json=as_json)
+    if latency_limit is not None or throughput is not None:
+        from .errors import ConfigError
+
+        raise ConfigError("--latency-limit/--throughput", f"store {st.name!r} is a chain store; latency is for graph stores")
     cfgs = [Config.parse(c, store=st) for c in configs]
     results = evaluate_batch(st, cfgs, questions=_parse_questions(questions), replicates=replicates, seed=seed,
                              budget=budget)
@@ -180,11 +200,13 @@ def _space_configs(st, models, max_samples, grid):
 @click.option("--budget", type=float, default=None, help="Budget in units; configs over it are marked infeasible.")
 @click.option("--models", default=None, help="Comma-separated models to include (default: all).")
 @click.option("--max-samples", type=int, default=None, help="Largest sample count per stage.")
-@click.option("--grid", type=click.Path(), default=None, help="File of configs, one per line, instead of the full space.")
+@click.option("--grid", type=click.Path(), default=None,
+              help="File of configs, one per line, instead of the full space (graph stores: graphs, required).")
 @click.option("--replicates", "-r", default=100, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @_questions_option
-def sweep(store, out, budget, models, max_samples, grid, replicates, seed, questions):
+@click.option("--throughput", default=None, help="Graph stores: MODEL=PREFILL/DECODE tokens per second.")
+def sweep(store, out, budget, models, max_samples, grid, replicates, seed, questions, throughput):
     """Evaluate every configuration of the space (or a grid) and write a Parquet table."""
     import time
 
@@ -194,6 +216,11 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
     from .engine import evaluate_batch
 
     st = open_announced(store)
+    if st.manifest.kind == "graph":
+        from .graph import cli as graph_cli
+
+        return graph_cli.sweep(st, out=out, grid=grid, budget=budget, replicates=replicates, seed=seed,
+                               questions=_parse_questions(questions), throughput=throughput)
     cfgs = _space_configs(st, models, max_samples, grid)
     t0 = time.perf_counter()
     with tqdm(total=len(cfgs), unit="cfg", desc="sweep", disable=None, file=sys.stderr) as bar:
@@ -234,6 +261,10 @@ def curve(store, out, max_samples, replicates, seed, questions):
     from .engine import Config, StageChoice, evaluate_batch, largest_pool
 
     st = open_announced(store)
+    if st.manifest.kind == "graph":
+        from .errors import ConfigError
+
+        raise ConfigError(store, "replay curve plots chain stores; for a graph store use replay eval or replay sweep --grid")
     n_s = len(st.stages)
     largest = largest_pool(st)
     fixed = [max(st.candidate_models(s), key=lambda m: st.models[st.model_index(m)].params) for s in range(n_s)]

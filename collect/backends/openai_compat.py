@@ -18,6 +18,7 @@ sample, counted in the store's provenance).
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -102,6 +103,7 @@ class OpenAIBackend:
         while len(out) < n:
             want = min(n - len(out), self.max_n)
             s = None if seed is None else int(seed) + rounds
+            t0 = time.perf_counter()  # the request's wall time: what graph latency is measured from
             try:
                 resp = await self._request(client, messages, want, temperature, max_tokens, s)
             except self._openai.APIError as e:
@@ -124,9 +126,11 @@ class OpenAIBackend:
                 else:
                     counts = apportion(int(usage.completion_tokens), [len(c.message.content or "") for c in choices])
                     how = "apportioned"
+            took = time.perf_counter() - t0
             for c, k in zip(choices, counts):
                 out.append(Sample(text=c.message.content or "", prompt_tokens=int(usage.prompt_tokens),
-                                  completion_tokens=int(k), finish_reason=c.finish_reason, token_count=how))
+                                  completion_tokens=int(k), finish_reason=c.finish_reason, token_count=how,
+                                  seconds=took))
             rounds += 1
             if rounds > 4 * n:
                 raise BackendError(where, f"asked for {n} choices, the server keeps returning fewer")

@@ -119,6 +119,12 @@ class RunSettings:
         keep_raw: keep every completion's text in `<out>.raw/`.
         fresh: discard a partial run of `out` instead of resuming it.
         force: replace an existing store at `out`.
+        graph: collect a graph store (roles solve, refine, aggregate; collect/run/graph.py)
+            instead of a chain of the task's stages.
+        role_samples: graph stores: samples per refine and aggregate pool (default: samples).
+        refine_inputs, aggregate_inputs: graph stores: the largest multiset of answers a
+            refine / aggregate pool is collected for.
+        throughput: graph stores: {model: (prefill, decode) tokens/s} given instead of measured.
     """
 
     task: str
@@ -143,6 +149,11 @@ class RunSettings:
     keep_raw: bool = False
     fresh: bool = False
     force: bool = False  # replace an existing store at `out`
+    graph: bool = False
+    role_samples: int | None = None
+    refine_inputs: int = 2
+    aggregate_inputs: int = 3
+    throughput: dict | None = None
 
     def check(self) -> None:
         if self.samples < 1:
@@ -161,14 +172,23 @@ class RunSettings:
             raise InputError("--limit", f"must be at least 1, got {self.limit}")
         if self.batch_size < 1:
             raise InputError("--batch-size", f"must be at least 1, got {self.batch_size}")
+        if self.role_samples is not None and self.role_samples < 1:
+            raise InputError("--role-samples", f"must be at least 1, got {self.role_samples}")
+        for flag, v in (("--refine-inputs", self.refine_inputs), ("--aggregate-inputs", self.aggregate_inputs)):
+            if not 1 <= v <= 8:
+                raise InputError(flag, f"must be between 1 and 8, got {v}")
 
     def fingerprint(self, data_sha256: str) -> dict:
         """What decides which pools exist and what is drawn into them (the resume contract)."""
-        return {"task": self.task, "data_sha256": data_sha256,
-                "models": [[m.name, m.model_id] for m in self.models], "samples": self.samples,
-                "temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed,
-                "expand_top": self.expand_top, "expand_min_share": self.expand_min_share,
-                "expand_draws": self.expand_draws, "fusions": self.fusions, "limit": self.limit}
+        fp = {"task": self.task, "data_sha256": data_sha256,
+              "models": [[m.name, m.model_id] for m in self.models], "samples": self.samples,
+              "temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed,
+              "expand_top": self.expand_top, "expand_min_share": self.expand_min_share,
+              "expand_draws": self.expand_draws, "fusions": self.fusions, "limit": self.limit}
+        if self.graph:  # only graph runs carry these, so chain checkpoints keep resuming
+            fp.update(graph=True, role_samples=self.role_samples or self.samples, refine_inputs=self.refine_inputs,
+                      aggregate_inputs=self.aggregate_inputs)
+        return fp
 
 
 def pool_seed(seed: int, stage: str, model: str, qid: str, context: str) -> int:

@@ -12,9 +12,12 @@ from .kgqa import CWQTask, WebQSPTask
 from .multihop import HotpotQATask, TwoWikiTask
 from .taskbench import TaskBenchTask
 from .chatdev import ChatDevTask
+from .humaneval import HumanEvalTask
+from .mmlu import MMLUTask
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (MathTask, QATask, TwoWikiTask, HotpotQATask, CWQTask, WebQSPTask,
-                                                    AIMETask, TaskBenchTask, ChatDevTask)}
+                                                    AIMETask, TaskBenchTask, ChatDevTask, MMLUTask,
+                                                    HumanEvalTask)}
 
 
 def get_task(name: str) -> Task:

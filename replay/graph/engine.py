@@ -307,8 +307,9 @@ def _expected_max(sorted_c: np.ndarray, n: int) -> float:
 
 def estimate_graph(store, graph, *, questions=None, throughput: dict | None = None) -> tuple[float, float]:
     """Expected cost of a graph without replay: (budget units, latency seconds) per question,
-    from pool means (a refine or aggregate node's pools averaged over its input keys, since
-    which one it reads depends on upstream luck). Feasibility itself is the replay's.
+    from pool means: a node reading k answers is charged the mean of its (question, role,
+    model) pools whose keys hold k answers (all of them where none does), since which one it
+    reads depends on upstream luck. Feasibility itself is the replay's.
 
     Args:
         store: the store.
@@ -319,7 +320,6 @@ def estimate_graph(store, graph, *, questions=None, throughput: dict | None = No
     g = as_graph(store, graph)
     qidx = store.question_indices(questions)
     a, d = store.arrays, store.derived
-    prompt, comp, fuse = d.pool_means
     pre, dec = seconds_per_token(store, throughput)
     roles = {n: i for i, n in enumerate(store.manifest.stage_names)}
     models = {n: i for i, n in enumerate(store.manifest.model_names)}
@@ -327,29 +327,41 @@ def estimate_graph(store, graph, *, questions=None, throughput: dict | None = No
     finish: dict[str, np.ndarray] = {}
     for node in g.nodes:
         s, m = roles[node.role], models[node.model]
-        tk = prompt[qidx, s, m] + node.samples * comp[qidx, s, m] + fuse[qidx, s, m]
+        prompt, comp, fuse, emax = _node_means(store, s, m, len(node.inputs), node.samples)
+        tk = prompt[qidx] + node.samples * comp[qidx] + fuse[qidx]
         flops += 2.0 * a.model_params[m] * tk
-        emax = _expected_max_per_question(store, s, m, node.samples)[qidx]
-        lat = prompt[qidx, s, m] * pre[m] + emax * dec[m]
+        lat = prompt[qidx] * pre[m] + emax[qidx] * dec[m]
         start = np.max([finish[p] for p in node.inputs], axis=0) if node.inputs else 0.0
         finish[node.name] = start + lat
     latency = np.max([finish[o] for o in g.output], axis=0)
-    return float(flops.mean()) / d.budget_unit, float(np.mean(latency))
+    return float(flops.mean()) / float(d.budget_unit), float(np.mean(latency))
 
 
-def _expected_max_per_question(store, s: int, m: int, n: int) -> np.ndarray:
-    """[Q]: the expected longest of n completions of (s, m), averaged over each question's pools."""
+def _node_means(store, s: int, m: int, k: int, n: int):
+    """[Q] each: mean prompt, completion per sample and fusion-call tokens, and the expected
+    longest of n completions, over the pools of (question, s, m) whose keys hold k answers
+    (every pool of the question where none does)."""
 
     def build():
         a, d = store.arrays, store.derived
-        out = np.zeros(a.n_questions)
-        cnt = np.zeros(a.n_questions)
+        G = graph_inputs(store)
+        key_len = np.diff(G.pool_key_off)
         sel = np.flatnonzero((d.pool_stage == s) & (d.pool_model == m))
         q_of = d.pool_qsm[sel] // (a.n_stages * a.n_models)
-        for p, q in zip(sel, q_of):
-            c = np.sort(a.s_completion[a.pool_off[p]:a.pool_off[p + 1]]).astype(float)
-            out[q] += _expected_max(c, n)
-            cnt[q] += 1
-        return out / np.maximum(cnt, 1)
+        n_fus = np.diff(a.pool_fus_off)
+        fus_tok = np.zeros(a.n_pools)
+        for p in np.flatnonzero(n_fus):
+            fus_tok[p] = a.fus_tokens[a.pool_fus_off[p]:a.pool_fus_off[p + 1]].mean()
+        out = np.zeros((4, a.n_questions))
+        for q in np.unique(q_of):
+            pools = sel[q_of == q]
+            match = pools[key_len[pools] == k]
+            use = match if len(match) else pools
+            out[0, q] = a.pool_prompt[use].mean()
+            out[1, q] = d.pool_mean_completion[use].mean()
+            out[2, q] = fus_tok[use].mean()
+            out[3, q] = np.mean([_expected_max(np.sort(a.s_completion[a.pool_off[p]:a.pool_off[p + 1]]).astype(float), n)
+                                 for p in use])
+        return out
 
-    return store.derived.memo(("replay.graph.expected_max", s, m, n), build)
+    return store.derived.memo(("replay.graph.node_means", s, m, k, n), build)

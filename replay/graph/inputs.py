@@ -75,35 +75,39 @@ def build_graph_inputs(store) -> GraphInputs:
     cls, set_hash, set_class = _classes(a)
     n_pools = a.n_pools
     stage = d.pool_stage
-    lens = np.zeros(n_pools, dtype=np.int64)
-    keys: list[np.ndarray] = []
+    later = stage > 0
     if m.kind == "graph":
+        # parse each distinct context once, then gather per pool (CSR, vectorised)
+        uctx, inv = np.unique(a.pool_ctx[later], return_inverse=True)
         answers = a.answers
-        parsed: dict[int, np.ndarray] = {}
+        parsed: list[np.ndarray] = []
         where = store.path / S.SAMPLES
-        for ctx in np.unique(a.pool_ctx[stage > 0]):
+        for ctx in uctx:
             text = answers[ctx]
             try:
                 items = parse_input_key(text)
             except ValueError as e:
-                p = int(np.flatnonzero((a.pool_ctx == ctx) & (stage > 0))[0])
+                p = int(np.flatnonzero((a.pool_ctx == ctx) & later)[0])
                 q = int(d.pool_qsm[p] // (a.n_stages * a.n_models))
                 raise StoreError(where, f"input key {text!r} of role {m.stage_names[stage[p]]!r}, question "
                                         f"{store.question_ids[q]!r} does not parse: {e}") from None
-            pos = np.searchsorted(answers, np.array(items, dtype=object))
-            pos = np.minimum(pos, len(answers) - 1)
-            ids = np.where(answers[pos] == np.array(items, dtype=object), pos, -1)
-            parsed[int(ctx)] = np.sort(np.where(ids >= 0, cls[np.maximum(ids, 0)], -1)).astype(np.int64)
-        for p in range(n_pools):
-            k = parsed[int(a.pool_ctx[p])] if stage[p] > 0 else np.zeros(0, np.int64)
-            lens[p] = len(k)
-            keys.append(k)
-    else:
-        lens[:] = (stage > 0).astype(np.int64)
-        keys = [np.array([cls[a.pool_ctx[p]]], dtype=np.int64) if stage[p] > 0 else np.zeros(0, np.int64)
-                for p in range(n_pools)]
-    off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-    flat = np.concatenate(keys).astype(np.int64) if keys else np.zeros(0, np.int64)
+            obj = np.array(items, dtype=object)
+            pos = np.minimum(np.searchsorted(answers, obj), len(answers) - 1)
+            ids = np.where(answers[pos] == obj, pos, -1)
+            parsed.append(np.sort(np.where(ids >= 0, cls[np.maximum(ids, 0)], -1)).astype(np.int64))
+        u_len = np.array([len(x) for x in parsed], dtype=np.int64)
+        u_off = np.concatenate([[0], np.cumsum(u_len)]).astype(np.int64)
+        u_items = np.concatenate(parsed).astype(np.int64) if parsed else np.zeros(0, np.int64)
+        lens = np.zeros(n_pools, dtype=np.int64)
+        lens[later] = u_len[inv]
+        off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        src = np.zeros(n_pools, dtype=np.int64)
+        src[later] = u_off[inv]
+        flat = u_items[np.repeat(src, lens) + (np.arange(off[-1]) - np.repeat(off[:-1], lens))]
+    else:  # a chain: stage k > 0 reads one answer, its context
+        lens = later.astype(np.int64)
+        off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        flat = cls[a.pool_ctx[later]].astype(np.int64)
     gold = a.gold.astype(np.int64)
     if m.kind == "graph":  # every role answers the question: scored against its gold
         gold = np.where(gold >= 0, gold, gold[:, -1:])

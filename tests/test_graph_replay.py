@@ -38,7 +38,12 @@ def _arrays_of(store, g: Graph):
 
 def _compare_to_reference(store, graphs, replicates=3, seed=11):
     qidx = np.arange(store.arrays.n_questions)
-    sums = graph_sums(store, graphs, qidx, replicates=replicates, seed=seed, detail=True)
+    for memo in ("never", "always"):  # direct draws, and every majority/best node from the memo
+        _compare_sums(store, graphs, graph_sums(store, graphs, qidx, replicates=replicates, seed=seed, detail=True,
+                                                memo=memo), qidx, replicates, seed)
+
+
+def _compare_sums(store, graphs, sums, qidx, replicates, seed):
     G = graph_inputs(store)
     pre, dec = seconds_per_token(store)
     u = 0

@@ -163,9 +163,45 @@ class GraphSums:
     detail: tuple[np.ndarray, ...] | None = None
 
 
+SERIAL_WORK = 400_000  # below this many draws (estimated), one thread: a parallel region costs more
+MEMO_ENTRIES = 8_000_000  # memo entries per call at most (about 260 MB)
+
+
+def _memo_plan(store, batch: GraphBatch, Q: int, R: int, always: bool = False):
+    """Which nodes read a memo: for each (node index, role, model) of majority or best-score
+    aggregation, memoise when drawing every pool of it once (at every count up to the largest
+    asked) is cheaper than drawing for each node that uses it. Returns (node_slot, slots) with
+    slots a list of (node index, role, model, nmax)."""
+    a, d = store.arrays, store.derived
+    index_in_graph = np.arange(len(batch.node_role)) - np.repeat(batch.g_node_off[:-1], np.diff(batch.g_node_off))
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for u in range(len(batch.node_role)):
+        role = int(batch.node_role[u])
+        if a.stage_agg[role] in (0, 2):  # majority_vote, best_score
+            groups.setdefault((int(index_in_graph[u]), role, int(batch.node_model[u])), []).append(u)
+    pools_per = np.diff(a.qsm_pool_off).reshape(a.n_questions, a.n_stages, a.n_models).mean(axis=0)
+    node_slot = np.full(len(batch.node_role), -1, dtype=np.int64)
+    slots = []
+    entries = 0
+    for (i, role, m), us in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        nmax = int(min(batch.node_count[us].max(), d.largest_pool[role, m]))
+        memo = Q * R * pools_per[role, m] * (nmax + 1)
+        direct = Q * R * float(np.sum(np.minimum(batch.node_count[us], nmax) + 4))
+        size = int(np.ceil(Q * R * nmax * d.largest_pool[role, m]))  # rows are padded to the largest pool count
+        if always or (len(us) > 1 and memo < 0.7 * direct and entries + size <= MEMO_ENTRIES):
+            node_slot[us] = len(slots)
+            slots.append((i, role, m, nmax))
+            entries += size
+    return node_slot, slots
+
+
 def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: int, seed: int,
-               throughput: dict | None = None, detail: bool = False, progress=None) -> GraphSums:
+               throughput: dict | None = None, detail: bool = False, progress=None, memo: str = "auto") -> GraphSums:
     """Replay checked graphs on question indices `qidx`: the sums results are made of.
+
+    Nodes of majority or best-score roles that many graphs of the batch share (the same node
+    index, role and model) read a memo built once for the batch (`kernels.memo_build`); the
+    others draw directly. Both give the same numbers.
 
     Args:
         store: the store.
@@ -176,6 +212,8 @@ def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: 
         throughput: {model: (prefill tokens/s, decode tokens/s)} over the manifest's.
         detail: also return score, tokens, FLOPs and latency per (graph, question, replicate).
         progress: called with the number of graphs done.
+        memo: "auto" (where cheaper), "always" (every eligible node; for tests) or "never"
+            (every node draws directly); all give the same numbers.
     """
     import numba
 
@@ -191,26 +229,61 @@ def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: 
     out = GraphSums(np.zeros((B, Q)), np.zeros((B, Q)), np.zeros((B, Q)), np.zeros((B, Q)), np.zeros((B, R)),
                     np.zeros((U, 4)), tuple(np.zeros((B, Q, R)) for _ in range(4)) if detail else None)
     qidx = np.ascontiguousarray(qidx, dtype=np.int64)
-    n_chunks = max(1, min(Q, 4 * numba.get_num_threads()))
+    n_threads = numba.get_num_threads()
     step = max(1, MAX_CELLS // max(Q, 1))
     empty = np.zeros((0, 0, 0))
     for b0 in range(0, B, step):
         b1 = min(B, b0 + step)
         part = batch.slice(b0, b1)
         n0, n1 = int(batch.g_node_off[b0]), int(batch.g_node_off[b1])
+        node_slot, slots = (_memo_plan(store, part, Q, R, always=memo == "always") if memo != "never"
+                            else (np.full(n1 - n0, -1, np.int64), []))
+        mem = _build_memo(store, A, G, pre, dec, qidx, R, seed, slots)
+        work = Q * R * float(np.sum(np.where(node_slot < 0, part.node_count + 4, 1)))
+        parallel = n_threads > 1 and work + mem[-1] > SERIAL_WORK
+        n_chunks = max(1, min(Q, 4 * n_threads)) if parallel else 1
         score_r = np.zeros((n_chunks, b1 - b0, R))
         node = np.zeros((n_chunks, n1 - n0, 4))
         det = tuple(x[b0:b1] for x in out.detail) if detail else (empty, empty, empty, empty)
-        kernels.graph_replay(A, G, a.n_stages, a.n_models, d.max_pool, d.n_items, pre, dec, qidx, R,
-                             np.uint64(seed), n_chunks, part.g_node_off, part.node_role, part.node_model,
-                             part.node_count, part.node_par_off, part.node_par, part.g_out_off, part.g_out,
-                             out.score_q[b0:b1], out.tokens_q[b0:b1], out.flops_q[b0:b1], out.latency_q[b0:b1],
-                             score_r, node, *det)
+        run = kernels.graph_replay if parallel else kernels.graph_replay_serial
+        run(A, G, a.n_stages, a.n_models, d.max_pool, d.n_items, pre, dec, qidx, R, np.uint64(seed), n_chunks,
+            part.g_node_off, part.node_role, part.node_model, part.node_count, part.node_par_off, part.node_par,
+            part.g_out_off, part.g_out, node_slot, *mem[:-1],
+            out.score_q[b0:b1], out.tokens_q[b0:b1], out.flops_q[b0:b1], out.latency_q[b0:b1], score_r, node, *det)
         out.score_r[b0:b1] = score_r.sum(axis=0)
         out.node[n0:n1] = node.sum(axis=0)
         if progress is not None:
             progress(b1 - b0)
     return out
+
+
+def _build_memo(store, A, G, pre, dec, qidx, R, seed, slots):
+    """The memo of the slots: (slot_base, slot_nmax, slot_off, ans, score, tokens, latency,
+    estimated work). Row (slot, question position qi, pool j of that question's role and model)
+    holds, per replicate, the result at every count 1..nmax."""
+    from . import kernels
+
+    a, d = store.arrays, store.derived
+    Q = len(qidx)
+    n_slots = len(slots)
+    if not n_slots:
+        z = np.zeros(0, np.int64)
+        return (np.zeros((0, max(Q, 1)), np.int64), z, z, z, np.zeros(0), np.zeros(0), np.zeros(0), 0.0)
+    per = np.diff(a.qsm_pool_off).reshape(a.n_questions, a.n_stages, a.n_models)
+    slot_base = np.zeros((n_slots, Q), dtype=np.int64)
+    slot_nmax = np.array([s[3] for s in slots], dtype=np.int64)
+    slot_off = np.zeros(n_slots, dtype=np.int64)
+    total = 0
+    for j, (i, role, m, nmax) in enumerate(slots):
+        rows = per[qidx, role, m]
+        slot_base[j] = np.concatenate([[0], np.cumsum(rows)[:-1]])
+        slot_off[j] = total
+        total += int(rows.sum()) * R * nmax
+    arrs = (np.zeros(total, np.int64), np.zeros(total), np.zeros(total), np.zeros(total))
+    kernels.memo_build(A, G, a.n_stages, a.n_models, d.max_pool, pre, dec, qidx, R, np.uint64(seed),
+                       np.array([s[0] for s in slots], dtype=np.int64), np.array([s[1] for s in slots], dtype=np.int64),
+                       np.array([s[2] for s in slots], dtype=np.int64), slot_base, slot_nmax, slot_off, *arrs)
+    return (slot_base, slot_nmax, slot_off, *arrs, float(total))
 
 
 def evaluate_graph(store, graph, *, questions=None, replicates: int = 100, seed: int = 0,

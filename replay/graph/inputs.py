@@ -40,6 +40,11 @@ class GraphInputs(NamedTuple):
     fus_prompt: np.ndarray  # int64 [F]: a fusion call's own prompt tokens
     fus_completion: np.ndarray  # int64 [F]: its completion tokens
     fus_subset_max: np.ndarray  # int64 [F]: the longest completion among the fused samples
+    # the pool of a (question, role, model) and key: its pools sorted by key hash (binary search,
+    # kernels.find_keyed_pool), and its fallback
+    by_hash: np.ndarray  # int64 [P]: within each (q, role, model)'s range, the pools by key hash
+    hash_sorted: np.ndarray  # uint64 [P]: their key hashes (items_hash), ascending within a range
+    qsm_largest: np.ndarray  # int64 [Q*S*M]: the largest pool of each, ties to the first (-1: none)
 
 
 def items_hash(items) -> int:
@@ -108,6 +113,12 @@ def build_graph_inputs(store) -> GraphInputs:
         lens = later.astype(np.int64)
         off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
         flat = cls[a.pool_ctx[later]].astype(np.int64)
+    from .kernels import pool_hashes, sort_by_hash
+
+    by_hash = np.zeros(n_pools, dtype=np.int64)
+    hash_sorted = np.zeros(n_pools, dtype=np.uint64)
+    qsm_largest = np.full(len(a.qsm_pool_off) - 1, -1, dtype=np.int64)
+    sort_by_hash(a.qsm_pool_off, pool_hashes(off, flat), a.pool_off, by_hash, hash_sorted, qsm_largest)
     gold = a.gold.astype(np.int64)
     if m.kind == "graph":  # every role answers the question: scored against its gold
         gold = np.where(gold >= 0, gold, gold[:, -1:])
@@ -115,7 +126,8 @@ def build_graph_inputs(store) -> GraphInputs:
     fmax = a.fus_subset_max_completion if a.fus_subset_max_completion is not None else np.zeros(len(a.fus_tokens), np.int64)
     return GraphInputs(pool_key_off=off, pool_key=flat, ans_class=cls, set_hash=set_hash, set_class=set_class,
                        role_gold=np.ascontiguousarray(gold), fus_prompt=fp.astype(np.int64),
-                       fus_completion=(a.fus_tokens - fp).astype(np.int64), fus_subset_max=fmax.astype(np.int64))
+                       fus_completion=(a.fus_tokens - fp).astype(np.int64), fus_subset_max=fmax.astype(np.int64),
+                       by_hash=by_hash, hash_sorted=hash_sorted, qsm_largest=qsm_largest)
 
 
 def check_graph_store(store) -> None:

@@ -56,8 +56,8 @@ def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
 
 @cli.command("run")
 @click.option("--task", required=True,
-              help="Task: 2wiki, hotpotqa, cwq, webqsp, taskbench, chatdev, aime (official file formats), "
-                   "or the generic JSONL tasks qa and math. See docs/collect.md.")
+              help="Task: 2wiki, hotpotqa, cwq, webqsp, taskbench, chatdev, aime, mmlu, humaneval, math (official "
+                   "file formats; math also reads the generic JSONL), or the generic JSONL task qa. See docs/collect.md.")
 @click.option("--data", required=True, type=click.Path(),
               help="The task's dataset file (a folder for taskbench), in its official format.")
 @click.option("--models", required=True,
@@ -101,10 +101,21 @@ def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
 @click.option("--fresh", is_flag=True, help="Discard a partial run of OUT instead of resuming it.")
 @click.option("--keep-raw", is_flag=True, help="Keep every completion's text in OUT.raw/ (Parquet shards).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--graph", is_flag=True,
+              help="Collect a collaboration-graph store (roles solve, refine, aggregate; tasks math, aime, mmlu, "
+                   "humaneval): --expand keys per question and role. See docs/collect.md.")
+@click.option("--role-samples", type=int, default=None, help="--graph: samples per refine/aggregate pool (default: --samples).")
+@click.option("--refine-inputs", default=2, show_default=True, type=int,
+              help="--graph: the most answers a refine pool is collected for.")
+@click.option("--aggregate-inputs", default=3, show_default=True, type=int,
+              help="--graph: the most answers an aggregate pool is collected for.")
+@click.option("--throughput", default=None,
+              help="--graph: MODEL=PREFILL/DECODE tokens per second, comma-separated, for latency (default: measured "
+                   "from the requests; the vllm backend cannot).")
 def run_cmd(task, data, models, params, samples, backend, base_url, api_key, temperature, max_tokens, seed,
             expand_top, expand_min_share, fusions, limit, train, batch_size, concurrency, retries, timeout,
             prompt_style, tensor_parallel, gpu_memory_utilization, max_model_len, name, out, force, fresh, keep_raw,
-            quiet):
+            quiet, graph, role_samples, refine_inputs, aggregate_inputs, throughput):
     """Sample pools from real LLMs for every stage, model and question, into a store.
 
     \b
@@ -144,6 +155,14 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
 
         click.echo(f"{task}: programs the models write run in the {isolation().summary()}", err=True)
     specs = parse_models(models, params=params)
+    speeds = None
+    if throughput:
+        from replay.graph.cli import parse_throughput
+
+        speeds = parse_throughput(throughput)
+        unknown = [k for k in speeds if k not in {m.name for m in specs}]
+        if unknown:
+            raise InputError("--throughput", f"{unknown[0]!r} is not one of the models ({', '.join(m.name for m in specs)})")
     backend = backend or ("vllm" if vllm_available() else "openai")
     styles = parse_prompt_styles(prompt_style, [m.name for m in specs])
     check_prompt_styles(the_task, styles, backend)
@@ -184,7 +203,8 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
         max_tokens=max_tokens, seed=seed, expand_top=expand_top, expand_min_share=expand_min_share,
         fusions=fusions, limit=limit, train=train, batch_size=batch_size, name=name, backend=backend, backend_options=opts,
         command="collect run " + " ".join(shown), keep_raw=keep_raw, fresh=fresh, force=force,
-        prompt_styles=tuple(sorted(styles.items())))
+        prompt_styles=tuple(sorted(styles.items())), graph=graph,
+        role_samples=role_samples, refine_inputs=refine_inputs, aggregate_inputs=aggregate_inputs, throughput=speeds)
     res = run_collection(settings, make, progress=not quiet, log=lambda s: click.echo(s, err=True))
     click.echo(f"{'stage':<12} {'model':<20} {'pools':>6} {'samples':>8} {'score':>6} {'prompt':>7} "
                f"{'compl.':>7} {'cut':>5} {'cover':>6} {'fusions':>8} {'fused':>6}  other")
@@ -272,7 +292,8 @@ def live_check_cmd(store, configs, base_url, api_key, data, questions, repeats, 
 @click.option("--out", required=True, type=click.Path(), help="Store folder to write (atomically).")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every random draw.")
 @click.option("--preset", default=None,
-              help="Start from a preset (2wiki, hotpotqa, cwq, webqsp, taskbench, chatdev, scale); "
+              help="Start from a preset (2wiki, hotpotqa, cwq, webqsp, taskbench, chatdev, scale; graph stores: "
+                   "math, mmlu, humaneval); "
                    "SPEC's fields, if given, are laid over it.")
 @click.option("--force", is_flag=True, help="Replace an existing store at --out.")
 def simulate_cmd(spec, out, seed, preset, force):
@@ -299,11 +320,15 @@ def simulate_cmd(spec, out, seed, preset, force):
     command = "collect simulate " + " ".join(
         x for x in [spec or "", f"--preset {preset}" if preset else "", f"--out {out}", f"--seed {seed}"] if x)
     t0 = time.perf_counter()
+    graph = getattr(sim_spec, "kind", "chain") == "graph"
+    if graph:
+        from .simulate.graph import simulate_graph as simulate
     path = simulate(sim_spec, out, seed=seed, preset=used, overwrite=force, command=command)
     manifest = read_manifest(path)
     announce(manifest)  # the notice every reader of a synthetic store prints, for what we wrote
-    click.echo(f"wrote {path}: {sim_spec.questions} questions, {len(sim_spec.stages)} stages "
-               f"({', '.join(s.name for s in sim_spec.stages)}), {len(sim_spec.models)} models, "
+    what = ("a graph store (roles solve, refine, aggregate)" if graph else
+            f"{len(sim_spec.stages)} stages ({', '.join(s.name for s in sim_spec.stages)})")
+    click.echo(f"wrote {path}: {sim_spec.questions} questions, {what}, {len(sim_spec.models)} models, "
                f"{sim_spec.samples} samples per pool, seed {seed} ({time.perf_counter() - t0:.1f} s)")
 
 

@@ -94,6 +94,10 @@ class StoreArrays:
     # probes (step-level traces): CSR per sample of answer ids, -1 where absent
     probe_off: np.ndarray | None  # int64 [N + 1]
     probe_answer: np.ndarray | None  # int32
+    # for latency (graph replay): a fusion call's own prompt tokens, and the longest completion
+    # among the samples it fused (they were generated in parallel)
+    fus_prompt: np.ndarray | None = None  # int64 [F]
+    fus_subset_max_completion: np.ndarray | None = None  # int64 [F]
 
     @property
     def n_pools(self) -> int:
@@ -329,6 +333,8 @@ class _Fusions:
     fus_score: np.ndarray
     fus_tokens: np.ndarray
     fus_subset_completion: np.ndarray
+    fus_prompt: np.ndarray
+    fus_subset_max_completion: np.ndarray
 
 
 def _fusions(store: Path, manifest: S.Manifest, fusions: pl.DataFrame | None, samples: pl.DataFrame,
@@ -341,7 +347,8 @@ def _fusions(store: Path, manifest: S.Manifest, fusions: pl.DataFrame | None, sa
         raise StoreError(fp, f"missing file: stage {manifest.stage_names[fuse_stages[0]]!r} aggregates by llm_fuse")
     if fusions is None or not len(fusions):
         return _Fusions(np.zeros(n_pools + 1, dtype=np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32),
-                        np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+                        np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                        np.zeros(0, np.int64), np.zeros(0, np.int64))
     f = keys.keyed(fusions, fp, "a fusion")
     _check_tokens(f, fp)
     _check_scores(f, fp)
@@ -375,7 +382,8 @@ def _fusions(store: Path, manifest: S.Manifest, fusions: pl.DataFrame | None, sa
     ex = ex.join(sample_df, on=["_pool", "subset"], how="left")
     if ex["_ct"].null_count():
         raise StoreError(fp, f"dangling key: a fusion subset names sample_index {ex.filter(pl.col('_ct').is_null())['subset'][0]} absent from its pool")
-    sub_ct = ex.group_by("_f").agg(pl.col("_ct").sum()).sort("_f")["_ct"].to_numpy()
+    sub = ex.group_by("_f").agg(pl.col("_ct").sum().alias("sum"), pl.col("_ct").max().alias("max")).sort("_f")
+    sub_ct = sub["sum"].to_numpy()
     return _Fusions(
         pool_fus_off=np.searchsorted(f["_pool"].to_numpy(), np.arange(n_pools + 1), side="left").astype(np.int64),
         fus_size=sizes.to_numpy().astype(np.int32),
@@ -383,6 +391,8 @@ def _fusions(store: Path, manifest: S.Manifest, fusions: pl.DataFrame | None, sa
         fus_score=f["score"].to_numpy().astype(np.float64),
         fus_tokens=(f["prompt_tokens"] + f["completion_tokens"]).to_numpy().astype(np.int64),
         fus_subset_completion=sub_ct.astype(np.int64),
+        fus_prompt=f["prompt_tokens"].to_numpy().astype(np.int64),
+        fus_subset_max_completion=sub["max"].to_numpy().astype(np.int64),
     )
 
 
@@ -473,4 +483,6 @@ def build_arrays(store: Path, manifest: S.Manifest, questions: pl.DataFrame, sam
         fus_subset_completion=fus.fus_subset_completion,
         probe_off=probe_off,
         probe_answer=probe_answer,
+        fus_prompt=fus.fus_prompt,
+        fus_subset_max_completion=fus.fus_subset_max_completion,
     )

@@ -32,6 +32,8 @@ def cli():
 
     A config is MODEL:SAMPLES per stage, comma-separated in stage order
     ('Llama-70B:1,Llama-3B:16'), or with stage names ('retrieve=Llama-70B:1,answer=Llama-3B:16').
+    On a graph store (kind graph) a config is a collaboration graph:
+    's1=solve(M,4); s2=solve(N,4); r=refine(M,1|s1,s2)', its JSON form, or a file holding either.
     Bad input exits with status 2 and one line on stderr.
     """
 
@@ -72,6 +74,10 @@ def info(store):
     from .engine import budget_unit
 
     st = open_announced(store)
+    if st.manifest.kind == "graph":
+        from .graph import cli as graph_cli
+
+        return graph_cli.info(st)
     a = st.arrays
     m = st.manifest
     kind = "SYNTHETIC (simulated)" if m.synthetic else "real (collected from models)"
@@ -167,9 +173,14 @@ def _stage_lines(st, results) -> list[str]:
 @_questions_option
 @click.option("--budget", default=None, help="Budget in normalised units; over it is infeasible.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per config instead of a table.")
-def eval_cmd(store, configs, replicates, seed, questions, budget, as_json):
+@click.option("--latency-limit", type=float, default=None,
+              help="Graph stores: seconds per question; a graph slower on average is infeasible.")
+@click.option("--throughput", default=None,
+              help="Graph stores: MODEL=PREFILL/DECODE tokens per second, comma-separated, over the manifest's.")
+def eval_cmd(store, configs, replicates, seed, questions, budget, as_json, latency_limit, throughput):
     """Score one or more configurations: mean score, with its replicate error and its 95%
-    interval over questions, and cost.
+    interval over questions, and cost (and, for a
+    graph, latency).
 
     The replicate error (±rep) says how well the replay pinned the score down on these
     questions; the interval over questions says what it may be on new ones (much wider on a few
@@ -183,6 +194,15 @@ def eval_cmd(store, configs, replicates, seed, questions, budget, as_json):
     budget = check_budget("--budget", budget)
     check_count("--replicates", replicates)
     st = open_announced(store)
+    if st.manifest.kind == "graph":
+        from .graph import cli as graph_cli
+
+        return graph_cli.evaluate(st, configs, replicates=replicates, seed=seed, questions=_parse_questions(questions),
+                                  budget=budget, latency_limit=latency_limit, throughput=throughput, as_json=as_json)
+    if latency_limit is not None or throughput is not None:
+        from .errors import ConfigError
+
+        raise ConfigError("--latency-limit/--throughput", f"store {st.name!r} is a chain store; latency is for graph stores")
     cfgs = [Config.parse(c, store=st) for c in configs]
     qsel = _parse_questions(questions)
     check_replicates("--replicates", replicates, questions=len(st.question_indices(qsel)),
@@ -357,11 +377,13 @@ def _space_configs(st, models, max_samples, grid):
 @click.option("--budget", default=None, help="Budget in units; configs over it are marked infeasible.")
 @click.option("--models", default=None, help="Comma-separated models to include (default: all).")
 @click.option("--max-samples", type=int, default=None, help="Largest sample count per stage.")
-@click.option("--grid", type=click.Path(), default=None, help="File of configs, one per line, instead of the full space.")
+@click.option("--grid", type=click.Path(), default=None,
+              help="File of configs, one per line, instead of the full space (graph stores: graphs, required).")
 @click.option("--replicates", "-r", default=100, show_default=True)
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
 @_questions_option
-def sweep(store, out, budget, models, max_samples, grid, replicates, seed, questions):
+@click.option("--throughput", default=None, help="Graph stores: MODEL=PREFILL/DECODE tokens per second.")
+def sweep(store, out, budget, models, max_samples, grid, replicates, seed, questions, throughput):
     """Evaluate every configuration of the space (or a grid) and write a Parquet table.
 
     One row per configuration: config, score, stderr (the replicate error), ci_lo and ci_hi
@@ -380,6 +402,11 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
         check_count("--max-samples", max_samples)
     check_output_file(out, "--out")
     st = open_announced(store)
+    if st.manifest.kind == "graph":
+        from .graph import cli as graph_cli
+
+        return graph_cli.sweep(st, out=out, grid=grid, budget=budget, replicates=replicates, seed=seed,
+                               questions=_parse_questions(questions), throughput=throughput)
     cfgs = _space_configs(st, models, max_samples, grid)
     qsel = _parse_questions(questions)
     check_replicates("--replicates", replicates, questions=len(st.question_indices(qsel)),
@@ -439,6 +466,10 @@ def curve(store, out, max_samples, replicates, seed, questions):
         check_count("--max-samples", max_samples)
     check_output_file(out, "--out")
     st = open_announced(store)
+    if st.manifest.kind == "graph":
+        from .errors import ConfigError
+
+        raise ConfigError(store, "replay curve plots chain stores; for a graph store use replay eval or replay sweep --grid")
     qsel = _parse_questions(questions)
     check_replicates("--replicates", replicates, questions=len(st.question_indices(qsel)),
                      per_pass=int(largest_pool(st).max()), configs=int(largest_pool(st).max()))

@@ -1,4 +1,4 @@
-"""The store format, version 1: the one place that says what a store is.
+"""The store format, version 2: the one place that says what a store is.
 
 A store is a folder:
 
@@ -7,6 +7,11 @@ A store is a folder:
     samples.parquet      one row per stored sampled output
     fusions.parquet      stored LLM fusions (only for stages whose aggregation is `llm_fuse`)
     stage_golds.parquet  optional per-stage gold answers for intermediate stages
+
+A store is a chain (stages in order, each keyed by the stage before) or, from version 2, a
+collaboration graph (`kind: "graph"`: the stages are the roles `solve`, `refine`, `aggregate`, and
+a refine or aggregate pool is keyed by the multiset of answers it read; replay/graph/keys.py).
+Version-1 stores (chains, no throughputs) are read as they are.
 
 Every field is documented in docs/store-format.md. Keep the two in step.
 """
@@ -20,7 +25,13 @@ from typing import Any
 import pyarrow as pa
 
 FORMAT_NAME = "tts-replay-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: chains only, no `kind`, no model throughputs
+
+# What the stages of a store are: a chain of stages, or the roles of a collaboration graph.
+STORE_KINDS = ("chain", "graph")
+# The roles a graph store may hold; `solve` (the question alone) is required and comes first.
+GRAPH_ROLES = ("solve", "refine", "aggregate")
 
 # How a stage turns S drawn outputs into one.
 AGGREGATIONS = ("majority_vote", "set_vote", "best_score", "llm_fuse")
@@ -117,6 +128,9 @@ class Model:
     name: str
     params: float  # parameter count, for FLOPs = 2 x params x tokens
     description: str = ""
+    # per-request throughput, for latency (version 2; None: unknown, latency is then NaN)
+    prefill_tokens_per_s: float | None = None
+    decode_tokens_per_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +145,7 @@ class Manifest:
     score_rule: str = "last"  # SCORE_RULES: how stage scores make the end-to-end score
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
+    kind: str = "chain"  # "chain" or "graph" (STORE_KINDS)
 
     def to_json(self) -> dict[str, Any]:
         # `dependency` and `score_rule` are written only where they differ from their defaults,
@@ -143,7 +158,8 @@ class Manifest:
             stages.append(d)
         out = {
             "format": self.format,
-            "format_version": self.format_version,
+            "format_version": FORMAT_VERSION,  # written in the current version, whatever was read
+            "kind": self.kind,
             "name": self.name,
             "synthetic": self.synthetic,
             "provenance": self.provenance,

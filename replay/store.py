@@ -89,8 +89,12 @@ def _manifest_from_json(path: Path, raw: Any) -> S.Manifest:
     if raw.get("format", S.FORMAT_NAME) != S.FORMAT_NAME:
         raise StoreError(where, f"format is {raw.get('format')!r}, expected {S.FORMAT_NAME!r}")
     version = raw.get("format_version")
-    if isinstance(version, bool) or version != S.FORMAT_VERSION:
-        raise StoreError(where, f"format_version is {version!r}; this tool reads version {S.FORMAT_VERSION}")
+    if isinstance(version, bool) or version not in S.READABLE_VERSIONS:
+        raise StoreError(where, f"format_version is {version!r}; this tool reads versions "
+                                f"{', '.join(map(str, S.READABLE_VERSIONS))}")
+    kind = raw.get("kind", "chain") if version >= 2 else "chain"  # version 1 knows only chains
+    if kind not in S.STORE_KINDS:
+        raise StoreError(where, f"kind is {kind!r}; expected one of {', '.join(S.STORE_KINDS)}")
     for key, typ in (("name", str), ("synthetic", bool), ("stages", list), ("models", list)):
         if key not in raw:
             raise StoreError(where, f"missing field {key!r}")
@@ -112,7 +116,9 @@ def _manifest_from_json(path: Path, raw: Any) -> S.Manifest:
         if not (math.isfinite(params) and params <= MAX_PARAMS):
             raise StoreError(where, f"model {m['name']!r}: params {params!r} is not a finite parameter count "
                              f"(at most {MAX_PARAMS:g})")
-        models.append(S.Model(name=m["name"], params=float(params), description=str(m.get("description", ""))))
+        speeds = [_throughput(where, m, k) for k in ("prefill_tokens_per_s", "decode_tokens_per_s")]
+        models.append(S.Model(name=m["name"], params=float(params), description=str(m.get("description", "")),
+                              prefill_tokens_per_s=speeds[0], decode_tokens_per_s=speeds[1]))
     model_names = [m.name for m in models]
     if len(set(model_names)) != len(model_names):
         raise StoreError(where, "duplicate model names")
@@ -143,6 +149,10 @@ def _manifest_from_json(path: Path, raw: Any) -> S.Manifest:
     stage_names = [s.name for s in stages]
     if len(set(stage_names)) != len(stage_names):
         raise StoreError(where, "duplicate stage names")
+    if kind == "graph":
+        from .graph.keys import check_graph_roles
+
+        check_graph_roles(where, stage_names)
     probe = raw.get("probe_interval")
     if probe is not None and (not isinstance(probe, int) or isinstance(probe, bool) or probe <= 0):
         raise StoreError(where, "probe_interval must be a positive integer or null")
@@ -168,7 +178,19 @@ def _manifest_from_json(path: Path, raw: Any) -> S.Manifest:
         probe_interval=probe,
         split={k: tuple(str(x) for x in v) for k, v in split.items()},
         score_rule=rule,
+        format_version=version,
+        kind=kind,
     )
+
+
+def _throughput(where: str, model: dict, key: str) -> float | None:
+    """A model's prefill or decode throughput (tokens/s), absent or null where unknown."""
+    v = model.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
+        raise StoreError(where, f"model {model['name']!r}: {key} must be a positive number or null, got {v!r}")
+    return float(v)
 
 
 def _read_manifest_raw(store: Path) -> tuple[Path, bytes, Any]:
@@ -572,7 +594,12 @@ class Store:
     # above the store, and importing it loads the kernels' module)
     def evaluate(self, config, *, questions=None, replicates: int = 100, seed: int = 0,
                  budget: float | None = None):
-        """`replay.engine.evaluate(self, config, ...)`: one configuration's score and cost."""
+        """`replay.engine.evaluate(self, config, ...)`: one configuration's score and cost (for a
+        graph store, `replay.graph.evaluate_graph`: the configuration is a graph)."""
+        if self.manifest.kind == "graph":  # a graph store's configurations are graphs
+            from .graph.engine import evaluate_graph
+
+            return evaluate_graph(self, config, questions=questions, replicates=replicates, seed=seed, budget=budget)
         from .engine import evaluate
 
         return evaluate(self, config, questions=questions, replicates=replicates, seed=seed, budget=budget)
@@ -580,6 +607,11 @@ class Store:
     def evaluate_batch(self, configs, *, questions=None, replicates: int = 100, seed: int = 0,
                        budget: float | None = None, progress=None):
         """`replay.engine.evaluate_batch(self, configs, ...)`: many configurations in few passes."""
+        if self.manifest.kind == "graph":
+            from .graph.engine import evaluate_graphs
+
+            return evaluate_graphs(self, configs, questions=questions, replicates=replicates, seed=seed,
+                                   budget=budget, progress=progress)
         from .engine import evaluate_batch
 
         return evaluate_batch(self, configs, questions=questions, replicates=replicates, seed=seed, budget=budget,
@@ -617,4 +649,8 @@ def open_store(path: str | os.PathLike, *, verify: bool = True) -> Store:
         raise StoreError(path / S.QUESTIONS, f"question {bad_split['question_id'][0]!r} has unknown split {bad_split['split'][0]!r} (train, test, dev or all)")
     store = Store(path, manifest, questions, samples, fusions, stage_golds)
     store.sealed = sealed
+    if manifest.kind == "graph":
+        from .graph.inputs import check_graph_store
+
+        check_graph_store(store)  # input keys that parse, a solve role with pools
     return store

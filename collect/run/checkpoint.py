@@ -38,6 +38,7 @@ SHARD_SCHEMA = {
     "sample_index": pl.Int32, "answer": pl.String, "score": pl.Float64, "prompt_tokens": pl.Int64,
     "completion_tokens": pl.Int64, "text": pl.String, "finish_reason": pl.String, "token_count": pl.String,
     "metrics": pl.String,  # JSON object of the task's extra per-sample figures ("{}" when none)
+    "request_s": pl.Float64,  # wall time of the request (graph stores measure throughput from it)
 }
 FUSION_SCHEMA = {
     "question_id": pl.String, "stage": pl.String, "model": pl.String, "context": pl.String,

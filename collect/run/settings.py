@@ -121,6 +121,12 @@ class RunSettings:
         keep_raw: keep every completion's text in `<out>.raw/`.
         fresh: discard a partial run of `out` instead of resuming it.
         force: replace an existing store at `out`.
+        graph: collect a graph store (roles solve, refine, aggregate; collect/run/graph.py)
+            instead of a chain of the task's stages.
+        role_samples: graph stores: samples per refine and aggregate pool (default: samples).
+        refine_inputs, aggregate_inputs: graph stores: the largest multiset of answers a
+            refine / aggregate pool is collected for.
+        throughput: graph stores: {model: (prefill, decode) tokens/s} given instead of measured.
     """
 
     task: str
@@ -146,6 +152,12 @@ class RunSettings:
     fresh: bool = False
     force: bool = False  # replace an existing store at `out`
     prompt_styles: tuple[tuple[str, str], ...] = ()  # (model name, "chat" | "completion"); unnamed: chat
+
+    graph: bool = False
+    role_samples: int | None = None
+    refine_inputs: int = 2
+    aggregate_inputs: int = 3
+    throughput: dict | None = None
 
     def prompt_style(self, model: str) -> str:
         return dict(self.prompt_styles).get(model, "chat")
@@ -175,6 +187,11 @@ class RunSettings:
             raise InputError("--batch-size", f"must be at least 1, got {self.batch_size}")
         if self.expand_draws < 1:
             raise InputError("expand_draws", f"must be at least 1, got {self.expand_draws}")
+        if self.role_samples is not None and self.role_samples < 1:
+            raise InputError("--role-samples", f"must be at least 1, got {self.role_samples}")
+        for flag, v in (("--refine-inputs", self.refine_inputs), ("--aggregate-inputs", self.aggregate_inputs)):
+            if not 1 <= v <= 8:
+                raise InputError(flag, f"must be between 1 and 8, got {v}")
 
     def fingerprint(self, data_sha256: str) -> dict:
         """What decides which pools exist and what is drawn into them (the resume contract)."""
@@ -186,6 +203,9 @@ class RunSettings:
         styles = {m.name: self.prompt_style(m.name) for m in self.models}
         if any(v != "chat" for v in styles.values()):  # all-chat runs keep their old fingerprint
             fp["prompt_styles"] = styles
+        if self.graph:  # only graph runs carry these, so chain checkpoints keep resuming
+            fp.update(graph=True, role_samples=self.role_samples or self.samples, refine_inputs=self.refine_inputs,
+                      aggregate_inputs=self.aggregate_inputs)
         return fp
 
 

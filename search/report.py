@@ -157,6 +157,7 @@ def summary_table(s: dict[str, Any], space) -> str:
         ("replay time", f"{_fmt(s.get('replay_s'), 3)} s (search {_fmt(s.get('wall_s'), 3)} s)"),
         ("LLM", f"{_fmt(s.get('llm_s'), 3)} s, {s.get('llm_tokens', 0)} tokens"
                 + (f"; {json.dumps(s['llm_counters'])}" if s.get("llm_counters") else "")),
+        *space.report_rows(s),
     ]
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)

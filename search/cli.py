@@ -99,10 +99,12 @@ def _budget(text: str | None) -> float | None:
               help="--space program: another store to report the best program on (held out); repeatable.")
 @click.option("--heldout-replicates", type=int, default=None,
               help="--space program: replicates per question of the held-out report (default 32).")
+@click.option("--program-workers", type=int, default=None,
+              help="--space program: sandboxes sharing each program's beta sweep, run at once (default min(4, CPUs)).")
 def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, max_samples, n_train, replicates,
             test_replicates, replay_seed, out, resume, no_optimum, optimum_limit, sampler, ablate, llm_base_url, llm_model,
             space_kind, controller, model, budget_tokens, beta, probe_cost, score_rule, n_betas, program_wall_s,
-            program_memory_mb, test_stores, heldout_replicates):
+            program_memory_mb, test_stores, heldout_replicates, program_workers):
     """Run one search (or one per seed) and print its summary; archive, summary.json and a PNG
     of best-so-far score go to --out."""
     from replay.clitools import open_announced
@@ -114,7 +116,7 @@ def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, 
 
     program_opts = {"--score": score_rule, "--betas": n_betas, "--program-wall-s": program_wall_s,
                     "--program-memory-mb": program_memory_mb, "--test-store": test_stores or None,
-                    "--heldout-replicates": heldout_replicates}
+                    "--heldout-replicates": heldout_replicates, "--program-workers": program_workers}
     if space_kind == "controller":
         space: SpaceSettings = ControllerSpaceSettings(controller=controller, model=model, budget_tokens=budget_tokens,
                                                        beta=beta, probe_cost=probe_cost or 0.0)
@@ -122,7 +124,8 @@ def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, 
         tail = "does not apply to --space controller"
     elif space_kind == "program":
         given = {k: v for k, v in dict(score=score_rule, betas=n_betas, wall_s=program_wall_s,
-                                       memory_mb=program_memory_mb, heldout_replicates=heldout_replicates).items()
+                                       memory_mb=program_memory_mb, heldout_replicates=heldout_replicates,
+                                       workers=program_workers).items()
                  if v is not None}
         space = ProgramSpaceSettings(model=model, probe_cost=probe_cost or 0.0, test_stores=tuple(test_stores), **given)
         stray = {"--budget": budget, "--models": models, "--max-samples": max_samples, "--controller": controller,

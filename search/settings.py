@@ -103,6 +103,7 @@ class ProgramSpaceSettings:
         worst: training questions whose traces go back to the agent.
         test_stores: more stores to report the best program on (held out).
         heldout_replicates: replicates per question of the held-out report.
+        workers: sandboxes that share each program's sweep (default: min(4, CPU count)).
     """
 
     kind: ClassVar[str] = "program"
@@ -116,6 +117,7 @@ class ProgramSpaceSettings:
     worst: int = 3
     test_stores: tuple[str, ...] = ()
     heldout_replicates: int = 32
+    workers: int | None = None
 
     def check(self) -> None:
         from .discovery.score import ScoreRule
@@ -125,6 +127,8 @@ class ProgramSpaceSettings:
         ScoreRule.parse(self.score)
         if self.betas < 2:
             raise ConfigError("--betas", f"a sweep needs at least 2 betas, got {self.betas}")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError("--program-workers", f"must be at least 1, got {self.workers}")
         for name, v, lo in (("--probe-cost", self.probe_cost, 0.0), ("--program-wall-s", self.wall_s, 1e-9),
                             ("--program-memory-mb", self.memory_mb, 64), ("--heldout-replicates", self.heldout_replicates, 1)):
             if not (math.isfinite(v) and v >= lo):

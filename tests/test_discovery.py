@@ -178,7 +178,7 @@ def budget_for(store) -> float:
 
 def settings(store, **kw):
     base = dict(model="small", score=f"accuracy@{budget_for(store):.0f}", betas=5, wall_s=6.0, memory_mb=1024,
-                heldout_replicates=4)
+                heldout_replicates=4, workers=1)
     base.update(kw)
     return ProgramSpaceSettings(**base)
 
@@ -310,7 +310,7 @@ def test_resume_continues_without_repeating_a_round(store, tmp_path):
 
 
 def test_seed_programs_in_the_sandbox_equal_the_compiled_builtins(store):
-    setup = make_setup(store, settings(store, betas=4), replicates=3, test_replicates=3)
+    setup = make_setup(store, settings(store, betas=5, workers=2), replicates=3, test_replicates=3)
     sp = setup.space
     base = sp.baseline(setup.objective)
     for name in ("adaptive", "probe"):

@@ -405,35 +405,42 @@ class Episode:
             except TypeError:
                 raise ControllerError("controller", f"Advance({samples!r}): not a sample index or a sequence of them") from None
         # _continue then _probe per sample, written out: this is the hot loop of width-depth
-        # controllers (a sample that needs checking or conversion takes the primitives' path)
+        # controllers (a sample that needs checking or conversion takes the primitives' path).
+        # A sample not finished before has depth d0 < n_int, so it had generated exactly d0 * K
+        # tokens; after d < n_int intervals exactly d * K, and its whole length once finished.
         v, K = self._v, self.K
         depth, finished, pruned, reading, local = self.depth, self.finished, self.pruned, self.reading, self._local
-        n_int_of, length_of, readings = v.n_int, v.length, v.readings
+        n_int_of, length_of, at = v.n_int, v.length, v.reading_at
         plain = steps is None or (type(steps) is int and steps >= 1)
-        for i in samples:
-            if not plain or type(i) is not int or not 0 <= i < len(depth) or pruned[i] or finished[i]:
-                i = self._continue(i, steps)
-                if not finished[i]:
-                    self._probe(i)
-                continue
-            loc = local[i]
-            n_int, length = n_int_of[loc], length_of[loc]
-            d0 = depth[i]
-            d = n_int if steps is None else d0 + steps
-            if d > n_int:
-                d = n_int
-            depth[i] = d
-            t0, t1 = d0 * K, d * K
-            self._gen += (t1 if t1 < length else length) - (t0 if t0 < length else length)
-            if d >= n_int:
-                finished[i] = True
-                self.final[i] = reading[i] = v.final[loc]
-                self._running.remove(i)
-            else:  # d >= 1 here
-                self.n_probes += 1
-                rd = readings[loc]
-                n = len(rd)
-                reading[i] = (rd[d - 1] if d < n else rd[n - 1]) if n else None
+        gen = probes = 0
+        try:
+            for i in samples:
+                if not plain or type(i) is not int or not 0 <= i < len(depth) or pruned[i] or finished[i]:
+                    self._gen += gen
+                    self.n_probes += probes
+                    gen = probes = 0
+                    i = self._continue(i, steps)
+                    if not finished[i]:
+                        self._probe(i)
+                    continue
+                loc = local[i]
+                n_int = n_int_of[loc]
+                d0 = depth[i]
+                d = n_int if steps is None else d0 + steps
+                if d >= n_int:
+                    depth[i] = n_int
+                    gen += length_of[loc] - d0 * K
+                    finished[i] = True
+                    self.final[i] = reading[i] = v.final[loc]
+                    self._running.remove(i)
+                else:
+                    depth[i] = d
+                    gen += (d - d0) * K
+                    probes += 1
+                    reading[i] = at[loc][d - 1]
+        finally:
+            self._gen += gen
+            self.n_probes += probes
 
     def _prune(self, i) -> None:
         i = self._need(i, "Prune")

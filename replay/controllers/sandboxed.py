@@ -86,15 +86,18 @@ class ControllerHandler:
                                seed=req["seed"], probe_cost=req["probe_cost"], progress=progress)
             return {"ok": True}, list(out)
         if op == "sweep":  # a whole beta sweep in one call (one wall-clock limit for all of it)
-            params, outs = [], []
+            params, outs, done = [], [], {}
             for b in req["betas"]:
                 p = self.cls.beta_params(b)
                 if not isinstance(p, dict):
                     raise InputError("controller", f"beta_params({b:g}) returned {str(p)[:100]}, not a dict")
                 ctrl = self.cls(**p)
                 params.append(dict(ctrl.values))
-                outs.append(run_episodes(ctrl, self.steps[req["key"]], req["qidx"], replicates=req["replicates"],
-                                         seed=req["seed"], probe_cost=req["probe_cost"], progress=progress))
+                key = tuple(sorted(ctrl.values.items()))
+                if key not in done:  # betas that map to the same parameters are replayed once
+                    done[key] = run_episodes(ctrl, self.steps[req["key"]], req["qidx"], replicates=req["replicates"],
+                                             seed=req["seed"], probe_cost=req["probe_cost"], progress=progress)
+                outs.append(done[key])
             return {"params": params}, [np.stack([o[k] for o in outs]) for k in range(4)]
         if op == "trace":
             from .trace import trace_episodes

@@ -120,6 +120,8 @@ class QuestionView:
     final: list  # int: the stored final answer id
     score: list  # float: the stored score
     readings: list  # tuple per sample: the stored probe readings, None where 'ERR'/empty
+    reading_at: list  # list per sample: reading_at[j][d - 1] is the reading at depth d, 1 <= d < n_int
+
 
     @classmethod
     def build(cls, A: "StepArrays", q: int) -> "QuestionView":
@@ -132,10 +134,14 @@ class QuestionView:
         raw = A.probe_answer[off[0]:off[-1]].tolist()
         o0 = off[0]
         readings = [tuple(None if a in no else a for a in raw[off[j] - o0:off[j + 1] - o0]) for j in range(end - base)]
+        n_int = [-(-n // K) for n in length]
+        # the reading at every depth short of the end: stored probe min(d, n) - 1, none if none stored
+        reading_at = [list(rd[:ni - 1]) + [rd[-1]] * max(0, ni - 1 - len(rd)) if rd else [None] * max(0, ni - 1)
+                      for rd, ni in zip(readings, n_int)]
         return cls(question=q, base=base, size=end - base, prompt=int(A.pool_prompt[pool]), gold=int(A.gold[q]),
-                   qhash=int(A.question_hash[q]), length=length, n_int=[-(-n // K) for n in length],
+                   qhash=int(A.question_hash[q]), length=length, n_int=n_int,
                    final=A.s_answer[base:end].tolist(), score=[float(x) for x in A.s_score[base:end]],
-                   readings=readings)
+                   readings=readings, reading_at=reading_at)
 
 
 def step_arrays(store: Store, model: str, *, stage: str | int | None = None) -> StepArrays:

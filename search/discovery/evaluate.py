@@ -4,9 +4,10 @@ curves on the same questions and replicates, for comparison.
     run = run_program(program, ctx, objective)        # ProgramRun: status, curve, score, feedback, timing
     base = builtin_curves(ctx, objective)             # {"majority": [CurvePoint...], "adaptive": ...}
 
-Every program gets a sandbox of its own (replay.controllers.sandboxed.load_program): loading it,
-the whole beta sweep, and the traces are each one call, each under the program's wall-clock
-limit, and the sandbox is closed afterwards whatever happened. Nothing a program does reaches
+Every program gets sandboxes of its own (replay.controllers.sandboxed.load_program; `workers` of
+them, started together, share its betas): loading it, its share of the beta sweep, and the traces
+are each one call, each under the program's wall-clock limit, and the sandboxes are closed
+afterwards whatever happened. Nothing a program does reaches
 this process but a one-line error: an exception in its code, an impossible action, a loop past
 the action guard, the wall-clock or memory limit, a crash or a kill (docs/sandbox.md). A program
 that fails any check is not run at all.
@@ -65,6 +66,7 @@ class Context:
     betas: tuple[float, ...]
     probe_cost: float = 0.0
     wall_s: float = 120.0  # per sandbox call: loading, the sweep, the traces
+    workers: int = 1  # sandboxes that share a program's sweep (its betas), run at once
     memory_mb: int = 2048
     max_chars: int = 20_000
     worst: int = 3  # questions whose traces go back to the agent
@@ -173,8 +175,6 @@ def run_program(program: Program, ctx: Context, qidx, replicates: int, seed: int
         feedback: trace the worst questions and compute the diagnostics.
         question_ids: the store's question ids (for trace requests and messages).
     """
-    from replay.controllers.sandboxed import load_program
-
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     checks = check_program(program.source, max_chars=ctx.max_chars)
@@ -185,19 +185,20 @@ def run_program(program: Program, ctx: Context, qidx, replicates: int, seed: int
         run.feedback = "Your program was not run: it failed the static checks:\n" + \
             "\n".join(f"- {p}" for p in checks.problems)
         return run
+    boxes: list = []
     cls = None
     try:
         t0 = time.perf_counter()
         try:
-            cls = load_program(program.source, checks.class_name, filename="program.py", limits=ctx.limits())
+            boxes = _load(program.source, checks.class_name, ctx, min(ctx.workers, len(ctx.betas)))
+            cls = boxes[0]
         finally:
             timing["sandbox_start_s"] = time.perf_counter() - t0
         run.name = cls.name
         steps = ctx.steps
         t0 = time.perf_counter()
         try:
-            params, arrays = cls.sandbox.sweep(steps, ctx.betas, qidx, replicates=replicates, seed=seed,
-                                               probe_cost=ctx.probe_cost)
+            params, arrays = _sweep(boxes, steps, ctx.betas, qidx, replicates, seed, ctx.probe_cost)
         finally:
             timing["sweep_s"] = time.perf_counter() - t0
         run.curve, run.per_question = _curve_from_arrays(ctx.betas, params, arrays)
@@ -223,9 +224,68 @@ def run_program(program: Program, ctx: Context, qidx, replicates: int, seed: int
                         "Your program failed while it ran (in the sandbox): ") + problem
         return run
     finally:
-        if cls is not None:
-            cls.sandbox.close()
+        for b in boxes:
+            b.sandbox.close()
     return run
+
+
+def _load(source: str, class_name: str, ctx: Context, n: int) -> list:
+    """The program loaded in n sandboxes (started together); all closed if any fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from replay.controllers.sandboxed import load_program
+
+    def one(_):
+        return load_program(source, class_name, filename="program.py", limits=ctx.limits())
+
+    if n <= 1:
+        return [one(0)]
+    with ThreadPoolExecutor(n) as ex:
+        futs = [ex.submit(one, k) for k in range(n)]
+        got, err = [], None
+        for f in futs:
+            try:
+                got.append(f.result())
+            except ControllerError as e:
+                err = err or e
+    if err is not None:
+        for b in got:
+            b.sandbox.close()
+        raise err
+    return got
+
+
+def _sweep(boxes: list, steps, betas, qidx, replicates: int, seed: int, probe_cost: float):
+    """The beta sweep, its betas dealt out over the sandboxes (beta k to sandbox k mod n, so that
+    each gets cheap and costly ones), one call each, run at once; reassembled in beta order.
+    The first error in beta order is raised, after every call has returned."""
+    n = len(boxes)
+    if n == 1:
+        return boxes[0].sandbox.sweep(steps, betas, qidx, replicates=replicates, seed=seed, probe_cost=probe_cost)
+    from concurrent.futures import ThreadPoolExecutor
+
+    parts = [list(range(k, len(betas), n)) for k in range(n)]
+    with ThreadPoolExecutor(n) as ex:
+        futs = [ex.submit(b.sandbox.sweep, steps, [betas[j] for j in idx], qidx, replicates=replicates, seed=seed,
+                          probe_cost=probe_cost) for b, idx in zip(boxes, parts)]
+        results, errors = [], []
+        for idx, f in zip(parts, futs):
+            try:
+                results.append((idx, f.result()))
+            except ControllerError as e:
+                errors.append((idx[0], e))
+    if errors:
+        raise min(errors, key=lambda x: x[0])[1]
+    params: list = [None] * len(betas)
+    arrays = [None] * 4
+    for idx, (ps, arrs) in results:
+        for k, arr in enumerate(arrs):
+            if arrays[k] is None:
+                arrays[k] = np.empty((len(betas), *arr.shape[1:]), dtype=arr.dtype)
+            arrays[k][idx] = arr
+        for j, p in zip(idx, ps):
+            params[j] = p
+    return params, arrays
 
 
 def _worst_questions(run: ProgramRun, qidx, arrays, op: int, pools, k: int) -> list[tuple[str, int, int]]:

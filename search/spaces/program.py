@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -104,7 +105,7 @@ class ProgramSpace(Space):
         betas = tuple(float(round(b, 12)) for b in np.linspace(0.0, 1.0, settings.betas))
         ctx = Context(store=store, model=settings.model, rule=rule, betas=betas, probe_cost=settings.probe_cost,
                       wall_s=settings.wall_s, memory_mb=settings.memory_mb, max_chars=settings.max_chars,
-                      worst=settings.worst)
+                      worst=settings.worst, workers=settings.workers or min(4, os.cpu_count() or 1))
         sp = cls(ctx=ctx, settings=settings, budget=0.0, question_ids=tuple(store.question_ids),
                  train_key=_objective_key(objective))
         base = sp.baseline(objective)

@@ -151,8 +151,10 @@ def canned(outside: Path) -> list[tuple[str, str, str]]:
         ("writes outside its folder", fence(hostile("Writer", f"np.savetxt({str(outside)!r}, np.zeros(3))")), "error"),
         ("opens a socket", fence(hostile("Netter", "fd = libc().socket(2, 1, 0)\nif fd < 0:\n"
                                                    "    raise RuntimeError('socket refused')")), "error"),
-        ("kills its parent and the caller", fence(hostile("Killer", f"libc().kill({caller}, 9)\n"
-                                                                    "libc().kill(libc().getppid(), 9)")), None),
+        ("kills its parent and the caller", fence(hostile("Killer", f"r1 = libc().kill({caller}, 9)\n"
+                                                                    "r2 = libc().kill(libc().getppid(), 9)\n"
+                                                                    "raise RuntimeError(f'kill returned {r1} {r2}')")),
+         "error"),
         ("invalid action", fence(GOOD.replace("yield Continue(ep.n_opened - 1, None)", "yield Continue(99)")), "error"),
         ("loops on actions", fence(GOOD.replace("yield Answer()", "while True:\n            yield Probe(0)")
                                    .replace("Continue, Answer", "Continue, Probe, Answer")), "error"),
@@ -210,7 +212,7 @@ def test_canned_programs_each_handled_and_the_search_goes_on(store, tmp_path):
     assert "fork refused" in got["forks"].metrics["error"]
     assert "PermissionError" in got["writes outside its folder"].metrics["error"] and not outside.exists()
     assert "socket refused" in got["opens a socket"].metrics["error"]
-    assert got["kills its parent and the caller"].metrics["status"] in ("ok", "killed", "error")  # we are alive
+    assert "kill returned -1 -1" in got["kills its parent and the caller"].metrics["error"]  # and we are alive
     assert "Continue(99)" in got["invalid action"].metrics["error"]
     assert "actions without answering" in got["loops on actions"].metrics["error"]
     assert "over" in got["exceeds the budget"].metrics["why"]
@@ -229,7 +231,8 @@ def test_canned_programs_each_handled_and_the_search_goes_on(store, tmp_path):
 
 def test_best_program_is_a_file_that_replay_frontier_draws(store, tmp_path, capsys):
     answers = iter([f"```python\n{GOOD}```", f"```python\n{SEEDS['probe']}```"])
-    setup = make_setup(store, settings(store), replicates=4, test_replicates=4)
+    other = build_store(tmp_path / "other", seed=5, n_q=4, pool=8, name="sim-other")
+    setup = make_setup(store, settings(store, test_stores=(str(other.path),)), replicates=4, test_replicates=4)
     out = tmp_path / "out"
     with ScriptedLLMServer(lambda body: next(answers)) as srv:
         run = run_search(setup, "discover", trials=2, options=options(srv), out=out)
@@ -239,7 +242,8 @@ def test_best_program_is_a_file_that_replay_frontier_draws(store, tmp_path, caps
     assert best_file.is_file() and (out / "heldout.png").is_file()
     cls = info["best_class"]
     rows = info["heldout"]["rows"]
-    assert {r["model"] for r in rows} == {"small", "large"} and all(r["questions"] == 3 for r in rows)
+    assert [(r["store"], r["model"], r["questions"]) for r in rows] == [
+        ("sim-discovery", "small", 3), ("sim-discovery", "large", 3), ("sim-other", "small", 4), ("sim-other", "large", 4)]
     assert all("program_score" in r and "builtins_at_equal_tokens" in r for r in rows)
     from replay.cli import main
 
@@ -439,3 +443,14 @@ def test_cli_program_space_runs_and_bad_options_are_one_line(store, tmp_path, ca
     ]:
         code, _, err = run_main(cli, ["--replay", str(store.path), *argv], capsys)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+def test_other_llm_searchers_run_on_the_program_space_with_json_answers(store):
+    answer = json.dumps({"analysis": "a majority vote", "trials": [{"class": "Good", "source": GOOD}]})
+    setup = make_setup(store, settings(store, betas=3), replicates=2, test_replicates=2)
+    with ScriptedLLMServer(lambda body: answer) as srv:
+        run = run_search(setup, "agenthpo", trials=1, options={**options(srv), "trials_per_round": 1})
+    (t,) = run.trials
+    assert t.source == "llm" and t.metrics["status"] in ("ok", "no_score") and t.point.source == GOOD
+    run = run_search(setup, "random", trials=1)  # the seed programs
+    assert run.trials[0].point.note.startswith("seed: ") and run.trials[0].metrics["status"] in ("ok", "no_score")

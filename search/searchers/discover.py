@@ -5,8 +5,9 @@ loop, on this framework's one runner, archive and consult loop). Space: `program
 docs/discovery.md.
 
 Every round is one trial: the agent's program if it passed the static checks (source "llm");
-else the last program it wrote, archived with its failed checks and not run ("llm-rejected");
-else an empty program ("llm-empty": the answer held no code). So the archive keeps every round,
+else the last program it wrote, archived with its failed checks and not run ("llm-rejected"),
+or run again if it was one tried already ("llm-repeat"); else an empty program ("llm-empty":
+the answer held no code). So the archive keeps every round,
 and an agent that keeps failing slows the search down but never ends it early.
 """
 
@@ -47,7 +48,8 @@ class DiscoverSearcher(LLMSearcher):
         if result.trials:
             return self.proposals([result.trials[0]], "llm", record)
         if result.answer is not None and result.answer.trials:
-            return self.proposals([result.answer.trials[0]], "llm-rejected", record)
+            p = result.answer.trials[0]  # failed the checks, or a program tried already
+            return self.proposals([p], "llm-repeat" if self.tried(p) else "llm-rejected", record)
         return self.proposals([Program("", note="no program in the answer")], "llm-empty", record)
 
     def state(self) -> dict[str, Any]:

@@ -145,7 +145,8 @@ def summary_table(s: dict[str, Any], space) -> str:
         ("searcher", f"{s['searcher']} (seed {s['seed']}{', ' + json.dumps(s['options']) if s.get('options') else ''})"),
         *space.summary_rows(),
         ("questions", f"{s['train_questions']} train x {s['replicates']} replicates, {s['test_questions']} test"),
-        ("trials", f"{s['trials']} ({s['infeasible_trials']} over budget){'; ' + s['stop'] if s.get('stop') else ''}"),
+        ("trials", f"{s['trials']} ({s['infeasible_trials']} {getattr(space, 'infeasible_text', 'over budget')})"
+                   f"{'; ' + s['stop'] if s.get('stop') else ''}"),
         ("best config", b.get("config", "none feasible")),
         ("train score", f"{_fmt(b.get('train_score'))} +- {_fmt(b.get('train_stderr'), 2)}"),
         ("test score", f"{_fmt(t.get('score'))} +- {_fmt(t.get('stderr'), 2)}" + over),

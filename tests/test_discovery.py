@@ -454,3 +454,28 @@ def test_other_llm_searchers_run_on_the_program_space_with_json_answers(store):
     assert t.source == "llm" and t.metrics["status"] in ("ok", "no_score") and t.point.source == GOOD
     run = run_search(setup, "random", trials=1)  # the seed programs
     assert run.trials[0].point.note.startswith("seed: ") and run.trials[0].metrics["status"] in ("ok", "no_score")
+
+
+def test_traced_leader_is_the_default_rule_after_every_action(tmp_path, monkeypatch):
+    """The trace keeps the votes' leader without recomputing it on every action: check it is
+    what the default rule says after each one (random policies, valid actions)."""
+    from replay.controllers import step_arrays
+    from replay.controllers.builtin import ProbeController
+    from replay.controllers.trace import TracingEpisode, trace_episode
+
+    seen = []
+    plain_log = TracingEpisode._log
+
+    def checked(self, *a):
+        plain_log(self, *a)
+        seen.append((self._lead, self.default_answer()))
+
+    monkeypatch.setattr(TracingEpisode, "_log", checked)
+    st = build_store(tmp_path / "s", seed=4, n_q=3, pool=10)
+    steps = step_arrays(st, "large")
+    for params in ({"width": 3, "settle": 0, "patience": 2, "threshold": 0.9, "max_samples": 10},
+                   {"width": 1, "settle": 2, "patience": 1, "threshold": 0.6, "max_samples": 6}):
+        for q in range(3):
+            for r in range(4):
+                trace_episode(ProbeController(**params), steps, q, r, 0)
+    assert len(seen) > 200 and all(a == b for a, b in seen)

@@ -38,20 +38,28 @@ class TracingEpisode(Episode):
         self.events: list[tuple[int, int, int, int, float]] = []
         self.max_events = max_events
         self.cut = False
+        self._lead = -1
 
-    def _log(self, kind: int, sample: int, value: int) -> None:
+    def _log(self, kind: int, sample: int, value: int, votes_changed: bool) -> None:
+        # the leader only moves when the votes do: a sample finished or was pruned, or a reading
+        # changed while no finished sample votes (then the readings are the votes)
+        if votes_changed:
+            self._lead = self.default_answer()
         if len(self.events) >= self.max_events:
             self.cut = True
             return
-        self.events.append((kind, sample, value, self.default_answer(), self.tokens))
+        self.events.append((kind, sample, value, self._lead, self.tokens))
+
+    def _finals_vote(self) -> bool:
+        return any(self.finished[i] for i in self._active)
 
     def _open(self) -> None:
         super()._open()
-        self._log(OPEN, self.n_opened - 1, 0)
+        self._log(OPEN, self.n_opened - 1, 0, False)
 
     def _continue(self, i, steps) -> int:
         i = super()._continue(i, steps)
-        self._log(CONTINUE, i, -self.final[i] - 3 if self.finished[i] else self.depth[i])
+        self._log(CONTINUE, i, -self.final[i] - 3 if self.finished[i] else self.depth[i], self.finished[i])
         return i
 
     def _probe(self, i) -> None:
@@ -60,7 +68,7 @@ class TracingEpisode(Episode):
         super()._probe(i)
         if self.n_probes > before:  # a finished sample's probe is free and changes nothing
             r = self.reading[i_int]
-            self._log(PROBE, i_int, -1 if r is None else r)
+            self._log(PROBE, i_int, -1 if r is None else r, not self._finals_vote())
 
     def _advance(self, samples, steps) -> None:
         # the primitives one by one, so that each is recorded
@@ -72,7 +80,7 @@ class TracingEpisode(Episode):
 
     def _prune(self, i) -> None:
         super()._prune(i)
-        self._log(PRUNE, int(i), 0)
+        self._log(PRUNE, int(i), 0, True)
 
     def _answer(self, a) -> None:
         super()._answer(a)

@@ -28,7 +28,7 @@ from replay.errors import ToolError
 from replay.stats import question_interval
 
 from .checks import CheckReport, check_program
-from .feedback import EpisodeTrace, diagnose, diagnostics_text, pool_facts, render_trace, split_traces
+from .feedback import diagnose, pool_facts, render_trace, split_traces
 from .score import CurvePoint, Reduced, ScoreRule
 
 BUILTIN_NAMES = ("majority", "adaptive", "esc", "probe")

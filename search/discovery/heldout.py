@@ -12,10 +12,12 @@ The held-out report runs the best program, unchanged, and the built-ins on:
   release with `collect import autotts`), for every model of that store that has probes;
 
 with `heldout_replicates` replicates per question and the search's replay seed. Per target it
-gives the rule's score for the program and each built-in, and the comparison at equal tokens:
-the program at the beta its training score came from (beta*, chosen on the training questions
-only) against each built-in's best accuracy at no more tokens than the program spent there,
-with the paired difference's 95% interval over questions against the best of them (replay.stats).
+gives the rule's score for the program and each built-in; the program at the beta its training
+score came from (beta*, chosen on the training questions only): its accuracy and tokens T; and
+the comparison at equal tokens: the best accuracy of the program's curve and of each built-in's
+within T tokens (every curve gets the same post-hoc choice of its best point within T), with the
+paired difference's 95% interval over questions between the program and the best built-in
+(replay.stats).
 It writes `heldout.png`: one panel per target, the program's curve beside the built-ins'.
 """
 
@@ -118,6 +120,10 @@ def heldout_report(space, setup, best, *, out: Path | None) -> dict[str, Any]:
         k = min(range(len(run.curve)), key=lambda i: abs(run.curve[i].beta - (beta_star if beta_star is not None else 0.5)))
         p = run.curve[k]
         row.update({"beta_star": p.beta, "program_accuracy": p.accuracy, "program_tokens": p.tokens})
+        # at equal tokens, symmetrically: the best accuracy of each curve within T = what the
+        # program spent at beta* (each curve's best point within T, chosen on these questions)
+        pacc, pj = envelope_at(run.curve, p.tokens)
+        row["program_within_tokens"] = {"accuracy": pacc, "beta": run.curve[pj].beta, "tokens": run.curve[pj].tokens}
         at: dict[str, Any] = {}
         best_b = None
         for n in BUILTIN_NAMES:
@@ -127,7 +133,7 @@ def heldout_report(space, setup, best, *, out: Path | None) -> dict[str, Any]:
                 best_b = (n, acc, j)
         row["builtins_at_equal_tokens"] = at
         if best_b is not None:
-            iv = paired_interval(run.per_question[k], pq[best_b[0]][best_b[2]])
+            iv = paired_interval(run.per_question[pj], pq[best_b[0]][best_b[2]])
             row["vs_best_at_equal_tokens"] = {"builtin": best_b[0], "difference": iv.mean, "lo": iv.lo, "hi": iv.hi,
                                               "n": iv.n}
         row["curve"] = [c.to_json() for c in run.curve]
@@ -185,7 +191,7 @@ def report_rows(info: dict) -> list[tuple[str, str]]:
                      f"score {_f(r.get('program_score'), '{:.4f}')} vs " +
                      ", ".join(f"{n} {_f(b.get(n), '{:.4f}')}" for n in BUILTIN_NAMES) +
                      f"; at beta* {r['beta_star']:g}: accuracy {r['program_accuracy']:.3f} @ {r['program_tokens']:,.0f} "
-                     "tokens vs at equal tokens " +
+                     f"tokens; best within those tokens: program {_f((r.get('program_within_tokens') or {}).get('accuracy'))}, " +
                      ", ".join(f"{n} {_f((at.get(n) or {}).get('accuracy'))}" for n in BUILTIN_NAMES) +
                      ("" if not vs else f" (vs {vs['builtin']}: {vs['difference']:+.3f}, 95% [{vs['lo']:+.3f}, "
                                         f"{vs['hi']:+.3f}] over {vs['n']} q)")))

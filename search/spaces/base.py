@@ -119,6 +119,7 @@ class Space(abc.ABC):
     cost_unit: ClassVar[str] = ""  # the unit of budgets and costs, e.g. "units", "tokens"
     supports: ClassVar[frozenset[str]] = frozenset()  # optional capabilities (CAPABILITIES)
     answer_problem_kinds: ClassVar[tuple[str, ...]] = ()  # counters of answer_problems' kinds
+    infeasible_text: ClassVar[str] = "over budget"  # what an infeasible trial is, in the summary
     budget: float
 
     @classmethod

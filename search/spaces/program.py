@@ -21,7 +21,6 @@ heldout.py).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -34,7 +33,7 @@ import numpy as np
 
 from replay.controllers import step_arrays
 from replay.controllers.base import max_actions
-from replay.errors import ConfigError, InputError
+from replay.errors import InputError
 
 from ..discovery import prompts as dprompts
 from ..discovery.checks import check_program
@@ -88,6 +87,7 @@ class ProgramSpace(Space):
     cost_unit: ClassVar[str] = "tokens"
     supports: ClassVar[frozenset[str]] = frozenset({"programs"})
     answer_problem_kinds: ClassVar[tuple[str, ...]] = ("static_checks", "no_program", "trace_requests")
+    infeasible_text: ClassVar[str] = "without a score: not run, failed, or no point scored under the rule"
 
     ctx: Context = field(repr=False)
     settings: Any = field(repr=False)

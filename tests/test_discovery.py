@@ -440,9 +440,12 @@ def test_cli_program_space_runs_and_bad_options_are_one_line(store, tmp_path, ca
         (["--space", "program", "--model", "small", "--searcher", "discover", "--budget", "3"], "--budget"),
         (["--space", "program", "--model", "small", "--searcher", "bo"], "does not apply to --space program"),
         (["--score", "auc@1-2", "--searcher", "random"], "--score"),
+        (["--space", "program", "--model", "small", "--searcher", "random", "--test-store", str(tmp_path / "nope")],
+         "nope"),
     ]:
         code, _, err = run_main(cli, ["--replay", str(store.path), *argv], capsys)
-        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (argv, err)
+        errors = [x for x in err.strip().splitlines() if not x.startswith("note: ")]
+        assert code == 2 and needle in err and len(errors) == 1 and errors[0].startswith("error: "), (argv, err)
 
 
 def test_other_llm_searchers_run_on_the_program_space_with_json_answers(store):

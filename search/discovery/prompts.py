@@ -46,7 +46,8 @@ intermediate answers ("probes"). It is a class deriving from ScriptedController 
   Continue(i, steps=1)       generate `steps` more intervals of sample i (steps=None: to its end).
   Probe(i)                   read sample i's current answer into ep.reading[i].
   Advance(samples, steps=1)  for each listed sample: Continue, then Probe unless it finished. One action:
-                             the fast way to step many samples at once (a Python episode runs ~1 us per action).
+                             the fast way to step many samples at once (~1 us per sample). Keep the work
+                             your script does per round small (count votes as samples finish, not anew).
   Prune(i)                   drop sample i: it no longer votes and cannot continue (its tokens stay spent).
   Answer(a=None)             stop and answer a (an answer id from ep.final or ep.reading), or None for the
                              default rule: the majority of finished, unpruned samples' final answers (else of

@@ -102,6 +102,10 @@ class ProgramSpace(Space):
         if settings.model not in store.manifest.model_names:
             raise InputError("--model", f"unknown model {settings.model!r} (models: {', '.join(store.manifest.model_names)})")
         step_arrays(store, settings.model)  # a store without probes fails here, in one line
+        for path in settings.test_stores:  # a bad --test-store fails before the search, not after it
+            import replay
+
+            replay.open(path)
         betas = tuple(float(round(b, 12)) for b in np.linspace(0.0, 1.0, settings.betas))
         ctx = Context(store=store, model=settings.model, rule=rule, betas=betas, probe_cost=settings.probe_cost,
                       wall_s=settings.wall_s, memory_mb=settings.memory_mb, max_chars=settings.max_chars,

@@ -16,6 +16,7 @@ from replay.clitools import SEED, check_budget, check_output_dir, check_output_f
 from replay.errors import ConfigError
 
 from .settings import (DEFAULT_TRIALS, GRID_LIMIT, MAX_SEEDS, ConfigSpaceSettings, ControllerSpaceSettings,
+                       ProgramSpaceSettings,
                        SearchSettings, SpaceSettings, parse_seeds)
 
 
@@ -87,17 +88,31 @@ def _budget(text: str | None) -> float | None:
 @click.option("--llm-temperature", type=float, default=None,
               help="LLM searchers: sampling temperature (default: not sent, the endpoint's own; reasoning models "
                    "that reject one work without it).")
-@click.option("--space", "space_kind", type=click.Choice(["config", "controller"]), default="config", show_default=True,
-              help="config: models and samples per stage; controller: one width-depth controller's parameters.")
+@click.option("--space", "space_kind", type=click.Choice(["config", "controller", "program"]), default="config",
+              show_default=True, help="config: models and samples per stage; controller: one width-depth controller's "
+                                      "parameters; program: controller programs an LLM writes (--searcher discover).")
 @click.option("--controller", default=None, help="--space controller: built-in name (probe, adaptive, esc, majority) or module:Class.")
-@click.option("--model", default=None, help="--space controller: the model whose traces the controller runs on.")
+@click.option("--model", default=None, help="--space controller/program: the model whose traces the controllers run on.")
 @click.option("--budget-tokens", type=float, default=None, help="--space controller: budget in mean tokens per question.")
 @click.option("--beta", is_flag=True, help="--space controller: search the controller's single knob beta instead.")
-@click.option("--probe-cost", type=float, default=None, help="--space controller: tokens charged per probe (default 0).")
+@click.option("--probe-cost", type=float, default=None, help="--space controller/program: tokens charged per probe (default 0).")
+@click.option("--score", "score_rule", default=None,
+              help="--space program: accuracy@TOKENS, auc@LO-HI or tokens@majority:N (default tokens@majority:64).")
+@click.option("--betas", "n_betas", type=int, default=None, help="--space program: points of each program's beta sweep (default 21).")
+@click.option("--program-wall-s", type=float, default=None,
+              help="--space program: wall-clock limit of each sandbox call: loading, the sweep, the traces (default 120).")
+@click.option("--program-memory-mb", type=int, default=None, help="--space program: the sandbox's memory limit (default 2048).")
+@click.option("--test-store", "test_stores", multiple=True, metavar="STORE",
+              help="--space program: another store to report the best program on (held out); repeatable.")
+@click.option("--heldout-replicates", type=int, default=None,
+              help="--space program: replicates per question of the held-out report (default 32).")
+@click.option("--program-workers", type=int, default=None,
+              help="--space program: sandboxes sharing each program's beta sweep, run at once (default min(4, CPUs)).")
 def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, models, max_samples, n_train, split_seed,
             select_rule, max_fallback, replicates, test_replicates, replay_seed, out, resume, no_optimum, optimum_limit,
             sampler, ablate, llm_base_url, llm_model, llm_temperature, space_kind, controller, model, budget_tokens,
-            beta, probe_cost):
+            beta, probe_cost, score_rule, n_betas, program_wall_s, program_memory_mb, test_stores, heldout_replicates,
+            program_workers):
     """Run one search (or one per seed) and print its summary; archive, summary.json and a PNG
     of best-so-far score go to --out."""
     from replay.clitools import open_announced
@@ -107,18 +122,31 @@ def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, mod
     from .searchers import get_searcher
     from .spaces import check_needs, space_class
 
+    program_opts = {"--score": score_rule, "--betas": n_betas, "--program-wall-s": program_wall_s,
+                    "--program-memory-mb": program_memory_mb, "--test-store": test_stores or None,
+                    "--heldout-replicates": heldout_replicates, "--program-workers": program_workers}
     if space_kind == "controller":
         space: SpaceSettings = ControllerSpaceSettings(controller=controller, model=model, budget_tokens=budget_tokens,
                                                        beta=beta, probe_cost=probe_cost or 0.0)
-        stray = {"--budget": budget, "--models": models, "--max-samples": max_samples, "--max-fallback": max_fallback}
+        stray = {"--budget": budget, "--models": models, "--max-samples": max_samples, "--max-fallback": max_fallback,
+                 **program_opts}
         tail = "does not apply to --space controller"
+    elif space_kind == "program":
+        given = {k: v for k, v in dict(score=score_rule, betas=n_betas, wall_s=program_wall_s,
+                                       memory_mb=program_memory_mb, heldout_replicates=heldout_replicates,
+                                       workers=program_workers).items()
+                 if v is not None}
+        space = ProgramSpaceSettings(model=model, probe_cost=probe_cost or 0.0, test_stores=tuple(test_stores), **given)
+        stray = {"--budget": budget, "--models": models, "--max-samples": max_samples, "--controller": controller,
+                 "--budget-tokens": budget_tokens, "--beta": beta or None, "--max-fallback": max_fallback}
+        tail = "does not apply to --space program"
     else:
         model_list = tuple(m.strip() for m in models.split(",") if m.strip()) if models is not None else None
         space = ConfigSpaceSettings(models=model_list, max_samples=max_samples, budget=_budget(budget),
                                     max_fallback=max_fallback)
         stray = {"--controller": controller, "--model": model, "--budget-tokens": budget_tokens,
-                 "--beta": beta or None, "--probe-cost": probe_cost}
-        tail = "applies to --space controller only"
+                 "--beta": beta or None, "--probe-cost": probe_cost, **program_opts}
+        tail = "applies to --space controller or program only"
     given = [k for k, v in stray.items() if v is not None]
     if given:
         raise ConfigError(given[0], tail)

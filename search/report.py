@@ -232,7 +232,8 @@ def summary_table(s: dict[str, Any], space) -> str:
         ("searcher", f"{s['searcher']} (seed {s['seed']}{', ' + json.dumps(s['options']) if s.get('options') else ''})"),
         *space.summary_rows(),
         ("questions", f"{s['train_questions']} train x {s['replicates']} replicates, {s['test_questions']} test"),
-        ("trials", f"{s['trials']} ({s['infeasible_trials']} infeasible){'; ' + s['stop'] if s.get('stop') else ''}"),
+        ("trials", f"{s['trials']} ({s['infeasible_trials']} {getattr(space, 'infeasible_text', 'infeasible')})"
+                   f"{'; ' + s['stop'] if s.get('stop') else ''}"),
         ("best config", picked),
         ("train score", f"{_fmt(b.get('train_score'))} +- {_fmt(b.get('train_stderr'), 2)} (replicate error)"
                         + _interval(b, "train_ci_lo", "train_ci_hi")),
@@ -248,6 +249,7 @@ def summary_table(s: dict[str, Any], space) -> str:
         ("replay time", work),
         ("LLM", f"{_fmt(s.get('llm_s'), 3)} s, {s.get('llm_tokens', 0)} tokens"
                 + (f"; {json.dumps(s['llm_counters'])}" if s.get("llm_counters") else "")),
+        *space.report_rows(s),
     ]
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)

@@ -25,7 +25,7 @@ from replay.errors import ConfigError, InputError
 from replay.store import Store
 
 from . import report
-from .archive import ARCHIVE_NAME, ArchiveWriter, read_archive, trial_from_record, trial_record
+from .archive import ARCHIVE_NAME, ArchiveWriter, _clean, read_archive, trial_from_record, trial_record
 from .protocol import Proposal, Searcher, Trial
 from .searchers import get_searcher, searchers_for
 from .settings import ENDPOINT_OPTIONS, GRID_LIMIT, SearchSettings
@@ -249,7 +249,7 @@ def _resume_view(header: dict[str, Any], k: str) -> Any:
     v = header.get(k)
     if k == "options" and isinstance(v, dict):
         v = {o: x for o, x in v.items() if o not in ENDPOINT_OPTIONS}
-    return json.loads(json.dumps(v, default=str))
+    return json.loads(json.dumps(_clean(v), default=str))  # as the archive writes it (no NaN or inf)
 
 
 def check_resume(path: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
@@ -315,6 +315,7 @@ def report_search(setup: SearchSetup, run: SearchRun, *, out: str | Path | None 
     summary = report.summarize(run.header, run.trials, run.states, test=test, optimum=optimum, replay_s=run.replay_s,
                                searcher_s=run.searcher_s, wall_s=run.wall_s, stop=run.stop, selection=selection)
     summary["resumed_from"] = run.resumed_from
+    summary.update(sp.report(setup, run.trials, best, out=None if out is None else Path(out)))
     if out is not None:
         report.write_report(Path(out), summary, run.trials, title=sp.title(), plot=plot)
     return summary

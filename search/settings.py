@@ -94,7 +94,57 @@ class ControllerSpaceSettings:
         return replace(self, budget_tokens=float(budget))
 
 
-SpaceSettings = Union[ConfigSpaceSettings, ControllerSpaceSettings]
+@dataclass(frozen=True)
+class ProgramSpaceSettings:
+    """Controller programs an LLM writes (search/spaces/program.py, docs/discovery.md).
+
+    Parameters:
+        model: the model whose traces the programs run on.
+        score: the score rule (`accuracy@150k`, `auc@20k-400k`, `tokens@majority:64`).
+        betas: points of each program's beta sweep, evenly spaced in [0, 1].
+        probe_cost: tokens charged per probe of an unfinished sample.
+        wall_s: wall-clock limit of each sandbox call (loading, the sweep, the traces).
+        memory_mb: the sandbox's address-space limit.
+        max_chars: the largest program accepted.
+        worst: training questions whose traces go back to the agent.
+        test_stores: more stores to report the best program on (held out).
+        heldout_replicates: replicates per question of the held-out report.
+        workers: sandboxes that share each program's sweep (default: min(4, CPU count)).
+    """
+
+    kind: ClassVar[str] = "program"
+    model: str | None = None
+    score: str = "tokens@majority:64"
+    betas: int = 21
+    probe_cost: float = 0.0
+    wall_s: float = 120.0
+    memory_mb: int = 2048
+    max_chars: int = 20_000
+    worst: int = 3
+    test_stores: tuple[str, ...] = ()
+    heldout_replicates: int = 32
+    workers: int | None = None
+
+    def check(self) -> None:
+        from .discovery.score import ScoreRule
+
+        if self.model is None:
+            raise ConfigError("--model", "is required with --space program")
+        ScoreRule.parse(self.score)
+        if self.betas < 2:
+            raise ConfigError("--betas", f"a sweep needs at least 2 betas, got {self.betas}")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError("--program-workers", f"must be at least 1, got {self.workers}")
+        for name, v, lo in (("--probe-cost", self.probe_cost, 0.0), ("--program-wall-s", self.wall_s, 1e-9),
+                            ("--program-memory-mb", self.memory_mb, 64), ("--heldout-replicates", self.heldout_replicates, 1)):
+            if not (math.isfinite(v) and v >= lo):
+                raise ConfigError(name, f"must be at least {lo:g}, got {v}")
+
+    def with_budget(self, budget: float) -> "ProgramSpaceSettings":
+        return self  # the budget follows from the score rule
+
+
+SpaceSettings = Union[ConfigSpaceSettings, ControllerSpaceSettings, ProgramSpaceSettings]
 
 
 @dataclass(frozen=True)

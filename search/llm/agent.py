@@ -132,7 +132,7 @@ class LLMSearcher(Searcher):
             wall += reply.wall_s
             raw.append(reply.text)
             try:
-                parsed = parse_answer(reply.text, fields, self.space)
+                parsed = self.parse(reply.text, fields)
                 problems = []
                 if "trials" in fields.values():
                     good, problems = self._check(parsed.trials)
@@ -149,7 +149,7 @@ class LLMSearcher(Searcher):
             if turn == self.max_feedback:
                 break  # bounded: keep what was usable in the last answer that parsed
             self.counters["retries"] += 1
-            text = prompts.FEEDBACK.format(problems="\n".join(f"- {p.message}" for p in problems))
+            text = self.feedback_text(problems)
             feedback.append(text)
             messages = messages + [{"role": "assistant", "content": reply.text}, {"role": "user", "content": text}]
         record = {
@@ -203,6 +203,17 @@ class LLMSearcher(Searcher):
         if len(trials) < k:
             out += self.proposals(self.fill(k - len(trials), exclude=trials), "fill", result.record)
         return out
+
+    # ---- what a searcher may change about the consult loop
+
+    def parse(self, text: str, fields: dict[str, str]) -> Answer:
+        """The answer in `text` (default: strict JSON, search/llm/answer.py). Raises
+        AnswerProblem. A searcher whose agent answers otherwise (code, for programs) overrides it."""
+        return parse_answer(text, fields, self.space)
+
+    def feedback_text(self, problems: list[AnswerProblem]) -> str:
+        """The message that sends problems back to the agent within a round."""
+        return prompts.FEEDBACK.format(problems="\n".join(f"- {p.message}" for p in problems))
 
     # ---- internals
 

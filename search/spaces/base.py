@@ -50,6 +50,7 @@ CAPABILITIES = {
     "scan": "a compiled scan of the whole space",
     "parametrisation": "a parametrisation by numbers and categories",
     "stages": "a model and a sample count per stage",
+    "programs": "points written as programs (source code)",
 }
 
 
@@ -119,6 +120,7 @@ class Space(abc.ABC):
     supports: ClassVar[frozenset[str]] = frozenset()  # optional capabilities (CAPABILITIES)
     answer_problem_kinds: ClassVar[tuple[str, ...]] = ()  # counters of answer_problems' kinds
     estimate_slack: ClassVar[float] = ESTIMATE_SLACK  # 0: `estimate_cost` is the budget rule itself
+    infeasible_text: ClassVar[str] = "over budget"  # what an infeasible trial is, in the summary
     budget: float
 
     @classmethod
@@ -290,6 +292,15 @@ class Space(abc.ABC):
 
     def cost_cells(self, trial: Trial) -> list[str]:
         return [f"{trial.cost:.3g}"]
+
+    def report(self, setup, trials: Sequence[Trial], best: Trial | None, *, out) -> dict[str, Any]:
+        """What the space adds to the summary once the search is over (a held-out report, files
+        it writes to `out` when that is a folder): nothing by default."""
+        return {}
+
+    def report_rows(self, summary: dict[str, Any]) -> list[tuple[str, str]]:
+        """Rows it adds to the printed summary, from what `report` added."""
+        return []
 
     # ---- LLM answers
 

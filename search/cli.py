@@ -40,8 +40,10 @@ def cli():
     search sweep benchmarks/sweeps/paper.yaml                   a grid of searches, one report
     search --replay traces/aime24 --space controller --controller probe --model Qwen3-8B \\
         --budget-tokens 150000 --searcher bo --trials 30     a controller's parameters
+    search --replay traces/aime24 --space program --model Qwen3-1.7B --searcher discover \\
+        --llm-base-url URL --llm-model NAME --trials 20     an LLM writes controller programs
 
-    Searchers: random, grid, bo, rules (no LLM); agenttts, agenthpo, mlcopilot (an
+    Searchers: random, grid, bo, rules (no LLM); agenttts, agenthpo, mlcopilot, discover (an
     OpenAI-compatible endpoint: --llm-base-url / --llm-model or OPENAI_BASE_URL / OPENAI_API_KEY).
     """
 
@@ -52,7 +54,8 @@ def _budget(text: str | None) -> float | None:
 
 @cli.command("run")
 @click.option("--replay", "store_path", required=True, metavar="STORE", help="Store folder to search on (e.g. traces/aime24).")
-@click.option("--searcher", required=True, help="random, grid, bo, rules, agenttts, agenthpo or mlcopilot.")
+@click.option("--searcher", required=True,
+              help="random, grid, bo, rules, agenttts, agenthpo, mlcopilot, or discover (--space program).")
 @click.option("--trials", type=int, default=None, help="Trials (scored points). Default 50; the grid runs until done.")
 @click.option("--seed", type=SEED, default=None, help="Searcher seed (default 0; 0 to 2^63-1).")
 @click.option("--seeds", default=None, help="Repeat over seeds in parallel processes, e.g. 0-9; reports mean and spread "
@@ -88,6 +91,12 @@ def _budget(text: str | None) -> float | None:
 @click.option("--llm-temperature", type=float, default=None,
               help="LLM searchers: sampling temperature (default: not sent, the endpoint's own; reasoning models "
                    "that reject one work without it).")
+@click.option("--llm-max-tokens", type=int, default=None,
+              help="LLM searchers: most tokens per answer (default: not sent, the endpoint's own).")
+@click.option("--llm-timeout-s", type=float, default=None,
+              help="LLM searchers: seconds to wait for one answer (default 120; a slow local model may need more).")
+@click.option("--max-feedback", type=int, default=None,
+              help="LLM searchers: times a rejected answer goes back to the LLM within a round (default 3).")
 @click.option("--space", "space_kind", type=click.Choice(["config", "controller", "program"]), default="config",
               show_default=True, help="config: models and samples per stage; controller: one width-depth controller's "
                                       "parameters; program: controller programs an LLM writes (--searcher discover).")
@@ -110,8 +119,8 @@ def _budget(text: str | None) -> float | None:
               help="--space program: sandboxes sharing each program's beta sweep, run at once (default min(4, CPUs)).")
 def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, models, max_samples, n_train, split_seed,
             select_rule, max_fallback, replicates, test_replicates, replay_seed, out, resume, no_optimum, optimum_limit,
-            sampler, ablate, llm_base_url, llm_model, llm_temperature, space_kind, controller, model, budget_tokens,
-            beta, probe_cost, score_rule, n_betas, program_wall_s, program_memory_mb, test_stores, heldout_replicates,
+            sampler, ablate, llm_base_url, llm_model, llm_temperature, llm_max_tokens, llm_timeout_s, max_feedback,
+            space_kind, controller, model, budget_tokens, beta, probe_cost, score_rule, n_betas, program_wall_s, program_memory_mb, test_stores, heldout_replicates,
             program_workers):
     """Run one search (or one per seed) and print its summary; archive, summary.json and a PNG
     of best-so-far score go to --out."""
@@ -157,7 +166,8 @@ def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, mod
     if trials is None and not cls.exhaustive:
         trials = DEFAULT_TRIALS
     options = {k: v for k, v in dict(sampler=sampler, ablate=ablate, llm_base_url=llm_base_url,
-                                     llm_model=llm_model, llm_temperature=llm_temperature).items() if v is not None}
+                                     llm_model=llm_model, llm_temperature=llm_temperature, llm_max_tokens=llm_max_tokens,
+                                     llm_timeout_s=llm_timeout_s, max_feedback=max_feedback).items() if v is not None}
     settings = SearchSettings(
         store=store_path, searcher=searcher, space=space, seed=0 if seed is None else seed,
         seeds=tuple(parse_seeds(seeds, limit=None if yes else MAX_SEEDS)) if seeds is not None else None, trials=trials,

@@ -37,23 +37,15 @@ class Adaptive(ScriptedController):
 '''
 
 PROBE = '''\
-from collections import Counter
-
 from replay.controllers import ScriptedController, Param, Open, Advance, Prune, Answer, lerp
 from replay.controllers.builtin import majority_confidence
-
-
-def vote(answers):
-    """Most frequent answer; ties to the first."""
-    counts = Counter(answers)
-    top = max(counts.values())
-    return next(a for a in answers if counts[a] == top)
 
 
 class Probe(ScriptedController):
     """Width-depth: keep `width` chains running, each advanced one interval per round and probed;
     a chain votes once finished; prune a running chain whose readings disagree with the leading
-    vote for `patience` rounds; stop when the votes pass the confidence test."""
+    vote for `patience` rounds; stop when the votes pass the confidence test. The votes are
+    counted as chains finish (not recounted every round): the work per round stays small."""
     name = "probe-program"
     params = (Param("width", 1, 64, integer=True, default=4), Param("patience", 1, 1000, integer=True, default=24),
               Param("threshold", 0.5, 1.0, default=0.95), Param("max_samples", 1, 128, integer=True, default=64))
@@ -65,18 +57,27 @@ class Probe(ScriptedController):
 
     def script(self, ep):
         cap = min(self.max_samples, ep.pool_size)
-        against = {}
+        against = {}                          # running chain -> consecutive readings against the leader
+        counts, first = {}, {}                # final answer -> votes, and the first chain (opening order) giving it
+        n_votes, leader, v1 = 0, None, 0
         for _ in range(min(self.width, cap)):
             yield Open()
-        while ep.running():
-            yield Advance(ep.running())       # each running chain: one interval more, then probed
-            votes = [ep.final[i] for i in ep.active() if ep.finished[i]]
-            leader, v1 = None, 0
-            if votes:
-                leader = vote(votes)
-                top = sorted(Counter(votes).values(), reverse=True)
-                v1, v2 = top[0], (top[1] if len(top) > 1 else 0)
-                if len(votes) >= 2 and majority_confidence(v1, v2) > self.threshold:
+        running = ep.running()
+        while running:
+            yield Advance(running)            # each running chain: one interval more, then probed
+            new = False
+            for i in running:                 # the chains that finished now vote
+                if ep.finished[i]:
+                    a = ep.final[i]
+                    counts[a] = counts.get(a, 0) + 1
+                    first[a] = min(first.get(a, i), i)
+                    n_votes += 1
+                    new = True
+            if new:                           # the leader: most votes, ties to the chain opened first
+                v1 = max(counts.values())
+                leader = min((first[a], a) for a, c in counts.items() if c == v1)[1]
+                v2 = max((c for a, c in counts.items() if a != leader), default=0)
+                if n_votes >= 2 and majority_confidence(v1, v2) > self.threshold:
                     yield Answer(leader)
                     return
             for i in ep.running():
@@ -87,8 +88,8 @@ class Probe(ScriptedController):
                     yield Prune(i)
             for _ in range(min(self.width - len(ep.running()), cap - ep.n_opened)):
                 yield Open()
-        votes = [ep.final[i] for i in ep.active() if ep.finished[i]]
-        yield Answer(vote(votes) if votes else None)
+            running = ep.running()
+        yield Answer(leader)                  # None (the default rule) if nothing finished
 '''
 
 SEEDS = {"adaptive": ADAPTIVE, "probe": PROBE}

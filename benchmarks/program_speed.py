@@ -15,7 +15,8 @@ Two parts, each measured in this run:
 
 The controllers are the seed programs of search/discovery/seeds.py: `adaptive` (full chains, no
 probes) and `probe` (width-depth: a probe per running chain per interval), which equal the
-compiled built-ins of the same names.
+compiled built-ins of the same names; part 3 adds `probe-recount`, the probe seed as first
+written (recounting every vote each round), to show what a program's own per-round work costs.
 """
 
 from __future__ import annotations
@@ -38,9 +39,64 @@ from search.discovery.seeds import SEEDS
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The probe seed as first written: it recounts every vote each round (Counter, sorted). Same
+# decisions as SEEDS["probe"], which counts votes as chains finish.
+PROBE_RECOUNT = '''\
+from collections import Counter
+
+from replay.controllers import ScriptedController, Param, Open, Advance, Prune, Answer, lerp
+from replay.controllers.builtin import majority_confidence
+
+
+def vote(answers):
+    counts = Counter(answers)
+    top = max(counts.values())
+    return next(a for a in answers if counts[a] == top)
+
+
+class ProbeRecount(ScriptedController):
+    name = "probe-recount"
+    params = (Param("width", 1, 64, integer=True, default=4), Param("patience", 1, 1000, integer=True, default=24),
+              Param("threshold", 0.5, 1.0, default=0.95), Param("max_samples", 1, 128, integer=True, default=64))
+
+    @classmethod
+    def beta_params(cls, beta):
+        return {"width": lerp(2, 8, beta, integer=True), "patience": lerp(6, 48, beta, integer=True),
+                "threshold": 1.0 - 0.5 * 10.0 ** (-3.0 * beta), "max_samples": lerp(8, 64, beta, integer=True)}
+
+    def script(self, ep):
+        cap = min(self.max_samples, ep.pool_size)
+        against = {}
+        for _ in range(min(self.width, cap)):
+            yield Open()
+        while ep.running():
+            yield Advance(ep.running())
+            votes = [ep.final[i] for i in ep.active() if ep.finished[i]]
+            leader, v1 = None, 0
+            if votes:
+                leader = vote(votes)
+                top = sorted(Counter(votes).values(), reverse=True)
+                v1, v2 = top[0], (top[1] if len(top) > 1 else 0)
+                if len(votes) >= 2 and majority_confidence(v1, v2) > self.threshold:
+                    yield Answer(leader)
+                    return
+            for i in ep.running():
+                if ep.reading[i] is None:
+                    continue
+                against[i] = against.get(i, 0) + 1 if (v1 >= 2 and ep.reading[i] != leader) else 0
+                if against[i] >= self.patience:
+                    yield Prune(i)
+            for _ in range(min(self.width - len(ep.running()), cap - ep.n_opened)):
+                yield Open()
+        votes = [ep.final[i] for i in ep.active() if ep.finished[i]]
+        yield Answer(vote(votes) if votes else None)
+'''
+
+
 def load(name: str):
-    mod = types.ModuleType(f"seed_{name}")
-    exec(compile(SEEDS[name], f"seed_{name}.py", "exec"), mod.__dict__)  # our own seed text, trusted
+    text = PROBE_RECOUNT if name == "probe-recount" else SEEDS[name]
+    mod = types.ModuleType(f"seed_{name.replace('-', '_')}")
+    exec(compile(text, f"seed_{name}.py", "exec"), mod.__dict__)  # our own seed text, trusted
     return next(v for v in vars(mod).values() if isinstance(v, type) and v.__module__ == mod.__name__
                 and hasattr(v, "beta_params") and v.__name__ != "ScriptedController")
 
@@ -79,14 +135,15 @@ def main() -> None:
         print(f"{name:<10} {t_ref:>12.2f} {t_fast:>8.2f} {t_ref / t_fast:>6.1f}x")
 
     print(f"\n2. one discovery evaluation, sandboxed: {args.betas} betas x {len(qidx)} questions x {R} replicates "
-          "(wall-clock seconds; CPU seconds of the sweep in the sandboxes are not visible from here)")
+          "(wall-clock seconds, and the sweep's CPU seconds summed over the sandboxes, which other load does not "
+          "inflate)")
     betas = tuple(float(b) for b in np.linspace(0, 1, args.betas))
     from search.discovery.evaluate import majority_reference
 
     base = Context(store=store, model=args.model, rule=ScoreRule.parse("tokens@majority:64"), betas=betas)
     ref = majority_reference(base, 64, qidx, R, 0)
-    print(f"{'program':<10} {'workers':>7} {'checks ms':>9} {'start s':>8} {'sweep s':>8} {'traces s':>9} "
-          f"{'total s':>8}  score")
+    print(f"{'program':<10} {'workers':>7} {'checks ms':>9} {'start s':>8} {'sweep s':>8} {'sweep CPU s':>11} "
+          f"{'traces s':>9} {'total s':>8}  score")
     for name in ("adaptive", "probe"):
         for w in [int(x) for x in args.workers.split(",")]:
             ctx = Context(store=store, model=args.model, rule=base.rule, betas=betas, workers=w)
@@ -97,15 +154,23 @@ def main() -> None:
             tm = run.timing
             assert run.status == "ok", run.error
             print(f"{name:<10} {w:>7} {tm['checks_s'] * 1e3:>9.1f} {tm['sandbox_start_s']:>8.2f} {tm['sweep_s']:>8.2f} "
-                  f"{tm.get('trace_s', 0.0):>9.2f} {total:>8.2f}  {run.reduced.score:.4f}")
-    # the same sweep in this process, single-threaded, on CPU time (less disturbed by other load)
-    print("\nin-process sweep, CPU seconds (the sandbox runs the same engine):")
-    for name in ("adaptive", "probe"):
+                  f"{tm.get('sweep_cpu_s', float('nan')):>11.2f} {tm.get('trace_s', 0.0):>9.2f} {total:>8.2f}  {run.reduced.score:.4f}")
+    # the same sweep in this process, single-threaded, on CPU time (less disturbed by other load);
+    # probe-recount is the probe seed as first written (its votes recounted every round): the
+    # program's own Python per round is the other half of the cost, beside the engine
+    print("\n3. in-process sweep, CPU seconds (the sandbox runs the same engine; every beta replayed):")
+    cpu = {}
+    for name in ("adaptive", "probe", "probe-recount"):
         cls = load(name)
         c0 = time.process_time()
-        for b in betas:
-            run_episodes(Setting.make(cls, beta=b).instance(), steps, qidx, replicates=R, seed=0)
-        print(f"{name:<10} {time.process_time() - c0:>8.2f} s CPU")
+        outs = [run_episodes(Setting.make(cls, beta=b).instance(), steps, qidx, replicates=R, seed=0) for b in betas]
+        cpu[name] = time.process_time() - c0
+        print(f"{name:<14} {cpu[name]:>8.2f} s CPU")
+        if name == "probe-recount":  # the same decisions, so the same episodes
+            assert all(np.array_equal(x, y) for o, p in zip(outs, probe_outs) for x, y in zip(o, p))
+        if name == "probe":
+            probe_outs = outs
+    print(f"probe-recount / probe: {cpu['probe-recount'] / cpu['probe']:.1f}x (same episodes, checked)")
 
 
 if __name__ == "__main__":

@@ -216,6 +216,7 @@ def test_canned_programs_each_handled_and_the_search_goes_on(store, tmp_path):
     assert "Continue(99)" in got["invalid action"].metrics["error"]
     assert "actions without answering" in got["loops on actions"].metrics["error"]
     assert "over" in got["exceeds the budget"].metrics["why"]
+    assert "The knob does nothing" in got["exceeds the budget"].metrics["feedback"]  # it opens the whole pool at every beta
     # the best is a program that ran, and the agent heard about every failure in the next prompt
     assert summary["best"]["config"].startswith(("Wider#", "Good#"))
     assert "import of 'os' is not allowed" in prompts[3]
@@ -227,6 +228,7 @@ def test_canned_programs_each_handled_and_the_search_goes_on(store, tmp_path):
     assert [r["point"]["source"] for r in recs][0] == GOOD
     assert all("feedback" in r["metrics"] and "checks" in r["metrics"] for r in recs)
     assert len(recs[0]["metrics"]["curve"]) == 5
+    assert recs[0]["metrics"]["timing"]["sweep_cpu_s"] > 0  # the sandbox's CPU time of the sweep
 
 
 def test_best_program_is_a_file_that_replay_frontier_draws(store, tmp_path, capsys):
@@ -291,7 +293,8 @@ def test_prompt_holds_protocol_builtins_best_program_feedback(store, tmp_path):
         assert needle in first, needle
     assert "Example program" not in second
     for needle in ("## Best programs so far", "class Good", "## Feedback on your last program", "Curve (accuracy",
-                   "Diagnostics over", "Traces of the", "## All programs so far", "trial 0 Good#"):
+                   "Diagnostics over", "Traces of the", "## All programs so far", "trial 0 Good#",
+                   "The knob is monotone"):
         assert needle in second, needle
 
 
@@ -389,6 +392,17 @@ def test_score_rules():
     for bad in ("accuracy", "auc@400-200", "tokens@majority:0", "best"):
         with pytest.raises(ConfigError):
             ScoreRule.parse(bad)
+
+
+def test_knob_monotonicity_words():
+    from search.discovery.evaluate import monotonicity
+
+    curve = lambda toks: [CurvePoint(i / (len(toks) - 1), 0.5, 0, t, 1, 0) for i, t in enumerate(toks)]  # noqa: E731
+    assert monotonicity(curve([1, 2, 2, 4])) == {"steps": 3, "non_decreasing": 3, "spearman": pytest.approx(0.9487, abs=1e-4),
+                                                 "flat": False}
+    assert monotonicity(curve([5, 5, 5]))["flat"] and monotonicity(curve([5, 5, 5]))["spearman"] == 0.0
+    m = monotonicity(curve([4, 3, 2, 1]))
+    assert m["non_decreasing"] == 0 and m["spearman"] == pytest.approx(-1.0) and not m["flat"]
 
 
 def test_trace_render_and_diagnostics_by_hand(tmp_path):

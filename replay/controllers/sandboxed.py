@@ -86,6 +86,9 @@ class ControllerHandler:
                                seed=req["seed"], probe_cost=req["probe_cost"], progress=progress)
             return {"ok": True}, list(out)
         if op == "sweep":  # a whole beta sweep in one call (one wall-clock limit for all of it)
+            import time
+
+            c0 = time.process_time()  # the sweep's CPU time: a measure that other load does not inflate
             params, outs, done = [], [], {}
             for b in req["betas"]:
                 p = self.cls.beta_params(b)
@@ -98,7 +101,7 @@ class ControllerHandler:
                     done[key] = run_episodes(ctrl, self.steps[req["key"]], req["qidx"], replicates=req["replicates"],
                                              seed=req["seed"], probe_cost=req["probe_cost"], progress=progress)
                 outs.append(done[key])
-            return {"params": params}, [np.stack([o[k] for o in outs]) for k in range(4)]
+            return {"params": params, "cpu_s": time.process_time() - c0}, [np.stack([o[k] for o in outs]) for k in range(4)]
         if op == "trace":
             from .trace import trace_episodes
 
@@ -170,6 +173,7 @@ class ControllerSandbox:
         self._shipped: dict[int, tuple[Any, int]] = {}
         self._beta: dict[float, dict | None] = {}
         self._lock = threading.Lock()
+        self.last_cpu_s: float | None = None  # CPU seconds of the last sweep, as the sandbox reported them
 
     @property
     def alive(self) -> bool:
@@ -281,6 +285,9 @@ class ControllerSandbox:
                 or not isinstance(params, list) or len(params) != C or not all(isinstance(p, dict) for p in params):
             raise ControllerError(self.where, f"its sandbox returned malformed results, {what}")
         params = [{str(k): _number(v, f"parameter {k!r}", self.where) for k, v in p.items()} for p in params]
+        cpu = header.get("cpu_s")  # as the sandbox reports it: a measurement, not a trusted number
+        ok = isinstance(cpu, (int, float)) and not isinstance(cpu, bool) and 0 <= cpu < float("inf")
+        self.last_cpu_s = float(cpu) if ok else None
         return params, arrays
 
     def trace(self, steps, params: dict, episodes, *, seed: int, probe_cost: float = 0.0, max_events: int = 20_000):

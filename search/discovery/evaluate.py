@@ -152,15 +152,18 @@ def _curve_from_arrays(betas, params, arrays) -> tuple[tuple[CurvePoint, ...], n
 
 
 def monotonicity(curve: Sequence[CurvePoint]) -> dict:
-    """How well the knob orders cost: the share of beta steps along which tokens do not fall."""
+    """How well the knob orders cost: the beta steps along which tokens do not fall, the rank
+    correlation of tokens with beta (tied tokens share their mean rank; 0 when every point
+    spends the same) and whether the knob changes the tokens at all."""
     if len(curve) < 2:
-        return {"steps": 0, "non_decreasing": 0, "spearman": None}
-    toks = [p.tokens for p in sorted(curve, key=lambda p: p.beta)]
-    up = sum(1 for a, b in zip(toks, toks[1:]) if b >= a - 1e-9)
-    rk = np.argsort(np.argsort(toks))
+        return {"steps": 0, "non_decreasing": 0, "spearman": None, "flat": False}
+    toks = np.asarray([p.tokens for p in sorted(curve, key=lambda p: p.beta)], dtype=float)
+    up = int(sum(1 for a, b in zip(toks, toks[1:]) if b >= a - 1e-9))
+    flat = bool(toks.max() - toks.min() <= 1e-9 * max(1.0, abs(toks.max())))
+    rk = np.array([np.mean(np.flatnonzero(np.sort(toks) == t)) for t in toks])  # mean rank of ties
     ref = np.arange(len(toks))
     rho = float(np.corrcoef(rk, ref)[0, 1]) if np.std(rk) > 0 else 0.0
-    return {"steps": len(toks) - 1, "non_decreasing": up, "spearman": rho}
+    return {"steps": len(toks) - 1, "non_decreasing": up, "spearman": rho, "flat": flat}
 
 
 def run_program(program: Program, ctx: Context, qidx, replicates: int, seed: int, *, reference=None,
@@ -201,6 +204,9 @@ def run_program(program: Program, ctx: Context, qidx, replicates: int, seed: int
             params, arrays = _sweep(boxes, steps, ctx.betas, qidx, replicates, seed, ctx.probe_cost)
         finally:
             timing["sweep_s"] = time.perf_counter() - t0
+            cpu = [getattr(b.sandbox, "last_cpu_s", None) for b in boxes]
+            if cpu and all(c is not None for c in cpu):
+                timing["sweep_cpu_s"] = float(sum(cpu))  # summed over the sandboxes; load does not inflate it
         run.curve, run.per_question = _curve_from_arrays(ctx.betas, params, arrays)
         run.monotone = monotonicity(run.curve)
         run.reduced = ctx.rule.reduce(run.curve, reference)

@@ -61,8 +61,9 @@ def write_best_program(out: Path, best, space) -> Path:
 
 def round_times(trials: Sequence) -> dict[str, Any]:
     """Where a round's time goes: the LLM call(s), the static checks, starting the sandbox, the
-    sweep, the traces (means over rounds, in seconds; rounds = trials proposed by an agent)."""
-    keys = ("checks_s", "sandbox_start_s", "sweep_s", "trace_s", "evaluate_s")
+    sweep (wall clock, and CPU summed over the sandboxes), the traces (means over rounds, in
+    seconds; rounds = trials proposed by an agent)."""
+    keys = ("checks_s", "sandbox_start_s", "sweep_s", "sweep_cpu_s", "trace_s", "evaluate_s")
     rows = []
     for t in trials:
         tm = (t.metrics or {}).get("timing") or {}
@@ -175,7 +176,8 @@ def report_rows(info: dict) -> list[tuple[str, str]]:
     if rt.get("rounds"):
         m = rt["mean"]
         rows.append(("round time (mean)", f"LLM {m['llm_s']:.2f} s, checks {m['checks_s'] * 1e3:.1f} ms, sandbox start "
-                                          f"{m['sandbox_start_s']:.2f} s, sweep {m['sweep_s']:.2f} s, traces "
+                                          f"{m['sandbox_start_s']:.2f} s, sweep {m['sweep_s']:.2f} s "
+                                          f"({m.get('sweep_cpu_s', 0.0):.2f} s CPU in the sandboxes), traces "
                                           f"{m['trace_s']:.2f} s ({rt['rounds']} rounds)"))
     if info.get("best_program_file"):
         rows.append(("best program", info["best_program_file"]))

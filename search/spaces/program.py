@@ -217,9 +217,14 @@ class ProgramSpace(Space):
             lines.append(f"Best built-in on these questions: {best[0]} with {best[1].score:.4f}.")
         lines.append("Curve (accuracy @ mean tokens per question): " + dprompts.curve_text(run.curve, 2))
         m = run.monotone
-        if m.get("steps"):
-            lines.append(f"The knob: tokens do not fall along {m['non_decreasing']} of {m['steps']} beta steps "
+        if m.get("flat"):
+            lines.append("The knob does nothing: every beta spends the same tokens; make beta trade tokens for "
+                         "accuracy (more beta, more tokens).")
+        elif m.get("steps") and m["non_decreasing"] < m["steps"]:
+            lines.append(f"The knob: tokens fall along {m['steps'] - m['non_decreasing']} of {m['steps']} beta steps "
                          f"(rank correlation {m['spearman']:.2f}); make it monotone: more beta, more tokens.")
+        elif m.get("steps"):
+            lines.append(f"The knob is monotone: tokens never fall as beta rises ({m['steps']} steps).")
         iv = run.interval
         if iv:
             pt = next(c for c in run.curve if c.beta == iv["beta"])

@@ -386,6 +386,12 @@ def test_score_rules():
     red = t.reduce(curve, reference=(0.6, 2000.0))
     assert red.score == pytest.approx(1 - 400 / 2000) and red.cost == 400.0
     assert t.reduce(curve, reference=(0.9, 2000.0)).score is None
+    # the score's replicate error is in the score's unit: accuracy, share of majority's tokens, none for an area
+    pts = [CurvePoint(0.0, 0.5, 0.02, 100.0, 1, 0, {}, 5.0), CurvePoint(1.0, 0.7, 0.03, 400.0, 2, 0, {}, 8.0)]
+    assert r.score_stderr(pts, r.reduce(pts)) == 0.03
+    assert t.score_stderr(pts, t.reduce(pts, (0.6, 2000.0)), (0.6, 2000.0)) == pytest.approx(8.0 / 2000)
+    assert a.score_stderr(pts, a.reduce(pts)) is None and r.score_stderr(pts, r.reduce(pts[:0])) is None
+    assert CurvePoint.from_json(pts[1].to_json()) == pts[1] and "tokens_stderr" not in curve[0].to_json()
     assert ScoreRule.parse("accuracy@150k").budget == 150_000 and ScoreRule.parse("auc@20k-1.5M").hi == 1.5e6
     from replay.errors import ConfigError
 

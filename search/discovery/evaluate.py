@@ -146,8 +146,9 @@ def _curve_from_arrays(betas, params, arrays) -> tuple[tuple[CurvePoint, ...], n
     for c in range(C):
         rep_means = score[c].mean(axis=0)
         se = float(rep_means.std(ddof=1) / math.sqrt(R)) if R > 1 else 0.0
+        tok_se = float(tokens[c].mean(axis=0).std(ddof=1) / math.sqrt(R)) if R > 1 else 0.0
         pts.append(CurvePoint(float(betas[c]), float(score[c].mean()), se, float(tokens[c].mean()),
-                              float(opened[c].mean()), float(probes[c].mean()), dict(params[c])))
+                              float(opened[c].mean()), float(probes[c].mean()), dict(params[c]), tok_se))
     return tuple(pts), score.mean(axis=2)
 
 

@@ -46,15 +46,21 @@ class CurvePoint:
     opened: float
     probes: float
     params: dict = field(default_factory=dict)
+    tokens_stderr: float | None = None  # of the mean tokens, over replicates (None: not measured)
 
     def to_json(self) -> dict:
-        return {"beta": self.beta, "accuracy": self.accuracy, "stderr": self.stderr, "tokens": self.tokens,
-                "opened": self.opened, "probes": self.probes, "params": dict(self.params)}
+        out = {"beta": self.beta, "accuracy": self.accuracy, "stderr": self.stderr, "tokens": self.tokens,
+               "opened": self.opened, "probes": self.probes, "params": dict(self.params)}
+        if self.tokens_stderr is not None:
+            out["tokens_stderr"] = self.tokens_stderr
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> "CurvePoint":
+        ts = d.get("tokens_stderr")
         return cls(float(d["beta"]), float(d["accuracy"]), float(d.get("stderr") or 0.0), float(d["tokens"]),
-                   float(d.get("opened") or 0.0), float(d.get("probes") or 0.0), dict(d.get("params") or {}))
+                   float(d.get("opened") or 0.0), float(d.get("probes") or 0.0), dict(d.get("params") or {}),
+                   None if ts is None else float(ts))
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,21 @@ class ScoreRule:
         other rules, whose points are never over a budget (auc ignores points above HI, the
         tokens rule asks for accuracy, not a budget)."""
         return float(self.budget) if self.kind == "accuracy" else math.inf
+
+    def score_stderr(self, curve: Sequence[CurvePoint], reduced: Reduced,
+                     reference: tuple[float, float] | None = None) -> float | None:
+        """The replicate error of the score, in the score's own unit, at its operating point
+        (the point held fixed): accuracy@B, the point's accuracy error; tokens@majority:N, its
+        tokens' error over majority@N's tokens; auc, none (an area over many points: not given
+        rather than given in the wrong unit)."""
+        if not reduced.feasible or reduced.operating is None:
+            return None
+        pt = curve[reduced.operating]
+        if self.kind == "accuracy":
+            return pt.stderr
+        if self.kind == "tokens" and reference is not None and pt.tokens_stderr is not None and reference[1] > 0:
+            return pt.tokens_stderr / reference[1]
+        return None
 
     def reduce(self, curve: Sequence[CurvePoint], reference: tuple[float, float] | None = None) -> Reduced:
         """`reference`: (accuracy, tokens) of majority@N on the same objective (rule tokens@...)."""

@@ -198,7 +198,8 @@ class ProgramSpace(Space):
         }
         metrics["feedback"] = self.feedback(p, run, base)
         ok = run.status == "ok"
-        return Evaluation(feasible=ok, score=r.score if ok else None, stderr=pt.stderr if ok else None,
+        se = self.ctx.rule.score_stderr(run.curve, r, base.reference) if ok else None  # in the score's unit
+        return Evaluation(feasible=ok, score=r.score if ok else None, stderr=se,
                           cost=float(r.cost) if r is not None else 0.0, tokens=pt.tokens if pt else 0.0,
                           metrics=metrics)
 

@@ -223,6 +223,8 @@ def test_canned_programs_each_handled_and_the_search_goes_on(store, tmp_path):
     assert "wall-clock limit" in prompts[5]
     counters = summary["llm_counters"]
     assert counters["static_checks"] == 2 and counters["no_program"] == 1 and counters["llm_calls"] == len(cases)
+    st = summary["program"]["statuses"]
+    assert (st["no_program"], st["checks_failed"], st["ok"], st["error"]) == (1, 2, 2, 6), st
     # every program's source, checks, curve and feedback are in the archive
     recs = [json.loads(x) for x in (tmp_path / "out" / "archive.jsonl").read_text().splitlines()[1:]]
     assert [r["point"]["source"] for r in recs][0] == GOOD

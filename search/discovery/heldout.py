@@ -40,7 +40,8 @@ from .score import envelope_at
 BEST_NAME = "best_program.py"
 STATUS_WORDS = {"ok": "scored", "no_score": "ran without a score", "checks_failed": "failed the static checks",
                 "load_failed": "failed to load", "timeout": "hit the wall-clock limit", "memory": "ran out of memory",
-                "killed": "were killed", "error": "raised or acted impossibly"}
+                "killed": "were killed", "error": "raised or acted impossibly",
+                "no_program": "had no program in the answer"}
 PLOT_NAME = "heldout.png"
 
 
@@ -48,7 +49,7 @@ def write_best_program(out: Path, best, space) -> Path:
     """The best program's source with a header saying what it scored and how to use it."""
     p: Program = best.point
     cls = best.metrics.get("class") or p.class_name
-    head = (f"# Discovered by `search --space program` (trial {best.number + 1}): {space.ctx.rule.spec} = "
+    head = (f"# Discovered by `search --space program` (trial {best.number}, as numbered in the archive and the prompts): {space.ctx.rule.spec} = "
             f"{best.score:.4f} on the training questions of {space.ctx.store.name}/{space.ctx.model}.\n"
             f"# Use it: replay frontier {space.ctx.store.path} --controller {out / BEST_NAME}:{cls} --out frontier.png\n"
             "# (it runs in the sandbox like any controller of yours; docs/discovery.md)\n")

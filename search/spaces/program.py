@@ -337,7 +337,8 @@ class ProgramSpace(Space):
         from ..discovery.heldout import heldout_report, round_times, write_best_program
 
         info: dict[str, Any] = {"round_times": round_times(trials),
-                                "statuses": dict(Counter(str(t.metrics.get("status")) for t in trials))}
+                                "statuses": dict(Counter("no_program" if t.source == "llm-empty" else
+                                                         str(t.metrics.get("status")) for t in trials))}
         base = self._baselines.get(self.train_key)
         if base:
             info["builtins_train"] = {n: {"score": r.score, "tokens": r.cost, "why": r.why}

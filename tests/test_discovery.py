@@ -233,6 +233,26 @@ def test_canned_programs_each_handled_and_the_search_goes_on(store, tmp_path):
     assert recs[0]["metrics"]["timing"]["sweep_cpu_s"] > 0  # the sandbox's CPU time of the sweep
 
 
+def test_cpu_time_limit_stops_a_program_and_is_a_timeout(store):
+    """The CPU-time backstop of a program's sandbox (4 x the wall clock in the search; 2 s here)."""
+    from replay.controllers import step_arrays
+    from replay.controllers.base import ControllerError
+    from replay.controllers.sandboxed import load_program
+    from replay.sandbox import Limits
+    from search.discovery.evaluate import Context, classify
+
+    assert Context(store=store, model="small", rule=ScoreRule.parse("accuracy@1000"), betas=(0.0,),
+                   wall_s=30.0).limits().cpu_s == 120.0
+    cls = load_program(hostile("Burn", "t = 0\nfor k in range(10 ** 10):\n    t += k"), "Burn",
+                       limits=Limits(wall_s=120, cpu_s=2, memory_mb=1024, fsize_mb=16, nproc=16))
+    try:
+        with pytest.raises(ControllerError, match="CPU-time limit") as e:
+            cls.sandbox.sweep(step_arrays(store, "small"), [0.5], [0, 1], replicates=2, seed=0)
+    finally:
+        cls.sandbox.close()
+    assert classify(e.value.problem) == "timeout"
+
+
 def test_best_program_is_a_file_that_replay_frontier_draws(store, tmp_path, capsys):
     answers = iter([f"```python\n{GOOD}```", f"```python\n{SEEDS['probe']}```"])
     other = build_store(tmp_path / "other", seed=5, n_q=4, pool=8, name="sim-other")

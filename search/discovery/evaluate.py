@@ -79,7 +79,11 @@ class Context:
     def limits(self):
         from replay.sandbox import Limits
 
-        return Limits(wall_s=float(self.wall_s), memory_mb=int(self.memory_mb), fsize_mb=16, nproc=16)
+        # CPU over the sandbox's life: a backstop beside the wall clock of each call (a program's
+        # sandbox answers three: load, its share of the sweep, the traces); threads could
+        # otherwise spend several CPU seconds per wall-clock second
+        return Limits(wall_s=float(self.wall_s), cpu_s=4.0 * float(self.wall_s), memory_mb=int(self.memory_mb),
+                      fsize_mb=16, nproc=16)
 
 
 @dataclass
@@ -101,7 +105,7 @@ class ProgramRun:
 
 def classify(problem: str) -> str:
     p = problem.lower()
-    if "wall-clock" in p:
+    if "wall-clock" in p or "cpu-time limit" in p:
         return "timeout"
     if "out of memory" in p or "memoryerror" in p:
         return "memory"

@@ -471,8 +471,10 @@ def test_cli_program_space_runs_and_bad_options_are_one_line(store, tmp_path, ca
             "--replay", str(store.path), "--space", "program", "--model", "small", "--searcher", "discover",
             "--score", "tokens@majority:8", "--betas", "3", "--trials", "1", "--replicates", "2",
             "--test-replicates", "2", "--heldout-replicates", "2", "--llm-base-url", srv.base_url,
-            "--llm-model", "m", "--out", str(tmp_path / "o")], capsys)
+            "--llm-model", "m", "--llm-max-tokens", "900", "--max-feedback", "0", "--out", str(tmp_path / "o")], capsys)
+        sent = srv.requests[0]
     assert code == 0, stderr
+    assert sent["max_tokens"] == 900
     assert "controller programs run in the sandbox:" in stderr
     for needle in ("best program", "held out sim-discovery/large (test)", "round time", "programs  ", "1 scored"):
         assert needle in stdout, needle
@@ -484,6 +486,9 @@ def test_cli_program_space_runs_and_bad_options_are_one_line(store, tmp_path, ca
         (["--score", "auc@1-2", "--searcher", "random"], "--score"),
         (["--space", "program", "--model", "small", "--searcher", "random", "--test-store", str(tmp_path / "nope")],
          "nope"),
+        (["--space", "program", "--model", "small", "--searcher", "discover", "--llm-base-url", "http://127.0.0.1:9/v1",
+          "--llm-model", "m", "--max-feedback", "-1"], "--max-feedback"),
+        (["--searcher", "random", "--llm-max-tokens", "5"], "--llm-max-tokens"),
     ]:
         code, _, err = run_main(cli, ["--replay", str(store.path), *argv], capsys)
         errors = [x for x in err.strip().splitlines() if not x.startswith("note: ")]

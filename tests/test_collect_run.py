@@ -13,7 +13,6 @@ The vLLM backend: a unit test of its conversion of RequestOutput-shaped objects 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 import random
 import re

@@ -13,7 +13,6 @@ The vLLM backend: a unit test of its conversion of RequestOutput-shaped objects 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 import random
 import re
@@ -756,11 +755,10 @@ def test_openai_backend_is_concurrent_and_bounded():
     with ChatServer(math_script, delay=0.15) as srv:
         be = OpenAIBackend("big-8B", base_url=srv.base_url, max_concurrency=3)
         prompts = [[{"role": "user", "content": f"What is {k} + {k}?"}] for k in range(9)]
-        t = time.perf_counter()
         out = be.generate(prompts, n=2, temperature=0.9, max_tokens=32, seed=list(range(9)))
-        took = time.perf_counter() - t
+    # three at a time, not one by one: the server saw three requests in flight at once (a
+    # property of the run, not of the machine's load, unlike a wall time)
     assert [len(o) for o in out] == [2] * 9 and srv.max_in_flight == 3
-    assert took < 9 * 0.15 * 0.7  # three at a time, not one by one
     # in prompt order, each prompt's own answers
     for k, o in enumerate(out):
         assert all(f"{{{2 * k}}}" in s.text or f"{{{2 * k + 1}}}" in s.text for s in o)

@@ -185,3 +185,53 @@ def test_random_bo_and_grid_run_on_the_graph_space(math_store, tmp_path):
     fits = [n for n in small.space.counts[("solve", "Qwen2.5-7B")]
             if small.space.node_cost("solve", "Qwen2.5-7B", 0, n) <= 25.0 * (1 + 1e-9)]
     assert len(run.trials) == len(fits)
+
+
+def test_pareto_front_is_the_brute_force_front():
+    from search.spaces.graph_report import pareto_front
+
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        n = int(rng.integers(1, 30))
+        pts = [(float(rng.integers(0, 6)) / 5, float(rng.integers(0, 6))) for _ in range(n)]
+        front = pareto_front(pts)
+
+        def dominated(i):
+            return any(pts[j][0] >= pts[i][0] and pts[j][1] <= pts[i][1] and pts[j] != pts[i] for j in range(n))
+
+        want = set()
+        for i in range(n):
+            if not dominated(i) and pts[i] not in [pts[j] for j in want]:
+                want.add(i)
+        assert set(front) == want
+        assert [pts[i][1] for i in front] == sorted(pts[i][1] for i in front)
+    assert pareto_front([(0.5, math.nan), (0.4, 1.0)]) == [1]
+
+
+def test_references_are_the_best_of_their_families(math_store, tmp_path):
+    from search.runner import report_search, run_search
+    from search.spaces.graph_report import parallel_family, sequential_family
+
+    setup = make_setup(math_store, GraphSpaceSettings(budget=12.0, max_nodes=3, max_samples=3,
+                                                      models=("Qwen2.5-1.5B", "Qwen2.5-7B")),
+                       replicates=4, test_replicates=8)
+    sp, obj = setup.space, setup.objective
+    refs = sp.references(obj)
+    for name, fam in (("parallel", parallel_family(sp)), ("sequential", sequential_family(sp))):
+        assert fam and all(sp.feasible(g) for g in fam)
+        scores = [sp.evaluate([g], obj)[0] for g in fam]  # one by one: the batch must not matter
+        best = max(s.score for s in scores if s.feasible)
+        assert refs[name]["train_score"] == pytest.approx(best)
+        assert refs[name]["family_size"] == len(fam)
+    fam = sequential_family(sp)
+    assert all(len(g.nodes) >= 2 and all(n.role == "refine" for n in g.nodes[1:]) for g in fam)
+    assert {len(g.nodes) for g in fam} <= {2, 3}
+    # every summary shows them, with the pick's paired advantage on test, and the Pareto front
+    run = run_search(setup, "random", seed=0, trials=10, out=tmp_path / "r")
+    summary = report_search(setup, run, out=tmp_path / "r", optimum=None)
+    g = summary["graph"]
+    assert g["references"]["parallel"]["test_score"] is not None
+    assert "pick_minus_reference" in g["references"]["sequential"]
+    assert g["pareto"] and (tmp_path / "r" / "pareto.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert saved["graph"]["pareto"][0]["graph"] == g["pareto"][0]["graph"]

@@ -633,11 +633,21 @@ class GraphSpace(Space):
 
     def references(self, objective: Objective, *, test: Objective | None = None) -> dict[str, Any]:
         """The best pure-parallel and pure-sequential graphs within the budget (and latency
-        limit), by replay on `objective` (search/spaces/graph_refs.py); scored on `test` too
+        limit), by replay on `objective` (search/spaces/graph_report.py); scored on `test` too
         when given."""
-        from .graph_refs import references
+        from .graph_report import references
 
         return references(self, objective, test=test)
+
+    def report(self, setup, trials: Sequence[Trial], best: Trial | None, *, out) -> dict[str, Any]:
+        from .graph_report import graph_report
+
+        return graph_report(self, setup, trials, best, out=out)
+
+    def report_rows(self, summary: dict[str, Any]) -> list[tuple[str, str]]:
+        from .graph_report import report_rows
+
+        return report_rows(summary)
 
 
 def _with(spec: list, i: int, node: tuple) -> list:

@@ -386,7 +386,7 @@ class GraphSpace(Space):
                     c2 = self.counts[(r, m2)]
                     yield "model", _with(spec, i, (r, m2, min(c2, key=lambda v: abs(v - n)), ps))
             for r2 in self.roles:
-                if r2 == r or m not in self.models[r2] and not self.models[r2]:
+                if r2 == r:
                     continue
                 m2 = m if m in self.models[r2] else self.models[r2][0]
                 n2 = min(self.counts[(r2, m2)], key=lambda v: abs(v - n))
@@ -394,9 +394,10 @@ class GraphSpace(Space):
                 if r2 == "solve":
                     yield "role", _with(spec, i, (r2, m2, n2, ()))
                 elif i >= lo:
-                    ps2 = ps[:hi] if len(ps) >= lo else tuple(sorted(set(ps) | set(range(i - 1, -1, -1)[:lo - len(ps)])))
-                    if lo <= len(ps2) <= hi:
-                        yield "role", _with(spec, i, (r2, m2, n2, tuple(sorted(ps2)[:hi])))
+                    # keep the parents (the nearest ones when too many); too few: add the nearest earlier nodes
+                    near = [j for j in range(i - 1, -1, -1) if j not in ps][:max(0, lo - len(ps))]
+                    ps2 = tuple(sorted(set(ps) | set(near)))[-hi:]
+                    yield "role", _with(spec, i, (r2, m2, n2, ps2))
             lo, hi = self.in_degree[r]
             if r != "solve" and len(ps) < hi:
                 for j in range(i):

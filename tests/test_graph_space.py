@@ -267,6 +267,9 @@ def test_graph_sweep_writes_the_paper_tables(tmp_path, capsys):
         want = next((i + 1 for i, x in enumerate(mine) if x is not None and x >= best - 0.005), None)
         assert reach[(r["label"], r["seed"])] == want
     assert any(v is not None for v in reach.values())
+    # another store's curves (higher scores) do not move this store's best
+    other = [{**c, "store": "elsewhere", "best_so_far": 1.0} for c in curves]
+    assert trials_to_within(curves + other, rows)[0] == best
     # graph fields are refused for the configuration space, a bad objective in one line
     for patch, field in (({"space": "config", "max_nodes": 3}, "max_nodes"),
                          ({"objective": "accuracy * 2"}, "objective"), ({"space": "graphs"}, "space")):

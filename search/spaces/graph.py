@@ -39,7 +39,6 @@ Interface (stable; the Agent-REINFORCE searcher builds on it):
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import re
 from dataclasses import dataclass, field

@@ -40,9 +40,8 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Hashable, Iterator, Sequence
+from typing import Any, ClassVar, Hashable, Iterator, Sequence
 
 import numpy as np
 
@@ -55,8 +54,7 @@ from ..llm.answer import AnswerProblem
 from ..trial import Evaluation, Objective, Trial
 from .base import AgentBrief, Dim, GridWalk, Parametrisation, Space
 
-if TYPE_CHECKING:
-    from ..settings import GraphSpaceSettings
+from ..settings import GraphObjective, GraphSpaceSettings  # noqa: F401  (GraphObjective: part of this module's interface)
 
 DEFAULT_MAX_NODES = 4
 BUDGET_RULE = "expected graph cost over the store's pools"
@@ -67,41 +65,6 @@ MUTATE_TRIES = 64
 LATENCY_SLACK = 0.10  # graphs whose latency estimate exceeds the limit by more are not tried
 
 Spec = Sequence[tuple[str, str, int, tuple[int, ...]]]
-
-_NUM = r"[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?|\.[0-9]+(?:[eE][-+]?[0-9]+)?"
-_OBJECTIVE = re.compile(rf"^\s*accuracy\s*(?:-\s*({_NUM})\s*\*\s*latency\s*)?$")
-
-
-@dataclass(frozen=True)
-class GraphObjective:
-    """What a graph is scored by: accuracy, or accuracy - lam x latency (seconds per question),
-    per question (so question intervals and paired comparisons hold for it as for accuracy)."""
-
-    lam: float = 0.0
-    text: str = "accuracy"
-
-    @classmethod
-    def parse(cls, text: str | None) -> "GraphObjective":
-        """'accuracy' or 'accuracy - LAMBDA * latency' (LAMBDA a number >= 0).
-
-        Raises:
-            ConfigError: anything else, in one line naming --objective.
-        """
-        if text is None:
-            return cls()
-        m = _OBJECTIVE.match(str(text))
-        if not m:
-            raise ConfigError("--objective", f"{str(text)[:80]!r} is not 'accuracy' or 'accuracy - LAMBDA * latency' "
-                              "(LAMBDA a number >= 0, latency in seconds per question)")
-        lam = float(m.group(1)) if m.group(1) else 0.0
-        if not math.isfinite(lam):
-            raise ConfigError("--objective", f"lambda must be a finite number, got {m.group(1)!r}")
-        return cls(lam=lam, text="accuracy" if lam == 0 and not m.group(1) else f"accuracy - {lam:g} * latency")
-
-    @property
-    def uses_latency(self) -> bool:
-        return self.lam > 0
-
 
 @dataclass(frozen=True)
 class GraphSpace(Space):

@@ -23,14 +23,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..trial import Objective, Trial
 
-if TYPE_CHECKING:
-    from .graph import GraphSpace
+# `GraphSpace` (search/spaces/graph.py) in the annotations below is not imported: graph.py imports this module
 
 PARETO_PLOT = "pareto.png"
 BATCH = 2048

@@ -57,13 +57,15 @@ MAX_NAME = 200
 
 def check_store_name(name, where: str = "name", *, error=ConfigError) -> str:
     """A store's name is used as one folder name under an output (search, sweep): one safe path
-    component. Refused: empty, '.', '..', a leading '.', a path separator, a control character
+    component. Refused: empty, '.', '..', a leading '.' or '-', a path separator, a control character
     (NUL, newline), more than 200 characters."""
     problem = None
     if not isinstance(name, str) or not name.strip():
         problem = "is empty"
     elif name in (".", "..") or name.startswith("."):
         problem = "starts with '.'"
+    elif name.startswith("-"):  # read as an option by the shell tools a user runs on the folder (rm -rf)
+        problem = "starts with '-'"
     elif "/" in name or "\\" in name:
         problem = "holds a path separator"
     elif any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):

@@ -833,8 +833,9 @@ def _register_files():
         def fn(w: Work):
             part = w.p("c.partial")
             part.mkdir()
-            (part / "run.json").write_text(json.dumps({"fingerprint": {}, "info": {"stages": [["s", "majority_vote"]],
-                                                                                     "models": ["m"], "questions": 1}}))
+            # two stages: the second stage's expanded contexts are read (the first has none)
+            (part / "run.json").write_text(json.dumps({"fingerprint": {}, "info": {
+                "stages": [["s", "majority_vote"], ["t", "majority_vote"]], "models": ["m"], "questions": 1}}))
             mutate(part)
             return classify(run("collect", "status", w.p("c")), 2)
         CASES.append(Case(f"file/collect-status-{name}", "file", fn))
@@ -842,7 +843,7 @@ def _register_files():
     status_case("run-json-nested", lambda d: (d / "run.json").write_bytes(b"[" * 100_000 + b"]" * 100_000))
     status_case("run-json-invalid-utf8", lambda d: (d / "run.json").write_bytes(b'{"info": "\xff"}'))
     status_case("shard-garbage", lambda d: (d / "shard-000000.parquet").write_bytes(b"PAR1garbage"))
-    status_case("contexts-nested", lambda d: (d / "contexts-s.json").write_bytes(b"[" * 100_000 + b"]" * 100_000))
+    status_case("contexts-nested", lambda d: (d / "contexts-t.json").write_bytes(b"[" * 100_000 + b"]" * 100_000))
 
     def shard_utf8(d: Path):
         import pyarrow as pa
@@ -950,7 +951,7 @@ def _register_kills():
         codes = sorted(r[0] for r in res)
         if codes == [0, 0]:
             return "silent", "both writers ran (no lock)"
-        locked = [e for code, e in res if code == 2 and "lock" in e.lower()]
+        locked = [e for code, e in res if code == 2 and _names_holder(e)]
         if codes == [0, 2] and locked:
             return "error", locked[0].strip().splitlines()[-1][:200]
         return "wrong", f"exit codes {codes}: {[e.strip()[-150:] for _, e in res]}"
@@ -967,7 +968,7 @@ def _register_kills():
             return "data", bad
         if codes == [0, 0]:
             return "silent", "both sweeps ran (no lock)"
-        locked = [e for code, e in res if code == 2 and "lock" in e.lower()]
+        locked = [e for code, e in res if code == 2 and _names_holder(e)]
         if codes == [0, 2] and locked:
             return "error", locked[0].strip().splitlines()[-1][:200]
         return "wrong", f"exit codes {codes}: {[e.strip()[-150:] for _, e in res]}"
@@ -1076,6 +1077,11 @@ def _register_kills():
         CASES.append(Case(f"kill/replay-sweep-at-{delay}s-keeps-old-file", "kill", sweep_report_killed))
 
 
+def _names_holder(err: str) -> bool:
+    """The second writer's error names the lock or its holder ("in use by another search (pid ...")."""
+    return "lock" in err.lower() or ("in use by another" in err and "pid " in err)
+
+
 def _check_sweep(out: Path) -> str | None:
     """Every cell's archive readable, trial numbers in order, no duplicates."""
     from search.archive import read_archive
@@ -1108,7 +1114,8 @@ def _register_collect():
 
     def data(w: Work, n=12) -> Path:
         d = w.p("m.jsonl")
-        d.write_text("".join(json.dumps({"id": i, "problem": f"p{i}", "answer": str(i % 3)}) + "\n" for i in range(n)))
+        d.write_text("".join(json.dumps({"id": i, "problem": f"p{i}", "solution": f"so \\boxed{{{i % 3}}}"}) + "\n"
+                             for i in range(n)))
         return d
 
     def cargs(w: Work, out: Path):
@@ -1165,7 +1172,7 @@ def _register_collect():
             return "data", f"{len(s.samples)} samples"
         if codes == [0, 0]:
             return "silent", "both runs went ahead (no lock)"
-        locked = [e for code, e in res if code == 2 and "lock" in e.lower()]
+        locked = [e for code, e in res if code == 2 and _names_holder(e)]
         if codes == [0, 2] and locked:
             return "error", locked[0].strip().splitlines()[-1][:200]
         return "wrong", f"exit codes {codes}: {[e.strip()[-200:] for _, e in res]}"

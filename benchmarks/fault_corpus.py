@@ -1251,6 +1251,33 @@ def _register_sandbox():
         return ("leak", f"the daemon kept writing ({n} -> {m} bytes)") if m != n else ("ok", f"{n} bytes, then none")
     CASES.append(Case("sandbox/setsid-daemon-after-return", "sandbox", daemon))
 
+    # The controller programs of `search --space program` (the discovery loop) load through
+    # replay.controllers.sandboxed.load_program, the same sandbox: hostile code at import time.
+    def program_case(name: str, body: str):
+        def fn(w: Work):
+            from replay.controllers.sandboxed import load_program
+            from replay.errors import ToolError
+            from replay.sandbox import Limits
+
+            outside = w.p("outside")
+            outside.mkdir()
+            src = (body.replace("OUTSIDE", str(outside)) + "\nfrom replay.controllers import Controller, Answer\n\n\n"
+                   "class H(Controller):\n    name = 'h'\n\n    def decide(self, ep):\n        return Answer()\n")
+            try:
+                cls = load_program(src, "H", limits=Limits(wall_s=10, memory_mb=1024))
+            except ToolError as e:
+                left = list(outside.iterdir())
+                return ("data", f"wrote outside: {left}") if left else ("ok", f"refused: {str(e)[:120]}")
+            cls.sandbox.close()
+            return "silent", "the program loaded and ran its hostile code without an error"
+        CASES.append(Case(f"sandbox/program-{name}", "sandbox", fn))
+
+    program_case("kill-parent", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n")
+    program_case("read-shadow", "print(len(open('/etc/shadow').read()))\n")
+    program_case("write-outside", "open('OUTSIDE/x', 'w').write('x')\n")
+    program_case("setsid-daemon", "import os\nif os.fork() == 0:\n    os.setsid()\n    while True:\n        pass\n")
+    program_case("socket", "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=1)\n")
+
 
 # --------------------------------------------------------------------------------------------
 # Commands and options added since the corpus was first run: graph stores (replay eval/sweep),

@@ -1462,6 +1462,15 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the working folder")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     a = ap.parse_args()
+    # imported once here: cases import them from worker threads, and two threads importing one
+    # module for the first time can see it half-initialised (a circular import in chatdev)
+    import collect.run.checkpoint  # noqa: F401
+    import collect.tasks.chatdev  # noqa: F401
+    import replay.controllers.sandboxed  # noqa: F401
+    import replay.sandbox  # noqa: F401
+    import replay.store  # noqa: F401
+    import search.archive  # noqa: F401
+
     _register_bad_stores()
     _register_args()
     _register_outputs()

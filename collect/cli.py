@@ -150,9 +150,9 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
     check_output_dir(out, "--out")
     if not graph:  # graph-only options would be silently unused
         ctx = click.get_current_context()
-        for name, flag in (("role_samples", "--role-samples"), ("refine_inputs", "--refine-inputs"),
-                           ("aggregate_inputs", "--aggregate-inputs"), ("throughput", "--throughput")):
-            if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT):
+        for param, flag in (("role_samples", "--role-samples"), ("refine_inputs", "--refine-inputs"),
+                            ("aggregate_inputs", "--aggregate-inputs"), ("throughput", "--throughput")):
+            if ctx.get_parameter_source(param) not in (None, click.core.ParameterSource.DEFAULT):
                 raise InputError(flag, "applies to --graph collections only")
 
     the_task = get_task(task)  # an unknown task fails before anything else

@@ -546,6 +546,7 @@ def test_collect_run_graph_options_need_graph(capsys, tmp_path):
     for opt, v in (("--role-samples", 4), ("--aggregate-inputs", 2), ("--throughput", "m-1B=1/1")):
         _refused("collect", [*base, opt, v], capsys, opt)
     _refused("collect", [*base, "--graph", "--throughput", "m-1B=inf/1"], capsys, "--throughput")
+    _refused("collect", [*base, "--name", "../x"], capsys, "--name")  # checked before the first request
 
 
 # --------------------------------------------------------------------------------------------

@@ -192,7 +192,8 @@ def _throughput(where: str, model: dict, key: str) -> float | None:
         return None
     if not isinstance(v, (int, float)) or isinstance(v, bool) or not (v > 0 and math.isfinite(v)):
         # Infinity would make every latency of the model 0 s, silently
-        raise StoreError(where, f"model {model['name']!r}: {key} must be a positive, finite number or null, got {v!r}")
+        raise StoreError(where, f"model {model['name']!r}: {key} must be a positive number or null, got {v!r} "
+                         "(a finite number of tokens per second)")
     return float(v)
 
 

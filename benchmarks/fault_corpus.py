@@ -49,6 +49,8 @@ MODULES = {"replay": "replay.cli", "search": "search.cli", "collect": "collect.c
 AIME = ROOT / "traces" / "aime24"
 CHATDEV = ROOT / "traces" / "sim-chatdev"
 TWOWIKI = ROOT / "traces" / "sim-2wiki"
+GRAPH = ROOT / "traces" / "sim-math"  # a graph store (kind: graph)
+TINY = ROOT / "traces" / "tiny-real-numseq"  # collected by `collect run`: live-check reads its provenance
 TIMEOUT = 240
 
 
@@ -320,12 +322,12 @@ def _register_bad_stores():
     def invalid_utf8(col: str, table: str = "samples.parquet"):
         def mk(s):
             def fn(t):
-                arr = t.column(col).combine_chunks()
-                if pa.types.is_large_string(arr.type):
-                    arr = arr.cast(pa.string())
-                offsets, data = arr.buffers()[1], bytearray(arr.buffers()[2].to_pybytes())
-                data[0:2] = b"\xff\xfe"
-                bad = pa.Array.from_buffers(pa.string(), len(arr), [arr.buffers()[0], offsets, pa.py_buffer(bytes(data))])
+                # the first value's bytes become invalid UTF-8 (also where every value is empty, as
+                # the context column of a one-stage store: the bytes must land inside a value)
+                vals = [v.encode() for v in t.column(col).to_pylist()]
+                vals[0] = b"\xff\xfe" + vals[0]
+                raw = pa.array(vals, pa.binary())
+                bad = pa.Array.from_buffers(pa.string(), len(raw), raw.buffers())
                 return set_col(t, col, bad, pa.string())
             edit_table(s, table, fn)
         return mk
@@ -444,17 +446,18 @@ def _register_args():
         arg_case(f"import-split-seed-{v[:6]}", "collect", lambda w, v=v: ["import", "autotts", w.p(), "--out", w.p("imp"),
                                                                          "--split-seed", v], mention="seed")
     for v in ("0", "-1", "1000000000", "100000000000000000000"):
-        arg_case(f"replay-eval-r-{v[:6]}", "replay", lambda w, v=v: ["eval", A, "-c", "Qwen3-8B:2", "-r", v], mention="replicates|-r")
-        arg_case(f"replay-sweep-r-{v[:6]}", "replay", lambda w, v=v: ["sweep", A, "--out", w.p("s.parquet"), "--max-samples", 2,
+        tag = v if len(v) < 8 else f"1e{len(v) - 1}"
+        arg_case(f"replay-eval-r-{tag}", "replay", lambda w, v=v: ["eval", A, "-c", "Qwen3-8B:2", "-r", v], mention="replicates|-r")
+        arg_case(f"replay-sweep-r-{tag}", "replay", lambda w, v=v: ["sweep", A, "--out", w.p("s.parquet"), "--max-samples", 2,
                                                                      "-r", v], mention="replicates|-r")
-        arg_case(f"replay-curve-r-{v[:6]}", "replay", lambda w, v=v: ["curve", A, "--out", w.p("c.png"), "--max-samples", 2,
+        arg_case(f"replay-curve-r-{tag}", "replay", lambda w, v=v: ["curve", A, "--out", w.p("c.png"), "--max-samples", 2,
                                                                      "-r", v], mention="replicates|-r")
-        arg_case(f"replay-frontier-r-{v[:6]}", "replay", lambda w, v=v: ["frontier", A, "--out", w.p("f.png"), "--model",
+        arg_case(f"replay-frontier-r-{tag}", "replay", lambda w, v=v: ["frontier", A, "--out", w.p("f.png"), "--model",
                                                                         "Qwen3-8B", "--controllers", "majority", "--betas",
                                                                         "0:1:2", "--replicates", v], mention="replicates")
-        arg_case(f"search-replicates-{v[:6]}", "search", lambda w, v=v: [*search, "--out", w.p("o"), "--replicates", v],
+        arg_case(f"search-replicates-{tag}", "search", lambda w, v=v: [*search, "--out", w.p("o"), "--replicates", v],
                  mention="replicates")
-        arg_case(f"search-test-replicates-{v[:6]}", "search", lambda w, v=v: ["--replay", A, "--searcher", "random", "--trials",
+        arg_case(f"search-test-replicates-{tag}", "search", lambda w, v=v: ["--replay", A, "--searcher", "random", "--trials",
                                                                              2, "--no-optimum", "--out", w.p("o"),
                                                                              "--test-replicates", v], mention="replicates")
     arg_case("replay-eval-questions-repeated", "replay", lambda w: ["eval", A, "-c", "Qwen3-8B:2", "-r", 4, "--questions",
@@ -585,7 +588,7 @@ def _register_outputs():
     for pname, place in places.items():
         user = ro_user if pname == "readonly" and os.geteuid() == 0 else None
         cmds = {
-            "replay-sweep": lambda w, o: ["sweep", A, "--out", o / "s.parquet" if pname != "afile-sub" else o, "-r", 2,
+            "replay-sweep": lambda w, o, pname=pname: ["sweep", A, "--out", o / "s.parquet" if pname != "afile-sub" else o, "-r", 2,
                                           "--max-samples", 2],
             "replay-curve": lambda w, o: ["curve", A, "--out", o / "c.png", "-r", 2, "--max-samples", 2],
             "replay-frontier": lambda w, o: ["frontier", A, "--out", o / "f.png", "--model", "Qwen3-8B", "--controllers",
@@ -605,7 +608,7 @@ def _register_outputs():
                  "search-seeds": "search", "sweep": "search", "simulate": "collect", "import": "collect",
                  "compare-png": "search", "compare-json": "search"}
         for cname, mk in cmds.items():
-            def fn(w: Work, mk=mk, place=place, tool=tools[cname], user=user, cname=cname):
+            def fn(w: Work, mk=mk, place=place, tool=tools[cname], user=user, cname=cname, pname=pname):
                 if cname == "import":
                     _autotts_src(w.p("src"))
                 o = place(w)
@@ -830,8 +833,9 @@ def _register_files():
         def fn(w: Work):
             part = w.p("c.partial")
             part.mkdir()
-            (part / "run.json").write_text(json.dumps({"fingerprint": {}, "info": {"stages": [["s", "majority_vote"]],
-                                                                                     "models": ["m"], "questions": 1}}))
+            # two stages: the second stage's expanded contexts are read (the first has none)
+            (part / "run.json").write_text(json.dumps({"fingerprint": {}, "info": {
+                "stages": [["s", "majority_vote"], ["t", "majority_vote"]], "models": ["m"], "questions": 1}}))
             mutate(part)
             return classify(run("collect", "status", w.p("c")), 2)
         CASES.append(Case(f"file/collect-status-{name}", "file", fn))
@@ -839,7 +843,7 @@ def _register_files():
     status_case("run-json-nested", lambda d: (d / "run.json").write_bytes(b"[" * 100_000 + b"]" * 100_000))
     status_case("run-json-invalid-utf8", lambda d: (d / "run.json").write_bytes(b'{"info": "\xff"}'))
     status_case("shard-garbage", lambda d: (d / "shard-000000.parquet").write_bytes(b"PAR1garbage"))
-    status_case("contexts-nested", lambda d: (d / "contexts-s.json").write_bytes(b"[" * 100_000 + b"]" * 100_000))
+    status_case("contexts-nested", lambda d: (d / "contexts-t.json").write_bytes(b"[" * 100_000 + b"]" * 100_000))
 
     def shard_utf8(d: Path):
         import pyarrow as pa
@@ -947,7 +951,7 @@ def _register_kills():
         codes = sorted(r[0] for r in res)
         if codes == [0, 0]:
             return "silent", "both writers ran (no lock)"
-        locked = [e for code, e in res if code == 2 and "lock" in e.lower()]
+        locked = [e for code, e in res if code == 2 and _names_holder(e)]
         if codes == [0, 2] and locked:
             return "error", locked[0].strip().splitlines()[-1][:200]
         return "wrong", f"exit codes {codes}: {[e.strip()[-150:] for _, e in res]}"
@@ -964,7 +968,7 @@ def _register_kills():
             return "data", bad
         if codes == [0, 0]:
             return "silent", "both sweeps ran (no lock)"
-        locked = [e for code, e in res if code == 2 and "lock" in e.lower()]
+        locked = [e for code, e in res if code == 2 and _names_holder(e)]
         if codes == [0, 2] and locked:
             return "error", locked[0].strip().splitlines()[-1][:200]
         return "wrong", f"exit codes {codes}: {[e.strip()[-150:] for _, e in res]}"
@@ -1073,6 +1077,11 @@ def _register_kills():
         CASES.append(Case(f"kill/replay-sweep-at-{delay}s-keeps-old-file", "kill", sweep_report_killed))
 
 
+def _names_holder(err: str) -> bool:
+    """The second writer's error names the lock or its holder ("in use by another search (pid ...")."""
+    return "lock" in err.lower() or ("in use by another" in err and "pid " in err)
+
+
 def _check_sweep(out: Path) -> str | None:
     """Every cell's archive readable, trial numbers in order, no duplicates."""
     from search.archive import read_archive
@@ -1105,7 +1114,8 @@ def _register_collect():
 
     def data(w: Work, n=12) -> Path:
         d = w.p("m.jsonl")
-        d.write_text("".join(json.dumps({"id": i, "problem": f"p{i}", "answer": str(i % 3)}) + "\n" for i in range(n)))
+        d.write_text("".join(json.dumps({"id": i, "problem": f"p{i}", "solution": f"so \\boxed{{{i % 3}}}"}) + "\n"
+                             for i in range(n)))
         return d
 
     def cargs(w: Work, out: Path):
@@ -1162,7 +1172,7 @@ def _register_collect():
             return "data", f"{len(s.samples)} samples"
         if codes == [0, 0]:
             return "silent", "both runs went ahead (no lock)"
-        locked = [e for code, e in res if code == 2 and "lock" in e.lower()]
+        locked = [e for code, e in res if code == 2 and _names_holder(e)]
         if codes == [0, 2] and locked:
             return "error", locked[0].strip().splitlines()[-1][:200]
         return "wrong", f"exit codes {codes}: {[e.strip()[-200:] for _, e in res]}"
@@ -1241,6 +1251,205 @@ def _register_sandbox():
         return ("leak", f"the daemon kept writing ({n} -> {m} bytes)") if m != n else ("ok", f"{n} bytes, then none")
     CASES.append(Case("sandbox/setsid-daemon-after-return", "sandbox", daemon))
 
+    # The controller programs of `search --space program` (the discovery loop) load through
+    # replay.controllers.sandboxed.load_program, the same sandbox: hostile code at import time.
+    def program_case(name: str, body: str):
+        def fn(w: Work):
+            from replay.controllers.sandboxed import load_program
+            from replay.errors import ToolError
+            from replay.sandbox import Limits
+
+            outside = w.p("outside")
+            outside.mkdir()
+            src = (body.replace("OUTSIDE", str(outside)) + "\nfrom replay.controllers import Controller, Answer\n\n\n"
+                   "class H(Controller):\n    name = 'h'\n\n    def decide(self, ep):\n        return Answer()\n")
+            try:
+                cls = load_program(src, "H", limits=Limits(wall_s=10, memory_mb=1024))
+            except ToolError as e:
+                left = list(outside.iterdir())
+                return ("data", f"wrote outside: {left}") if left else ("ok", f"refused: {str(e)[:120]}")
+            cls.sandbox.close()
+            return "silent", "the program loaded and ran its hostile code without an error"
+        CASES.append(Case(f"sandbox/program-{name}", "sandbox", fn))
+
+    program_case("kill-parent", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n")
+    program_case("read-shadow", "print(len(open('/etc/shadow').read()))\n")
+    program_case("write-outside", "open('OUTSIDE/x', 'w').write('x')\n")
+    program_case("setsid-daemon", "import os\nif os.fork() == 0:\n    os.setsid()\n    while True:\n        pass\n")
+    program_case("socket", "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=1)\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Commands and options added since the corpus was first run: graph stores (replay eval/sweep),
+# replay compare, collect live-check, collect run --graph, search --space program and the
+# selection and split options. The same classes of input as above, on each.
+
+
+def _register_new_commands():
+    import pyarrow as pa
+
+    A, M = AIME, GRAPH
+    G = "s=solve(Qwen2.5-7B,1)"
+
+    def grid(w: Work, data: bytes = (G + "\n").encode()) -> Path:
+        f = w.p("g.txt")
+        f.write_bytes(data)
+        return f
+
+    gev = ["eval", M, "-c", G, "-r", 4]
+    for v in ("nan", "0", "-1", "inf"):
+        arg_case(f"graph-eval-latency-limit-{v}", "replay", lambda w, v=v: [*gev, "--latency-limit", v],
+                 mention="latency", group="graph")
+    for name, v in (("inf", "Qwen2.5-7B=inf/inf"), ("unknown-model", "Nope=1/1"), ("zero", "Qwen2.5-7B=0/5")):
+        arg_case(f"graph-eval-throughput-{name}", "replay", lambda w, v=v: [*gev, "--throughput", v],
+                 mention="throughput", group="graph")
+    for v in ("nan", "0", "-5"):
+        arg_case(f"graph-eval-budget-{v}", "replay", lambda w, v=v: [*gev, "--budget", v], mention="budget", group="graph")
+    arg_case("graph-eval-seed--1", "replay", lambda w: [*gev, "--seed", -1], mention="seed", group="graph")
+    arg_case("graph-eval-r-1e9", "replay", lambda w: ["eval", M, "-c", G, "-r", 1_000_000_000], mention="replicates",
+             group="graph")
+    arg_case("graph-eval-r-0", "replay", lambda w: ["eval", M, "-c", G, "-r", 0], mention="replicates", group="graph")
+    arg_case("graph-eval-questions-repeated", "replay", lambda w: [*gev, "--questions", "math-0000,math-0000"],
+             mention="questions", group="graph")
+
+    def json_valid(w: Work, p: Proc):
+        try:
+            for line in p.out.splitlines():
+                json.loads(line, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+        except ValueError as e:
+            return "silent", f"invalid JSON on stdout: {e}"
+        return None
+    arg_case("graph-eval-json-one-replicate", "replay", lambda w: ["eval", M, "-c", G, "-r", 1, "--json"], code=0,
+             post=json_valid, group="graph")
+    arg_case("graph-eval-json-infeasible", "replay", lambda w: [*gev, "--budget", "0.001", "--json"], code=0,
+             post=json_valid, group="graph")
+    gsw = lambda w, *extra: ["sweep", M, "--out", w.p("s.parquet"), "--grid", grid(w), "-r", 2, *extra]  # noqa: E731
+    arg_case("graph-sweep-grid-invalid-utf8", "replay", lambda w: ["sweep", M, "--out", w.p("s.parquet"), "--grid",
+                                                                     grid(w, b"s=solve(Qwen2.5-7B,\xff)\n"), "-r", 2],
+             mention="g.txt", group="graph")
+    arg_case("graph-sweep-models-ignored", "replay", lambda w: gsw(w, "--models", "x"), mention="models", group="graph")
+    arg_case("graph-sweep-max-samples-ignored", "replay", lambda w: gsw(w, "--max-samples", 2), mention="max-samples",
+             group="graph")
+    arg_case("graph-sweep-r-1e9", "replay", lambda w: ["sweep", M, "--out", w.p("s.parquet"), "--grid", grid(w), "-r",
+                                                        1_000_000_000], mention="replicates", group="graph")
+    arg_case("graph-sweep-out-existing-folder", "replay",
+             lambda w: (w.p("s.parquet").mkdir(), ["sweep", M, "--out", w.p("s.parquet"), "--grid", grid(w)])[1],
+             group="graph")
+    arg_case("graph-sweep-out-afile-sub", "replay",
+             lambda w: (w.p("afile").write_text("x"), ["sweep", M, "--out", w.p("afile", "s.parquet"), "--grid", grid(w)])[1],
+             group="graph")
+    arg_case("graph-sweep-throughput-inf", "replay", lambda w: gsw(w, "--throughput", "Qwen2.5-7B=1/inf"),
+             mention="throughput", group="graph")
+
+    # graph stores: the same validation as chain stores
+    def bad_graph(name: str, make: Callable[[Path], None], mention: str | None = None):
+        for reader in ("info", "eval"):
+            def fn(w: Work, reader=reader):
+                s = w.store(M, "graph")
+                make(s)
+                args = ["info", s] if reader == "info" else ["eval", s, "-c", G, "-r", 4]
+                return classify(run("replay", *args), 2, mention)
+            CASES.append(Case(f"graph-store/{name}/{reader}", "graph", fn))
+
+    def flip(s: Path):
+        from replay.store import seal
+
+        seal(s)
+        b = bytearray((s / "samples.parquet").read_bytes())
+        b[len(b) // 2] ^= 0x10
+        (s / "samples.parquet").write_bytes(bytes(b))
+    bad_graph("score-inf", lambda s: edit_table(s, "samples.parquet", lambda t: with_first(t, "score", float("inf"))), "score")
+    bad_graph("tokens-uint64-huge", lambda s: edit_table(s, "samples.parquet", lambda t: with_first(
+        t, "completion_tokens", 2 ** 64 - 5, pa.uint64())), "completion_tokens")
+    bad_graph("duplicate-sample", lambda s: edit_table(s, "samples.parquet", lambda t: pa.concat_tables([t, t.slice(0, 1)])),
+              "duplicate")
+    bad_graph("flipped-byte-samples", flip)
+    bad_graph("params-inf", lambda s: edit_manifest(s, lambda m: m["models"][0].update(params=float("inf"))), "params")
+    bad_graph("throughput-nan", lambda s: edit_manifest(s, lambda m: m["models"][0].update(decode_tokens_per_s=float("nan"))),
+              "decode_tokens_per_s")
+    bad_graph("throughput-inf", lambda s: edit_manifest(s, lambda m: m["models"][0].update(prefill_tokens_per_s=float("inf"))),
+              "prefill_tokens_per_s")
+    bad_graph("kind-unknown", lambda s: edit_manifest(s, lambda m: m.update(kind="tree")), "kind")
+    bad_graph("name-dash", lambda s: edit_manifest(s, lambda m: m.update(name="-rf")), "name")
+
+    def context_not_json(s: Path):
+        def fn(t):
+            ctx = t.column("context").to_pylist()
+            i = next(i for i, c in enumerate(ctx) if c)
+            ctx[i] = "[" + ctx[i]
+            return set_col(t, "context", ctx, t.schema.field("context").type)
+        edit_table(s, "samples.parquet", fn)
+    bad_graph("context-not-json", context_not_json, "context")
+
+    # replay compare: the options of replay eval
+    cmp = ["compare", A, "Qwen3-8B:2", "Qwen3-8B:4"]
+    for v in ("nan", "0", "-5"):
+        arg_case(f"compare-budget-{v}", "replay", lambda w, v=v: [*cmp, "-r", 4, "--budget", v], mention="budget",
+                 group="compare")
+    arg_case("compare-seed--1", "replay", lambda w: [*cmp, "-r", 4, "--seed", -1], mention="seed", group="compare")
+    arg_case("compare-seed-1e23", "replay", lambda w: [*cmp, "-r", 4, "--seed", 10 ** 23], mention="seed", group="compare")
+    arg_case("compare-r-0", "replay", lambda w: [*cmp, "-r", 0], mention="replicates", group="compare")
+    arg_case("compare-r-1e9", "replay", lambda w: [*cmp, "-r", 1_000_000_000], mention="replicates", group="compare")
+    arg_case("compare-questions-repeated", "replay", lambda w: [*cmp, "-r", 4, "--questions", "aime24-000,aime24-000"],
+             mention="questions", group="compare")
+    arg_case("compare-one-config", "replay", lambda w: ["compare", A, "Qwen3-8B:2"], mention="two", group="compare")
+    arg_case("compare-graph-store", "replay", lambda w: ["compare", M, G, G, "-r", 2], mention="graph", group="compare")
+    arg_case("compare-json-one-replicate", "replay", lambda w: [*cmp, "-r", 1, "--json"], code=0, post=json_valid,
+             group="compare")
+    arg_case("compare-json-infeasible", "replay", lambda w: ["compare", A, "Qwen3-8B:2", "Qwen3-8B:64", "-r", 4, "--budget",
+                                                              1, "--json"], code=0, post=json_valid, group="compare")
+
+    # collect live-check: every option checked before the first live request (the endpoint here
+    # is closed: anything that reaches it exits 3)
+    T = TINY
+    tcfg = "SmolLM2-135M-Instruct:1,SmolLM2-135M-Instruct:1"
+    live = ["live-check", T, "-c", tcfg, "--base-url", "http://127.0.0.1:9/v1", "--data", T / "questions.jsonl",
+            "--retries", 0, "--timeout", 1]
+    for opt, v, mention in (("--seed", -1, "seed"), ("--seed", 10 ** 23, "seed"), ("--replicates", 0, "replicates"),
+                            ("--replicates", 10 ** 12, "replicates"), ("--concurrency", 0, "concurrency"),
+                            ("--concurrency", -4, "concurrency"), ("--retries", -1, "retries"), ("--repeats", 0, "repeats"),
+                            ("--timeout", "nan", "timeout"), ("--questions", "q0,q0", "twice")):
+        arg_case(f"live-check{opt}-{str(v)[:8]}", "collect", lambda w, opt=opt, v=v: [*live, opt, v], mention=mention,
+                 group="live")
+    arg_case("live-check-out-afile-sub", "collect",
+             lambda w: (w.p("afile").write_text("x"), [*live, "--out", w.p("afile", "sub")])[1], mention="--out", group="live")
+    arg_case("live-check-out-proc", "collect", lambda w: [*live, "--out", "/proc/x/sub"], mention="--out", group="live")
+
+    # collect run --graph options
+    for opt, v in (("--role-samples", 4), ("--refine-inputs", 3), ("--throughput", "m-1B=1/1")):
+        arg_case(f"collect-run{opt}-without-graph", "collect", lambda w, opt=opt, v=v: _collect_args(w, opt, v),
+                 mention=opt, group="args")
+    for opt, v, mention in (("--role-samples", 0, "role-samples"), ("--refine-inputs", 0, "refine"),
+                            ("--aggregate-inputs", 99, "aggregate"), ("--throughput", "m-1B=inf/1", "throughput"),
+                            ("--throughput", "nope=1/1", "throughput")):
+        arg_case(f"collect-run-graph{opt}-{v}", "collect", lambda w, opt=opt, v=v: _collect_args(w, "--graph", opt, v),
+                 mention=mention, group="args")
+
+    # search --space program, and the selection and split options
+    prog = ["--replay", A, "--space", "program", "--model", "Qwen3-8B", "--searcher", "random", "--trials", 1,
+            "--replicates", 2, "--test-replicates", 2, "--no-optimum"]
+    for opt, v, mention in (("--betas", 1, "betas"), ("--betas", 10 ** 9, "betas"), ("--program-workers", 0, "workers"),
+                            ("--program-workers", -4, "workers"), ("--heldout-replicates", 0, "replicates"),
+                            ("--heldout-replicates", 10 ** 12, "replicates"), ("--program-wall-s", "nan", "wall"),
+                            ("--program-memory-mb", 0, "memory"), ("--probe-cost", "nan", "probe"),
+                            ("--score", "auc@5-2", "score"), ("--score", "accuracy@nan", "score"),
+                            ("--test-store", "/nonexistent-store", "nonexistent")):
+        arg_case(f"program{opt}-{str(v)[:8]}", "search", lambda w, opt=opt, v=v: [*prog, opt, v, "--out", w.p("o")],
+                 mention=mention, group="program")
+    arg_case("program-out-proc", "search", lambda w: [*prog, "--out", "/proc/x/sub"], mention="--out", group="program")
+    search = ["--replay", A, "--searcher", "random", "--trials", 2, "--no-optimum", "--test-replicates", 2]
+    for opt, v, mention in (("--split-seed", -1, "split-seed"), ("--split-seed", 10 ** 23, "split-seed"),
+                            ("--select", "bogus", "select"), ("--max-fallback", "nan", "fallback"),
+                            ("--max-fallback", "1.5", "fallback"), ("--seeds", f"0-{2 ** 62}", "seeds")):
+        extra = ["--yes"] if opt == "--seeds" else []
+        arg_case(f"search{opt}-{str(v)[:8]}", "search", lambda w, opt=opt, v=v, extra=extra: [*search, opt, v, *extra,
+                                                                                             "--out", w.p("o")],
+                 mention=mention, group="args")
+    for opt, v, mention in (("--select", "bogus", "select"), ("--max-fallback", "-1", "fallback")):
+        arg_case(f"sweep{opt}-{v}", "search", lambda w, opt=opt, v=v: ["sweep", "--stores", A, "--searchers", "random",
+                                                                      "--trials", 2, "--out", w.p("sw"), opt, v],
+                 mention=mention, group="args")
+
 
 # --------------------------------------------------------------------------------------------
 
@@ -1253,6 +1462,15 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the working folder")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     a = ap.parse_args()
+    # imported once here: cases import them from worker threads, and two threads importing one
+    # module for the first time can see it half-initialised (a circular import in chatdev)
+    import collect.run.checkpoint  # noqa: F401
+    import collect.tasks.chatdev  # noqa: F401
+    import replay.controllers.sandboxed  # noqa: F401
+    import replay.sandbox  # noqa: F401
+    import replay.store  # noqa: F401
+    import search.archive  # noqa: F401
+
     _register_bad_stores()
     _register_args()
     _register_outputs()
@@ -1260,6 +1478,7 @@ def main() -> None:
     _register_kills()
     _register_collect()
     _register_sandbox()
+    _register_new_commands()
     cases = [c for c in CASES if a.k is None or re.search(a.k, c.name)]
     if a.list:
         print("\n".join(c.name for c in cases))

@@ -148,6 +148,12 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
     if not 0.0 < gpu_memory_utilization <= 1.0:
         raise InputError("--gpu-memory-utilization", f"must be in (0, 1], got {gpu_memory_utilization}")
     check_output_dir(out, "--out")
+    if not graph:  # graph-only options would be silently unused
+        ctx = click.get_current_context()
+        for param, flag in (("role_samples", "--role-samples"), ("refine_inputs", "--refine-inputs"),
+                            ("aggregate_inputs", "--aggregate-inputs"), ("throughput", "--throughput")):
+            if ctx.get_parameter_source(param) not in (None, click.core.ParameterSource.DEFAULT):
+                raise InputError(flag, "applies to --graph collections only")
 
     the_task = get_task(task)  # an unknown task fails before anything else
     if the_task.runs_untrusted_code:
@@ -247,7 +253,7 @@ def status_cmd(out):
 @click.option("--data", default=None, type=click.Path(), help="The question file, if not where the store recorded it.")
 @click.option("--questions", default=None, help="A split name (train, test) or comma-separated ids; default all.")
 @click.option("--repeats", default=1, show_default=True, type=int, help="Live runs per question (fresh seeds each).")
-@click.option("--seed", default=1, show_default=True, type=int, help="Base of the live seeds (never the collection's).")
+@click.option("--seed", default=1, show_default=True, type=SEED, help="Base of the live seeds (never the collection's).")
 @click.option("--replicates", default=2000, show_default=True, type=int, help="Replay draws per question.")
 @click.option("--concurrency", default=1, show_default=True, type=int, help="Parallel requests.")
 @click.option("--retries", default=6, show_default=True, type=int, help="Retries per request.")
@@ -269,12 +275,22 @@ def live_check_cmd(store, configs, base_url, api_key, data, questions, repeats, 
     from .backends.openai_compat import OpenAIBackend
     from .live import format_table, live_check, write_report
 
+    from replay.clitools import check_replicates
+
+    # every option checked before the first live request: live samples cost endpoint time
     if not timeout > 0:
         raise InputError("--timeout", f"must be a positive number of seconds, got {timeout}")
+    check_count("--repeats", repeats)
+    check_count("--concurrency", concurrency)
+    check_count("--retries", retries, lo=0)
+    check_count("--replicates", replicates)
+    if out:
+        check_output_dir(out, "--out")
     st = open_store(store)
     sel = questions
     if questions and questions not in st.manifest.split:
         sel = [q.strip() for q in questions.split(",") if q.strip()]
+    check_replicates("--replicates", replicates, questions=1)  # the replay scores one question at a time
 
     def make(model_id, style):
         return OpenAIBackend(model_id, base_url=base_url, api_key=api_key, max_concurrency=concurrency,

@@ -10,7 +10,7 @@ import sys
 import click
 
 from .atomic import atomic_path
-from .clitools import (SEED, check_budget, check_count, check_output_file, check_replicates, main_wrapper,
+from .clitools import (SEED, check_budget, check_count, check_output_file, check_replicates, json_safe, main_wrapper,
                        open_announced)
 from .controllers.cli import frontier
 from .sandbox.cli import sandbox
@@ -211,7 +211,7 @@ def eval_cmd(store, configs, replicates, seed, questions, budget, as_json, laten
     if as_json:
         for r in results:
             # JSON has no NaN: a score that does not exist (infeasible, one replicate) is null
-            click.echo(json.dumps(_json_safe(_result_json(r)), allow_nan=False))
+            click.echo(json.dumps(json_safe(_result_json(r)), allow_nan=False))
         return
     w = max(len("config"), *(len(str(r.config)) for r in results))
     head = (f"{'config':<{w}}  {'score':>7}  {'±rep':>6}  {'95% CI (questions)':>18}  {'tokens/q':>11}  {'TFLOPs/q':>9}  "
@@ -262,6 +262,9 @@ def compare_cmd(store, configs, replicates, seed, questions, budget, as_json):
     budget = check_budget("--budget", budget)
     check_count("--replicates", replicates)
     st = open_announced(store)
+    if st.manifest.kind == "graph":
+        raise ConfigError(store, f"store {st.name!r} is a graph store: replay compare takes chain configurations "
+                          "(replay eval scores graphs)")
     cfgs = [Config.parse(c, store=st) for c in configs]
     qsel = _parse_questions(questions)
     check_replicates("--replicates", replicates, questions=len(st.question_indices(qsel)),
@@ -275,7 +278,7 @@ def compare_cmd(store, configs, replicates, seed, questions, budget, as_json):
             row["diff"] = None if d is None else {
                 "vs": str(base.config), "mean": d.mean, "ci_lo": d.lo, "ci_hi": d.hi, "ci_level": d.level,
                 "ci_method": d.method, "beyond_noise": d.excludes(0.0)}
-            click.echo(json.dumps(_json_safe(row), allow_nan=False))
+            click.echo(json.dumps(json_safe(row), allow_nan=False))
         return
     w = max(len("config"), *(len(str(r.config)) for r in results))
     head = (f"{'config':<{w}}  {'score':>7}  {'±rep':>6}  {'95% CI (questions)':>18}  {'units':>8}  "
@@ -299,19 +302,6 @@ def compare_cmd(store, configs, replicates, seed, questions, budget, as_json):
     click.echo(_uncertainty_legend(results))
     click.echo("diff vs first: the mean over questions of (this - first), paired question by question, with its "
                "95% interval; beyond noise: the interval excludes 0")
-
-
-def _json_safe(x):
-    """Non-finite floats as null, recursively (JSON has no NaN or Infinity)."""
-    import math
-
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
 
 
 def _largest_pass(cfgs) -> int:
@@ -406,7 +396,8 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
         from .graph import cli as graph_cli
 
         return graph_cli.sweep(st, out=out, grid=grid, budget=budget, replicates=replicates, seed=seed,
-                               questions=_parse_questions(questions), throughput=throughput)
+                               questions=_parse_questions(questions), throughput=throughput, models=models,
+                               max_samples=max_samples)
     cfgs = _space_configs(st, models, max_samples, grid)
     qsel = _parse_questions(questions)
     check_replicates("--replicates", replicates, questions=len(st.question_indices(qsel)),

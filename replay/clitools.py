@@ -73,6 +73,18 @@ def open_announced(path):
     return store
 
 
+def json_safe(x):
+    """Non-finite floats as null, recursively (JSON has no NaN or Infinity): what every
+    `--json` output passes through before `json.dumps(..., allow_nan=False)`."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
+
+
 # --------------------------------------------------------------------------------------------
 # Checks of option values
 

@@ -57,13 +57,15 @@ MAX_NAME = 200
 
 def check_store_name(name, where: str = "name", *, error=ConfigError) -> str:
     """A store's name is used as one folder name under an output (search, sweep): one safe path
-    component. Refused: empty, '.', '..', a leading '.', a path separator, a control character
+    component. Refused: empty, '.', '..', a leading '.' or '-', a path separator, a control character
     (NUL, newline), more than 200 characters."""
     problem = None
     if not isinstance(name, str) or not name.strip():
         problem = "is empty"
     elif name in (".", "..") or name.startswith("."):
         problem = "starts with '.'"
+    elif name.startswith("-"):  # read as an option by the shell tools a user runs on the folder (rm -rf)
+        problem = "starts with '-'"
     elif "/" in name or "\\" in name:
         problem = "holds a path separator"
     elif any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
@@ -188,8 +190,10 @@ def _throughput(where: str, model: dict, key: str) -> float | None:
     v = model.get(key)
     if v is None:
         return None
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
-        raise StoreError(where, f"model {model['name']!r}: {key} must be a positive number or null, got {v!r}")
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not (v > 0 and math.isfinite(v)):
+        # Infinity would make every latency of the model 0 s, silently
+        raise StoreError(where, f"model {model['name']!r}: {key} must be a positive number or null, got {v!r} "
+                         "(a finite number of tokens per second)")
     return float(v)
 
 

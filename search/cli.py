@@ -68,7 +68,7 @@ def _budget(text: str | None) -> float | None:
 @click.option("--train", "n_train", type=int, default=None,
               help="Training questions (default: the store's split, else 50), drawn from the questions outside the "
                    "fixed test set; more than those overrides the store's split (and says so).")
-@click.option("--split-seed", type=int, default=0, show_default=True,
+@click.option("--split-seed", type=SEED, default=0, show_default=True,
               help="Seed of the --train draw (sizes are nested for one seed; the test set never moves).")
 @click.option("--select", "select_rule", default=None,
               help="Rule that picks the final configuration among the trials: mean, mean-costliest, lcb, tied-cheapest, "
@@ -195,8 +195,13 @@ def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, mod
         check_output_dir(out, "--out")  # before the store loads and the optimum is computed
     store = open_announced(store_path)
     # before the setup, which already replays (the default budget): bounded by every question
-    check_replicates("--replicates", replicates, questions=len(store.question_ids))
-    check_replicates("--test-replicates", test_replicates, questions=len(store.question_ids))
+    # a program's sweep replays every beta at once: its arrays grow with the betas too
+    per_pass = space.betas if isinstance(space, ProgramSpaceSettings) else 1
+    check_replicates("--replicates", replicates, questions=len(store.question_ids), per_pass=per_pass)
+    check_replicates("--test-replicates", test_replicates, questions=len(store.question_ids), per_pass=per_pass)
+    if isinstance(space, ProgramSpaceSettings):
+        check_replicates("--heldout-replicates", space.heldout_replicates, questions=len(store.question_ids),
+                         per_pass=per_pass)
     setup = setup_for(store, settings)
     build_searcher(searcher, setup.space, options=options, trials=trials, objective=setup.objective)  # bad options fail before any trial
     click.echo(f"{store.name}: {setup.split.source}; {setup.space.headline()}", err=True)

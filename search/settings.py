@@ -21,6 +21,7 @@ from replay.errors import ConfigError
 
 GRID_LIMIT = 20_000_000  # configurations the exhaustive optimum scores by default (a compiled scan)
 DEFAULT_TRIALS = 50
+MAX_BETAS = 1001  # points of a program's beta sweep (a step of 0.001)
 # How to reach an LLM does not change a search: these options may differ when it resumes.
 ENDPOINT_OPTIONS = frozenset({"llm_base_url", "llm_api_key", "llm_timeout_s", "llm_retries", "llm_backoff_s",
                               "llm_backoff_max_s"})
@@ -134,6 +135,8 @@ class ProgramSpaceSettings:
         ScoreRule.parse(self.score)
         if self.betas < 2:
             raise ConfigError("--betas", f"a sweep needs at least 2 betas, got {self.betas}")
+        if self.betas > MAX_BETAS:  # each beta is a run of every training question in the sandbox
+            raise ConfigError("--betas", f"at most {MAX_BETAS:,} points per sweep, got {self.betas:,}")
         if self.workers is not None and self.workers < 1:
             raise ConfigError("--program-workers", f"must be at least 1, got {self.workers}")
         for name, v, lo in (("--probe-cost", self.probe_cost, 0.0), ("--program-wall-s", self.wall_s, 1e-9),
@@ -296,6 +299,7 @@ class SearchSettings:
 
         check_seed("--seed", self.seed)
         check_seed("--replay-seed", self.replay_seed)
+        check_seed("--split-seed", self.split_seed)
         if self.seeds is not None and not self.seeds:
             raise ConfigError("--seeds", "no seeds given")
         if self.optimum_limit < 1:
@@ -307,6 +311,7 @@ class SearchSettings:
 
 
 MAX_SEEDS = 1000  # seeds one command starts without --yes
+MAX_SEEDS_ANYWAY = 1_000_000  # and with it: the seed list alone must fit in memory
 
 
 def parse_seeds(text: str, *, limit: int | None = MAX_SEEDS, where: str = "--seeds") -> list[int]:
@@ -342,6 +347,8 @@ def parse_seeds(text: str, *, limit: int | None = MAX_SEEDS, where: str = "--see
     if limit is not None and count > limit:
         raise ConfigError(where, f"{str(text)[:60]!r} is {count:,} seeds, and each starts a search: at most {limit:,} "
                           "without --yes")
+    if count > MAX_SEEDS_ANYWAY:
+        raise ConfigError(where, f"{str(text)[:60]!r} is {count:,} seeds: at most {MAX_SEEDS_ANYWAY:,}, even with --yes")
     seeds = [s for lo, hi in ranges for s in range(lo, hi + 1)]
     if len(set(seeds)) != len(seeds):
         raise ConfigError(where, f"{str(text)[:60]!r} repeats a seed")

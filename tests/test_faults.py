@@ -304,7 +304,7 @@ def test_shipped_traces_open_unverified(capsys):
 
 
 @pytest.mark.parametrize("name", ["../../escape", "/tmp/x/TARGET", "a/b", "..", ".", "", " ", "x\ny", "x\x00y",
-                                  ".hidden", "a\\b", "x" * 201])
+                                  ".hidden", "a\\b", "x" * 201, "-rf"])
 def test_a_store_name_is_one_safe_path_component(one, name):
     with pytest.raises(ConfigError):
         check_store_name(name)
@@ -443,6 +443,110 @@ def test_bad_files_besides_stores_are_one_line(tmp_path, capsys):
     sim = tmp_path / "sim.yaml"
     sim.write_bytes(b"name: " + b"[" * 100_000 + b"]" * 100_000)
     _refused("collect", ["simulate", sim, "--out", tmp_path / "sim"], capsys, "sim.yaml")
+
+
+# --------------------------------------------------------------------------------------------
+# Commands and options added with graph stores, replay compare, live-check and program discovery:
+# the same checks as the rest
+
+
+def _valid_json_lines(out: str) -> list:
+    def refuse(c):
+        raise ValueError(f"{c} is not JSON")
+    return [json.loads(line, parse_constant=refuse) for line in out.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def graph_store(tmp_path_factory):
+    from graphkit import RandomGraphStoreSpec, make_random_graph_store
+
+    return make_random_graph_store(tmp_path_factory.mktemp("graph") / "g", RandomGraphStoreSpec(seed=3, n_questions=4))
+
+
+def test_graph_eval_and_sweep_check_their_options(graph_store, capsys, tmp_path):
+    g = "s=solve(m0,1)"
+    for v in ("nan", "0", "-1", "inf"):
+        _refused("replay", ["eval", graph_store, "-c", g, "-r", 2, "--latency-limit", v], capsys, "--latency-limit")
+    for v in ("m0=inf/1", "m0=0/5", "nope=1/1"):  # an unknown model was silently unused
+        _refused("replay", ["eval", graph_store, "-c", g, "-r", 2, "--throughput", v], capsys, "--throughput")
+    _refused("replay", ["eval", graph_store, "-c", g, "-r", 10 ** 9], capsys, "memory")
+    for argv in (["-r", 1], ["-r", 2, "--budget", "1e-6"]):  # NaN stderr / infeasible score: null, never NaN
+        rc, out, err = _cli("replay", ["eval", graph_store, "-c", g, "--json", *argv], capsys)
+        assert rc == 0, err
+        (row,) = _valid_json_lines(out)
+        assert row["stderr"] is None if argv[1] == 1 else row["score"] is None
+    grid = tmp_path / "g.txt"
+    grid.write_bytes(b"s=solve(m0,\xff)\n")
+    _refused("replay", ["sweep", graph_store, "--grid", grid, "--out", tmp_path / "s.parquet"], capsys, "g.txt")
+    grid.write_text(g + "\n")
+    for opt, v in (("--models", "m1"), ("--max-samples", 2)):  # they narrow an enumerated space: silently unused
+        _refused("replay", ["sweep", graph_store, "--grid", grid, "--out", tmp_path / "s.parquet", opt, v], capsys, opt)
+    _refused("replay", ["sweep", graph_store, "--grid", grid, "--out", tmp_path / "s.parquet", "-r", 10 ** 9], capsys,
+             "memory")
+    _refused("replay", ["compare", graph_store, g, g], capsys, "graph store")
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def test_graph_stores_are_validated_like_chain_stores(graph_store, tmp_path):
+    g = Path(shutil.copytree(graph_store, tmp_path / "g"))
+    seal(g)
+    _edit(g, "samples.parquet", lambda t: _with_first(t, "score", float("inf")))
+    assert "score" in _err(g)
+    g = Path(shutil.copytree(graph_store, tmp_path / "g2"))
+    seal(g)
+    b = bytearray((g / "samples.parquet").read_bytes())
+    b[len(b) // 2] ^= 0x10
+    (g / "samples.parquet").write_bytes(bytes(b))
+    _err(g)
+
+
+def test_compare_checks_its_options_like_eval(one, capsys):
+    m = replay.open(one).manifest.model_names[0]
+    base = ["compare", one, f"{m}:1", f"{m}:2"]
+    _refused("replay", [*base, "--budget", "nan"], capsys, "--budget")
+    _refused("replay", [*base, "--seed", "-1"], capsys, "--seed")
+    _refused("replay", [*base, "-r", 10 ** 9], capsys, "memory")
+    q = replay.open(one).question_ids[0]
+    _refused("replay", [*base, "-r", 2, "--questions", f"{q},{q}"], capsys, "twice")
+    rc, out, err = _cli("replay", [*base, "-r", 1, "--json"], capsys)
+    assert rc == 0 and len(_valid_json_lines(out)) == 2, err
+
+
+def test_live_check_checks_every_option_before_the_first_request(capsys, tmp_path):
+    """The endpoint is closed: an option that reached it would exit 3, not 2."""
+    tiny = ROOT / "traces" / "tiny-real-numseq"
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    base = ["live-check", tiny, "-c", "SmolLM2-135M-Instruct:1,SmolLM2-135M-Instruct:1", "--base-url",
+            "http://127.0.0.1:9/v1", "--data", tiny / "questions.jsonl", "--retries", 0, "--timeout", 1]
+    for opt, v in (("--seed", -1), ("--replicates", 0), ("--concurrency", 0), ("--retries", -1), ("--repeats", 0)):
+        _refused("collect", [*base, opt, v], capsys, opt)
+    _refused("collect", [*base, "--replicates", 10 ** 12], capsys, "--replicates")
+    _refused("collect", [*base, "--out", afile / "sub"], capsys, "--out")
+
+
+def test_program_space_and_selection_options_are_bounded(capsys, tmp_path):
+    aime = ROOT / "traces" / "aime24"
+    prog = ["--replay", aime, "--space", "program", "--model", "Qwen3-8B", "--searcher", "random", "--trials", 1,
+            "--out", tmp_path / "o"]
+    _refused("search", [*prog, "--betas", 10 ** 9], capsys, "--betas")
+    _refused("search", [*prog, "--heldout-replicates", 10 ** 12], capsys, "memory")
+    base = ["--replay", aime, "--searcher", "random", "--trials", 2, "--out", tmp_path / "o"]
+    for v in ("-1", str(10 ** 23)):
+        _refused("search", [*base, "--split-seed", v], capsys, "--split-seed")
+    _refused("search", [*base, "--seeds", f"0-{2 ** 62}", "--yes"], capsys, "even with --yes")
+    assert not (tmp_path / "o").exists()
+
+
+def test_collect_run_graph_options_need_graph(capsys, tmp_path):
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"id": 0, "question": "q", "gold": "a"}) + "\n")
+    base = ["run", "--task", "qa", "--data", data, "--models", "m-1B", "--backend", "openai", "--base-url",
+            "http://127.0.0.1:9/v1", "--out", tmp_path / "c", "--quiet"]
+    for opt, v in (("--role-samples", 4), ("--aggregate-inputs", 2), ("--throughput", "m-1B=1/1")):
+        _refused("collect", [*base, opt, v], capsys, opt)
+    _refused("collect", [*base, "--graph", "--throughput", "m-1B=inf/1"], capsys, "--throughput")
+    _refused("collect", [*base, "--name", "../x"], capsys, "--name")  # checked before the first request
 
 
 # --------------------------------------------------------------------------------------------

@@ -477,6 +477,18 @@ def compare_columns(unit: str = "units") -> tuple[str, ...]:
     return ("search", "trials", "best config", "rule", "train", "test", "test 95% CI", unit, "to best", "to optimum")
 
 
+def expand_seed_folders(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Each path as given, except a folder of a multi-seed search (`search --seeds`: no archive of
+    its own, one `seed-N/` folder per seed), which stands for its seeds' searches in seed order, so
+    that `search compare out/a out/b` pairs two searchers over their seeds."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        seeds = sorted(p.glob("seed-*/archive.jsonl")) if p.is_dir() and not (p / "archive.jsonl").exists() else []
+        seeds = [f.parent for f in seeds if f.parent.name[5:].isdigit()]
+        out.extend(sorted(seeds, key=lambda f: int(f.name[5:])) if seeds else [p])
+    return out
+
+
 def compare(paths: Sequence[str | os.PathLike], out_png: str | os.PathLike | None = None
             ) -> tuple[str, list[dict], list[dict]]:
     """The comparison table, then (with two or more searchers) whether each differs from the
@@ -484,7 +496,7 @@ def compare(paths: Sequence[str | os.PathLike], out_png: str | os.PathLike | Non
     comparisons."""
     if not paths:
         raise InputError("search compare", "no archives given")
-    rows, curves, optimum = compare_rows(paths)
+    rows, curves, optimum = compare_rows(expand_seed_folders(paths))
     if out_png is not None:
         kind = " (SYNTHETIC)" if rows[0]["synthetic"] else ""
         plot_curves(curves, Path(out_png), f"{rows[0]['store']}{kind}: best-so-far training score", optimum)

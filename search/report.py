@@ -232,7 +232,7 @@ def summary_table(s: dict[str, Any], space) -> str:
         ("searcher", f"{s['searcher']} (seed {s['seed']}{', ' + json.dumps(s['options']) if s.get('options') else ''})"),
         *space.summary_rows(),
         ("questions", f"{s['train_questions']} train x {s['replicates']} replicates, {s['test_questions']} test"),
-        ("trials", f"{s['trials']} ({s['infeasible_trials']} {getattr(space, 'infeasible_text', 'infeasible')})"
+        ("trials", f"{s['trials']} ({_infeasible_text(s, space)})"
                    f"{'; ' + s['stop'] if s.get('stop') else ''}"),
         ("best config", picked),
         ("train score", f"{_fmt(b.get('train_score'))} +- {_fmt(b.get('train_stderr'), 2)} (replicate error)"
@@ -337,6 +337,13 @@ def load_search(path: str | os.PathLike) -> tuple[dict, list[Trial], dict | None
         except RecursionError:
             raise InputError(str(summ), "not valid JSON (nested too deeply)") from None
     return header, [trial_from_record(r) for r in records], summary
+
+
+def _infeasible_text(s: dict[str, Any], space) -> str:
+    """'3 over budget', or with a fallback limit '1 over budget, 2 over the fallback limit'."""
+    fb = s.get("infeasible_fallback") or 0
+    text = f"{s['infeasible_trials'] - fb} {getattr(space, 'infeasible_text', 'infeasible')}"
+    return text + (f", {fb} over the fallback limit" if fb else "")
 
 
 def compare_rows(paths: Sequence[str | os.PathLike]) -> tuple[list[dict[str, Any]], list[tuple[str, np.ndarray]], float | None]:

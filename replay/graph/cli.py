@@ -71,9 +71,11 @@ def info(st) -> None:
             sz = d.pool_sizes[sel]
             kl = key_len[sel]
             click.echo(f"{role.name:<11}{role.aggregation:<15}{model:<18}{int(sel.sum()):>7}{sel.sum() / a.n_questions:>8.1f}"
-                       f"{f'{kl.min()}..{kl.max()}':>8}{f'{sz.min()}..{sz.max()}':>11}{a.pool_prompt[sel].mean():>8.0f}"
-                       f"{d.pool_mean_completion[sel].mean():>11.0f}")
-    click.echo("\nA node's pool is keyed by the multiset of its parents' answers; keys that were not "
+                       f"{f'{kl.min()}..{kl.max()}':>8}{f'{sz.min()}..{sz.max()}':>11}{d.per_question_mean(a.pool_prompt, sel):>8.0f}"
+                       f"{d.per_question_mean(d.pool_mean_completion, sel):>11.0f}")
+    click.echo("\nprompt and completion: mean tokens per pool and sample, averaged over each question's pools, then "
+               "over questions")
+    click.echo("A node's pool is keyed by the multiset of its parents' answers; keys that were not "
                "collected fall back (replay reports the rate per node).")
 
 
@@ -102,7 +104,7 @@ def evaluate(st, configs, *, replicates, seed, questions, budget, latency_limit,
     for r in results:
         score = f"{100 * r.score:7.2f}" if r.feasible else "  infea"
         err = f"{100 * r.stderr:6.2f}" if r.feasible else "sible "
-        ci = f"[{100 * r.ci_lo:6.2f}, {100 * r.ci_hi:6.2f}]" if r.feasible else ""
+        ci = f"[{100 * r.ci_lo:5.2f}, {100 * r.ci_hi:5.2f}]" if r.feasible else ""
         click.echo(f"{str(r.graph):<{w}}  {score}  {err}  {ci:^20}  {r.tokens:>10,.0f}  {r.units:>8.2f}  "
                    f"{r.latency:>9.2f}  {r.fallback_rate:>8.1%}")
     n = results[0]

@@ -54,8 +54,14 @@ def main() -> None:
     ap.add_argument("--replicates", type=int, default=16)
     ap.add_argument("--test-replicates", type=int, default=64)
     ap.add_argument("--json", default=None, help="write every regret here")
+    ap.add_argument("--report", default=None, metavar="A.json,B.json",
+                    help="no runs: report the records of earlier --json files (e.g. one process per store)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    if args.report:
+        records = [r for f in args.report.split(",") for r in json.loads(Path(f).read_text())]
+        report(records, args)
+        return
     seeds = parse_seeds(args.seeds)
     records = []
     t_start = time.perf_counter()

@@ -21,12 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from search.settings import parse_seeds  # noqa: E402  (this tree's: the seeds, whichever --code runs)
+
 STORES = "aime24,sim-2wiki,sim-hotpotqa,sim-cwq,sim-webqsp,sim-taskbench,sim-chatdev"
 RUN = "import sys; from search.cli import main; main(sys.argv[1:])"
 
@@ -37,21 +41,28 @@ def main() -> None:
     ap.add_argument("--stores", default=STORES)
     ap.add_argument("--seeds", default="0-9")
     ap.add_argument("--workers", default="2")
+    ap.add_argument("--out", default=None, help="keep the searches here (default: a temporary folder); a rerun "
+                    "with the same --out reuses every searcher folder that holds all its seeds' summaries")
     args = ap.parse_args()
     env = {**os.environ, "PYTHONPATH": str(Path(args.code).resolve())}
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    n_seeds = len(parse_seeds(args.seeds))
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = args.out or tmp_dir
         for name in args.stores.split(","):
             store = ROOT / "traces" / name
             picks = []
             for searcher in ("random", "bo", "rules", "grid"):
                 out = Path(tmp) / name / searcher
                 seeds = ["--seed", "0"] if searcher == "grid" else ["--seeds", args.seeds, "--workers", args.workers]
-                cmd = [sys.executable, "-c", RUN, "--replay", str(store), "--searcher", searcher, *seeds,
-                       "--test-replicates", "256", "--no-optimum", "--out", str(out)]
-                p = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True)
-                if p.returncode != 0:
-                    raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr[-2000:]}")
+                if len(list(out.rglob("summary.json"))) != (1 if searcher == "grid" else n_seeds):
+                    shutil.rmtree(out, ignore_errors=True)  # missing or cut short: run it (again)
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    cmd = [sys.executable, "-c", RUN, "--replay", str(store), "--searcher", searcher, *seeds,
+                           "--test-replicates", "256", "--no-optimum", "--out", str(out)]
+                    p = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True)
+                    if p.returncode != 0:
+                        raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr[-2000:]}")
                 for f in sorted(out.rglob("summary.json")):
                     s = json.loads(f.read_text())
                     t = s.get("test") or {}

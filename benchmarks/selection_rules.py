@@ -54,8 +54,14 @@ def main() -> None:
     ap.add_argument("--replicates", type=int, default=16)
     ap.add_argument("--test-replicates", type=int, default=64)
     ap.add_argument("--json", default=None, help="write every regret here")
+    ap.add_argument("--report", default=None, metavar="A.json,B.json",
+                    help="no runs: report the records of earlier --json files (e.g. one process per store)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    if args.report:
+        records = [r for f in args.report.split(",") for r in json.loads(Path(f).read_text())]
+        report(records, args)
+        return
     seeds = parse_seeds(args.seeds)
     records = []
     t_start = time.perf_counter()
@@ -76,8 +82,8 @@ def main() -> None:
                 cache[cfg] = float(ev.score)
             return cache[cfg]
 
-        for n in sizes_for(base.split.pool):
-            for seed in seeds:
+        for seed in seeds:  # seeds outside: an interrupted run has every training size for its seeds
+            for n in sizes_for(base.split.pool):
                 setup = R.make_setup(store, train=n, split_seed=seed, replicates=args.replicates,
                                      test_replicates=args.test_replicates)
                 assert np.array_equal(setup.split.test, base.split.test)
@@ -94,6 +100,10 @@ def main() -> None:
                                         "searcher": searcher, "rule": rule, "config": pick.label,
                                         "train_score": pick.score, "test_score": best_test - regret,
                                         "regret": regret})
+                if args.json:  # as it goes: an interrupted run keeps what it measured
+                    tmp = Path(args.json + ".tmp")
+                    tmp.write_text(json.dumps(records))
+                    tmp.replace(args.json)
         print(f"[{name}: {len(records)} picks so far, test scan {t_scan:.1f} s, "
               f"{time.perf_counter() - t_start:.0f} s in all]", flush=True)
     report(records, args)
@@ -108,6 +118,10 @@ def mean(rs, **where) -> float:
 
 def report(records, args) -> None:
     stores = list(dict.fromkeys(r["store"] for r in records))
+    done = {st: sorted({(r["train"], r["seed"]) for r in records if r["store"] == st}) for st in stores}
+    for st, cells in done.items():
+        print(f"{st}: {len(cells)} (training size, seed) pairs: sizes {sorted({t for t, _ in cells})}, "
+              f"seeds {sorted({s for _, s in cells})}")
     print(f"\nTest regret (best feasible configuration on the test questions minus the pick's test score), mean over "
           f"seeds {args.seeds}, three training sizes and the searchers {', '.join(SEARCHERS)} "
           f"({args.trials} trials; grid: every configuration), {args.test_replicates} replicates per test question:\n")

@@ -252,7 +252,8 @@ def _check_out(out: Path, resume: bool) -> None:
 @click.option("--out", "out_png", default=None, type=click.Path(dir_okay=False), help="PNG of the best-so-far curves.")
 @click.option("--json", "out_json", default=None, type=click.Path(dir_okay=False), help="Write the table as JSON too.")
 def compare_cmd(archives, out_png, out_json):
-    """One table and one plot over several searches (their folders or archive.jsonl files), and
+    """One table and one plot over several searches (their folders or archive.jsonl files; a
+    `--seeds` search's folder stands for its seeds), and
     whether each searcher's test score differs from the first one's beyond noise (95% intervals
     of the paired difference over the test questions and over seeds)."""
     from . import report

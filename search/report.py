@@ -232,7 +232,7 @@ def summary_table(s: dict[str, Any], space) -> str:
         ("searcher", f"{s['searcher']} (seed {s['seed']}{', ' + json.dumps(s['options']) if s.get('options') else ''})"),
         *space.summary_rows(),
         ("questions", f"{s['train_questions']} train x {s['replicates']} replicates, {s['test_questions']} test"),
-        ("trials", f"{s['trials']} ({s['infeasible_trials']} {getattr(space, 'infeasible_text', 'infeasible')})"
+        ("trials", f"{s['trials']} ({_infeasible_text(s, space)})"
                    f"{'; ' + s['stop'] if s.get('stop') else ''}"),
         ("best config", picked),
         ("train score", f"{_fmt(b.get('train_score'))} +- {_fmt(b.get('train_stderr'), 2)} (replicate error)"
@@ -337,6 +337,13 @@ def load_search(path: str | os.PathLike) -> tuple[dict, list[Trial], dict | None
         except RecursionError:
             raise InputError(str(summ), "not valid JSON (nested too deeply)") from None
     return header, [trial_from_record(r) for r in records], summary
+
+
+def _infeasible_text(s: dict[str, Any], space) -> str:
+    """'3 over budget', or with a fallback limit '1 over budget, 2 over the fallback limit'."""
+    fb = s.get("infeasible_fallback") or 0
+    text = f"{s['infeasible_trials'] - fb} {getattr(space, 'infeasible_text', 'infeasible')}"
+    return text + (f", {fb} over the fallback limit" if fb else "")
 
 
 def compare_rows(paths: Sequence[str | os.PathLike]) -> tuple[list[dict[str, Any]], list[tuple[str, np.ndarray]], float | None]:
@@ -477,6 +484,18 @@ def compare_columns(unit: str = "units") -> tuple[str, ...]:
     return ("search", "trials", "best config", "rule", "train", "test", "test 95% CI", unit, "to best", "to optimum")
 
 
+def expand_seed_folders(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Each path as given, except a folder of a multi-seed search (`search --seeds`: no archive of
+    its own, one `seed-N/` folder per seed), which stands for its seeds' searches in seed order, so
+    that `search compare out/a out/b` pairs two searchers over their seeds."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        seeds = sorted(p.glob("seed-*/archive.jsonl")) if p.is_dir() and not (p / "archive.jsonl").exists() else []
+        seeds = [f.parent for f in seeds if f.parent.name[5:].isdigit()]
+        out.extend(sorted(seeds, key=lambda f: int(f.name[5:])) if seeds else [p])
+    return out
+
+
 def compare(paths: Sequence[str | os.PathLike], out_png: str | os.PathLike | None = None
             ) -> tuple[str, list[dict], list[dict]]:
     """The comparison table, then (with two or more searchers) whether each differs from the
@@ -484,7 +503,7 @@ def compare(paths: Sequence[str | os.PathLike], out_png: str | os.PathLike | Non
     comparisons."""
     if not paths:
         raise InputError("search compare", "no archives given")
-    rows, curves, optimum = compare_rows(paths)
+    rows, curves, optimum = compare_rows(expand_seed_folders(paths))
     if out_png is not None:
         kind = " (SYNTHETIC)" if rows[0]["synthetic"] else ""
         plot_curves(curves, Path(out_png), f"{rows[0]['store']}{kind}: best-so-far training score", optimum)

@@ -40,7 +40,7 @@ from replay.stats import LEVEL, t_quantile
 from .trial import Trial
 
 RULES = ("mean", "mean-costliest", "lcb", "tied-cheapest", "tied-costliest")
-DEFAULT_RULE = "mean"
+DEFAULT_RULE = "mean-costliest"  # lowest test regret on the shipped stores (README, benchmarks/selection_rules.py)
 RULE_TEXT = {
     "mean": "highest training mean",
     "mean-costliest": "highest training mean, ties to the costlier",

@@ -324,3 +324,26 @@ def test_input_keys_are_canonical():
     for bad in ("", "[]", '["7","12"]', '"7"', '[1]', '["a", "b"]'):
         with pytest.raises(ValueError):
             parse_input_key(bad)
+
+
+def test_graph_results_carry_the_question_interval_like_chains(capsys):
+    """replay eval on a graph store names the replicate error and the 95% interval over
+    questions (replay.stats, from the per-question means), in the table and in --json."""
+    from replay.cli import main
+    from replay.stats import question_interval
+
+    store = replay.open(TRACES / "sim-math")
+    text = "s1=solve(Qwen2.5-7B,2); s2=solve(Llama-3.1-8B,2); g=aggregate(Qwen2.5-7B,1|s1,s2)"
+    r = evaluate_graphs(store, [text], questions="train", replicates=4)[0]
+    want = question_interval(r.per_question)
+    assert (r.ci_lo, r.ci_hi) == pytest.approx((want.lo, want.hi)) and r.ci_lo < r.score < r.ci_hi
+    assert r.ci_hi - r.ci_lo > 10 * r.stderr  # 50 questions: far wider than the replicate error
+    code, out, err = run_main(main, ["eval", str(TRACES / "sim-math"), "-c", text, "-r", "4", "--questions", "train",
+                                     "--json"], capsys)
+    row = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and (row["ci_lo"], row["ci_hi"]) == pytest.approx((r.ci_lo, r.ci_hi))
+    assert row["ci_level"] == 0.95 and row["ci_method"] == "wilson-neff"
+    code, out, err = run_main(main, ["eval", str(TRACES / "sim-math"), "-c", text, "-r", "4", "--questions", "train"],
+                              capsys)
+    assert code == 0 and "95% CI (questions)" in out and f"[{100 * r.ci_lo:5.2f}, {100 * r.ci_hi:5.2f}]" in out
+    assert "±rep: the replicate error" in out

@@ -546,6 +546,7 @@ def test_max_fallback_makes_configurations_above_it_infeasible(stores, tmp_path)
     s = R.report_search(limited, lim, out=tmp_path / "fb", plot=False)
     assert s["max_fallback"] == 0.05 and s["infeasible_fallback"] == sum(1 for t in lim.trials if not t.feasible) > 0
     assert s["best"]["fallback_rate"] <= 0.05 and s["test"]["fallback_rate"] is not None
-    assert "--max-fallback 5.0%" in report.summary_table(s, limited.space)
+    text = report.summary_table(s, limited.space)
+    assert "--max-fallback 5.0%" in text and f"(0 over budget, {s['infeasible_fallback']} over the fallback limit)" in text
     with pytest.raises(ConfigError, match="--max-fallback"):
         R.make_setup(st, ConfigSpaceSettings(max_fallback=1.5))

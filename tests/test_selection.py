@@ -69,3 +69,17 @@ def test_paired_difference_over_seeds_and_questions():
     # searches that differ a lot from seed to seed are not "beyond noise" on two seeds
     wild = {0: np.clip(base + 0.3, 0, 1), 1: np.clip(base - 0.2, 0, 1)}
     assert not paired_difference(wild, {0: base, 1: base})["beyond_noise"]
+
+
+def test_compare_reads_a_seeds_folder_as_its_seeds(tmp_path):
+    """`search compare out/a out/b` pairs two `--seeds` searches over their seeds."""
+    from search.report import expand_seed_folders
+
+    for seed in (10, 0, 2):
+        (tmp_path / "multi" / f"seed-{seed}").mkdir(parents=True)
+        (tmp_path / "multi" / f"seed-{seed}" / "archive.jsonl").write_text("")
+    (tmp_path / "multi" / "seed-x").mkdir()  # not a seed folder
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "archive.jsonl").write_text("")
+    got = expand_seed_folders([tmp_path / "one", tmp_path / "multi", tmp_path / "none"])
+    assert [p.name for p in got] == ["one", "seed-0", "seed-2", "seed-10", "none"]

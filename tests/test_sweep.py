@@ -103,6 +103,27 @@ def test_cli_sweep_writes_results_curves_and_report(reference):
     assert (cell / "archive.jsonl").is_file() and (cell / "summary.json").is_file()
 
 
+def test_report_shows_both_uncertainties_the_fallback_and_the_guidelines(reference, tmp_path, capsys):
+    """The main table names the replicate error and the fallback beside the question interval;
+    an LLM searcher's guidelines, round by round, reach the report (here written into a finished
+    cell's summary, as an LLM searcher's would be, and the report rebuilt by a rerun)."""
+    out = tmp_path / "out"
+    shutil.copytree(reference["out"], out)
+    res = reference["results"]
+    row = res.filter((pl.col("searcher") == "rules") & (pl.col("store") == "sim-2wiki")).sort("seed").row(0, named=True)
+    summ = out / row["cell"] / "summary.json"
+    s = json.loads(summ.read_text())
+    s["guidelines"] = [{"round": 1, "after_trial": 3, "guidelines": ["retrieve: prefer the 70B"]},
+                       {"round": 2, "after_trial": 5, "guidelines": ["answer: 8 samples suffice"]}]
+    summ.write_text(json.dumps(s))
+    code, text, err = _cli(["sweep", str(reference["spec"]), "--workers", "1", "--out", str(out)], capsys)
+    assert code == 0, err
+    report = (out / "report.md").read_text()
+    assert "| test score | 95% CI | ±rep | fallback | vs best |" in report
+    assert "## 4. Interpretability" in report and f"**sim-2wiki, rules** (seed {row['seed']}" in report
+    assert "- round 2, after trial 5: answer: 8 samples suffice" in report
+
+
 def test_rerun_skips_finished_cells(reference, capsys, monkeypatch):
     created = []
     monkeypatch.setattr(ArchiveWriter, "create", classmethod(lambda cls, *a, **k: created.append(a) or None))

@@ -118,9 +118,11 @@ def info(st) -> None:
             sz = d.pool_sizes[sel]
             kl = key_len[sel]
             click.echo(f"{role.name:<11}{role.aggregation:<15}{model:<18}{int(sel.sum()):>7}{sel.sum() / a.n_questions:>8.1f}"
-                       f"{f'{kl.min()}..{kl.max()}':>8}{f'{sz.min()}..{sz.max()}':>11}{a.pool_prompt[sel].mean():>8.0f}"
-                       f"{d.pool_mean_completion[sel].mean():>11.0f}")
-    click.echo("\nA node's pool is keyed by the multiset of its parents' answers; keys that were not "
+                       f"{f'{kl.min()}..{kl.max()}':>8}{f'{sz.min()}..{sz.max()}':>11}{d.per_question_mean(a.pool_prompt, sel):>8.0f}"
+                       f"{d.per_question_mean(d.pool_mean_completion, sel):>11.0f}")
+    click.echo("\nprompt and completion: mean tokens per pool and sample, averaged over each question's pools, then "
+               "over questions")
+    click.echo("A node's pool is keyed by the multiset of its parents' answers; keys that were not "
                "collected fall back (replay reports the rate per node).")
 
 
@@ -149,20 +151,24 @@ def evaluate(st, configs, *, replicates, seed, questions, budget, latency_limit,
             click.echo(json.dumps(json_safe(row), allow_nan=False))
         return
     w = max(len("graph"), *(len(str(r.graph)) for r in results))
-    head = (f"{'graph':<{w}}  {'score':>7}  {'stderr':>7}  {'tokens/q':>10}  {'units':>8}  {'latency s':>9}  "
-            f"{'fallback':>8}")
+    head = (f"{'graph':<{w}}  {'score':>7}  {'±rep':>6}  {'95% CI (questions)':^20}  {'tokens/q':>10}  {'units':>8}  "
+            f"{'latency s':>9}  {'fallback':>8}")
     click.echo(head)
     click.echo("-" * len(head))
     for r in results:
         score = f"{100 * r.score:7.2f}" if r.feasible else "  infea"
-        err = f"{100 * r.stderr:7.2f}" if r.feasible else "sible  "
-        click.echo(f"{str(r.graph):<{w}}  {score}  {err}  {r.tokens:>10,.0f}  {r.units:>8.2f}  {r.latency:>9.2f}  "
-                   f"{r.fallback_rate:>8.1%}")
+        err = f"{100 * r.stderr:6.2f}" if r.feasible else "sible "
+        ci = f"[{100 * r.ci_lo:5.2f}, {100 * r.ci_hi:5.2f}]" if r.feasible else ""
+        click.echo(f"{str(r.graph):<{w}}  {score}  {err}  {ci:^20}  {r.tokens:>10,.0f}  {r.units:>8.2f}  "
+                   f"{r.latency:>9.2f}  {r.fallback_rate:>8.1%}")
     n = results[0]
     limits = [f"budget {budget:g} units" for _ in [0] if budget is not None]
     limits += [f"latency limit {latency_limit:g} s" for _ in [0] if latency_limit is not None]
     click.echo(f"\n{n.n_questions} questions x {n.replicates} replicates, seed {n.seed}; scores in percent; "
                "latency = the longest path, samples of a node in parallel" + "".join(f"; {x}" for x in limits))
+    click.echo(f"±rep: the replicate error (standard error over the {n.replicates} replicates, these questions fixed); "
+               f"95% CI: the interval over the {n.n_questions} questions (replay/stats.py): what the score may be on "
+               "new questions")
     for r in results:
         click.echo(f"{r.graph}:")
         for node in r.nodes:
@@ -202,7 +208,8 @@ def sweep(st, *, out, grid, budget, replicates, seed, questions, throughput, mod
     feas = df.filter(pl.col("feasible"))
     if len(feas):
         best = feas.sort(["score", "units"], descending=[True, False]).row(0, named=True)
-        click.echo(f"best feasible: {best['graph']}  score {100 * best['score']:.2f} ± {100 * best['stderr']:.2f}  "
+        click.echo(f"best feasible: {best['graph']}  score {100 * best['score']:.2f} ±rep {100 * best['stderr']:.2f}  "
+                   f"95% CI over questions [{100 * best['ci_lo']:.2f}, {100 * best['ci_hi']:.2f}]  "
                    f"{best['units']:.2f} units  {best['latency']:.2f} s")
     else:
         click.echo("no graph within the budget")

@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from ..stats import LEVEL, intervals
 from .config import Graph, as_graph
 from .inputs import graph_inputs, seconds_per_token
 
@@ -53,7 +54,10 @@ class GraphResult:
     Attributes:
         graph: the graph.
         score: mean score of the graph's answer over questions and replicates (NaN: infeasible).
-        stderr: standard error of that mean over replicates (NaN: infeasible or one replicate).
+        stderr: the replicate error: standard error of that mean over replicates, the questions
+            fixed (NaN: infeasible or one replicate).
+        ci_lo, ci_hi: the 95% interval over questions (replay.stats, as for chains: what the
+            score may be on new questions; NaN: infeasible).
         feasible: within the budget and the latency limit (always, without them).
         tokens, flops, units: mean cost per question (tokens drawn on every node; FLOPs = 2 x
             params x tokens; normalised budget units as for chains).
@@ -80,6 +84,9 @@ class GraphResult:
     replicates: int
     seed: int
     per_question: np.ndarray | None = field(repr=False, compare=False, default=None)
+    ci_lo: float = math.nan  # the 95% interval over questions
+    ci_hi: float = math.nan
+    ci_method: str = "wilson-neff"  # replay.stats.Interval.method
     per_question_tokens: np.ndarray = field(repr=False, compare=False, default=None)
     per_question_latency: np.ndarray = field(repr=False, compare=False, default=None)
 
@@ -94,7 +101,8 @@ class GraphResult:
         return float(np.mean(rates)) if rates else 0.0
 
     def as_row(self) -> dict:
-        row = {"graph": str(self.graph), "score": self.score, "stderr": self.stderr, "feasible": self.feasible,
+        row = {"graph": str(self.graph), "score": self.score, "stderr": self.stderr, "ci_lo": self.ci_lo,
+               "ci_hi": self.ci_hi, "ci_level": LEVEL, "ci_method": self.ci_method, "feasible": self.feasible,
                "tokens": self.tokens, "flops": self.flops, "units": self.units, "latency": self.latency,
                "fallback_rate": self.fallback_rate, "nodes": len(self.graph.nodes),
                "depth": self.graph.depth(), "width": self.graph.width()}
@@ -339,6 +347,12 @@ def evaluate_graphs(store, graphs: Iterable, *, questions=None, replicates: int 
     u = 0
     Q, R = len(qidx), replicates
     n = Q * R
+    # the question interval of every graph at once, as replay.engine does for chains
+    per_q = sums.score_q / R
+    sd = per_q.std(axis=1, ddof=1) if Q > 1 else np.zeros(len(gs))
+    ends = ((per_q <= 0.0) | (per_q >= 1.0)).mean(axis=1)
+    bounds = (0.0, 1.0) if store.derived.scores_bounded else None
+    ci_lo, ci_hi = intervals(per_q.mean(axis=1), sd, Q, bounds=bounds, at_ends=ends)
     for b, g in enumerate(gs):
         units = float(sums.flops_q[b].sum()) / n / float(unit)
         latency = float(sums.latency_q[b].sum()) / n
@@ -360,7 +374,10 @@ def evaluate_graphs(store, graphs: Iterable, *, questions=None, replicates: int 
             stderr=stderr if feasible else math.nan, feasible=feasible, tokens=float(sums.tokens_q[b].sum()) / n,
             flops=float(sums.flops_q[b].sum()) / n, units=units, latency=latency, budget=budget,
             latency_limit=latency_limit, nodes=tuple(nodes), n_questions=Q, replicates=R, seed=seed,
-            per_question=sums.score_q[b] / R if feasible else None, per_question_tokens=sums.tokens_q[b] / R,
+            per_question=sums.score_q[b] / R if feasible else None,
+            ci_lo=float(ci_lo[b]) if feasible else math.nan, ci_hi=float(ci_hi[b]) if feasible else math.nan,
+            ci_method="t" if bounds is None else "wilson-neff",
+            per_question_tokens=sums.tokens_q[b] / R,
             per_question_latency=sums.latency_q[b] / R))
     return out
 

@@ -61,6 +61,10 @@ def _ms(xs: Iterable, digits: int = 4) -> str:
     return f"{a.mean():.{digits}g} ± {0.0 if sd < 1e-12 else sd:.2g}"
 
 
+def _pct(x) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
 def _mean(xs: Iterable) -> float | None:
     a = [x for x in xs if x is not None and math.isfinite(x)]
     return float(np.mean(a)) if a else None
@@ -148,7 +152,9 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
     rules = sorted({r["select"] for r in done if r.get("select")})
     L += ["", "Scores: mean ± standard deviation over seeds. *test*: the configuration a search picked (selection "
           f"rule: {', '.join(rules) or '-'}; docs/search.md), scored on the held-out questions; *95% CI*: the mean over "
-          "seeds of its 95% interval over the test questions (replay.stats); *train*: its training score (what the "
+          "seeds of its 95% interval over the test questions (replay.stats); *±rep*: the mean over seeds of its "
+          "replicate error (standard error over the test replicates, the questions fixed); *fallback*: the share of "
+          "its test draws whose upstream answer was not collected; *train*: its training score (what the "
           "searcher saw). *vs best*: the difference from the store's best searcher on test, with its 95% interval "
           "over questions, and whether it is beyond noise (every interval, over questions and over seeds, excludes "
           "0). Times are per search. Cells with trial budget *all* run until the searcher stops (the grid).", ""]
@@ -180,12 +186,15 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
                 rows.append([store, str(rs[0]["train_questions"]), _f(rs[0]["budget"]), _axis_label(rs[0]["trials_budget"], "all"),
                              label, str(len(rs)), _ms(r["test_score"] for r in rs),
                              f"[{np.mean([a for a, _ in ci]):.3f}, {np.mean([b for _, b in ci]):.3f}]" if ci else "-",
+                             _f(_mean(r.get("test_stderr") for r in rs), 2),
+                             _pct(_mean(r.get("test_fallback_rate") for r in rs)),
                              vs.get(label, "-"), _ms(r["train_score"] for r in rs),
                              _n(_mean(r["trials"] for r in rs)), _f(_mean(r["replay_s"] for r in rs), 3),
                              _f(_mean(r["llm_s"] for r in rs), 3), _n(_mean(r["llm_tokens"] for r in rs)),
                              f"`{top[0][0]}` ({top[0][1]}/{len(rs)})" if top else "-"])
     L += ["Per store at its largest training size (or the store's split): the configuration each search picked.", ""]
-    L += _table(["store", "train q", "budget", "trial budget", "searcher", "seeds", "test score", "95% CI", "vs best",
+    L += _table(["store", "train q", "budget", "trial budget", "searcher", "seeds", "test score", "95% CI", "±rep",
+                 "fallback", "vs best",
                  "train score", "trials", "replay s", "LLM s", "LLM tokens", "most picked config"], rows) + [""]
 
     # ---- 2. ablation

@@ -1,4 +1,4 @@
-"""What `replay info`, `replay eval` and `replay sweep` do on a graph store (replay/cli.py
+"""What `replay info`, `replay eval`, `replay compare` and `replay sweep` do on a graph store (replay/cli.py
 hands over when the store's manifest says `kind: graph`)."""
 
 from __future__ import annotations
@@ -88,33 +88,92 @@ def evaluate(st, configs, *, replicates, seed, questions, budget, latency_limit,
     results = evaluate_graphs(st, graphs, questions=questions, replicates=replicates, seed=seed, budget=budget,
                               latency_limit=latency_limit, throughput=parse_throughput(throughput))
     if as_json:
+        from ..cli import _json_safe
+
         for r in results:
             row = r.as_row()
+            row.update(ci_level=0.95, ci_method=r.interval().method if r.feasible else None,
+                       n_questions=r.n_questions, replicates=r.replicates, seed=r.seed)
             row["graph_json"] = r.graph.to_json()
             row["nodes"] = [n.__dict__ for n in r.nodes]
-            click.echo(json.dumps(row))
+            # JSON has no NaN: a figure that does not exist (infeasible, unknown throughput) is null
+            click.echo(json.dumps(_json_safe(row), allow_nan=False))
         return
+    from ..cli import _pct, _uncertainty_legend
+
     w = max(len("graph"), *(len(str(r.graph)) for r in results))
-    head = (f"{'graph':<{w}}  {'score':>7}  {'stderr':>7}  {'tokens/q':>10}  {'units':>8}  {'latency s':>9}  "
-            f"{'fallback':>8}")
+    head = (f"{'graph':<{w}}  {'score':>7}  {'±rep':>6}  {'95% CI (questions)':>18}  {'tokens/q':>10}  {'units':>8}  "
+            f"{'latency s':>9}  {'fallback':>8}")
     click.echo(head)
     click.echo("-" * len(head))
     for r in results:
-        score = f"{100 * r.score:7.2f}" if r.feasible else "  infea"
-        err = f"{100 * r.stderr:7.2f}" if r.feasible else "sible  "
-        click.echo(f"{str(r.graph):<{w}}  {score}  {err}  {r.tokens:>10,.0f}  {r.units:>8.2f}  {r.latency:>9.2f}  "
-                   f"{r.fallback_rate:>8.1%}")
+        if r.feasible:
+            score, err, ci = f"{100 * r.score:7.2f}", f"{100 * r.stderr:6.2f}", f"[{_pct(r.ci_lo)}, {_pct(r.ci_hi)}]"
+        else:
+            score, err, ci = "infeas.", "", "over a limit"
+        click.echo(f"{str(r.graph):<{w}}  {score}  {err:>6}  {ci:>18}  {r.tokens:>10,.0f}  {r.units:>8.2f}  "
+                   f"{r.latency:>9.2f}  {r.fallback_rate:>8.1%}")
     n = results[0]
     limits = [f"budget {budget:g} units" for _ in [0] if budget is not None]
     limits += [f"latency limit {latency_limit:g} s" for _ in [0] if latency_limit is not None]
     click.echo(f"\n{n.n_questions} questions x {n.replicates} replicates, seed {n.seed}; scores in percent; "
                "latency = the longest path, samples of a node in parallel" + "".join(f"; {x}" for x in limits))
+    click.echo(_uncertainty_legend(results))
     for r in results:
         click.echo(f"{r.graph}:")
         for node in r.nodes:
             click.echo(f"  {node.name:<10} {node.role:<9} {node.model:<16} x{node.samples:<3} score {100 * node.score:5.1f}"
                        f"  {node.tokens:>8,.0f} tok  {node.latency:>6.2f} s  fallback {node.fallback_rate:.1%}")
 
+
+
+def compare(st, configs, *, replicates, seed, questions, budget, as_json) -> None:
+    """`replay compare` on a graph store: each graph against the first, paired question by
+    question (common random numbers), with the 95% interval of the difference."""
+    import json
+
+    from ..cli import _json_safe, _pct, _uncertainty_legend
+    from .config import Graph
+    from .engine import evaluate_graphs
+
+    graphs = [Graph.parse(graph_text(c), store=st) for c in configs]
+    results = evaluate_graphs(st, graphs, questions=questions, replicates=replicates, seed=seed, budget=budget)
+    base = results[0]
+    diffs = [None] + [r.difference(base) if (r.feasible and base.feasible) else None for r in results[1:]]
+    if as_json:
+        for r, d in zip(results, diffs):
+            row = r.as_row()
+            row.update(ci_level=0.95, ci_method=r.interval().method if r.feasible else None,
+                       n_questions=r.n_questions, replicates=r.replicates, seed=r.seed)
+            row["diff"] = None if d is None else {
+                "vs": str(base.graph), "mean": d.mean, "ci_lo": d.lo, "ci_hi": d.hi, "ci_level": d.level,
+                "ci_method": d.method, "beyond_noise": d.excludes(0.0)}
+            click.echo(json.dumps(_json_safe(row), allow_nan=False))
+        return
+    w = max(len("graph"), *(len(str(r.graph)) for r in results))
+    head = (f"{'graph':<{w}}  {'score':>7}  {'±rep':>6}  {'95% CI (questions)':>18}  {'units':>8}  {'latency s':>9}  "
+            f"{'diff vs first':>13}  {'95% CI of diff':>16}  beyond noise")
+    click.echo(head)
+    click.echo("-" * len(head))
+    for r, d in zip(results, diffs):
+        if r.feasible:
+            score, err, ci = f"{100 * r.score:7.2f}", f"{100 * r.stderr:6.2f}", f"[{_pct(r.ci_lo)}, {_pct(r.ci_hi)}]"
+        else:
+            score, err, ci = "infeas.", "", "over the budget"
+        if r is base:
+            dd, dci, beyond = "(reference)", "", ""
+        elif d is None:
+            dd, dci, beyond = "-", "", "(infeasible)"
+        else:
+            dd, dci = f"{100 * d.mean:+.2f}", f"[{100 * d.lo:+.2f}, {100 * d.hi:+.2f}]"
+            beyond = "yes" if d.excludes(0.0) else "no"
+        click.echo(f"{str(r.graph):<{w}}  {score}  {err:>6}  {ci:>18}  {r.units:>8.2f}  {r.latency:>9.2f}  {dd:>13}  "
+                   f"{dci:>16}  {beyond}")
+    click.echo(f"\n{base.n_questions} questions x {base.replicates} replicates, seed {base.seed}, shared by every "
+               "graph (common random numbers); scores and differences in percent points")
+    click.echo(_uncertainty_legend(results))
+    click.echo("diff vs first: the mean over questions of (this - first), paired question by question, with its "
+               "95% interval; beyond noise: the interval excludes 0")
 
 def sweep(st, *, out, grid, budget, replicates, seed, questions, throughput) -> None:
     """`replay sweep --grid FILE` on a graph store: every graph of the file, one Parquet row each."""
@@ -147,7 +206,8 @@ def sweep(st, *, out, grid, budget, replicates, seed, questions, throughput) -> 
     feas = df.filter(pl.col("feasible"))
     if len(feas):
         best = feas.sort(["score", "units"], descending=[True, False]).row(0, named=True)
-        click.echo(f"best feasible: {best['graph']}  score {100 * best['score']:.2f} ± {100 * best['stderr']:.2f}  "
+        click.echo(f"best feasible: {best['graph']}  score {100 * best['score']:.2f} ±rep {100 * best['stderr']:.2f}, "
+                   f"95% CI over questions [{100 * best['ci_lo']:.2f}, {100 * best['ci_hi']:.2f}]  "
                    f"{best['units']:.2f} units  {best['latency']:.2f} s")
     else:
         click.echo("no graph within the budget")

@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from ..stats import LEVEL, Interval, intervals, paired_interval, question_interval
 from .config import Graph, as_graph
 from .inputs import graph_inputs, seconds_per_token
 
@@ -53,7 +54,11 @@ class GraphResult:
     Attributes:
         graph: the graph.
         score: mean score of the graph's answer over questions and replicates (NaN: infeasible).
-        stderr: standard error of that mean over replicates (NaN: infeasible or one replicate).
+        stderr: the replicate error: standard error of that mean over replicates, the questions
+            fixed (NaN: infeasible or one replicate).
+        ci_lo, ci_hi: the 95% interval over questions (`replay.stats.question_interval` of
+            per_question, as for chains): what the score may be on new questions; NaN when
+            infeasible.
         feasible: within the budget and the latency limit (always, without them).
         tokens, flops, units: mean cost per question (tokens drawn on every node; FLOPs = 2 x
             params x tokens; normalised budget units as for chains).
@@ -82,6 +87,42 @@ class GraphResult:
     per_question: np.ndarray | None = field(repr=False, compare=False, default=None)
     per_question_tokens: np.ndarray = field(repr=False, compare=False, default=None)
     per_question_latency: np.ndarray = field(repr=False, compare=False, default=None)
+    ci_lo: float = math.nan
+    ci_hi: float = math.nan
+    score_bounds: tuple[float, float] | None = field(default=(0.0, 1.0), compare=False)
+
+    def interval(self, level: float = LEVEL) -> Interval:
+        """The interval over questions at `level` (the 95% one is (ci_lo, ci_hi)).
+
+        Args:
+            level: nominal coverage, in (0, 1).
+
+        Raises:
+            ValueError: an infeasible result (not scored).
+        """
+        if self.per_question is None:
+            raise ValueError(f"{self.graph}: infeasible, not scored: no interval")
+        return question_interval(self.per_question, level=level, bounds=self.score_bounds)
+
+    def difference(self, other: "GraphResult", *, level: float = LEVEL) -> Interval:
+        """The paired difference self - other over questions, with its interval (common random
+        numbers: per seed, question, replicate and node position).
+
+        Args:
+            other: a result on the same questions, seed and replicates.
+            level: nominal coverage, in (0, 1).
+
+        Raises:
+            ValueError: either result infeasible, or not on the same questions, seed and replicates.
+        """
+        if self.per_question is None or other.per_question is None:
+            raise ValueError("an infeasible graph is not scored: no paired difference")
+        if (self.n_questions, self.replicates, self.seed) != (other.n_questions, other.replicates, other.seed):
+            raise ValueError("a paired difference needs the same questions, replicates and seed")
+        if self.score_bounds is None or other.score_bounds is None:
+            return question_interval(np.asarray(self.per_question) - np.asarray(other.per_question), level=level,
+                                     bounds=None)
+        return paired_interval(self.per_question, other.per_question, level=level)
 
     @property
     def config(self) -> Graph:  # the name chain results use
@@ -94,7 +135,8 @@ class GraphResult:
         return float(np.mean(rates)) if rates else 0.0
 
     def as_row(self) -> dict:
-        row = {"graph": str(self.graph), "score": self.score, "stderr": self.stderr, "feasible": self.feasible,
+        row = {"graph": str(self.graph), "score": self.score, "stderr": self.stderr, "ci_lo": self.ci_lo,
+               "ci_hi": self.ci_hi, "feasible": self.feasible,
                "tokens": self.tokens, "flops": self.flops, "units": self.units, "latency": self.latency,
                "fallback_rate": self.fallback_rate, "nodes": len(self.graph.nodes),
                "depth": self.graph.depth(), "width": self.graph.width()}
@@ -339,6 +381,14 @@ def evaluate_graphs(store, graphs: Iterable, *, questions=None, replicates: int 
     u = 0
     Q, R = len(qidx), replicates
     n = Q * R
+    # the interval over questions of every graph at once, as the chain engine does
+    from ..engine import score_bounds
+
+    bounds = score_bounds(store)
+    per_q = sums.score_q / R
+    sd = per_q.std(axis=1, ddof=1) if Q > 1 else np.zeros(len(gs))
+    ends = ((per_q <= 0.0) | (per_q >= 1.0)).mean(axis=1)
+    ci_lo, ci_hi = intervals(per_q.mean(axis=1), sd, Q, bounds=bounds, at_ends=ends)
     for b, g in enumerate(gs):
         units = float(sums.flops_q[b].sum()) / n / float(unit)
         latency = float(sums.latency_q[b].sum()) / n
@@ -361,7 +411,9 @@ def evaluate_graphs(store, graphs: Iterable, *, questions=None, replicates: int 
             flops=float(sums.flops_q[b].sum()) / n, units=units, latency=latency, budget=budget,
             latency_limit=latency_limit, nodes=tuple(nodes), n_questions=Q, replicates=R, seed=seed,
             per_question=sums.score_q[b] / R if feasible else None, per_question_tokens=sums.tokens_q[b] / R,
-            per_question_latency=sums.latency_q[b] / R))
+            per_question_latency=sums.latency_q[b] / R,
+            ci_lo=float(ci_lo[b]) if feasible else math.nan, ci_hi=float(ci_hi[b]) if feasible else math.nan,
+            score_bounds=bounds))
     return out
 
 

@@ -324,3 +324,38 @@ def test_input_keys_are_canonical():
     for bad in ("", "[]", '["7","12"]', '"7"', '[1]', '["a", "b"]'):
         with pytest.raises(ValueError):
             parse_input_key(bad)
+
+
+def test_graph_results_carry_the_question_interval_and_follow_the_budget_rule(capsys):
+    from replay.cli import main
+    from replay.stats import question_interval
+
+    store = replay.open(TRACES / "sim-mmlu")
+    g = "s1=solve(Llama-3.1-8B,3); s2=solve(Qwen2.5-7B,2); a=aggregate(Llama-3.1-8B,2|s1,s2)"
+    r, one = evaluate_graphs(store, [g, "s=solve(Qwen2.5-3B,1)"], questions="train", replicates=16)
+    ci = question_interval(r.per_question)
+    assert (r.ci_lo, r.ci_hi) == (ci.lo, ci.hi) and r.ci_lo < r.score < r.ci_hi
+    assert r.ci_hi - r.ci_lo > 4 * r.stderr  # on 50 questions the interval over questions dominates
+    d = one.difference(r)
+    assert d.hi < 0 and d.hi - d.lo < (one.ci_hi - one.ci_lo) + (r.ci_hi - r.ci_lo)
+    # the budget rule: feasibility by the expected cost over the store's questions, the same on
+    # train and test, whatever these draws cost
+    units, latency = estimate_graph(store, g)
+    for budget, ok in ((units * 1.001, True), (units * 0.999, False)):
+        for split in ("train", "test"):
+            x = evaluate_graph(store, g, questions=split, replicates=4, budget=budget)
+            assert x.feasible is ok and x.expected_units == pytest.approx(units, rel=1e-12), (budget, split)
+            assert ok or (math.isnan(x.score) and math.isnan(x.ci_lo) and x.per_question is None)
+    assert evaluate_graph(store, g, replicates=4, latency_limit=latency * 0.999).feasible is False
+    # a latency limit needs every model's throughput
+    chain = replay.open(TRACES / "sim-2wiki")
+    with pytest.raises(ConfigError, match="'Llama-3.1-8B' has no throughput"):
+        evaluate_graph(chain, Graph.from_chain("Llama-3.1-8B:1,Llama-3.1-8B:1", chain), replicates=2, latency_limit=10.0)
+    # the CLI: the interval in the table and the JSON, paired differences in replay compare
+    code, out, err = run_main(main, ["eval", str(TRACES / "sim-mmlu"), "-c", g, "-r", "4", "--json"], capsys)
+    row = json.loads(out.strip().splitlines()[0])
+    assert code == 0 and row["ci_lo"] < row["score"] < row["ci_hi"] and row["ci_method"] == "wilson-neff"
+    code, out, err = run_main(main, ["eval", str(TRACES / "sim-mmlu"), "-c", g, "-r", "4"], capsys)
+    assert code == 0 and "95% CI (questions)" in out and "interval over the 150 questions" in out
+    code, out, err = run_main(main, ["compare", str(TRACES / "sim-mmlu"), g, "s=solve(Qwen2.5-3B,1)", "-r", "4"], capsys)
+    assert code == 0 and "(reference)" in out and out.count(" yes") + out.count(" no") >= 1, out

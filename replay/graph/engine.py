@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..engine import within_budget
 from ..errors import ConfigError
 from ..stats import LEVEL, Interval, intervals, paired_interval, question_interval
 from .config import Graph, as_graph
@@ -59,7 +60,11 @@ class GraphResult:
         ci_lo, ci_hi: the 95% interval over questions (`replay.stats.question_interval` of
             per_question, as for chains): what the score may be on new questions; NaN when
             infeasible.
-        feasible: within the budget and the latency limit (always, without them).
+        feasible: within the budget and the latency limit (always, without them), judged by the
+            budget rule: the expected cost and latency over the store's questions
+            (`estimate_graph`), not these draws' (docs/store-format.md).
+        expected_units, expected_latency: that expected cost and latency per question (NaN
+            when neither a budget nor a latency limit was given: not computed).
         tokens, flops, units: mean cost per question (tokens drawn on every node; FLOPs = 2 x
             params x tokens; normalised budget units as for chains).
         latency: mean seconds per question until the output is ready (the longest path).
@@ -90,6 +95,8 @@ class GraphResult:
     ci_lo: float = math.nan
     ci_hi: float = math.nan
     score_bounds: tuple[float, float] | None = field(default=(0.0, 1.0), compare=False)
+    expected_units: float = math.nan
+    expected_latency: float = math.nan
 
     def interval(self, level: float = LEVEL) -> Interval:
         """The interval over questions at `level` (the 95% one is (ci_lo, ci_hi)).
@@ -138,6 +145,7 @@ class GraphResult:
         row = {"graph": str(self.graph), "score": self.score, "stderr": self.stderr, "ci_lo": self.ci_lo,
                "ci_hi": self.ci_hi, "feasible": self.feasible,
                "tokens": self.tokens, "flops": self.flops, "units": self.units, "latency": self.latency,
+               "expected_units": self.expected_units, "expected_latency": self.expected_latency,
                "fallback_rate": self.fallback_rate, "nodes": len(self.graph.nodes),
                "depth": self.graph.depth(), "width": self.graph.width()}
         return row
@@ -341,10 +349,10 @@ def evaluate_graph(store, graph, *, questions=None, replicates: int = 100, seed:
         replicates: random draws per question (common random numbers per seed, question,
             replicate and node).
         seed: the seed of every draw.
-        budget: a budget in normalised units per question; over it the graph is infeasible
-            and not scored.
-        latency_limit: seconds per question; a graph whose mean latency exceeds it is
-            infeasible and not scored.
+        budget: a budget in normalised units per question; a graph whose expected cost
+            (`estimate_graph`, over the store's questions) exceeds it is infeasible and not scored.
+        latency_limit: seconds per question; a graph whose expected latency exceeds it is
+            infeasible and not scored (ConfigError if a model of the graph has no throughput).
         throughput: {model: (prefill tokens/s, decode tokens/s)}, over the manifest's.
 
     Raises:
@@ -373,6 +381,17 @@ def evaluate_graphs(store, graphs: Iterable, *, questions=None, replicates: int 
     qidx = store.question_indices(questions)
     if len(qidx) == 0:
         raise ConfigError("questions", "no questions selected")
+    # the budget rule (docs/store-format.md): feasibility by the expected cost (and latency) over
+    # the store's questions, not by what these draws on these questions cost
+    judged = budget is not None or latency_limit is not None
+    expected = [estimate_graph(store, g, throughput=throughput) if judged else (math.nan, math.nan) for g in gs]
+    if latency_limit is not None:
+        pre, dec = seconds_per_token(store, throughput)
+        for g in gs:
+            unknown = [n.model for n in g.nodes if np.isnan(pre[store.model_index(n.model)] + dec[store.model_index(n.model)])]
+            if unknown:
+                raise ConfigError("latency limit", f"graph {str(g)!r}: model {unknown[0]!r} has no throughput, so its "
+                                                   "latency is unknown (give one: --throughput MODEL=PREFILL/DECODE)")
     sums = graph_sums(store, gs, qidx, replicates=replicates, seed=seed, throughput=throughput, progress=progress)
     unit = store.derived.budget_unit
     params = store.arrays.model_params
@@ -392,8 +411,9 @@ def evaluate_graphs(store, graphs: Iterable, *, questions=None, replicates: int 
     for b, g in enumerate(gs):
         units = float(sums.flops_q[b].sum()) / n / float(unit)
         latency = float(sums.latency_q[b].sum()) / n
-        feasible = (budget is None or units <= budget * (1 + 1e-9)) and (
-            latency_limit is None or latency <= latency_limit * (1 + 1e-9))
+        exp_units, exp_latency = expected[b]
+        feasible = within_budget(exp_units, budget) and (
+            latency_limit is None or exp_latency <= latency_limit * (1 + 1e-9))
         rep_means = sums.score_r[b] / Q
         stderr = float(rep_means.std(ddof=1) / math.sqrt(R)) if R > 1 else math.nan
         nodes = []
@@ -413,7 +433,7 @@ def evaluate_graphs(store, graphs: Iterable, *, questions=None, replicates: int 
             per_question=sums.score_q[b] / R if feasible else None, per_question_tokens=sums.tokens_q[b] / R,
             per_question_latency=sums.latency_q[b] / R,
             ci_lo=float(ci_lo[b]) if feasible else math.nan, ci_hi=float(ci_hi[b]) if feasible else math.nan,
-            score_bounds=bounds))
+            score_bounds=bounds, expected_units=exp_units, expected_latency=exp_latency))
     return out
 
 
@@ -434,7 +454,8 @@ def estimate_graph(store, graph, *, questions=None, throughput: dict | None = No
     """Expected cost of a graph without replay: (budget units, latency seconds) per question,
     from pool means: a node reading k answers is charged the mean of its (question, role,
     model) pools whose keys hold k answers (all of them where none does), since which one it
-    reads depends on upstream luck. Feasibility itself is the replay's.
+    reads depends on upstream luck. `evaluate_graphs` judges feasibility by it (over the store's
+    questions: the budget rule).
 
     Args:
         store: the store.

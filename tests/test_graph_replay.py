@@ -178,10 +178,21 @@ def test_bad_graphs_are_one_line_naming_the_graph(text, needle):
     assert needle in msg and "\n" not in msg and msg.startswith("graph ")
 
 
-def test_bad_graphs_against_a_store_exit_2(capsys):
+def test_bad_graphs_against_a_store_exit_2(capsys, tmp_path):
     from replay.cli import main
 
     store = str(TRACES / "sim-math")
+    # a graph file, a grid file: the error names the file (and the line)
+    (tmp_path / "g.json").write_text('{"nodes": [{"name": "a", "role": "solve", "model": "Qwen2.5-7B", "samples": 1}], '
+                                     '"output": "zz"}')
+    (tmp_path / "grid.txt").write_text("# graphs\ns=solve(Qwen2.5-7B,1)\ns=solve(Qwen2.5-7B,1); r=refine(Qwen2.5-7B,1|s); r=solve(Qwen2.5-7B,2)\n")
+    for args, needle in [(["eval", store, "-c", str(tmp_path / "g.json")], f"{tmp_path / 'g.json'}: graph '"),
+                         (["sweep", store, "--grid", str(tmp_path / "grid.txt"), "--out", str(tmp_path / "o.parquet")],
+                          f"{tmp_path / 'grid.txt'}: line 3: graph '")]:
+        code, out, err = run_main(main, args + ["-r", "2"], capsys)
+        lines = [ln for ln in err.splitlines() if not ln.startswith("note:")]
+        assert code == 2 and len(lines) == 1 and needle in lines[0], (args, err)
+    assert not (tmp_path / "o.parquet").exists()
     for text, needle in [("s=solve(GPT-9,1)", "unknown model 'GPT-9'"),
                          ("s=solve(Qwen2.5-7B,1); r=critique(Qwen2.5-7B,1|s)", "unknown role 'critique'"),
                          ("s=solve(Qwen2.5-7B,1); r=refine(Qwen2.5-7B,1|q)", "which is not a node"),

@@ -33,12 +33,29 @@ def parse_throughput(text: str | None) -> dict | None:
 def graph_text(arg: str) -> str:
     """A graph given on the command line: its text or JSON form, or a file holding either."""
     p = Path(arg)
-    if len(arg) < 4096 and "=" not in arg and "{" not in arg and p.is_file():
+    if _is_file(arg):
         try:
             return p.read_text()
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(arg, f"cannot read the graph file ({e})") from None
     return arg
+
+
+def _is_file(arg: str) -> bool:
+    return len(arg) < 4096 and "=" not in arg and "{" not in arg and Path(arg).is_file()
+
+
+def parse_graph_arg(arg: str, store):
+    """A graph from the command line (`graph_text`), checked against the store; an error in a
+    graph file names the file."""
+    from .config import Graph
+
+    try:
+        return Graph.parse(graph_text(arg), store=store)
+    except ConfigError as e:
+        if not _is_file(arg):
+            raise
+        raise ConfigError(arg, f"{e.where}: {e.problem}") from None
 
 
 def info(st) -> None:
@@ -81,10 +98,9 @@ def evaluate(st, configs, *, replicates, seed, questions, budget, latency_limit,
     """`replay eval` on a graph store: a table (or JSON lines) with score, tokens and latency."""
     import json
 
-    from .config import Graph
     from .engine import evaluate_graphs
 
-    graphs = [Graph.parse(graph_text(c), store=st) for c in configs]
+    graphs = [parse_graph_arg(c, st) for c in configs]
     results = evaluate_graphs(st, graphs, questions=questions, replicates=replicates, seed=seed, budget=budget,
                               latency_limit=latency_limit, throughput=parse_throughput(throughput))
     if as_json:
@@ -133,10 +149,9 @@ def compare(st, configs, *, replicates, seed, questions, budget, as_json) -> Non
     import json
 
     from ..cli import _json_safe, _pct, _uncertainty_legend
-    from .config import Graph
     from .engine import evaluate_graphs
 
-    graphs = [Graph.parse(graph_text(c), store=st) for c in configs]
+    graphs = [parse_graph_arg(c, st) for c in configs]
     results = evaluate_graphs(st, graphs, questions=questions, replicates=replicates, seed=seed, budget=budget)
     base = results[0]
     diffs = [None] + [r.difference(base) if (r.feasible and base.feasible) else None for r in results[1:]]
@@ -191,7 +206,14 @@ def sweep(st, *, out, grid, budget, replicates, seed, questions, throughput) -> 
         lines = Path(grid).read_text().splitlines()
     except OSError as e:
         raise ConfigError(grid, f"cannot read grid file ({e.strerror})") from None
-    graphs = [Graph.parse(line, store=st) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    graphs = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            graphs.append(Graph.parse(line, store=st))
+        except ConfigError as e:
+            raise ConfigError(f"{grid}: line {i}", f"{e.where}: {e.problem}") from None
     if not graphs:
         raise ConfigError(grid, "no graphs in the grid file")
     t0 = time.perf_counter()

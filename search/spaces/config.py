@@ -85,8 +85,6 @@ class ConfigSpace(Space):
                 per stage).
         """
         if store.manifest.kind == "graph":
-            from replay.errors import ConfigError
-
             raise ConfigError(store.name, "is a graph store (kind graph): its configurations are collaboration "
                                           "graphs, not a model and count per stage; this space cannot search it "
                                           "(evaluate graphs with replay eval, compare or sweep --grid)")

@@ -104,7 +104,7 @@ def evaluate(st, configs, *, replicates, seed, questions, budget, latency_limit,
     results = evaluate_graphs(st, graphs, questions=questions, replicates=replicates, seed=seed, budget=budget,
                               latency_limit=latency_limit, throughput=parse_throughput(throughput))
     if as_json:
-        from ..cli import _json_safe
+        from ..clitools import json_safe as _json_safe
 
         for r in results:
             row = r.as_row()
@@ -115,7 +115,7 @@ def evaluate(st, configs, *, replicates, seed, questions, budget, latency_limit,
             # JSON has no NaN: a figure that does not exist (infeasible, unknown throughput) is null
             click.echo(json.dumps(_json_safe(row), allow_nan=False))
         return
-    from ..cli import _pct, _uncertainty_legend
+    from ..clitools import pct as _pct, uncertainty_legend as _uncertainty_legend
 
     w = max(len("graph"), *(len(str(r.graph)) for r in results))
     head = (f"{'graph':<{w}}  {'score':>7}  {'±rep':>6}  {'95% CI (questions)':>18}  {'tokens/q':>10}  {'units':>8}  "
@@ -148,7 +148,7 @@ def compare(st, configs, *, replicates, seed, questions, budget, as_json) -> Non
     question (common random numbers), with the 95% interval of the difference."""
     import json
 
-    from ..cli import _json_safe, _pct, _uncertainty_legend
+    from ..clitools import json_safe as _json_safe, pct as _pct, uncertainty_legend as _uncertainty_legend
     from .engine import evaluate_graphs
 
     graphs = [parse_graph_arg(c, st) for c in configs]

@@ -214,14 +214,17 @@ class GraphSums:
 
 
 SERIAL_WORK = 400_000  # below this many draws (estimated), one thread: a parallel region costs more
-MEMO_ENTRIES = 8_000_000  # memo entries per call at most (about 260 MB)
+MEMO_ENTRIES = 2_000_000  # memo entries of one question per chunk at most (64 MB; a few chunks run at once)
 
 
-def _memo_plan(store, batch: GraphBatch, Q: int, R: int, always: bool = False):
-    """Which nodes read a memo: for each (node index, role, model) of majority or best-score
-    aggregation, memoise when drawing every pool of it once (at every count up to the largest
-    asked) is cheaper than drawing for each node that uses it. Returns (node_slot, slots) with
-    slots a list of (node index, role, model, nmax)."""
+def _memo_plan(store, batch: GraphBatch, R: int, always: bool = False):
+    """Which nodes read the memo: every (node index, role, model) of majority or best-score
+    aggregation that more than one graph of the batch has (all of them with `always`), while
+    the memo of one question fits MEMO_ENTRIES. The memo is filled lazily in the kernel, one
+    question at a time (only the pools the graphs reach are drawn, each once for every graph of
+    the batch), so sharing is all it needs to pay. Returns (node_slot, slot_nmax, slot_row_off,
+    slot_ent_off): rows (pool of the question's role and model, replicate) and entries (a row
+    holds the result at every count 1..nmax) per slot, as CSR offsets."""
     a, d = store.arrays, store.derived
     index_in_graph = np.arange(len(batch.node_role)) - np.repeat(batch.g_node_off[:-1], np.diff(batch.g_node_off))
     groups: dict[tuple[int, int, int], list[int]] = {}
@@ -229,29 +232,28 @@ def _memo_plan(store, batch: GraphBatch, Q: int, R: int, always: bool = False):
         role = int(batch.node_role[u])
         if a.stage_agg[role] in (0, 2):  # majority_vote, best_score
             groups.setdefault((int(index_in_graph[u]), role, int(batch.node_model[u])), []).append(u)
-    pools_per = np.diff(a.qsm_pool_off).reshape(a.n_questions, a.n_stages, a.n_models).mean(axis=0)
+    pools_max = np.diff(a.qsm_pool_off).reshape(a.n_questions, a.n_stages, a.n_models).max(axis=0)
     node_slot = np.full(len(batch.node_role), -1, dtype=np.int64)
-    slots = []
-    entries = 0
+    nmaxs, rows, ents = [], [0], [0]
     for (i, role, m), us in sorted(groups.items(), key=lambda kv: -len(kv[1])):
         nmax = int(min(batch.node_count[us].max(), d.largest_pool[role, m]))
-        memo = Q * R * pools_per[role, m] * (nmax + 1)
-        direct = Q * R * float(np.sum(np.minimum(batch.node_count[us], nmax) + 4))
-        size = int(np.ceil(Q * R * nmax * d.largest_pool[role, m]))  # rows are padded to the largest pool count
-        if always or (len(us) > 1 and memo < 0.7 * direct and entries + size <= MEMO_ENTRIES):
-            node_slot[us] = len(slots)
-            slots.append((i, role, m, nmax))
-            entries += size
-    return node_slot, slots
+        n_rows = int(pools_max[role, m]) * R
+        if (always or len(us) > 1) and ents[-1] + n_rows * nmax <= MEMO_ENTRIES:
+            node_slot[us] = len(nmaxs)
+            nmaxs.append(nmax)
+            rows.append(rows[-1] + n_rows)
+            ents.append(ents[-1] + n_rows * nmax)
+    i64 = lambda x: np.array(x, dtype=np.int64)  # noqa: E731
+    return node_slot, i64(nmaxs), i64(rows), i64(ents)
 
 
 def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: int, seed: int,
                throughput: dict | None = None, detail: bool = False, progress=None, memo: str = "auto") -> GraphSums:
     """Replay checked graphs on question indices `qidx`: the sums results are made of.
 
-    Nodes of majority or best-score roles that many graphs of the batch share (the same node
-    index, role and model) read a memo built once for the batch (`kernels.memo_build`); the
-    others draw directly. Both give the same numbers.
+    Nodes of majority or best-score roles that several graphs of the batch share (the same node
+    index, role and model) read a memo filled once per question for the batch (`_memo_plan`,
+    `kernels.memo_fill`); the others draw directly. Both give the same numbers.
 
     Args:
         store: the store.
@@ -286,11 +288,13 @@ def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: 
         b1 = min(B, b0 + step)
         part = batch.slice(b0, b1)
         n0, n1 = int(batch.g_node_off[b0]), int(batch.g_node_off[b1])
-        node_slot, slots = (_memo_plan(store, part, Q, R, always=memo == "always") if memo != "never"
-                            else (np.full(n1 - n0, -1, np.int64), []))
-        mem = _build_memo(store, A, G, pre, dec, qidx, R, seed, slots)
-        work = Q * R * float(np.sum(np.where(node_slot < 0, part.node_count + 4, 1)))
-        parallel = n_threads > 1 and work + mem[-1] > SERIAL_WORK
+        if memo == "never":
+            z = np.zeros(1, np.int64)
+            mem = (np.full(n1 - n0, -1, np.int64), z[:0], z, z)
+        else:
+            mem = _memo_plan(store, part, R, always=memo == "always")
+        work = Q * R * float(np.sum(np.where(mem[0] < 0, part.node_count + 4, 1)))
+        parallel = n_threads > 1 and work > SERIAL_WORK
         n_chunks = max(1, min(Q, 4 * n_threads)) if parallel else 1
         score_r = np.zeros((n_chunks, b1 - b0, R))
         node = np.zeros((n_chunks, n1 - n0, 4))
@@ -298,42 +302,13 @@ def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: 
         run = kernels.graph_replay if parallel else kernels.graph_replay_serial
         run(A, G, a.n_stages, a.n_models, d.max_pool, d.n_items, pre, dec, qidx, R, np.uint64(seed), n_chunks,
             part.g_node_off, part.node_role, part.node_model, part.node_count, part.node_par_off, part.node_par,
-            part.g_out_off, part.g_out, node_slot, *mem[:-1],
+            part.g_out_off, part.g_out, *mem,
             out.score_q[b0:b1], out.tokens_q[b0:b1], out.flops_q[b0:b1], out.latency_q[b0:b1], score_r, node, *det)
         out.score_r[b0:b1] = score_r.sum(axis=0)
         out.node[n0:n1] = node.sum(axis=0)
         if progress is not None:
             progress(b1 - b0)
     return out
-
-
-def _build_memo(store, A, G, pre, dec, qidx, R, seed, slots):
-    """The memo of the slots: (slot_base, slot_nmax, slot_off, ans, score, tokens, latency,
-    estimated work). Row (slot, question position qi, pool j of that question's role and model)
-    holds, per replicate, the result at every count 1..nmax."""
-    from . import kernels
-
-    a, d = store.arrays, store.derived
-    Q = len(qidx)
-    n_slots = len(slots)
-    if not n_slots:
-        z = np.zeros(0, np.int64)
-        return (np.zeros((0, max(Q, 1)), np.int64), z, z, z, np.zeros(0), np.zeros(0), np.zeros(0), 0.0)
-    per = np.diff(a.qsm_pool_off).reshape(a.n_questions, a.n_stages, a.n_models)
-    slot_base = np.zeros((n_slots, Q), dtype=np.int64)
-    slot_nmax = np.array([s[3] for s in slots], dtype=np.int64)
-    slot_off = np.zeros(n_slots, dtype=np.int64)
-    total = 0
-    for j, (i, role, m, nmax) in enumerate(slots):
-        rows = per[qidx, role, m]
-        slot_base[j] = np.concatenate([[0], np.cumsum(rows)[:-1]])
-        slot_off[j] = total
-        total += int(rows.sum()) * R * nmax
-    arrs = (np.zeros(total, np.int64), np.zeros(total), np.zeros(total), np.zeros(total))
-    kernels.memo_build(A, G, a.n_stages, a.n_models, d.max_pool, pre, dec, qidx, R, np.uint64(seed),
-                       np.array([s[0] for s in slots], dtype=np.int64), np.array([s[1] for s in slots], dtype=np.int64),
-                       np.array([s[2] for s in slots], dtype=np.int64), slot_base, slot_nmax, slot_off, *arrs)
-    return (slot_base, slot_nmax, slot_off, *arrs, float(total))
 
 
 def evaluate_graph(store, graph, *, questions=None, replicates: int = 100, seed: int = 0,

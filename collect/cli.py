@@ -171,7 +171,7 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
             raise InputError("--throughput", f"{unknown[0]!r} is not one of the models ({', '.join(m.name for m in specs)})")
     backend = backend or ("vllm" if vllm_available() else "openai")
     styles = parse_prompt_styles(prompt_style, [m.name for m in specs])
-    check_prompt_styles(the_task, styles, backend)
+    check_prompt_styles(the_task, styles, backend, graph=graph)
     if not timeout > 0:
         raise InputError("--timeout", f"must be a positive number of seconds, got {timeout}")
     if backend == "vllm":

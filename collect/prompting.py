@@ -32,10 +32,14 @@ def parse_prompt_styles(text: str | None, model_names: list[str]) -> dict[str, s
     return out
 
 
-def check_prompt_styles(task: Task, styles: dict[str, str], backend: str) -> None:
-    """Refuse, before anything is drawn, a completion style the task or backend cannot serve."""
+def check_prompt_styles(task: Task, styles: dict[str, str], backend: str, *, graph: bool = False) -> None:
+    """Refuse, before anything is drawn, a completion style the task or backend cannot serve
+    (graph collection's refine and aggregate prompts are chat messages only)."""
     if "completion" not in styles.values():
         return
+    if graph:
+        raise InputError("--prompt-style", "--graph collects with chat prompts only (the refine and aggregate "
+                                           "role prompts are chat messages); use --prompt-style chat")
     if not task.has_completion_prompt():
         raise InputError("--prompt-style", f"task {task.name!r} defines no few-shot completion prompt "
                                            "(use --prompt-style chat)")

@@ -263,8 +263,10 @@ def compare_cmd(store, configs, replicates, seed, questions, budget, as_json):
     check_count("--replicates", replicates)
     st = open_announced(store)
     if st.manifest.kind == "graph":
-        raise ConfigError(store, f"store {st.name!r} is a graph store: replay compare takes chain configurations "
-                          "(replay eval scores graphs)")
+        from .graph import cli as graph_cli
+
+        return graph_cli.compare(st, configs, replicates=replicates, seed=seed, questions=_parse_questions(questions),
+                                 budget=budget, as_json=as_json)
     cfgs = [Config.parse(c, store=st) for c in configs]
     qsel = _parse_questions(questions)
     check_replicates("--replicates", replicates, questions=len(st.question_indices(qsel)),

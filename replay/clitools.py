@@ -235,3 +235,32 @@ def check_output_dir(path, where: str) -> Path:
         raise InputError(where, f"{path}: {base} is not a folder")
     _probe(base, str(path), where)
     return p
+
+
+def json_safe(x):
+    """Non-finite floats as null, recursively (JSON has no NaN or Infinity)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
+
+
+def pct(x: float, digits: int = 2) -> str:
+    """A share as percent, without the sign."""
+    return f"{100 * x:.{digits}f}"
+
+
+def uncertainty_legend(results) -> str:
+    """The line that names a table's two uncertainties (replay/stats.py): the replicate error and
+    the 95% interval over questions, for results with `feasible`, `interval()`, `replicates` and
+    `n_questions` (chain or graph results)."""
+    r = next((x for x in results if x.feasible), results[0])
+    ci = r.interval() if r.feasible else None
+    how = ("Wilson interval at the effective number of questions" if ci is None or ci.method == "wilson-neff"
+           else "Student-t interval")
+    return (f"±rep: the replicate error (standard error over the {r.replicates} replicates, these questions fixed); "
+            f"95% CI: the interval over the {r.n_questions} questions ({how}, replay/stats.py): "
+            "what the score may be on new questions")

@@ -243,21 +243,37 @@ def test_graph_collection_bad_input_is_one_line_exit_2(tmp_path, capsys):
                          (["--task", "math", "--data", str(FIXTURES / "math"), "--graph", "--throughput", "b-2B=1/2"],
                           "not one of the models"),
                          (["--task", "math", "--data", str(FIXTURES / "math"), "--graph", "--aggregate-inputs", "0"],
-                          "--aggregate-inputs")]:
+                          "--aggregate-inputs"),
+                         (["--task", "math", "--data", str(FIXTURES / "math"), "--graph", "--prompt-style", "completion"],
+                          "--graph collects with chat prompts only"),
+                         (["--task", "mmlu", "--data", str(FIXTURES / "mmlu"), "--graph", "--prompt-style", "a-1B=completion"],
+                          "--graph collects with chat prompts only")]:
         code, out, err = run_cli(base + args, capsys)
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and needle in lines[0], (args, err)
+    with pytest.raises(InputError, match="chat prompts only"):  # the API refuses it too
+        run_collection(_settings("math", tmp_path / "c", prompt_styles=(("big-8B", "completion"),)), None,
+                       progress=False, log=lambda s: None)
 
 
 def test_collect_run_graph_cli_writes_a_graph_store(tmp_path, capsys):
+    # MMLU in its other official layout: the Hugging Face copy (cais/mmlu) as Parquet, made from
+    # the CSV fixture (choices as a list, the answer as an index)
+    import csv
+
+    rows = [r for f in sorted((FIXTURES / "mmlu").rglob("*.csv")) for r in csv.reader(f.read_text().splitlines())]
+    pl.DataFrame({"question": [r[0] for r in rows], "subject": ["mixed"] * len(rows),
+                  "choices": [r[1:5] for r in rows], "answer": ["ABCD".index(r[5]) for r in rows]}).write_parquet(
+        tmp_path / "test-00000-of-00001.parquet")
     with ChatServer(mmlu_script) as srv:
-        code, out, err = run_cli(["run", "--task", "mmlu", "--data", str(FIXTURES / "mmlu"), "--graph",
+        code, out, err = run_cli(["run", "--task", "mmlu", "--data", str(tmp_path / "test-00000-of-00001.parquet"), "--graph",
                                   "--models", "small-1B,big-8B", "--samples", "3", "--role-samples", "2",
                                   "--backend", "openai", "--base-url", srv.base_url, "--out", str(tmp_path / "mm"),
                                   "--quiet", "--expand", "3"], capsys)
     assert code == 0, err
     assert "aggregate" in out and "refine" in out
     st = replay.open(tmp_path / "mm")
-    assert st.manifest.kind == "graph"
+    assert st.manifest.kind == "graph" and st.arrays.n_questions == 5
+    assert dict(zip(st.questions["question_id"], st.questions["gold"]))["mixed-3"] == "C"
     code, out, err = run_cli(["status", str(tmp_path / "mm")], capsys)
     assert code == 0 and "complete" in out

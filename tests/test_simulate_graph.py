@@ -151,3 +151,11 @@ def test_replay_cli_on_a_graph_store(tmp_path, capsys):
     assert code == 2 and "give --grid FILE" in err
     code, out, err = run_main(main, ["curve", store, "--out", str(tmp_path / "c.png")], capsys)
     assert code == 2 and "graph store" in err
+
+
+def test_chain_search_refuses_a_graph_store():
+    from replay.errors import ConfigError
+    from search.spaces.config import ConfigSpace
+
+    with pytest.raises(ConfigError, match="sim-math: is a graph store"):
+        ConfigSpace.from_store(replay.open(TRACES / "sim-math"))

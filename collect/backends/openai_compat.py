@@ -166,11 +166,15 @@ class OpenAIBackend:
 
     async def _call(self, client, prompt: Prompt, n: int, temperature: float, max_tokens: int, seed: int | None,
                     where: str):
-        """One request; a response that is not the API's is asked again, with backoff."""
+        """One request; a response that is not the API's is asked again, with backoff. Returns
+        (choices, prompt tokens, completion tokens, the wall time of the attempt that answered:
+        what graph latency is measured from, without the backoff of attempts before it)."""
         attempt = 0
         while True:
+            t0 = time.perf_counter()
             try:
-                return self._read(await self._request(client, prompt, n, temperature, max_tokens, seed))
+                return (*self._read(await self._request(client, prompt, n, temperature, max_tokens, seed)),
+                        time.perf_counter() - t0)
             except self._openai.APIError as e:  # the client has already retried what it retries
                 raise BackendError(where, scrub(f"request failed: {type(e).__name__}: {e}", self.base_url)
                                    .replace("\n", " ")) from None
@@ -193,9 +197,8 @@ class OpenAIBackend:
         while len(out) < n:
             want = min(n - len(out), self.max_n)
             s = None if seed is None else int(seed) + rounds
-            t0 = time.perf_counter()  # the request's wall time: what graph latency is measured from
-            choices, prompt_tokens, completion_tokens = await self._call(client, prompt, want, temperature,
-                                                                         max_tokens, s, where)
+            choices, prompt_tokens, completion_tokens, took = await self._call(client, prompt, want, temperature,
+                                                                               max_tokens, s, where)
             if want > 1 and len(choices) == 1 and self._logprobs:
                 # a server that answers one choice per request (llama.cpp's) reports each sample's
                 # usage exactly; and asking it for logprobs makes it compute the logits of every
@@ -209,7 +212,6 @@ class OpenAIBackend:
                 else:
                     counts = apportion(completion_tokens, [len(t) for t, _, _ in choices])
                     how = "apportioned"
-            took = time.perf_counter() - t0
             for (text, finish, _), k in zip(choices, counts):
                 out.append(Sample(text=text, prompt_tokens=prompt_tokens, completion_tokens=int(k),
                                   finish_reason=finish, token_count=how, seconds=took))

@@ -192,6 +192,9 @@ class RunSettings:
         for flag, v in (("--refine-inputs", self.refine_inputs), ("--aggregate-inputs", self.aggregate_inputs)):
             if not 1 <= v <= 8:
                 raise InputError(flag, f"must be between 1 and 8, got {v}")
+        if self.graph and any(st == "completion" for _, st in self.prompt_styles):
+            raise InputError("--prompt-style", "--graph collects with chat prompts only (the refine and aggregate "
+                                               "role prompts are chat messages); use --prompt-style chat")
 
     def fingerprint(self, data_sha256: str) -> dict:
         """What decides which pools exist and what is drawn into them (the resume contract)."""

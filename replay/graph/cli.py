@@ -1,9 +1,8 @@
-"""What `replay info`, `replay eval` and `replay sweep` do on a graph store (replay/cli.py
+"""What `replay info`, `replay eval`, `replay compare` and `replay sweep` do on a graph store (replay/cli.py
 hands over when the store's manifest says `kind: graph`)."""
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -13,11 +12,8 @@ import click
 from ..errors import ConfigError
 
 
-def parse_throughput(text: str | None, models=None) -> dict | None:
-    """'MODEL=PREFILL/DECODE,...' (tokens per second) -> {model: (prefill, decode)}.
-
-    Each throughput is a positive, finite number (infinite speed would make every latency 0);
-    with `models`, each name must be one of them (a misspelt name would be silently unused)."""
+def parse_throughput(text: str | None) -> dict | None:
+    """'MODEL=PREFILL/DECODE,...' (tokens per second) -> {model: (prefill, decode)}."""
     if not text:
         return None
     out = {}
@@ -28,64 +24,38 @@ def parse_throughput(text: str | None, models=None) -> dict | None:
             p, d = float(pre), float(dec)
         except ValueError:
             raise ConfigError("--throughput", f"{part!r} is not MODEL=PREFILL/DECODE (tokens per second)") from None
-        if not (p > 0 and d > 0 and math.isfinite(p) and math.isfinite(d)):
-            raise ConfigError("--throughput", f"{part!r}: throughputs must be positive, finite numbers")
-        if models is not None and name.strip() not in models:
-            raise ConfigError("--throughput", f"{name.strip()!r} is not one of the store's models ({', '.join(models)})")
+        if not (p > 0 and d > 0):
+            raise ConfigError("--throughput", f"{part!r}: throughputs must be positive")
         out[name.strip()] = (p, d)
     return out
-
-
-def check_latency_limit(value) -> float | None:
-    """--latency-limit: None, or a positive, finite number of seconds (nan, 0 and negatives would
-    make every graph silently infeasible)."""
-    if value is None:
-        return None
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError("--latency-limit", f"must be a positive, finite number of seconds per question, got {value}")
-    return float(value)
-
-
-def check_replicates_for(st, graphs, replicates: int, questions) -> None:
-    """Replicates bounded by the memory a graph replay needs: per replicate, the per-graph sums
-    (one row per parallel chunk) and the memo of shared nodes (a row per pool and count)."""
-    import numba
-    import numpy as np
-
-    from ..clitools import check_replicates
-
-    d, a = st.derived, st.arrays
-    Q = len(st.question_indices(questions))
-    per_q = 1.0
-    if len(d.pool_stage):  # most pools one question holds for one (role, model)
-        counts = np.bincount(d.pool_stage * a.n_models + d.pool_model, minlength=a.n_stages * a.n_models)
-        per_q = max(1.0, float(counts.max()) / max(1, a.n_questions))
-    samples = sum(n.samples for g in graphs for n in g.nodes)
-    check_replicates("--replicates", replicates, questions=Q, per_pass=max(1, math.ceil(per_q * samples)),
-                     configs=len(graphs) * (4 * numba.get_num_threads() + 1))
-
-
-def read_grid(grid) -> list[str]:
-    """The lines of a grid file: one graph per line, '#' comments and blank lines skipped."""
-    try:
-        with open(grid, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise ConfigError(grid, f"cannot read grid file ({e.strerror})") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(grid, f"not a UTF-8 text file ({e.reason} at byte {e.start})") from None
-    return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 def graph_text(arg: str) -> str:
     """A graph given on the command line: its text or JSON form, or a file holding either."""
     p = Path(arg)
-    if len(arg) < 4096 and "=" not in arg and "{" not in arg and p.is_file():
+    if _is_file(arg):
         try:
             return p.read_text()
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(arg, f"cannot read the graph file ({e})") from None
     return arg
+
+
+def _is_file(arg: str) -> bool:
+    return len(arg) < 4096 and "=" not in arg and "{" not in arg and Path(arg).is_file()
+
+
+def parse_graph_arg(arg: str, store):
+    """A graph from the command line (`graph_text`), checked against the store; an error in a
+    graph file names the file."""
+    from .config import Graph
+
+    try:
+        return Graph.parse(graph_text(arg), store=store)
+    except ConfigError as e:
+        if not _is_file(arg):
+            raise
+        raise ConfigError(arg, f"{e.where}: {e.problem}") from None
 
 
 def info(st) -> None:
@@ -130,45 +100,43 @@ def evaluate(st, configs, *, replicates, seed, questions, budget, latency_limit,
     """`replay eval` on a graph store: a table (or JSON lines) with score, tokens and latency."""
     import json
 
-    from .config import Graph
     from .engine import evaluate_graphs
 
-    from ..clitools import json_safe
-
-    latency_limit = check_latency_limit(latency_limit)
-    speeds = parse_throughput(throughput, st.manifest.model_names)
-    graphs = [Graph.parse(graph_text(c), store=st) for c in configs]
-    check_replicates_for(st, graphs, replicates, questions)
+    graphs = [parse_graph_arg(c, st) for c in configs]
     results = evaluate_graphs(st, graphs, questions=questions, replicates=replicates, seed=seed, budget=budget,
-                              latency_limit=latency_limit, throughput=speeds)
+                              latency_limit=latency_limit, throughput=parse_throughput(throughput))
     if as_json:
+        from ..clitools import json_safe as _json_safe
+
         for r in results:
             row = r.as_row()
+            row.update(ci_level=0.95, ci_method=r.interval().method if r.feasible else None,
+                       n_questions=r.n_questions, replicates=r.replicates, seed=r.seed)
             row["graph_json"] = r.graph.to_json()
             row["nodes"] = [n.__dict__ for n in r.nodes]
-            # JSON has no NaN: a score that does not exist (infeasible, one replicate, a latency
-            # without throughputs) is null
-            click.echo(json.dumps(json_safe(row), allow_nan=False))
+            # JSON has no NaN: a figure that does not exist (infeasible, unknown throughput) is null
+            click.echo(json.dumps(_json_safe(row), allow_nan=False))
         return
+    from ..clitools import pct as _pct, uncertainty_legend as _uncertainty_legend
+
     w = max(len("graph"), *(len(str(r.graph)) for r in results))
-    head = (f"{'graph':<{w}}  {'score':>7}  {'±rep':>6}  {'95% CI (questions)':^20}  {'tokens/q':>10}  {'units':>8}  "
+    head = (f"{'graph':<{w}}  {'score':>7}  {'±rep':>6}  {'95% CI (questions)':>18}  {'tokens/q':>10}  {'units':>8}  "
             f"{'latency s':>9}  {'fallback':>8}")
     click.echo(head)
     click.echo("-" * len(head))
     for r in results:
-        score = f"{100 * r.score:7.2f}" if r.feasible else "  infea"
-        err = f"{100 * r.stderr:6.2f}" if r.feasible else "sible "
-        ci = f"[{100 * r.ci_lo:5.2f}, {100 * r.ci_hi:5.2f}]" if r.feasible else ""
-        click.echo(f"{str(r.graph):<{w}}  {score}  {err}  {ci:^20}  {r.tokens:>10,.0f}  {r.units:>8.2f}  "
+        if r.feasible:
+            score, err, ci = f"{100 * r.score:7.2f}", f"{100 * r.stderr:6.2f}", f"[{_pct(r.ci_lo)}, {_pct(r.ci_hi)}]"
+        else:
+            score, err, ci = "infeas.", "", "over a limit"
+        click.echo(f"{str(r.graph):<{w}}  {score}  {err:>6}  {ci:>18}  {r.tokens:>10,.0f}  {r.units:>8.2f}  "
                    f"{r.latency:>9.2f}  {r.fallback_rate:>8.1%}")
     n = results[0]
     limits = [f"budget {budget:g} units" for _ in [0] if budget is not None]
     limits += [f"latency limit {latency_limit:g} s" for _ in [0] if latency_limit is not None]
     click.echo(f"\n{n.n_questions} questions x {n.replicates} replicates, seed {n.seed}; scores in percent; "
                "latency = the longest path, samples of a node in parallel" + "".join(f"; {x}" for x in limits))
-    click.echo(f"±rep: the replicate error (standard error over the {n.replicates} replicates, these questions fixed); "
-               f"95% CI: the interval over the {n.n_questions} questions (replay/stats.py): what the score may be on "
-               "new questions")
+    click.echo(_uncertainty_legend(results))
     for r in results:
         click.echo(f"{r.graph}:")
         for node in r.nodes:
@@ -176,7 +144,55 @@ def evaluate(st, configs, *, replicates, seed, questions, budget, latency_limit,
                        f"  {node.tokens:>8,.0f} tok  {node.latency:>6.2f} s  fallback {node.fallback_rate:.1%}")
 
 
-def sweep(st, *, out, grid, budget, replicates, seed, questions, throughput, models=None, max_samples=None) -> None:
+
+def compare(st, configs, *, replicates, seed, questions, budget, as_json) -> None:
+    """`replay compare` on a graph store: each graph against the first, paired question by
+    question (common random numbers), with the 95% interval of the difference."""
+    import json
+
+    from ..clitools import json_safe as _json_safe, pct as _pct, uncertainty_legend as _uncertainty_legend
+    from .engine import evaluate_graphs
+
+    graphs = [parse_graph_arg(c, st) for c in configs]
+    results = evaluate_graphs(st, graphs, questions=questions, replicates=replicates, seed=seed, budget=budget)
+    base = results[0]
+    diffs = [None] + [r.difference(base) if (r.feasible and base.feasible) else None for r in results[1:]]
+    if as_json:
+        for r, d in zip(results, diffs):
+            row = r.as_row()
+            row.update(ci_level=0.95, ci_method=r.interval().method if r.feasible else None,
+                       n_questions=r.n_questions, replicates=r.replicates, seed=r.seed)
+            row["diff"] = None if d is None else {
+                "vs": str(base.graph), "mean": d.mean, "ci_lo": d.lo, "ci_hi": d.hi, "ci_level": d.level,
+                "ci_method": d.method, "beyond_noise": d.excludes(0.0)}
+            click.echo(json.dumps(_json_safe(row), allow_nan=False))
+        return
+    w = max(len("graph"), *(len(str(r.graph)) for r in results))
+    head = (f"{'graph':<{w}}  {'score':>7}  {'±rep':>6}  {'95% CI (questions)':>18}  {'units':>8}  {'latency s':>9}  "
+            f"{'diff vs first':>13}  {'95% CI of diff':>16}  beyond noise")
+    click.echo(head)
+    click.echo("-" * len(head))
+    for r, d in zip(results, diffs):
+        if r.feasible:
+            score, err, ci = f"{100 * r.score:7.2f}", f"{100 * r.stderr:6.2f}", f"[{_pct(r.ci_lo)}, {_pct(r.ci_hi)}]"
+        else:
+            score, err, ci = "infeas.", "", "over the budget"
+        if r is base:
+            dd, dci, beyond = "(reference)", "", ""
+        elif d is None:
+            dd, dci, beyond = "-", "", "(infeasible)"
+        else:
+            dd, dci = f"{100 * d.mean:+.2f}", f"[{100 * d.lo:+.2f}, {100 * d.hi:+.2f}]"
+            beyond = "yes" if d.excludes(0.0) else "no"
+        click.echo(f"{str(r.graph):<{w}}  {score}  {err:>6}  {ci:>18}  {r.units:>8.2f}  {r.latency:>9.2f}  {dd:>13}  "
+                   f"{dci:>16}  {beyond}")
+    click.echo(f"\n{base.n_questions} questions x {base.replicates} replicates, seed {base.seed}, shared by every "
+               "graph (common random numbers); scores and differences in percent points")
+    click.echo(_uncertainty_legend(results))
+    click.echo("diff vs first: the mean over questions of (this - first), paired question by question, with its "
+               "95% interval; beyond noise: the interval excludes 0")
+
+def sweep(st, *, out, grid, budget, replicates, seed, questions, throughput) -> None:
     """`replay sweep --grid FILE` on a graph store: every graph of the file, one Parquet row each."""
     import polars as pl
     from tqdm import tqdm
@@ -188,18 +204,24 @@ def sweep(st, *, out, grid, budget, replicates, seed, questions, throughput, mod
     if not grid:
         raise ConfigError("sweep", f"store {st.name!r} is a graph store: its graphs cannot be enumerated here; "
                                    "give --grid FILE (one graph per line, text or JSON form)")
-    for flag, v in (("--models", models), ("--max-samples", max_samples)):
-        if v is not None:  # they narrow an enumerated space; a graph grid is given whole
-            raise ConfigError(flag, f"does not apply to a graph store ({st.name!r}): its graphs come from --grid")
-    speeds = parse_throughput(throughput, st.manifest.model_names)
-    graphs = [Graph.parse(line, store=st) for line in read_grid(grid)]
+    try:
+        lines = Path(grid).read_text().splitlines()
+    except OSError as e:
+        raise ConfigError(grid, f"cannot read grid file ({e.strerror})") from None
+    graphs = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            graphs.append(Graph.parse(line, store=st))
+        except ConfigError as e:
+            raise ConfigError(f"{grid}: line {i}", f"{e.where}: {e.problem}") from None
     if not graphs:
         raise ConfigError(grid, "no graphs in the grid file")
-    check_replicates_for(st, graphs, replicates, questions)
     t0 = time.perf_counter()
     with tqdm(total=len(graphs), unit="graph", desc="sweep", disable=None, file=sys.stderr) as bar:
         results = evaluate_graphs(st, graphs, questions=questions, replicates=replicates, seed=seed, budget=budget,
-                                  throughput=speeds, progress=bar.update)
+                                  throughput=parse_throughput(throughput), progress=bar.update)
     dt = time.perf_counter() - t0
     df = pl.DataFrame([r.as_row() for r in results])
     with atomic_path(out) as tmp:
@@ -208,7 +230,7 @@ def sweep(st, *, out, grid, budget, replicates, seed, questions, throughput, mod
     feas = df.filter(pl.col("feasible"))
     if len(feas):
         best = feas.sort(["score", "units"], descending=[True, False]).row(0, named=True)
-        click.echo(f"best feasible: {best['graph']}  score {100 * best['score']:.2f} ±rep {100 * best['stderr']:.2f}  "
+        click.echo(f"best feasible: {best['graph']}  score {100 * best['score']:.2f} ±rep {100 * best['stderr']:.2f}, "
                    f"95% CI over questions [{100 * best['ci_lo']:.2f}, {100 * best['ci_hi']:.2f}]  "
                    f"{best['units']:.2f} units  {best['latency']:.2f} s")
     else:

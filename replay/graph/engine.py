@@ -21,8 +21,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..engine import within_budget
 from ..errors import ConfigError
-from ..stats import LEVEL, intervals
+from ..stats import LEVEL, Interval, intervals, paired_interval, question_interval
 from .config import Graph, as_graph
 from .inputs import graph_inputs, seconds_per_token
 
@@ -56,9 +57,14 @@ class GraphResult:
         score: mean score of the graph's answer over questions and replicates (NaN: infeasible).
         stderr: the replicate error: standard error of that mean over replicates, the questions
             fixed (NaN: infeasible or one replicate).
-        ci_lo, ci_hi: the 95% interval over questions (replay.stats, as for chains: what the
-            score may be on new questions; NaN: infeasible).
-        feasible: within the budget and the latency limit (always, without them).
+        ci_lo, ci_hi: the 95% interval over questions (`replay.stats.question_interval` of
+            per_question, as for chains): what the score may be on new questions; NaN when
+            infeasible.
+        feasible: within the budget and the latency limit (always, without them), judged by the
+            budget rule: the expected cost and latency over the store's questions
+            (`estimate_graph`), not these draws' (docs/store-format.md).
+        expected_units, expected_latency: that expected cost and latency per question (NaN
+            when neither a budget nor a latency limit was given: not computed).
         tokens, flops, units: mean cost per question (tokens drawn on every node; FLOPs = 2 x
             params x tokens; normalised budget units as for chains).
         latency: mean seconds per question until the output is ready (the longest path).
@@ -84,11 +90,46 @@ class GraphResult:
     replicates: int
     seed: int
     per_question: np.ndarray | None = field(repr=False, compare=False, default=None)
-    ci_lo: float = math.nan  # the 95% interval over questions
-    ci_hi: float = math.nan
-    ci_method: str = "wilson-neff"  # replay.stats.Interval.method
     per_question_tokens: np.ndarray = field(repr=False, compare=False, default=None)
     per_question_latency: np.ndarray = field(repr=False, compare=False, default=None)
+    ci_lo: float = math.nan
+    ci_hi: float = math.nan
+    score_bounds: tuple[float, float] | None = field(default=(0.0, 1.0), compare=False)
+    expected_units: float = math.nan
+    expected_latency: float = math.nan
+
+    def interval(self, level: float = LEVEL) -> Interval:
+        """The interval over questions at `level` (the 95% one is (ci_lo, ci_hi)).
+
+        Args:
+            level: nominal coverage, in (0, 1).
+
+        Raises:
+            ValueError: an infeasible result (not scored).
+        """
+        if self.per_question is None:
+            raise ValueError(f"{self.graph}: infeasible, not scored: no interval")
+        return question_interval(self.per_question, level=level, bounds=self.score_bounds)
+
+    def difference(self, other: "GraphResult", *, level: float = LEVEL) -> Interval:
+        """The paired difference self - other over questions, with its interval (common random
+        numbers: per seed, question, replicate and node position).
+
+        Args:
+            other: a result on the same questions, seed and replicates.
+            level: nominal coverage, in (0, 1).
+
+        Raises:
+            ValueError: either result infeasible, or not on the same questions, seed and replicates.
+        """
+        if self.per_question is None or other.per_question is None:
+            raise ValueError("an infeasible graph is not scored: no paired difference")
+        if (self.n_questions, self.replicates, self.seed) != (other.n_questions, other.replicates, other.seed):
+            raise ValueError("a paired difference needs the same questions, replicates and seed")
+        if self.score_bounds is None or other.score_bounds is None:
+            return question_interval(np.asarray(self.per_question) - np.asarray(other.per_question), level=level,
+                                     bounds=None)
+        return paired_interval(self.per_question, other.per_question, level=level)
 
     @property
     def config(self) -> Graph:  # the name chain results use
@@ -102,8 +143,9 @@ class GraphResult:
 
     def as_row(self) -> dict:
         row = {"graph": str(self.graph), "score": self.score, "stderr": self.stderr, "ci_lo": self.ci_lo,
-               "ci_hi": self.ci_hi, "ci_level": LEVEL, "ci_method": self.ci_method, "feasible": self.feasible,
+               "ci_hi": self.ci_hi, "feasible": self.feasible,
                "tokens": self.tokens, "flops": self.flops, "units": self.units, "latency": self.latency,
+               "expected_units": self.expected_units, "expected_latency": self.expected_latency,
                "fallback_rate": self.fallback_rate, "nodes": len(self.graph.nodes),
                "depth": self.graph.depth(), "width": self.graph.width()}
         return row
@@ -172,14 +214,17 @@ class GraphSums:
 
 
 SERIAL_WORK = 400_000  # below this many draws (estimated), one thread: a parallel region costs more
-MEMO_ENTRIES = 8_000_000  # memo entries per call at most (about 260 MB)
+MEMO_ENTRIES = 2_000_000  # memo entries of one question per chunk at most (64 MB; a few chunks run at once)
 
 
-def _memo_plan(store, batch: GraphBatch, Q: int, R: int, always: bool = False):
-    """Which nodes read a memo: for each (node index, role, model) of majority or best-score
-    aggregation, memoise when drawing every pool of it once (at every count up to the largest
-    asked) is cheaper than drawing for each node that uses it. Returns (node_slot, slots) with
-    slots a list of (node index, role, model, nmax)."""
+def _memo_plan(store, batch: GraphBatch, R: int, always: bool = False):
+    """Which nodes read the memo: every (node index, role, model) of majority or best-score
+    aggregation that more than one graph of the batch has (all of them with `always`), while
+    the memo of one question fits MEMO_ENTRIES. The memo is filled lazily in the kernel, one
+    question at a time (only the pools the graphs reach are drawn, each once for every graph of
+    the batch), so sharing is all it needs to pay. Returns (node_slot, slot_nmax, slot_row_off,
+    slot_ent_off): rows (pool of the question's role and model, replicate) and entries (a row
+    holds the result at every count 1..nmax) per slot, as CSR offsets."""
     a, d = store.arrays, store.derived
     index_in_graph = np.arange(len(batch.node_role)) - np.repeat(batch.g_node_off[:-1], np.diff(batch.g_node_off))
     groups: dict[tuple[int, int, int], list[int]] = {}
@@ -187,29 +232,28 @@ def _memo_plan(store, batch: GraphBatch, Q: int, R: int, always: bool = False):
         role = int(batch.node_role[u])
         if a.stage_agg[role] in (0, 2):  # majority_vote, best_score
             groups.setdefault((int(index_in_graph[u]), role, int(batch.node_model[u])), []).append(u)
-    pools_per = np.diff(a.qsm_pool_off).reshape(a.n_questions, a.n_stages, a.n_models).mean(axis=0)
+    pools_max = np.diff(a.qsm_pool_off).reshape(a.n_questions, a.n_stages, a.n_models).max(axis=0)
     node_slot = np.full(len(batch.node_role), -1, dtype=np.int64)
-    slots = []
-    entries = 0
+    nmaxs, rows, ents = [], [0], [0]
     for (i, role, m), us in sorted(groups.items(), key=lambda kv: -len(kv[1])):
         nmax = int(min(batch.node_count[us].max(), d.largest_pool[role, m]))
-        memo = Q * R * pools_per[role, m] * (nmax + 1)
-        direct = Q * R * float(np.sum(np.minimum(batch.node_count[us], nmax) + 4))
-        size = int(np.ceil(Q * R * nmax * d.largest_pool[role, m]))  # rows are padded to the largest pool count
-        if always or (len(us) > 1 and memo < 0.7 * direct and entries + size <= MEMO_ENTRIES):
-            node_slot[us] = len(slots)
-            slots.append((i, role, m, nmax))
-            entries += size
-    return node_slot, slots
+        n_rows = int(pools_max[role, m]) * R
+        if (always or len(us) > 1) and ents[-1] + n_rows * nmax <= MEMO_ENTRIES:
+            node_slot[us] = len(nmaxs)
+            nmaxs.append(nmax)
+            rows.append(rows[-1] + n_rows)
+            ents.append(ents[-1] + n_rows * nmax)
+    i64 = lambda x: np.array(x, dtype=np.int64)  # noqa: E731
+    return node_slot, i64(nmaxs), i64(rows), i64(ents)
 
 
 def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: int, seed: int,
                throughput: dict | None = None, detail: bool = False, progress=None, memo: str = "auto") -> GraphSums:
     """Replay checked graphs on question indices `qidx`: the sums results are made of.
 
-    Nodes of majority or best-score roles that many graphs of the batch share (the same node
-    index, role and model) read a memo built once for the batch (`kernels.memo_build`); the
-    others draw directly. Both give the same numbers.
+    Nodes of majority or best-score roles that several graphs of the batch share (the same node
+    index, role and model) read a memo filled once per question for the batch (`_memo_plan`,
+    `kernels.memo_fill`); the others draw directly. Both give the same numbers.
 
     Args:
         store: the store.
@@ -244,11 +288,13 @@ def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: 
         b1 = min(B, b0 + step)
         part = batch.slice(b0, b1)
         n0, n1 = int(batch.g_node_off[b0]), int(batch.g_node_off[b1])
-        node_slot, slots = (_memo_plan(store, part, Q, R, always=memo == "always") if memo != "never"
-                            else (np.full(n1 - n0, -1, np.int64), []))
-        mem = _build_memo(store, A, G, pre, dec, qidx, R, seed, slots)
-        work = Q * R * float(np.sum(np.where(node_slot < 0, part.node_count + 4, 1)))
-        parallel = n_threads > 1 and work + mem[-1] > SERIAL_WORK
+        if memo == "never":
+            z = np.zeros(1, np.int64)
+            mem = (np.full(n1 - n0, -1, np.int64), z[:0], z, z)
+        else:
+            mem = _memo_plan(store, part, R, always=memo == "always")
+        work = Q * R * float(np.sum(np.where(mem[0] < 0, part.node_count + 4, 1)))
+        parallel = n_threads > 1 and work > SERIAL_WORK
         n_chunks = max(1, min(Q, 4 * n_threads)) if parallel else 1
         score_r = np.zeros((n_chunks, b1 - b0, R))
         node = np.zeros((n_chunks, n1 - n0, 4))
@@ -256,42 +302,13 @@ def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: 
         run = kernels.graph_replay if parallel else kernels.graph_replay_serial
         run(A, G, a.n_stages, a.n_models, d.max_pool, d.n_items, pre, dec, qidx, R, np.uint64(seed), n_chunks,
             part.g_node_off, part.node_role, part.node_model, part.node_count, part.node_par_off, part.node_par,
-            part.g_out_off, part.g_out, node_slot, *mem[:-1],
+            part.g_out_off, part.g_out, *mem,
             out.score_q[b0:b1], out.tokens_q[b0:b1], out.flops_q[b0:b1], out.latency_q[b0:b1], score_r, node, *det)
         out.score_r[b0:b1] = score_r.sum(axis=0)
         out.node[n0:n1] = node.sum(axis=0)
         if progress is not None:
             progress(b1 - b0)
     return out
-
-
-def _build_memo(store, A, G, pre, dec, qidx, R, seed, slots):
-    """The memo of the slots: (slot_base, slot_nmax, slot_off, ans, score, tokens, latency,
-    estimated work). Row (slot, question position qi, pool j of that question's role and model)
-    holds, per replicate, the result at every count 1..nmax."""
-    from . import kernels
-
-    a, d = store.arrays, store.derived
-    Q = len(qidx)
-    n_slots = len(slots)
-    if not n_slots:
-        z = np.zeros(0, np.int64)
-        return (np.zeros((0, max(Q, 1)), np.int64), z, z, z, np.zeros(0), np.zeros(0), np.zeros(0), 0.0)
-    per = np.diff(a.qsm_pool_off).reshape(a.n_questions, a.n_stages, a.n_models)
-    slot_base = np.zeros((n_slots, Q), dtype=np.int64)
-    slot_nmax = np.array([s[3] for s in slots], dtype=np.int64)
-    slot_off = np.zeros(n_slots, dtype=np.int64)
-    total = 0
-    for j, (i, role, m, nmax) in enumerate(slots):
-        rows = per[qidx, role, m]
-        slot_base[j] = np.concatenate([[0], np.cumsum(rows)[:-1]])
-        slot_off[j] = total
-        total += int(rows.sum()) * R * nmax
-    arrs = (np.zeros(total, np.int64), np.zeros(total), np.zeros(total), np.zeros(total))
-    kernels.memo_build(A, G, a.n_stages, a.n_models, d.max_pool, pre, dec, qidx, R, np.uint64(seed),
-                       np.array([s[0] for s in slots], dtype=np.int64), np.array([s[1] for s in slots], dtype=np.int64),
-                       np.array([s[2] for s in slots], dtype=np.int64), slot_base, slot_nmax, slot_off, *arrs)
-    return (slot_base, slot_nmax, slot_off, *arrs, float(total))
 
 
 def evaluate_graph(store, graph, *, questions=None, replicates: int = 100, seed: int = 0,
@@ -307,10 +324,10 @@ def evaluate_graph(store, graph, *, questions=None, replicates: int = 100, seed:
         replicates: random draws per question (common random numbers per seed, question,
             replicate and node).
         seed: the seed of every draw.
-        budget: a budget in normalised units per question; over it the graph is infeasible
-            and not scored.
-        latency_limit: seconds per question; a graph whose mean latency exceeds it is
-            infeasible and not scored.
+        budget: a budget in normalised units per question; a graph whose expected cost
+            (`estimate_graph`, over the store's questions) exceeds it is infeasible and not scored.
+        latency_limit: seconds per question; a graph whose expected latency exceeds it is
+            infeasible and not scored (ConfigError if a model of the graph has no throughput).
         throughput: {model: (prefill tokens/s, decode tokens/s)}, over the manifest's.
 
     Raises:
@@ -339,6 +356,17 @@ def evaluate_graphs(store, graphs: Iterable, *, questions=None, replicates: int 
     qidx = store.question_indices(questions)
     if len(qidx) == 0:
         raise ConfigError("questions", "no questions selected")
+    # the budget rule (docs/store-format.md): feasibility by the expected cost (and latency) over
+    # the store's questions, not by what these draws on these questions cost
+    judged = budget is not None or latency_limit is not None
+    expected = [estimate_graph(store, g, throughput=throughput) if judged else (math.nan, math.nan) for g in gs]
+    if latency_limit is not None:
+        pre, dec = seconds_per_token(store, throughput)
+        for g in gs:
+            unknown = [n.model for n in g.nodes if np.isnan(pre[store.model_index(n.model)] + dec[store.model_index(n.model)])]
+            if unknown:
+                raise ConfigError("latency limit", f"graph {str(g)!r}: model {unknown[0]!r} has no throughput, so its "
+                                                   "latency is unknown (give one: --throughput MODEL=PREFILL/DECODE)")
     sums = graph_sums(store, gs, qidx, replicates=replicates, seed=seed, throughput=throughput, progress=progress)
     unit = store.derived.budget_unit
     params = store.arrays.model_params
@@ -347,17 +375,20 @@ def evaluate_graphs(store, graphs: Iterable, *, questions=None, replicates: int 
     u = 0
     Q, R = len(qidx), replicates
     n = Q * R
-    # the question interval of every graph at once, as replay.engine does for chains
+    # the interval over questions of every graph at once, as the chain engine does
+    from ..engine import score_bounds
+
+    bounds = score_bounds(store)
     per_q = sums.score_q / R
     sd = per_q.std(axis=1, ddof=1) if Q > 1 else np.zeros(len(gs))
     ends = ((per_q <= 0.0) | (per_q >= 1.0)).mean(axis=1)
-    bounds = (0.0, 1.0) if store.derived.scores_bounded else None
     ci_lo, ci_hi = intervals(per_q.mean(axis=1), sd, Q, bounds=bounds, at_ends=ends)
     for b, g in enumerate(gs):
         units = float(sums.flops_q[b].sum()) / n / float(unit)
         latency = float(sums.latency_q[b].sum()) / n
-        feasible = (budget is None or units <= budget * (1 + 1e-9)) and (
-            latency_limit is None or latency <= latency_limit * (1 + 1e-9))
+        exp_units, exp_latency = expected[b]
+        feasible = within_budget(exp_units, budget) and (
+            latency_limit is None or exp_latency <= latency_limit * (1 + 1e-9))
         rep_means = sums.score_r[b] / Q
         stderr = float(rep_means.std(ddof=1) / math.sqrt(R)) if R > 1 else math.nan
         nodes = []
@@ -374,11 +405,10 @@ def evaluate_graphs(store, graphs: Iterable, *, questions=None, replicates: int 
             stderr=stderr if feasible else math.nan, feasible=feasible, tokens=float(sums.tokens_q[b].sum()) / n,
             flops=float(sums.flops_q[b].sum()) / n, units=units, latency=latency, budget=budget,
             latency_limit=latency_limit, nodes=tuple(nodes), n_questions=Q, replicates=R, seed=seed,
-            per_question=sums.score_q[b] / R if feasible else None,
+            per_question=sums.score_q[b] / R if feasible else None, per_question_tokens=sums.tokens_q[b] / R,
+            per_question_latency=sums.latency_q[b] / R,
             ci_lo=float(ci_lo[b]) if feasible else math.nan, ci_hi=float(ci_hi[b]) if feasible else math.nan,
-            ci_method="t" if bounds is None else "wilson-neff",
-            per_question_tokens=sums.tokens_q[b] / R,
-            per_question_latency=sums.latency_q[b] / R))
+            score_bounds=bounds, expected_units=exp_units, expected_latency=exp_latency))
     return out
 
 
@@ -399,7 +429,8 @@ def estimate_graph(store, graph, *, questions=None, throughput: dict | None = No
     """Expected cost of a graph without replay: (budget units, latency seconds) per question,
     from pool means: a node reading k answers is charged the mean of its (question, role,
     model) pools whose keys hold k answers (all of them where none does), since which one it
-    reads depends on upstream luck. Feasibility itself is the replay's.
+    reads depends on upstream luck. `evaluate_graphs` judges feasibility by it (over the store's
+    questions: the budget rule).
 
     Args:
         store: the store.

@@ -245,15 +245,63 @@ def set_drawn(scratch, n, base, mask, s_completion, s_answer, ans_item_off, ans_
     return n_kept, comp, cmax
 
 
+@njit(inline="always", cache=True)
+def memo_fill(s_packed, base, size, nn, state, perm, swaps, scratch, bits, mask, s_answer, s_score, s_completion,
+              ans_class, agg, keyv, rep, gen, width, prompt, t_pre, t_dec, o, m_ans, m_score, m_tok, m_lat):
+    """One pass along a node's draws (nn of them, from `state`) recording its result at every
+    count 1..nn in m_*[o:o + nn]: the draws for n are the first n of the draws for n + 1, and
+    the vote (vote_drawn's, best_drawn's) is read at every step."""
+    draw_packed(s_packed, base, size, nn, state, perm, swaps, scratch)
+    g = gen[0] + width * width
+    gen[0] = g
+    best = g - 1
+    lead = np.int64(0)
+    comp = 0.0
+    cmax = 0
+    best_i = np.int64(0)
+    best_score = -np.inf
+    for j in range(nn):
+        v = np.int64(scratch[j])
+        ii = base + (v & mask)
+        c = s_completion[ii]
+        comp += c
+        if c > cmax:
+            cmax = c
+        if agg == AGG_BEST:
+            if s_score[ii] > best_score:
+                best_score = s_score[ii]
+                best_i = ii
+            w = best_i
+        else:
+            a = v >> bits
+            kk = keyv[a]
+            if kk < g:
+                kk = g + width - j
+                rep[a] = ii
+            else:
+                kk += width
+            keyv[a] = kk
+            if kk > best:
+                best = kk
+                lead = a
+            w = rep[lead]
+        m_ans[o + j] = ans_class[s_answer[w]]
+        m_score[o + j] = s_score[w]
+        m_tok[o + j] = prompt + comp
+        m_lat[o + j] = prompt * t_pre + cmax * t_dec
+
+
 @njit(cache=True)
 def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks, c,
                  g_node_off, node_role, node_model, node_count, node_par_off, node_par, g_out_off, g_out,
-                 node_slot, slot_base, slot_nmax, slot_off, m_ans, m_score, m_tok, m_lat,
+                 node_slot, slot_nmax, slot_row_off, slot_ent_off,
                  score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
                  det_score, det_tokens, det_flops, det_latency):
     """Chunk c of the questions: every graph, replicate and node (see graph_replay). The node
     loop reads only arrays taken out of A and G here, once (module docstring). A node with a
-    memo slot (node_slot >= 0, see memo_build) reads its result from the memo instead of drawing."""
+    memo slot (node_slot >= 0: a node index, role and model of majority or best-score aggregation that
+    several graphs of the batch share) reads its result from the chunk's memo, drawn (memo_fill) the
+    first time a graph reaches that pool and replicate of the question, instead of drawing."""
     question_hash, stage_agg, model_params = A.question_hash, A.stage_agg, A.model_params
     qsm_pool_off, pool_off, pool_prompt = A.qsm_pool_off, A.pool_off, A.pool_prompt
     s_answer, s_score, s_completion, s_packed = A.s_answer, A.s_score, A.s_completion, A.s_packed
@@ -290,6 +338,15 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
     tok = np.empty(n_rep, np.float64)
     flop = np.empty(n_rep, np.float64)
     keybuf = np.empty(max_nodes, np.int64)
+    # the chunk's memo, one question at a time: row (slot, pool j of the question's role and
+    # model, replicate), stamped with the question position + 1 when filled (lazily: only the
+    # pools the batch's graphs reach are drawn)
+    n_slots = slot_nmax.shape[0]
+    stamp = np.zeros(slot_row_off[n_slots], np.int64)
+    m_ans = np.empty(slot_ent_off[n_slots], np.int64)
+    m_score = np.empty(slot_ent_off[n_slots], np.float64)
+    m_tok = np.empty(slot_ent_off[n_slots], np.float64)
+    m_lat = np.empty(slot_ent_off[n_slots], np.float64)
     for qi in range(c * Q // n_chunks, (c + 1) * Q // n_chunks):
         q = questions[qi]
         qh = question_hash[q]
@@ -346,8 +403,16 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
                     prompt = pool_prompt[p]
                     fell = missed
                     f = np.int64(-1)
-                    if sl >= 0:  # memoised: the same draws, made once for every graph of the batch
-                        e = slot_off[sl] + ((slot_base[sl, qi] + p - lo) * n_rep + r) * slot_nmax[sl] + n - 1
+                    if sl >= 0:  # memoised: the same draws, made once per question for every graph of the batch
+                        nm = slot_nmax[sl]
+                        row = slot_row_off[sl] + (p - lo) * n_rep + r
+                        o = slot_ent_off[sl] + (row - slot_row_off[sl]) * nm
+                        if stamp[row] != qi + 1:
+                            stamp[row] = qi + 1
+                            memo_fill(s_packed, base, size, min(nm, size), stream_start(seed, qh, r, i), perm, swaps,
+                                      scratch, bits, mask, s_answer, s_score, s_completion, ans_class, agg, keyv, rep,
+                                      gen, width, prompt, t_pre, t_dec, o, m_ans, m_score, m_tok, m_lat)
+                        e = o + n - 1
                         ans = m_ans[e]
                         sc = m_score[e]
                         tk = m_tok[e]
@@ -426,7 +491,7 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
 @njit(cache=True, parallel=True)
 def graph_replay(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks,
                  g_node_off, node_role, node_model, node_count, node_par_off, node_par, g_out_off, g_out,
-                 node_slot, slot_base, slot_nmax, slot_off, m_ans, m_score, m_tok, m_lat,
+                 node_slot, slot_nmax, slot_row_off, slot_ent_off,
                  score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
                  det_score, det_tokens, det_flops, det_latency):
     """Replay a batch of graphs (module docstring), chunks of questions in parallel. Accumulates,
@@ -437,7 +502,7 @@ def graph_replay(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
     for c in prange(n_chunks):
         replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks, c,
                      g_node_off, node_role, node_model, node_count, node_par_off, node_par, g_out_off, g_out,
-                     node_slot, slot_base, slot_nmax, slot_off, m_ans, m_score, m_tok, m_lat,
+                     node_slot, slot_nmax, slot_row_off, slot_ent_off,
                      score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
                      det_score, det_tokens, det_flops, det_latency)
     return 0
@@ -446,7 +511,7 @@ def graph_replay(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
 @njit(cache=True)
 def graph_replay_serial(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks,
                         g_node_off, node_role, node_model, node_count, node_par_off, node_par, g_out_off, g_out,
-                        node_slot, slot_base, slot_nmax, slot_off, m_ans, m_score, m_tok, m_lat,
+                        node_slot, slot_nmax, slot_row_off, slot_ent_off,
                         score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
                         det_score, det_tokens, det_flops, det_latency):
     """graph_replay on one thread: the same numbers, without the cost of starting a parallel
@@ -454,96 +519,7 @@ def graph_replay_serial(A, G, n_stages, n_models, max_pool, n_items, pre, dec, q
     for c in range(n_chunks):
         replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks, c,
                      g_node_off, node_role, node_model, node_count, node_par_off, node_par, g_out_off, g_out,
-                     node_slot, slot_base, slot_nmax, slot_off, m_ans, m_score, m_tok, m_lat,
+                     node_slot, slot_nmax, slot_row_off, slot_ent_off,
                      score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
                      det_score, det_tokens, det_flops, det_latency)
-    return 0
-
-
-@njit(cache=True)
-def memo_task(A, G, n_stages, n_models, max_pool, pre, dec, questions, n_rep, seed, t, n_q,
-              slot_node, slot_role, slot_model, slot_base, slot_nmax, slot_off, m_ans, m_score, m_tok, m_lat):
-    """Memo task t = (slot, question position): every pool of (question, role, model), every
-    replicate, one pass along the stream of (seed, q, r, node index) recording the node's
-    result at each count 1..nmax (the draws for n are the first n of the draws for n + 1)."""
-    sl = t // n_q
-    qi = t % n_q
-    q = questions[qi]
-    qh = A.question_hash[q]
-    role = slot_role[sl]
-    m = slot_model[sl]
-    i = slot_node[sl]
-    nmax = slot_nmax[sl]
-    agg = A.stage_agg[role]
-    qsm_pool_off, pool_off, pool_prompt = A.qsm_pool_off, A.pool_off, A.pool_prompt
-    s_answer, s_score, s_completion, s_packed = A.s_answer, A.s_score, A.s_completion, A.s_packed
-    ans_class = G.ans_class
-    bits = A.pack_bits[0]
-    mask = (np.int64(1) << bits) - 1
-    width = max_pool + 1
-    t_pre = pre[m]
-    t_dec = dec[m]
-    perm = np.arange(max_pool)
-    swaps = np.empty(max_pool, np.int64)
-    scratch = np.empty(max_pool, s_packed.dtype)
-    keyv = np.zeros(max_pool, np.int64)
-    rep = np.zeros(max_pool, np.int64)
-    k = (q * n_stages + role) * n_models + m
-    lo = qsm_pool_off[k]
-    for p in range(lo, qsm_pool_off[k + 1]):
-        base = pool_off[p]
-        size = pool_off[p + 1] - base
-        nn = min(nmax, size)
-        prompt = pool_prompt[p]
-        for r in range(n_rep):
-            o = slot_off[sl] + ((slot_base[sl, qi] + p - lo) * n_rep + r) * nmax
-            draw_packed(s_packed, base, size, nn, stream_start(seed, qh, r, i), perm, swaps, scratch)
-            comp = 0.0
-            cmax = 0
-            best_i = np.int64(0)
-            best_score = -np.inf
-            g = width * width * (r + 1 + (p - lo) * n_rep)  # a fresh generation of vote keys per pass
-            best = g - 1
-            lead = np.int64(0)
-            for j in range(nn):
-                v = np.int64(scratch[j])
-                ii = base + (v & mask)
-                c = s_completion[ii]
-                comp += c
-                if c > cmax:
-                    cmax = c
-                if agg == AGG_BEST:
-                    if s_score[ii] > best_score:
-                        best_score = s_score[ii]
-                        best_i = ii
-                    w = best_i
-                else:
-                    a = v >> bits
-                    kk = keyv[a]
-                    if kk < g:
-                        kk = g + width - j
-                        rep[a] = ii
-                    else:
-                        kk += width
-                    keyv[a] = kk
-                    if kk > best:
-                        best = kk
-                        lead = a
-                    w = rep[lead]
-                m_ans[o + j] = ans_class[s_answer[w]]
-                m_score[o + j] = s_score[w]
-                m_tok[o + j] = prompt + comp
-                m_lat[o + j] = prompt * t_pre + cmax * t_dec
-    return 0
-
-
-@njit(cache=True, parallel=True)
-def memo_build(A, G, n_stages, n_models, max_pool, pre, dec, questions, n_rep, seed,
-               slot_node, slot_role, slot_model, slot_base, slot_nmax, slot_off, m_ans, m_score, m_tok, m_lat):
-    """Fill the memo of every slot (a node index, role and model of majority or best-score
-    aggregation shared by nodes of a batch), parallel over (slot, question)."""
-    n_q = questions.shape[0]
-    for t in prange(slot_node.shape[0] * n_q):
-        memo_task(A, G, n_stages, n_models, max_pool, pre, dec, questions, n_rep, seed, t, n_q,
-                  slot_node, slot_role, slot_model, slot_base, slot_nmax, slot_off, m_ans, m_score, m_tok, m_lat)
     return 0

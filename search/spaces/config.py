@@ -79,7 +79,15 @@ class ConfigSpace(Space):
                 largest model, at its expected cost).
             max_fallback: the largest share of draws that may fall back to another pool
                 (default: no limit).
+
+        Raises:
+            ConfigError: a graph store (its configurations are graphs, not a model and a count
+                per stage).
         """
+        if store.manifest.kind == "graph":
+            raise ConfigError(store.name, "is a graph store (kind graph): its configurations are collaboration "
+                                          "graphs, not a model and count per stage; this space cannot search it "
+                                          "(evaluate graphs with replay eval, compare or sweep --grid)")
         largest = _largest_pool(store)
         names = store.manifest.model_names
         if models:

@@ -301,3 +301,26 @@ def test_agenttts_runs_unchanged_on_the_graph_space(math_store):
     keys = [setup.space.key(t.point) for t in run.trials]
     assert keys[2:] == [setup.space.key(Graph.parse(two)), setup.space.key(Graph.parse("s=solve(Qwen2.5-1.5B,4)"))]
     assert run.states[-1]["counters"]["schema_errors"] == 1
+
+
+def test_the_space_and_replay_eval_judge_a_graph_by_the_same_expected_cost():
+    """Two code paths compute a graph's expected cost (the space's `replay.graph.expected` and
+    the engine's `estimate_graph`, which `replay eval --budget` uses): they must agree, or a
+    search's pick could be infeasible in `replay eval`."""
+    import numpy as np
+
+    import replay
+    from replay.graph.engine import estimate_graph
+    from replay.graph.expected import expected_graph_units, latency_estimate
+    from search.settings import GraphSpaceSettings
+    from search.setup import Objective
+    from search.spaces.graph import GraphSpace
+
+    st = replay.open(Path(__file__).resolve().parents[1] / "traces" / "sim-humaneval")
+    sp = GraphSpace.from_settings(st, GraphSpaceSettings(), Objective(st.question_indices("train"), 2, 0))
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        g = sp.sample(rng)
+        units, latency = estimate_graph(st, g)
+        assert expected_graph_units(st, g) == pytest.approx(units, rel=1e-9)
+        assert latency_estimate(st, g) == pytest.approx(latency, rel=1e-9)

@@ -15,7 +15,7 @@ import pytest
 
 import replay
 from collect.backends.openai_compat import OpenAIBackend
-from collect.backends.redact import redact_url, scrub
+from replay.redact import redact_url, scrub
 from collect.live import bootstrap_ci, live_check
 from collect.tasks import get_task
 from collect.tasks.numseq import canonical_int, generate_questions

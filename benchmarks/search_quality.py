@@ -1,7 +1,7 @@
 """Trials each non-LLM searcher needs to reach the grid optimum, over seeds, on the shipped stores.
 
-For each store: the exhaustive optimum of the training objective (the grid, with exact budget
-pruning; same questions, replicates and replay seed as the searches), then `random`, `bo` and
+For each store: the exhaustive optimum of the training objective (every configuration within the
+budget by the budget rule; same questions, replicates and replay seed as the searches), then `random`, `bo` and
 `rules` with a 50-trial budget for each seed. A search reaches the optimum when one of its
 trials scores at least the optimum's training score (ties count: on small question sets several
 configurations share the top score); "within 1%" counts a trial scoring at least 0.99 x the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from replay.clitools import main_wrapper
+from replay.clitools import SEED, check_count, check_output_dir, main_wrapper
 from replay.errors import InputError
 
 
@@ -34,10 +34,20 @@ def import_():
 @click.option("--name", default=None, help="Store name (default: the folder name).")
 @click.option("--benchmark", default="aime24", show_default=True, help="Prefix of the question ids.")
 @click.option("--train-fraction", default=0.5, show_default=True, help="Share of questions in the train split.")
-@click.option("--split-seed", default=0, show_default=True)
+@click.option("--split-seed", default=0, show_default=True, type=SEED)
 def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
-    """Import an AutoTTS replay environment: a folder of <model>.json files."""
+    """Import an AutoTTS replay environment: a folder of <model>.json (or <model>.json.gz) files."""
+    import math
+
+    from replay.store import check_store_name
+
     from .importers.autotts import import_autotts
+
+    if not (math.isfinite(train_fraction) and 0.0 <= train_fraction <= 1.0):
+        raise InputError("--train-fraction", f"must be a number in [0, 1], got {train_fraction}")
+    if name is not None:
+        check_store_name(name, "--name")
+    check_output_dir(out, "--out")
 
     path = import_autotts(src, out, name=name, benchmark=benchmark, train_fraction=train_fraction,
                           split_seed=split_seed)
@@ -46,8 +56,8 @@ def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
 
 @cli.command("run")
 @click.option("--task", required=True,
-              help="Task: 2wiki, hotpotqa, cwq, webqsp, taskbench, chatdev, aime (official file formats), "
-                   "or the generic JSONL tasks qa and math. See docs/collect.md.")
+              help="Task: 2wiki, hotpotqa, cwq, webqsp, taskbench, chatdev, aime, mmlu, humaneval, math (official "
+                   "file formats; math also reads the generic JSONL), or the generic JSONL task qa. See docs/collect.md.")
 @click.option("--data", required=True, type=click.Path(),
               help="The task's dataset file (a folder for taskbench), in its official format.")
 @click.option("--models", required=True,
@@ -61,7 +71,7 @@ def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
               help="API key for --backend openai (never written to the store).")
 @click.option("--temperature", default=0.9, show_default=True, type=float)
 @click.option("--max-tokens", default=1024, show_default=True, type=int, help="Completion length cap per sample.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Base of every pool's sampling seed and of the split.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Base of every pool's sampling seed and of the split.")
 @click.option("--expand", "--expand-top", "expand_top", default=4, show_default=True, type=int,
               help="Upstream answers per question that get their own downstream pool (most frequent first).")
 @click.option("--expand-min-share", default=0.0, show_default=True, type=float,
@@ -91,10 +101,21 @@ def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
 @click.option("--fresh", is_flag=True, help="Discard a partial run of OUT instead of resuming it.")
 @click.option("--keep-raw", is_flag=True, help="Keep every completion's text in OUT.raw/ (Parquet shards).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--graph", is_flag=True,
+              help="Collect a collaboration-graph store (roles solve, refine, aggregate; tasks math, aime, mmlu, "
+                   "humaneval): --expand keys per question and role. See docs/collect.md.")
+@click.option("--role-samples", type=int, default=None, help="--graph: samples per refine/aggregate pool (default: --samples).")
+@click.option("--refine-inputs", default=2, show_default=True, type=int,
+              help="--graph: the most answers a refine pool is collected for.")
+@click.option("--aggregate-inputs", default=3, show_default=True, type=int,
+              help="--graph: the most answers an aggregate pool is collected for.")
+@click.option("--throughput", default=None,
+              help="--graph: MODEL=PREFILL/DECODE tokens per second, comma-separated, for latency (default: measured "
+                   "from the requests; the vllm backend cannot).")
 def run_cmd(task, data, models, params, samples, backend, base_url, api_key, temperature, max_tokens, seed,
             expand_top, expand_min_share, fusions, limit, train, batch_size, concurrency, retries, timeout,
             prompt_style, tensor_parallel, gpu_memory_utilization, max_model_len, name, out, force, fresh, keep_raw,
-            quiet):
+            quiet, graph, role_samples, refine_inputs, aggregate_inputs, throughput):
     """Sample pools from real LLMs for every stage, model and question, into a store.
 
     \b
@@ -118,12 +139,30 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
     from .run import RunSettings, parse_models, run_collection
     from .tasks import get_task
 
+    # every option that would otherwise be coerced, or fail hours later, is checked first
+    check_count("--concurrency", concurrency)
+    check_count("--retries", retries, lo=0)
+    check_count("--tensor-parallel", tensor_parallel)
+    if max_model_len is not None:
+        check_count("--max-model-len", max_model_len)
+    if not 0.0 < gpu_memory_utilization <= 1.0:
+        raise InputError("--gpu-memory-utilization", f"must be in (0, 1], got {gpu_memory_utilization}")
+    check_output_dir(out, "--out")
+
     the_task = get_task(task)  # an unknown task fails before anything else
     if the_task.runs_untrusted_code:
         from replay.sandbox import isolation
 
         click.echo(f"{task}: programs the models write run in the {isolation().summary()}", err=True)
     specs = parse_models(models, params=params)
+    speeds = None
+    if throughput:
+        from replay.graph.cli import parse_throughput
+
+        speeds = parse_throughput(throughput)
+        unknown = [k for k in speeds if k not in {m.name for m in specs}]
+        if unknown:
+            raise InputError("--throughput", f"{unknown[0]!r} is not one of the models ({', '.join(m.name for m in specs)})")
     backend = backend or ("vllm" if vllm_available() else "openai")
     styles = parse_prompt_styles(prompt_style, [m.name for m in specs])
     check_prompt_styles(the_task, styles, backend)
@@ -164,7 +203,8 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
         max_tokens=max_tokens, seed=seed, expand_top=expand_top, expand_min_share=expand_min_share,
         fusions=fusions, limit=limit, train=train, batch_size=batch_size, name=name, backend=backend, backend_options=opts,
         command="collect run " + " ".join(shown), keep_raw=keep_raw, fresh=fresh, force=force,
-        prompt_styles=tuple(sorted(styles.items())))
+        prompt_styles=tuple(sorted(styles.items())), graph=graph,
+        role_samples=role_samples, refine_inputs=refine_inputs, aggregate_inputs=aggregate_inputs, throughput=speeds)
     res = run_collection(settings, make, progress=not quiet, log=lambda s: click.echo(s, err=True))
     click.echo(f"{'stage':<12} {'model':<20} {'pools':>6} {'samples':>8} {'score':>6} {'prompt':>7} "
                f"{'compl.':>7} {'cut':>5} {'cover':>6} {'fusions':>8} {'fused':>6}  other")
@@ -250,9 +290,10 @@ def live_check_cmd(store, configs, base_url, api_key, data, questions, repeats, 
 @cli.command("simulate")
 @click.argument("spec", required=False)
 @click.option("--out", required=True, type=click.Path(), help="Store folder to write (atomically).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every random draw.")
 @click.option("--preset", default=None,
-              help="Start from a preset (2wiki, hotpotqa, cwq, webqsp, taskbench, chatdev, scale); "
+              help="Start from a preset (2wiki, hotpotqa, cwq, webqsp, taskbench, chatdev, scale; graph stores: "
+                   "math, mmlu, humaneval); "
                    "SPEC's fields, if given, are laid over it.")
 @click.option("--force", is_flag=True, help="Replace an existing store at --out.")
 def simulate_cmd(spec, out, seed, preset, force):
@@ -274,15 +315,20 @@ def simulate_cmd(spec, out, seed, preset, force):
     from .simulate import simulate
     from .simulate.presets import resolve
 
+    check_output_dir(out, "--out")
     sim_spec, used = resolve(spec, preset)
     command = "collect simulate " + " ".join(
         x for x in [spec or "", f"--preset {preset}" if preset else "", f"--out {out}", f"--seed {seed}"] if x)
     t0 = time.perf_counter()
+    graph = getattr(sim_spec, "kind", "chain") == "graph"
+    if graph:
+        from .simulate.graph import simulate_graph as simulate
     path = simulate(sim_spec, out, seed=seed, preset=used, overwrite=force, command=command)
     manifest = read_manifest(path)
     announce(manifest)  # the notice every reader of a synthetic store prints, for what we wrote
-    click.echo(f"wrote {path}: {sim_spec.questions} questions, {len(sim_spec.stages)} stages "
-               f"({', '.join(s.name for s in sim_spec.stages)}), {len(sim_spec.models)} models, "
+    what = ("a graph store (roles solve, refine, aggregate)" if graph else
+            f"{len(sim_spec.stages)} stages ({', '.join(s.name for s in sim_spec.stages)})")
+    click.echo(f"wrote {path}: {sim_spec.questions} questions, {what}, {len(sim_spec.models)} models, "
                f"{sim_spec.samples} samples per pool, seed {seed} ({time.perf_counter() - t0:.1f} s)")
 
 

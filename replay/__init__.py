@@ -8,7 +8,8 @@ The store format lives in replay/schema.py (documented in docs/store-format.md),
 writing in replay/store.py, the dense arrays in replay/arrays.py and what the engine derives
 from them in replay/derived.py (`store.derived`), the aggregation rules in replay/aggregation.py,
 the Numba kernels in replay/kernels.py with their pure-Python oracle in replay/reference.py,
-configurations in replay/config.py and the evaluation API in replay/engine.py.
+configurations in replay/config.py, the evaluation API in replay/engine.py, and the
+uncertainty of a score over questions (intervals, paired differences) in replay/stats.py.
 """
 
 from __future__ import annotations

@@ -21,6 +21,27 @@ import pyarrow.compute as pc
 from . import schema as S
 from .errors import StoreError
 
+# Token counts above this are corrupt, not text (a trillion tokens in one output); it also keeps
+# every sum over a store's samples far from int64 overflow.
+MAX_TOKENS = 2 ** 40
+
+
+def _check_tokens(df: pl.DataFrame, path: Path) -> None:
+    for col in ("prompt_tokens", "completion_tokens"):
+        lo, hi = df[col].min(), df[col].max()
+        if lo is not None and lo < 0:
+            raise StoreError(path, f"negative token count in column {col!r} ({lo})")
+        if hi is not None and hi > MAX_TOKENS:
+            raise StoreError(path, f"column {col!r} holds {hi:,} tokens in one row, more than {MAX_TOKENS:,}: corrupt")
+
+
+def _check_scores(df: pl.DataFrame, path: Path) -> None:
+    bad = df.filter(~pl.col("score").is_finite())
+    if len(bad):
+        v = bad["score"][0]
+        raise StoreError(path, f"{'NaN' if v != v else v} score (question {bad['question_id'][0]!r}): scores must be "
+                         "finite numbers")
+
 
 def question_hash(question_id: str) -> int:
     """A stable 63-bit hash of a question id: the per-question part of the random stream."""
@@ -43,6 +64,8 @@ class StoreArrays:
     stage_agg: np.ndarray  # int64 [S] aggregation codes (schema.AGG_CODES)
     model_params: np.ndarray  # float64 [M]
     stage_model_ok: np.ndarray  # bool [S, M]: model is a candidate for the stage
+    stage_indep: np.ndarray  # bool [S]: the stage's pool does not depend on the upstream answer
+    score_rule: int  # how stage scores make the end-to-end score (schema.SCORE_RULE_CODES)
     # pools, sorted by (question, stage, model, context)
     qsm_pool_off: np.ndarray  # int64 [Q*S*M + 1]: CSR of pools per (q, s, m)
     pool_ctx: np.ndarray  # int32 [P] context answer id
@@ -71,6 +94,10 @@ class StoreArrays:
     # probes (step-level traces): CSR per sample of answer ids, -1 where absent
     probe_off: np.ndarray | None  # int64 [N + 1]
     probe_answer: np.ndarray | None  # int32
+    # for latency (graph replay): a fusion call's own prompt tokens, and the longest completion
+    # among the samples it fused (they were generated in parallel)
+    fus_prompt: np.ndarray | None = None  # int64 [F]
+    fus_subset_max_completion: np.ndarray | None = None  # int64 [F]
 
     @property
     def n_pools(self) -> int:
@@ -149,13 +176,14 @@ def _checked_samples(store: Path, manifest: S.Manifest, samples: pl.DataFrame, k
     samples = keys.keyed(samples, sp, "a sample")
     if samples["sample_index"].min() < 0:
         raise StoreError(sp, "negative sample_index")
-    if (samples["prompt_tokens"].min() < 0) or (samples["completion_tokens"].min() < 0):
-        raise StoreError(sp, "negative token count")
-    if samples["score"].is_nan().any():
-        raise StoreError(sp, "NaN score")
-    stage1 = samples.filter((pl.col("_s") == 0) & (pl.col("context") != S.ROOT_CONTEXT))
+    _check_tokens(samples, sp)
+    _check_scores(samples, sp)
+    rooted = [i for i, st in enumerate(manifest.stages) if i == 0 or st.independent]
+    stage1 = samples.filter(pl.col("_s").is_in(rooted) & (pl.col("context") != S.ROOT_CONTEXT))
     if len(stage1):
-        raise StoreError(sp, f"stage {manifest.stage_names[0]!r} is the first stage: its context must be empty, got {stage1['context'][0]!r}")
+        si = stage1["_s"][0]
+        why = "the first stage" if si == 0 else "independent (its pools do not depend on the upstream answer)"
+        raise StoreError(sp, f"stage {manifest.stage_names[si]!r} is {why}: its context must be empty, got {stage1['context'][0]!r}")
     dup = samples.select("_q", "_s", "_m", "context", "sample_index").is_duplicated()
     if dup.any():
         row = samples.filter(dup).row(0, named=True)
@@ -259,8 +287,29 @@ def _golds(store: Path, questions: pl.DataFrame, stage_golds: pl.DataFrame | Non
     gold[:, n_s - 1] = _intern(dict_arrow, questions["gold"].to_arrow())
     if stage_golds is not None:
         sg = keys.keyed(stage_golds, store / S.STAGE_GOLDS, "a stage gold")
+        dup = sg.select("_q", "_s").is_duplicated()
+        if dup.any():
+            rows = sg.filter(dup)
+            row = rows.row(0, named=True)
+            golds = rows.filter((pl.col("_q") == row["_q"]) & (pl.col("_s") == row["_s"]))["gold"].unique()
+            kind = f"conflicting golds ({', '.join(repr(g) for g in golds.to_list()[:3])})" if len(golds) > 1 else \
+                "the same gold twice"
+            raise StoreError(store / S.STAGE_GOLDS, f"question {row['question_id']!r} stage {row['stage']!r} has {kind}: "
+                             "one gold per question and stage")
         gold[sg["_q"].to_numpy(), sg["_s"].to_numpy()] = _intern(dict_arrow, sg["gold"].to_arrow())
     return gold
+
+
+def _check_stage_scores(store: Path, manifest: S.Manifest, qids: pl.Series, gold: np.ndarray) -> None:
+    """A score rule other than `last` combines every stage's score: a set-vote stage is scored
+    against its gold, so every question needs one (elsewhere the stored scores are used)."""
+    if manifest.score_rule == "last":
+        return
+    for si, st in enumerate(manifest.stages):
+        if st.aggregation == "set_vote" and (gold[:, si] < 0).any():
+            q = qids[int(np.flatnonzero(gold[:, si] < 0)[0])]
+            raise StoreError(store / S.STAGE_GOLDS, f"score_rule {manifest.score_rule!r} combines every stage's score, "
+                                                    f"but set-vote stage {st.name!r} has no gold for question {q!r}")
 
 
 def _list_items(manifest: S.Manifest, dictionary: pl.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -284,6 +333,8 @@ class _Fusions:
     fus_score: np.ndarray
     fus_tokens: np.ndarray
     fus_subset_completion: np.ndarray
+    fus_prompt: np.ndarray
+    fus_subset_max_completion: np.ndarray
 
 
 def _fusions(store: Path, manifest: S.Manifest, fusions: pl.DataFrame | None, samples: pl.DataFrame,
@@ -296,8 +347,17 @@ def _fusions(store: Path, manifest: S.Manifest, fusions: pl.DataFrame | None, sa
         raise StoreError(fp, f"missing file: stage {manifest.stage_names[fuse_stages[0]]!r} aggregates by llm_fuse")
     if fusions is None or not len(fusions):
         return _Fusions(np.zeros(n_pools + 1, dtype=np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32),
-                        np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+                        np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                        np.zeros(0, np.int64), np.zeros(0, np.int64))
     f = keys.keyed(fusions, fp, "a fusion")
+    _check_tokens(f, fp)
+    _check_scores(f, fp)
+    dup = f.select(list(S.FUSIONS_SCHEMA)).is_duplicated()
+    if dup.any():
+        row = f.filter(dup).row(0, named=True)
+        raise StoreError(fp, f"duplicate fusion row: question {row['question_id']!r} stage {row['stage']!r} model "
+                         f"{row['model']!r} subset {list(row['subset'])} appears twice with the same answer, score and "
+                         "tokens (each stored fusion call is one row)")
     bad_stage = f.filter(~pl.col("_s").is_in(fuse_stages))
     if len(bad_stage):
         raise StoreError(fp, f"fusion for stage {bad_stage['stage'][0]!r}, whose aggregation is not llm_fuse")
@@ -322,7 +382,8 @@ def _fusions(store: Path, manifest: S.Manifest, fusions: pl.DataFrame | None, sa
     ex = ex.join(sample_df, on=["_pool", "subset"], how="left")
     if ex["_ct"].null_count():
         raise StoreError(fp, f"dangling key: a fusion subset names sample_index {ex.filter(pl.col('_ct').is_null())['subset'][0]} absent from its pool")
-    sub_ct = ex.group_by("_f").agg(pl.col("_ct").sum()).sort("_f")["_ct"].to_numpy()
+    sub = ex.group_by("_f").agg(pl.col("_ct").sum().alias("sum"), pl.col("_ct").max().alias("max")).sort("_f")
+    sub_ct = sub["sum"].to_numpy()
     return _Fusions(
         pool_fus_off=np.searchsorted(f["_pool"].to_numpy(), np.arange(n_pools + 1), side="left").astype(np.int64),
         fus_size=sizes.to_numpy().astype(np.int32),
@@ -330,6 +391,8 @@ def _fusions(store: Path, manifest: S.Manifest, fusions: pl.DataFrame | None, sa
         fus_score=f["score"].to_numpy().astype(np.float64),
         fus_tokens=(f["prompt_tokens"] + f["completion_tokens"]).to_numpy().astype(np.int64),
         fus_subset_completion=sub_ct.astype(np.int64),
+        fus_prompt=f["prompt_tokens"].to_numpy().astype(np.int64),
+        fus_subset_max_completion=sub["max"].to_numpy().astype(np.int64),
     )
 
 
@@ -382,6 +445,7 @@ def build_arrays(store: Path, manifest: S.Manifest, questions: pl.DataFrame, sam
     answers = np.array(dictionary.to_list(), dtype=object)
     pools = _pools(samples, dict_arrow, n_q, n_s, n_m)
     gold = _golds(store, questions, stage_golds, keys, dict_arrow, n_s)
+    _check_stage_scores(store, manifest, qids, gold)
     ans_item_off, ans_items = _list_items(manifest, dictionary)
     fus = _fusions(store, manifest, fusions, samples, pools, keys, dict_arrow)
     _check_fused_pools(store, manifest, qids, answers, pools, fus)
@@ -395,6 +459,8 @@ def build_arrays(store: Path, manifest: S.Manifest, questions: pl.DataFrame, sam
         stage_agg=np.array([S.AGG_CODES[s.aggregation] for s in manifest.stages], dtype=np.int64),
         model_params=np.array([m.params for m in manifest.models], dtype=np.float64),
         stage_model_ok=stage_model_ok,
+        stage_indep=np.array([st.independent for st in manifest.stages], dtype=np.bool_),
+        score_rule=S.SCORE_RULE_CODES[manifest.score_rule],
         qsm_pool_off=pools.qsm_pool_off,
         pool_ctx=pools.pool_ctx,
         pool_off=pools.pool_off,
@@ -417,4 +483,6 @@ def build_arrays(store: Path, manifest: S.Manifest, questions: pl.DataFrame, sam
         fus_subset_completion=fus.fus_subset_completion,
         probe_off=probe_off,
         probe_answer=probe_answer,
+        fus_prompt=fus.fus_prompt,
+        fus_subset_max_completion=fus.fus_subset_max_completion,
     )

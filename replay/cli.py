@@ -10,7 +10,8 @@ import sys
 import click
 
 from .atomic import atomic_path
-from .clitools import main_wrapper, open_announced
+from .clitools import (SEED, check_budget, check_count, check_output_file, check_replicates, main_wrapper,
+                       open_announced)
 from .controllers.cli import frontier
 from .sandbox.cli import sandbox
 
@@ -25,11 +26,14 @@ def cli():
     \b
     replay info traces/aime24
     replay eval traces/aime24 --config Qwen3-8B:8 --config Qwen3-0.6B:64
+    replay compare traces/aime24 Qwen3-8B:8 Qwen3-8B:64 Qwen3-4B:16
     replay sweep traces/aime24 --out sweep.parquet
     replay curve traces/aime24 --out curve.png
 
     A config is MODEL:SAMPLES per stage, comma-separated in stage order
     ('Llama-70B:1,Llama-3B:16'), or with stage names ('retrieve=Llama-70B:1,answer=Llama-3B:16').
+    On a graph store (kind graph) a config is a collaboration graph:
+    's1=solve(M,4); s2=solve(N,4); r=refine(M,1|s1,s2)', its JSON form, or a file holding either.
     Bad input exits with status 2 and one line on stderr.
     """
 
@@ -46,8 +50,21 @@ def _parse_questions(text: str):
     if text in ("all", None):
         return None
     if "," in text:
-        return [t.strip() for t in text.split(",") if t.strip()]
+        ids = [t.strip() for t in text.split(",") if t.strip()]
+        _no_repeats(ids)
+        return ids
     return text
+
+
+def _no_repeats(ids) -> None:
+    """A question listed twice would be counted twice: refused, naming the option."""
+    from .errors import ConfigError
+
+    seen = set()
+    for q in ids:
+        if q in seen:
+            raise ConfigError("--questions", f"question {q!r} is listed twice (it would be counted twice)")
+        seen.add(q)
 
 
 @cli.command()
@@ -57,79 +74,253 @@ def info(store):
     from .engine import budget_unit
 
     st = open_announced(store)
+    if st.manifest.kind == "graph":
+        from .graph import cli as graph_cli
+
+        return graph_cli.info(st)
     a = st.arrays
     m = st.manifest
     kind = "SYNTHETIC (simulated)" if m.synthetic else "real (collected from models)"
     click.echo(f"store      {m.name}  [{kind}]  format v{m.format_version}  at {st.path}")
-    src = m.provenance.get("source") or m.provenance.get("spec", {}).get("preset") if isinstance(m.provenance, dict) else None
+    spec = m.provenance.get("spec")  # free-form: a simulated store's spec is a mapping, others may be anything
+    src = m.provenance.get("source") or (spec.get("preset") if isinstance(spec, dict) else None)
     if src:
         click.echo(f"source     {src}")
     splits = st.questions.group_by("split").len().sort("split")
     click.echo(f"questions  {a.n_questions}  (" + ", ".join(f"{r['split']} {r['len']}" for r in splits.iter_rows(named=True)) + ")")
     if m.probe_interval:
         click.echo(f"probes     every {m.probe_interval} tokens")
-    click.echo(f"budget     1 unit = {budget_unit(st):.4g} FLOPs (one single-sample pass of the smallest model on the cheapest stage)")
+    click.echo("checksums  " + ("verified (every table and the manifest)" if st.sealed else
+                                "none: written before checksums, corruption cannot be detected (replay seal adds them)"))
+    click.echo(f"budget     1 unit = {budget_unit(st):.4g} FLOPs (one single-sample pass of the smallest model on the cheapest stage, averaged over questions)")
+    if len(m.stages) > 1:
+        click.echo(f"score      end to end: {_RULE_TEXT[m.score_rule]} (score_rule {m.score_rule!r})")
     click.echo("models     " + ", ".join(f"{x.name} ({x.params / 1e9:g}B)" for x in m.models))
     click.echo("")
     d = st.derived
     sizes, mean_comp = d.pool_sizes, d.pool_mean_completion
-    header = f"{'stage':<14}{'aggregation':<15}{'model':<18}{'pools':>7}{'ctx/q':>7}{'pool size':>15}{'prompt':>9}{'completion':>12}"
+    header = (f"{'stage':<14}{'aggregation':<15}{'upstream':<13}{'model':<18}{'pools':>7}{'ctx/q':>7}{'pool size':>15}"
+              f"{'prompt':>9}{'completion':>12}")
     click.echo(header)
     click.echo("-" * len(header))
     for si, stage in enumerate(m.stages):
+        upstream = "-" if si == 0 else stage.dependency
         for mi, model in enumerate(m.model_names):
             if not a.stage_model_ok[si, mi]:
                 continue
             sel = (d.pool_stage == si) & (d.pool_model == mi)
             sz = sizes[sel]
+            # tokens averaged over each question's pools, then over questions (as the budget unit)
             click.echo(
-                f"{stage.name:<14}{stage.aggregation:<15}{model:<18}{int(sel.sum()):>7}{sel.sum() / a.n_questions:>7.1f}"
-                f"{f'{sz.min()}..{sz.max()}':>15}{a.pool_prompt[sel].mean():>9.0f}{mean_comp[sel].mean():>12.0f}"
+                f"{stage.name:<14}{stage.aggregation:<15}{upstream:<13}{model:<18}{int(sel.sum()):>7}"
+                f"{sel.sum() / a.n_questions:>7.1f}{f'{sz.min()}..{sz.max()}':>15}"
+                f"{d.per_question_mean(a.pool_prompt, sel):>9.0f}{d.per_question_mean(mean_comp, sel):>12.0f}"
             )
+    click.echo("\nprompt and completion: mean tokens per pool and sample, averaged over each question's pools, then over questions")
     n_fus = len(a.fus_size)
     if n_fus:
         click.echo(f"\nstored fusions: {n_fus} (subset sizes {', '.join(map(str, sorted(set(a.fus_size.tolist()))))})")
+
+
+_RULE_TEXT = {
+    "last": "the last stage's score",
+    "all": "1 if every stage is right (scores 1), else 0",
+    "product": "the product of the stage scores",
+    "mean": "the mean of the stage scores",
+}
+
+
+def _pct(x: float, digits: int = 2) -> str:
+    return f"{100 * x:.{digits}f}"
+
+
+def _uncertainty_legend(results) -> str:
+    r = next((x for x in results if x.feasible), results[0])
+    ci = r.interval() if r.feasible else None
+    how = ("Wilson interval at the effective number of questions" if ci is None or ci.method == "wilson-neff"
+           else "Student-t interval")
+    return (f"±rep: the replicate error (standard error over the {r.replicates} replicates, these questions fixed); "
+            f"95% CI: the interval over the {r.n_questions} questions ({how}, replay/stats.py): "
+            "what the score may be on new questions")
+
+
+def _result_json(r) -> dict:
+    """One configuration's result as JSON: as_row, the interval's level and method, and stages."""
+    row = r.as_row()
+    row.update(ci_level=0.95, ci_method=r.interval().method if r.feasible else None, score_rule=r.score_rule,
+               n_questions=r.n_questions, replicates=r.replicates, seed=r.seed)
+    row["stages"] = [s.__dict__ for s in r.stages]
+    return row
+
+
+def _stage_lines(st, results) -> list[str]:
+    """Per-stage figures: each stage's own score (not cumulative), tokens, fallback."""
+    lines = [f"per stage: each stage's own aggregated output scored against its own gold (not cumulative); "
+             f"end to end: {_RULE_TEXT[st.manifest.score_rule]}"]
+    for r in results:
+        lines.append(f"{r.config}: " + "; ".join(
+            f"{s.stage} {100 * s.score:.1f} ({s.tokens:,.0f} tok, "
+            + ("independent" if st.stages[i].independent and s.fallback_rate == 0 else f"fallback {s.fallback_rate:.1%}")
+            + ")" for i, s in enumerate(r.stages)))
+    return lines
 
 
 @cli.command("eval")
 @click.argument("store", type=click.Path())
 @click.option("--config", "-c", "configs", multiple=True, required=True, help="MODEL:SAMPLES per stage (repeatable).")
 @click.option("--replicates", "-r", default=1000, show_default=True, help="Random draws per question.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
 @_questions_option
-@click.option("--budget", type=float, default=None, help="Budget in normalised units; over it is infeasible.")
+@click.option("--budget", default=None, help="Budget in normalised units; over it is infeasible.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per config instead of a table.")
-def eval_cmd(store, configs, replicates, seed, questions, budget, as_json):
-    """Score one or more configurations: mean score, stderr over replicates, cost."""
+@click.option("--latency-limit", type=float, default=None,
+              help="Graph stores: seconds per question; a graph slower on average is infeasible.")
+@click.option("--throughput", default=None,
+              help="Graph stores: MODEL=PREFILL/DECODE tokens per second, comma-separated, over the manifest's.")
+def eval_cmd(store, configs, replicates, seed, questions, budget, as_json, latency_limit, throughput):
+    """Score one or more configurations: mean score, with its replicate error and its 95%
+    interval over questions, and cost (and, for a
+    graph, latency).
+
+    The replicate error (±rep) says how well the replay pinned the score down on these
+    questions; the interval over questions says what it may be on new ones (much wider on a few
+    questions). JSON fields: score, stderr (the replicate error), ci_lo and ci_hi (the 95%
+    interval over questions), ci_level, ci_method, tokens, flops, units, fallback_rate, per-stage
+    figures."""
     import json
 
     from .engine import Config, evaluate_batch
 
+    budget = check_budget("--budget", budget)
+    check_count("--replicates", replicates)
     st = open_announced(store)
+    if st.manifest.kind == "graph":
+        from .graph import cli as graph_cli
+
+        return graph_cli.evaluate(st, configs, replicates=replicates, seed=seed, questions=_parse_questions(questions),
+                                  budget=budget, latency_limit=latency_limit, throughput=throughput, as_json=as_json)
+    if latency_limit is not None or throughput is not None:
+        from .errors import ConfigError
+
+        raise ConfigError("--latency-limit/--throughput", f"store {st.name!r} is a chain store; latency is for graph stores")
     cfgs = [Config.parse(c, store=st) for c in configs]
-    results = evaluate_batch(st, cfgs, questions=_parse_questions(questions), replicates=replicates, seed=seed,
-                             budget=budget)
+    qsel = _parse_questions(questions)
+    check_replicates("--replicates", replicates, questions=len(st.question_indices(qsel)),
+                     per_pass=_largest_pass(cfgs), configs=len(cfgs))
+    results = evaluate_batch(st, cfgs, questions=qsel, replicates=replicates, seed=seed, budget=budget)
     if as_json:
         for r in results:
-            row = r.as_row()
-            row["stages"] = [s.__dict__ for s in r.stages]
-            click.echo(json.dumps(row))
+            # JSON has no NaN: a score that does not exist (infeasible, one replicate) is null
+            click.echo(json.dumps(_json_safe(_result_json(r)), allow_nan=False))
         return
     w = max(len("config"), *(len(str(r.config)) for r in results))
-    head = f"{'config':<{w}}  {'score':>7}  {'stderr':>7}  {'tokens/q':>11}  {'TFLOPs/q':>9}  {'units':>8}  {'fallback':>8}"
+    head = (f"{'config':<{w}}  {'score':>7}  {'±rep':>6}  {'95% CI (questions)':>18}  {'tokens/q':>11}  {'TFLOPs/q':>9}  "
+            f"{'units':>8}  {'fallback':>8}")
     click.echo(head)
     click.echo("-" * len(head))
     for r in results:
-        score = f"{100 * r.score:7.2f}" if r.feasible else "  infea"
-        err = f"{100 * r.stderr:7.2f}" if r.feasible else "sible  "
-        click.echo(f"{str(r.config):<{w}}  {score}  {err}  {r.tokens:>11,.0f}  {r.flops / 1e12:>9.2f}  {r.units:>8.2f}  {r.fallback_rate:>8.1%}")
+        if r.feasible:
+            score, err, ci = f"{100 * r.score:7.2f}", f"{100 * r.stderr:6.2f}", f"[{_pct(r.ci_lo)}, {_pct(r.ci_hi)}]"
+        else:
+            score, err, ci = "infeas.", "", "over the budget"
+        click.echo(f"{str(r.config):<{w}}  {score}  {err:>6}  {ci:>18}  {r.tokens:>11,.0f}  {r.flops / 1e12:>9.2f}  "
+                   f"{r.units:>8.2f}  {r.fallback_rate:>8.1%}")
     n = results[0]
     click.echo(f"\n{n.n_questions} questions x {n.replicates} replicates, seed {n.seed}; scores in percent"
                + (f"; budget {budget:g} units" if budget is not None else ""))
+    click.echo(_uncertainty_legend(results))
     if len(st.stages) > 1:
-        for r in results:
-            click.echo(f"{r.config}: " + "; ".join(
-                f"{s.stage} {100 * s.score:.1f} ({s.tokens:,.0f} tok, fallback {s.fallback_rate:.1%})" for s in r.stages))
+        for line in _stage_lines(st, results):
+            click.echo(line)
+
+
+@cli.command("compare")
+@click.argument("store", type=click.Path())
+@click.argument("configs", nargs=-1, required=True)
+@click.option("--replicates", "-r", default=1000, show_default=True, help="Random draws per question.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
+@_questions_option
+@click.option("--budget", default=None, help="Budget in normalised units; over it is infeasible.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per config instead of a table.")
+def compare_cmd(store, configs, replicates, seed, questions, budget, as_json):
+    """Paired differences: each configuration against the first, on the same questions, seed
+    and replicates (common random numbers), with the 95% interval of the difference over
+    questions.
+
+    The shared draws cancel most of the noise a difference would otherwise carry, so the
+    interval of a difference is much tighter than either score's: it says whether two
+    configurations differ beyond noise. JSON: one object per configuration, its result as
+    `replay eval --json` prints it, and `diff` against the first (null for the first itself):
+    vs, mean, ci_lo, ci_hi, ci_level, ci_method, beyond_noise (the interval excludes 0)."""
+    import json
+
+    from .engine import Config, evaluate_batch
+    from .errors import ConfigError
+
+    if len(configs) < 2:
+        raise ConfigError("compare", "give at least two configurations: the first is the reference")
+    budget = check_budget("--budget", budget)
+    check_count("--replicates", replicates)
+    st = open_announced(store)
+    cfgs = [Config.parse(c, store=st) for c in configs]
+    qsel = _parse_questions(questions)
+    check_replicates("--replicates", replicates, questions=len(st.question_indices(qsel)),
+                     per_pass=_largest_pass(cfgs), configs=len(cfgs))
+    results = evaluate_batch(st, cfgs, questions=qsel, replicates=replicates, seed=seed, budget=budget)
+    base = results[0]
+    diffs = [None] + [r.difference(base) if (r.feasible and base.feasible) else None for r in results[1:]]
+    if as_json:
+        for r, d in zip(results, diffs):
+            row = _result_json(r)
+            row["diff"] = None if d is None else {
+                "vs": str(base.config), "mean": d.mean, "ci_lo": d.lo, "ci_hi": d.hi, "ci_level": d.level,
+                "ci_method": d.method, "beyond_noise": d.excludes(0.0)}
+            click.echo(json.dumps(_json_safe(row), allow_nan=False))
+        return
+    w = max(len("config"), *(len(str(r.config)) for r in results))
+    head = (f"{'config':<{w}}  {'score':>7}  {'±rep':>6}  {'95% CI (questions)':>18}  {'units':>8}  "
+            f"{'diff vs first':>13}  {'95% CI of diff':>16}  beyond noise")
+    click.echo(head)
+    click.echo("-" * len(head))
+    for r, d in zip(results, diffs):
+        if r.feasible:
+            score, err, ci = f"{100 * r.score:7.2f}", f"{100 * r.stderr:6.2f}", f"[{_pct(r.ci_lo)}, {_pct(r.ci_hi)}]"
+        else:
+            score, err, ci = "infeas.", "", "over the budget"
+        if r is base:
+            dd, dci, beyond = "(reference)", "", ""
+        elif d is None:
+            dd, dci, beyond = "-", "", "(infeasible)"
+        else:
+            dd, dci, beyond = f"{100 * d.mean:+.2f}", f"[{100 * d.lo:+.2f}, {100 * d.hi:+.2f}]", "yes" if d.excludes(0.0) else "no"
+        click.echo(f"{str(r.config):<{w}}  {score}  {err:>6}  {ci:>18}  {r.units:>8.2f}  {dd:>13}  {dci:>16}  {beyond}")
+    click.echo(f"\n{base.n_questions} questions x {base.replicates} replicates, seed {base.seed}, shared by every "
+               "configuration (common random numbers); scores and differences in percent points")
+    click.echo(_uncertainty_legend(results))
+    click.echo("diff vs first: the mean over questions of (this - first), paired question by question, with its "
+               "95% interval; beyond noise: the interval excludes 0")
+
+
+def _json_safe(x):
+    """Non-finite floats as null, recursively (JSON has no NaN or Infinity)."""
+    import math
+
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _largest_pass(cfgs) -> int:
+    """The most configurations one compiled pass scores together: those that differ only in the
+    last stage's sample count (what the replay's memory grows with)."""
+    from collections import Counter
+
+    groups = Counter((tuple((c.model, c.samples) for c in cfg.stages[:-1]), cfg.stages[-1].model) for cfg in cfgs)
+    return max(groups.values(), default=1)
 
 
 def _space_configs(st, models, max_samples, grid):
@@ -141,10 +332,16 @@ def _space_configs(st, models, max_samples, grid):
 
     if grid:
         try:
-            lines = open(grid).read().splitlines()
+            with open(grid, encoding="utf-8") as f:
+                lines = f.read().splitlines()
         except OSError as e:
             raise ConfigError(grid, f"cannot read grid file ({e.strerror})") from None
-        return [Config.parse(line, store=st) for line in lines if line.strip() and not line.startswith("#")]
+        except UnicodeDecodeError as e:
+            raise ConfigError(grid, f"not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+        cfgs = [Config.parse(line, store=st) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not cfgs:
+            raise ConfigError(grid, "no configuration in the grid file (one MODEL:SAMPLES,... per line)")
+        return cfgs
     names = st.manifest.model_names
     chosen = [x.strip() for x in models.split(",")] if models else None
     if chosen:
@@ -177,15 +374,21 @@ def _space_configs(st, models, max_samples, grid):
 @cli.command()
 @click.argument("store", type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="Parquet file to write (atomically).")
-@click.option("--budget", type=float, default=None, help="Budget in units; configs over it are marked infeasible.")
+@click.option("--budget", default=None, help="Budget in units; configs over it are marked infeasible.")
 @click.option("--models", default=None, help="Comma-separated models to include (default: all).")
 @click.option("--max-samples", type=int, default=None, help="Largest sample count per stage.")
-@click.option("--grid", type=click.Path(), default=None, help="File of configs, one per line, instead of the full space.")
+@click.option("--grid", type=click.Path(), default=None,
+              help="File of configs, one per line, instead of the full space (graph stores: graphs, required).")
 @click.option("--replicates", "-r", default=100, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
 @_questions_option
-def sweep(store, out, budget, models, max_samples, grid, replicates, seed, questions):
-    """Evaluate every configuration of the space (or a grid) and write a Parquet table."""
+@click.option("--throughput", default=None, help="Graph stores: MODEL=PREFILL/DECODE tokens per second.")
+def sweep(store, out, budget, models, max_samples, grid, replicates, seed, questions, throughput):
+    """Evaluate every configuration of the space (or a grid) and write a Parquet table.
+
+    One row per configuration: config, score, stderr (the replicate error), ci_lo and ci_hi
+    (the 95% interval over questions), feasible, tokens, flops, units, fallback_rate and
+    per-stage columns (s0_model, s0_samples, s0_score: each stage's own score, s0_tokens, ...)."""
     import time
 
     import polars as pl
@@ -193,11 +396,24 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
 
     from .engine import evaluate_batch
 
+    budget = check_budget("--budget", budget)
+    check_count("--replicates", replicates)
+    if max_samples is not None:
+        check_count("--max-samples", max_samples)
+    check_output_file(out, "--out")
     st = open_announced(store)
+    if st.manifest.kind == "graph":
+        from .graph import cli as graph_cli
+
+        return graph_cli.sweep(st, out=out, grid=grid, budget=budget, replicates=replicates, seed=seed,
+                               questions=_parse_questions(questions), throughput=throughput)
     cfgs = _space_configs(st, models, max_samples, grid)
+    qsel = _parse_questions(questions)
+    check_replicates("--replicates", replicates, questions=len(st.question_indices(qsel)),
+                     per_pass=_largest_pass(cfgs), configs=len(cfgs))
     t0 = time.perf_counter()
     with tqdm(total=len(cfgs), unit="cfg", desc="sweep", disable=None, file=sys.stderr) as bar:
-        results = evaluate_batch(st, cfgs, questions=_parse_questions(questions), replicates=replicates, seed=seed,
+        results = evaluate_batch(st, cfgs, questions=qsel, replicates=replicates, seed=seed,
                                  budget=budget, progress=bar.update)
     dt = time.perf_counter() - t0
     df = pl.DataFrame([r.as_row() for r in results])
@@ -206,9 +422,20 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
     feas = df.filter(pl.col("feasible"))
     click.echo(f"{len(df):,} configurations x {results[0].n_questions} questions x {replicates} replicates in {dt:.2f} s -> {out}")
     if len(feas):
-        best = feas.sort(["score", "units"], descending=[True, False]).row(0, named=True)
-        click.echo(f"best feasible: {best['config']}  score {100 * best['score']:.2f} ± {100 * best['stderr']:.2f}  "
-                   f"{best['units']:.2f} units  {best['tokens']:,.0f} tokens/question")
+        top = feas.sort(["score", "units"], descending=[True, False]).head(5)
+        best = top.row(0, named=True)
+        w = max(len("config"), *(len(c) for c in top["config"]))
+        click.echo(f"best feasible (of {len(feas):,}):")
+        head = f"  {'config':<{w}}  {'score':>7}  {'±rep':>6}  {'95% CI (questions)':>18}  {'units':>8}  {'tokens/q':>11}"
+        click.echo(head)
+        for row in top.iter_rows(named=True):
+            ci = f"[{_pct(row['ci_lo'])}, {_pct(row['ci_hi'])}]"
+            click.echo(f"  {row['config']:<{w}}  {_pct(row['score']):>7}  {_pct(row['stderr']):>6}  {ci:>18}  "
+                       f"{row['units']:>8.2f}  {row['tokens']:>11,.0f}")
+        close = feas.filter(pl.col("ci_hi") >= best["score"])
+        click.echo(f"scores in percent; {_uncertainty_legend(results)}. {len(close):,} feasible configurations have "
+                   "an interval over questions that reaches the best score: on new questions the order of the top "
+                   "may differ (`replay compare` tests pairs)")
     else:
         click.echo("no configuration within the budget")
 
@@ -218,10 +445,11 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
 @click.option("--out", required=True, type=click.Path(), help="PNG file to write.")
 @click.option("--max-samples", type=int, default=None, help="Largest sample count to plot (default: pool size).")
 @click.option("--replicates", "-r", default=200, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
 @_questions_option
 def curve(store, out, max_samples, replicates, seed, questions):
-    """Score against sample count per model and stage, error bars, tokens on a second panel.
+    """Score against sample count per model and stage, with its 95% interval over questions as a
+    band, tokens on a second panel.
 
     For a multi-stage store, stage i's curve varies stage i while every other stage runs its
     largest model with one sample (the insight-1 probe of AgentTTS)."""
@@ -233,7 +461,18 @@ def curve(store, out, max_samples, replicates, seed, questions):
 
     from .engine import Config, StageChoice, evaluate_batch, largest_pool
 
+    check_count("--replicates", replicates)
+    if max_samples is not None:
+        check_count("--max-samples", max_samples)
+    check_output_file(out, "--out")
     st = open_announced(store)
+    if st.manifest.kind == "graph":
+        from .errors import ConfigError
+
+        raise ConfigError(store, "replay curve plots chain stores; for a graph store use replay eval or replay sweep --grid")
+    qsel = _parse_questions(questions)
+    check_replicates("--replicates", replicates, questions=len(st.question_indices(qsel)),
+                     per_pass=int(largest_pool(st).max()), configs=int(largest_pool(st).max()))
     n_s = len(st.stages)
     largest = largest_pool(st)
     fixed = [max(st.candidate_models(s), key=lambda m: st.models[st.model_index(m)].params) for s in range(n_s)]
@@ -250,14 +489,13 @@ def curve(store, out, max_samples, replicates, seed, questions):
                 ch = [StageChoice(fixed[k], 1) for k in range(n_s)]
                 ch[s] = StageChoice(mname, n)
                 cfgs.append(Config(tuple(ch)))
-            rs = evaluate_batch(st, cfgs, questions=_parse_questions(questions), replicates=replicates, seed=seed)
+            rs = evaluate_batch(st, cfgs, questions=qsel, replicates=replicates, seed=seed)
             y = np.array([100 * r.score for r in rs])
-            e = np.array([100 * r.stderr for r in rs])
             ax_score.plot(counts, y, label=mname)
-            ax_score.fill_between(counts, y - 2 * e, y + 2 * e, alpha=0.2)
+            ax_score.fill_between(counts, [100 * r.ci_lo for r in rs], [100 * r.ci_hi for r in rs], alpha=0.15)
             ax_cost.plot(counts, [r.tokens for r in rs], label=mname)
         ax_score.set_title(f"stage {stage.name} ({stage.aggregation})" + (" - SYNTHETIC" if st.synthetic else ""))
-        ax_score.set_ylabel("score (%), band = ±2 stderr")
+        ax_score.set_ylabel("score (%), band: 95% interval over questions")
         ax_cost.set_ylabel("tokens per question (all stages)")
         ax_cost.set_xlabel(f"samples at stage {stage.name}")
         for ax in (ax_score, ax_cost):
@@ -270,6 +508,21 @@ def curve(store, out, max_samples, replicates, seed, questions):
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     click.echo(f"wrote {out}")
+
+
+@cli.command()
+@click.argument("store", type=click.Path())
+def seal(store):
+    """Record checksums of a store's files in its manifest, as they are now.
+
+    A store written by this version has them already: every command then refuses a table or a
+    manifest that changed after it was written (a flipped byte is an error, not a different
+    result). Use this for a store written before checksums existed, or to accept a deliberate
+    edit of a store's files. The store is validated first; its tables are not rewritten."""
+    from .store import seal as seal_store
+
+    path = seal_store(store)
+    click.echo(f"sealed {path}: checksums of the manifest and every table recorded in manifest.json")
 
 
 # `replay frontier` (width-depth controllers) lives with the controllers.

@@ -46,6 +46,8 @@ class KernelInputs(NamedTuple):
     fus_subset_completion: np.ndarray
     s_packed: np.ndarray
     pack_bits: np.ndarray  # int64 [1]
+    stage_indep: np.ndarray  # bool [S]: independent stages (one pool per question, any upstream answer)
+    score_rule: np.ndarray  # int64 [1]: schema.SCORE_RULE_CODES
 
 
 def pack_samples(s_local: np.ndarray, pool_off: np.ndarray, max_pool: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,14 +145,32 @@ class Derived:
             ans_item_off=a.ans_item_off, ans_items=a.ans_items, pool_fus_off=a.pool_fus_off, fus_size=a.fus_size,
             fus_answer=a.fus_answer, fus_score=a.fus_score, fus_tokens=a.fus_tokens,
             fus_subset_completion=a.fus_subset_completion, s_packed=s_packed, pack_bits=pack_bits,
+            stage_indep=a.stage_indep, score_rule=np.array([a.score_rule], dtype=np.int64),
         )
 
     # ---- budget
     @cached_property
+    def pool_question(self) -> np.ndarray:
+        """int64 [P]: each pool's question."""
+        return self.pool_qsm // (self.arrays.n_stages * self.arrays.n_models)
+
+    def per_question_mean(self, values: np.ndarray, select: np.ndarray) -> float:
+        """The mean over questions of the mean over each question's selected pools of a
+        per-pool value (questions without a selected pool do not count): a figure "averaged
+        over questions", whatever number of pools (upstream answers) each question holds."""
+        q = self.pool_question[select]
+        n_q = self.arrays.n_questions
+        n = np.bincount(q, minlength=n_q)
+        per_q = np.bincount(q, weights=np.asarray(values, dtype=np.float64)[select], minlength=n_q)
+        has = n > 0
+        return float((per_q[has] / n[has]).mean())
+
+    @cached_property
     def budget_unit(self) -> float:
         """FLOPs of one normalised budget unit: one single-sample pass of the smallest model on
-        the cheapest stage (prompt + mean completion, averaged over questions and that stage's
-        pools)."""
+        the cheapest stage: 2 x params x (prompt + mean completion), averaged over that stage's
+        pools of each question, then over questions (so that a question holding many pools, one
+        per upstream answer, weighs what a question holding one does)."""
         a = self.arrays
         pass_tokens = a.pool_prompt + self.pool_mean_completion
         best = math.inf
@@ -158,8 +178,16 @@ class Derived:
             cands = np.flatnonzero(a.stage_model_ok[s])
             m = cands[np.argmin(a.model_params[cands])]
             sel = (self.pool_stage == s) & (self.pool_model == m)
-            best = min(best, 2.0 * a.model_params[m] * float(pass_tokens[sel].mean()))
+            best = min(best, 2.0 * a.model_params[m] * self.per_question_mean(pass_tokens, sel))
         return best
+
+    @cached_property
+    def scores_bounded(self) -> bool:
+        """Every stored score (samples and fusions) lies in [0, 1], so every end-to-end and
+        per-question score does: question intervals may use the range (replay.stats)."""
+        a = self.arrays
+        ok = lambda x: len(x) == 0 or (float(x.min()) >= 0.0 and float(x.max()) <= 1.0)  # noqa: E731
+        return bool(ok(a.s_score) and ok(a.fus_score))
 
     @cached_property
     def pool_means(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -20,13 +20,14 @@ import numpy as np
 from .config import Config, StageChoice, as_config, validate_config
 from .derived import KernelInputs
 from .errors import ConfigError
+from .stats import LEVEL, Interval, intervals, paired_interval, question_interval
 
 # `store` arguments below are `replay.store.Store` objects. The engine does not import the
 # store module: the store imports the engine (its evaluate() forwards here), and the engine
 # only reads a store's arrays, names and `derived` figures.
 
 __all__ = ["Config", "StageChoice", "StageResult", "EvalResult", "SpaceScan", "evaluate", "evaluate_batch",
-           "scan_space", "budget_unit", "default_budget", "estimate_units", "largest_pool", "pool_means",
+           "scan_space", "budget_unit", "default_budget", "score_bounds", "estimate_units", "expected_units", "expected_units_of", "largest_pool", "pool_means",
            "as_config", "validate_config", "kernel_inputs", "replay_arrays", "replay_sums", "memo_tables"]
 
 
@@ -50,7 +51,7 @@ class StageResult:
     stage: str
     model: str
     samples: int
-    score: float  # mean score of this stage's aggregated output (NaN where it has no gold)
+    score: float  # mean score of this stage's own aggregated output (NaN where it has no gold)
     tokens: float  # mean tokens per question charged to this stage
     flops: float
     fallback_rate: float  # share of (question, replicate) whose pool fell back (missing context key)
@@ -60,18 +61,34 @@ class StageResult:
 class EvalResult:
     """An evaluated configuration.
 
+    Two uncertainties, apart (replay/stats.py): `stderr`, the replicate error (the standard
+    error over replay replicates with these questions fixed), and (`ci_lo`, `ci_hi`), the 95%
+    interval over questions (for the score on the population the questions come from; the one
+    that says whether a result carries over to new questions). `interval(level)` gives it at
+    another level, `difference(other)` the paired difference with another result.
+
     Attributes:
         config: the configuration.
-        score: mean end-to-end score over questions and replicates; NaN when infeasible.
-        stderr: standard error of that mean over replicates; NaN when infeasible.
+        score: mean end-to-end score over questions and replicates, by the store's score rule
+            (`score_rule`); NaN when infeasible.
+        stderr: the replicate error: standard error of that mean over replicates, the
+            questions fixed; NaN when infeasible.
         feasible: within the budget (always, without one).
         tokens: mean tokens per question actually drawn (prompts once per stage, completions).
         flops: mean FLOPs per question (2 x params x tokens, per stage).
-        units: mean cost in normalised budget units per question (`budget_unit`).
+        units: mean cost in normalised budget units per question (`budget_unit`), measured:
+            the tokens these draws on these questions actually charged.
         budget: the budget it was held to, or None.
         stages: per-stage figures.
         n_questions, replicates, seed: what it was evaluated on.
         per_question: mean score per question (None when infeasible).
+        ci_lo, ci_hi: the 95% interval over questions (`replay.stats.question_interval` of
+            per_question); NaN when infeasible.
+        score_rule: how stage scores make the end-to-end score (the store's manifest).
+        score_bounds: the range scores live in ((0, 1) where every stored score does), for
+            intervals; None: unbounded (Student-t intervals).
+        expected_units: the expected cost per question over the store's pools
+            (`expected_units`): what `feasible` is judged by.
     """
 
     config: Config
@@ -87,6 +104,49 @@ class EvalResult:
     replicates: int
     seed: int
     per_question: np.ndarray = field(repr=False, compare=False, default=None)  # mean score per question
+    ci_lo: float = math.nan  # the 95% interval over questions
+    ci_hi: float = math.nan
+    score_rule: str = "last"
+    score_bounds: tuple[float, float] | None = field(default=(0.0, 1.0), compare=False)
+
+    def interval(self, level: float = LEVEL) -> Interval:
+        """The interval over questions at `level` (`replay.stats.question_interval` of the
+        per-question means); the 95% one is (ci_lo, ci_hi).
+
+        Args:
+            level: nominal coverage, in (0, 1).
+
+        Raises:
+            ValueError: an infeasible result (not scored).
+        """
+        if self.per_question is None:
+            raise ValueError(f"{self.config}: infeasible, not scored: no interval")
+        return question_interval(self.per_question, level=level, bounds=self.score_bounds)
+
+    def difference(self, other: "EvalResult", *, level: float = LEVEL) -> Interval:
+        """The paired difference self - other over questions, with its interval
+        (`replay.stats.paired_interval`): common random numbers make it much tighter than
+        either score's interval.
+
+        Args:
+            other: a result on the same questions, seed and replicates.
+            level: nominal coverage, in (0, 1).
+
+        Raises:
+            ValueError: either result infeasible, or not evaluated on the same questions, seed
+                and replicates.
+        """
+        if self.per_question is None or other.per_question is None:
+            raise ValueError("an infeasible configuration is not scored: no paired difference")
+        if (self.n_questions, self.replicates, self.seed) != (other.n_questions, other.replicates, other.seed):
+            raise ValueError("a paired difference needs the same questions, replicates and seed "
+                             f"({self.n_questions} x {self.replicates}, seed {self.seed} against "
+                             f"{other.n_questions} x {other.replicates}, seed {other.seed})")
+        if self.score_bounds is None or other.score_bounds is None:
+            d = np.asarray(self.per_question) - np.asarray(other.per_question)
+            return question_interval(d, level=level, bounds=None)
+        return paired_interval(self.per_question, other.per_question, level=level)
+    expected_units: float = math.nan  # expected cost per question over the store's pools: the budget rule
 
     @property
     def fallback_rate(self) -> float:
@@ -98,10 +158,13 @@ class EvalResult:
             "config": str(self.config),
             "score": self.score,
             "stderr": self.stderr,
+            "ci_lo": self.ci_lo,
+            "ci_hi": self.ci_hi,
             "feasible": self.feasible,
             "tokens": self.tokens,
             "flops": self.flops,
             "units": self.units,
+            "expected_units": self.expected_units,
             "fallback_rate": self.fallback_rate,
         }
         for i, st in enumerate(self.stages):
@@ -123,22 +186,45 @@ def budget_unit(store) -> float:
     return store.derived.budget_unit
 
 
-def default_budget(store, *, questions=None, replicates: int = 16, seed: int = 0) -> float:
-    """The paper's default budget, in units: every stage once with its largest model.
-
-    Args:
-        store: the store.
-        questions: the questions its cost is measured on (see `evaluate`).
-        replicates: random draws per question.
-        seed: the seed of the draws.
-    """
+def default_budget(store) -> float:
+    """The paper's default budget, in units: every stage once with its largest model, at its
+    expected cost (`expected_units`), so that this reference configuration is feasible by the
+    budget rule on any questions."""
     a = store.arrays
     pairs = []
     for s in range(a.n_stages):
         cands = np.flatnonzero(a.stage_model_ok[s])
         m = cands[np.argmax(a.model_params[cands])]
         pairs.append((store.manifest.model_names[m], 1))
-    return evaluate(store, Config.of(*pairs), questions=questions, replicates=replicates, seed=seed).units
+    return expected_units(store, Config.of(*pairs))
+
+
+def expected_units(store, config) -> float:
+    """The expected cost of a configuration per question, in budget units, over all of the
+    store's questions and pools (replay/expected.py): the budget rule. A configuration is within
+    a budget B when expected_units <= B, the same on every question set, whatever was drawn;
+    the measured cost (`EvalResult.units`) is reported beside it.
+
+    Args:
+        store: the store.
+        config: a configuration, as `evaluate` takes it.
+    """
+    cfg = as_config(store, config)
+    return float(expected_units_of(store, *_config_arrays(store, [cfg]))[0])
+
+
+def expected_units_of(store, models: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """`expected_units` of many configurations given as model indices and counts, [C, S] each."""
+    from .expected import expected_units_table
+
+    table = expected_units_table(store, budget_unit(store))
+    n = np.minimum(counts, table.shape[2] - 1)
+    return table[np.arange(models.shape[1])[None, :], models, n].sum(axis=1)
+
+
+def within_budget(expected: float, budget: float | None) -> bool:
+    """The budget rule: the expected cost is within the budget (up to rounding)."""
+    return budget is None or expected <= budget * (1 + 1e-9)
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,7 +236,8 @@ MAX_CELLS = 8_000_000  # configs x questions x replicates per kernel call (bound
 
 def evaluate(store, config, *, questions=None, replicates: int = 100, seed: int = 0,
              budget: float | None = None) -> EvalResult:
-    """Replay one configuration: its mean score, standard error and cost.
+    """Replay one configuration: its mean score with its replicate error and its 95% interval
+    over questions, and its cost.
 
     Args:
         store: the store to replay (`replay.open(path)`).
@@ -161,8 +248,9 @@ def evaluate(store, config, *, questions=None, replicates: int = 100, seed: int 
         replicates: random draws per question (common random numbers: the draws of
             (question, replicate) depend only on the seed, the question id and the replicate).
         seed: the seed of every draw.
-        budget: a budget in normalised units per question; a configuration whose measured
-            mean cost exceeds it is reported infeasible and not scored (score NaN).
+        budget: a budget in normalised units per question; a configuration whose expected
+            cost (`expected_units`, over the store's pools) exceeds it is reported infeasible
+            and not scored (score NaN). The measured cost is reported either way.
 
     Returns:
         An `EvalResult`.
@@ -208,17 +296,31 @@ def evaluate_batch(store, configs: Iterable, *, questions=None, replicates: int 
     if len(qidx) == 0:
         raise ConfigError("questions", "no questions selected")
     sums = replay_sums(store, cfgs, qidx, replicates=replicates, seed=seed, progress=progress, method=method)
-    return [_result(store, cfg, sums, ci, qidx, replicates, seed, budget) for ci, cfg in enumerate(cfgs)]
+    per_q = sums.score_q / replicates
+    sd = per_q.std(axis=1, ddof=1) if len(qidx) > 1 else np.zeros(len(cfgs))
+    ends = ((per_q <= 0.0) | (per_q >= 1.0)).mean(axis=1)
+    ci_lo, ci_hi = intervals(per_q.mean(axis=1), sd, len(qidx), bounds=score_bounds(store), at_ends=ends)
+    expected = expected_units_of(store, *_config_arrays(store, cfgs))
+    return [_result(store, cfg, sums, ci, qidx, replicates, seed, budget, float(expected[ci]),
+                    (float(ci_lo[ci]), float(ci_hi[ci])))
+            for ci, cfg in enumerate(cfgs)]
+
+
+def score_bounds(store) -> tuple[float, float] | None:
+    """(0, 1) where every stored score lies in it (then every end-to-end score does, under any
+    score rule): question intervals use the range (replay/stats.py); None otherwise."""
+    return (0.0, 1.0) if store.derived.scores_bounded else None
 
 
 def _result(store, cfg: Config, sums: "ReplaySums", ci: int, qidx: np.ndarray, replicates: int, seed: int,
-            budget: float | None) -> EvalResult:
-    """Configuration ci's result from the sums of its replay."""
+            budget: float | None, expected: float, interval: tuple[float, float]) -> EvalResult:
+    """Configuration ci's result from the sums of its replay and its question interval; feasible
+    by the budget rule (its expected cost, `expected_units`), whatever these draws cost."""
     a = store.arrays
     names = store.manifest.stage_names
     n = len(qidx) * replicates
     units = float(sums.flops[ci]) / n / budget_unit(store)
-    feasible = bool(budget is None or units <= budget * (1 + 1e-9))
+    feasible = within_budget(expected, budget)
     rep_means = sums.score_r[ci] / len(qidx)
     stderr = float(rep_means.std(ddof=1) / math.sqrt(replicates)) if replicates > 1 else math.nan
     stages = []
@@ -250,6 +352,11 @@ def _result(store, cfg: Config, sums: "ReplaySums", ci: int, qidx: np.ndarray, r
         replicates=replicates,
         seed=seed,
         per_question=sums.score_q[ci] / replicates if feasible else None,
+        ci_lo=interval[0] if feasible else math.nan,
+        ci_hi=interval[1] if feasible else math.nan,
+        score_rule=store.manifest.score_rule,
+        score_bounds=score_bounds(store),
+        expected_units=expected,
     )
 
 
@@ -544,16 +651,21 @@ class SpaceScan:
     choices: tuple[tuple[StageChoice, ...], ...]  # per stage
     prefix_idx: np.ndarray  # [P, S-1] choice indices
     score: np.ndarray  # [P, K] mean score over questions and replicates
-    stderr: np.ndarray  # [P, K] standard error over replicates
-    units: np.ndarray  # [P, K] mean cost in budget units per question
+    stderr: np.ndarray  # [P, K] the replicate error (standard error over replicates)
+    units: np.ndarray  # [P, K] mean cost in budget units per question, measured
+    ci_lo: np.ndarray | None = None  # [P, K] the 95% interval over questions (replay.stats)
+    ci_hi: np.ndarray | None = None
+    expected: np.ndarray | None = None  # [P, K] expected cost (`expected_units`): the budget rule
 
     def config(self, i: int, k: int) -> Config:
         head = tuple(self.choices[s][j] for s, j in enumerate(self.prefix_idx[i]))
         return Config(head + (self.choices[-1][k],))
 
     def best(self, budget: float | None = None) -> tuple[Config, float, float] | None:
-        """(config, score, units) of the best feasible configuration: highest score, then cheapest."""
-        ok = np.ones_like(self.score, dtype=bool) if budget is None else self.units <= budget * (1 + 1e-9)
+        """(config, score, units) of the best feasible configuration: highest score, then cheapest.
+        Feasible by the budget rule (the expected cost) when the scan has it."""
+        cost = self.units if self.expected is None else self.expected
+        ok = np.ones_like(self.score, dtype=bool) if budget is None else cost <= budget * (1 + 1e-9)
         if not ok.any():
             return None
         key = np.where(ok, self.score, -np.inf).ravel()
@@ -577,7 +689,8 @@ def scan_space(store, choices: Sequence[Sequence[StageChoice]], *, questions=Non
         seed: the seed of every draw.
 
     Returns:
-        A `SpaceScan`: score, stderr and cost of every configuration.
+        A `SpaceScan`: score, replicate error, 95% interval over questions and cost of every
+        configuration.
 
     Raises:
         ConfigError: a stage without choices, or an invalid choice.
@@ -616,9 +729,12 @@ def scan_space(store, choices: Sequence[Sequence[StageChoice]], *, questions=Non
     P, KL = len(prefix_idx), int(n_ch[S - 1])
     tot = np.zeros((P, KL))
     sq = np.zeros((P, KL))
+    q_sq = np.zeros((P, KL))
+    q_ends = np.zeros((P, KL))
     flops = np.zeros((P, KL))
     kernels.scan_product(A, S, a.n_models, qidx, replicates, ch_model, ch_count, n_ch, prefix_idx,
-                         memo.pool_row, memo.row_nmax, memo.row_base, memo.ans, memo.score, memo.tok, tot, sq, flops)
+                         memo.pool_row, memo.row_nmax, memo.row_base, memo.ans, memo.score, memo.tok, tot, sq, q_sq,
+                         q_ends, flops)
     Q, R = len(qidx), replicates
     mean = tot / (Q * R)
     if R > 1:
@@ -626,5 +742,25 @@ def scan_space(store, choices: Sequence[Sequence[StageChoice]], *, questions=Non
         stderr = np.sqrt(np.maximum(var, 0.0) / R)
     else:
         stderr = np.full_like(mean, np.nan)
+    if Q > 1:  # the per-question means x_q = q_sum / R: their sample variance
+        q_var = np.maximum((q_sq / R**2 - Q * mean**2) / (Q - 1), 0.0)
+    else:
+        q_var = np.zeros_like(mean)
+    ci_lo, ci_hi = intervals(mean, np.sqrt(q_var), Q, bounds=score_bounds(store), at_ends=q_ends / Q)
+    # the expected cost (the budget rule) is a sum over stages: one figure per choice, added up
+    expected = _scan_expected(store, ch_model, ch_count, n_ch, prefix_idx)
     return SpaceScan(choices=choices, prefix_idx=prefix_idx, score=mean, stderr=stderr,
-                     units=flops / (Q * R) / budget_unit(store))
+                     units=flops / (Q * R) / budget_unit(store), ci_lo=ci_lo, ci_hi=ci_hi, expected=expected)
+
+
+def _scan_expected(store, ch_model, ch_count, n_ch, prefix_idx) -> np.ndarray:
+    """[P, K] expected cost of every scanned configuration: per-stage figures, summed."""
+    from .expected import expected_units_table
+
+    table = expected_units_table(store, budget_unit(store))
+    S = ch_model.shape[0]
+    per = table[np.arange(S)[:, None], ch_model, np.minimum(ch_count, table.shape[2] - 1)]  # [S, K]
+    head = np.zeros(len(prefix_idx))
+    for s in range(S - 1):
+        head += per[s, prefix_idx[:, s]]
+    return head[:, None] + per[S - 1, None, : int(n_ch[S - 1])]

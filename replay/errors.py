@@ -22,14 +22,19 @@ class ToolError(Exception):
     """The root: a failure the user should read as one line (`where: problem`)."""
 
     exit_code = 1
+    MAX_LEN = 600  # a line, not a dump of whatever bad value was given
 
     def __init__(self, where: str, problem: str):
-        self.where = str(where)
-        self.problem = " ".join(str(problem).split())  # keep it on one line
+        self.where = _short(" ".join(str(where).split()), 300)
+        self.problem = _short(" ".join(str(problem).split()), self.MAX_LEN)  # keep it on one line
         super().__init__(f"{self.where}: {self.problem}")
 
     def __reduce__(self):  # picklable across worker processes with its two arguments
         return (type(self), (self.where, self.problem))
+
+
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 class InputError(ToolError):

@@ -29,7 +29,13 @@ path, in replay/aggregation.py, and written out here inside the draw loops for s
 Chaining. Stage k+1's pool is the one whose context key is stage k's aggregated answer (after
 a set-vote stage: the first context of stage k+1, over all models, whose item set equals the
 kept items). If that key was not collected (fallback): the largest pool of that (question,
-stage, model), ties to the smallest context id. Per-stage fallback flags are reported.
+stage, model), ties to the smallest context id. Per-stage fallback flags are reported. An
+independent stage (A.stage_indep) has one pool per (question, model), used whatever the
+upstream answer: never a fallback.
+
+End-to-end score (A.score_rule[0], codes of replay.schema.SCORE_RULES): `last` the last stage's
+score; `all` 1 if every stage scored 1, else 0; `product` the product of the stage scores;
+`mean` their mean (summed in stage order, then divided). Per-stage scores are each stage's own.
 
 How a draw runs fast. A pool's samples are also stored packed, one word each: (pool-local
 answer id << bits) | position in the pool. When a pass draws at least half a pool, the kernel
@@ -69,6 +75,41 @@ AGG_MAJORITY = 0
 AGG_SET = 1
 AGG_BEST = 2
 AGG_FUSE = 3
+
+RULE_LAST = 0
+RULE_ALL = 1
+RULE_PRODUCT = 2
+RULE_MEAN = 3
+
+
+@njit(inline="always", cache=True)
+def rule_start(rule):
+    """The end-to-end accumulator before any stage (score rules: module docstring)."""
+    return 0.0 if rule == RULE_MEAN else 1.0
+
+
+@njit(inline="always", cache=True)
+def rule_step(rule, acc, score):
+    """Fold an upstream stage's score into the accumulator."""
+    if rule == RULE_ALL:
+        return acc if score >= 1.0 else 0.0
+    if rule == RULE_PRODUCT:
+        return acc * score
+    if rule == RULE_MEAN:
+        return acc + score
+    return acc
+
+
+@njit(inline="always", cache=True)
+def rule_end(rule, acc, score, n_stages):
+    """The end-to-end score from the accumulator and the last stage's score."""
+    if rule == RULE_LAST:
+        return score
+    if rule == RULE_ALL:
+        return acc if score >= 1.0 else 0.0
+    if rule == RULE_PRODUCT:
+        return acc * score
+    return (acc + score) / n_stages
 
 
 @njit(inline="always", cache=True)
@@ -337,7 +378,7 @@ def stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max, snap_
             if snap:
                 n_kept = set_vote_snapshot(j + 1, seen, n_seen, icount, kept)
                 snap_score[j] = item_f1(kept, n_kept, ans_item_off, ans_items, gold[q, s])
-                if s + 1 < n_stages:
+                if s + 1 < n_stages and not A.stage_indep[s + 1]:
                     snap_ans[j] = match_items_ctx(qsm_pool_off, pool_ctx, ans_item_off, ans_items, n_stages,
                                                   n_models, q, s + 1, kept, n_kept)
                 else:
@@ -381,9 +422,10 @@ def stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max, snap_
 
 @njit(inline="always", cache=True)
 def locate(A, n_stages, n_models, q, s, m, ctx):
-    """Pool of stage s for (q, m) given the upstream answer/context id: (pool, fell_back)."""
-    if s == 0:
-        return A.qsm_pool_off[(q * n_stages) * n_models + m], False
+    """Pool of stage s for (q, m) given the upstream answer/context id: (pool, fell_back). The
+    first stage and independent stages have one pool per (q, m), whatever the upstream answer."""
+    if s == 0 or A.stage_indep[s]:
+        return A.qsm_pool_off[(q * n_stages + s) * n_models + m], False
     return find_pool(A.qsm_pool_off, A.pool_ctx, A.pool_off, n_stages, n_models, q, s, m, ctx)
 
 
@@ -399,10 +441,11 @@ def replay_groups(A, n_stages, n_models, max_pool, n_items,
     stage's shuffle scores all of them. Work is split over (group, question) in parallel.
 
     Outputs (c = configuration, qi = position in `questions`, r = replicate):
-      out_score/out_tokens/out_flops[c, qi, r]; st_score/st_tokens/st_fallback[c, s, qi]
-      (per-stage sums over replicates).
+      out_score/out_tokens/out_flops[c, qi, r] (the score by the store's rule);
+      st_score/st_tokens/st_fallback[c, s, qi] (per-stage sums over replicates).
     """
     model_params = A.model_params
+    rule = A.score_rule[0]
     pool_off = A.pool_off
     n_groups = grp_models.shape[0]
     n_q = questions.shape[0]
@@ -435,6 +478,7 @@ def replay_groups(A, n_stages, n_models, max_pool, n_items,
                 ctx = np.int64(0)
                 tok_acc = 0.0
                 flop_acc = 0.0
+                pre = rule_start(rule)
                 for s in range(n_stages):
                     m = grp_models[g, s]
                     p, fb = locate(A, n_stages, n_models, q, s, m, ctx)
@@ -453,6 +497,7 @@ def replay_groups(A, n_stages, n_models, max_pool, n_items,
                         tk = snap_tok[j]
                         tok_acc += tk
                         flop_acc += params2 * tk
+                        pre = rule_step(rule, pre, snap_score[j])
                         for c in range(c0, c1):
                             st_score[c, s, qi] += snap_score[j]
                             st_tokens[c, s, qi] += tk
@@ -461,7 +506,7 @@ def replay_groups(A, n_stages, n_models, max_pool, n_items,
                         for c in range(c0, c1):
                             j = min(cfg_last_count[c], size) - 1
                             tk = snap_tok[j]
-                            out_score[c, qi, r] = snap_score[j]
+                            out_score[c, qi, r] = rule_end(rule, pre, snap_score[j], n_stages)
                             out_tokens[c, qi, r] = tok_acc + tk
                             out_flops[c, qi, r] = flop_acc + params2 * tk
                             st_score[c, s, qi] += snap_score[j]
@@ -507,6 +552,8 @@ def memo_lookup(A, n_stages, n_models, questions, q_offset, n_rep, cfg_models, c
     (over questions), tok_sum/flop_sum[c] and st_*[c, s] (over questions and replicates)."""
     model_params = A.model_params
     pool_off = A.pool_off
+    rule = A.score_rule[0]
+    last = n_stages - 1
     n_q = questions.shape[0]
     for c in prange(cfg_models.shape[0]):
         for qi in range(n_q):
@@ -517,6 +564,7 @@ def memo_lookup(A, n_stages, n_models, questions, q_offset, n_rep, cfg_models, c
                 tok = 0.0
                 flop = 0.0
                 sc = 0.0
+                pre = rule_start(rule)
                 for s in range(n_stages):
                     m = cfg_models[c, s]
                     p, fb = locate(A, n_stages, n_models, q, s, m, ctx)
@@ -531,6 +579,9 @@ def memo_lookup(A, n_stages, n_models, questions, q_offset, n_rep, cfg_models, c
                     st_score[c, s] += sc
                     st_tokens[c, s] += tk
                     st_fallback[c, s] += 1 if (fb or memo_flag[o] != 0) else 0
+                    if s < last:
+                        pre = rule_step(rule, pre, sc)
+                sc = rule_end(rule, pre, sc, n_stages)
                 acc_q += sc
                 score_r[c, r] += sc
                 tok_sum[c] += tok
@@ -609,7 +660,7 @@ def majority_draw_loop(qhash, pool_off, s_packed, pack_bits, s_score, questions,
 @njit(cache=True, parallel=True)
 def scan_product(A, n_stages, n_models, questions, n_rep, ch_model, ch_count, n_ch, prefix_idx,
                  pool_row, row_nmax, row_base, memo_ans, memo_score, memo_tok,
-                 out_score, out_rep_sq, out_flops):
+                 out_score, out_rep_sq, out_q_sq, out_q_ends, out_flops):
     """Exhaustive scan of a product space, from memo tables (see memo_build).
 
     Stage s offers the choices (ch_model[s, k], ch_count[s, k]) for k < n_ch[s]. Row i of
@@ -617,20 +668,28 @@ def scan_product(A, n_stages, n_models, questions, n_rep, ch_model, ch_count, n_
     last-stage choice, parallel over prefixes. Per configuration (prefix i, last choice k):
     out_score[i, k] = sum of scores over questions and replicates, out_rep_sq[i, k] = sum over
     replicates of the squared per-replicate sum over questions (for the standard error),
-    out_flops[i, k] = sum of FLOPs."""
+    out_q_sq[i, k] = sum over questions of the squared per-question sum over replicates and
+    out_q_ends[i, k] = questions whose every replicate scored 0, or every one 1 (for the
+    question interval), out_flops[i, k] = sum of FLOPs. Scores follow the store's rule."""
     model_params = A.model_params
     pool_off = A.pool_off
+    rule = A.score_rule[0]
     last = n_stages - 1
     n_q = questions.shape[0]
     K = n_ch[last]
     for i in prange(prefix_idx.shape[0]):
         rep_sum = np.zeros((n_rep, K))
+        q_sum = np.zeros(K)
+        q_sq = np.zeros(K)
+        q_ends = np.zeros(K)
         flops = np.zeros(K)
         for qi in range(n_q):
             q = questions[qi]
+            q_sum[:] = 0.0
             for r in range(n_rep):
                 ctx = np.int64(0)
                 pre = 0.0
+                acc = rule_start(rule)
                 for s in range(last):
                     k = prefix_idx[i, s]
                     m = ch_model[s, k]
@@ -640,6 +699,8 @@ def scan_product(A, n_stages, n_models, questions, n_rep, ch_model, ch_count, n_
                     o = row_base[row] + r * row_nmax[row] + n - 1
                     ctx = memo_ans[o]
                     pre += 2.0 * model_params[m] * memo_tok[o]
+                    if rule != RULE_LAST:
+                        acc = rule_step(rule, acc, memo_score[o])
                 m_prev = np.int64(-1)
                 o0 = np.int64(0)
                 size = np.int64(0)
@@ -652,8 +713,14 @@ def scan_product(A, n_stages, n_models, questions, n_rep, ch_model, ch_count, n_
                         size = pool_off[p + 1] - pool_off[p]
                         m_prev = m
                     o = o0 + min(ch_count[last, k], size)
-                    rep_sum[r, k] += memo_score[o]
+                    sc = rule_end(rule, acc, memo_score[o], n_stages)
+                    rep_sum[r, k] += sc
+                    q_sum[k] += sc
                     flops[k] += pre + 2.0 * model_params[m] * memo_tok[o]
+            for k in range(K):
+                q_sq[k] += q_sum[k] * q_sum[k]
+                if q_sum[k] <= 0.0 or q_sum[k] >= n_rep:
+                    q_ends[k] += 1.0
         for k in range(K):
             tot = 0.0
             sq = 0.0
@@ -662,5 +729,7 @@ def scan_product(A, n_stages, n_models, questions, n_rep, ch_model, ch_count, n_
                 sq += rep_sum[r, k] * rep_sum[r, k]
             out_score[i, k] = tot
             out_rep_sq[i, k] = sq
+            out_q_sq[i, k] = q_sq[k]
+            out_q_ends[i, k] = q_ends[k]
             out_flops[i, k] = flops[k]
     return 0

@@ -12,8 +12,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, NamedTuple
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from . import aggregation as rules
@@ -30,6 +28,26 @@ SALT_S = 0x8CB92BA72F3D8DD7
 SALT_N = 0xA0761D6478BD642F
 
 MAJORITY, SET, BEST, FUSE = 0, 1, 2, 3
+LAST, ALL, PRODUCT, MEAN = 0, 1, 2, 3  # replay.schema.SCORE_RULES
+
+
+def end_to_end(rule: int, stage_scores: list[float]) -> float:
+    """A pass's end-to-end score from its stage scores, in stage order, by the store's rule:
+    the last stage's score; 1 if every stage scored 1 (full marks) else 0; their product; their
+    mean (summed in stage order, then divided, as the kernels do)."""
+    if rule == LAST:
+        return stage_scores[-1]
+    if rule == ALL:
+        return 1.0 if all(x >= 1.0 for x in stage_scores) else 0.0
+    if rule == PRODUCT:
+        out = 1.0
+        for x in stage_scores:
+            out *= x
+        return out
+    total = 0.0
+    for x in stage_scores:
+        total += x
+    return total / len(stage_scores)
 
 
 def mix64(z: int) -> int:
@@ -155,9 +173,10 @@ def aggregate_pool(A: StoreArrays, q: int, s: int, p: int, n: int, r: int, seed:
 
 def find_pool(A: StoreArrays, q: int, s: int, m: int, ctx: int, ctx_items: list[int] | None) -> tuple[int, bool]:
     """Stage s's pool for (q, m) after an upstream aggregate (answer id ctx, or the kept items
-    of a set vote): (pool, fell_back)."""
+    of a set vote): (pool, fell_back). The first stage and independent stages have one pool per
+    (q, m), whatever the upstream answer."""
     pools = pools_of(A, q, s, m)
-    if s == 0:
+    if s == 0 or bool(A.stage_indep[s]):
         return pools[0], False
     if ctx_items is not None:
         # a kept item set names the first context of this stage (any model) with those items
@@ -173,13 +192,13 @@ def find_pool(A: StoreArrays, q: int, s: int, m: int, ctx: int, ctx_items: list[
 def run_one(A: StoreArrays, models: list[int], counts: list[int], q: int, r: int, seed: int):
     """One configuration on one question and replicate.
 
-    Returns (final score, total tokens, total FLOPs, per-stage list of (score, tokens, fell_back)).
+    Returns (end-to-end score by the store's rule, total tokens, total FLOPs, per-stage list of
+    (score, tokens, fell_back)).
     """
     ctx, ctx_items = -1, None
     tokens = 0.0
     flops = 0.0
     stages = []
-    score = math.nan
     for s, (m, n) in enumerate(zip(models, counts)):
         p, missed = find_pool(A, q, s, m, ctx, ctx_items)
         out = aggregate_pool(A, q, s, p, n, r, seed)
@@ -187,7 +206,7 @@ def run_one(A: StoreArrays, models: list[int], counts: list[int], q: int, r: int
         tokens += out.tokens
         flops += 2.0 * float(A.model_params[m]) * out.tokens
         stages.append((out.score, float(out.tokens), missed or out.fell_back))
-        score = out.score
+    score = end_to_end(int(A.score_rule), [st[0] for st in stages])
     return score, tokens, flops, stages
 
 

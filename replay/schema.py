@@ -1,4 +1,4 @@
-"""The store format, version 1: the one place that says what a store is.
+"""The store format, version 2: the one place that says what a store is.
 
 A store is a folder:
 
@@ -7,6 +7,11 @@ A store is a folder:
     samples.parquet      one row per stored sampled output
     fusions.parquet      stored LLM fusions (only for stages whose aggregation is `llm_fuse`)
     stage_golds.parquet  optional per-stage gold answers for intermediate stages
+
+A store is a chain (stages in order, each keyed by the stage before) or, from version 2, a
+collaboration graph (`kind: "graph"`: the stages are the roles `solve`, `refine`, `aggregate`, and
+a refine or aggregate pool is keyed by the multiset of answers it read; replay/graph/keys.py).
+Version-1 stores (chains, no throughputs) are read as they are.
 
 Every field is documented in docs/store-format.md. Keep the two in step.
 """
@@ -20,11 +25,28 @@ from typing import Any
 import pyarrow as pa
 
 FORMAT_NAME = "tts-replay-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: chains only, no `kind`, no model throughputs
+
+# What the stages of a store are: a chain of stages, or the roles of a collaboration graph.
+STORE_KINDS = ("chain", "graph")
+# The roles a graph store may hold; `solve` (the question alone) is required and comes first.
+GRAPH_ROLES = ("solve", "refine", "aggregate")
 
 # How a stage turns S drawn outputs into one.
 AGGREGATIONS = ("majority_vote", "set_vote", "best_score", "llm_fuse")
 AGG_CODES = {name: i for i, name in enumerate(AGGREGATIONS)}
+
+# Whether a stage's pools depend on the upstream stage's answer (docs/store-format.md):
+# `conditional` (the default): one pool per upstream answer collected, keyed by `context`;
+# `independent`: one pool per question (context ""), reused whatever the upstream answer.
+DEPENDENCIES = ("conditional", "independent")
+
+# How the stage scores of one pass through the pipeline make its end-to-end score:
+# `last` (the default): the last stage's score; `all`: 1 if every stage's score is 1 (full
+# marks), else 0; `product`: their product; `mean`: their mean.
+SCORE_RULES = ("last", "all", "product", "mean")
+SCORE_RULE_CODES = {name: i for i, name in enumerate(SCORE_RULES)}
 
 # Items of a list answer (set-vote stages) are stored in `answer` sorted, joined by this.
 ITEM_SEP = "|"
@@ -94,6 +116,11 @@ class Stage:
     scorer: str = "exact_match"  # how `score` was computed: documentation, except set_vote (item F1)
     models: tuple[str, ...] = ()  # candidate models for this stage; empty = every model of the store
     description: str = ""
+    dependency: str = "conditional"  # DEPENDENCIES: does the pool depend on the upstream answer?
+
+    @property
+    def independent(self) -> bool:
+        return self.dependency == "independent"
 
 
 @dataclass(frozen=True)
@@ -101,6 +128,9 @@ class Model:
     name: str
     params: float  # parameter count, for FLOPs = 2 x params x tokens
     description: str = ""
+    # per-request throughput, for latency (version 2; None: unknown, latency is then NaN)
+    prefill_tokens_per_s: float | None = None
+    decode_tokens_per_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -112,21 +142,35 @@ class Manifest:
     provenance: dict[str, Any] = field(default_factory=dict)
     probe_interval: int | None = None
     split: dict[str, tuple[str, ...]] = field(default_factory=dict)  # "train"/"test" -> question ids
+    score_rule: str = "last"  # SCORE_RULES: how stage scores make the end-to-end score
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
+    kind: str = "chain"  # "chain" or "graph" (STORE_KINDS)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        # `dependency` and `score_rule` are written only where they differ from their defaults,
+        # so that a store that uses neither has the manifest it always had
+        stages = []
+        for s in self.stages:
+            d = dataclasses.asdict(s)
+            if s.dependency == "conditional":
+                del d["dependency"]
+            stages.append(d)
+        out = {
             "format": self.format,
-            "format_version": self.format_version,
+            "format_version": FORMAT_VERSION,  # written in the current version, whatever was read
+            "kind": self.kind,
             "name": self.name,
             "synthetic": self.synthetic,
             "provenance": self.provenance,
-            "stages": [dataclasses.asdict(s) for s in self.stages],
+            "stages": stages,
             "models": [dataclasses.asdict(m) for m in self.models],
             "probe_interval": self.probe_interval,
             "split": {k: list(v) for k, v in self.split.items()},
         }
+        if self.score_rule != "last":
+            out["score_rule"] = self.score_rule
+        return out
 
     @property
     def stage_names(self) -> tuple[str, ...]:

@@ -11,12 +11,14 @@ One format for every space (version 2):
     {"type": "trial", "number": 0, "point": [["Qwen3-8B", 1]], "label": "Qwen3-8B:1",
      "feasible": true, "score": 0.67, "stderr": 0.02, "cost": 12.9, "tokens": 15330.0,
      "wall_s": 0.001, "source": "init", "extra": {...}, "metrics": {"stage_units": [...], ...},
-     "state": {...}}
+     "per_question": [0.8125, 1.0, ...], "state": {...}}
 
 `point` is the space's encoding (`space.encode`: a configuration's [model, count] pairs, a
 controller's parameter dict), `label` the same in one line, `cost` the measured cost in the
 header's `cost_unit`, `metrics` what the space measures besides (per-stage units and scores;
-samples opened and probes).
+samples opened and probes), `per_question` the training score of each training question (in
+the header's `train` order; absent for an infeasible trial and in archives written before it),
+which the selection rules of the final pick use (search/selection.py).
 
 Version 1 archives (before one format: configuration searches wrote `config`, `config_str`,
 `units`, `stage_units`, `stage_scores`; controller searches `params`, `tokens`, `opened`,
@@ -33,6 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from replay.atomic import make_parent, remove_stale_temps, temp_prefix
 from replay.errors import InputError
 
 from .trial import Trial
@@ -78,6 +81,7 @@ def trial_record(t: Trial, encoded_point: Any, state: dict[str, Any]) -> dict[st
         "source": t.source,
         "extra": t.extra,
         "metrics": t.metrics,
+        "per_question": None if t.per_question is None else list(t.per_question),
         "state": state,
     }
 
@@ -101,6 +105,7 @@ def trial_from_record(r: dict[str, Any], decode: Callable[[Any], Any] | None = N
         extra=r.get("extra") or {},
         metrics=r.get("metrics") or {},
         label=str(r.get("label", "")),
+        per_question=None if r.get("per_question") is None else tuple(float(x) for x in r["per_question"]),
     )
 
 
@@ -111,8 +116,9 @@ def archive_path(path: str | os.PathLike) -> Path:
 
 
 def _write_atomic(path: Path, records: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    make_parent(path)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             f.write("".join(_dumps(r) + "\n" for r in records))
@@ -190,7 +196,9 @@ def read_archive(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str
         try:
             records.append(json.loads(line))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"{p}:{i}", f"not a JSON record ({e})") from None
+            raise InputError(f"{p}:{i}", f"not a JSON record ({' '.join(str(e).split())})") from None
+        except RecursionError:
+            raise InputError(f"{p}:{i}", "not a JSON record (nested too deeply)") from None
     header = records[0]
     if not isinstance(header, dict) or header.get("type") != "header" or header.get("format") != FORMAT:
         raise InputError(f"{p}:1", f"not a search archive header (expected type 'header', format {FORMAT!r})")
@@ -209,7 +217,31 @@ def read_archive(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str
             header, trials = upgrade(header, trials)
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(str(p), f"a version-1 archive this tool cannot read ({type(e).__name__}: {e})") from None
+    for i, r in enumerate(trials, 2):
+        problem = _trial_problem(r)
+        if problem:
+            raise InputError(f"{p}:{i}", f"trial {r.get('number')}: {problem}")
     return header, trials, good
+
+
+_NUMBERS = ("score", "stderr", "cost", "tokens", "wall_s")
+
+
+def _trial_problem(r: dict[str, Any]) -> str | None:
+    """What makes a trial record unreadable (None: nothing)."""
+    for k in ("point", "feasible"):
+        if k not in r:
+            return f"missing field {k!r}"
+    if not isinstance(r["feasible"], bool):
+        return f"'feasible' must be true or false, got {r['feasible']!r}"
+    for k in _NUMBERS:
+        v = r.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            return f"{k!r} must be a number or null, got {str(v)[:40]!r}"
+    for k in ("extra", "metrics", "state"):
+        if r.get(k) is not None and not isinstance(r[k], dict):
+            return f"{k!r} must be an object"
+    return None
 
 
 def upgrade(header: dict[str, Any], records: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -7,17 +7,17 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from replay.clitools import main_wrapper
+from replay.clitools import SEED, check_budget, check_output_dir, check_output_file, check_replicates, main_wrapper
 from replay.errors import ConfigError
 
-from .settings import (DEFAULT_TRIALS, GRID_LIMIT, ConfigSpaceSettings, ControllerSpaceSettings, SearchSettings,
-                       SpaceSettings, parse_seeds)
+from .settings import (DEFAULT_TRIALS, GRID_LIMIT, MAX_SEEDS, ConfigSpaceSettings, ControllerSpaceSettings,
+                       ProgramSpaceSettings,
+                       SearchSettings, SpaceSettings, parse_seeds)
 
 
 class _Search(click.Group):
@@ -47,31 +47,35 @@ def cli():
 
 
 def _budget(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        b = float(text)
-    except ValueError:
-        raise ConfigError("--budget", f"{text!r} is not a number of units") from None
-    if not (math.isfinite(b) and b > 0):
-        raise ConfigError("--budget", f"must be a positive number of normalised units, got {text!r}")
-    return b
+    return check_budget("--budget", text)
 
 
 @cli.command("run")
 @click.option("--replay", "store_path", required=True, metavar="STORE", help="Store folder to search on (e.g. traces/aime24).")
 @click.option("--searcher", required=True, help="random, grid, bo, rules, agenttts, agenthpo or mlcopilot.")
 @click.option("--trials", type=int, default=None, help="Trials (scored points). Default 50; the grid runs until done.")
-@click.option("--seed", type=int, default=None, help="Searcher seed (default 0).")
-@click.option("--seeds", default=None, help="Repeat over seeds in parallel processes, e.g. 0-9; reports mean and spread.")
+@click.option("--seed", type=SEED, default=None, help="Searcher seed (default 0; 0 to 2^63-1).")
+@click.option("--seeds", default=None, help="Repeat over seeds in parallel processes, e.g. 0-9; reports mean and spread "
+                                            "(at most 1000 without --yes).")
+@click.option("--yes", is_flag=True, help="Allow more than 1000 seeds (each is a search).")
 @click.option("--workers", type=int, default=None, help="Processes for --seeds (default: CPU count).")
 @click.option("--budget", default=None, help="Budget in normalised units per question (default: every stage once with its largest model).")
 @click.option("--models", default=None, help="Comma-separated models to consider (default: every candidate).")
 @click.option("--max-samples", type=int, default=None, help="Largest sample count to consider per stage.")
-@click.option("--train", "n_train", type=int, default=None, help="Training questions (default: the store's split, else 50).")
+@click.option("--train", "n_train", type=int, default=None,
+              help="Training questions (default: the store's split, else 50), drawn from the questions outside the "
+                   "fixed test set; more than those overrides the store's split (and says so).")
+@click.option("--split-seed", type=int, default=0, show_default=True,
+              help="Seed of the --train draw (sizes are nested for one seed; the test set never moves).")
+@click.option("--select", "select_rule", default=None,
+              help="Rule that picks the final configuration among the trials: mean, mean-costliest, lcb, tied-cheapest, "
+                   "tied-costliest (default: the one with the lowest measured test regret; docs/search.md).")
+@click.option("--max-fallback", type=float, default=None,
+              help="Largest share of draws (0-1) that may fall back to another pool (upstream answer not "
+                   "collected); configurations above it are infeasible.")
 @click.option("--replicates", type=int, default=16, show_default=True, help="Replay draws per training question.")
 @click.option("--test-replicates", type=int, default=256, show_default=True, help="Replay draws per test question for the final score.")
-@click.option("--replay-seed", type=int, default=0, show_default=True, help="Seed of the replay's draws (common to every searcher).")
+@click.option("--replay-seed", type=SEED, default=0, show_default=True, help="Seed of the replay's draws (common to every searcher).")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (default out/search/STORE/SEARCHER-sSEED).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted search archived in --out.")
 @click.option("--no-optimum", is_flag=True, help="Do not compute the grid optimum for the summary.")
@@ -81,16 +85,34 @@ def _budget(text: str | None) -> float | None:
 @click.option("--ablate", default=None, help="agenttts, rules: insight1, insight2 or insight3.")
 @click.option("--llm-base-url", default=None, help="LLM searchers: OpenAI-compatible endpoint (or OPENAI_BASE_URL).")
 @click.option("--llm-model", default=None, help="LLM searchers: model name at the endpoint.")
-@click.option("--space", "space_kind", type=click.Choice(["config", "controller"]), default="config", show_default=True,
-              help="config: models and samples per stage; controller: one width-depth controller's parameters.")
+@click.option("--llm-temperature", type=float, default=None,
+              help="LLM searchers: sampling temperature (default: not sent, the endpoint's own; reasoning models "
+                   "that reject one work without it).")
+@click.option("--space", "space_kind", type=click.Choice(["config", "controller", "program"]), default="config",
+              show_default=True, help="config: models and samples per stage; controller: one width-depth controller's "
+                                      "parameters; program: controller programs an LLM writes (--searcher discover).")
 @click.option("--controller", default=None, help="--space controller: built-in name (probe, adaptive, esc, majority) or module:Class.")
-@click.option("--model", default=None, help="--space controller: the model whose traces the controller runs on.")
+@click.option("--model", default=None, help="--space controller/program: the model whose traces the controllers run on.")
 @click.option("--budget-tokens", type=float, default=None, help="--space controller: budget in mean tokens per question.")
 @click.option("--beta", is_flag=True, help="--space controller: search the controller's single knob beta instead.")
-@click.option("--probe-cost", type=float, default=None, help="--space controller: tokens charged per probe (default 0).")
-def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, max_samples, n_train, replicates,
-            test_replicates, replay_seed, out, resume, no_optimum, optimum_limit, sampler, ablate, llm_base_url, llm_model,
-            space_kind, controller, model, budget_tokens, beta, probe_cost):
+@click.option("--probe-cost", type=float, default=None, help="--space controller/program: tokens charged per probe (default 0).")
+@click.option("--score", "score_rule", default=None,
+              help="--space program: accuracy@TOKENS, auc@LO-HI or tokens@majority:N (default tokens@majority:64).")
+@click.option("--betas", "n_betas", type=int, default=None, help="--space program: points of each program's beta sweep (default 21).")
+@click.option("--program-wall-s", type=float, default=None,
+              help="--space program: wall-clock limit of each sandbox call: loading, the sweep, the traces (default 120).")
+@click.option("--program-memory-mb", type=int, default=None, help="--space program: the sandbox's memory limit (default 2048).")
+@click.option("--test-store", "test_stores", multiple=True, metavar="STORE",
+              help="--space program: another store to report the best program on (held out); repeatable.")
+@click.option("--heldout-replicates", type=int, default=None,
+              help="--space program: replicates per question of the held-out report (default 32).")
+@click.option("--program-workers", type=int, default=None,
+              help="--space program: sandboxes sharing each program's beta sweep, run at once (default min(4, CPUs)).")
+def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, models, max_samples, n_train, split_seed,
+            select_rule, max_fallback, replicates, test_replicates, replay_seed, out, resume, no_optimum, optimum_limit,
+            sampler, ablate, llm_base_url, llm_model, llm_temperature, space_kind, controller, model, budget_tokens,
+            beta, probe_cost, score_rule, n_betas, program_wall_s, program_memory_mb, test_stores, heldout_replicates,
+            program_workers):
     """Run one search (or one per seed) and print its summary; archive, summary.json and a PNG
     of best-so-far score go to --out."""
     from replay.clitools import open_announced
@@ -100,17 +122,31 @@ def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, 
     from .searchers import get_searcher
     from .spaces import check_needs, space_class
 
+    program_opts = {"--score": score_rule, "--betas": n_betas, "--program-wall-s": program_wall_s,
+                    "--program-memory-mb": program_memory_mb, "--test-store": test_stores or None,
+                    "--heldout-replicates": heldout_replicates, "--program-workers": program_workers}
     if space_kind == "controller":
         space: SpaceSettings = ControllerSpaceSettings(controller=controller, model=model, budget_tokens=budget_tokens,
                                                        beta=beta, probe_cost=probe_cost or 0.0)
-        stray = {"--budget": budget, "--models": models, "--max-samples": max_samples}
+        stray = {"--budget": budget, "--models": models, "--max-samples": max_samples, "--max-fallback": max_fallback,
+                 **program_opts}
         tail = "does not apply to --space controller"
+    elif space_kind == "program":
+        given = {k: v for k, v in dict(score=score_rule, betas=n_betas, wall_s=program_wall_s,
+                                       memory_mb=program_memory_mb, heldout_replicates=heldout_replicates,
+                                       workers=program_workers).items()
+                 if v is not None}
+        space = ProgramSpaceSettings(model=model, probe_cost=probe_cost or 0.0, test_stores=tuple(test_stores), **given)
+        stray = {"--budget": budget, "--models": models, "--max-samples": max_samples, "--controller": controller,
+                 "--budget-tokens": budget_tokens, "--beta": beta or None, "--max-fallback": max_fallback}
+        tail = "does not apply to --space program"
     else:
         model_list = tuple(m.strip() for m in models.split(",") if m.strip()) if models is not None else None
-        space = ConfigSpaceSettings(models=model_list, max_samples=max_samples, budget=_budget(budget))
+        space = ConfigSpaceSettings(models=model_list, max_samples=max_samples, budget=_budget(budget),
+                                    max_fallback=max_fallback)
         stray = {"--controller": controller, "--model": model, "--budget-tokens": budget_tokens,
-                 "--beta": beta or None, "--probe-cost": probe_cost}
-        tail = "applies to --space controller only"
+                 "--beta": beta or None, "--probe-cost": probe_cost, **program_opts}
+        tail = "applies to --space controller or program only"
     given = [k for k, v in stray.items() if v is not None]
     if given:
         raise ConfigError(given[0], tail)
@@ -121,14 +157,20 @@ def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, 
     if trials is None and not cls.exhaustive:
         trials = DEFAULT_TRIALS
     options = {k: v for k, v in dict(sampler=sampler, ablate=ablate, llm_base_url=llm_base_url,
-                                     llm_model=llm_model).items() if v is not None}
+                                     llm_model=llm_model, llm_temperature=llm_temperature).items() if v is not None}
     settings = SearchSettings(
         store=store_path, searcher=searcher, space=space, seed=0 if seed is None else seed,
-        seeds=tuple(parse_seeds(seeds)) if seeds is not None else None, trials=trials, options=options, train=n_train,
+        seeds=tuple(parse_seeds(seeds, limit=None if yes else MAX_SEEDS)) if seeds is not None else None, trials=trials,
+        options=options, train=n_train, split_seed=split_seed, select=select_rule,
         replicates=replicates, replay_seed=replay_seed, test_replicates=test_replicates, out=out, resume=resume,
         optimum=not no_optimum, optimum_limit=optimum_limit, workers=workers)
     settings.check()
+    if out is not None:
+        check_output_dir(out, "--out")  # before the store loads and the optimum is computed
     store = open_announced(store_path)
+    # before the setup, which already replays (the default budget): bounded by every question
+    check_replicates("--replicates", replicates, questions=len(store.question_ids))
+    check_replicates("--test-replicates", test_replicates, questions=len(store.question_ids))
     setup = setup_for(store, settings)
     build_searcher(searcher, setup.space, options=options, trials=trials, objective=setup.objective)  # bad options fail before any trial
     click.echo(f"{store.name}: {setup.split.source}; {setup.space.headline()}", err=True)
@@ -138,6 +180,7 @@ def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, 
     slug = setup.space.slug() + "-" if setup.space.slug() else ""
     if settings.seeds is None:
         settings = replace(settings, out=out or str(Path("out/search") / store.name / f"{slug}{searcher}-s{settings.seed}"))
+        check_output_dir(settings.out, "--out")
         _check_out(Path(settings.out), resume)
         summary = run_and_report(setup, settings, progress=True)
         click.echo(report.summary_table(summary, setup.space))
@@ -145,13 +188,17 @@ def run_cmd(store_path, searcher, trials, seed, seeds, workers, budget, models, 
         return
     settings = replace(settings, out=out or str(Path("out/search") / store.name / f"{slug}{searcher}-seeds{seeds}"))
     base = Path(settings.out)
-    for s in settings.seeds:
-        _check_out(base / f"seed-{s}", resume)
-    optimum = known_optimum(setup, limit=optimum_limit, progress=True) if settings.optimum else None
-    summaries = run_seeds(setup, settings, optimum=optimum, progress=True)
-    stats = report.seed_stats(summaries)
-    report.write_json_atomic(base / "seeds.json", {"stats": stats, "optimum": optimum, "summaries": summaries})
-    text, _ = report.compare([base / f"seed-{s}" for s in settings.seeds], base / report.PLOT_NAME)
+    check_output_dir(base, "--out")
+    from replay.locks import folder_lock
+
+    with folder_lock(base, "search"):  # seeds.json and the plot; each seed's folder has its own lock
+        for s in settings.seeds:
+            _check_out(base / f"seed-{s}", resume)
+        optimum = known_optimum(setup, limit=optimum_limit, progress=True) if settings.optimum else None
+        summaries = run_seeds(setup, settings, optimum=optimum, progress=True)
+        stats = report.seed_stats(summaries)
+        report.write_json_atomic(base / "seeds.json", {"stats": stats, "optimum": optimum, "summaries": summaries})
+        text, _, _ = report.compare([base / f"seed-{s}" for s in settings.seeds], base / report.PLOT_NAME)
     click.echo(text)
     click.echo("")
     click.echo(report.seed_table(stats))
@@ -174,15 +221,20 @@ def _check_out(out: Path, resume: bool) -> None:
 @click.option("--out", "out_png", default=None, type=click.Path(dir_okay=False), help="PNG of the best-so-far curves.")
 @click.option("--json", "out_json", default=None, type=click.Path(dir_okay=False), help="Write the table as JSON too.")
 def compare_cmd(archives, out_png, out_json):
-    """One table and one plot over several searches (their folders or archive.jsonl files)."""
+    """One table and one plot over several searches (their folders or archive.jsonl files), and
+    whether each searcher's test score differs from the first one's beyond noise (95% intervals
+    of the paired difference over the test questions and over seeds)."""
     from . import report
 
-    text, rows = report.compare(archives, out_png)
+    for path, opt in ((out_png, "--out"), (out_json, "--json")):
+        if path is not None:
+            check_output_file(path, opt)
+    text, rows, diffs = report.compare(archives, out_png)
     if rows and rows[0]["synthetic"]:
         click.echo(f"note: store {rows[0]['store']!r} is SYNTHETIC (simulated, not collected from real models)", err=True)
     click.echo(text)
     if out_json:
-        report.write_json_atomic(Path(out_json), rows)
+        report.write_json_atomic(Path(out_json), {"searches": rows, "differences": diffs})
     if out_png:
         click.echo(f"wrote {out_png}")
 
@@ -200,6 +252,8 @@ def compare_cmd(archives, out_png, out_json):
 @click.option("--replay-seed", type=int, default=None, help="Seed of the replay's draws (default 0).")
 @click.option("--models", default=None, help="Comma-separated models to consider.")
 @click.option("--max-samples", type=int, default=None, help="Largest sample count per stage.")
+@click.option("--max-fallback", type=float, default=None, help="Largest share of draws that may fall back to another pool.")
+@click.option("--select", "select_rule", default=None, help="Rule that picks each search's final configuration.")
 @click.option("--no-optimum", is_flag=True, help="Do not compute the grid optima.")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (default out/sweeps/NAME).")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: all cores; 1: in this process).")
@@ -210,9 +264,10 @@ def compare_cmd(archives, out_png, out_json):
 @click.option("--llm-model", default=None, help="LLM searchers: model name at the endpoint.")
 @click.option("--cell-plots", is_flag=True, help="Also write each cell's best_so_far.png.")
 @click.option("--report-only", is_flag=True, help="Run nothing: rebuild results and report from the cells on disk.")
+@click.option("--yes", is_flag=True, help="Allow more than 1000 seeds or 10,000 cells (each cell is a search).")
 def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, replicates, test_replicates, replay_seed,
-              models, max_samples, no_optimum, out, workers, ray_address, llm_concurrency, llm_base_url, llm_model,
-              cell_plots, report_only):
+              models, max_samples, max_fallback, select_rule, no_optimum, out, workers, ray_address, llm_concurrency,
+              llm_base_url, llm_model, cell_plots, report_only, yes):
     """Run a grid of searches (stores x searchers x seeds x training sizes x budgets x trial
     budgets) from a YAML/JSON SPEC and/or the options, in parallel; resume an interrupted one
     by running it again. Writes OUT/results.parquet, curves.parquet, report.md, figures/.
@@ -236,12 +291,16 @@ def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, repli
                 llm[k] = v
     if workers is not None and workers < 1:
         raise ConfigError("--workers", f"must be at least 1, got {workers}")
+    if llm_concurrency is not None and llm_concurrency < 1:
+        raise ConfigError("--llm-concurrency", f"must be at least 1, got {llm_concurrency}")
     overrides = dict(stores=stores, searchers=searchers, seeds=seeds, train=train, budgets=budgets, trials=trials,
                      replicates=replicates, test_replicates=test_replicates, replay_seed=replay_seed, models=models,
-                     max_samples=max_samples, out=out, workers=workers,
+                     max_samples=max_samples, max_fallback=max_fallback, select=select_rule, out=out, workers=workers,
                      optimum=False if no_optimum else None, cell_plots=True if cell_plots else None,
                      llm=llm if (llm_base_url or llm_model or llm_concurrency) else None)
-    spec = parse_spec(raw, source, overrides=overrides)
+    spec = parse_spec(raw, source, overrides=overrides, allow_many=yes)
+    check_output_dir(spec.out or Path("out/sweeps") / spec.name, "--out" if out is not None or spec.out is None else
+                     f"{source}: out")
     res = run_sweep(spec, workers=workers, ray=ray_address, progress=True, run=not report_only, announce=announce,
                     log=lambda s: click.echo(s, err=True))
     out_dir = res.plan.out

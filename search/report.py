@@ -65,22 +65,65 @@ def llm_totals(trials: Sequence[Trial], states: Sequence[dict]) -> tuple[float, 
 # One search
 
 
+def scan_work(states: Sequence[dict]) -> dict[str, Any] | None:
+    """What a grid that scanned the whole space did (its state: configurations scanned, how
+    many were feasible, the scans' wall time, each selection rule's pick), or None."""
+    for st in reversed(states):
+        if isinstance(st, dict) and st.get("scanned"):
+            return {"scanned": int(st["scanned"]), "feasible": st.get("scan_feasible"),
+                    "wall_s": float(st.get("scan_s") or 0.0), "picks": st.get("scan_picks")}
+    return None
+
+
+MATERIAL = ("guidelines", "knowledge", "analysis")  # what an LLM searcher writes about the search
+
+
+def guideline_history(states: Sequence[dict]) -> list[dict[str, Any]] | None:
+    """The LLM searchers' guidelines (AgentTTS), knowledge (MLCopilot) or analysis (AgentHPO),
+    each time they changed: [{"round", "after_trial", "guidelines"|...}], or None for a searcher
+    that writes none. `states` holds the searcher's state after each trial, then once at the end."""
+    out: list[dict[str, Any]] = []
+    last = None
+    for i, st in enumerate(states):
+        if not isinstance(st, dict):
+            continue
+        material = {k: st[k] for k in MATERIAL if k in st and st[k]}
+        if not material or material == last:
+            continue
+        last = material
+        rnd = st.get("round", (st.get("counters") or {}).get("llm_calls"))
+        out.append({"round": rnd, "after_trial": min(i + 1, len(states) - 1), **material})
+    return out if any(any(k in st for k in MATERIAL) for st in states if isinstance(st, dict)) else None
+
+
 def summarize(header: dict[str, Any], trials: Sequence[Trial], states: Sequence[dict], *, test: dict | None,
               optimum: dict | None, replay_s: float, searcher_s: float | None = None, wall_s: float | None = None,
-              stop: str = "") -> dict[str, Any]:
-    """Everything the summary table shows, for other tools (summary.json). The best point's cost
-    is under the space's cost unit ("units" for configurations, "tokens" for controllers)."""
-    b = best_trial(trials)
+              stop: str = "", selection=None) -> dict[str, Any]:
+    """Everything the summary table shows, for other tools (summary.json). The picked point's
+    cost is under the space's cost unit ("units" for configurations, "tokens" for controllers).
+    `selection` (search/selection.py) is the final pick; None: the highest training mean."""
+    from replay.stats import question_interval
+
+    from .selection import select
+
+    if selection is None:
+        selection = select(trials, "mean")
+    b = selection.trial
+    top = best_trial(trials)  # the search's best training mean: what its efficiency is measured by
     unit = header.get("cost_unit", "units")
     llm_s, llm_tok = llm_totals(trials, states)
     opt_score = optimum.get("score") if optimum else None
     reach = trials_to_reach(trials, opt_score)
+    scan = scan_work(states)
     best = None
     if b is not None:
         best = {"config": b.label, "point": b.point, "train_score": b.score, "train_stderr": b.stderr, unit: b.cost,
                 "tokens": b.tokens}
         best.update({k: v for k, v in b.metrics.items() if isinstance(v, (int, float))})
         best.update({"trial": b.number + 1, "source": b.source})
+        if b.per_question is not None:
+            ci = question_interval(b.per_question)
+            best.update({"train_ci_lo": ci.lo, "train_ci_hi": ci.hi})
     return {
         "space_kind": header.get("space_kind", "config"),
         "store": header.get("store"),
@@ -97,17 +140,22 @@ def summarize(header: dict[str, Any], trials: Sequence[Trial], states: Sequence[
         "test_questions": len(header.get("test") or ()),
         "replicates": header.get("replicates"),
         "replay_seed": header.get("replay_seed"),
+        "max_fallback": (header.get("space") or {}).get("max_fallback"),
         "trials": len(trials),
         "feasible_trials": sum(1 for t in trials if t.feasible),
         "infeasible_trials": sum(1 for t in trials if not t.feasible),
+        "infeasible_fallback": sum(1 for t in trials if not t.feasible and "fallback" in t.why_infeasible),
         "stop": stop,
+        "selection": selection.as_dict(),
         "best": best,
         "test": test,
-        "trials_to_best": None if b is None else trials_to_reach(trials, b.score),
+        "trials_to_best": None if top is None else trials_to_reach(trials, top.score),
         "optimum": optimum,
         "trials_to_optimum": reach,
         "reached_optimum": None if opt_score is None else reach is not None,
-        "replay_s": replay_s,
+        "scan": scan,
+        "guidelines": guideline_history(states),
+        "replay_s": replay_s + (scan["wall_s"] if scan else 0.0),
         "searcher_s": searcher_s,
         "wall_s": wall_s,
         "llm_s": llm_s,
@@ -127,36 +175,81 @@ def _fmt(x, digits=4) -> str:
     return str(x)
 
 
+def _interval(d: dict, lo: str, hi: str) -> str:
+    if d.get(lo) is None or d.get(hi) is None:
+        return ""
+    return f"; 95% question interval [{d[lo]:.3f}, {d[hi]:.3f}]"
+
+
 def summary_table(s: dict[str, Any], space) -> str:
     """The summary as the `search` command prints it; `space` words the budget and costs."""
     b = s.get("best") or {}
     t = s.get("test") or {}
     o = s.get("optimum") or {}
+    sel = s.get("selection") or {}
+    scan = s.get("scan") or {}
     unit = s.get("cost_unit", "units")
 
     def cost(d) -> str:
         tokens = "" if unit == "tokens" else f", {_fmt(d.get('tokens'))} tokens per question"
-        return ("-" if d.get(unit) is None else space.cost_text(d[unit])) + tokens
+        measured = ""
+        if d.get("measured_units") is not None:  # configurations: the expected cost decides; say what was drawn
+            measured = f" (expected; measured {_fmt(d['measured_units'])} on train"
+            if t.get("measured_units") is not None:
+                measured += f", {_fmt(t['measured_units'])} on test"
+            measured += ")"
+        return ("-" if d.get(unit) is None else space.cost_text(d[unit])) + measured + tokens
 
-    over = "" if not t or t.get("within_budget", True) else \
-        f" (costs {space.cost_text(t[unit]) if t.get(unit) is not None else '-'} on test: over budget)"
+    over = ""
+    if t and not t.get("within_budget", True):
+        over = f" (costs {space.cost_text(t[unit]) if t.get(unit) is not None else '-'} on test: over budget)"
+    picked = b.get("config", "none feasible")
+    if b and sel:
+        picked += f"  (rule {sel['rule']}: {sel['why']}"
+        if sel.get("best_mean_config") and sel["best_mean_config"] != b.get("config"):
+            picked += f"; the best training mean was {sel['best_mean_config']}"
+        if sel.get("tied_with_best") is not None:
+            picked += f"; {sel['tied_with_best']} of {sel['candidates']} feasible trials tied with it"
+        picked += ")"
+        if sel.get("note"):
+            picked += f"  [{sel['note']}]"
+    fb = ""
+    if b.get("fallback_rate") is not None and len((s.get("space") or {}).get("stages") or ()) > 1:
+        fb = f"{b['fallback_rate']:.1%} of draws on train"
+        if t.get("fallback_rate") is not None:
+            fb += f", {t['fallback_rate']:.1%} on test"
+        fb += " (the upstream answer was not collected: replay fell back to another pool)"
+        if s.get("max_fallback") is not None:
+            fb += f"; --max-fallback {s['max_fallback']:.1%}: {s.get('infeasible_fallback', 0)} trials over it"
+    if scan:
+        work = (f"{scan['scanned']:,} configurations scanned ({_fmt(scan.get('feasible'))} within budget) in "
+                f"{_fmt(scan.get('wall_s'), 3)} s; {s['trials']} picked as trials; total replay "
+                f"{_fmt(s.get('replay_s'), 3)} s (search {_fmt(s.get('wall_s'), 3)} s)")
+    else:
+        work = f"{_fmt(s.get('replay_s'), 3)} s (search {_fmt(s.get('wall_s'), 3)} s)"
     rows = [
         ("store", f"{s['store_name']}{' (SYNTHETIC)' if s.get('synthetic') else ''}"),
         ("searcher", f"{s['searcher']} (seed {s['seed']}{', ' + json.dumps(s['options']) if s.get('options') else ''})"),
         *space.summary_rows(),
         ("questions", f"{s['train_questions']} train x {s['replicates']} replicates, {s['test_questions']} test"),
-        ("trials", f"{s['trials']} ({s['infeasible_trials']} over budget){'; ' + s['stop'] if s.get('stop') else ''}"),
-        ("best config", b.get("config", "none feasible")),
-        ("train score", f"{_fmt(b.get('train_score'))} +- {_fmt(b.get('train_stderr'), 2)}"),
-        ("test score", f"{_fmt(t.get('score'))} +- {_fmt(t.get('stderr'), 2)}" + over),
+        ("trials", f"{s['trials']} ({s['infeasible_trials']} {getattr(space, 'infeasible_text', 'infeasible')})"
+                   f"{'; ' + s['stop'] if s.get('stop') else ''}"),
+        ("best config", picked),
+        ("train score", f"{_fmt(b.get('train_score'))} +- {_fmt(b.get('train_stderr'), 2)} (replicate error)"
+                        + _interval(b, "train_ci_lo", "train_ci_hi")),
+        ("test score", f"{_fmt(t.get('score'))} +- {_fmt(t.get('stderr'), 2)} (replicate error)"
+                       + _interval(t, "ci_lo", "ci_hi") + (f" over {t['questions']} questions" if t.get("questions") else "")
+                       + over),
         ("cost", cost(b) if b else "-"),
+        *([("fallback", fb)] if fb else []),
         ("trials to best", _fmt(s.get("trials_to_best"))),
         ("grid optimum", f"{o.get('config')} train {_fmt(o.get('score'))}" if o else
          "unknown (space too large)" if space.size() is not None else "unknown (no finite grid)"),
         ("trials to optimum", "-" if not o else ("not reached" if s.get("trials_to_optimum") is None else str(s["trials_to_optimum"]))),
-        ("replay time", f"{_fmt(s.get('replay_s'), 3)} s (search {_fmt(s.get('wall_s'), 3)} s)"),
+        ("replay time", work),
         ("LLM", f"{_fmt(s.get('llm_s'), 3)} s, {s.get('llm_tokens', 0)} tokens"
                 + (f"; {json.dumps(s['llm_counters'])}" if s.get("llm_counters") else "")),
+        *space.report_rows(s),
     ]
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
@@ -239,38 +332,56 @@ def load_search(path: str | os.PathLike) -> tuple[dict, list[Trial], dict | None
     if summ.is_file():
         try:
             summary = json.loads(summ.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(str(summ), f"not valid JSON ({e})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(str(summ), f"not valid JSON ({' '.join(str(e).split())})") from None
+        except RecursionError:
+            raise InputError(str(summ), "not valid JSON (nested too deeply)") from None
     return header, [trial_from_record(r) for r in records], summary
 
 
 def compare_rows(paths: Sequence[str | os.PathLike]) -> tuple[list[dict[str, Any]], list[tuple[str, np.ndarray]], float | None]:
-    """One row and one best-so-far curve per search; every search of one store and one space kind."""
+    """One row and one best-so-far curve per search; every search of one store and one space kind.
+    A row's `best config` is the search's final pick (its summary's, by its selection rule)."""
     rows, curves, optima, kinds = [], [], set(), set()
     for p in paths:
         header, trials, summary = load_search(p)
         kinds.add((header.get("space_kind", "config"), header.get("cost_unit", "units")))
-        b = best_trial(trials)
+        top = best_trial(trials)
+        # a summary written before the archive grew (a resumed search not reported yet) is stale:
+        # its pick is not this archive's
+        fresh = summary is not None and summary.get("trials") == len(trials)
+        picked = ((summary or {}).get("best") or {}) if fresh else {}
         opt = ((summary or {}).get("optimum") or {}).get("score")
         if opt is not None:
             optima.add(round(float(opt), 12))
         test = (summary or {}).get("test") or {}
+        group = str(header.get("searcher"))
+        if header.get("options"):
+            group += " " + ",".join(f"{k}={v}" for k, v in sorted(header["options"].items()))
         label = f"{header.get('searcher')} s{header.get('seed')}"
         if header.get("options"):
             label += " " + ",".join(f"{k}={v}" for k, v in sorted(header["options"].items()))
+        unit = header.get("cost_unit", "units")
         rows.append({
             "search": label,
+            "group": group,
+            "seed": header.get("seed"),
             "store": header.get("store_name"),
             "synthetic": bool(header.get("synthetic")),
             "trials": len(trials),
-            "best config": b.label if b else None,
-            "train": b.score if b else None,
+            "best config": picked.get("config") or (top.label if top else None),
+            "rule": (((summary or {}).get("selection") or {}).get("rule") if fresh else None) or "mean",
+            "train": picked.get("train_score", top.score if top else None),
             "test": test.get("score"),
-            header.get("cost_unit", "units"): b.cost if b else None,
-            "to best": trials_to_reach(trials, b.score) if b else None,
+            "test 95% CI": (f"[{test['ci_lo']:.3f}, {test['ci_hi']:.3f}]" if test.get("ci_lo") is not None
+                            and test.get("ci_hi") is not None else None),
+            unit: picked.get(unit, top.cost if top else None),
+            "to best": trials_to_reach(trials, top.score) if top else None,
             "to optimum": trials_to_reach(trials, opt) if opt is not None else None,
             "optimum": opt,
             "path": str(p),
+            "test_per_question": test.get("per_question"),
+            "test_ids": header.get("test"),
         })
         curves.append((label, best_so_far(trials)))
     stores = {r["store"] for r in rows}
@@ -284,6 +395,77 @@ def compare_rows(paths: Sequence[str | os.PathLike]) -> tuple[list[dict[str, Any
     return rows, curves, optimum
 
 
+def paired_difference(a: dict[int, Sequence[float]], b: dict[int, Sequence[float]]) -> dict[str, Any]:
+    """Whether two searchers' test scores differ beyond noise, paired over seeds and questions.
+
+    `a` and `b` map a seed to its search's per-question test scores (the same test questions,
+    replayed with the same seed and replicates: common random numbers). Two 95% intervals for
+    mean(A) - mean(B): over questions (the per-question scores averaged over each searcher's
+    seeds, paired question by question: the noise of which questions were drawn) and over seeds
+    (each seed's mean test score, paired by seed when both ran the same seeds, else a Welch
+    interval: the noise of the searches themselves; none with one seed each). The difference is
+    beyond noise when every interval there is excludes 0."""
+    from replay.stats import paired_interval, question_interval, t_quantile
+
+    qa = np.mean([np.asarray(v, dtype=float) for v in a.values()], axis=0)
+    qb = np.mean([np.asarray(v, dtype=float) for v in b.values()], axis=0)
+    q_int = paired_interval(qa, qb)
+    ma = {k: float(np.mean(v)) for k, v in a.items()}
+    mb = {k: float(np.mean(v)) for k, v in b.items()}
+    s_int = None
+    if set(ma) == set(mb) and len(ma) > 1:
+        s_int = question_interval([ma[k] - mb[k] for k in sorted(ma)], bounds=(-1.0, 1.0))
+        s_lo, s_hi = s_int.lo, s_int.hi
+    elif len(ma) > 1 and len(mb) > 1:
+        xa, xb = np.array(list(ma.values())), np.array(list(mb.values()))
+        d = xa.mean() - xb.mean()
+        half = t_quantile(0.975, min(len(xa), len(xb)) - 1) * math.sqrt(xa.var(ddof=1) / len(xa) + xb.var(ddof=1) / len(xb))
+        s_lo, s_hi = max(d - half, -1.0), min(d + half, 1.0)
+    else:
+        s_lo = s_hi = None
+    beyond = q_int.excludes(0.0) and (s_lo is None or not (s_lo <= 0.0 <= s_hi))
+    return {"diff": float(qa.mean() - qb.mean()), "questions_lo": q_int.lo, "questions_hi": q_int.hi,
+            "seeds_lo": s_lo, "seeds_hi": s_hi, "seeds": len(ma) if set(ma) == set(mb) else f"{len(ma)}/{len(mb)}",
+            "questions": int(len(qa)), "beyond_noise": bool(beyond)}
+
+
+def differences(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every searcher (its seeds pooled) against the first one given: `paired_difference`."""
+    groups: dict[str, dict[int, Sequence[float]]] = {}
+    ids: dict[str, Any] = {}
+    for r in rows:
+        if r.get("test_per_question") is None:
+            continue
+        groups.setdefault(r["group"], {})[r["seed"]] = r["test_per_question"]
+        ids.setdefault(r["group"], r.get("test_ids"))
+    names = list(groups)
+    out = []
+    for name in names[1:]:
+        ref = names[0]
+        if ids[name] != ids[ref]:
+            out.append({"searcher": name, "vs": ref, "note": "different test questions: not comparable"})
+            continue
+        out.append({"searcher": name, "vs": ref, **paired_difference(groups[name], groups[ref])})
+    return out
+
+
+def differences_table(diffs: list[dict[str, Any]]) -> str:
+    def iv(lo, hi):
+        return "-" if lo is None else f"[{lo:+.3f}, {hi:+.3f}]"
+
+    rows = []
+    for d in diffs:
+        if "note" in d:
+            rows.append({"searcher - reference": f"{d['searcher']} - {d['vs']}", "test diff": "-",
+                         "95% over questions": "-", "95% over seeds": "-", "beyond noise": d["note"]})
+            continue
+        rows.append({"searcher - reference": f"{d['searcher']} - {d['vs']}", "test diff": f"{d['diff']:+.4f}",
+                     "95% over questions": iv(d["questions_lo"], d["questions_hi"]),
+                     "95% over seeds": iv(d["seeds_lo"], d["seeds_hi"]),
+                     "beyond noise": "yes" if d["beyond_noise"] else "no"})
+    return table(rows, ("searcher - reference", "test diff", "95% over questions", "95% over seeds", "beyond noise"))
+
+
 def table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
     cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(x[i]) for x in cells)) if cells else len(c) for i, c in enumerate(columns)]
@@ -292,10 +474,14 @@ def table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def compare_columns(unit: str = "units") -> tuple[str, ...]:
-    return ("search", "trials", "best config", "train", "test", unit, "to best", "to optimum")
+    return ("search", "trials", "best config", "rule", "train", "test", "test 95% CI", unit, "to best", "to optimum")
 
 
-def compare(paths: Sequence[str | os.PathLike], out_png: str | os.PathLike | None = None) -> tuple[str, list[dict]]:
+def compare(paths: Sequence[str | os.PathLike], out_png: str | os.PathLike | None = None
+            ) -> tuple[str, list[dict], list[dict]]:
+    """The comparison table, then (with two or more searchers) whether each differs from the
+    first beyond noise (`differences`). Returns the text, one row per search, and the paired
+    comparisons."""
     if not paths:
         raise InputError("search compare", "no archives given")
     rows, curves, optimum = compare_rows(paths)
@@ -303,7 +489,16 @@ def compare(paths: Sequence[str | os.PathLike], out_png: str | os.PathLike | Non
         kind = " (SYNTHETIC)" if rows[0]["synthetic"] else ""
         plot_curves(curves, Path(out_png), f"{rows[0]['store']}{kind}: best-so-far training score", optimum)
     unit = "tokens" if "tokens" in rows[0] and "units" not in rows[0] else "units"
-    return table(rows, compare_columns(unit)), rows
+    text = table(rows, compare_columns(unit))
+    diffs = differences(rows)
+    if diffs:
+        text += ("\n\nTest score against the first searcher, paired over the same test questions and seeds "
+                 "(beyond noise: every 95% interval excludes 0):\n" + differences_table(diffs))
+    elif len({r["group"] for r in rows}) > 1:
+        text += "\n\n(no per-question test scores in these summaries: rerun the searches to compare them beyond noise)"
+    for r in rows:
+        r.pop("test_ids", None)
+    return text, rows, diffs
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,6 +526,8 @@ def seed_stats(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "seeds": [s.get("seed") for s in summaries],
         "train_score": ms(train),
         "test_score": ms(test),
+        "test_ci": _mean_interval(summaries),
+        "rules": sorted({((s.get("selection") or {}).get("rule") or "mean") for s in summaries}),
         "trials_to_best": ms(to_best),
         "trials_to_optimum": None if not known else {
             "reached": len(reached), "of": len(summaries),
@@ -343,6 +540,15 @@ def seed_stats(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _mean_interval(summaries: Sequence[dict[str, Any]]) -> dict[str, float] | None:
+    """The mean over seeds of the test score's 95% question interval, or None without one."""
+    ends = [((s.get("test") or {}).get("ci_lo"), (s.get("test") or {}).get("ci_hi")) for s in summaries]
+    ends = [(a, b) for a, b in ends if a is not None and b is not None]
+    if not ends:
+        return None
+    return {"lo": float(np.mean([a for a, _ in ends])), "hi": float(np.mean([b for _, b in ends]))}
+
+
 def seed_table(stats: dict[str, Any]) -> str:
     def pm(d):
         if not d or d.get("mean") is None:
@@ -353,7 +559,10 @@ def seed_table(stats: dict[str, Any]) -> str:
     rows = [
         ("seeds", ",".join(str(s) for s in stats["seeds"])),
         ("train score", pm(stats["train_score"]) + f"  [{_fmt(stats['train_score']['min'])}, {_fmt(stats['train_score']['max'])}]"),
-        ("test score", pm(stats["test_score"]) + f"  [{_fmt(stats['test_score']['min'])}, {_fmt(stats['test_score']['max'])}]"),
+        ("test score", pm(stats["test_score"]) + f"  [{_fmt(stats['test_score']['min'])}, {_fmt(stats['test_score']['max'])}]"
+                       " over seeds" + (f"; mean 95% question interval [{stats['test_ci']['lo']:.3f}, "
+                                        f"{stats['test_ci']['hi']:.3f}]" if stats.get("test_ci") else "")),
+        ("picked by", ", ".join(stats.get("rules") or ["mean"])),
         ("trials to best", pm(stats["trials_to_best"])),
         ("trials to optimum", "unknown optimum" if o is None else
          f"reached in {o['reached']}/{o['of']} seeds; mean {_fmt(o['mean'])}, median {_fmt(o['median'])}"),

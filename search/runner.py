@@ -25,12 +25,13 @@ from replay.errors import ConfigError, InputError
 from replay.store import Store
 
 from . import report
-from .archive import ARCHIVE_NAME, ArchiveWriter, read_archive, trial_from_record, trial_record
+from .archive import ARCHIVE_NAME, ArchiveWriter, _clean, read_archive, trial_from_record, trial_record
 from .protocol import Proposal, Searcher, Trial
 from .searchers import get_searcher, searchers_for
 from .settings import ENDPOINT_OPTIONS, GRID_LIMIT, SearchSettings
 from .setup import SearchSetup, Split, make_setup, split_questions
 from .spaces.base import Space, check_needs
+from .selection import DEFAULT_RULE, select
 from .trial import Objective, best_trial
 
 __all__ = ["GRID_LIMIT", "SearchRun", "SearchSetup", "Split", "build_searcher", "known_optimum", "make_setup",
@@ -80,13 +81,25 @@ def score_proposals(setup: SearchSetup, proposals: list[Proposal], first_number:
 
 def score_on_test(setup: SearchSetup, point: Any) -> dict[str, Any]:
     """The final point on the held-out questions (more replicates: one point is cheap). Scored
-    whatever its cost there; the cost is reported next to the budget."""
+    whatever its cost there; the cost is reported next to the budget. Two uncertainties, named
+    apart: `stderr`, the replicate error (the questions fixed), and `ci_lo`..`ci_hi`, the 95%
+    interval over questions (replay.stats: what says whether the score carries over to new
+    questions); `per_question` keeps each test question's score for paired comparisons."""
+    from replay.stats import question_interval
+
     sp = setup.space
     ev = sp.evaluate([point], setup.test_objective, enforce_budget=False)[0]
     out = {"score": ev.score, "stderr": ev.stderr, sp.cost_unit: ev.cost, "tokens": ev.tokens}
     out.update({k: v for k, v in ev.metrics.items() if isinstance(v, (int, float))})
+    if ev.per_question is not None:
+        ci = question_interval(ev.per_question)
+        out.update({"ci_lo": ci.lo, "ci_hi": ci.hi, "ci_level": ci.level,
+                    "per_question": [round(float(x), 6) for x in ev.per_question]})
+    measured = ev.metrics.get("measured_units")
     out.update({"within_budget": bool(ev.cost <= sp.budget * (1 + 1e-9)), "questions": len(setup.split.test),
                 "replicates": setup.test_replicates})
+    if measured is not None:  # the rule is the expected cost; say what these draws cost too
+        out["measured_within_budget"] = bool(measured <= sp.budget * (1 + 1e-9))
     return out
 
 
@@ -151,6 +164,14 @@ def run_search(setup: SearchSetup, searcher: str, *, seed: int = 0, trials: int 
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     t_start = time.perf_counter()
     path = None if out is None else Path(out) / ARCHIVE_NAME
+    with _holding(out):
+        return _run_loop(setup, s, searcher, seed, trials, header, path, resume, progress, t_start)
+
+
+def _run_loop(setup: SearchSetup, s: Searcher, searcher: str, seed: int, trials: int | None, header: dict[str, Any],
+              path: Path | None, resume: bool, progress: bool, t_start: float) -> SearchRun:
+    """The loop of `run_search`, its folder held."""
+    sp = setup.space
     writer, header, done, states = _open_archive(path, header, s, resume)
     resumed = len(done)
     replay_s = sum(t.wall_s for t in done if math.isfinite(t.wall_s))
@@ -228,12 +249,18 @@ def _resume_view(header: dict[str, Any], k: str) -> Any:
     v = header.get(k)
     if k == "options" and isinstance(v, dict):
         v = {o: x for o, x in v.items() if o not in ENDPOINT_OPTIONS}
-    return json.loads(json.dumps(v, default=str))
+    return json.loads(json.dumps(_clean(v), default=str))  # as the archive writes it (no NaN or inf)
 
 
 def check_resume(path: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
     """The archived search is this one: same objective, space, searcher, seed and options (an
     LLM endpoint may move); otherwise one line says what differs."""
+    rule = (new.get("space") or {}).get("budget_rule")
+    if rule is not None and (old.get("space") or {}).get("budget_rule") != rule:
+        raise InputError("--resume", f"{path} was written by an older version that judged feasibility by the measured "
+                         f"cost of the training draws; this one judges it by the {rule} (docs/search.md), so its "
+                         "searchers would not propose the same trials: start a new search (another --out); "
+                         "`search compare` still reads it")
     for k in RESUME_KEYS:
         a, b = _resume_view(old, k), _resume_view(new, k)
         if a != b:
@@ -250,8 +277,9 @@ def _shown(key: str, value: Any) -> str:
 
 def report_search(setup: SearchSetup, run: SearchRun, *, out: str | Path | None = None,
                   optimum: dict | None | str = "compute", optimum_limit: int = GRID_LIMIT, plot: bool = True,
-                  progress: bool = False) -> dict[str, Any]:
-    """Score the run's best point on test, find the optimum, summarise, and write the files.
+                  progress: bool = False, select_rule: str | None = None) -> dict[str, Any]:
+    """Pick the final point (a selection rule), score it on test, find the optimum, summarise,
+    and write the files.
 
     Parameters:
         setup: the setup the run searched.
@@ -263,24 +291,31 @@ def report_search(setup: SearchSetup, run: SearchRun, *, out: str | Path | None 
         optimum_limit: the largest space whose optimum is computed.
         plot: also write best_so_far.png.
         progress: progress bars on a terminal.
+        select_rule: the rule that picks the final point among the trials (search/selection.py;
+            None: `selection.DEFAULT_RULE`).
 
     Returns the summary (what summary.json holds).
     """
     sp = setup.space
+    scan = report.scan_work(run.states)
     if optimum == "compute":
         best = best_trial(run.trials)
         if get_searcher(run.searcher).exhaustive and sp.size() is not None and run.stop == "searcher finished":
-            # the grid walked the whole space: its best is the optimum
+            # the grid walked (or scanned) the whole space: its best is the optimum
             optimum = None if best is None else {
-                "config": best.label, "score": best.score, sp.cost_unit: best.cost, "evaluated": len(run.trials),
-                "feasible": sum(1 for t in run.trials if t.feasible), "space_size": sp.size(), "wall_s": run.replay_s}
+                "config": best.label, "score": best.score, sp.cost_unit: best.cost,
+                "evaluated": scan["scanned"] if scan else len(run.trials),
+                "feasible": scan["feasible"] if scan else sum(1 for t in run.trials if t.feasible),
+                "space_size": sp.size(), "wall_s": run.replay_s + (scan["wall_s"] if scan else 0.0)}
         else:
             optimum = known_optimum(setup, limit=optimum_limit, progress=progress)
-    best = best_trial(run.trials)
+    selection = select(run.trials, select_rule or DEFAULT_RULE)
+    best = selection.trial
     test = score_on_test(setup, best.point) if best is not None else None
     summary = report.summarize(run.header, run.trials, run.states, test=test, optimum=optimum, replay_s=run.replay_s,
-                               searcher_s=run.searcher_s, wall_s=run.wall_s, stop=run.stop)
+                               searcher_s=run.searcher_s, wall_s=run.wall_s, stop=run.stop, selection=selection)
     summary["resumed_from"] = run.resumed_from
+    summary.update(sp.report(setup, run.trials, best, out=None if out is None else Path(out)))
     if out is not None:
         report.write_report(Path(out), summary, run.trials, title=sp.title(), plot=plot)
     return summary
@@ -289,7 +324,8 @@ def report_search(setup: SearchSetup, run: SearchRun, *, out: str | Path | None 
 def setup_for(store: Store, settings: SearchSettings) -> SearchSetup:
     """The setup `settings` describe, on the opened store."""
     return make_setup(store, settings.space, train=settings.train, replicates=settings.replicates,
-                      replay_seed=settings.replay_seed, test_replicates=settings.test_replicates)
+                      replay_seed=settings.replay_seed, test_replicates=settings.test_replicates,
+                      split_seed=settings.split_seed)
 
 
 def run_and_report(setup: SearchSetup, settings: SearchSettings, *, optimum: dict | None | str = "compute",
@@ -304,17 +340,31 @@ def run_and_report(setup: SearchSetup, settings: SearchSettings, *, optimum: dic
     """
     if optimum == "compute" and not settings.optimum:
         optimum = None
-    run = run_search(setup, settings.searcher, seed=settings.seed, trials=settings.trials, options=settings.options,
-                     out=settings.out, resume=settings.resume, progress=progress)
-    return report_search(setup, run, out=settings.out, optimum=optimum, optimum_limit=settings.optimum_limit,
-                         plot=settings.plot, progress=progress)
+    with _holding(settings.out):  # archive and summary: one writer from the first trial to the report
+        run = run_search(setup, settings.searcher, seed=settings.seed, trials=settings.trials, options=settings.options,
+                         out=settings.out, resume=settings.resume, progress=progress)
+        return report_search(setup, run, out=settings.out, optimum=optimum, optimum_limit=settings.optimum_limit,
+                             plot=settings.plot, progress=progress, select_rule=settings.select)
 
 
-def _init_worker() -> None:
+def _holding(out: str | Path | None):
+    """The search folder's lock (replay.locks), or nothing when the search writes no folder."""
+    from contextlib import nullcontext
+
+    from replay.locks import folder_lock
+
+    return nullcontext() if out is None else folder_lock(out, "search")
+
+
+def _init_worker(parent_pid: int | None = None) -> None:
     import os
 
     # one process per seed: one Numba thread each, set before the kernels (and Numba) load
     os.environ["NUMBA_NUM_THREADS"] = "1"
+    if parent_pid is not None:  # a parent killed with SIGKILL must not leave seeds writing
+        from replay.orphans import die_with_parent
+
+        die_with_parent(parent_pid)
 
 
 def _seed_worker(job: tuple[SearchSettings, dict | None]) -> dict[str, Any]:
@@ -352,7 +402,7 @@ def run_seeds(setup: SearchSetup, settings: SearchSettings, *, optimum: dict | N
     else:
         # spawn, not fork: a forked child would inherit the parent's launched Numba thread pool
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                 initializer=_init_worker) as ex:
+                                 initializer=_init_worker, initargs=(os.getpid(),)) as ex:
             futs = {ex.submit(_seed_worker, j): j[0].seed for j in jobs}
             it = as_completed(futs)
             if progress:

@@ -33,13 +33,17 @@ class ConfigSpaceSettings:
         models: candidate models to keep (default: every candidate of every stage).
         max_samples: the largest sample count to consider per stage.
         budget: normalised units per question (default: every stage once with its largest
-            model, measured on the training questions with the search's own draws).
+            model, at its expected cost over the store's pools).
+        max_fallback: the largest share of draws (0..1) that may fall back to another pool
+            because the upstream answer was not collected; a configuration above it is
+            infeasible (default: no limit).
     """
 
     kind: ClassVar[str] = "config"
     models: tuple[str, ...] | None = None
     max_samples: int | None = None
     budget: float | None = None
+    max_fallback: float | None = None
 
     def check(self) -> None:
         if self.models is not None and not self.models:
@@ -48,6 +52,8 @@ class ConfigSpaceSettings:
             raise ConfigError("--max-samples", f"must be at least 1, got {self.max_samples}")
         if self.budget is not None and not (math.isfinite(self.budget) and self.budget > 0):
             raise ConfigError("--budget", f"must be a positive number of normalised units, got {self.budget}")
+        if self.max_fallback is not None and not (0.0 <= self.max_fallback <= 1.0):
+            raise ConfigError("--max-fallback", f"must be a share of draws between 0 and 1, got {self.max_fallback}")
 
     def with_budget(self, budget: float) -> "ConfigSpaceSettings":
         """The same space with its budget resolved (the default is measured once, then fixed)."""
@@ -88,7 +94,57 @@ class ControllerSpaceSettings:
         return replace(self, budget_tokens=float(budget))
 
 
-SpaceSettings = Union[ConfigSpaceSettings, ControllerSpaceSettings]
+@dataclass(frozen=True)
+class ProgramSpaceSettings:
+    """Controller programs an LLM writes (search/spaces/program.py, docs/discovery.md).
+
+    Parameters:
+        model: the model whose traces the programs run on.
+        score: the score rule (`accuracy@150k`, `auc@20k-400k`, `tokens@majority:64`).
+        betas: points of each program's beta sweep, evenly spaced in [0, 1].
+        probe_cost: tokens charged per probe of an unfinished sample.
+        wall_s: wall-clock limit of each sandbox call (loading, the sweep, the traces).
+        memory_mb: the sandbox's address-space limit.
+        max_chars: the largest program accepted.
+        worst: training questions whose traces go back to the agent.
+        test_stores: more stores to report the best program on (held out).
+        heldout_replicates: replicates per question of the held-out report.
+        workers: sandboxes that share each program's sweep (default: min(4, CPU count)).
+    """
+
+    kind: ClassVar[str] = "program"
+    model: str | None = None
+    score: str = "tokens@majority:64"
+    betas: int = 21
+    probe_cost: float = 0.0
+    wall_s: float = 120.0
+    memory_mb: int = 2048
+    max_chars: int = 20_000
+    worst: int = 3
+    test_stores: tuple[str, ...] = ()
+    heldout_replicates: int = 32
+    workers: int | None = None
+
+    def check(self) -> None:
+        from .discovery.score import ScoreRule
+
+        if self.model is None:
+            raise ConfigError("--model", "is required with --space program")
+        ScoreRule.parse(self.score)
+        if self.betas < 2:
+            raise ConfigError("--betas", f"a sweep needs at least 2 betas, got {self.betas}")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError("--program-workers", f"must be at least 1, got {self.workers}")
+        for name, v, lo in (("--probe-cost", self.probe_cost, 0.0), ("--program-wall-s", self.wall_s, 1e-9),
+                            ("--program-memory-mb", self.memory_mb, 64), ("--heldout-replicates", self.heldout_replicates, 1)):
+            if not (math.isfinite(v) and v >= lo):
+                raise ConfigError(name, f"must be at least {lo:g}, got {v}")
+
+    def with_budget(self, budget: float) -> "ProgramSpaceSettings":
+        return self  # the budget follows from the score rule
+
+
+SpaceSettings = Union[ConfigSpaceSettings, ControllerSpaceSettings, ProgramSpaceSettings]
 
 
 @dataclass(frozen=True)
@@ -104,7 +160,12 @@ class SearchSettings:
         trials: the trial budget; None: until the searcher stops (an exhaustive searcher's default).
         options: the searcher's options (`sampler`, `ablate`, `llm_base_url`, ...); an API key
             is never written to disk.
-        train: training questions (default: the store's split, else 50).
+        train: training questions (default: the store's split, else 50): the first `train` of a
+            seeded shuffle of the questions outside the fixed test set (search/setup.py).
+        split_seed: the seed of that shuffle (training sets of several sizes are nested for one
+            seed; the test set never moves).
+        select: the rule that picks the final point among the trials (search/selection.py;
+            default `selection.DEFAULT_RULE`).
         replicates: replay draws per training question.
         replay_seed: the seed of the replay's draws (common to every searcher and seed).
         test_replicates: replay draws per test question for the final score.
@@ -124,6 +185,8 @@ class SearchSettings:
     trials: int | None = DEFAULT_TRIALS
     options: dict[str, Any] = field(default_factory=dict, hash=False)
     train: int | None = None
+    split_seed: int = 0
+    select: str | None = None
     replicates: int = 16
     replay_seed: int = 0
     test_replicates: int = 256
@@ -140,16 +203,24 @@ class SearchSettings:
 
         get_searcher(self.searcher)  # an unknown name fails first
         self.space.check()
-        if self.trials is not None and self.trials < 1:
-            raise ConfigError("--trials", f"must be at least 1, got {self.trials}")
+        if self.trials is not None and not 1 <= self.trials <= 2 ** 31 - 1:
+            raise ConfigError("--trials", f"must be from 1 to 2^31-1, got {self.trials}")
         if self.replicates < 1:
             raise ConfigError("--replicates", f"must be at least 1, got {self.replicates}")
         if self.test_replicates < 1:
             raise ConfigError("--test-replicates", f"must be at least 1, got {self.test_replicates}")
         if self.train is not None and self.train < 1:
             raise ConfigError("--train", f"must be at least 1, got {self.train}")
+        if self.select is not None:
+            from .selection import check_rule
+
+            check_rule(self.select)
         if self.workers is not None and self.workers < 1:
             raise ConfigError("--workers", f"must be at least 1, got {self.workers}")
+        from replay.clitools import check_seed
+
+        check_seed("--seed", self.seed)
+        check_seed("--replay-seed", self.replay_seed)
         if self.seeds is not None and not self.seeds:
             raise ConfigError("--seeds", "no seeds given")
         if self.optimum_limit < 1:
@@ -160,24 +231,43 @@ class SearchSettings:
         return {k: v for k, v in self.options.items() if "api_key" not in k}
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-9', '0,3,7' or a mix ('0-4,9')."""
-    seeds: list[int] = []
+MAX_SEEDS = 1000  # seeds one command starts without --yes
+
+
+def parse_seeds(text: str, *, limit: int | None = MAX_SEEDS, where: str = "--seeds") -> list[int]:
+    """'0-9', '0,3,7' or a mix ('0-4,9'); each seed from 0 to 2^63-1, none repeated.
+
+    Parameters:
+        text: the seed list.
+        limit: the most seeds allowed (each starts a search); None: no limit (`--yes`).
+        where: the option or spec field named in errors.
+    """
+    from replay.clitools import MAX_SEED
+
+    ranges: list[tuple[int, int]] = []
     try:
-        for part in text.split(","):
+        for part in str(text).split(","):
             part = part.strip()
             if "-" in part[1:]:
                 a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
                 lo, hi = int(a), int(b)
                 if hi < lo:
                     raise ValueError
-                seeds.extend(range(lo, hi + 1))
+                ranges.append((lo, hi))
             elif part:
-                seeds.append(int(part))
+                ranges.append((int(part), int(part)))
     except ValueError:
-        raise ConfigError("--seeds", f"{text!r} is not a seed list (e.g. '0-9' or '0,3,7')") from None
-    if not seeds:
-        raise ConfigError("--seeds", "no seeds given")
+        raise ConfigError(where, f"{str(text)[:60]!r} is not a seed list (e.g. '0-9' or '0,3,7')") from None
+    if not ranges:
+        raise ConfigError(where, "no seeds given")
+    for lo, hi in ranges:
+        if lo < 0 or hi > MAX_SEED:
+            raise ConfigError(where, f"{str(text)[:60]!r}: seeds are integers from 0 to 2^63-1")
+    count = sum(hi - lo + 1 for lo, hi in ranges)
+    if limit is not None and count > limit:
+        raise ConfigError(where, f"{str(text)[:60]!r} is {count:,} seeds, and each starts a search: at most {limit:,} "
+                          "without --yes")
+    seeds = [s for lo, hi in ranges for s in range(lo, hi + 1)]
     if len(set(seeds)) != len(seeds):
-        raise ConfigError("--seeds", f"{text!r} repeats a seed")
+        raise ConfigError(where, f"{str(text)[:60]!r} repeats a seed")
     return seeds

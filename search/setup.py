@@ -23,7 +23,7 @@ from .spaces.base import Space
 from .trial import Objective
 
 DEFAULT_TRAIN = 50
-SPLIT_SEED = 0  # the seeded split does not move with the searcher's seed
+SPLIT_SEED = 0  # the training draw does not move with the searcher's seed (only with split_seed)
 
 
 @dataclass(frozen=True)
@@ -31,33 +31,64 @@ class Split:
     train: np.ndarray
     test: np.ndarray
     source: str
+    pool: int = 0  # questions the training sets are drawn from (everything outside the fixed test set)
+    overrides: bool = False  # --train asked for more than the pool: the store's split was not kept
 
 
-def split_questions(store: Store, train: int | None = None) -> Split:
-    """The store's own train/test split when it has one and `train` is not given; otherwise a
-    seeded shuffle (seed 0) whose first `train` (default 50) questions train, the rest test."""
+def split_questions(store: Store, train: int | None = None, *, seed: int = SPLIT_SEED) -> Split:
+    """AgentTTS's protocol: one fixed test set, training sets drawn from the rest.
+
+    The test set: the store's test questions (its manifest split, else its questions' `split`
+    column); a store whose split names only training questions tests on the others; a store
+    without a split tests on the questions after the first 50 of a fixed shuffle (seed 0).
+    The pool: every other question. Without `train`, the store's training split (no split: the
+    pool). With `train` N: the first N of a shuffle of the pool by `seed`, so training sets of
+    several sizes are nested and the test set is the same for every size. N larger than the
+    pool overrides the split (a seeded shuffle of every question: N train, the rest test), and
+    the split's `source` says so.
+    """
     n = len(store.question_ids)
-    if train is None:
-        if "train" in store.manifest.split:
-            tr = store.question_indices("train")
-            te = store.question_indices("test") if "test" in store.manifest.split else np.setdiff1d(np.arange(n), tr)
-            return Split(tr, te, "the store's split (manifest)")
-        col = store.questions["split"].to_numpy()
-        if (col == "train").any():
-            tr = np.flatnonzero(col == "train")
-            te = np.flatnonzero(col == "test") if (col == "test").any() else np.flatnonzero(col != "train")
-            return Split(tr.astype(np.int64), te.astype(np.int64), "the store's split (questions.split)")
-        train = DEFAULT_TRAIN
-        if train >= n:
+    own_train, own_test, where = _own_split(store)
+    if own_train is not None:
+        test = own_test if own_test is not None else np.setdiff1d(np.arange(n), own_train)
+        pool = np.setdiff1d(np.arange(n), test)
+        what = f"the store's split ({where}): {len(own_train)} train, {len(test)} test"
+        if train is None:
+            return Split(own_train, test, what, len(pool))
+    else:
+        if train is None and DEFAULT_TRAIN >= n:
             raise ConfigError("--train", f"the store has {n} questions and no split; the default of {DEFAULT_TRAIN} "
                               f"training questions leaves none for test: pass --train N with N < {n}")
+        perm = np.random.default_rng(SPLIT_SEED).permutation(n)
+        cut = min(DEFAULT_TRAIN, n - 1)
+        test, pool = np.sort(perm[cut:]).astype(np.int64), np.sort(perm[:cut]).astype(np.int64)
+        what = f"seeded shuffle (seed {SPLIT_SEED}): {len(pool)} train, {len(test)} test"
+        if train is None:
+            return Split(pool, test, what, len(pool))
     if train < 1:
         raise ConfigError("--train", f"must be at least 1, got {train}")
+    if train <= len(pool):
+        tr = np.sort(np.random.default_rng(seed).permutation(pool)[:train]).astype(np.int64)
+        return Split(tr, test, f"{train} of the {len(pool)} questions outside the fixed test set (nested draws, "
+                     f"seed {seed}); test: {len(test)} questions, the same for every --train [{what}]", len(pool))
     if train >= n:
         raise ConfigError("--train", f"{train} training questions leave none of the store's {n} for test")
-    perm = np.random.default_rng(SPLIT_SEED).permutation(n)
+    perm = np.random.default_rng(seed).permutation(n)
     return Split(np.sort(perm[:train]).astype(np.int64), np.sort(perm[train:]).astype(np.int64),
-                 f"seeded shuffle (seed {SPLIT_SEED}): {train} train, {n - train} test")
+                 f"--train {train} overrides {what} (only {len(pool)} questions outside its test set): seeded "
+                 f"shuffle (seed {seed}), {train} train, {n - train} test", len(pool), overrides=True)
+
+
+def _own_split(store: Store) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+    """The store's training and test questions (indices), where it declares them."""
+    if "train" in store.manifest.split:
+        te = store.question_indices("test") if "test" in store.manifest.split else None
+        return store.question_indices("train"), te, "manifest"
+    col = store.questions["split"].to_numpy()
+    if (col == "train").any():
+        te = np.flatnonzero(col == "test").astype(np.int64) if (col == "test").any() else None
+        return np.flatnonzero(col == "train").astype(np.int64), te, "questions.split"
+    return None, None, ""
 
 
 @dataclass(frozen=True)
@@ -100,17 +131,19 @@ class SearchSetup:
 
 
 def make_setup(store: Store, space: SpaceSettings | None = None, *, train: int | None = None, replicates: int = 16,
-               replay_seed: int = 0, test_replicates: int = 256) -> SearchSetup:
+               replay_seed: int = 0, test_replicates: int = 256, split_seed: int = SPLIT_SEED) -> SearchSetup:
     """The split, the objective and the space of a search on `store`.
 
     Parameters:
         store: an open store (`replay.open`).
         space: `ConfigSpaceSettings` (the default: every configuration, the default budget) or
             `ControllerSpaceSettings`.
-        train: training questions (default: the store's split, else 50).
+        train: training questions (default: the store's split, else 50), drawn from the
+            questions outside the fixed test set (`split_questions`).
         replicates: replay draws per training question.
         replay_seed: the seed of the replay's draws (common random numbers).
         test_replicates: replay draws per test question for the final score.
+        split_seed: the seed of the training draw (`split_questions`).
     """
     space = ConfigSpaceSettings() if space is None else space
     space.check()
@@ -118,7 +151,12 @@ def make_setup(store: Store, space: SpaceSettings | None = None, *, train: int |
         raise ConfigError("--replicates", f"must be at least 1, got {replicates}")
     if test_replicates < 1:
         raise ConfigError("--test-replicates", f"must be at least 1, got {test_replicates}")
-    split = split_questions(store, train)
+    from replay.clitools import check_replicates
+
+    # bounded by the memory a replay of every question needs, before the first replay (the budget)
+    check_replicates("--replicates", replicates, questions=len(store.question_ids))
+    check_replicates("--test-replicates", test_replicates, questions=len(store.question_ids))
+    split = split_questions(store, train, seed=split_seed)
     objective = Objective(split.train, replicates, replay_seed)
     built = space_class(space.kind).from_settings(store, space, objective)
     return SearchSetup(store=store, space=built, split=split, replicates=replicates, replay_seed=replay_seed,

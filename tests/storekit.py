@@ -24,6 +24,8 @@ class RandomStoreSpec:
     n_answers: int = 3  # alphabet size: small means many ties
     context_keep: float = 0.7  # share of upstream answers that get a downstream pool
     float_scores: bool = False
+    independent: tuple[bool, ...] = ()  # per stage: its pools do not depend on the upstream answer
+    score_rule: str = "last"
 
 
 def _answer(rng, agg: str, k: int) -> str:
@@ -38,7 +40,9 @@ def make_random_store(path: Path, spec: RandomStoreSpec) -> Path:
     aggs = spec.aggregations
     n_s = len(aggs)
     models = [S.Model(name=f"m{i}", params=float(rng.choice([1e9, 3e9, 8e9]) * (i + 1))) for i in range(spec.n_models)]
-    stages = tuple(S.Stage(name=f"stage{i}", aggregation=a, scorer="test") for i, a in enumerate(aggs))
+    indep = tuple(spec.independent) + (False,) * (n_s - len(spec.independent))
+    stages = tuple(S.Stage(name=f"stage{i}", aggregation=a, scorer="test",
+                           dependency="independent" if indep[i] else "conditional") for i, a in enumerate(aggs))
     qids = [f"q{i}" for i in range(spec.n_questions)]
     golds = {}
     for q in qids:
@@ -57,6 +61,8 @@ def make_random_store(path: Path, spec: RandomStoreSpec) -> Path:
     for q in qids:
         contexts = [S.ROOT_CONTEXT]
         for s, agg in enumerate(aggs):
+            if indep[s]:
+                contexts = [S.ROOT_CONTEXT]  # one pool per (question, model), whatever came before
             produced = set()
             for mi, m in enumerate(models):
                 for ci, ctx in enumerate(contexts):
@@ -117,6 +123,7 @@ def make_random_store(path: Path, spec: RandomStoreSpec) -> Path:
         synthetic=True,
         provenance={"generator": "tests/storekit.py", "spec": repr(spec)},
         split={"train": tuple(qids[0::2]), "test": tuple(qids[1::2])},
+        score_rule=spec.score_rule,
     )
     has_fuse = "llm_fuse" in aggs
     return write_store(path, manifest, questions, samples, fusions=fusions if has_fuse else None,

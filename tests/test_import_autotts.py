@@ -57,3 +57,35 @@ def test_bad_release_is_one_line_exit_2(tmp_path):
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
     assert "Tiny-7B.json" in p.stderr and "gold_answer" in p.stderr
     assert not (tmp_path / "store").exists()
+
+
+def test_import_reads_gzipped_release_files(tmp_path):
+    """The release ships `<model>.json.gz`: read like `.json`, the same store; a model in both
+    forms, or a corrupt gzip, is one line and exit 2."""
+    import gzip
+
+    src = _release(tmp_path / "rel")
+    assert _collect("import", "autotts", src, "--out", tmp_path / "plain").returncode == 0
+    gz = tmp_path / "gz"
+    gz.mkdir()
+    for f in src.iterdir():  # one model gzipped, the other plain: a folder may mix them
+        if f.stem == "Tiny-7B":
+            (gz / f"{f.name}.gz").write_bytes(gzip.compress(f.read_bytes()))
+        else:
+            (gz / f.name).write_bytes(f.read_bytes())
+    p = _collect("import", "autotts", gz, "--out", tmp_path / "store")
+    assert p.returncode == 0, p.stderr
+    a, b = replay.open(tmp_path / "plain"), replay.open(tmp_path / "store")
+    assert b.manifest.model_names == a.manifest.model_names == ("Tiny-0.5B", "Tiny-7B")
+    cols = ["question_id", "model", "sample_index", "answer", "score", "completion_tokens", "probes"]
+    sort = ["model", "question_id", "sample_index"]
+    assert pl.read_parquet(tmp_path / "store" / "samples.parquet").select(cols).sort(sort).equals(
+        pl.read_parquet(tmp_path / "plain" / "samples.parquet").select(cols).sort(sort))
+    (gz / "Tiny-7B.json").write_bytes((src / "Tiny-7B.json").read_bytes())
+    p = _collect("import", "autotts", gz, "--out", tmp_path / "both")
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Tiny-7B" in p.stderr
+    (gz / "Tiny-7B.json").unlink()
+    (gz / "Tiny-7B.json.gz").write_bytes(b"\x1f\x8b\x08 not really gzip")
+    p = _collect("import", "autotts", gz, "--out", tmp_path / "bad")
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Tiny-7B.json.gz" in p.stderr
+    assert "gzipped JSON" in p.stderr and not (tmp_path / "bad").exists()

@@ -18,6 +18,7 @@ from replay.reference import evaluate_reference
 from storekit import RandomStoreSpec, make_random_store
 
 AGGS = ("majority_vote", "set_vote", "best_score", "llm_fuse")
+RULES = ("last", "all", "product", "mean")
 
 
 def _configs(store, rng, k):
@@ -72,10 +73,15 @@ def _compare(store, cfgs, replicates=5, seed=7):
     n_answers=st.integers(1, 4),
     keep=st.sampled_from([0.0, 0.5, 1.0]),
     float_scores=st.booleans(),
+    rule=st.sampled_from(RULES),
+    independent=st.lists(st.booleans(), min_size=3, max_size=3),
 )
-def test_kernels_match_reference(seed, aggs, n_models, max_pool, n_answers, keep, float_scores):
+def test_kernels_match_reference(seed, aggs, n_models, max_pool, n_answers, keep, float_scores, rule, independent):
+    """Every aggregation, chained, with conditional and independent stages, under every score
+    rule: the kernels (direct and memo) give the reference's numbers exactly."""
     spec = RandomStoreSpec(seed=seed, n_questions=3, aggregations=tuple(aggs), n_models=n_models,
-                           max_pool=max_pool, n_answers=n_answers, context_keep=keep, float_scores=float_scores)
+                           max_pool=max_pool, n_answers=n_answers, context_keep=keep, float_scores=float_scores,
+                           independent=tuple(independent[:len(aggs)]), score_rule=rule)
     with tempfile.TemporaryDirectory() as d:
         store = replay.open(make_random_store(Path(d) / "s", spec))
         cfgs = _configs(store, np.random.default_rng(seed), 6)
@@ -139,14 +145,15 @@ def _pinned():
 
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), aggs=st.lists(st.sampled_from(AGGS), min_size=1, max_size=3),
-       n_models=st.integers(1, 3), max_pool=st.integers(1, 6))
-def test_scan_space_matches_evaluate_batch(seed, aggs, n_models, max_pool):
+       n_models=st.integers(1, 3), max_pool=st.integers(1, 6), rule=st.sampled_from(RULES),
+       independent=st.lists(st.booleans(), min_size=3, max_size=3))
+def test_scan_space_matches_evaluate_batch(seed, aggs, n_models, max_pool, rule, independent):
     """The exhaustive scan (memo + compiled product) gives evaluate_batch's numbers for every
-    configuration of the space."""
+    configuration of the space, under every score rule, intervals over questions included."""
     from replay.engine import scan_space
 
     spec = RandomStoreSpec(seed=seed, n_questions=3, aggregations=tuple(aggs), n_models=n_models, max_pool=max_pool,
-                           n_answers=3, context_keep=0.5)
+                           n_answers=3, context_keep=0.5, independent=tuple(independent[:len(aggs)]), score_rule=rule)
     with tempfile.TemporaryDirectory() as d:
         store = replay.open(make_random_store(Path(d) / "s", spec))
         largest = largest_pool(store)
@@ -155,10 +162,11 @@ def test_scan_space_matches_evaluate_batch(seed, aggs, n_models, max_pool):
         scan = scan_space(store, choices, replicates=4, seed=3)
         cfgs = [scan.config(i, k) for i in range(scan.score.shape[0]) for k in range(scan.score.shape[1])]
         results = store.evaluate_batch(cfgs, replicates=4, seed=3)
-        got = np.array([[scan.score.ravel()[j], scan.units.ravel()[j], scan.stderr.ravel()[j]] for j in range(len(cfgs))])
-        want = np.array([[r.score, r.units, r.stderr] for r in results])
+        got = np.array([[scan.score.ravel()[j], scan.units.ravel()[j], scan.stderr.ravel()[j], scan.ci_lo.ravel()[j],
+                         scan.ci_hi.ravel()[j]] for j in range(len(cfgs))])
+        want = np.array([[r.score, r.units, r.stderr, r.ci_lo, r.ci_hi] for r in results])
         np.testing.assert_allclose(got[:, :2], want[:, :2], rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(got[:, 2], want[:, 2], atol=1e-7)
+        np.testing.assert_allclose(got[:, 2:], want[:, 2:], atol=1e-7)
 
 
 def test_benchmark_plain_loop_is_the_engine(tmp_path):

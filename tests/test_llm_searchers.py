@@ -66,7 +66,8 @@ def build_store(path):
     )
     questions = pl.DataFrame({"question_id": qids, "split": ["train"] * 8 + ["test"] * 4,
                               "gold": [f"gold-{q}" for q in qids]})
-    return replay.write_store(path, manifest, questions, pl.DataFrame(rows))
+    golds = pl.DataFrame({"question_id": qids, "stage": ["retrieve"] * len(qids), "gold": ["hit"] * len(qids)})
+    return replay.write_store(path, manifest, questions, pl.DataFrame(rows), stage_golds=golds)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def space(store):
-    return ConfigSpace.from_store(store, questions="train")
+    return ConfigSpace.from_store(store)
 
 
 @pytest.fixture
@@ -188,8 +189,6 @@ def expected_insight1_plan(space):
             others = [StageChoice(space.largest_model(j), 1) for j in range(n_st)]
             at = lambda n: est(Config(tuple(others[:i] + [StageChoice(m, n)] + others[i + 1:])))  # noqa: E731
             fits = [n for n in space.counts[i][m] if at(n) <= space.budget * (1 + 1e-9)]
-            if not fits and at(1) <= space.budget * 1.05:  # over only by the estimate's slack
-                fits = [1]
             if fits:
                 c = Config(tuple(others[:i] + [StageChoice(m, max(fits))] + others[i + 1:]))
                 if c not in plan:
@@ -233,10 +232,20 @@ def test_agenttts_search_end_to_end_scores_come_from_the_replay(store, server, t
     for t in run.trials[: len(plan)]:
         shown = f"{t.score:.3f}" if t.feasible else "INFEASIBLE"
         assert re.search(rf"^{t.number} \| .*{re.escape(shown)}", first, re.M)
-    assert prompts.INSIGHT1 in first and prompts.INSIGHT2 in first and prompts.INSIGHT3 in first
-    assert prompts.INSIGHT1 not in second and prompts.INSIGHT2 in second
+    # the insights hold for the whole search, as in the paper: every round carries all three
+    for r in server.requests:
+        text = user_text(r)
+        assert prompts.INSIGHT1 in text and prompts.INSIGHT2 in text and prompts.INSIGHT3 in text
     assert "- retrieve: prefer big-8B (0.75 vs 0.08)" in second
     assert f"{run.trials[len(plan)].score:.3f}" in second
+    # per-stage scores (the store has a gold retrieval) and the fallback rate, per trial
+    assert "| cost | stage scores (retrieve, answer) | fallback | source" in first
+    t0 = run.trials[0]
+    st = ", ".join(f"{x:.3f}" for x in t0.metrics["stage_scores"])
+    assert re.search(rf"^0 \| .* \| {re.escape(st)} \| {re.escape(f'{t0.fallback_rate:.1%}')} \| init", first, re.M)
+    assert all(t.fallback_rate is not None for t in run.trials)
+    # no temperature is sent unless one is set (reasoning models reject it)
+    assert all("temperature" not in r for r in server.requests)
     # guidelines, counters, prompts and raw answers reach state() and the archive
     last = run.states[-1]
     assert last["guidelines"] == rounds[-1][1]
@@ -251,6 +260,16 @@ def test_agenttts_search_end_to_end_scores_come_from_the_replay(store, server, t
     ex = records[-1]["extra"]
     assert ex["guidelines"] == rounds[-1][1] and ex["raw_answer"] == answer(*rounds[-1])
     assert "## Archive of trials" in ex["prompt"] and ex["call_usage"]["completion_tokens"] > 0
+    # the guidelines as they evolved, round by round, in the summary
+    from search.runner import report_search
+
+    summary = report_search(setup, run, out=tmp_path / "tts", plot=False)
+    hist = summary["guidelines"]
+    assert [h["guidelines"] for h in hist] == [g for _, g in rounds]
+    assert [h["round"] for h in hist] == [1, 2, 3]
+    assert hist[0]["after_trial"] == len(plan) + 1 and all("per_question" not in h for h in hist)
+    saved = json.loads((tmp_path / "tts" / "summary.json").read_text())
+    assert saved["guidelines"] == hist
 
 
 def test_insight1_initialisation_on_the_real_aime24_store(server):
@@ -414,6 +433,25 @@ def test_refused_request_is_not_retried(space, server, store):
     with pytest.raises(LLMRejected, match="HTTP 401"):
         s.ask()
     assert len(server.requests) == 1
+
+
+def test_temperature_is_optional_and_an_unsupported_one_is_reported_with_the_fix(space, server, store):
+    """Reasoning models (OpenAI's o-series) reject a temperature: none is sent unless set, and a
+    400 naming it says, in one line, to leave --llm-temperature out."""
+    s = agenttts(space, server, store, llm_temperature=0.3)
+    server.push(Fail(400, "Unsupported value: 'temperature' does not support 0.3 with this model. "
+                     "Only the default (1) value is supported."))
+    with pytest.raises(LLMRejected) as e:
+        s.ask()
+    msg = str(e.value)
+    assert "\n" not in msg and "HTTP 400" in msg and "fix:" in msg and "--llm-temperature" in msg
+    assert server.requests[-1]["temperature"] == 0.3
+    plain = agenttts(space, server, store)
+    server.push(answer([(LARGE, 1, SMALL, 2)]))
+    plain.ask()
+    assert "temperature" not in server.requests[-1]
+    with pytest.raises(ConfigError, match="--llm-temperature"):
+        agenttts(space, server, store, llm_temperature=-1)
 
 
 # ---------------------------------------------------------------------------------------------

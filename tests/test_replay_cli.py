@@ -55,3 +55,50 @@ def test_curve_writes_png(tmp_path):
     p = run("curve", TRACES / "aime24", "--out", out, "-r", "10", "--max-samples", "8")
     assert p.returncode == 0, p.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_and_sweep_report_the_replicate_error_and_the_interval_over_questions(tmp_path):
+    p = run("eval", TRACES / "aime24", "-c", "Qwen3-8B:8", "-r", "40", "--questions", "train", "--json")
+    row = json.loads(p.stdout)
+    assert p.returncode == 0, p.stderr
+    assert {"score", "stderr", "ci_lo", "ci_hi", "ci_level", "ci_method", "n_questions"} <= set(row)
+    assert row["ci_lo"] < row["score"] < row["ci_hi"] and row["ci_level"] == 0.95 and row["n_questions"] == 15
+    assert row["ci_hi"] - row["ci_lo"] > 20 * row["stderr"]  # 15 questions: far wider than the replicate error
+    text = run("eval", TRACES / "aime24", "-c", "Qwen3-8B:8", "-r", "40", "--questions", "train").stdout
+    assert "±rep" in text and "95% CI (questions)" in text and "replicate error" in text
+    assert f"[{100 * row['ci_lo']:.2f}, {100 * row['ci_hi']:.2f}]" in text
+    store = make_random_store(tmp_path / "s", RandomStoreSpec(seed=5, n_questions=6, aggregations=("majority_vote",)))
+    out = tmp_path / "sweep.parquet"
+    p = run("sweep", store, "--out", out, "-r", "10")
+    assert p.returncode == 0, p.stderr
+    df = pl.read_parquet(out)
+    assert {"stderr", "ci_lo", "ci_hi"} <= set(df.columns)
+    assert (df["ci_lo"] <= df["score"]).all() and (df["score"] <= df["ci_hi"]).all()
+    assert "95% CI (questions)" in p.stdout and "±rep" in p.stdout
+
+
+def test_compare_prints_paired_differences_against_the_first(tmp_path):
+    import replay
+    from replay.stats import paired_interval
+
+    args = ("compare", TRACES / "aime24", "Qwen3-8B:8", "Qwen3-8B:64", "Qwen3-0.6B:1", "-r", "30", "--seed", "2")
+    p = run(*args, "--json")
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    assert [r["config"] for r in rows] == ["Qwen3-8B:8", "Qwen3-8B:64", "Qwen3-0.6B:1"] and rows[0]["diff"] is None
+    st = replay.open(TRACES / "aime24")
+    rs = st.evaluate_batch(["Qwen3-8B:8", "Qwen3-8B:64", "Qwen3-0.6B:1"], replicates=30, seed=2)
+    for r, row in zip(rs[1:], rows[1:]):
+        want = paired_interval(r.per_question, rs[0].per_question)
+        d = row["diff"]
+        assert d["vs"] == "Qwen3-8B:8" and (d["mean"], d["ci_lo"], d["ci_hi"]) == (
+            __import__("pytest").approx((want.mean, want.lo, want.hi), abs=1e-12))
+        assert d["beyond_noise"] == want.excludes(0.0)
+    # common random numbers: the difference of 8 and 64 samples is far tighter than either score
+    d = rows[1]["diff"]
+    assert d["ci_hi"] - d["ci_lo"] < 0.25 * (rows[1]["ci_hi"] - rows[1]["ci_lo"]) and not d["beyond_noise"]
+    assert rows[2]["diff"]["beyond_noise"] and rows[2]["diff"]["ci_hi"] < 0  # 0.6B at one sample: far worse
+    text = run(*args).stdout
+    assert "(reference)" in text and "beyond noise" in text and "yes" in text
+    p = run("compare", TRACES / "aime24", "Qwen3-8B:8")
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "at least two" in p.stderr

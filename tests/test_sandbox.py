@@ -373,6 +373,24 @@ def test_hostile_controllers_are_stopped_and_reported(case, tmp_path, outside, a
         assert load_controller(spec, limits=limits).sandbox.alive
 
 
+def test_search_with_a_controller_of_yours_says_how_it_is_confined(tmp_path, capsys):
+    """`search --space controller --controller file.py:Class` runs the class in the sandbox and
+    prints, before any trial, the line saying how confined it is (the space's sandbox_notice)."""
+    from clikit import run_main
+    from search.cli import main as search_main
+
+    f = tmp_path / "first.py"
+    f.write_text(FIRST_READING)
+    code, out, err = run_main(search_main, [
+        "--replay", str(AIME), "--space", "controller", "--controller", f"{f}:FirstReading", "--model", "Qwen3-1.7B",
+        "--beta", "--budget-tokens", "200000", "--searcher", "grid", "--trials", "2", "--replicates", "1",
+        "--test-replicates", "1", "--out", str(tmp_path / "s")], capsys)
+    assert code == 0, err
+    line = f"controller 'first-reading' runs in the {isolation().summary()}"
+    assert line in err.splitlines()
+    assert "best config" in out
+
+
 def test_hostile_code_at_import_and_in_beta_params(tmp_path):
     spec = _hostile(tmp_path, "while True:\n    pass", name="Slow", where="import")
     with pytest.raises(ControllerError, match=r"^controller '.*slow\.py:Slow': exceeded the wall-clock limit of 1 s"):

@@ -10,7 +10,8 @@ import pytest
 
 import replay
 from replay import schema as S
-from replay.engine import Config, estimate_units, evaluate_batch
+from replay.engine import Config, estimate_units, evaluate_batch, expected_units
+from search.selection import DEFAULT_RULE
 from replay.errors import ConfigError, InputError
 from search import report
 from search import runner as R
@@ -72,15 +73,22 @@ def brute_force(setup):
 # space, split, setup
 
 
-def test_space_cost_model_matches_engine_estimate(stores):
+def test_space_cost_is_the_engines_budget_rule(stores):
+    """The space's estimate is exactly the engine's expected cost (the budget rule), whatever the
+    training questions: a search knows before the replay whether a configuration is feasible."""
     for st in stores.values():
         setup = R.make_setup(st)
+        small = R.make_setup(st, train=2)
         rng = np.random.default_rng(0)
         cfgs = list(setup.space.all_configs())
         for k in rng.choice(len(cfgs), size=10, replace=False):
             c = cfgs[k]
-            assert math.isclose(setup.space.estimate_cost(c), estimate_units(st, c, questions=setup.split.train),
-                                rel_tol=1e-9)
+            assert math.isclose(setup.space.estimate_cost(c), expected_units(st, c), rel_tol=1e-12)
+            assert small.space.estimate_cost(c) == setup.space.estimate_cost(c)
+        ev = setup.space.evaluate(cfgs[:20], setup.objective)
+        for c, e in zip(cfgs[:20], ev):
+            assert e.feasible == (expected_units(st, c) <= setup.space.budget * (1 + 1e-9))
+            assert e.cost == pytest.approx(expected_units(st, c), rel=1e-12)
 
 
 def test_split_uses_store_split_else_seeded(stores):
@@ -88,10 +96,19 @@ def test_split_uses_store_split_else_seeded(stores):
     sp = R.split_questions(st)
     assert [st.question_ids[i] for i in sp.train] == list(st.manifest.split["train"])
     assert "store" in sp.source
+    # AgentTTS's protocol: --train N draws N of the store's training questions; the test set
+    # never moves, and the training sets of several sizes are nested
     sp2 = R.split_questions(st, train=4)
-    assert len(sp2.train) == 4 and len(sp2.test) == len(st.question_ids) - 4
-    assert not set(sp2.train) & set(sp2.test)
+    assert len(sp2.train) == 4 and np.array_equal(sp2.test, sp.test) and not sp2.overrides
+    assert set(sp2.train) <= set(sp.train)
     assert np.array_equal(sp2.train, R.split_questions(st, train=4).train)  # seeded: stable
+    sizes = [R.split_questions(st, train=n, seed=3) for n in (2, 4, 6)]
+    assert set(sizes[0].train) <= set(sizes[1].train) <= set(sizes[2].train)
+    assert all(np.array_equal(x.test, sp.test) for x in sizes)
+    assert set(R.split_questions(st, train=4, seed=1).train) != set(sp2.train)  # another draw
+    # more than the store's training questions: the split is overridden, and it says so
+    sp3 = R.split_questions(st, train=8)
+    assert sp3.overrides and "overrides" in sp3.source and len(sp3.train) == 8 and len(sp3.test) == 4
     with pytest.raises(ConfigError, match="--train"):
         R.split_questions(st, train=len(st.question_ids))
 
@@ -133,18 +150,31 @@ def test_grid_finds_brute_force_optimum(stores, which):
         assert skipped, "the two-stage budget should let the grid prune some prefixes"
 
 
-def test_grid_scans_a_space_too_large_to_archive(stores):
-    """Above max_configs the grid scores the whole space in one compiled scan and proposes its
-    best configuration as its one trial: the same optimum as trial-by-trial, and as brute force."""
+def test_grid_scans_a_space_too_large_to_archive(stores, tmp_path):
+    """Above max_configs the grid scores the whole space by compiled scans and proposes the pick
+    of every selection rule: each rule then picks among those trials exactly what it picks
+    among every configuration scored trial by trial, and the summary reports the scan's work."""
+    from search.selection import RULES, select
+
     setup = R.make_setup(stores["two"], replicates=4)
-    by_trials = report.best_trial(R.run_search(setup, "grid", trials=None).trials)
+    full = R.run_search(setup, "grid", trials=None)
     run = R.run_search(setup, "grid", trials=None, options={"max_configs": 5})
-    assert len(run.trials) == 1 and run.trials[0].source == "grid-scan"
+    assert 1 <= len(run.trials) <= len(RULES) and {t.source for t in run.trials} == {"grid-scan"}
     assert run.states[-1]["scanned"] == setup.space.size()
-    assert run.trials[0].point == by_trials.point and run.trials[0].score == by_trials.score
+    feasible = sum(1 for c in setup.space.all_configs() if setup.space.maybe_feasible(c))
+    assert run.states[-1]["scan_feasible"] == feasible == len(full.trials)
+    for rule in RULES:
+        a, b = select(full.trials, rule).trial, select(run.trials, rule).trial
+        assert a.point == b.point and a.score == pytest.approx(b.score, abs=1e-12), rule
     top = max(r.score for r in brute_force(setup) if r.feasible)
-    assert run.trials[0].score == pytest.approx(top, abs=1e-12)
+    assert report.best_trial(run.trials).score == pytest.approx(top, abs=1e-12)
     assert R.known_optimum(setup, limit=5) is None
+    s = R.report_search(setup, run, out=tmp_path / "scan", plot=False)
+    assert s["scan"]["scanned"] == setup.space.size() and s["scan"]["feasible"] == feasible
+    assert s["optimum"]["evaluated"] == setup.space.size() and s["optimum"]["feasible"] == feasible
+    assert s["replay_s"] >= s["scan"]["wall_s"] > 0
+    text = report.summary_table(s, setup.space)
+    assert f"{setup.space.size():,} configurations scanned ({feasible} within budget)" in text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,7 +192,9 @@ def test_searcher_runs_in_space_and_never_counts_infeasible(stores, name, which)
         assert setup.space.contains(t.point)
         assert t.feasible == (t.cost <= setup.space.budget * (1 + 1e-9))
         assert (t.score is None) == (not t.feasible)
-        assert sum(t.metrics["stage_units"]) == pytest.approx(t.cost, rel=1e-9)
+        assert sum(t.metrics["stage_units"]) == pytest.approx(t.metrics["measured_units"], rel=1e-9)
+        assert t.cost == pytest.approx(setup.space.estimate_cost(t.point), rel=1e-12)  # the budget rule's figure
+        assert t.feasible  # feasibility is known before the replay: no searcher wastes a trial on it
     b = report.best_trial(run.trials)
     assert b is not None and b.feasible
     if name in ("random", "rules"):
@@ -272,13 +304,14 @@ class Boom(Exception):
 def test_resume_after_interruption_loses_and_repeats_nothing(stores, tmp_path, monkeypatch, name):
     setup = R.make_setup(stores["two"], replicates=4)
     trials = None if name == "grid" else 18
+    monkeypatch.setattr("search.spaces.config_walks.GRID_BATCH", 40)  # the grid in several batches
     full = R.run_search(setup, name, seed=2, trials=trials, out=tmp_path / "full")
     real = R.score_proposals
     calls = {"n": 0}
 
     def flaky(setup_, props, first):
         calls["n"] += 1
-        if calls["n"] == (2 if name in ("grid", "random") else 7):  # grid: level by level; random: batches of 16
+        if calls["n"] == (2 if name in ("grid", "random") else 7):  # grid: batches of 40; random: of 16
             raise Boom
         return real(setup_, props, first)
 
@@ -398,11 +431,28 @@ def test_cli_run_report_compare(stores, capsys, tmp_path):
         assert s["trials"] == 8 and s["best"]["config"] and s["test"]["score"] is not None
         assert s["optimum"]["score"] >= s["best"]["train_score"] - 1e-12
         assert (out / "best_so_far.png").stat().st_size > 1000
+        # the rule that picked it, the two uncertainties named apart
+        assert s["selection"]["rule"] == DEFAULT_RULE and f"(rule {DEFAULT_RULE}: " in text
+        t = s["test"]
+        assert t["ci_lo"] <= t["score"] <= t["ci_hi"] and len(t["per_question"]) == t["questions"]
+        assert "(replicate error); 95% question interval [" in text
         outs.append(out)
-    code, text, err = _cli(["compare", *map(str, outs), "--out", str(tmp_path / "cmp.png")], capsys)
+    code, text, err = _cli(["compare", *map(str, outs), "--out", str(tmp_path / "cmp.png"),
+                            "--json", str(tmp_path / "cmp.json")], capsys)
     assert code == 0, err
     assert "random s0" in text and "rules s0" in text
+    assert "paired over the same test questions" in text and "rules - random" in text
+    cmp = json.loads((tmp_path / "cmp.json").read_text())
+    assert len(cmp["searches"]) == 2 and cmp["differences"][0]["searcher"] == "rules"
+    assert isinstance(cmp["differences"][0]["beyond_noise"], bool)
     assert (tmp_path / "cmp.png").stat().st_size > 1000
+    code, text, err = _cli(["--replay", st, "--searcher", "rules", "--trials", "8", "--replicates", "4",
+                            "--select", "lcb", "--out", str(tmp_path / "lcb")], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "lcb" / "summary.json").read_text())["selection"]["rule"] == "lcb"
+    code, text, err = _cli(["--replay", st, "--searcher", "rules", "--select", "best", "--out", str(tmp_path / "x")],
+                           capsys)
+    assert code == 2 and "--select" in err
     # `search run` is the same command as the shortcut; --resume of a finished search adds nothing
     code, text, err = _cli(["run", "--replay", st, "--searcher", "rules", "--trials", "8", "--replicates", "4",
                             "--out", str(outs[1]), "--resume"], capsys)
@@ -447,3 +497,55 @@ def test_aime24_grid_optimum_and_50_trials():
         b = report.best_trial(run.trials)
         assert b.feasible and b.score <= opt["score"] + 1e-12
         assert len(run.trials) == 50 or run.stop == "searcher finished"
+
+
+def test_scan_question_sums_equal_one_scan_per_question(stores):
+    """The compiled per-question sums (replay.scan_stats) against the oracle: scan_space run on
+    one question at a time (common random numbers: the same per-question means)."""
+    from replay.engine import scan_space
+    from replay.scan_stats import question_sums
+
+    st = stores["two"]
+    setup = R.make_setup(st, replicates=5)
+    q = setup.objective.questions
+    scan = scan_space(st, setup.space.choices(), questions=q, replicates=5, seed=3)
+    per_q = np.stack([scan_space(st, scan.choices, questions=[int(x)], replicates=5, seed=3).score for x in q])
+    ref = per_q[:, 7, 2]
+    sums = question_sums(st, scan, questions=q, replicates=5, seed=3, reference=ref)
+    assert np.allclose(sums.s1, per_q.sum(axis=0), atol=1e-12)
+    assert np.allclose(sums.s2, (per_q ** 2).sum(axis=0), atol=1e-12)
+    assert np.allclose(sums.d1, (per_q - ref[:, None, None]).sum(axis=0), atol=1e-12)
+    assert np.allclose(sums.sd, per_q.std(axis=0, ddof=1), atol=1e-9)
+    assert np.allclose(sums.sd_diff, (per_q - ref[:, None, None]).std(axis=0, ddof=1), atol=1e-9)
+    assert np.allclose(sums.s1 / len(q), scan.score, atol=1e-12)  # the same means as the scan's
+
+
+def test_max_fallback_makes_configurations_above_it_infeasible(stores, tmp_path):
+    """Every trial records its fallback rate; with --max-fallback F, a configuration whose draws
+    fell back more often than F is infeasible (its reason says so), never picked, and the
+    exhaustive optimum (a scan, then replays in score order) respects the limit too."""
+    st = stores["two"]
+    free = R.make_setup(st, replicates=4)
+    run = R.run_search(free, "grid", trials=None)
+    rates = [t.fallback_rate for t in run.trials]
+    assert all(r is not None and 0.0 <= r <= 1.0 for r in rates) and max(rates) > 0.05 and min(rates) < 0.05
+    limited = R.make_setup(st, ConfigSpaceSettings(max_fallback=0.05), replicates=4)
+    lim = R.run_search(limited, "grid", trials=None)
+    assert len(lim.trials) == len(run.trials)
+    for a, b in zip(run.trials, lim.trials):
+        assert a.point == b.point and a.fallback_rate == b.fallback_rate
+        assert b.feasible == (a.fallback_rate <= 0.05)
+        if not b.feasible:
+            assert b.score is None and "fallback" in b.why_infeasible and "--max-fallback" in b.why_infeasible
+    best = report.best_trial(lim.trials)
+    assert best.fallback_rate <= 0.05
+    opt = R.known_optimum(limited)
+    assert opt["score"] == pytest.approx(best.score) and opt["max_fallback"] == 0.05
+    scanned = R.run_search(limited, "grid", trials=None, options={"max_configs": 5})
+    assert report.best_trial(scanned.trials).score == pytest.approx(best.score)
+    s = R.report_search(limited, lim, out=tmp_path / "fb", plot=False)
+    assert s["max_fallback"] == 0.05 and s["infeasible_fallback"] == sum(1 for t in lim.trials if not t.feasible) > 0
+    assert s["best"]["fallback_rate"] <= 0.05 and s["test"]["fallback_rate"] is not None
+    assert "--max-fallback 5.0%" in report.summary_table(s, limited.space)
+    with pytest.raises(ConfigError, match="--max-fallback"):
+        R.make_setup(st, ConfigSpaceSettings(max_fallback=1.5))

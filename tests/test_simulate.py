@@ -58,6 +58,10 @@ def make(tmp_path, raw: dict, seed: int = 0, name: str = "store"):
     (lambda s: s["stages"][1].update(aggregation="vote"), "stages[1].aggregation: must be one of"),
     (lambda s: s["stages"][1].update(fuse={"decay": 0.1}), "only an llm_fuse stage has fuse settings"),
     (lambda s: s["models"][0].update(params="big"), "models[0].params: must be a number"),
+    (lambda s: s["stages"][1].update(dependency="independent"),
+     "stages[1].chain_penalty: an independent stage does not depend on the upstream answer"),
+    (lambda s: s["stages"][1].update(dependency="sometimes"), "stages[1].dependency: must be one of"),
+    (lambda s: s.update(score_rule="most"), "score_rule: must be one of last, all, product, mean"),
     (lambda s: s["models"][0].update(ability={"nope": 1.0}), "models[0].ability: names unknown stage 'nope'"),
     (lambda s: s.update(samples=0), "samples: must be >= 1"),
     (lambda s: s["stages"][1].update(models=["GPT-9"]), "names unknown model 'GPT-9'"),
@@ -261,3 +265,23 @@ def test_preset_store_small(tmp_path):
     assert st.synthetic and [s.aggregation for s in st.stages] == ["majority_vote", "set_vote", "set_vote"]
     r = st.evaluate(",".join(["Qwen2.5-72B:1"] * 3), replicates=4)
     assert r.feasible and 0 < r.score <= 1
+
+
+def test_independent_stages_and_score_rule(tmp_path):
+    """`dependency: independent` gives one pool per (question, model) with context "" and no
+    fallback; `score_rule: all` scores a pass 1 only when every stage is right: below every
+    stage's own score, where `last` gives the last stage's (the exact product of the stages'
+    chances: tests/test_score_rules.py)."""
+    raw = {"name": "sim-indep", "questions": 30, "samples": 8, "score_rule": "all", "models": models(sensitive=False),
+           "stages": [{"name": "plan"}, {"name": "check", "dependency": "independent"},
+                      {"name": "format", "dependency": "independent", "aggregation": "best_score"}]}
+    st = make(tmp_path, raw)
+    assert st.manifest.score_rule == "all" and [s.dependency for s in st.stages][1:] == ["independent"] * 2
+    samples = pl.read_parquet(st.path / "samples.parquet")
+    assert samples.filter(pl.col("stage") != "plan")["context"].unique().to_list() == [""]
+    cfg = f"{LARGE}:1,{SMALL}:1,{SMALL}:2"
+    r = st.evaluate(cfg, replicates=400, seed=0)
+    assert r.score_rule == "all" and r.fallback_rate == 0.0
+    assert r.score < min(s.score for s in r.stages)
+    last = replay.open(simulate(spec_from_dict(dict(raw, score_rule="last")), tmp_path / "last", seed=0))
+    assert last.evaluate(cfg, replicates=400, seed=0).score == pytest.approx(r.stages[-1].score)

@@ -206,7 +206,7 @@ def test_the_non_llm_searchers_run_unchanged_on_a_new_space(setup, tmp_path, sea
     assert isinstance(more.trials[0].point, tuple)
     if searcher != "grid":
         assert len(more.trials) == 14 and [t.point for t in more.trials[:12]] == [t.point for t in run.trials]
-    text, rows = compare([tmp_path / searcher])
+    text, rows, _ = compare([tmp_path / searcher])
     assert rows[0]["best config"] == best_trial(more.trials).label and rows[0]["trials"] == len(more.trials)
 
 

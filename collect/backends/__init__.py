@@ -43,6 +43,7 @@ class Sample:
     completion_tokens: int
     finish_reason: str | None = None  # "stop", "length" (cut at max_tokens), ...
     token_count: str = "exact"  # "exact", or "apportioned" when the server gave only a total
+    seconds: float | None = None  # wall time of the request that returned it (None: not timed)
 
 
 @runtime_checkable

@@ -31,6 +31,7 @@ lines never show the credentials a base URL may carry (`replay/redact.py`).
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -192,6 +193,7 @@ class OpenAIBackend:
         while len(out) < n:
             want = min(n - len(out), self.max_n)
             s = None if seed is None else int(seed) + rounds
+            t0 = time.perf_counter()  # the request's wall time: what graph latency is measured from
             choices, prompt_tokens, completion_tokens = await self._call(client, prompt, want, temperature,
                                                                          max_tokens, s, where)
             if want > 1 and len(choices) == 1 and self._logprobs:
@@ -207,9 +209,10 @@ class OpenAIBackend:
                 else:
                     counts = apportion(completion_tokens, [len(t) for t, _, _ in choices])
                     how = "apportioned"
+            took = time.perf_counter() - t0
             for (text, finish, _), k in zip(choices, counts):
                 out.append(Sample(text=text, prompt_tokens=prompt_tokens, completion_tokens=int(k),
-                                  finish_reason=finish, token_count=how))
+                                  finish_reason=finish, token_count=how, seconds=took))
             rounds += 1
             if rounds > 4 * n:
                 raise BackendError(where, f"asked for {n} choices, the server keeps returning fewer")

@@ -22,12 +22,14 @@ from typing import Callable
 
 from replay import schema as S
 from replay.errors import InputError
+from replay.locks import LOCK_NAME
 
 from ..backends import Backend
 from ..tasks import Record, Task, get_task
 from .checkpoint import RAW_SUFFIX, Checkpoint
 from .draw import backend_for, draw_pools, fuse_pools
 from .expansion import expand_stage
+from .graph import GraphTask, collect_graph
 from .output import StageSummary, summarize, write_collected_store
 from .settings import ModelSpec, RunSettings, data_sha256
 
@@ -84,6 +86,8 @@ def run_collection(settings: RunSettings, make_backend: Callable[[ModelSpec], Ba
     settings.check()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     task: Task = get_task(settings.task)
+    if settings.graph:
+        task = GraphTask(task)  # the roles solve, refine, aggregate as its stages (graph.py)
     data = Path(settings.data)
     records = task.load(data)
     if settings.limit is not None:
@@ -94,26 +98,43 @@ def run_collection(settings: RunSettings, make_backend: Callable[[ModelSpec], Ba
         # checked before drawing anything: a collection costs GPU hours
         raise InputError(out, "already exists (use --force to replace it)")
     ckpt = _checkpoint(settings, task, records, data, out)
+    try:
+        return _run(settings, task, records, splits, out, ckpt, make_backend, progress, log, t0)
+    finally:
+        ckpt.close()
+
+
+def _run(settings: RunSettings, task: Task, records: list[Record], splits: list[str], out: Path, ckpt: Checkpoint,
+         make_backend, progress: bool, log: Callable[[str], None], t0: float) -> RunResult:
+    """The run with its checkpoint held: draw what is missing, then write the store."""
     if ckpt.resumed_pools:
         log(f"resuming: {ckpt.resumed_pools} finished pools restored from {ckpt.dir}")
+    throughput = None
     try:
-        drawn, coverage = _collect(settings, task, records, ckpt, make_backend, progress)
+        if settings.graph:
+            drawn, coverage, throughput = collect_graph(settings, task, records, ckpt, make_backend, progress, log)
+        else:
+            drawn, coverage = _collect(settings, task, records, ckpt, make_backend, progress)
     except BaseException:
-        # Ctrl-C, a dead server: every finished batch is on disk; say how to go on
-        if ckpt.done:
-            log(f"stopped: {len(ckpt.done)} finished pools are kept in {ckpt.dir}; "
-                "rerun the same command to resume")
+        # Ctrl-C, a dead server: every finished batch is on disk; say how to go on, counting
+        # what the disk holds (not what this process believes it wrote)
+        kept = ckpt.pools_on_disk()
+        if kept or ckpt.done:
+            gap = len(ckpt.done) - kept
+            log(f"stopped: {kept} finished pools are kept in {ckpt.dir}; rerun the same command to resume"
+                + (f" ({gap} drawn pools are not on disk and will be drawn again)" if gap > 0 else ""))
         raise
     rows = ckpt.all_rows()
     fusions = ckpt.all_fusions()
     path = write_collected_store(settings, task, records, splits, rows, fusions, coverage, drawn,
-                                 ckpt.resumed_pools, time.time() - t0)
+                                 ckpt.resumed_pools, time.time() - t0, throughput=throughput)
     # the store is in place: the checkpoint is no longer needed
     if settings.keep_raw:
         raw = out.with_name(out.name + RAW_SUFFIX)
         if raw.exists():
             shutil.rmtree(raw)
         os.replace(ckpt.dir, raw)
+        (raw / LOCK_NAME).unlink(missing_ok=True)
     else:
         shutil.rmtree(ckpt.dir, ignore_errors=True)
     summary = summarize(task, settings, rows, fusions, coverage)

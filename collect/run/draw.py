@@ -136,7 +136,7 @@ def _rows(task: Task, stage: str, model: str, batch, by_id, result: list[list[Sa
     cols: dict[str, list] = {k: [] for k in SHARD_SCHEMA}
     for (qid, ctx), samples in zip(batch, result):
         rec = by_id[qid]
-        answers = [task.parse(stage, smp.text, rec) for smp in samples]
+        answers = task.parse_many(stage, [smp.text for smp in samples], rec)
         scores = task.score_many(stage, answers, rec)  # a pool at a time: batched where the task can
         metrics = task.metrics_many(stage, answers, rec)
         for j, (smp, ans, sc, mt) in enumerate(zip(samples, answers, scores, metrics)):
@@ -153,5 +153,6 @@ def _rows(task: Task, stage: str, model: str, batch, by_id, result: list[list[Sa
             cols["finish_reason"].append(smp.finish_reason)
             cols["token_count"].append(smp.token_count)
             cols["metrics"].append(json.dumps(mt))
+            cols["request_s"].append(smp.seconds)
     return pl.DataFrame(cols, schema=SHARD_SCHEMA)
 

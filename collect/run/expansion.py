@@ -14,6 +14,8 @@ per stage. After an `llm_fuse` stage, the mass is that of the stored fusions rep
 
 from __future__ import annotations
 
+import math
+
 from collections import defaultdict
 from typing import Callable, Sequence
 
@@ -117,10 +119,23 @@ def fused_distribution(pools: Sequence[tuple[float, dict[int, list[str]]]]) -> d
 
 def fusion_subsets(seed: int, stage: str, model: str, qid: str, context: str, pool_size: int,
                    per_size: int) -> list[list[int]]:
-    """The subsets (sample indices, in draw order) fused for one pool: `per_size` per size >= 2."""
+    """The subsets (sample indices, in draw order) fused for one pool: `per_size` per size >= 2,
+    distinct as drawn (in order), or every ordering where a size has fewer. Two calls on the same
+    ordered subset would send the same prompt, and could store two identical rows, which the
+    store refuses as a duplicate."""
     rng = np.random.default_rng(pool_seed(seed, stage, model, qid, context + "\x00fuse"))
-    return [[int(i) for i in rng.permutation(pool_size)[:k]]
-            for k in size_grid(pool_size) if k >= 2 for _ in range(per_size)]
+    out: list[list[int]] = []
+    for k in size_grid(pool_size):
+        if k < 2:
+            continue
+        seen: set[tuple[int, ...]] = set()
+        want = min(per_size, math.perm(pool_size, k))
+        while len(seen) < want:
+            sub = tuple(int(i) for i in rng.permutation(pool_size)[:k])
+            if sub not in seen:
+                seen.add(sub)
+                out.append(list(sub))
+    return out
 
 
 def expand(dist: dict[str, float], top: int, min_share: float) -> dict[str, float]:

@@ -83,8 +83,10 @@ def summarize(task: Task, settings: RunSettings, rows: pl.DataFrame, fusions: pl
 
 def write_collected_store(settings: RunSettings, task: Task, records: list[Record], splits: list[str],
                           rows: pl.DataFrame, fusions: pl.DataFrame, coverage: dict, drawn: int, resumed: int,
-                          seconds: float) -> Path:
-    """The store of a finished collection, with its provenance, written atomically."""
+                          seconds: float, *, throughput: dict | None = None) -> Path:
+    """The store of a finished collection, with its provenance, written atomically. A graph
+    collection (`settings.graph`) writes a graph store (`kind: "graph"`, the roles as stages)
+    with the models' throughputs (`throughput`: per model, from collect/run/graph.py)."""
     out = Path(settings.out)
     ids = [r.id for r in records]
     questions = pl.DataFrame({
@@ -113,8 +115,12 @@ def write_collected_store(settings: RunSettings, task: Task, records: list[Recor
         synthetic=False,
         stages=tuple(S.Stage(name=st.name, aggregation=st.aggregation, scorer=st.scorer, description=st.description)
                      for st in task.stages),
+        kind="graph" if settings.graph else "chain",
         models=tuple(S.Model(name=m.name, params=m.params,
-                             description=f"{m.model_id}; params from {m.params_source}") for m in settings.models),
+                             description=f"{m.model_id}; params from {m.params_source}",
+                             prefill_tokens_per_s=(throughput or {}).get(m.name, {}).get("prefill_tokens_per_s"),
+                             decode_tokens_per_s=(throughput or {}).get(m.name, {}).get("decode_tokens_per_s"))
+                     for m in settings.models),
         split={k: v for k, v in split_map.items() if v},
         provenance={
             "source": {"task": settings.task, "data": str(Path(settings.data).resolve()),
@@ -140,6 +146,11 @@ def write_collected_store(settings: RunSettings, task: Task, records: list[Recor
             "tools": tool_versions(),
             "command": settings.command,
             "run": {"drawn_samples": drawn, "resumed_pools": resumed, "seconds": round(seconds, 1)},
+            **({"graph": {"roles": [st.name for st in task.stages], "role_samples": settings.role_samples or settings.samples,
+                          "refine_inputs": settings.refine_inputs, "aggregate_inputs": settings.aggregate_inputs,
+                          "keys": "the expand_top most probable multisets of solve answers per question and role "
+                                  "(collect/run/graph.py)"},
+                "throughput": throughput} if settings.graph else {}),
         },
     )
     return write_store(out, manifest, questions, samples, fusions=fused,

@@ -3,6 +3,8 @@ with the fingerprint that decides whether a partial run may resume, and the per-
 
 from __future__ import annotations
 
+import math
+
 import hashlib
 import json
 from collections import Counter
@@ -119,6 +121,12 @@ class RunSettings:
         keep_raw: keep every completion's text in `<out>.raw/`.
         fresh: discard a partial run of `out` instead of resuming it.
         force: replace an existing store at `out`.
+        graph: collect a graph store (roles solve, refine, aggregate; collect/run/graph.py)
+            instead of a chain of the task's stages.
+        role_samples: graph stores: samples per refine and aggregate pool (default: samples).
+        refine_inputs, aggregate_inputs: graph stores: the largest multiset of answers a
+            refine / aggregate pool is collected for.
+        throughput: graph stores: {model: (prefill, decode) tokens/s} given instead of measured.
     """
 
     task: str
@@ -145,14 +153,26 @@ class RunSettings:
     force: bool = False  # replace an existing store at `out`
     prompt_styles: tuple[tuple[str, str], ...] = ()  # (model name, "chat" | "completion"); unnamed: chat
 
+    graph: bool = False
+    role_samples: int | None = None
+    refine_inputs: int = 2
+    aggregate_inputs: int = 3
+    throughput: dict | None = None
+
     def prompt_style(self, model: str) -> str:
         return dict(self.prompt_styles).get(model, "chat")
 
     def check(self) -> None:
         if self.samples < 1:
             raise InputError("--samples", f"must be at least 1, got {self.samples}")
-        if not self.temperature >= 0:
-            raise InputError("--temperature", f"must be >= 0, got {self.temperature}")
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise InputError("--temperature", f"must be a finite number >= 0, got {self.temperature}")
+        from replay.clitools import check_seed
+        from replay.store import check_store_name
+
+        check_seed("--seed", self.seed)
+        if self.name is not None:
+            check_store_name(self.name, "--name")  # before any GPU hour: the store is named at the end
         if self.max_tokens < 1:
             raise InputError("--max-tokens", f"must be at least 1, got {self.max_tokens}")
         if self.expand_top < 1:
@@ -165,6 +185,13 @@ class RunSettings:
             raise InputError("--limit", f"must be at least 1, got {self.limit}")
         if self.batch_size < 1:
             raise InputError("--batch-size", f"must be at least 1, got {self.batch_size}")
+        if self.expand_draws < 1:
+            raise InputError("expand_draws", f"must be at least 1, got {self.expand_draws}")
+        if self.role_samples is not None and self.role_samples < 1:
+            raise InputError("--role-samples", f"must be at least 1, got {self.role_samples}")
+        for flag, v in (("--refine-inputs", self.refine_inputs), ("--aggregate-inputs", self.aggregate_inputs)):
+            if not 1 <= v <= 8:
+                raise InputError(flag, f"must be between 1 and 8, got {v}")
 
     def fingerprint(self, data_sha256: str) -> dict:
         """What decides which pools exist and what is drawn into them (the resume contract)."""
@@ -176,6 +203,9 @@ class RunSettings:
         styles = {m.name: self.prompt_style(m.name) for m in self.models}
         if any(v != "chat" for v in styles.values()):  # all-chat runs keep their old fingerprint
             fp["prompt_styles"] = styles
+        if self.graph:  # only graph runs carry these, so chain checkpoints keep resuming
+            fp.update(graph=True, role_samples=self.role_samples or self.samples, refine_inputs=self.refine_inputs,
+                      aggregate_inputs=self.aggregate_inputs)
         return fp
 
 

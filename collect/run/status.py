@@ -43,9 +43,11 @@ def collection_status(out: str | os.PathLike) -> CollectionStatus:
     if run.is_file():
         try:
             meta = json.loads(run.read_text())
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             raise InputError(run, "unreadable checkpoint settings") from None
-        info = meta.get("info") or {}
+        info = (meta.get("info") if isinstance(meta, dict) else None) or {}
+        if not isinstance(info, dict):
+            raise InputError(run, "unreadable checkpoint settings")
         if not info.get("stages"):
             raise InputError(run, "a checkpoint from an older version: it has no plan to report against")
         rows = read_shards(part, "shard", SHARD_SCHEMA)
@@ -55,7 +57,11 @@ def collection_status(out: str | os.PathLike) -> CollectionStatus:
             planned = info["questions"] if si == 0 else None
             ctx_file = part / f"contexts-{stage}.json"
             if si > 0 and ctx_file.is_file():
-                planned = sum(len(v) for v in json.loads(ctx_file.read_text()).values())
+                try:
+                    planned = sum(len(v) for v in json.loads(ctx_file.read_text()).values())
+                except (ValueError, RecursionError, AttributeError, TypeError):
+                    raise InputError(ctx_file, "unreadable list of expanded contexts; delete it (it is rewritten "
+                                     "when the run resumes)") from None
             for model in info["models"]:
                 d = rows.filter((pl.col("stage") == stage) & (pl.col("model") == model))
                 done = d.select("question_id", "context").unique().height

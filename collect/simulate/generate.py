@@ -26,7 +26,9 @@ The model, stage by stage (docs/simulate.md has the full story and every paramet
   question, every model's plurality answer (what large sample counts aggregate to) first,
   then the most frequent sample answers, up to `keys_per_question`, as a collector that
   expands frequent upstream answers would. Replay falls back to the largest pool for any
-  other upstream answer and reports how often.
+  other upstream answer and reports how often. An independent stage (`dependency:
+  independent`) is drawn like a first stage: one pool per (question, model), context "",
+  whatever the upstream answer.
 
 Everything is vectorised over pools and samples (NumPy); no Python loop runs per sample.
 Each component draws from its own named random stream, so switching one behaviour off in the
@@ -248,6 +250,9 @@ class _Generator:
         q = pools.q[prow]
         a = fus["_ans"].to_numpy()
         ctx = np.full(len(prow), S.ROOT_CONTEXT, dtype=object) if keys is None else keys.text[pools.key[prow]]
+        # Two families can share a prefix (always likely at size 1) and, with few distinct token
+        # counts, give the very same row; a store holds each stored fusion call once (an identical
+        # row is refused as a duplicate), so such a repeat is kept once.
         return fus.select(
             pl.Series("question_id", self.qids[q], dtype=pl.String),
             pl.lit(st.name).alias("stage"),
@@ -258,7 +263,7 @@ class _Generator:
             pl.Series("score", quality[q, a], dtype=pl.Float64),
             "prompt_tokens",
             "completion_tokens",
-        )
+        ).unique(maintain_order=True)
 
     def _samples_frame(self, st, pools: _Pools, keys, answer_text, score, prompt, comp) -> pl.DataFrame:
         N = self.N
@@ -416,6 +421,8 @@ class _Generator:
         keys = None
         samples, fusions, golds = [], [], []
         for si, st in enumerate(spec.stages):
+            if st.dependency == "independent":
+                keys = None  # one pool per (question, model), context "": the upstream answer plays no part
             out = self.set_stage(si, st, keys) if st.aggregation == "set_vote" else self.categorical_stage(si, st, keys)
             samples.append(out.samples)
             if out.fusions is not None:
@@ -465,7 +472,9 @@ def simulate(spec: SimSpec, out: str | Path, *, seed: int = 0, preset: str | Non
         name=spec.name,
         synthetic=True,
         stages=tuple(S.Stage(name=st.name, aggregation=st.aggregation, scorer=st.scorer, models=st.models,
-                             description=st.description or f"simulated {st.name} stage") for st in spec.stages),
+                             description=st.description or f"simulated {st.name} stage", dependency=st.dependency)
+                     for st in spec.stages),
+        score_rule=spec.score_rule,
         models=tuple(S.Model(name=m.name, params=m.params, description=m.description or "simulated model")
                      for m in spec.models),
         split={"train": tuple(qids[is_train]), "test": tuple(qids[~is_train])},

@@ -129,14 +129,108 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Graph stores (collaboration graphs, arXiv 2511.00086) in the shapes of the paper's tasks: two
+# model families of three sizes each. Synthetic shapes chosen so that the behaviours the paper
+# reports show (docs/simulate.md, "Graph stores"): the task picks the family (MATH and HumanEval
+# favour the Qwen shapes, MMLU the Llama ones), refiners repair or break depending on size and
+# family, aggregators pick out the right answer depending on the model, width helps then
+# saturates, depth helps then hurts. Not measurements of those models.
+_LLAMA_G = [("Llama-3.2-1B", 1.24e9, "llama", 30000.0, 220.0), ("Llama-3.2-3B", 3.21e9, "llama", 15000.0, 140.0),
+            ("Llama-3.1-8B", 8.03e9, "llama", 7000.0, 85.0)]
+_QWEN_G = [("Qwen2.5-1.5B", 1.54e9, "qwen", 26000.0, 200.0), ("Qwen2.5-3B", 3.09e9, "qwen", 15000.0, 140.0),
+           ("Qwen2.5-7B", 7.62e9, "qwen", 7500.0, 90.0)]
+
+
+def _graph_models(table: dict[str, tuple[float, float, float, float]]) -> list[dict[str, Any]]:
+    """Models from (ability, repair, breaks, choose) per name, in family order."""
+    out = []
+    for name, params, family, prefill, decode in _LLAMA_G + _QWEN_G:
+        ability, repair, breaks, choose = table[name]
+        out.append({"name": name, "params": params, "family": family, "ability": ability, "repair": repair,
+                    "breaks": breaks, "choose": choose, "prefill_tokens_per_s": prefill,
+                    "decode_tokens_per_s": decode})
+    return out
+
+
+GRAPH_PRESETS: dict[str, dict[str, Any]] = {
+    "math": {
+        "name": "sim-math", "kind": "graph",
+        "description": "MATH shape: free-form numeric answers; the Qwen shapes solve and refine better; "
+                       "refinement repairs then drifts into the trap",
+        "questions": 150, "samples": 32, "role_samples": 4, "top_answers": 4,
+        "refine_max_inputs": 2, "aggregate_max_inputs": 4,
+        "answers": {"style": "number", "wrong": 3, "concentration": 0.3, "rare": 4, "rare_share": 0.06},
+        "difficulty": {"mean": 0.3, "sd": 1.3, "model_sd": 0.4},
+        "refine": {"stickiness": 0.9, "break_difficulty": 0.3, "keep": 0.85},
+        "aggregate": {"share_bonus": 1.5, "confusion": 0.2, "fresh_penalty": 1.5, "noise": 0.03},
+        "solve_tokens": {"prompt": 250, "completion": 450},
+        "refine_tokens": {"prompt": 300, "per_input": 450, "completion": 400},
+        "aggregate_tokens": {"prompt": 300, "per_input": 450, "completion": 200},
+        "models": _graph_models({
+            "Llama-3.2-1B": (-1.6, -2.0, -0.8, -1.2), "Llama-3.2-3B": (-0.4, -0.8, -1.6, -0.2),
+            "Llama-3.1-8B": (0.3, 0.6, -1.7, 0.6),
+            "Qwen2.5-1.5B": (-0.3, -0.8, -1.4, -0.5), "Qwen2.5-3B": (0.4, 0.2, -1.8, 0.3),
+            "Qwen2.5-7B": (1.2, 1.5, -1.7, 1.0)}),
+    },
+    "mmlu": {
+        "name": "sim-mmlu", "kind": "graph",
+        "description": "MMLU shape: four choices (letters); the Llama shapes know more; refiners rarely repair "
+                       "and often talk themselves out of a right choice; aggregation helps",
+        "questions": 150, "samples": 32, "role_samples": 4, "top_answers": 4,
+        "refine_max_inputs": 2, "aggregate_max_inputs": 4,
+        "answers": {"style": "letter", "wrong": 2, "concentration": 0.7, "rare": 0, "overthought_share": 0.2},
+        "difficulty": {"mean": -0.2, "sd": 1.4, "model_sd": 0.5},
+        "refine": {"stickiness": 0.7, "break_difficulty": 0.4, "keep": 0.85},
+        "aggregate": {"share_bonus": 1.2, "confusion": 0.3, "fresh_penalty": 1.0, "noise": 0.02},
+        "solve_tokens": {"prompt": 180, "completion": 160},
+        "refine_tokens": {"prompt": 220, "per_input": 160, "completion": 150},
+        "aggregate_tokens": {"prompt": 220, "per_input": 160, "completion": 80},
+        "models": _graph_models({
+            "Llama-3.2-1B": (-0.7, -2.2, -0.9, -0.8), "Llama-3.2-3B": (0.5, -1.6, -1.4, 0.4),
+            "Llama-3.1-8B": (1.4, 0.4, -2.2, 1.4),
+            "Qwen2.5-1.5B": (-0.2, -2.0, -1.0, -0.6), "Qwen2.5-3B": (0.4, -1.6, -1.3, 0.2),
+            "Qwen2.5-7B": (1.0, -0.6, -1.6, 0.9)}),
+    },
+    "humaneval": {
+        "name": "sim-humaneval", "kind": "graph",
+        "description": "HumanEval shape: programs keyed by their pass/fail signature on the tests; the Qwen "
+                       "(coder) shapes write better code; large refiners debug, small ones break working code",
+        "questions": 150, "samples": 32, "role_samples": 4, "top_answers": 4,
+        "refine_max_inputs": 2, "aggregate_max_inputs": 4, "scorer": "pass@1 (all tests pass)",
+        "answers": {"style": "signature", "tests": 6, "wrong": 3, "concentration": 0.3, "rare": 6,
+                    "rare_share": 0.06},
+        "difficulty": {"mean": 0.2, "sd": 1.5, "model_sd": 0.5},
+        "refine": {"stickiness": 0.75, "break_difficulty": 0.3, "keep": 0.8},
+        "aggregate": {"share_bonus": 1.0, "confusion": 0.25, "fresh_penalty": 1.8, "noise": 0.03},
+        "solve_tokens": {"prompt": 200, "completion": 260},
+        "refine_tokens": {"prompt": 260, "per_input": 260, "completion": 280},
+        "aggregate_tokens": {"prompt": 260, "per_input": 260, "completion": 120},
+        "models": _graph_models({
+            "Llama-3.2-1B": (-1.5, -2.2, -0.6, -1.2), "Llama-3.2-3B": (-0.6, -1.2, -1.2, -0.4),
+            "Llama-3.1-8B": (0.2, 0.2, -2.2, 0.3),
+            "Qwen2.5-1.5B": (-0.7, -1.4, -1.0, -0.7), "Qwen2.5-3B": (0.1, -0.4, -1.6, 0.1),
+            "Qwen2.5-7B": (0.9, 1.3, -1.6, 0.8)}),
+    },
+}
+
+
 def preset_names() -> tuple[str, ...]:
-    return tuple(PRESETS)
+    return tuple(PRESETS) + tuple(GRAPH_PRESETS)
 
 
 def preset_dict(name: str) -> dict[str, Any]:
+    if name in GRAPH_PRESETS:
+        return copy.deepcopy(GRAPH_PRESETS[name])
     if name not in PRESETS:
-        raise SpecError(f"preset {name!r}", f"unknown preset (presets: {', '.join(PRESETS)})")
+        raise SpecError(f"preset {name!r}", f"unknown preset (presets: {', '.join(preset_names())})")
     return copy.deepcopy(PRESETS[name])
+
+
+def spec_of(raw: Any, where: str):
+    """A chain spec (SimSpec) or, for `kind: graph`, a graph spec (GraphSimSpec)."""
+    from .graph import graph_spec_from_dict, is_graph_spec
+
+    return graph_spec_from_dict(raw, where) if is_graph_spec(raw) else spec_from_dict(raw, where)
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -151,8 +245,8 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def preset(name: str) -> SimSpec:
-    return spec_from_dict(preset_dict(name), f"preset {name!r}")
+def preset(name: str):
+    return spec_of(preset_dict(name), f"preset {name!r}")
 
 
 def resolve(spec_arg: str | None, preset_name: str | None) -> tuple[SimSpec, str | None]:
@@ -163,11 +257,11 @@ def resolve(spec_arg: str | None, preset_name: str | None) -> tuple[SimSpec, str
     from .spec import read_spec_file
 
     if spec_arg is None and preset_name is None:
-        raise SpecError("SPEC", f"give a spec file or a preset name ({', '.join(PRESETS)})")
+        raise SpecError("SPEC", f"give a spec file or a preset name ({', '.join(preset_names())})")
     if spec_arg is not None and not Path(spec_arg).exists():
-        if spec_arg in PRESETS and preset_name is None:
+        if spec_arg in preset_names() and preset_name is None:
             return preset(spec_arg), spec_arg
-        raise SpecError(spec_arg, f"no such spec file, and not a preset name ({', '.join(PRESETS)})")
+        raise SpecError(spec_arg, f"no such spec file, and not a preset name ({', '.join(preset_names())})")
     if spec_arg is None:
         return preset(preset_name), preset_name
     raw = read_spec_file(spec_arg)
@@ -175,4 +269,4 @@ def resolve(spec_arg: str | None, preset_name: str | None) -> tuple[SimSpec, str
         if not isinstance(raw, dict):
             raise SpecError(spec_arg, "must be a mapping to lay over a preset")
         raw = merge(preset_dict(preset_name), raw)
-    return spec_from_dict(raw, spec_arg), preset_name
+    return spec_of(raw, spec_arg), preset_name

@@ -19,6 +19,10 @@ from replay import schema as S
 from replay.errors import InputError
 
 
+MAX_SIM_TOKENS = 1_000_000  # tokens per simulated output: beyond any real prompt or completion
+MAX_SIM_SAMPLES = 50_000_000  # samples one simulated store holds at most (a few GB)
+
+
 class SpecError(InputError):
     """A simulation spec is malformed: the message names the file and the field."""
 
@@ -79,6 +83,7 @@ class StageSpec:
     token_cv: float = 0.35  # spread (lognormal sigma) of completion lengths
     chain_penalty: float = 0.0  # logit lost when the upstream answer is wrong (x (1 - its quality))
     chain_lock: float = 1.0  # weight a wrong upstream answer adds to one downstream wrong answer
+    dependency: str = "conditional"  # "independent": one pool per question, whatever the upstream answer
     distractors: int | None = None  # None = the spec-level `answers` default
     concentration: float | None = None
     rare: int | None = None
@@ -118,6 +123,7 @@ class SimSpec:
     train_fraction: float = 0.5
     samples: int = 64  # pool size: samples per (question, stage, model, upstream answer)
     keys_per_question: int = 4  # upstream answers expanded into downstream pools, per question
+    score_rule: str = "last"  # how stage scores make the end-to-end score (replay.schema.SCORE_RULES)
     long_input_from: int = 500  # prompt tokens a model reads without loss
     difficulty: DifficultySpec = field(default_factory=DifficultySpec)
     answers: AnswersSpec = field(default_factory=AnswersSpec)
@@ -301,11 +307,12 @@ def _stage(r: _Reader, model_names: list[str], first: bool, last: bool) -> Stage
         description=r.get("description", str, ""),
         models=tuple(models),
         difficulty=r.get("difficulty", float, 0.0),
-        prompt_tokens=r.get("prompt_tokens", int, 400, lo=1),
-        completion_tokens=r.get("completion_tokens", int, 100, lo=1),
+        prompt_tokens=r.get("prompt_tokens", int, 400, lo=1, hi=MAX_SIM_TOKENS),
+        completion_tokens=r.get("completion_tokens", int, 100, lo=1, hi=MAX_SIM_TOKENS),
         token_cv=r.get("token_cv", float, 0.35, lo=0, hi=3),
         chain_penalty=r.get("chain_penalty", float, 0.0, lo=0),
         chain_lock=r.get("chain_lock", float, 1.0, lo=0),
+        dependency=r.get("dependency", str, "conditional", choices=S.DEPENDENCIES),
         distractors=r.get("distractors", int, None, **_ANS_RANGES["distractors"]),
         concentration=r.get("concentration", float, None, **_ANS_RANGES["concentration"]),
         rare=r.get("rare", int, None, **_ANS_RANGES["rare"]),
@@ -316,6 +323,9 @@ def _stage(r: _Reader, model_names: list[str], first: bool, last: bool) -> Stage
     )
     if first and (st.chain_penalty or st.chain_lock != 1.0):
         r.fail("the first stage has no upstream stage", "chain_penalty" if st.chain_penalty else "chain_lock")
+    if st.dependency == "independent" and (st.chain_penalty or st.chain_lock != 1.0):
+        r.fail("an independent stage does not depend on the upstream answer",
+               "chain_penalty" if st.chain_penalty else "chain_lock")
     r.done()
     return st
 
@@ -326,6 +336,13 @@ def spec_from_dict(raw: Any, where: str = "spec") -> SimSpec:
     name = r.get("name", str)
     if not name.startswith("sim-"):
         r.fail(f"a synthetic store's name must start with 'sim-', got {name!r}", "name")
+    from replay.errors import StoreError
+    from replay.store import check_store_name
+
+    try:
+        check_store_name(name, "name", error=StoreError)
+    except StoreError as e:
+        r.fail(e.problem, "name")
     raw_models = r.raw.get("models")
     raw_stages = r.raw.get("stages")
     r.used.update(("models", "stages"))
@@ -357,6 +374,7 @@ def spec_from_dict(raw: Any, where: str = "spec") -> SimSpec:
         train_fraction=r.get("train_fraction", float, 0.5, lo=0, hi=1),
         samples=r.get("samples", int, 64, lo=1, hi=4096),
         keys_per_question=r.get("keys_per_question", int, 4, lo=1, hi=64),
+        score_rule=r.get("score_rule", str, "last", choices=S.SCORE_RULES),
         long_input_from=r.get("long_input_from", int, 500, lo=0),
         difficulty=_dataclass_from(r.sub("difficulty"), DifficultySpec, _DIFF_RANGES),
         answers=_dataclass_from(r.sub("answers"), AnswersSpec, _ANS_RANGES),
@@ -365,6 +383,11 @@ def spec_from_dict(raw: Any, where: str = "spec") -> SimSpec:
     for st in spec.stages:
         if st.fuse is not None and st.fuse.max_size > spec.samples:
             raise SpecError(where, f"stages.{st.name}.fuse.max_size ({st.fuse.max_size}) exceeds samples ({spec.samples})")
+    total = sum(spec.questions * spec.samples * (len(st.models) or len(spec.models)) * (1 if i == 0 else spec.keys_per_question)
+                for i, st in enumerate(spec.stages))
+    if total > MAX_SIM_SAMPLES:
+        raise SpecError(where, f"questions x samples x models x upstream keys is about {total:,} samples, more than "
+                        f"{MAX_SIM_SAMPLES:,} (tens of GB): fewer questions or samples")
     return spec
 
 
@@ -379,17 +402,21 @@ def load_spec(path: str | Path) -> SimSpec:
 def read_spec_file(path: str | Path) -> Any:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(path, f"cannot read ({e})") from None
+        raise SpecError(path, f"cannot read ({' '.join(str(e).split())})") from None
     if path.suffix.lower() == ".json":
         try:
             return json.loads(text)
         except json.JSONDecodeError as e:
             raise SpecError(path, f"not valid JSON ({e})") from None
+        except RecursionError:
+            raise SpecError(path, "not a spec: JSON nested too deeply") from None
     import yaml
 
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise SpecError(path, f"not valid YAML ({' '.join(str(e).split())})") from None
+    except RecursionError:
+        raise SpecError(path, "not a spec: YAML nested too deeply") from None

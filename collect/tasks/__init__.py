@@ -13,9 +13,12 @@ from .multihop import HotpotQATask, TwoWikiTask
 from .taskbench import TaskBenchTask
 from .chatdev import ChatDevTask
 from .numseq import NumSeqTask
+from .humaneval import HumanEvalTask
+from .mmlu import MMLUTask
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (MathTask, QATask, TwoWikiTask, HotpotQATask, CWQTask, WebQSPTask,
-                                                    AIMETask, TaskBenchTask, ChatDevTask, NumSeqTask)}
+                                                    AIMETask, TaskBenchTask, ChatDevTask, NumSeqTask, MMLUTask,
+                                                    HumanEvalTask)}
 
 
 def get_task(name: str) -> Task:

@@ -21,6 +21,10 @@ file with a subclass of `Task` and one line in `collect/tasks/__init__.py`:
     metrics(stage, answer, record)  optional extra per-sample figures (name -> float), averaged
                                per stage and model in the run summary and the manifest's
                                provenance (for example ChatDev's executability)
+    role_prompt(role, record, candidates)  only for tasks that collect graph stores
+                               (`graph_roles`, `collect run --graph`): the messages of a `refine`
+                               or `aggregate` node shown `candidates` (one representative output
+                               text per answer it reads); `solve` uses `prompt(...)`
 
 Dataset format (JSONL, one object a line): `id` (string or int), `question` (string), `gold`
 (a string, or a list of accepted aliases), optional `context` (task specific), `metadata`
@@ -67,6 +71,7 @@ class Task:
     description: ClassVar[str] = ""
     stages: ClassVar[tuple[StageSpec, ...]] = ()
     runs_untrusted_code: ClassVar[bool] = False  # runs what a model wrote (in replay/sandbox)
+    graph_roles: ClassVar[tuple[str, ...]] = ()  # roles of a graph store this task can collect
 
     # ---- loading
     def load(self, path: str | Path) -> list[Record]:
@@ -87,6 +92,8 @@ class Task:
                 raw = json.loads(line)
             except json.JSONDecodeError as e:
                 raise InputError(where, f"not a JSON object ({e.msg})") from None
+            except RecursionError:
+                raise InputError(where, "not a JSON object (nested too deeply)") from None
             rec = self._record(raw, where, n)
             if rec.id in seen:
                 raise InputError(where, f"duplicate id {rec.id!r} (first on line {seen[rec.id]})")
@@ -158,9 +165,18 @@ class Task:
         """Messages asking for one output that fuses `candidates` (stages aggregated by llm_fuse)."""
         raise NotImplementedError(f"task {self.name!r} has no fusion prompt for stage {stage!r}")
 
+    def role_prompt(self, role: str, record: Record, candidates: list[str]) -> Messages:
+        """Messages of a refine or aggregate node that reads `candidates` (graph stores)."""
+        raise NotImplementedError(f"task {self.name!r} collects no graph stores")
+
     def metrics(self, stage: str, answer: str, record: Record) -> dict[str, float]:
         """Extra per-sample figures reported beside the score (not used by replay)."""
         return {}
+
+    # The runner parses and scores a pool at a time through these three; a task whose parser or
+    # scorer batches well (HumanEval runs programs, ChatDev embeds answers) overrides them.
+    def parse_many(self, stage: str, texts: list[str], record: Record) -> list[str]:
+        return [self.parse(stage, t, record) for t in texts]
 
     # The runner scores a pool at a time through these two; a task whose scorer batches well
     # (ChatDev embeds answers, runs programs in parallel) overrides them.

@@ -80,6 +80,8 @@ def _jsonl(path: Path, text: str) -> list[Row]:
             raw = json.loads(line)
         except json.JSONDecodeError as e:
             raise InputError(where, f"not JSON ({e.msg} at column {e.colno})") from None
+        except RecursionError:
+            raise InputError(where, "not a record (JSON nested too deeply)") from None
         if not isinstance(raw, dict):
             raise InputError(where, f"a record must be a JSON object, not {_jtype(raw)}")
         rows.append(Row(raw, where, n, len(rows)))
@@ -93,6 +95,8 @@ def _json(path: Path, text: str) -> list[Row]:
         if e.msg == "Extra data":  # several documents: JSONL under a .json name
             return _jsonl(path, text)
         raise InputError(path, f"not JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except RecursionError:
+        raise InputError(path, "not a data file (JSON nested too deeply)") from None
     if not isinstance(doc, list):
         raise InputError(path, f"the top level is a JSON {_jtype(doc)}, expected a list of records "
                                "(or JSONL, one record a line)")

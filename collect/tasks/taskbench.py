@@ -170,6 +170,8 @@ def load_catalogue(path: Path) -> Catalogue:
         raise InputError(path, f"cannot read the tool list ({e})") from None
     except json.JSONDecodeError as e:
         raise InputError(path, f"not JSON ({e.msg}, line {e.lineno})") from None
+    except RecursionError:
+        raise InputError(path, "not JSON a tool list can be (nested too deeply)") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("nodes"), list) or not raw["nodes"]:
         raise InputError(path, "expected an object with a non-empty 'nodes' list of tools")
     tools: dict[str, Tool] = {}
@@ -412,6 +414,8 @@ class TaskBenchTask(Task):
                 raw = json.loads(line)
             except json.JSONDecodeError as e:
                 raise InputError(where, f"not a JSON object ({e.msg})") from None
+            except RecursionError:
+                raise InputError(where, "not a JSON object (nested too deeply)") from None
             rec = self._record(raw, where, n, cat)
             if rec.id in seen:
                 raise InputError(where, f"duplicate id {rec.id!r} (first on line {seen[rec.id]})")

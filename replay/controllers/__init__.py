@@ -16,7 +16,7 @@ numba until a compiled evaluation runs.
 from __future__ import annotations
 
 __all__ = [
-    "Action", "Answer", "Continue", "Controller", "ControllerError", "Episode", "Open", "Param", "Probe", "Prune",
+    "Action", "Advance", "Answer", "Continue", "Controller", "ControllerError", "Episode", "Open", "Param", "Probe", "Prune",
     "ScriptedController", "lerp", "BUILTINS", "AdaptiveConsistency", "EarlyStoppingConsistency", "MajorityVote",
     "ProbeController", "ControllerResult", "Setting", "evaluate_controller", "evaluate_settings", "load_controller",
     "StepArrays", "step_arrays",
@@ -25,7 +25,7 @@ __all__ = [
 # Imported lazily, like `replay` itself: `replay --help` (which registers `replay frontier`)
 # must not load polars, pyarrow or Numba.
 _LAZY = {
-    **{n: "base" for n in ("Action", "Answer", "Continue", "Controller", "ControllerError", "Episode", "Open", "Param",
+    **{n: "base" for n in ("Action", "Advance", "Answer", "Continue", "Controller", "ControllerError", "Episode", "Open", "Param",
                            "Probe", "Prune", "ScriptedController", "lerp")},
     **{n: "builtin" for n in ("BUILTINS", "AdaptiveConsistency", "EarlyStoppingConsistency", "MajorityVote",
                               "ProbeController")},

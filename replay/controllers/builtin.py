@@ -22,7 +22,7 @@ from collections import Counter
 from typing import Iterator
 
 from ..aggregation import majority
-from .base import Action, Answer, Continue, Episode, Open, Param, Probe, Prune, ScriptedController, lerp
+from .base import Action, Advance, Answer, Continue, Episode, Open, Param, Probe, Prune, ScriptedController, lerp
 
 
 def majority_confidence(v1: int, v2: int) -> float:
@@ -159,14 +159,13 @@ class ProbeController(ScriptedController):
             running = [i for i in ep.running() if i not in settled]
             if not running:
                 break
-            for i in running:
-                prev = ep.reading[i]
-                yield Continue(i, 1)
+            prev = [ep.reading[i] for i in running]
+            yield Advance(running)  # each: Continue(i, 1), then Probe(i) unless it finished
+            for i, p in zip(running, prev):
                 if ep.finished[i]:
                     continue
-                yield Probe(i)
                 a = ep.reading[i]
-                run[i] = 0 if a is None else (run.get(i, 0) + 1 if a == prev else 1)
+                run[i] = 0 if a is None else (run.get(i, 0) + 1 if a == p else 1)
                 if self.settle and run[i] >= self.settle:
                     settled[i] = a
             votes = [ep.final[i] if ep.finished[i] else settled[i] for i in ep.active()

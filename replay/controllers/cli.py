@@ -6,7 +6,11 @@ module import (no numba, no matplotlib): `replay --help` stays fast.
 
 from __future__ import annotations
 
+import math
+
 import click
+
+from ..clitools import SEED, check_count, check_output_file, check_replicates
 
 
 def _split(values) -> list[str]:
@@ -33,7 +37,7 @@ def _fmt_tokens(x: float) -> str:
               help="Beta sweep: START:STOP:COUNT or a comma list, each in [0, 1].")
 @click.option("--replicates", default=100, show_default=True, type=int,
               help="Replicates per question (random opening orders). Python controllers are slower: lower it.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
 @click.option("--questions", default="all", show_default=True, help="all, a split name (train/test), or ids.")
 @click.option("--probe-cost", default=0.0, show_default=True, type=float,
               help="Tokens charged per probe of an unfinished sample (eliciting an answer is not free).")
@@ -73,12 +77,16 @@ def frontier(store, controllers, extra, out, models, betas, replicates, seed, qu
         click.echo(f"controller{'s' if len(theirs) > 1 else ''} {', '.join(map(repr, theirs))} run in the "
                    f"{isolation().summary()}", err=True)
     beta_list = parse_betas(betas)
-    if replicates < 1:
-        raise InputError("--replicates", "must be at least 1")
+    check_count("--replicates", replicates)
+    if not (math.isfinite(probe_cost) and probe_cost >= 0):
+        raise InputError("--probe-cost", f"must be a finite number of tokens >= 0, got {probe_cost}")
     if not str(out).lower().endswith(".png"):
         raise InputError("--out", f"{out!r}: the plot is written as PNG, use a .png file name")
     if table is not None and not str(table).endswith((".parquet", ".csv")):
         raise InputError("--table", f"{table!r}: use a .parquet or .csv file name")
+    check_output_file(out, "--out")
+    if table is not None:
+        check_output_file(table, "--table")
     st = open_announced(store)
     if stage is not None and stage not in st.manifest.stage_names:
         raise InputError("--stage", f"unknown stage {stage!r} (stages: {', '.join(st.manifest.stage_names)})")
@@ -87,7 +95,11 @@ def frontier(store, controllers, extra, out, models, betas, replicates, seed, qu
     if unknown:
         raise InputError("--model", f"unknown model {unknown[0]!r} (models: {', '.join(st.manifest.model_names)})")
     qsel = None if questions == "all" else (questions if questions in st.manifest.split else _split([questions]))
+    if isinstance(qsel, list) and len(set(qsel)) != len(qsel):
+        dup = next(q for i, q in enumerate(qsel) if q in qsel[:i])
+        raise InputError("--questions", f"question {dup!r} is listed twice (it would be counted twice)")
     n_q = len(st.question_indices(qsel))
+    check_replicates("--replicates", replicates, questions=n_q, per_pass=len(model_list), configs=len(beta_list))
     n_settings = sum(len(sweep(c, beta_list)) for c in classes)
     with tqdm(total=n_settings * n_q * len(model_list), desc="frontier", unit="setting-question",
               disable=None) as bar:

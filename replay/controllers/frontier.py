@@ -23,6 +23,9 @@ from ..store import Store
 from .engine import Setting, evaluate_settings, load_controller
 
 
+MAX_BETAS = 10_000  # settings per controller in one sweep
+
+
 def parse_betas(text: str) -> list[float]:
     """'0:1:11' (start:stop:count, inclusive) or a comma list '0,0.25,1'."""
     where = "--betas"
@@ -35,6 +38,8 @@ def parse_betas(text: str) -> list[float]:
             lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
             if n < 1:
                 raise InputError(where, f"{text!r}: the count must be at least 1")
+            if n > MAX_BETAS:
+                raise InputError(where, f"{text!r}: at most {MAX_BETAS:,} values")
             vals = [lo] if n == 1 else list(np.linspace(lo, hi, n))
         else:
             vals = [float(x) for x in text.split(",") if x.strip()]

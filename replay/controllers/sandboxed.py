@@ -85,6 +85,26 @@ class ControllerHandler:
             out = run_episodes(ctrl, self.steps[req["key"]], req["qidx"], replicates=req["replicates"],
                                seed=req["seed"], probe_cost=req["probe_cost"], progress=progress)
             return {"ok": True}, list(out)
+        if op == "sweep":  # a whole beta sweep in one call (one wall-clock limit for all of it)
+            params, outs, done = [], [], {}
+            for b in req["betas"]:
+                p = self.cls.beta_params(b)
+                if not isinstance(p, dict):
+                    raise InputError("controller", f"beta_params({b:g}) returned {str(p)[:100]}, not a dict")
+                ctrl = self.cls(**p)
+                params.append(dict(ctrl.values))
+                key = tuple(sorted(ctrl.values.items()))
+                if key not in done:  # betas that map to the same parameters are replayed once
+                    done[key] = run_episodes(ctrl, self.steps[req["key"]], req["qidx"], replicates=req["replicates"],
+                                             seed=req["seed"], probe_cost=req["probe_cost"], progress=progress)
+                outs.append(done[key])
+            return {"params": params}, [np.stack([o[k] for o in outs]) for k in range(4)]
+        if op == "trace":
+            from .trace import trace_episodes
+
+            ctrl = self.cls(**req["params"])
+            return {"ok": True}, list(trace_episodes(ctrl, self.steps[req["key"]], req["episodes"], seed=req["seed"],
+                                                     probe_cost=req["probe_cost"], max_events=req["max_events"]))
         raise InputError("sandbox", f"unknown request {op!r}")
 
     def _load(self, req: dict) -> dict:
@@ -222,13 +242,7 @@ class ControllerSandbox:
         """Arrays [Q, R] of score, tokens, opened, probes, computed in the sandbox."""
         qidx = np.asarray(qidx, dtype=np.int64)
         Q, R = len(qidx), int(replicates)
-        with self._lock:
-            got = self._shipped.get(id(steps))
-            if got is None or got[0] is not steps:
-                key = len(self._shipped)
-                self._call({"op": "steps", "key": key, "steps": steps.compact()}, what="receiving the traces")
-                self._shipped[id(steps)] = (steps, key)
-            key = self._shipped[id(steps)][1]
+        key = self._key(steps)
         what = f"evaluating {label or self.info['name']} on {Q} questions x {R} replicates"
         _, arrays = self._call({"op": "evaluate", "key": key, "params": dict(params), "qidx": qidx,
                                 "replicates": R, "seed": int(seed), "probe_cost": float(probe_cost)},
@@ -238,6 +252,56 @@ class ControllerSandbox:
             raise ControllerError(self.where, f"its sandbox returned malformed results, {what}")
         score, tokens, opened, probes = arrays
         return score, tokens, opened, probes
+
+
+    def _key(self, steps) -> int:
+        """The key of `steps` in the sandbox, shipping them (compacted) the first time."""
+        with self._lock:
+            got = self._shipped.get(id(steps))
+            if got is None or got[0] is not steps:
+                key = len(self._shipped)
+                self._call({"op": "steps", "key": key, "steps": steps.compact()}, what="receiving the traces")
+                self._shipped[id(steps)] = (steps, key)
+            return self._shipped[id(steps)][1]
+
+    def sweep(self, steps, betas, qidx, *, replicates: int, seed: int, probe_cost: float = 0.0, progress=None):
+        """A whole beta sweep in one call (so the wall-clock limit bounds all of it): the
+        parameters beta_params gave at each beta, and arrays [C, Q, R] of score, tokens,
+        opened, probes (C = len(betas))."""
+        qidx = np.asarray(qidx, dtype=np.int64)
+        C, Q, R = len(betas), len(qidx), int(replicates)
+        key = self._key(steps)
+        what = f"evaluating {self.info['name']} over {C} betas on {Q} questions x {R} replicates"
+        header, arrays = self._call({"op": "sweep", "key": key, "betas": [float(b) for b in betas], "qidx": qidx,
+                                     "replicates": R, "seed": int(seed), "probe_cost": float(probe_cost)},
+                                    what=what, progress=progress, max_reply=4 * C * Q * R * 8 + 4096)
+        want = [np.dtype("<f8"), np.dtype("<f8"), np.dtype("<i8"), np.dtype("<i8")]
+        params = header.get("params")
+        if len(arrays) != 4 or any(a.shape != (C, Q, R) or a.dtype != d for a, d in zip(arrays, want)) \
+                or not isinstance(params, list) or len(params) != C or not all(isinstance(p, dict) for p in params):
+            raise ControllerError(self.where, f"its sandbox returned malformed results, {what}")
+        params = [{str(k): _number(v, f"parameter {k!r}", self.where) for k, v in p.items()} for p in params]
+        return params, arrays
+
+    def trace(self, steps, params: dict, episodes, *, seed: int, probe_cost: float = 0.0, max_events: int = 20_000):
+        """Recorded episodes (replay/controllers/trace.py): events [E, 4], tokens [E], offsets
+        [n + 1], summary [n, 5], checked for shape and range before anyone reads them."""
+        eps = [(int(q), int(r)) for q, r in episodes]
+        key = self._key(steps)
+        what = f"tracing {self.info['name']} on {len(eps)} episodes"
+        _, arrays = self._call({"op": "trace", "key": key, "params": dict(params), "episodes": eps, "seed": int(seed),
+                                "probe_cost": float(probe_cost), "max_events": int(max_events)},
+                               what=what, max_reply=(max_events + 1) * len(eps) * 40 + 8192)
+        ok = len(arrays) == 4
+        if ok:
+            ev, tok, off, summ = arrays
+            ok = (ev.dtype == np.dtype("<i8") and ev.ndim == 2 and ev.shape[1] == 4 and tok.shape == (len(ev),)
+                  and off.shape == (len(eps) + 1,) and summ.shape == (len(eps), 5) and off[0] == 0
+                  and off[-1] == len(ev) and bool(np.all(np.diff(off) >= 0))
+                  and bool(np.all((ev[:, 0] >= 0) & (ev[:, 0] <= 4))))
+        if not ok:
+            raise ControllerError(self.where, f"its sandbox returned malformed results, {what}")
+        return arrays
 
 
 class SandboxedController(Controller):

@@ -37,6 +37,7 @@ class ControllerTrial:
     feasible: bool
     opened: float
     probes: float
+    per_question: np.ndarray | None = field(default=None, repr=False, compare=False)  # mean score per question
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ class ControllerSpace:
         for p, r in zip(points, results):
             ok = self.budget_tokens is None or r.tokens <= self.budget_tokens * (1 + 1e-9)
             out.append(ControllerTrial(dict(p), r.score if ok else None, r.stderr if ok else None, r.tokens, ok,
-                                       r.opened, r.probes))
+                                       r.opened, r.probes, r.per_question if ok else None))
         return out
 
     def evaluate(self, params: dict[str, Any], *, questions=None, replicates: int = 16,

@@ -15,6 +15,7 @@ reading stands.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -61,7 +62,21 @@ class StepArrays:
         if o1 == o0:
             return None
         a = int(self.probe_answer[o0 + min(depth, o1 - o0) - 1])
-        return None if a in self.no_answer else a
+        return None if a in (int(self.no_answer[0]), int(self.no_answer[1])) else a
+
+    def view(self, q: int) -> "QuestionView":
+        """Question q's pool as plain Python values, built once per question (the Python
+        engine's episodes read these, not NumPy scalars: see QuestionView)."""
+        v = self._views.get(q)
+        if v is None:
+            v = self._views[q] = QuestionView.build(self, q)
+        return v
+
+    @cached_property
+    def _views(self) -> dict:
+        # a cache beside the frozen fields (cached_property writes the instance dict directly);
+        # `compact()` and `replace()` start with an empty one
+        return {}
 
     def answer_id(self, text: str) -> int:
         i = int(np.searchsorted(self.answers, text))  # the dictionary is sorted
@@ -84,6 +99,49 @@ class StepArrays:
             pool_prompt=self.pool_prompt[pools], s_answer=self.s_answer[samples], s_local=self.s_local[samples],
             s_score=self.s_score[samples], s_completion=self.s_completion[samples], probe_off=probe_off,
             probe_answer=self.probe_answer[probe_idx.astype(np.int64)])
+
+
+@dataclass(frozen=True, eq=False)
+class QuestionView:
+    """One question's pool, per sample in pool order (local index j = global sample - base),
+    as Python lists: what the Python engine reads on every action. Reading a NumPy array one
+    element at a time costs ~100 ns to a few us per value (a NumPy scalar, then int()); a list
+    item costs ~20 ns, so building these once per question makes the engine several times
+    faster (benchmarks/controller_speed.py) with the very same values."""
+
+    question: int
+    base: int  # global index of the pool's first sample
+    size: int
+    prompt: int  # prompt tokens of the pool, charged once
+    gold: int  # gold answer id, -1 where none
+    qhash: int
+    length: list  # int: completion tokens
+    n_int: list  # int: intervals of K tokens to reach the real length
+    final: list  # int: the stored final answer id
+    score: list  # float: the stored score
+    readings: list  # tuple per sample: the stored probe readings, None where 'ERR'/empty
+    reading_at: list  # list per sample: reading_at[j][d - 1] is the reading at depth d, 1 <= d < n_int
+
+
+    @classmethod
+    def build(cls, A: "StepArrays", q: int) -> "QuestionView":
+        pool = int(A.pool_of_q[q])
+        base, end = int(A.pool_off[pool]), int(A.pool_off[pool + 1])
+        K = A.K
+        length = [int(x) for x in A.s_completion[base:end]]
+        no = {int(A.no_answer[0]), int(A.no_answer[1])}
+        off = A.probe_off[base:end + 1].tolist()
+        raw = A.probe_answer[off[0]:off[-1]].tolist()
+        o0 = off[0]
+        readings = [tuple(None if a in no else a for a in raw[off[j] - o0:off[j + 1] - o0]) for j in range(end - base)]
+        n_int = [-(-n // K) for n in length]
+        # the reading at every depth short of the end: stored probe min(d, n) - 1, none if none stored
+        reading_at = [list(rd[:ni - 1]) + [rd[-1]] * max(0, ni - 1 - len(rd)) if rd else [None] * max(0, ni - 1)
+                      for rd, ni in zip(readings, n_int)]
+        return cls(question=q, base=base, size=end - base, prompt=int(A.pool_prompt[pool]), gold=int(A.gold[q]),
+                   qhash=int(A.question_hash[q]), length=length, n_int=n_int,
+                   final=A.s_answer[base:end].tolist(), score=[float(x) for x in A.s_score[base:end]],
+                   readings=readings, reading_at=reading_at)
 
 
 def step_arrays(store: Store, model: str, *, stage: str | int | None = None) -> StepArrays:

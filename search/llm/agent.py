@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 from replay.errors import ConfigError
 
 from ..protocol import Proposal, Searcher, Trial
-from ..spaces.base import ESTIMATE_SLACK, Space
+from ..spaces.base import Space
 from . import prompts
 from .answer import Answer, AnswerProblem, answer_schema, parse_answer
 from .client import LLMClient, LLMContextOverflow, LLMRejected, LLMSettings
@@ -118,8 +118,9 @@ class LLMSearcher(Searcher):
         return self.per_round if left is None else max(1, min(self.per_round, left))
 
     def affordable(self, point: Any) -> bool:
-        """Worth a trial: not over budget by more than the estimate's slack (unknown: yes)."""
-        return self.space.maybe_feasible(point, ESTIMATE_SLACK)
+        """Worth a trial: not over budget by more than the space's estimate slack (none where
+        the estimate is the budget rule; unknown estimate: yes)."""
+        return self.space.maybe_feasible(point)
 
     def consult(self, system: str, user: str, fields: dict[str, str], k: int = 0) -> Consultation:
         """Ask, validate, feed problems back (bounded), return the usable part of the answer.
@@ -127,7 +128,7 @@ class LLMSearcher(Searcher):
         The answer's JSON schema goes with every request (structured outputs, where the endpoint
         takes them: search/llm/client.py). A conversation over the model's context is shortened
         and asked again (`_shorter`): feedback turns first, then the archive tables."""
-        schema = answer_schema(fields, self.space, k)
+        schema = self.answer_schema(fields, k)
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         prompt = prompts.render(messages)
         raw, feedback = [], []
@@ -156,7 +157,7 @@ class LLMSearcher(Searcher):
                                           f"the limit of {self.settings.max_answer_chars:,}; answer with one short JSON object")]
             else:
                 try:
-                    parsed = parse_answer(reply.text, fields, self.space)
+                    parsed = self.parse(reply.text, fields)
                     problems = []
                     if "trials" in fields.values():
                         good, problems = self._check(parsed.trials)
@@ -178,7 +179,7 @@ class LLMSearcher(Searcher):
                 break  # bounded: keep what was usable in the last answer that parsed
             turn += 1
             self.counters["retries"] += 1
-            text = prompts.FEEDBACK.format(problems="\n".join(f"- {p.message}" for p in problems))
+            text = self.feedback_text(problems)
             feedback.append(text)
             messages = messages + [{"role": "assistant", "content": prompts.echo(reply.text)},
                                    {"role": "user", "content": text}]
@@ -236,6 +237,22 @@ class LLMSearcher(Searcher):
         if len(trials) < k:
             out += self.proposals(self.fill(k - len(trials), exclude=trials), "fill", result.record)
         return out
+
+    # ---- what a searcher may change about the consult loop
+
+    def parse(self, text: str, fields: dict[str, str]) -> Answer:
+        """The answer in `text` (default: strict JSON, search/llm/answer.py). Raises
+        AnswerProblem. A searcher whose agent answers otherwise (code, for programs) overrides it."""
+        return parse_answer(text, fields, self.space)
+
+    def answer_schema(self, fields: dict[str, str], k: int) -> dict | None:
+        """The answer's JSON schema for structured outputs (None: the answer is not JSON, and no
+        response format is sent)."""
+        return answer_schema(fields, self.space, k)
+
+    def feedback_text(self, problems: list[AnswerProblem]) -> str:
+        """The message that sends problems back to the agent within a round."""
+        return prompts.FEEDBACK.format(problems="\n".join(f"- {p.message}" for p in problems))
 
     # ---- internals
 

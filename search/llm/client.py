@@ -11,14 +11,17 @@ so that the policy is ours, counted, and testable in milliseconds:
 - a prompt over the model's context (HTTP 400 "maximum context length", llama.cpp's and
   vLLM's wording too) is `LLMContextOverflow`: the consult loop shortens the conversation;
 - any other HTTP error (400 bad request, 401/403 key, 404 unknown model or wrong URL) is the
-  user's configuration, so it is raised at once as `LLMRejected`;
+  user's configuration, so it is raised at once as `LLMRejected`; a 400 that names a request
+  parameter the model does not support (reasoning models reject `temperature`, some
+  `max_tokens`) says which option to change;
 - if every attempt fails, `LLMUnavailable` is raised. All are one-line `LLMError`s (exit code
   3): the `search` command prints them and exits with status 3; the runner's archive already
   holds every finished trial, and `--resume` continues.
 
-Every call is bounded: `max_tokens` (a finite default), `timeout_s` per attempt, and an answer
-longer than `max_answer_chars` is cut (`Reply.cut` says how long it was): an endpoint that
-ignores the token cap cannot grow the archive or the next prompt without bound.
+Every call is bounded: `max_tokens` (a finite default; 0: not sent, for models that refuse it),
+`timeout_s` per attempt, and an answer longer than `max_answer_chars` is cut (`Reply.cut` says
+how long it was): an endpoint that ignores the token cap cannot grow the archive or the next
+prompt without bound. `temperature` is sent only when set (reasoning models reject one).
 
 Structured outputs (`structured`): the answer's JSON schema goes with the request as a
 `response_format`, so that the server's schema-constrained decoding (vLLM, llama.cpp, OpenAI)
@@ -104,8 +107,8 @@ class LLMSettings:
     retries: int = 4  # extra attempts after the first
     backoff_s: float = 1.0
     backoff_max_s: float = 30.0
-    temperature: float = 0.7
-    max_tokens: int = DEFAULT_MAX_TOKENS
+    temperature: float | None = None  # None: not sent (the endpoint's default; reasoning models reject one)
+    max_tokens: int | None = DEFAULT_MAX_TOKENS  # None: not sent (--llm-max-tokens 0)
     structured: str = "auto"  # STRUCTURED_MODES
     max_answer_chars: int = DEFAULT_MAX_TOKENS * CHARS_PER_TOKEN_LIMIT
 
@@ -149,7 +152,7 @@ class LLMSettings:
         structured = str(structured).strip().lower().replace("_", "-")
         if structured not in STRUCTURED_MODES:
             raise ConfigError("--llm-structured", f"{options.get('llm_structured')!r} is not one of {', '.join(STRUCTURED_MODES)}")
-        max_tokens = number("llm_max_tokens", DEFAULT_MAX_TOKENS, 1, int)
+        max_tokens = number("llm_max_tokens", DEFAULT_MAX_TOKENS, 0, int)  # 0: not sent
         return cls(
             base_url=str(base_url).rstrip("/") if base_url else None,
             model=str(model),
@@ -159,10 +162,10 @@ class LLMSettings:
             retries=number("llm_retries", 4, 0, int),
             backoff_s=number("llm_backoff_s", 1.0, 0.0),
             backoff_max_s=number("llm_backoff_max_s", 30.0, 0.0),
-            temperature=number("llm_temperature", 0.7, 0.0),
-            max_tokens=max_tokens,
+            temperature=None if options.get("llm_temperature") is None else number("llm_temperature", 0.0, 0.0),
+            max_tokens=max_tokens or None,
             structured=structured,
-            max_answer_chars=number("llm_max_answer_chars", max_tokens * CHARS_PER_TOKEN_LIMIT, 1, int),
+            max_answer_chars=number("llm_max_answer_chars", (max_tokens or DEFAULT_MAX_TOKENS) * CHARS_PER_TOKEN_LIMIT, 1, int),
         )
 
 
@@ -199,10 +202,10 @@ class LLMClient:
 
     def _response_format(self, schema: dict | None) -> dict | None:
         mode = self.structured
+        if schema is None or mode == "off":
+            return None  # an answer that is not JSON (a program) gets no response format
         if mode == "json-object":
             return {"type": "json_object"}
-        if schema is None or mode == "off":
-            return None
         if mode == "json-schema":
             return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
         return {"type": "json_object", "schema": schema}  # json-object-schema
@@ -217,8 +220,11 @@ class LLMClient:
         waited = 0.0
         attempt = 0
         while True:
-            kwargs: dict[str, Any] = {"model": s.model, "messages": messages, "temperature": s.temperature,
-                                      "max_tokens": s.max_tokens}
+            kwargs: dict[str, Any] = {"model": s.model, "messages": messages}
+            if s.temperature is not None:
+                kwargs["temperature"] = s.temperature
+            if s.max_tokens is not None:
+                kwargs["max_tokens"] = s.max_tokens
             fmt = self._response_format(schema)
             if fmt is not None:
                 kwargs["response_format"] = fmt
@@ -245,7 +251,8 @@ class LLMClient:
                     raise LLMContextOverflow(s.endpoint, f"model {s.model!r}: the conversation is over the model's "
                                              f"context ({line})") from None
                 if e.status_code not in RETRYABLE_STATUS and e.status_code < 500:
-                    raise LLMRejected(s.endpoint, f"model {s.model!r}: request refused ({line})") from None
+                    fix = unsupported_fix(e, kwargs) if e.status_code == 400 else ""
+                    raise LLMRejected(s.endpoint, f"model {s.model!r}: request refused ({line}){fix}") from None
             except self._openai.APIConnectionError as e:  # includes APITimeoutError
                 line = self._say(f"{type(e).__name__}: {_short(e)}")
             except (json.JSONDecodeError, UnicodeDecodeError, self._openai.APIResponseValidationError) as e:
@@ -291,6 +298,29 @@ class LLMClient:
         self.structured_notes.append(f"{self.structured} refused ({line[:160]}); using {nxt}")
         self.structured = nxt
         return True
+
+
+# request parameters the user sets, and how: a 400 naming one says what to leave out
+PARAMETER_OPTIONS = {
+    "temperature": "leave out --llm-temperature (llm_temperature) and the request goes without it",
+    "max_tokens": "pass --llm-max-tokens 0 (llm_max_tokens=0) and the request goes without it",
+    "response_format": "pass --llm-structured off (llm_structured) and the request goes without it",
+}
+
+
+def unsupported_fix(e: Exception, sent: dict[str, Any]) -> str:
+    """"; fix: ..." when a 400 names a parameter we sent that the model does not support
+    (OpenAI's o-series: "Unsupported parameter: 'temperature' ..." or "Unsupported value:
+    'temperature' does not support 0.7 ..."; other servers: the parameter named near
+    "unsupported"/"not supported"), else ""."""
+    body = getattr(e, "body", None)
+    text = " ".join(str(x) for x in (body, e) if x is not None).lower()
+    if "support" not in text and "unrecognized" not in text and "not allowed" not in text:
+        return ""
+    for param, option in PARAMETER_OPTIONS.items():
+        if param in sent and param in text:
+            return f"; fix: the model does not accept {param!r}: {option}"
+    return ""
 
 
 def _short(e: Exception, limit: int = 200) -> str:

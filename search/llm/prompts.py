@@ -53,14 +53,14 @@ MLCOPILOT_SYSTEM = (
 )
 
 # ---------------------------------------------------------------------------------------------
-# AgentTTS instructions (insight 1 after the initial trials; insights 2 and 3 every round)
+# AgentTTS instructions: every round (the insights hold for the whole search, as in the paper)
 
 INSIGHT1 = (
-    "Model preference (insight 1): the initial trials fixed every other stage to its largest "
-    "model with one sample and tried each candidate model on one stage with as many samples as "
-    "the budget allows. From them, write one model-preference guideline per stage: if the "
-    "largest model clearly wins, prefer it; if not, prefer the smaller model, whose cheaper "
-    "samples leave room for repeated sampling."
+    "Model preference (insight 1): the initial trials (source init) fixed every other stage to "
+    "its largest model with one sample and tried each candidate model on one stage with as many "
+    "samples as the budget allows. Keep one model-preference guideline per stage, from them and "
+    "from every later trial: if the largest model clearly wins, prefer it; if not, prefer the "
+    "smaller model, whose cheaper samples leave room for repeated sampling."
 )
 
 INSIGHT2 = (
@@ -144,7 +144,7 @@ def archive_section(trials: Sequence[Trial], space, title: str = "## Archive of 
         if t.feasible and t.score is not None:
             cells.append(f"{t.score:.3f} +- {t.stderr:.3f}" if t.stderr is not None and math.isfinite(t.stderr) else f"{t.score:.3f}")
         else:
-            cells.append("INFEASIBLE: over budget, no score")
+            cells.append(f"INFEASIBLE ({t.why_infeasible}): no score")
         cells += space.cost_cells(t)
         if show_source:
             cells.append(t.source or "-")
@@ -153,12 +153,16 @@ def archive_section(trials: Sequence[Trial], space, title: str = "## Archive of 
 
 
 def over_budget_section(trials: Sequence[Trial], space) -> str | None:
-    """The agent's own proposals of its last round that the replay measured over budget."""
+    """The agent's own proposals of its last round that the replay found infeasible (over the
+    budget, or over the fallback limit), with the reason."""
     if not trials:
         return None
     lines = ["## Feedback on your last proposals"]
-    lines += [f"- trial {t.number} ({space.label(t.point)}) cost {space.cost_text(t.cost)}, over the budget of "
-              f"{space.cost_text(space.budget)}: it has no score" for t in trials]
+    for t in trials:
+        why = t.why_infeasible
+        if why == "over budget":  # a space that gives no reason: the measured cost says it
+            why = f"cost {space.cost_text(t.cost)}, over the budget of {space.cost_text(space.budget)}"
+        lines.append(f"- trial {t.number} ({space.label(t.point)}): {why}: it has no score")
     return "\n".join(lines)
 
 

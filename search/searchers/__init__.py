@@ -19,6 +19,7 @@ SEARCHERS = {
     "agenttts": "search.searchers.agenttts:AgentTTSSearcher",
     "agenthpo": "search.searchers.agenthpo:AgentHPOSearcher",
     "mlcopilot": "search.searchers.mlcopilot:MLCopilotSearcher",
+    "discover": "search.searchers.discover:DiscoverSearcher",
 }
 
 

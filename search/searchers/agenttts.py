@@ -3,15 +3,18 @@
 1. Initialisation (no LLM): the space's `initial_points()`. On the configuration space, insight
    1: for each stage, every other stage fixed to its largest model with one sample, and each
    candidate model tried on the stage with as many samples as the stage's share of the budget
-   allows. The first agent round turns these trials into per-stage model-preference guidelines.
+   allows. The agent turns these trials into per-stage model-preference guidelines and keeps
+   them up to date.
 2. Rounds: the prompt carries the task (the space's description), the archive (every trial,
-   score, cost), the agent's own over-budget proposals of the last round, the current
-   guidelines, and the space's insights (configurations: insight 2, find per stage the
-   direction of the best sample count, more can hurt; insight 3, trade budget across stages).
+   score, cost; per-stage scores and the fallback rate where the store has them), the agent's
+   own infeasible proposals of the last round, the current guidelines, and the space's insights
+   in every round, as in the paper (configurations: insight 1, model preference per stage;
+   insight 2, find per stage the direction of the best sample count, more can hurt; insight 3,
+   trade budget across stages).
    The agent answers {"guidelines": [...], "trials": [...]} in strict JSON (search/llm/answer.py).
 
 `ablate`: the names of the space's insights to leave out, comma-separated ("insight1": a
-random initialisation of the same size and no model-preference instruction; "insight2",
+random initialisation of the same size and no model-preference instruction in any round; "insight2",
 "insight3": drop that instruction). Prompts live in search/llm/prompts.py; docs/agenttts.md
 describes the whole loop.
 """
@@ -74,8 +77,7 @@ class AgentTTSSearcher(LLMSearcher):
         return self.round_of_proposals(result, k)
 
     def prompt(self, k: int) -> str:
-        steps = [i.text for i in self.brief.insights
-                 if i.name not in self.ablate and (self.rounds == 0 or not i.first_round_only)]
+        steps = [i.text for i in self.brief.insights if i.name not in self.ablate]  # every round
         steps.append(prompts.AGENTTTS_TASK.format(k=k, hint=self.brief.guideline_hint))
         last = [t for t in self.history if t.source == "llm" and not t.feasible
                 and t.extra.get("round") == self.rounds]

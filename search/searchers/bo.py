@@ -24,7 +24,7 @@ import numpy as np
 from replay.errors import ConfigError
 
 from ..protocol import Proposal, ReplayByAsking, Searcher, Trial
-from ..spaces.base import ESTIMATE_SLACK, Dim, Space
+from ..spaces.base import Dim, Space
 
 SAMPLERS = ("tpe", "gp")
 
@@ -75,7 +75,7 @@ class BOSearcher(ReplayByAsking, Searcher):
         self._rejected = 0
         self._repeats = 0
         self._fills = 0
-        self._limit = space.budget * (1 + ESTIMATE_SLACK)
+        self._limit = space.budget * (1 + space.estimate_slack) * (1 + 1e-9)
         self._fill_seen: set = set()
         self._fill_stream = None
 

@@ -1,15 +1,18 @@
 """Exhaustive grid: every point of the space's grid, scored in a few batched replay calls.
 
 On the configuration space its best trial is the true optimum on the training questions, the
-target that "trials to reach the optimum" is measured against; the walk prunes, level by
-level, every configuration whose prefix of stages is already measured over budget
-(search/spaces/config_walks.py). On a controller's parameters it is a product grid of at most
-`trials` points (default 50).
+target that "trials to reach the optimum" is measured against; it scores every configuration
+within the budget (feasibility is known before the replay: search/spaces/config_walks.py). On
+a controller's parameters it is a product grid of at most `trials` points (default 50).
 
 A space larger than `max_configs` that can be scanned ("scan" in `space.supports`) is not
 proposed point by point (millions of archived trials help nobody): the grid scores the whole
-space in one compiled call of the same objective (replay.engine.scan_space) and proposes its
-best feasible point as its one trial; its state records how many were scanned.
+space by compiled scans of the same objective (replay.engine.scan_space) and proposes, as its
+trials, the pick of every selection rule over the whole space (`space.scan_picks`:
+search/selection.py), so the final pick is the one the rule would make among every
+configuration. Its state records the real work: configurations scanned, how many were
+feasible, and the scan's wall time (`scanned`, `scan_feasible`, `scan_s`), which the summary
+reports.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class GridSearcher(ReplayByAsking, Searcher):
         self._walk = space.grid(cap=trials, max_points=self.max_configs, prune=bool(prune))
         self._results: dict[Hashable, Trial] = {}
         self._scanned = 0
+        self._scan: dict[str, Any] = {}
         self._started = False
         self._waiting = 0  # proposals of the last batch not told yet
 
@@ -53,12 +57,10 @@ class GridSearcher(ReplayByAsking, Searcher):
         size = self.space.size()
         if first and self._objective is not None and "scan" in self.space.supports and size is not None \
                 and size > self.max_configs:
-            found = self.space.scan_best(self._objective)  # one compiled scan; its best is the one trial
+            points, self._scan = self.space.scan_picks(self._objective)  # compiled scans of the whole space
+            self._scanned = int(self._scan.get("scanned", 0))
             self._walk = _Done()
-            if found is None:
-                return []
-            point, self._scanned = found
-            return [Proposal(point, source="grid-scan", extra={"scanned": self._scanned})]
+            return [Proposal(p, source="grid-scan", extra={"scanned": self._scanned}) for p in points]
         batch = self._walk.next_batch(self._results)
         self._waiting = len(batch)
         source = self._walk.level_source()
@@ -72,7 +74,11 @@ class GridSearcher(ReplayByAsking, Searcher):
             self._walk.advance(self._results)  # the batch is in: prune what it proved infeasible
 
     def state(self) -> dict[str, Any]:
-        return {**self._walk.state(), "scanned": self._scanned}
+        out = {**self._walk.state(), "scanned": self._scanned}
+        if self._scan:
+            out.update({"scan_feasible": self._scan.get("feasible"), "scan_s": self._scan.get("wall_s"),
+                        "scan_picks": self._scan.get("picks")})
+        return out
 
 
 class _Done:

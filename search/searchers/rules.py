@@ -32,7 +32,6 @@ from replay.engine import Config, StageChoice
 from replay.errors import ConfigError
 
 from ..protocol import Proposal, ReplayByAsking, Searcher, Trial
-from ..spaces.base import ESTIMATE_SLACK
 from ..spaces.config import ConfigSpace
 
 ABLATIONS = ("insight1", "insight2", "insight3")
@@ -109,15 +108,14 @@ class RulesSearcher(ReplayByAsking, Searcher):
         return t
 
     def _fill(self, cfg: Config, stage: int, model: str, slack: float = 0.0) -> Config | None:
-        """`cfg` with `model` on `stage` at the largest count whose estimated cost fits."""
-        n = self.space.max_affordable(cfg, stage, model, budget=self.space.budget * (1 + slack) / (1 + ESTIMATE_SLACK))
-        if n == 0 and slack == 0.0:  # nothing fits by the estimate: the smallest count may, by measurement
-            n = self.space.max_affordable(cfg, stage, model)
+        """`cfg` with `model` on `stage` at the largest count whose expected cost fits the budget
+        (scaled by 1 + slack)."""
+        n = self.space.max_affordable(cfg, stage, model, budget=self.space.budget * (1 + slack))
         return None if n == 0 else self.space.with_choice(cfg, stage, model, n)
 
     def _try_fill(self, cfg: Config, stage: int, model: str, why: str):
-        """Fill `stage` to the budget; if the replay measures it over budget (the estimate is an
-        expectation), step the count down a little, a few times."""
+        """Fill `stage` to the budget; if the replay finds it infeasible (over the fallback limit),
+        step the count down a little, a few times."""
         t = None
         for shrink in (0.0, -0.03, -0.08):
             new = self._fill(cfg, stage, model, slack=shrink)

@@ -2,6 +2,7 @@
 
     config      a model and a sample count per stage (spaces/config.py), cost in normalised units
     controller  a width-depth controller's parameters or its knob beta (spaces/controller.py), cost in tokens
+    program     controller programs an LLM writes, run sandboxed (spaces/program.py), cost in tokens
 
 A new space is one file implementing `Space` plus one line in SPACES (its settings dataclass
 goes to search/settings.py, its command-line options to search/cli.py).
@@ -18,6 +19,7 @@ from .base import CAPABILITIES, ESTIMATE_SLACK, AgentBrief, Dim, Insight, Space,
 SPACES = {
     "config": "search.spaces.config:ConfigSpace",
     "controller": "search.spaces.controller:ControllerSpace",
+    "program": "search.spaces.program:ProgramSpace",
 }
 
 

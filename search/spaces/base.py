@@ -12,7 +12,7 @@ A space says what a point is and answers every question about points that a sear
 | scoring | `evaluate(points, objective)`: one replay call for a batch |
 | text | `describe` (the task for a prompt), `point_columns`/`point_cells`, `cost_columns`/`cost_cells` (the archive table), `cost_text`, `title` |
 | LLM answers | `answer_shape`, `answer_rule`, `answer_example`, `point_from_answer` (structure), `answer_problems` (meaning), `answer_problem_kinds`, `answer_schema` (structured outputs; optional), `agent_brief` |
-| optional | `grid` ("grid"), `parametrisation` ("parametrisation"), `scan_best` and `optimum` ("scan"), `initial_points`, and whatever a searcher lists in `needs` |
+| optional | `grid` ("grid"), `parametrisation` ("parametrisation"), `scan_best`, `scan_picks` and `optimum` ("scan"), `initial_points`, and whatever a searcher lists in `needs` |
 
 Optional capabilities are declared in `supports` (a searcher declares what it `needs`; the
 runner refuses a searcher whose needs a space lacks, in one line, before any trial).
@@ -52,6 +52,7 @@ CAPABILITIES = {
     "scan": "a compiled scan of the whole space",
     "parametrisation": "a parametrisation by numbers and categories",
     "stages": "a model and a sample count per stage",
+    "programs": "points written as programs (source code)",
 }
 
 
@@ -97,11 +98,11 @@ class GridWalk(Protocol):
 
 @dataclass(frozen=True)
 class Insight:
-    """An instruction AgentTTS gives in its prompt; `--ablate NAME` leaves it out."""
+    """An instruction AgentTTS gives in every round's prompt (the insights hold for the whole
+    search, as in the paper); `--ablate NAME` leaves it out."""
 
     name: str
     text: str
-    first_round_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ class Space(abc.ABC):
     cost_unit: ClassVar[str] = ""  # the unit of budgets and costs, e.g. "units", "tokens"
     supports: ClassVar[frozenset[str]] = frozenset()  # optional capabilities (CAPABILITIES)
     answer_problem_kinds: ClassVar[tuple[str, ...]] = ()  # counters of answer_problems' kinds
+    estimate_slack: ClassVar[float] = ESTIMATE_SLACK  # 0: `estimate_cost` is the budget rule itself
+    infeasible_text: ClassVar[str] = "over budget"  # what an infeasible trial is, in the summary
     budget: float
 
     @classmethod
@@ -161,13 +164,16 @@ class Space(abc.ABC):
     # ---- cost before the replay
 
     def estimate_cost(self, point: Any) -> float | None:
-        """Expected cost per question without replay (None: only the replay can tell)."""
+        """Expected cost per question without replay (None: only the replay can tell). With
+        `estimate_slack = 0` it is the figure feasibility is judged by."""
         return None
 
-    def maybe_feasible(self, point: Any, slack: float = ESTIMATE_SLACK) -> bool:
-        """Worth a trial: the estimate is within the budget plus its slack (unknown: yes)."""
+    def maybe_feasible(self, point: Any, slack: float | None = None) -> bool:
+        """Worth a trial: the estimate is within the budget plus its slack (default the space's
+        `estimate_slack`; unknown estimate: yes)."""
         est = self.estimate_cost(point)
-        return est is None or est <= self.budget * (1 + slack)
+        slack = self.estimate_slack if slack is None else slack
+        return est is None or est <= self.budget * (1 + slack) * (1 + 1e-9)
 
     # ---- sampling and moves
 
@@ -230,6 +236,18 @@ class Space(abc.ABC):
         many points were scanned; None when none is feasible."""
         raise ConfigError("--searcher", f"the {self.kind} space has no compiled scan")
 
+    def scan_picks(self, objective: Objective) -> tuple[list[Any], dict[str, Any]]:
+        """("scan") The points a grid that scans the whole space proposes (the pick of every
+        selection rule, search/selection.py) and what the scan did: {"scanned", "feasible",
+        "wall_s"}. By default the best feasible point of `scan_best`."""
+        import time
+
+        t0 = time.perf_counter()
+        found = self.scan_best(objective)
+        info = {"scanned": 0 if found is None else found[1], "feasible": None}
+        info["wall_s"] = time.perf_counter() - t0
+        return ([] if found is None else [found[0]]), info
+
     def optimum(self, objective: Objective, limit: int) -> dict[str, Any] | None:
         """The exhaustive optimum of the objective for the summary ({'config', 'score', ...}),
         or None when unknown (too large, or no finite grid)."""
@@ -276,6 +294,15 @@ class Space(abc.ABC):
 
     def cost_cells(self, trial: Trial) -> list[str]:
         return [f"{trial.cost:.3g}"]
+
+    def report(self, setup, trials: Sequence[Trial], best: Trial | None, *, out) -> dict[str, Any]:
+        """What the space adds to the summary once the search is over (a held-out report, files
+        it writes to `out` when that is a folder): nothing by default."""
+        return {}
+
+    def report_rows(self, summary: dict[str, Any]) -> list[tuple[str, str]]:
+        """Rows it adds to the printed summary, from what `report` added."""
+        return []
 
     # ---- LLM answers
 

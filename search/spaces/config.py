@@ -1,11 +1,14 @@
 """The configuration space, read off a store: per stage, a candidate model and a sample count.
 
 A point is a `replay.engine.Config`; its cost is in normalised budget units per question (one
-unit: one single-sample pass of the smallest model on the cheapest stage). The expected cost
-of every (stage, model) is a linear model read off the store's pools (`costs`), the same figure
-as `replay.engine.estimate_units`; the replay's measured cost decides feasibility. How the
-searchers walk this space (the grid's prefix pruning, the random candidates, the Optuna
-parametrisations, AgentTTS's insight-1 plan) is in config_walks.py.
+unit: one single-sample pass of the smallest model on the cheapest stage), judged by its
+expected cost over the store's pools (`replay.engine.expected_units`: the engine's budget rule,
+the same on every question set), so `estimate_cost` is exact and every searcher knows before a
+replay whether a configuration is feasible; the measured cost of the drawn outputs is kept in
+each trial's metrics. `--max-fallback F` also makes a configuration infeasible when more than F
+of its draws fell back to another pool (an upstream answer that was not collected), measured on
+the training questions. How the searchers walk this space (the grid, the random candidates, the
+Optuna parametrisations, AgentTTS's insight-1 plan) is in config_walks.py.
 """
 
 from __future__ import annotations
@@ -18,18 +21,25 @@ from typing import TYPE_CHECKING, Any, ClassVar, Hashable, Iterator, Sequence
 
 import numpy as np
 
-from replay.engine import Config, StageChoice, _largest_pool, _pool_means, budget_unit, default_budget, evaluate_batch
+from replay.engine import (Config, StageChoice, _largest_pool, _pool_means, budget_unit, default_budget, evaluate_batch,
+                           within_budget)
+from replay.expected import expected_units_table
 from replay.errors import ConfigError
 from replay.store import Store
 
 from ..llm.answer import AnswerProblem
 from ..llm.prompts import CONFIG_GUIDELINES, CONFIG_ROLE, INSIGHT1, INSIGHT2, INSIGHT3
 from ..trial import Evaluation, Objective, Trial
-from .base import ESTIMATE_SLACK, SCHEMA_ENUM_LIMIT, AgentBrief, GridWalk, Insight, Parametrisation, Space
-from .config_walks import CountsParametrisation, PrefixGrid, SharesParametrisation, insight1_plan, random_configs
+from .base import SCHEMA_ENUM_LIMIT, AgentBrief, GridWalk, Insight, Parametrisation, Space
+from .config_walks import CountsParametrisation, FeasibleGrid, SharesParametrisation, insight1_plan, random_configs
 
 if TYPE_CHECKING:
     from ..settings import ConfigSpaceSettings
+
+
+# How feasibility is judged, in the archive header: archives written before (no such key) judged
+# it by the measured cost of the training draws, and cannot be resumed by this version.
+BUDGET_RULE = "expected cost over the store's pools"
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,7 @@ class ConfigSpace(Space):
     cost_unit: ClassVar[str] = "units"
     supports: ClassVar[frozenset[str]] = frozenset({"grid", "scan", "parametrisation", "stages"})
     answer_problem_kinds: ClassVar[tuple[str, ...]] = ("unknown_model", "invalid_samples")
+    estimate_slack: ClassVar[float] = 0.0  # the estimate is the engine's budget rule itself
 
     store: Store = field(repr=False, compare=False)
     stages: tuple[str, ...]
@@ -48,21 +59,26 @@ class ConfigSpace(Space):
     counts: tuple[dict[str, tuple[int, ...]], ...]  # per stage: model -> allowed sample counts
     params: dict[str, float]  # model -> parameter count
     budget: float  # normalised units per question
-    # Per stage: model -> (fixed units, units per sample), the expected cost model read off the
-    # store's pools (prompt prefilled once plus stored-fusion tokens; one completion per sample).
+    # Per stage: model -> (fixed units, units per sample), a linear summary of the expected cost
+    # read off the store's pools (prompt prefilled once plus stored-fusion tokens; one completion
+    # per sample), for the searchers' heuristics; `estimate_cost` uses the exact figures.
     costs: tuple[dict[str, tuple[float, float]], ...]
+    # [S, M, N+1]: the expected cost in units of (stage, model index, count): the budget rule
+    unit_table: np.ndarray = field(repr=False, compare=False, default=None)
+    max_fallback: float | None = None  # more fallback than this (a share of draws) is infeasible
 
     @classmethod
     def from_store(cls, store: Store, *, models: Sequence[str] | None = None, max_samples: int | None = None,
-                   budget: float | None = None, questions=None) -> "ConfigSpace":
+                   budget: float | None = None, max_fallback: float | None = None) -> "ConfigSpace":
         """The space of `store`, narrowed to `models` and to counts up to `max_samples`.
 
         Parameters:
             models: candidate models to keep (default: every candidate of every stage).
             max_samples: the largest sample count to consider.
             budget: normalised units per question (default: every stage once with its
-                largest model, on `questions`).
-            questions: what the cost model averages over (default: all of the store's).
+                largest model, at its expected cost).
+            max_fallback: the largest share of draws that may fall back to another pool
+                (default: no limit).
         """
         largest = _largest_pool(store)
         names = store.manifest.model_names
@@ -87,24 +103,26 @@ class ConfigSpace(Space):
             stage_models.append(cands)
             stage_counts.append(counts)
         if budget is None:
-            budget = default_budget(store, questions=questions)
+            budget = default_budget(store)
         return cls(store=store, stages=store.manifest.stage_names, models=tuple(stage_models),
                    counts=tuple(stage_counts), params={m.name: m.params for m in store.models},
-                   budget=float(budget), costs=_cost_model(store, stage_models, questions))
+                   budget=float(budget), costs=_cost_model(store, stage_models),
+                   unit_table=expected_units_table(store, budget_unit(store)),
+                   max_fallback=None if max_fallback is None else float(max_fallback))
 
     @classmethod
     def from_settings(cls, store: Store, settings: "ConfigSpaceSettings", objective: Objective) -> "ConfigSpace":
-        """The space a search of `objective` uses. The default budget is measured on the
-        objective's questions with its own draws, so that the paper's reference configuration
-        (every stage once with its largest model) is feasible by construction."""
+        """The space a search of `objective` uses. The default budget is the expected cost of
+        the paper's reference configuration (every stage once with its largest model), so that
+        it is feasible by the budget rule, whatever the questions."""
         budget = settings.budget
         if budget is None:
-            budget = default_budget(store, questions=objective.questions, replicates=objective.replicates,
-                                    seed=objective.seed)
+            budget = default_budget(store)
         space = cls.from_store(store, models=settings.models, max_samples=settings.max_samples, budget=budget,
-                               questions=objective.questions)
-        cheapest = sum(min(c[m][0] + c[m][1] * min(space.counts[i][m]) for m in c) for i, c in enumerate(space.costs))
-        if cheapest > budget * (1 + ESTIMATE_SLACK):
+                               max_fallback=settings.max_fallback)
+        cheapest = sum(min(space.stage_cost(i, m, min(space.counts[i][m])) for m in space.models[i])
+                       for i in range(len(space.stages)))
+        if not within_budget(cheapest, budget):
             raise ConfigError("--budget", f"{budget:.4g} units is below the cheapest configuration of the space "
                               f"(about {cheapest:.4g} units)")
         return space
@@ -134,13 +152,17 @@ class ConfigSpace(Space):
         return n
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "stages": list(self.stages),
             "models": [list(m) for m in self.models],
             "counts": [{m: _compact(c[m]) for m in c} for c in self.counts],
             "budget": self.budget,
+            "budget_rule": BUDGET_RULE,
             "size": self.size(),
         }
+        if self.max_fallback is not None:
+            out["max_fallback"] = self.max_fallback
+        return out
 
     def all_configs(self) -> Iterator[Config]:
         for combo in itertools.product(*self.choices()):
@@ -152,23 +174,22 @@ class ConfigSpace(Space):
 
     # ---- cost
 
+    def stage_cost(self, stage: int, model: str, samples: int) -> float:
+        """Expected units per question of one stage's choice (replay.expected)."""
+        t = self.unit_table
+        return float(t[stage, self.store.model_index(model), min(int(samples), t.shape[2] - 1)])
+
     def estimate_cost(self, point: Config) -> float:
-        """Expected cost in budget units per question (the same figure as
-        replay.engine.estimate_units on the questions the space was built with)."""
-        total = 0.0
-        for i, ch in enumerate(point.stages):
-            fixed, per = self.costs[i][ch.model]
-            total += fixed + ch.samples * per
-        return total
+        """The expected cost in budget units per question, over the store's pools: exactly
+        `replay.engine.expected_units`, the figure the engine judges feasibility by."""
+        return sum(self.stage_cost(i, ch.model, ch.samples) for i, ch in enumerate(point.stages))
 
     def max_affordable(self, config: Config, stage: int, model: str, budget: float | None = None) -> int:
         """The largest allowed count for `model` on `stage`, other stages as in `config`, whose
-        estimated cost stays within the budget (plus ESTIMATE_SLACK); 0 when none does."""
-        budget = (self.budget if budget is None else budget) * (1 + ESTIMATE_SLACK)
-        rest = sum(self.costs[i][ch.model][0] + ch.samples * self.costs[i][ch.model][1]
-                   for i, ch in enumerate(config.stages) if i != stage)
-        fixed, per = self.costs[stage][model]
-        ok = [n for n in self.counts[stage][model] if rest + fixed + n * per <= budget]
+        expected cost stays within the budget; 0 when none does."""
+        budget = self.budget if budget is None else budget
+        rest = sum(self.stage_cost(i, ch.model, ch.samples) for i, ch in enumerate(config.stages) if i != stage)
+        ok = [n for n in self.counts[stage][model] if within_budget(rest + self.stage_cost(stage, model, n), budget)]
         return max(ok) if ok else 0
 
     def with_choice(self, config: Config, stage: int, model: str, samples: int) -> Config:
@@ -216,28 +237,97 @@ class ConfigSpace(Space):
     # ---- scoring
 
     def evaluate(self, points: Sequence[Config], objective: Objective, *, enforce_budget: bool = True) -> list[Evaluation]:
+        """One replay call. The cost is the expected cost (the engine's budget rule); the
+        measured cost of the draws is `metrics["measured_units"]`. With `enforce_budget`, a
+        point over the budget, or over `max_fallback`, is infeasible (no score); its reason
+        is `metrics["infeasible"]`."""
         results = evaluate_batch(self.store, list(points), questions=objective.questions,
                                  replicates=objective.replicates, seed=objective.seed,
                                  budget=self.budget if enforce_budget else None)
         unit = budget_unit(self.store)
-        return [Evaluation(feasible=r.feasible, score=r.score if r.feasible else None,
-                           stderr=r.stderr if r.feasible else None, cost=r.units, tokens=r.tokens,
-                           metrics={"stage_units": [st.flops / unit for st in r.stages],
-                                    "stage_scores": [st.score for st in r.stages]})
-                for r in results]
+        out = []
+        for r in results:
+            metrics = {"measured_units": r.units, "fallback_rate": r.fallback_rate,
+                       "stage_units": [st.flops / unit for st in r.stages],
+                       "stage_scores": [st.score for st in r.stages]}
+            feasible = r.feasible
+            if not feasible:
+                metrics["infeasible"] = (f"over budget: expected cost {r.expected_units:.4g} units > "
+                                         f"{self.budget:.4g}")
+            elif enforce_budget and self.max_fallback is not None and r.fallback_rate > self.max_fallback + 1e-12:
+                feasible = False
+                metrics["infeasible"] = (f"fallback {r.fallback_rate:.1%} of draws > --max-fallback "
+                                         f"{self.max_fallback:.1%}")
+            out.append(Evaluation(feasible=feasible, score=r.score if feasible else None,
+                                  stderr=r.stderr if feasible else None, cost=r.expected_units, tokens=r.tokens,
+                                  metrics=metrics, per_question=r.per_question if feasible else None))
+        return out
 
     # ---- optional capabilities
 
     def grid(self, *, cap: int | None, max_points: int, prune: bool = True) -> GridWalk:
-        return PrefixGrid(self, max_points=max_points, prune=prune)
+        return FeasibleGrid(self, max_points=max_points, prune=prune)
 
     def parametrisation(self, *, within_budget: bool = False) -> Parametrisation:
         return SharesParametrisation(self) if within_budget else CountsParametrisation(self)
 
     def scan_best(self, objective: Objective) -> tuple[Config, int] | None:
         scan = self._scan(objective)
-        best = scan.best(self.budget)
+        best = self._best(scan, objective)
         return None if best is None else (best[0], int(scan.score.size))
+
+    def scan_picks(self, objective: Objective) -> tuple[list[Config], dict[str, Any]]:
+        """The pick of every selection rule (search/selection.py) over the whole space: one
+        compiled scan for the means, then one more that sums, per configuration, what the
+        rules' intervals need over the training questions (replay.scan_stats: per-question
+        means and their differences from the best-mean configuration, without keeping them).
+        Returns the distinct picks (the `mean` rule's first) and what the scan did: {"scanned",
+        "feasible", "wall_s", "picks": {rule: label}}. With `max_fallback` the rules rank by
+        the budget only (the scan does not measure fallback): their picks are scored as trials,
+        which marks any over the fallback limit infeasible, and the best configuration by
+        mean within the limit is added."""
+        import time
+
+        from replay.scan_stats import question_sums
+
+        from ..selection import RULES, pick_indices
+
+        t0 = time.perf_counter()
+        scan = self._scan(objective)
+        feas = np.flatnonzero((scan.expected <= self.budget * (1 + 1e-9)).ravel())
+        info: dict[str, Any] = {"scanned": int(scan.score.size), "feasible": int(len(feas))}
+        if not len(feas):
+            info["wall_s"] = time.perf_counter() - t0
+            return [], info
+        mean = scan.score.ravel()[feas]
+        cost = scan.expected.ravel()[feas]
+        order = feas.astype(float)
+        b = pick_indices(mean, cost, order, rules=("mean",))["mean"]
+        K = scan.score.shape[1]
+        ref = evaluate_batch(self.store, [scan.config(*divmod(int(feas[b]), K))], questions=objective.questions,
+                             replicates=objective.replicates, seed=objective.seed)[0].per_question
+        sums = question_sums(self.store, scan, questions=objective.questions, replicates=objective.replicates,
+                             seed=objective.seed, reference=ref)
+        n = sums.n
+
+        def flat(a):
+            return a.ravel()[feas]
+
+        picks = pick_indices(mean, cost, order, sd=flat(sums.sd), mean_d=flat(sums.mean_diff), sd_d=flat(sums.sd_diff),
+                             n=n, rules=RULES)
+        points = []
+        for rule in RULES:
+            i, k = divmod(int(feas[picks[rule]]), scan.score.shape[1])
+            c = scan.config(i, k)
+            info.setdefault("picks", {})[rule] = str(c)
+            if c not in points:
+                points.append(c)
+        if self.max_fallback is not None:
+            best = self._best(scan, objective)
+            if best is not None and best[0] not in points:
+                points.append(best[0])
+        info["wall_s"] = time.perf_counter() - t0
+        return points, info
 
     def optimum(self, objective: Objective, limit: int) -> dict[str, Any] | None:
         """Every configuration scored by `replay.engine.scan_space` (memo tables, then a
@@ -247,11 +337,35 @@ class ConfigSpace(Space):
         if self.size() > limit:
             return None
         scan = self._scan(objective)
-        best = scan.best(self.budget)
-        feasible = int((scan.units <= self.budget * (1 + 1e-9)).sum())
-        return {"config": None if best is None else str(best[0]), "score": None if best is None else best[1],
-                "units": None if best is None else best[2], "evaluated": int(scan.score.size), "feasible": feasible,
-                "space_size": self.size()}
+        best = self._best(scan, objective)
+        feasible = int((scan.expected <= self.budget * (1 + 1e-9)).sum())
+        out = {"config": None if best is None else str(best[0]), "score": None if best is None else best[1],
+               "units": None if best is None else best[2], "evaluated": int(scan.score.size), "feasible": feasible,
+               "space_size": self.size()}
+        if self.max_fallback is not None:
+            out["max_fallback"] = self.max_fallback
+        return out
+
+    def _best(self, scan, objective: Objective) -> tuple[Config, float, float] | None:
+        """(config, score, expected units) of the best feasible configuration of a scan: the
+        highest mean, ties to the cheapest; with `max_fallback`, the first in that order whose
+        replay stays within the fallback limit (the scan does not measure fallback)."""
+        if self.max_fallback is None:
+            best = scan.best(self.budget)
+            if best is None:
+                return None
+            cfg = best[0]
+            return cfg, best[1], self.estimate_cost(cfg)
+        ok = (scan.expected <= self.budget * (1 + 1e-9)).ravel()
+        flat = np.flatnonzero(ok)
+        flat = flat[np.lexsort((scan.expected.ravel()[flat], -np.round(scan.score.ravel()[flat], 10)))]
+        K = scan.score.shape[1]
+        for start in range(0, len(flat), 512):
+            cfgs = [scan.config(*divmod(int(j), K)) for j in flat[start:start + 512]]
+            for c, ev in zip(cfgs, self.evaluate(cfgs, objective)):
+                if ev.feasible:
+                    return c, float(ev.score), float(ev.cost)
+        return None
 
     def _scan(self, objective: Objective):
         from replay.engine import scan_space
@@ -306,8 +420,31 @@ class ConfigSpace(Space):
     def point_cells(self, point: Config) -> list[str]:
         return [f"{ch.model} x{ch.samples}" for ch in point.stages]
 
+    def cost_columns(self) -> list[str]:
+        cols = ["cost"]
+        if self._has_stage_scores():
+            cols.append("stage scores (" + ", ".join(self.stages) + ")")
+        if len(self.stages) > 1:
+            cols.append("fallback")
+        return cols
+
     def cost_cells(self, trial: Trial) -> list[str]:
-        return [f"{trial.cost:.3g}"]
+        cells = [f"{trial.cost:.3g}"]
+        if self._has_stage_scores():
+            sc = trial.metrics.get("stage_scores") or ()
+            cells.append(", ".join("-" if x is None or not math.isfinite(x) else f"{x:.3f}" for x in sc)
+                         if trial.feasible and sc else "-")
+        if len(self.stages) > 1:
+            fb = trial.fallback_rate
+            cells.append("-" if fb is None else f"{fb:.1%}")
+        return cells
+
+    def _has_stage_scores(self) -> bool:
+        """The store scores some stage before the last (a gold answer per stage): the prompt
+        then shows each stage's score, which says where a configuration loses."""
+        if len(self.stages) < 2:
+            return False
+        return bool((self.store.arrays.gold[:, :-1] >= 0).any())
 
     # ---- LLM answers: {"<stage>": {"model": <string>, "samples": <integer>}, ...}
 
@@ -370,7 +507,7 @@ class ConfigSpace(Space):
 
     def agent_brief(self) -> AgentBrief:
         return AgentBrief(role=CONFIG_ROLE, guideline_hint=CONFIG_GUIDELINES,
-                          insights=(Insight("insight1", INSIGHT1, first_round_only=True), Insight("insight2", INSIGHT2),
+                          insights=(Insight("insight1", INSIGHT1), Insight("insight2", INSIGHT2),
                                     Insight("insight3", INSIGHT3)))
 
 
@@ -399,9 +536,10 @@ def _params(p: float) -> str:
     return f"{p / 1e9:.3g}B" if p >= 1e8 else f"{p / 1e6:.3g}M"
 
 
-def _cost_model(store: Store, stage_models, questions) -> tuple[dict[str, tuple[float, float]], ...]:
-    """Linear cost model per (stage, model), the one replay.engine.estimate_units uses."""
-    qidx = store.question_indices(questions)
+def _cost_model(store: Store, stage_models) -> tuple[dict[str, tuple[float, float]], ...]:
+    """Linear cost model per (stage, model) over all questions (replay.engine.estimate_units'
+    figures): fixed units and units per sample, for the searchers' heuristics."""
+    qidx = store.question_indices(None)
     prompt, comp, fuse = _pool_means(store)
     unit = budget_unit(store)
     out = []

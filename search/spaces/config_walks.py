@@ -1,17 +1,14 @@
 """How searchers walk the configuration space: the structure-aware parts of random, grid, bo
 and AgentTTS's initialisation, kept with the space they exploit.
 
-- `random_configs`: uniform over the configurations the cost model says may be feasible
-  (estimate within the budget plus its slack), without repeats: spaces up to ENUMERATE_LIMIT
+- `random_configs`: uniform over the feasible configurations (expected cost within the
+  budget), without repeats: spaces up to ENUMERATE_LIMIT
   are enumerated once and shuffled, larger ones rejection-sampled from the uniform product
   distribution (which is uniform on the accepted set).
-- `PrefixGrid`: every configuration, level by level, with exact pruning. A stage's draws and
-  cost depend only on the stages before it (the replay's random streams are per stage, and a
-  stage's pool is keyed by the upstream answer), and later stages cost at least zero. So once a
-  prefix (stages 0..k) is measured over budget, every configuration extending it is infeasible
-  and is skipped. Level k scores each surviving prefix extended by every choice of stage k, the
-  later stages at their cheapest choice; those are configurations of the space, so each counts
-  as a trial, and a configuration is never scored twice. A one-stage space is a single batch.
+- `FeasibleGrid`: every configuration whose expected cost is within the budget. Feasibility is
+  the engine's budget rule (the expected cost over the store's pools), known without a replay,
+  so the grid never scores a configuration over the budget: it enumerates the product's costs
+  once (vectorised) and scores the feasible configurations in batches, in the space's order.
 - `CountsParametrisation` (TPE): per stage the model (categorical) and the sample count
   (integer, log scale; a count over the chosen model's largest pool goes to the nearest allowed).
   `SharesParametrisation` (GP): per stage the model, plus the share of the budget to spend
@@ -36,7 +33,7 @@ from replay.engine import Config, StageChoice
 from replay.errors import ConfigError
 
 from ..trial import Trial
-from .base import ESTIMATE_SLACK, Dim
+from .base import Dim
 
 # Everything here takes the configuration space (search/spaces/config.py, which imports this
 # module): `space` below is a ConfigSpace.
@@ -55,7 +52,7 @@ class _StageChoices:
         pairs = [(m, n) for m in space.models[stage] for n in space.counts[stage][m]]
         self.models = [m for m, _ in pairs]
         self.counts = np.array([n for _, n in pairs], dtype=np.int64)
-        self.cost = np.array([space.costs[stage][m][0] + n * space.costs[stage][m][1] for m, n in pairs])
+        self.cost = np.array([space.stage_cost(stage, m, n) for m, n in pairs])
 
     def __len__(self) -> int:
         return len(self.models)
@@ -66,20 +63,16 @@ class _StageChoices:
 
 def random_configs(space: Any, rng: np.random.Generator, seen: set) -> Iterator[Config]:
     """Untried configurations (not in `seen`; each yielded one is added), uniform over those
-    whose estimated cost is within the budget plus ESTIMATE_SLACK; ends when none is left."""
+    whose expected cost is within the budget (plus the space's estimate slack); ends when none
+    is left."""
     stages = [_StageChoices(space, i) for i in range(len(space.stages))]
-    limit = space.budget * (1 + ESTIMATE_SLACK)
+    limit = space.budget * (1 + space.estimate_slack) * (1 + 1e-9)
 
     def config(ks) -> Config:
         return Config(tuple(st.choice(int(k)) for st, k in zip(stages, ks)))
 
     if space.size() <= ENUMERATE_LIMIT:
-        sizes = [len(s) for s in stages]
-        cost = np.zeros(sizes)
-        for i, st in enumerate(stages):
-            shape = [1] * len(sizes)
-            shape[i] = sizes[i]
-            cost = cost + st.cost.reshape(shape)
+        sizes, cost = _product_costs(space)
         for flat in rng.permutation(np.flatnonzero(cost.reshape(-1) <= limit)):
             cfg = config(np.unravel_index(flat, sizes))
             if cfg not in seen:
@@ -106,91 +99,72 @@ def random_configs(space: Any, rng: np.random.Generator, seen: set) -> Iterator[
 
 
 # --------------------------------------------------------------------------------------------
-# The exhaustive grid, level by level, with prefix pruning
+# The exhaustive grid: every feasible configuration
 
 
-class PrefixGrid:
-    """The grid walk of the configuration space (see the module docstring)."""
+GRID_BATCH = 4096  # configurations per replay call
+
+
+class FeasibleGrid:
+    """The grid walk of the configuration space (see the module docstring): every configuration
+    whose expected cost is within the budget (the budget rule, known without replay), in the
+    space's order, in batches of GRID_BATCH; configurations over the budget are never scored.
+    `prune=False` scores every configuration, the infeasible ones as infeasible trials."""
 
     def __init__(self, space: Any, *, max_points: int, prune: bool = True):
         self.space = space
-        self.max_points = int(max_points)
         self.prune = bool(prune)
-        n = len(space.stages)
-        self._choices = space.choices()
-        # the cheapest choice per stage (by the cost model), to fill the stages after the prefix
-        self._filler = [min(ch, key=lambda c, i=i: space.costs[i][c.model][0] + c.samples * space.costs[i][c.model][1])
-                        for i, ch in enumerate(self._choices)]
-        self._n = n
-        self._level = 0
-        self._prefixes: list[tuple[StageChoice, ...]] = [()]
-        self._ext: list[tuple[StageChoice, ...]] | None = None  # the prefixes of the level being scored
-        self._level_configs: list[Config] = []
-        self._asked = 0
-        self._pruned = 0
+        self.max_points = int(max_points)
+        self._flat: np.ndarray | None = None  # enumerated on first use (a grid that scans never walks)
+        self._next = 0
+        self._skipped = 0
 
-    def _budget_ok(self, t: Trial, upto: int) -> bool:
-        stage_units = t.metrics.get("stage_units") or ()
-        if not stage_units:  # no per-stage costs (an old archive): no pruning
-            return True
-        return sum(stage_units[: upto + 1]) <= self.space.budget * (1 + 1e-9)
-
-    def advance(self, results: dict[Hashable, Trial]) -> None:
-        """After a prefix level is scored: keep the prefixes whose measured cost fits."""
-        if self._ext is None:
-            return
-        k = self._level - 1
-        keep = []
-        for p, c in zip(self._ext, self._level_configs):
-            if self._budget_ok(results[c], k):
-                keep.append(p)
-            else:
-                self._pruned += 1
-        self._prefixes = keep
-        self._ext = None
+    def _prepare(self) -> None:
+        sizes, cost = _product_costs(self.space)
+        flat = np.flatnonzero(cost.reshape(-1) <= self.space.budget * (1 + 1e-9)) if self.prune else np.arange(cost.size)
+        if len(flat) > self.max_points:
+            raise ConfigError("grid", f"{len(flat)} configurations to score (max_configs {self.max_points}): narrow "
+                              "the space with --models or --max-samples")
+        self._flat, self._sizes = flat, sizes
+        self._stages = [_StageChoices(self.space, i) for i in range(len(self.space.stages))]
+        self._skipped = int(cost.size - len(flat))
 
     def next_batch(self, results: dict[Hashable, Trial]) -> list[Config]:
-        self.advance(results)
-        n = self._n
-        while self._level < n:
-            k = self._level
-            last = k == n - 1 or not self.prune
-            if last:
-                # every configuration extending the surviving prefixes (all of it without pruning)
-                ext = [p + (c,) for p in self._prefixes for c in self._choices[k]]
-                stages_left = range(k + 1, n)
-                total = len(ext)
-                for i in stages_left:
-                    total *= len(self._choices[i])
-                if self._asked + total > self.max_points:
-                    raise ConfigError("grid", f"{self._asked + total} configurations to score after pruning "
-                                      f"(max_configs {self.max_points}): narrow the space with --models or --max-samples")
-                configs = [Config(p) for p in ext]
-                for i in stages_left:
-                    configs = [Config(c.stages + (x,)) for c in configs for x in self._choices[i]]
-                self._level = n
-            else:
-                ext = [p + (c,) for p in self._prefixes for c in self._choices[k]]
-                if self._asked + len(ext) > self.max_points:
-                    raise ConfigError("grid", f"more than {self.max_points} configurations to score "
-                                      f"(max_configs): narrow the space with --models or --max-samples")
-                configs = [Config(p + tuple(self._filler[k + 1:])) for p in ext]
-                self._ext = ext
-                self._level_configs = configs
-                self._level = k + 1
-            fresh = [c for c in dict.fromkeys(configs) if c not in results]
-            self._asked += len(fresh)
+        if self._flat is None:
+            self._prepare()
+        while self._next < len(self._flat):
+            chunk = self._flat[self._next:self._next + GRID_BATCH]
+            self._next += len(chunk)
+            configs = [Config(tuple(st.choice(int(k)) for st, k in zip(self._stages, np.unravel_index(int(f), self._sizes))))
+                       for f in chunk]
+            fresh = [c for c in configs if c not in results]
             if fresh:
                 return fresh
-            self.advance(results)
         return []
 
+    def advance(self, results: dict[Hashable, Trial]) -> None:
+        pass  # feasibility is known before the replay: nothing to learn from a batch
+
     def level_source(self) -> str:
-        """Who proposed the last batch: a prefix level, or the full extension."""
-        return "grid" if self._ext is None else f"grid-level{self._level - 1}"
+        return "grid"
 
     def state(self) -> dict[str, Any]:
-        return {"level": self._level, "pruned_prefixes": self._pruned}
+        if self._flat is None:
+            return {}
+        return {"feasible_configs": int(len(self._flat)) if self.prune else None, "skipped_over_budget": self._skipped,
+                "scored": int(min(self._next, len(self._flat)))}
+
+
+def _product_costs(space: Any) -> tuple[list[int], np.ndarray]:
+    """The expected cost of every configuration of the product, [n_0, ..., n_S-1]."""
+    stages = [_StageChoices(space, i) for i in range(len(space.stages))]
+    sizes = [len(s) for s in stages]
+    cost = np.zeros(sizes)
+    for i, st in enumerate(stages):
+        shape = [1] * len(sizes)
+        shape[i] = sizes[i]
+        cost = cost + st.cost.reshape(shape)
+    return sizes, cost
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,9 +275,9 @@ def _share_samples(space: Any, others: list[StageChoice], i: int, model: str) ->
 
     limit = space.budget * (1 + 1e-9)
     if cost(counts[0]) > limit:
-        # The estimate scatters around the measured cost (the default budget is the measured
-        # cost of the largest models once): within the slack, the replay decides.
-        return counts[0] if cost(counts[0]) <= space.budget * (1 + ESTIMATE_SLACK) else None
+        # within the space's estimate slack (none where the estimate is the budget rule), the
+        # replay decides
+        return counts[0] if space.maybe_feasible(Config(tuple(others[:i] + [StageChoice(model, counts[0])] + others[i + 1:]))) else None
     lo, hi = 0, len(counts) - 1  # cost grows with the count: binary search the last fit
     while lo < hi:
         mid = (lo + hi + 1) // 2

@@ -102,7 +102,8 @@ class ControllerSpace(Space):
         res = inner.evaluate_many(list(points), questions=objective.questions, replicates=objective.replicates,
                                   seed=objective.seed)
         return [Evaluation(feasible=r.feasible, score=r.score, stderr=r.stderr, cost=r.tokens, tokens=r.tokens,
-                           metrics={"opened": r.opened, "probes": r.probes}) for r in res]
+                           metrics={"opened": r.opened, "probes": r.probes}, per_question=r.per_question)
+                for r in res]
 
     # ---- optional capabilities
 

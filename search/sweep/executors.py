@@ -16,15 +16,19 @@ from replay.errors import ConfigError, InputError
 from .. import runner
 
 
-def _pool_init(slots) -> None:
-    runner._init_worker()  # one Numba thread per process
+def _pool_init(slots, parent_pid: int | None = None) -> None:
+    runner._init_worker(parent_pid)  # one Numba thread per process; dies with the sweep (replay.orphans)
     if slots is not None:
         from ..llm.client import set_request_slots
 
         set_request_slots(slots)
 
 
-def _ray_call(fn: Callable[[Any], Any], job: Any) -> Any:
+def _ray_call(fn: Callable[[Any], Any], job: Any, driver: tuple[int, str] | None = None) -> Any:
+    if driver is not None:  # a driver killed with SIGKILL must not leave this task writing its cell
+        from replay.orphans import watch_pid
+
+        watch_pid(*driver)
     try:
         import numba
 
@@ -57,14 +61,21 @@ class ProcessExecutor:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
+        import os
+        from multiprocessing.managers import SyncManager
+
+        from replay.orphans import die_with_parent
+
         ctx = mp.get_context("spawn")
         self._manager = None
         sem = None
         if llm_concurrency is not None:
-            self._manager = ctx.Manager()
+            self._manager = SyncManager(ctx=ctx)
+            self._manager.start(die_with_parent, (os.getpid(),))  # the manager too ends with the sweep
             sem = self._manager.BoundedSemaphore(llm_concurrency)
         self.slots = workers
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pool_init, initargs=(sem,))
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pool_init,
+                                         initargs=(sem, os.getpid()))
 
     def run(self, fn, jobs, llm):
         from concurrent.futures import as_completed
@@ -139,11 +150,15 @@ class RayExecutor:
         self._remote = ray.remote(num_cpus=1)(_ray_call)
 
     def run(self, fn, jobs, llm):
+        import os
+        import socket
+
         ray = self.ray
         refs = {}
+        driver = (os.getpid(), socket.gethostname())
         for i, (j, uses) in enumerate(zip(jobs, llm)):
             opts = {"resources": {"llm_slot": self.llm_demand}} if uses and self.llm_demand else {}
-            refs[self._remote.options(**opts).remote(fn, j)] = i
+            refs[self._remote.options(**opts).remote(fn, j, driver)] = i
         pending = list(refs)
         try:
             while pending:

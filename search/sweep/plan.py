@@ -13,7 +13,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from replay.clitools import check_replicates
 from replay.errors import ConfigError, InputError
+from replay.locks import is_lock_file
 
 from .. import runner
 from ..searchers import get_searcher
@@ -27,7 +29,7 @@ SWEEP_NAME = "sweep.json"
 CELLS_DIR = "cells"
 # what a cell's make_setup error names -> the spec field it came from
 _FLAG_FIELD = {"--train": "train", "--budget": "budgets", "--max-samples": "max_samples", "--models": "models",
-               "--replicates": "replicates"}
+               "--replicates": "replicates", "--max-fallback": "max_fallback"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class Group:
     space_size: int
     train_questions: int
     test_questions: int
+    split: str = ""  # how the questions were split (search/setup.py)
+    split_overrides: bool = False  # this training size overrode the store's split (another test set)
 
 
 @dataclass(frozen=True)
@@ -108,8 +112,14 @@ def plan_sweep(spec: SweepSpec, announce: Callable[[Any], None] | None = None) -
                 base = SearchSettings(
                     store=se.path, searcher="", train=train, replicates=spec.replicates, replay_seed=spec.replay_seed,
                     test_replicates=spec.test_replicates, optimum=spec.optimum, optimum_limit=spec.optimum_limit,
-                    plot=spec.cell_plots,
-                    space=ConfigSpaceSettings(models=spec.models, max_samples=spec.max_samples, budget=budget))
+                    plot=spec.cell_plots, select=spec.select,
+                    space=ConfigSpaceSettings(models=spec.models, max_samples=spec.max_samples, budget=budget,
+                                              max_fallback=spec.max_fallback))
+                for field_name, reps in (("replicates", spec.replicates), ("test_replicates", spec.test_replicates)):
+                    try:  # before the setup, which already replays (the default budget)
+                        check_replicates(spec.where(field_name), reps, questions=len(store.question_ids))
+                    except ConfigError as e:
+                        raise ConfigError(e.where, f"store {store.name}: {e.problem}") from None
                 try:
                     setup = setup_of(store, base)
                 except InputError as e:
@@ -122,7 +132,8 @@ def plan_sweep(spec: SweepSpec, announce: Callable[[Any], None] | None = None) -
                           store=store.name, path=se.path, synthetic=bool(store.synthetic), train=train,
                           budget_spec=budget, settings=base, budget=float(setup.space.budget),
                           space_size=int(setup.space.size()), train_questions=len(setup.split.train),
-                          test_questions=len(setup.split.test))
+                          test_questions=len(setup.split.test), split=setup.split.source,
+                          split_overrides=setup.split.overrides)
                 groups.append(g)
                 for j, entry in enumerate(spec.searchers):
                     cls = get_searcher(entry.name)
@@ -159,7 +170,8 @@ def fingerprint(plan: Plan) -> dict[str, Any]:
     """What must not change between runs into the same output folder."""
     s = plan.spec
     return {"replicates": s.replicates, "test_replicates": s.test_replicates, "replay_seed": s.replay_seed,
-            "models": list(s.models) if s.models else None, "max_samples": s.max_samples, "optimum": s.optimum,
+            "models": list(s.models) if s.models else None, "max_samples": s.max_samples,
+            "max_fallback": s.max_fallback, "select": s.select, "optimum": s.optimum,
             "optimum_limit": s.optimum_limit, "stores": {g.store: g.path for g in plan.groups}}
 
 
@@ -167,14 +179,18 @@ def check_out(plan: Plan) -> None:
     """The output folder is new, or holds a sweep of the same objectives."""
     path = plan.out / SWEEP_NAME
     if not path.is_file():
-        if plan.out.exists() and any(plan.out.iterdir()):
+        if plan.out.is_file():
+            raise InputError(str(plan.out), "is a file, not a folder: choose another out")
+        if plan.out.exists() and any(not is_lock_file(p) for p in plan.out.iterdir()):
             raise InputError(str(plan.out), "exists and holds no sweep (no sweep.json): choose another out")
         return
     try:
         old = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(str(path), f"not valid JSON ({e})") from None
-    if old.get("format") != FORMAT:
+    except (ValueError, OSError) as e:
+        raise InputError(str(path), f"not valid JSON ({' '.join(str(e).split())})") from None
+    except RecursionError:
+        raise InputError(str(path), "not a sweep record (JSON nested too deeply)") from None
+    if not isinstance(old, dict) or old.get("format") != FORMAT:
         raise InputError(str(path), f"not a sweep record (format {old.get('format')!r})")
     a, b = old.get("fingerprint") or {}, fingerprint(plan)
     for k in b:
@@ -197,7 +213,8 @@ def spec_json(spec: SweepSpec) -> dict[str, Any]:
                        "seeds": e.seeds, "trials": e.trials} for e in spec.searchers],
         "seeds": spec.seeds, "train": spec.train, "budgets": spec.budgets, "trials": spec.trials,
         "replicates": spec.replicates, "test_replicates": spec.test_replicates, "replay_seed": spec.replay_seed,
-        "models": spec.models, "max_samples": spec.max_samples, "optimum": spec.optimum,
+        "models": spec.models, "max_samples": spec.max_samples, "max_fallback": spec.max_fallback,
+        "select": spec.select, "optimum": spec.optimum,
         "optimum_limit": spec.optimum_limit,
         "searcher_options": {k: {a: b for a, b in v.items() if "api_key" not in a} for k, v in spec.searcher_options.items()},
         "llm": {"base_url": spec.llm_base_url, "model": spec.llm_model, "concurrency": spec.llm_concurrency},

@@ -1,10 +1,16 @@
 """The report of a sweep: report.md and figures/*.png, the paper's three experiments.
 
-1. Main results: per store and searcher, the test score of the configuration found (mean and
-   spread over seeds) and the search cost (trials, replay time, LLM time and tokens).
+1. Main results: per store and searcher, the test score of the configuration picked (mean and
+   spread over seeds, its 95% interval over questions), whether it differs from the best
+   searcher's beyond noise (paired over seeds and questions: search/report.py
+   `paired_difference`), and the search cost (trials, replay time, LLM time and tokens).
 2. Ablation: trials to reach the best configuration and the grid optimum, for AgentTTS and its
    ablations, and for `rules` (the insights without an LLM) and its ablations.
-3. Robustness: test score against training-set size, per searcher (a PNG per store).
+3. Robustness, as AgentTTS measures it: one fixed test set, nested training sets of several
+   sizes drawn from the other questions; test score and search efficiency (trials to the best)
+   per size and searcher (a PNG per store).
+4. Interpretability: the LLM searchers' guidelines (knowledge, analysis) as they evolved, round
+   by round (one seed per searcher and store).
 Plus best-so-far training score against trial, mean over seeds with a min-max band (a PNG per
 store), and the grid optimum of every objective.
 
@@ -13,6 +19,7 @@ Cells that run the grid until done (trial budget "all") belong to every trial-bu
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -138,9 +145,13 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
     if synthetic:
         L += ["", f"**SYNTHETIC stores** (simulated, not collected from real models): {', '.join(synthetic)}. "
               "Their scores measure the simulator."]
-    L += ["", "Scores: mean ± standard deviation over seeds. *test*: the configuration a search found, scored on the "
-          "held-out questions; *train*: its training score (what the searcher saw). Times are per search. "
-          "Cells with trial budget *all* run until the searcher stops (the grid).", ""]
+    rules = sorted({r["select"] for r in done if r.get("select")})
+    L += ["", "Scores: mean ± standard deviation over seeds. *test*: the configuration a search picked (selection "
+          f"rule: {', '.join(rules) or '-'}; docs/search.md), scored on the held-out questions; *95% CI*: the mean over "
+          "seeds of its 95% interval over the test questions (replay.stats); *train*: its training score (what the "
+          "searcher saw). *vs best*: the difference from the store's best searcher on test, with its 95% interval "
+          "over questions, and whether it is beyond noise (every interval, over questions and over seeds, excludes "
+          "0). Times are per search. Cells with trial budget *all* run until the searcher stops (the grid).", ""]
 
     # ---- grid optima
     L += ["## Grid optima", "", "The exhaustive optimum of each objective (store, training questions, budget), "
@@ -159,20 +170,23 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
     for store in sl.stores:
         mt = sl.main_train(store)
         for budget, trials in sl.combos(store):
-            for label in sl.labels:
-                rs = sl.select(store, label, mt, budget, trials)
-                if not rs or rs[0]["ablation"]:
-                    continue
+            found = {label: rs for label in sl.labels
+                     if (rs := sl.select(store, label, mt, budget, trials)) and not rs[0]["ablation"]}
+            vs = _versus_best(plan.out, found)
+            for label, rs in found.items():
                 cfgs = Counter(r["config"] for r in rs if r["config"])
                 top = cfgs.most_common(1)
+                ci = [(r["test_ci_lo"], r["test_ci_hi"]) for r in rs if r.get("test_ci_lo") is not None]
                 rows.append([store, str(rs[0]["train_questions"]), _f(rs[0]["budget"]), _axis_label(rs[0]["trials_budget"], "all"),
-                             label, str(len(rs)), _ms(r["test_score"] for r in rs), _ms(r["train_score"] for r in rs),
+                             label, str(len(rs)), _ms(r["test_score"] for r in rs),
+                             f"[{np.mean([a for a, _ in ci]):.3f}, {np.mean([b for _, b in ci]):.3f}]" if ci else "-",
+                             vs.get(label, "-"), _ms(r["train_score"] for r in rs),
                              _n(_mean(r["trials"] for r in rs)), _f(_mean(r["replay_s"] for r in rs), 3),
                              _f(_mean(r["llm_s"] for r in rs), 3), _n(_mean(r["llm_tokens"] for r in rs)),
                              f"`{top[0][0]}` ({top[0][1]}/{len(rs)})" if top else "-"])
-    L += ["Per store at its largest training size (or the store's split): the configuration each search found.", ""]
-    L += _table(["store", "train q", "budget", "trial budget", "searcher", "seeds", "test score", "train score",
-                 "trials", "replay s", "LLM s", "LLM tokens", "most found config"], rows) + [""]
+    L += ["Per store at its largest training size (or the store's split): the configuration each search picked.", ""]
+    L += _table(["store", "train q", "budget", "trial budget", "searcher", "seeds", "test score", "95% CI", "vs best",
+                 "train score", "trials", "replay s", "LLM s", "LLM tokens", "most picked config"], rows) + [""]
 
     # ---- 2. ablation
     L += ["## 2. Ablation: trials to the best configuration and to the grid optimum", ""]
@@ -202,9 +216,12 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
         L += ["No `agenttts` or `rules` cells in this sweep.", ""]
 
     # ---- 3. robustness
-    L += ["## 3. Robustness: test score against training-set size", "",
-          "A training size N takes the first N questions of one fixed shuffle (seed 0) and tests on the rest, so "
-          "the training sets are nested and the test set shrinks as N grows; *default* is the store's own split.", ""]
+    L += ["## 3. Robustness: test score and search efficiency against training-set size", "",
+          "AgentTTS's protocol: one fixed test set (the store's test split), and training sets of each size drawn "
+          "from the other questions, nested (the smaller inside the larger, one draw); *default* is the store's own "
+          "training split. A cell reads *test score (trials to the best)*, mean over seeds. A size larger than the "
+          "questions outside the test set overrides the store's split, so its test set differs: marked *(other test "
+          "set)*.", ""]
     figs.mkdir(parents=True, exist_ok=True)
     for store in sl.stores:
         trains = sl.trains(store)
@@ -214,14 +231,18 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
             for t in trains:
                 rs = sl.select(store, None, t, budget, trials)
                 tq[t] = rs[0]["train_questions"] if rs else None
-                header.append(f"{_f(tq[t])} train q")
+                g = sl.groups.get((store, t, budget))
+                other = " (other test set)" if g is not None and g.split_overrides else ""
+                header.append(f"{_f(tq[t])} train q{other}")
+            test_q = sorted({g.test_questions for (st, _t, b), g in sl.groups.items() if st == store and b == budget})
             rows, series = [], []
             for label in sl.labels:
                 cells = []
                 xs, ms, sds = [], [], []
                 for t in trains:
                     rs = sl.select(store, label, t, budget, trials)
-                    cells.append(_ms(r["test_score"] for r in rs))
+                    to_best = _mean(r["trials_to_best"] for r in rs)
+                    cells.append(_ms(r["test_score"] for r in rs) + (f" ({_n(to_best)})" if to_best is not None else ""))
                     v = [r["test_score"] for r in rs if r["test_score"] is not None]
                     if v and tq[t] is not None:
                         xs.append(tq[t])
@@ -235,9 +256,18 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
             name = f"{store}-robustness{sl.suffix(store, budget, trials)}.png"
             _plot_robustness(series, figs / name, f"{store}: test score vs training-set size "
                              f"(budget {_axis_label(budget, 'default')}, trials {_axis_label(trials, 'all')})")
-            L += [f"**{store}**, budget {_axis_label(budget, 'default')}, trial budget {_axis_label(trials, 'all')} "
-                  f"(`{FIGURES_DIR}/{name}`)", ""]
+            L += [f"**{store}**, budget {_axis_label(budget, 'default')}, trial budget {_axis_label(trials, 'all')}, "
+                  f"{' or '.join(map(str, test_q))} test questions (`{FIGURES_DIR}/{name}`)", ""]
             L += _table(header, rows) + ["", f"![{store} robustness]({FIGURES_DIR}/{name})", ""]
+
+    # ---- 4. guidelines
+    hist = _guideline_rows(plan.out, sl)
+    if hist:
+        L += ["## 4. Interpretability: the LLM searchers' guidelines, round by round", "",
+              "What each LLM searcher wrote about the search (AgentTTS: guidelines; MLCopilot: knowledge; AgentHPO: "
+              "analysis) each time it changed, for the lowest seed of each searcher and store at its largest training "
+              "size (every cell's `summary.json` holds its own).", ""]
+        L += hist
 
     # ---- best-so-far curves
     L += ["## Best-so-far curves", "", "Best training score after each trial: mean over seeds, band from the worst "
@@ -280,6 +310,62 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(L))
     return path
+
+
+def _versus_best(out: Path, found: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """Per searcher: its test score minus the best searcher's (highest mean test score), paired
+    over the test questions and seeds (search.report.paired_difference), as one cell."""
+    from ..report import paired_difference
+
+    pq: dict[str, dict[int, list[float]]] = {}
+    for label, rs in found.items():
+        for r in rs:
+            v = _summary(out, r).get("test", {}).get("per_question")
+            if v is not None:
+                pq.setdefault(label, {})[r["seed"]] = v
+    means = {label: _mean(r["test_score"] for r in rs) for label, rs in found.items()}
+    ranked = [x for x in sorted(means, key=lambda k: -(means[k] if means[k] is not None else -math.inf)) if x in pq]
+    if not ranked:
+        return {}
+    best = ranked[0]
+    out_cells = {best: "best"}
+    for label in ranked[1:]:
+        if len({len(v) for v in (*pq[label].values(), *pq[best].values())}) != 1:
+            out_cells[label] = "-"
+            continue
+        d = paired_difference(pq[label], pq[best])
+        seeds = "" if d["seeds_lo"] is None else f"; seeds [{d['seeds_lo']:+.3f}, {d['seeds_hi']:+.3f}]"
+        out_cells[label] = (f"{d['diff']:+.3f} (questions [{d['questions_lo']:+.3f}, {d['questions_hi']:+.3f}]"
+                            f"{seeds}): {'beyond noise' if d['beyond_noise'] else 'within noise'}")
+    return out_cells
+
+
+def _summary(out: Path, row: dict[str, Any]) -> dict:
+    """A finished cell's summary.json ({} when unreadable: its results row is all the report has)."""
+    try:
+        return json.loads((Path(out) / row["cell"] / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _guideline_rows(out: Path, sl) -> list[str]:
+    lines: list[str] = []
+    for store in sl.stores:
+        mt = sl.main_train(store)
+        for label in sl.labels:
+            rs = sorted(sl.select(store, label, mt), key=lambda r: (r["seed"], str(r["budget_spec"])))
+            if not rs:
+                continue
+            hist = _summary(out, rs[0]).get("guidelines")
+            if not hist:
+                continue
+            lines += [f"**{store}, {label}** (seed {rs[0]['seed']}, `{rs[0]['cell']}`)", ""]
+            for h in hist:
+                items = h.get("guidelines") or h.get("knowledge") or ([h["analysis"]] if h.get("analysis") else [])
+                text = "; ".join(str(x) for x in items)[:600]
+                lines.append(f"- round {h.get('round')}, after trial {h.get('after_trial')}: {text}")
+            lines.append("")
+    return lines
 
 
 def _seed_text(seeds) -> str:

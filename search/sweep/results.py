@@ -24,8 +24,11 @@ RESULT_SCHEMA = {
     "seed": "int", "train": "int", "budget_spec": "float", "trials_budget": "int",
     "train_questions": "int", "test_questions": "int", "budget": "float", "space_size": "int",
     "status": "str", "error": "str", "cell": "str",
-    "config": "str", "train_score": "float", "train_stderr": "float", "units": "float", "tokens": "float",
-    "test_score": "float", "test_stderr": "float", "test_units": "float", "test_within_budget": "bool",
+    "config": "str", "select": "str", "best_mean_config": "str", "train_score": "float", "train_stderr": "float",
+    "units": "float", "measured_units": "float", "tokens": "float", "fallback_rate": "float",
+    "test_score": "float", "test_stderr": "float", "test_ci_lo": "float", "test_ci_hi": "float", "test_units": "float",
+    "test_measured_units": "float", "test_within_budget": "bool", "test_measured_within_budget": "bool",
+    "test_fallback_rate": "float", "scanned": "int",
     "trials": "int", "feasible_trials": "int", "stop": "str", "trials_to_best": "int",
     "optimum_config": "str", "optimum_score": "float", "trials_to_optimum": "int", "reached_optimum": "bool",
     "gap_to_optimum": "float", "replay_s": "float", "searcher_s": "float", "wall_s": "float", "llm_s": "float",
@@ -65,16 +68,24 @@ def collect_results(plan: Plan, optima: dict[str, Any]):
         if summ.is_file():
             s = json.loads(summ.read_text())
             b, t, o = s.get("best") or {}, s.get("test") or {}, s.get("optimum") or {}
+            sel = s.get("selection") or {}
             row.update({
-                "status": "done", "config": b.get("config"), "train_score": b.get("train_score"),
-                "train_stderr": b.get("train_stderr"), "units": b.get("units"), "tokens": b.get("tokens"),
-                "test_score": t.get("score"), "test_stderr": t.get("stderr"), "test_units": t.get("units"),
-                "test_within_budget": t.get("within_budget"), "trials": s.get("trials"),
+                "status": "done", "config": b.get("config"), "select": sel.get("rule"),
+                "best_mean_config": sel.get("best_mean_config"), "train_score": b.get("train_score"),
+                "train_stderr": b.get("train_stderr"), "units": b.get("units"), "measured_units": b.get("measured_units"),
+                "tokens": b.get("tokens"), "fallback_rate": b.get("fallback_rate"),
+                "test_score": t.get("score"), "test_stderr": t.get("stderr"), "test_ci_lo": t.get("ci_lo"),
+                "test_ci_hi": t.get("ci_hi"), "test_units": t.get("units"),
+                "test_measured_units": t.get("measured_units"), "test_within_budget": t.get("within_budget"),
+                "test_measured_within_budget": t.get("measured_within_budget"),
+                "test_fallback_rate": t.get("fallback_rate"), "scanned": (s.get("scan") or {}).get("scanned"),
+                "trials": s.get("trials"),
                 "feasible_trials": s.get("feasible_trials"), "stop": s.get("stop"),
                 "trials_to_best": s.get("trials_to_best"), "optimum_config": o.get("config"),
                 "optimum_score": o.get("score"), "trials_to_optimum": s.get("trials_to_optimum"),
                 "reached_optimum": s.get("reached_optimum"),
-                "gap_to_optimum": (o["score"] - b["train_score"]) if o.get("score") is not None and b.get("train_score") is not None else None,
+                # the search's quality: the optimum minus the best training score it found (whatever it picked)
+                "gap_to_optimum": _gap(o.get("score"), sel.get("best_mean_score", b.get("train_score"))),
                 "replay_s": s.get("replay_s"), "searcher_s": s.get("searcher_s"), "wall_s": s.get("wall_s"),
                 "llm_s": s.get("llm_s"), "llm_tokens": s.get("llm_tokens"), "resumed_from": s.get("resumed_from"),
             })
@@ -102,6 +113,10 @@ def collect_results(plan: Plan, optima: dict[str, Any]):
     results = pl.from_dicts([{k: _plain(r.get(k)) for k in RESULT_SCHEMA} for r in rows], schema=schema) \
         if rows else pl.DataFrame(schema=schema)
     return results, pl.DataFrame(curves, schema=_polars_schema(CURVE_SCHEMA))
+
+
+def _gap(optimum, best):
+    return None if optimum is None or best is None else optimum - best
 
 
 def _plain(x):

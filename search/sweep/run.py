@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from replay.atomic import atomic_path
 from replay.errors import InputError, ToolError
+from replay.locks import folder_lock
 
 from ..report import SUMMARY_NAME, write_json_atomic
 from .executors import describe, make_executor, progress_bar
@@ -66,8 +67,16 @@ def run_sweep(spec: SweepSpec, *, workers: int | None = None, ray: str | None = 
     t0 = time.perf_counter()
     plan = plan_sweep(spec, announce=announce)
     check_out(plan)
+    # one sweep writes a folder at a time: a second run of the same command is refused in one line
+    with folder_lock(plan.out, "sweep"):
+        check_out(plan)  # again, now that nobody else can be writing it
+        return _run_locked(spec, plan, t0, workers=workers, ray=ray, progress=progress, backend=backend, report=report,
+                           run=run, log=log)
+
+
+def _run_locked(spec: SweepSpec, plan: Plan, t0: float, *, workers, ray, progress, backend, report, run,
+                log) -> SweepResult:
     out = plan.out
-    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / SWEEP_NAME, {"format": FORMAT, "version": VERSION, "fingerprint": fingerprint(plan),
                                          "spec": spec_json(spec), "cells": len(plan.cells),
                                          "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
@@ -124,7 +133,7 @@ def _read_optima(out: Path) -> dict[str, Any]:
         return {}
     try:
         return dict(json.loads(p.read_text()).get("optima") or {})
-    except (json.JSONDecodeError, AttributeError):
+    except (ValueError, AttributeError, TypeError, RecursionError, OSError):
         return {}  # recomputed
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -17,7 +18,14 @@ from typing import Any, Callable
 from replay.errors import ConfigError, InputError
 
 from ..searchers import SEARCHERS, get_searcher
-from ..settings import GRID_LIMIT, parse_seeds
+from replay.clitools import MAX_COUNT, MAX_SEED
+
+from ..settings import GRID_LIMIT, MAX_SEEDS, parse_seeds
+
+# a bad value is shown short: a YAML alias bomb or a huge list must not become a huge error line
+_short = reprlib.Repr()
+_short.maxlevel, _short.maxlist, _short.maxdict, _short.maxstring, _short.maxother = 2, 4, 4, 40, 40
+_r = _short.repr
 
 SPEC_FIELDS = {
     "name": "a name for the sweep (default: the spec file's name)",
@@ -33,6 +41,8 @@ SPEC_FIELDS = {
     "replay_seed": "seed of the replay's draws",
     "models": "models to consider (default: every candidate)",
     "max_samples": "largest sample count per stage",
+    "max_fallback": "largest share of draws (0-1) that may fall back to another pool; above it is infeasible",
+    "select": "the rule that picks each search's final configuration (mean, lcb, tied-cheapest, tied-costliest)",
     "optimum": "compute the grid optimum of each objective (true/false)",
     "optimum_limit": "largest space whose exhaustive optimum is computed",
     "searcher_options": "options per searcher name, e.g. {bo: {sampler: tpe}}",
@@ -78,6 +88,8 @@ class SweepSpec:
     replay_seed: int = 0
     models: tuple[str, ...] | None = None
     max_samples: int | None = None
+    max_fallback: float | None = None
+    select: str | None = None  # None: search.selection.DEFAULT_RULE
     optimum: bool = True
     optimum_limit: int = GRID_LIMIT
     searcher_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -105,7 +117,13 @@ def read_spec_file(path: str | os.PathLike) -> dict[str, Any]:
     if not p.is_file():
         raise InputError(str(path), "no such sweep spec file")
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(str(path), f"not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise InputError(str(path), f"cannot read it ({e.strerror})") from None
+    except RecursionError:
+        raise InputError(str(path), "not a sweep spec (nested too deeply)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f":{mark.line + 1}" if mark is not None else ""
@@ -117,8 +135,11 @@ def read_spec_file(path: str | os.PathLike) -> dict[str, Any]:
     return raw
 
 
+MAX_CELLS = 10_000  # searches one sweep starts without --yes
+
+
 def parse_spec(raw: dict[str, Any], source: str = "command line", *, overrides: dict[str, Any] | None = None,
-               base: str | os.PathLike | None = None) -> SweepSpec:
+               base: str | os.PathLike | None = None, allow_many: bool = False) -> SweepSpec:
     """Validate a spec mapping (plus command-line `overrides`, which win) into a SweepSpec.
     Every error is one line naming the spec file and the field (or the option).
 
@@ -127,6 +148,7 @@ def parse_spec(raw: dict[str, Any], source: str = "command line", *, overrides: 
         source: the spec file (named in errors), or "command line".
         overrides: fields given as command-line options (None values are dropped).
         base: the folder relative store paths are taken from (default: the current one).
+        allow_many: allow more than MAX_SEEDS seeds and MAX_CELLS cells (`--yes`).
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     raw = {**raw, **overrides}
@@ -137,38 +159,62 @@ def parse_spec(raw: dict[str, Any], source: str = "command line", *, overrides: 
     name = raw.get("name") or (Path(source).stem if source != "command line" else "sweep")
     spec = SweepSpec(source=source, name=str(name), stores=[], searchers=[], from_cli=frozenset(overrides))
     w = spec.where
+    if raw.get("out") is None:  # the name is the output folder's name: one safe path component
+        from replay.store import check_store_name
+
+        try:
+            check_store_name(spec.name, w("name"))
+        except ConfigError as e:
+            raise ConfigError(e.where, e.problem.replace("a store's name", "a sweep's name")) from None
+    seed_limit = None if allow_many else MAX_SEEDS
 
     spec.replicates = _int(raw.get("replicates", 16), w("replicates"), lo=1)
     spec.test_replicates = _int(raw.get("test_replicates", 256), w("test_replicates"), lo=1)
-    spec.replay_seed = _int(raw.get("replay_seed", 0), w("replay_seed"), lo=0)
+    spec.replay_seed = _int(raw.get("replay_seed", 0), w("replay_seed"), lo=0, hi=MAX_SEED)
     if raw.get("max_samples") is not None:
         spec.max_samples = _int(raw["max_samples"], w("max_samples"), lo=1)
     if raw.get("models") is not None:
         spec.models = tuple(_strings(raw["models"], w("models")))
+    if raw.get("max_fallback") is not None:
+        v = raw["max_fallback"]
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            raise ConfigError(w("max_fallback"), f"expected a share between 0 and 1, got {v!r}")
+        try:
+            spec.max_fallback = float(v)
+        except ValueError:
+            raise ConfigError(w("max_fallback"), f"expected a share between 0 and 1, got {v!r}") from None
+        if not 0.0 <= spec.max_fallback <= 1.0:
+            raise ConfigError(w("max_fallback"), f"expected a share between 0 and 1, got {v!r}")
+    if raw.get("select") is not None:
+        from ..selection import RULES
+
+        if raw["select"] not in RULES:
+            raise ConfigError(w("select"), f"unknown selection rule {raw['select']!r} (rules: {', '.join(RULES)})")
+        spec.select = str(raw["select"])
     spec.optimum = _bool(raw.get("optimum", True), w("optimum"))
-    spec.optimum_limit = _int(raw.get("optimum_limit", GRID_LIMIT), w("optimum_limit"), lo=1)
+    spec.optimum_limit = _int(raw.get("optimum_limit", GRID_LIMIT), w("optimum_limit"), lo=1, hi=2 ** 62)
     spec.cell_plots = _bool(raw.get("cell_plots", False), w("cell_plots"))
     if raw.get("workers") is not None:
         spec.workers = _int(raw["workers"], w("workers"), lo=1)
     if raw.get("out") is not None:
         if not isinstance(raw["out"], str) or not raw["out"].strip():
-            raise ConfigError(w("out"), f"expected a folder path, got {raw['out']!r}")
+            raise ConfigError(w("out"), f"expected a folder path, got {_r(raw['out'])}")
         spec.out = raw["out"]
 
-    spec.seeds = tuple(_seeds(raw.get("seeds", [0]), w("seeds")))
+    spec.seeds = tuple(_seeds(raw.get("seeds", [0]), w("seeds"), seed_limit))
     spec.train = tuple(_axis(raw.get("train", [None]), w("train"), _train_value))
     spec.budgets = tuple(_axis(raw.get("budgets", [None]), w("budgets"), _budget_value))
     spec.trials = tuple(_axis(raw.get("trials", [50]), w("trials"), _trials_value))
 
     llm = raw.get("llm") or {}
     if not isinstance(llm, dict):
-        raise ConfigError(w("llm"), f"expected a mapping with {', '.join(LLM_FIELDS)}, got {llm!r}")
+        raise ConfigError(w("llm"), f"expected a mapping with {', '.join(LLM_FIELDS)}, got {_r(llm)}")
     for k in llm:
         if k not in LLM_FIELDS:
             raise ConfigError(w(f"llm.{k}"), f"unknown field (known: {', '.join(LLM_FIELDS)})")
     for k in ("base_url", "model"):
         if llm.get(k) is not None and (not isinstance(llm[k], str) or not llm[k].strip()):
-            raise ConfigError(w(f"llm.{k}"), f"expected a string, got {llm[k]!r}")
+            raise ConfigError(w(f"llm.{k}"), f"expected a string, got {_r(llm[k])}")
     spec.llm_base_url, spec.llm_model = llm.get("base_url"), llm.get("model")
     if llm.get("concurrency") is not None:
         spec.llm_concurrency = _int(llm["concurrency"], w("llm.concurrency"), lo=1)
@@ -193,7 +239,7 @@ def parse_spec(raw: dict[str, Any], source: str = "command line", *, overrides: 
         if isinstance(s, str):
             s = {"path": s}
         if not isinstance(s, dict):
-            raise ConfigError(w(at), f"expected a store folder or a mapping with {', '.join(STORE_FIELDS)}, got {s!r}")
+            raise ConfigError(w(at), f"expected a store folder or a mapping with {', '.join(STORE_FIELDS)}, got {_r(s)}")
         for k in s:
             if k not in STORE_FIELDS:
                 raise ConfigError(w(f"{at}.{k}"), f"unknown field (known: {', '.join(STORE_FIELDS)})")
@@ -218,20 +264,34 @@ def parse_spec(raw: dict[str, Any], source: str = "command line", *, overrides: 
     if not isinstance(searchers, list) or not searchers:
         raise ConfigError(w("searchers"), "expected a non-empty list of searchers")
     for i, s in enumerate(searchers):
-        spec.searchers.append(_searcher_entry(s, w(f"searchers[{i}]"), w))
+        spec.searchers.append(_searcher_entry(s, w(f"searchers[{i}]"), w, seed_limit))
     labels = [e.label for e in spec.searchers]
     dup = next((x for x in labels if labels.count(x) > 1), None)
     if dup is not None:
-        raise ConfigError(w("searchers"), f"{dup!r} is listed twice (give one of them another label)")
+        raise ConfigError(w("searchers"), f"{_r(dup)} is listed twice (give one of them another label)")
+    cells = count_cells(spec)
+    if cells > MAX_CELLS and not allow_many:
+        raise ConfigError(w("seeds") if len(spec.seeds) > 1 else w("searchers"),
+                          f"the sweep has {cells:,} cells, each a search: at most {MAX_CELLS:,} without --yes")
     return spec
 
 
-def _searcher_entry(s: Any, where: str, w: Callable[[str], str]) -> SearcherEntry:
+def count_cells(spec: SweepSpec) -> int:
+    """How many searches the spec describes (before any store is opened)."""
+    per_store = 0
+    for e in spec.searchers:
+        trials = e.trials if e.trials is not None else ((None,) if get_searcher(e.name).exhaustive else spec.trials)
+        per_store += len(trials) * len(e.seeds if e.seeds is not None else spec.seeds)
+    return sum(len(se.train if se.train is not None else spec.train)
+               * len(se.budgets if se.budgets is not None else spec.budgets) * per_store for se in spec.stores)
+
+
+def _searcher_entry(s: Any, where: str, w: Callable[[str], str], seed_limit: int | None = MAX_SEEDS) -> SearcherEntry:
     if isinstance(s, str):
         name, _, ablate = s.strip().partition(":")
         s = {"searcher": name, "ablate": ablate or None}
     if not isinstance(s, dict):
-        raise ConfigError(where, f"expected 'name', 'name:ablation' or a mapping with {', '.join(SEARCHER_FIELDS)}, got {s!r}")
+        raise ConfigError(where, f"expected 'name', 'name:ablation' or a mapping with {', '.join(SEARCHER_FIELDS)}, got {_r(s)}")
     for k in s:
         if k not in SEARCHER_FIELDS:
             raise ConfigError(f"{where}.{k}", f"unknown field (known: {', '.join(SEARCHER_FIELDS)})")
@@ -245,66 +305,69 @@ def _searcher_entry(s: Any, where: str, w: Callable[[str], str]) -> SearcherEntr
         raise ConfigError(where, e.problem) from None
     ablate = s.get("ablate")
     if ablate is not None and (not isinstance(ablate, str) or not ablate.strip()):
-        raise ConfigError(f"{where}.ablate", f"expected an ablation name, got {ablate!r}")
+        raise ConfigError(f"{where}.ablate", f"expected an ablation name, got {_r(ablate)}")
     ablate = ablate.strip() if ablate else None
     options = s.get("options") or {}
     if not isinstance(options, dict):
-        raise ConfigError(f"{where}.options", f"expected a mapping of searcher options, got {options!r}")
+        raise ConfigError(f"{where}.options", f"expected a mapping of searcher options, got {_r(options)}")
     if ablate is not None:
         if "ablate" in options:
             raise ConfigError(f"{where}.options", "gives ablate twice")
         options = {**options, "ablate": ablate}
     label = s.get("label") or (f"{name}:{ablate}" if ablate else name)
-    if not isinstance(label, str) or not label.strip() or "/" in label:
-        raise ConfigError(f"{where}.label", f"expected a short name without '/', got {label!r}")
-    seeds = None if s.get("seeds") is None else tuple(_seeds(s["seeds"], f"{where}.seeds"))
+    if not isinstance(label, str) or not label.strip() or "/" in label or "\\" in label or label.strip().startswith("."):
+        raise ConfigError(f"{where}.label", f"expected a short name without '/' (a folder name), got {_r(label)}")
+    seeds = None if s.get("seeds") is None else tuple(_seeds(s["seeds"], f"{where}.seeds", seed_limit))
     trials = None if "trials" not in s else tuple(_axis(s["trials"], f"{where}.trials", _trials_value))
     return SearcherEntry(label=label.strip(), name=name, ablate=ablate, options=dict(options), seeds=seeds, trials=trials)
 
 
-def _int(v: Any, where: str, lo: int | None = None) -> int:
+def _int(v: Any, where: str, lo: int | None = None, hi: int = MAX_COUNT) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, str)):
-        raise ConfigError(where, f"expected an integer, got {v!r}")
+        raise ConfigError(where, f"expected an integer, got {str(v)[:40]!r}")
     try:
         x = int(v)
     except ValueError:
-        raise ConfigError(where, f"expected an integer, got {v!r}") from None
+        raise ConfigError(where, f"expected an integer, got {str(v)[:40]!r}") from None
     if lo is not None and x < lo:
         raise ConfigError(where, f"must be at least {lo}, got {x}")
+    if x > hi:
+        raise ConfigError(where, f"must be at most {hi:,}, got {str(x)[:40]}")
     return x
 
 
 def _bool(v: Any, where: str) -> bool:
     if isinstance(v, bool):
         return v
-    raise ConfigError(where, f"expected true or false, got {v!r}")
+    raise ConfigError(where, f"expected true or false, got {_r(v)}")
 
 
 def _strings(v: Any, where: str) -> list[str]:
     items = v.split(",") if isinstance(v, str) else v
     if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
-        raise ConfigError(where, f"expected a list of names, got {v!r}")
+        raise ConfigError(where, f"expected a list of names, got {_r(v)}")
     out = [x.strip() for x in items if x.strip()]
     if not out:
         raise ConfigError(where, "empty list")
     return out
 
 
-def _seeds(v: Any, where: str) -> list[int]:
+def _seeds(v: Any, where: str, limit: int | None = MAX_SEEDS) -> list[int]:
     if isinstance(v, bool):
-        raise ConfigError(where, f"expected seeds (a list or '0-9'), got {v!r}")
+        raise ConfigError(where, f"expected seeds (a list or '0-9'), got {_r(v)}")
     if isinstance(v, int):
-        return [v]
+        v = [v]
     if isinstance(v, str):
-        try:
-            return parse_seeds(v)
-        except ConfigError as e:
-            raise ConfigError(where, e.problem) from None
+        return parse_seeds(v, limit=limit, where=where)
     if isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        if any(not 0 <= x <= MAX_SEED for x in v):
+            raise ConfigError(where, "seeds are integers from 0 to 2^63-1")
+        if limit is not None and len(v) > limit:
+            raise ConfigError(where, f"{len(v):,} seeds, each a search: at most {limit:,} without --yes")
         if len(set(v)) != len(v):
-            raise ConfigError(where, f"repeats a seed: {v}")
+            raise ConfigError(where, f"repeats a seed: {v[:20]}")
         return list(v)
-    raise ConfigError(where, f"expected a list of integer seeds or a range like '0-9', got {v!r}")
+    raise ConfigError(where, f"expected a list of integer seeds or a range like '0-9', got {_r(v)}")
 
 
 _NULLS = ("null", "none", "default", "all", "")
@@ -322,7 +385,7 @@ def _axis(v: Any, where: str, one: Callable[[Any, str], Any]) -> list[Any]:
         raise ConfigError(where, "empty list")
     out = [one(x, where) for x in items]
     if len(set(out)) != len(out):
-        raise ConfigError(where, f"repeats a value: {v!r}")
+        raise ConfigError(where, f"repeats a value: {_r(v)}")
     return out
 
 
@@ -342,11 +405,11 @@ def _budget_value(x: Any, where: str) -> float | None:
     if x is None or (isinstance(x, str) and x.lower() in _NULLS):
         return None
     if isinstance(x, bool):
-        raise ConfigError(where, f"expected a number of units or null, got {x!r}")
+        raise ConfigError(where, f"expected a number of units or null, got {_r(x)}")
     try:
         b = float(x)
     except (TypeError, ValueError):
-        raise ConfigError(where, f"expected a number of units or null, got {x!r}") from None
+        raise ConfigError(where, f"expected a number of units or null, got {_r(x)}") from None
     if not (math.isfinite(b) and b > 0):
-        raise ConfigError(where, f"must be a positive number of units, got {x!r}")
+        raise ConfigError(where, f"must be a positive number of units, got {_r(x)}")
     return b

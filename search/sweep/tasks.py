@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from replay.atomic import atomic_path
+from replay.locks import folder_lock
 
 from .. import runner
 from ..archive import ARCHIVE_NAME, read_archive
@@ -60,15 +61,20 @@ def cell_task(job: tuple[SearchSettings, dict | None]) -> dict[str, Any]:
     out = Path(settings.out)
     if (out / SUMMARY_NAME).is_file():
         return {"status": "done", "ran": False}
-    (out / ERROR_NAME).unlink(missing_ok=True)
-    settings = replace(settings, resume=(out / ARCHIVE_NAME).is_file())
     try:
-        setup = worker_setup(settings)
-        run = runner.run_search(setup, settings.searcher, seed=settings.seed, trials=settings.trials,
-                                options=settings.options, out=out, resume=settings.resume)
-        summary = runner.report_search(setup, run, out=out, optimum=optimum, optimum_limit=settings.optimum_limit,
-                                       plot=settings.plot)
-        write_curve(out, run.trials)
+        # the cell's folder is held from the first look at its archive to its summary: a worker of
+        # an earlier, killed run of this sweep that still writes it makes this cell fail, not mix
+        with folder_lock(out, "search"):
+            if (out / SUMMARY_NAME).is_file():
+                return {"status": "done", "ran": False}
+            (out / ERROR_NAME).unlink(missing_ok=True)
+            settings = replace(settings, resume=(out / ARCHIVE_NAME).is_file())
+            setup = worker_setup(settings)
+            run = runner.run_search(setup, settings.searcher, seed=settings.seed, trials=settings.trials,
+                                    options=settings.options, out=out, resume=settings.resume)
+            summary = runner.report_search(setup, run, out=out, optimum=optimum, optimum_limit=settings.optimum_limit,
+                                           plot=settings.plot)
+            write_curve(out, run.trials)
     except Exception as e:  # noqa: BLE001 - one failed cell must not stop the others
         line = " ".join(f"{type(e).__name__}: {e}".split())
         out.mkdir(parents=True, exist_ok=True)
@@ -92,7 +98,7 @@ def read_curve(d: Path) -> tuple[list, list]:
         try:
             c = json.loads(p.read_text())
             return c["score"], c["feasible"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError, OSError):
             pass
     _, records, _ = read_archive(d)
     score = [None if r.get("score") is None else float(r["score"]) for r in records]

@@ -1,0 +1,440 @@
+"""Graph replay: collaboration graphs in, scores, token costs and latencies out.
+
+    import replay
+    from replay.graph import evaluate_graph, evaluate_graphs
+    store = replay.open("traces/sim-math")
+    r = evaluate_graph(store, "s1=solve(Qwen2.5-7B,4); s2=solve(Llama-3.1-8B,4); a=aggregate(Qwen2.5-7B,1|s1,s2)")
+    print(r.score, r.stderr, r.tokens, r.units, r.latency)
+    rs = evaluate_graphs(store, [g1, g2, g3], questions="train", replicates=16)   # one compiled call
+
+Semantics: replay/graph/reference.py (the oracle) and docs/store-format.md. Every result
+carries both costs per question: tokens (with FLOPs and budget units, as chains) and latency
+(seconds, the longest path, from the models' throughputs). A batch of graphs is one kernel
+call, parallel over questions: a searcher scores its candidates together.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from .config import Graph, as_graph
+from .inputs import graph_inputs, seconds_per_token
+
+__all__ = ["NodeResult", "GraphResult", "GraphBatch", "evaluate_graph", "evaluate_graphs", "graph_sums",
+           "estimate_graph"]
+
+MAX_CELLS = 4_000_000  # graphs x questions per kernel call (bounds the result arrays' memory)
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    """One node of an evaluated graph: means per question over questions and replicates."""
+
+    name: str
+    role: str
+    model: str
+    samples: int
+    score: float  # mean score of the node's aggregated answer
+    tokens: float  # mean tokens drawn by the node per question
+    flops: float
+    latency: float  # mean seconds the node itself takes (NaN: a throughput is unknown)
+    fallback_rate: float  # share of (question, replicate) whose input key was not collected
+
+
+@dataclass(frozen=True)
+class GraphResult:
+    """An evaluated graph.
+
+    Attributes:
+        graph: the graph.
+        score: mean score of the graph's answer over questions and replicates (NaN: infeasible).
+        stderr: standard error of that mean over replicates (NaN: infeasible or one replicate).
+        feasible: within the budget and the latency limit (always, without them).
+        tokens, flops, units: mean cost per question (tokens drawn on every node; FLOPs = 2 x
+            params x tokens; normalised budget units as for chains).
+        latency: mean seconds per question until the output is ready (the longest path).
+        budget, latency_limit: what it was held to, or None.
+        nodes: per-node figures.
+        n_questions, replicates, seed: what it was evaluated on.
+        per_question, per_question_tokens, per_question_latency: means per question over
+            replicates (score is None when infeasible).
+    """
+
+    graph: Graph
+    score: float
+    stderr: float
+    feasible: bool
+    tokens: float
+    flops: float
+    units: float
+    latency: float
+    budget: float | None
+    latency_limit: float | None
+    nodes: tuple[NodeResult, ...]
+    n_questions: int
+    replicates: int
+    seed: int
+    per_question: np.ndarray | None = field(repr=False, compare=False, default=None)
+    per_question_tokens: np.ndarray = field(repr=False, compare=False, default=None)
+    per_question_latency: np.ndarray = field(repr=False, compare=False, default=None)
+
+    @property
+    def config(self) -> Graph:  # the name chain results use
+        return self.graph
+
+    @property
+    def fallback_rate(self) -> float:
+        """Mean fallback rate over the nodes that read other nodes."""
+        rates = [n.fallback_rate for n, node in zip(self.nodes, self.graph.nodes) if node.inputs]
+        return float(np.mean(rates)) if rates else 0.0
+
+    def as_row(self) -> dict:
+        row = {"graph": str(self.graph), "score": self.score, "stderr": self.stderr, "feasible": self.feasible,
+               "tokens": self.tokens, "flops": self.flops, "units": self.units, "latency": self.latency,
+               "fallback_rate": self.fallback_rate, "nodes": len(self.graph.nodes),
+               "depth": self.graph.depth(), "width": self.graph.width()}
+        return row
+
+
+@dataclass(frozen=True)
+class GraphBatch:
+    """Graphs as the kernel takes them: per graph a CSR of its nodes, per node of its parents
+    (indices within the graph), per graph of its output nodes."""
+
+    g_node_off: np.ndarray
+    node_role: np.ndarray
+    node_model: np.ndarray
+    node_count: np.ndarray
+    node_par_off: np.ndarray
+    node_par: np.ndarray
+    g_out_off: np.ndarray
+    g_out: np.ndarray
+
+    @classmethod
+    def of(cls, store, graphs: Sequence[Graph]) -> "GraphBatch":
+        roles = {n: i for i, n in enumerate(store.manifest.stage_names)}
+        models = {n: i for i, n in enumerate(store.manifest.model_names)}
+        n_nodes = [len(g.nodes) for g in graphs]
+        role, model, count, par_len, par, out_len, out = [], [], [], [], [], [], []
+        for g in graphs:
+            idx = {n.name: i for i, n in enumerate(g.nodes)}
+            for n in g.nodes:
+                role.append(roles[n.role])
+                model.append(models[n.model])
+                count.append(n.samples)
+                par_len.append(len(n.inputs))
+                par.extend(idx[p] for p in n.inputs)
+            out_len.append(len(g.output))
+            out.extend(idx[o] for o in g.output)
+
+        def csr(lens):
+            return np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+
+        i64 = lambda x: np.array(x, dtype=np.int64)  # noqa: E731
+        return cls(csr(n_nodes), i64(role), i64(model), i64(count), csr(par_len), i64(par), csr(out_len), i64(out))
+
+    def slice(self, b0: int, b1: int) -> "GraphBatch":
+        n0, n1 = int(self.g_node_off[b0]), int(self.g_node_off[b1])
+        e0, e1 = int(self.node_par_off[n0]), int(self.node_par_off[n1])
+        o0, o1 = int(self.g_out_off[b0]), int(self.g_out_off[b1])
+        return GraphBatch(self.g_node_off[b0:b1 + 1] - n0, self.node_role[n0:n1], self.node_model[n0:n1],
+                          self.node_count[n0:n1], self.node_par_off[n0:n1 + 1] - e0, self.node_par[e0:e1],
+                          self.g_out_off[b0:b1 + 1] - o0, self.g_out[o0:o1])
+
+
+@dataclass
+class GraphSums:
+    """What results are made of, summed, in the order of the graphs: score/tokens/flops/latency
+    [B, Q] (over replicates), score_r [B, R] (over questions), node [U, 4] (score, tokens,
+    latency, fallbacks, over both; U = all nodes in graph order); detail [B, Q, R] arrays when
+    asked."""
+
+    score_q: np.ndarray
+    tokens_q: np.ndarray
+    flops_q: np.ndarray
+    latency_q: np.ndarray
+    score_r: np.ndarray
+    node: np.ndarray
+    detail: tuple[np.ndarray, ...] | None = None
+
+
+SERIAL_WORK = 400_000  # below this many draws (estimated), one thread: a parallel region costs more
+MEMO_ENTRIES = 8_000_000  # memo entries per call at most (about 260 MB)
+
+
+def _memo_plan(store, batch: GraphBatch, Q: int, R: int, always: bool = False):
+    """Which nodes read a memo: for each (node index, role, model) of majority or best-score
+    aggregation, memoise when drawing every pool of it once (at every count up to the largest
+    asked) is cheaper than drawing for each node that uses it. Returns (node_slot, slots) with
+    slots a list of (node index, role, model, nmax)."""
+    a, d = store.arrays, store.derived
+    index_in_graph = np.arange(len(batch.node_role)) - np.repeat(batch.g_node_off[:-1], np.diff(batch.g_node_off))
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for u in range(len(batch.node_role)):
+        role = int(batch.node_role[u])
+        if a.stage_agg[role] in (0, 2):  # majority_vote, best_score
+            groups.setdefault((int(index_in_graph[u]), role, int(batch.node_model[u])), []).append(u)
+    pools_per = np.diff(a.qsm_pool_off).reshape(a.n_questions, a.n_stages, a.n_models).mean(axis=0)
+    node_slot = np.full(len(batch.node_role), -1, dtype=np.int64)
+    slots = []
+    entries = 0
+    for (i, role, m), us in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        nmax = int(min(batch.node_count[us].max(), d.largest_pool[role, m]))
+        memo = Q * R * pools_per[role, m] * (nmax + 1)
+        direct = Q * R * float(np.sum(np.minimum(batch.node_count[us], nmax) + 4))
+        size = int(np.ceil(Q * R * nmax * d.largest_pool[role, m]))  # rows are padded to the largest pool count
+        if always or (len(us) > 1 and memo < 0.7 * direct and entries + size <= MEMO_ENTRIES):
+            node_slot[us] = len(slots)
+            slots.append((i, role, m, nmax))
+            entries += size
+    return node_slot, slots
+
+
+def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: int, seed: int,
+               throughput: dict | None = None, detail: bool = False, progress=None, memo: str = "auto") -> GraphSums:
+    """Replay checked graphs on question indices `qidx`: the sums results are made of.
+
+    Nodes of majority or best-score roles that many graphs of the batch share (the same node
+    index, role and model) read a memo built once for the batch (`kernels.memo_build`); the
+    others draw directly. Both give the same numbers.
+
+    Args:
+        store: the store.
+        graphs: checked graphs (`as_graph`).
+        qidx: question indices (`store.question_indices`).
+        replicates: random draws per question.
+        seed: the seed of every draw.
+        throughput: {model: (prefill tokens/s, decode tokens/s)} over the manifest's.
+        detail: also return score, tokens, FLOPs and latency per (graph, question, replicate).
+        progress: called with the number of graphs done.
+        memo: "auto" (where cheaper), "always" (every eligible node; for tests) or "never"
+            (every node draws directly); all give the same numbers.
+    """
+    import numba
+
+    from . import kernels
+
+    d = store.derived
+    A, G = d.kernel_inputs, graph_inputs(store)
+    a = store.arrays
+    pre, dec = seconds_per_token(store, throughput)
+    batch = GraphBatch.of(store, graphs)
+    B, Q, R = len(graphs), len(qidx), replicates
+    U = len(batch.node_role)
+    out = GraphSums(np.zeros((B, Q)), np.zeros((B, Q)), np.zeros((B, Q)), np.zeros((B, Q)), np.zeros((B, R)),
+                    np.zeros((U, 4)), tuple(np.zeros((B, Q, R)) for _ in range(4)) if detail else None)
+    qidx = np.ascontiguousarray(qidx, dtype=np.int64)
+    n_threads = numba.get_num_threads()
+    step = max(1, MAX_CELLS // max(Q, 1))
+    empty = np.zeros((0, 0, 0))
+    for b0 in range(0, B, step):
+        b1 = min(B, b0 + step)
+        part = batch.slice(b0, b1)
+        n0, n1 = int(batch.g_node_off[b0]), int(batch.g_node_off[b1])
+        node_slot, slots = (_memo_plan(store, part, Q, R, always=memo == "always") if memo != "never"
+                            else (np.full(n1 - n0, -1, np.int64), []))
+        mem = _build_memo(store, A, G, pre, dec, qidx, R, seed, slots)
+        work = Q * R * float(np.sum(np.where(node_slot < 0, part.node_count + 4, 1)))
+        parallel = n_threads > 1 and work + mem[-1] > SERIAL_WORK
+        n_chunks = max(1, min(Q, 4 * n_threads)) if parallel else 1
+        score_r = np.zeros((n_chunks, b1 - b0, R))
+        node = np.zeros((n_chunks, n1 - n0, 4))
+        det = tuple(x[b0:b1] for x in out.detail) if detail else (empty, empty, empty, empty)
+        run = kernels.graph_replay if parallel else kernels.graph_replay_serial
+        run(A, G, a.n_stages, a.n_models, d.max_pool, d.n_items, pre, dec, qidx, R, np.uint64(seed), n_chunks,
+            part.g_node_off, part.node_role, part.node_model, part.node_count, part.node_par_off, part.node_par,
+            part.g_out_off, part.g_out, node_slot, *mem[:-1],
+            out.score_q[b0:b1], out.tokens_q[b0:b1], out.flops_q[b0:b1], out.latency_q[b0:b1], score_r, node, *det)
+        out.score_r[b0:b1] = score_r.sum(axis=0)
+        out.node[n0:n1] = node.sum(axis=0)
+        if progress is not None:
+            progress(b1 - b0)
+    return out
+
+
+def _build_memo(store, A, G, pre, dec, qidx, R, seed, slots):
+    """The memo of the slots: (slot_base, slot_nmax, slot_off, ans, score, tokens, latency,
+    estimated work). Row (slot, question position qi, pool j of that question's role and model)
+    holds, per replicate, the result at every count 1..nmax."""
+    from . import kernels
+
+    a, d = store.arrays, store.derived
+    Q = len(qidx)
+    n_slots = len(slots)
+    if not n_slots:
+        z = np.zeros(0, np.int64)
+        return (np.zeros((0, max(Q, 1)), np.int64), z, z, z, np.zeros(0), np.zeros(0), np.zeros(0), 0.0)
+    per = np.diff(a.qsm_pool_off).reshape(a.n_questions, a.n_stages, a.n_models)
+    slot_base = np.zeros((n_slots, Q), dtype=np.int64)
+    slot_nmax = np.array([s[3] for s in slots], dtype=np.int64)
+    slot_off = np.zeros(n_slots, dtype=np.int64)
+    total = 0
+    for j, (i, role, m, nmax) in enumerate(slots):
+        rows = per[qidx, role, m]
+        slot_base[j] = np.concatenate([[0], np.cumsum(rows)[:-1]])
+        slot_off[j] = total
+        total += int(rows.sum()) * R * nmax
+    arrs = (np.zeros(total, np.int64), np.zeros(total), np.zeros(total), np.zeros(total))
+    kernels.memo_build(A, G, a.n_stages, a.n_models, d.max_pool, pre, dec, qidx, R, np.uint64(seed),
+                       np.array([s[0] for s in slots], dtype=np.int64), np.array([s[1] for s in slots], dtype=np.int64),
+                       np.array([s[2] for s in slots], dtype=np.int64), slot_base, slot_nmax, slot_off, *arrs)
+    return (slot_base, slot_nmax, slot_off, *arrs, float(total))
+
+
+def evaluate_graph(store, graph, *, questions=None, replicates: int = 100, seed: int = 0,
+                   budget: float | None = None, latency_limit: float | None = None,
+                   throughput: dict | None = None) -> GraphResult:
+    """Replay one graph: its mean score, standard error, token cost and latency.
+
+    Args:
+        store: the store to replay (`replay.open(path)`): a graph store, or a chain store whose
+            stages serve as roles.
+        graph: a `Graph`, or its text or JSON form (replay/graph/config.py).
+        questions: None or 'all', a split name ('train', 'test'), or question ids/indices.
+        replicates: random draws per question (common random numbers per seed, question,
+            replicate and node).
+        seed: the seed of every draw.
+        budget: a budget in normalised units per question; over it the graph is infeasible
+            and not scored.
+        latency_limit: seconds per question; a graph whose mean latency exceeds it is
+            infeasible and not scored.
+        throughput: {model: (prefill tokens/s, decode tokens/s)}, over the manifest's.
+
+    Raises:
+        ConfigError: a graph the store cannot replay, or replicates < 1.
+        StoreError: an unknown split or question.
+    """
+    return evaluate_graphs(store, [graph], questions=questions, replicates=replicates, seed=seed, budget=budget,
+                           latency_limit=latency_limit, throughput=throughput)[0]
+
+
+def evaluate_graphs(store, graphs: Iterable, *, questions=None, replicates: int = 100, seed: int = 0,
+                    budget: float | None = None, latency_limit: float | None = None,
+                    throughput: dict | None = None, progress: Callable[[int], None] | None = None) -> list[GraphResult]:
+    """Replay many graphs in one compiled call (per MAX_CELLS graphs x questions), with the
+    numbers `evaluate_graph` gives each. Arguments as `evaluate_graph`; `progress` is called
+    with the number of graphs done.
+
+    Returns:
+        One `GraphResult` per graph, in order.
+    """
+    gs = [as_graph(store, g) for g in graphs]
+    if not gs:
+        return []
+    if replicates < 1:
+        raise ConfigError("replicates", "must be at least 1")
+    qidx = store.question_indices(questions)
+    if len(qidx) == 0:
+        raise ConfigError("questions", "no questions selected")
+    sums = graph_sums(store, gs, qidx, replicates=replicates, seed=seed, throughput=throughput, progress=progress)
+    unit = store.derived.budget_unit
+    params = store.arrays.model_params
+    models = {n: i for i, n in enumerate(store.manifest.model_names)}
+    out = []
+    u = 0
+    Q, R = len(qidx), replicates
+    n = Q * R
+    for b, g in enumerate(gs):
+        units = float(sums.flops_q[b].sum()) / n / float(unit)
+        latency = float(sums.latency_q[b].sum()) / n
+        feasible = (budget is None or units <= budget * (1 + 1e-9)) and (
+            latency_limit is None or latency <= latency_limit * (1 + 1e-9))
+        rep_means = sums.score_r[b] / Q
+        stderr = float(rep_means.std(ddof=1) / math.sqrt(R)) if R > 1 else math.nan
+        nodes = []
+        for node in g.nodes:
+            s = sums.node[u]
+            tk = float(s[1]) / n
+            nodes.append(NodeResult(node.name, node.role, node.model, node.samples,
+                                    score=float(s[0]) / n if feasible else math.nan, tokens=tk,
+                                    flops=2.0 * float(params[models[node.model]]) * tk, latency=float(s[2]) / n,
+                                    fallback_rate=float(s[3]) / n))
+            u += 1
+        out.append(GraphResult(
+            graph=g, score=float(sums.score_q[b].sum()) / n if feasible else math.nan,
+            stderr=stderr if feasible else math.nan, feasible=feasible, tokens=float(sums.tokens_q[b].sum()) / n,
+            flops=float(sums.flops_q[b].sum()) / n, units=units, latency=latency, budget=budget,
+            latency_limit=latency_limit, nodes=tuple(nodes), n_questions=Q, replicates=R, seed=seed,
+            per_question=sums.score_q[b] / R if feasible else None, per_question_tokens=sums.tokens_q[b] / R,
+            per_question_latency=sums.latency_q[b] / R))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Expected cost without replay (for searchers: which graphs are worth a trial)
+
+
+def _expected_max(sorted_c: np.ndarray, n: int) -> float:
+    """E[max of n draws without replacement] from a pool whose completions are sorted_c:
+    the j-th smallest is the largest drawn with probability C(j-1, n-1) / C(s, n)."""
+    s = len(sorted_c)
+    n = min(n, s)
+    total = math.comb(s, n)
+    return float(sum(float(sorted_c[j - 1]) * math.comb(j - 1, n - 1) for j in range(n, s + 1)) / total)
+
+
+def estimate_graph(store, graph, *, questions=None, throughput: dict | None = None) -> tuple[float, float]:
+    """Expected cost of a graph without replay: (budget units, latency seconds) per question,
+    from pool means: a node reading k answers is charged the mean of its (question, role,
+    model) pools whose keys hold k answers (all of them where none does), since which one it
+    reads depends on upstream luck. Feasibility itself is the replay's.
+
+    Args:
+        store: the store.
+        graph: a graph (as `evaluate_graph` takes it).
+        questions: which questions (as in `evaluate_graph`).
+        throughput: as in `evaluate_graph`.
+    """
+    g = as_graph(store, graph)
+    qidx = store.question_indices(questions)
+    a, d = store.arrays, store.derived
+    pre, dec = seconds_per_token(store, throughput)
+    roles = {n: i for i, n in enumerate(store.manifest.stage_names)}
+    models = {n: i for i, n in enumerate(store.manifest.model_names)}
+    flops = np.zeros(len(qidx))
+    finish: dict[str, np.ndarray] = {}
+    for node in g.nodes:
+        s, m = roles[node.role], models[node.model]
+        prompt, comp, fuse, emax = _node_means(store, s, m, len(node.inputs), node.samples)
+        tk = prompt[qidx] + node.samples * comp[qidx] + fuse[qidx]
+        flops += 2.0 * a.model_params[m] * tk
+        lat = prompt[qidx] * pre[m] + emax[qidx] * dec[m]
+        start = np.max([finish[p] for p in node.inputs], axis=0) if node.inputs else 0.0
+        finish[node.name] = start + lat
+    latency = np.max([finish[o] for o in g.output], axis=0)
+    return float(flops.mean()) / float(d.budget_unit), float(np.mean(latency))
+
+
+def _node_means(store, s: int, m: int, k: int, n: int):
+    """[Q] each: mean prompt, completion per sample and fusion-call tokens, and the expected
+    longest of n completions, over the pools of (question, s, m) whose keys hold k answers
+    (every pool of the question where none does)."""
+
+    def build():
+        a, d = store.arrays, store.derived
+        G = graph_inputs(store)
+        key_len = np.diff(G.pool_key_off)
+        sel = np.flatnonzero((d.pool_stage == s) & (d.pool_model == m))
+        q_of = d.pool_qsm[sel] // (a.n_stages * a.n_models)
+        n_fus = np.diff(a.pool_fus_off)
+        fus_tok = np.zeros(a.n_pools)
+        for p in np.flatnonzero(n_fus):
+            fus_tok[p] = a.fus_tokens[a.pool_fus_off[p]:a.pool_fus_off[p + 1]].mean()
+        out = np.zeros((4, a.n_questions))
+        for q in np.unique(q_of):
+            pools = sel[q_of == q]
+            match = pools[key_len[pools] == k]
+            use = match if len(match) else pools
+            out[0, q] = a.pool_prompt[use].mean()
+            out[1, q] = d.pool_mean_completion[use].mean()
+            out[2, q] = fus_tok[use].mean()
+            out[3, q] = np.mean([_expected_max(np.sort(a.s_completion[a.pool_off[p]:a.pool_off[p + 1]]).astype(float), n)
+                                 for p in use])
+        return out
+
+    return store.derived.memo(("replay.graph.node_means", s, m, k, n), build)

@@ -1,0 +1,549 @@
+"""The graph replay kernel (Numba). replay/graph/reference.py is its pure-Python oracle: the
+same semantics and random numbers, so the tests compare the two exactly.
+
+`graph_replay` evaluates a batch of graphs on a set of questions and replicates in one call,
+parallel over chunks of questions (`graph_replay`), or on one thread for small calls
+(`graph_replay_serial`: starting a parallel region costs milliseconds of CPU on a busy machine,
+more than one graph's replay). The store's arrays are taken out of their named tuples once per
+chunk, and the helpers below take arrays and are inlined: reading an array out of a named tuple
+inside the node loop costs a reference-count update each time (measured: 146 ns for a pool
+lookup that reads four arrays from the tuples, against ~10 ns for a whole one-sample draw). For each (question, graph, replicate) it runs the graph's
+nodes in topological order: the node's input key (its parents' aggregated answers, as sorted
+class ids) selects its pool (`find_keyed_pool`: the pool with that key, else the largest of
+that question, role and model, a counted fallback); `run_node` draws the node's samples from
+the stream of (seed, question, replicate, node index) and aggregates them by the role's rule,
+and returns the answer, score, tokens and the node's own latency. The draws, the vote and the
+streams are those of the chain kernels (replay/kernels.py, whose helpers are imported here),
+so a chain configuration as a graph gives the chain engine's numbers.
+
+Graphs come as flat arrays (replay/graph/engine.py, `GraphBatch`): per graph a CSR of its
+nodes (role, model, count), per node a CSR of its parents (indices within the graph) and per
+graph a CSR of its output nodes. Results are sums: per (graph, question) over replicates, per
+(chunk, graph, replicate) over the chunk's questions, per (chunk, node) over both; `detail`
+arrays [graph, question, replicate] are filled when they are not empty (tests, small runs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..kernels import (AGG_BEST, AGG_FUSE, AGG_MAJORITY, GOLDEN, MIX1, SALT_N, U64, bounded, draw_packed, item_f1,
+                       mix64, next_u64, set_vote_snapshot, stream_start)
+
+
+@njit(inline="always", cache=True)
+def items_hash(kept, n_kept):
+    """replay.graph.inputs.items_hash, in uint64."""
+    h = U64(n_kept) * GOLDEN
+    for j in range(n_kept):
+        h = mix64(h ^ (U64(kept[j] + 1) * MIX1))
+    return h
+
+
+@njit(inline="always", cache=True)
+def set_class(ans_item_off, ans_items, set_hash, set_cls, kept, n_kept):
+    """The class of a kept item set (the first answer class, in hash order, with those items), or -1."""
+    h = items_hash(kept, n_kept)
+    lo = 0
+    hi = set_hash.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if set_hash[mid] < h:
+            lo = mid + 1
+        else:
+            hi = mid
+    found = np.int64(-1)
+    for i in range(lo, set_hash.shape[0]):
+        if set_hash[i] != h:
+            break
+        c = set_cls[i]
+        i0 = ans_item_off[c]
+        if ans_item_off[c + 1] - i0 != n_kept:
+            continue
+        same = True
+        for j in range(n_kept):
+            if ans_items[i0 + j] != kept[j]:
+                same = False
+                break
+        if same:
+            found = c
+            break
+    return found
+
+
+@njit(cache=True)
+def pool_hashes(pool_key_off, pool_key):
+    """The hash of every pool's input key (items_hash of its sorted class ids)."""
+    out = np.empty(pool_key_off.shape[0] - 1, np.uint64)
+    for p in range(out.shape[0]):
+        k0 = pool_key_off[p]
+        out[p] = items_hash(pool_key[k0:pool_key_off[p + 1]], pool_key_off[p + 1] - k0)
+    return out
+
+
+@njit(cache=True)
+def sort_by_hash(qsm_pool_off, hashes, pool_off, by_hash, hash_sorted, qsm_largest):
+    """Within each (q, role, model)'s range of pools, the pools ordered by key hash (stable, so
+    of two pools with one key, never met in a valid store, the first is found), and each
+    range's largest pool, ties to the first."""
+    for k in range(qsm_pool_off.shape[0] - 1):
+        lo = qsm_pool_off[k]
+        hi = qsm_pool_off[k + 1]
+        if hi == lo:
+            continue
+        order = np.argsort(hashes[lo:hi], kind="mergesort")
+        best = lo
+        for j in range(hi - lo):
+            by_hash[lo + j] = lo + order[j]
+            hash_sorted[lo + j] = hashes[lo + order[j]]
+            p = lo + j
+            if pool_off[p + 1] - pool_off[p] > pool_off[best + 1] - pool_off[best]:
+                best = p
+        qsm_largest[k] = best
+    return 0
+
+
+@njit(inline="always", cache=True)
+def find_keyed_pool(by_hash, hash_sorted, pool_key_off, pool_key, qsm_largest, lo, hi, k, key, n_key):
+    """The pool of (question, role, model) k (pools lo..hi) whose input key is key[:n_key]
+    (sorted class ids): a binary search of the range's key hashes, then a check of the key; on
+    a miss the largest pool of k, ties to the first (the reference scans for both). Returns
+    (pool, fell_back)."""
+    h = items_hash(key, n_key)
+    a = lo
+    b = hi
+    while a < b:
+        mid = (a + b) // 2
+        if hash_sorted[mid] < h:
+            a = mid + 1
+        else:
+            b = mid
+    found = np.int64(-1)
+    while a < hi and hash_sorted[a] == h:
+        p = by_hash[a]
+        k0 = pool_key_off[p]
+        if pool_key_off[p + 1] - k0 == n_key:
+            same = True
+            for j in range(n_key):
+                if pool_key[k0 + j] != key[j]:
+                    same = False
+                    break
+            if same:
+                found = p
+                break
+        a += 1
+    if found >= 0:
+        return found, False
+    return qsm_largest[k], True
+
+
+@njit(inline="always", cache=True)
+def pick_fusion(pool_fus_off, fus_size, p, n, seed, qh, r, k):
+    """The stored fusion an llm_fuse node uses for n outputs: one of exactly n, else of the
+    largest smaller size, uniformly by the stream of (seed, q, r, k) salted with n; (-1, 0)
+    when none is small enough. Returns (fusion, its size)."""
+    f0 = pool_fus_off[p]
+    f1 = pool_fus_off[p + 1]
+    use = 0
+    for f in range(f0, f1):
+        if fus_size[f] <= n and fus_size[f] > use:
+            use = fus_size[f]
+    chosen = np.int64(-1)
+    if use > 0:
+        n_match = 0
+        for f in range(f0, f1):
+            if fus_size[f] == use:
+                n_match += 1
+        fstate, fx = next_u64(stream_start(seed, qh, r, k) ^ (U64(n) * SALT_N))
+        pick = bounded(fx, n_match)
+        chosen = f0
+        for f in range(f0, f1):
+            if fus_size[f] == use:
+                if pick == 0:
+                    chosen = f
+                    break
+                pick -= 1
+    return chosen, use
+
+
+@njit(inline="always", cache=True)
+def vote_drawn(scratch, n, base, bits, mask, s_completion, keyv, rep, gen, width):
+    """Majority vote over the n drawn packed words (the chain kernels' vote: key = gen + count x
+    width - step of the first draw; ties to the answer drawn first). Returns (the winning
+    answer's first drawn sample, completion tokens, the longest completion)."""
+    g = gen[0] + width * width
+    gen[0] = g
+    best = g - 1
+    lead = np.int64(0)
+    comp = 0.0
+    cmax = 0
+    for j in range(n):
+        v = np.int64(scratch[j])
+        i = base + (v & mask)
+        c = s_completion[i]
+        comp += c
+        if c > cmax:
+            cmax = c
+        a = v >> bits
+        kk = keyv[a]
+        if kk < g:
+            kk = g + width - j
+            rep[a] = i
+        else:
+            kk += width
+        keyv[a] = kk
+        if kk > best:
+            best = kk
+            lead = a
+    return rep[lead], comp, cmax
+
+
+@njit(inline="always", cache=True)
+def best_drawn(scratch, n, base, mask, s_completion, s_score):
+    """The drawn sample with the highest stored score (ties to the first drawn), completion
+    tokens, the longest completion."""
+    best_i = np.int64(0)
+    best_score = -np.inf
+    comp = 0.0
+    cmax = 0
+    for j in range(n):
+        i = base + (np.int64(scratch[j]) & mask)
+        c = s_completion[i]
+        comp += c
+        if c > cmax:
+            cmax = c
+        if s_score[i] > best_score:
+            best_score = s_score[i]
+            best_i = i
+    return best_i, comp, cmax
+
+
+@njit(inline="always", cache=True)
+def set_drawn(scratch, n, base, mask, s_completion, s_answer, ans_item_off, ans_items, icount, seen, kept):
+    """A set vote over the n drawn list answers: kept[:n_kept] (sorted). Returns (n_kept,
+    completion tokens, the longest completion)."""
+    comp = 0.0
+    cmax = 0
+    n_seen = 0
+    for j in range(n):
+        i = base + (np.int64(scratch[j]) & mask)
+        c = s_completion[i]
+        comp += c
+        if c > cmax:
+            cmax = c
+        a = s_answer[i]
+        for e in range(ans_item_off[a], ans_item_off[a + 1]):
+            it = ans_items[e]
+            if icount[it] == 0:
+                seen[n_seen] = it
+                n_seen += 1
+            icount[it] += 1
+    n_kept = set_vote_snapshot(n, seen, n_seen, icount, kept)
+    for j in range(n_seen):
+        icount[seen[j]] = 0
+    return n_kept, comp, cmax
+
+
+@njit(cache=True)
+def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks, c,
+                 g_node_off, node_role, node_model, node_count, node_par_off, node_par, g_out_off, g_out,
+                 node_slot, slot_base, slot_nmax, slot_off, m_ans, m_score, m_tok, m_lat,
+                 score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
+                 det_score, det_tokens, det_flops, det_latency):
+    """Chunk c of the questions: every graph, replicate and node (see graph_replay). The node
+    loop reads only arrays taken out of A and G here, once (module docstring). A node with a
+    memo slot (node_slot >= 0, see memo_build) reads its result from the memo instead of drawing."""
+    question_hash, stage_agg, model_params = A.question_hash, A.stage_agg, A.model_params
+    qsm_pool_off, pool_off, pool_prompt = A.qsm_pool_off, A.pool_off, A.pool_prompt
+    s_answer, s_score, s_completion, s_packed = A.s_answer, A.s_score, A.s_completion, A.s_packed
+    ans_item_off, ans_items = A.ans_item_off, A.ans_items
+    pool_fus_off, fus_size, fus_answer, fus_score = A.pool_fus_off, A.fus_size, A.fus_answer, A.fus_score
+    fus_tokens, fus_subset_completion = A.fus_tokens, A.fus_subset_completion
+    pool_key_off, pool_key, ans_class = G.pool_key_off, G.pool_key, G.ans_class
+    set_hash, set_cls, role_gold = G.set_hash, G.set_class, G.role_gold
+    fus_prompt, fus_completion, fus_subset_max = G.fus_prompt, G.fus_completion, G.fus_subset_max
+    by_hash, hash_sorted, qsm_largest = G.by_hash, G.hash_sorted, G.qsm_largest
+    bits = A.pack_bits[0]
+    mask = (np.int64(1) << bits) - 1
+    B = g_node_off.shape[0] - 1
+    Q = questions.shape[0]
+    width = max_pool + 1
+    max_nodes = 1
+    for b in range(B):
+        if g_node_off[b + 1] - g_node_off[b] > max_nodes:
+            max_nodes = g_node_off[b + 1] - g_node_off[b]
+    detail = det_score.shape[0] > 0
+    perm = np.arange(max_pool)
+    swaps = np.empty(max_pool, np.int64)
+    scratch = np.empty(max_pool, s_packed.dtype)
+    keyv = np.zeros(max_pool, np.int64)
+    rep = np.zeros(max_pool, np.int64)
+    gen = np.zeros(1, np.int64)
+    icount = np.zeros(max(n_items, 1), np.int64)
+    seen = np.empty(max(n_items, 1), np.int64)
+    kept = np.empty(max(n_items, 1), np.int64)
+    # per node and replicate: the node's answer (class), score and finish time
+    node_ans = np.empty((max_nodes, n_rep), np.int64)
+    node_score = np.empty((max_nodes, n_rep), np.float64)
+    node_fin = np.empty((max_nodes, n_rep), np.float64)
+    tok = np.empty(n_rep, np.float64)
+    flop = np.empty(n_rep, np.float64)
+    keybuf = np.empty(max_nodes, np.int64)
+    for qi in range(c * Q // n_chunks, (c + 1) * Q // n_chunks):
+        q = questions[qi]
+        qh = question_hash[q]
+        for b in range(B):
+            n0 = g_node_off[b]
+            K = g_node_off[b + 1] - n0
+            o0 = g_out_off[b]
+            o1 = g_out_off[b + 1]
+            tok[:] = 0.0
+            flop[:] = 0.0
+            # node by node, every replicate: what does not depend on the replicate is read once
+            for i in range(K):
+                u = n0 + i
+                role = node_role[u]
+                m = node_model[u]
+                k = (q * n_stages + role) * n_models + m
+                lo = qsm_pool_off[k]
+                e0 = node_par_off[u]
+                e1 = node_par_off[u + 1]
+                keyless = e0 == e1 and pool_key_off[lo + 1] == pool_key_off[lo]
+                agg = stage_agg[role]
+                t_pre = pre[m]
+                t_dec = dec[m]
+                params2 = 2.0 * model_params[m]
+                sl = node_slot[u]
+                s_score_sum = 0.0
+                s_tok_sum = 0.0
+                s_lat_sum = 0.0
+                s_fell = 0.0
+                for r in range(n_rep):
+                    # the input key: the parents' answers, sorted (insertion sort: few parents)
+                    start = 0.0
+                    p = lo
+                    missed = False
+                    if not keyless:
+                        nk = 0
+                        for e in range(e0, e1):
+                            pj = node_par[e]
+                            v = node_ans[pj, r]
+                            j = nk
+                            while j > 0 and keybuf[j - 1] > v:
+                                keybuf[j] = keybuf[j - 1]
+                                j -= 1
+                            keybuf[j] = v
+                            nk += 1
+                            if node_fin[pj, r] > start:
+                                start = node_fin[pj, r]
+                        p, missed = find_keyed_pool(by_hash, hash_sorted, pool_key_off, pool_key, qsm_largest,
+                                                    lo, qsm_pool_off[k + 1], k, keybuf, nk)
+                    # the node: draw min(S, pool size) outputs from the stream of (seed, q, r, i)
+                    base = pool_off[p]
+                    size = pool_off[p + 1] - base
+                    n = min(node_count[u], size)
+                    prompt = pool_prompt[p]
+                    fell = missed
+                    f = np.int64(-1)
+                    if sl >= 0:  # memoised: the same draws, made once for every graph of the batch
+                        e = slot_off[sl] + ((slot_base[sl, qi] + p - lo) * n_rep + r) * slot_nmax[sl] + n - 1
+                        ans = m_ans[e]
+                        sc = m_score[e]
+                        tk = m_tok[e]
+                        lat = m_lat[e]
+                    else:
+                        if agg == AGG_FUSE:
+                            f, use = pick_fusion(pool_fus_off, fus_size, p, n, seed, qh, r, i)
+                            fell = fell or use != n
+                        if f >= 0:  # a stored fusion: no draw
+                            ans = ans_class[fus_answer[f]]
+                            sc = fus_score[f]
+                            tk = float(prompt + fus_subset_completion[f] + fus_tokens[f])
+                            lat = (prompt * t_pre + fus_subset_max[f] * t_dec + fus_prompt[f] * t_pre
+                                   + fus_completion[f] * t_dec)
+                        else:
+                            draw_packed(s_packed, base, size, n, stream_start(seed, qh, r, i), perm, swaps, scratch)
+                            if agg == AGG_MAJORITY or agg == AGG_FUSE:  # llm_fuse without a fusion: majority
+                                w, comp, cmax = vote_drawn(scratch, n, base, bits, mask, s_completion, keyv, rep, gen,
+                                                           width)
+                                ans = ans_class[s_answer[w]]
+                                sc = s_score[w]
+                            elif agg == AGG_BEST:
+                                w, comp, cmax = best_drawn(scratch, n, base, mask, s_completion, s_score)
+                                ans = ans_class[s_answer[w]]
+                                sc = s_score[w]
+                            else:
+                                n_kept, comp, cmax = set_drawn(scratch, n, base, mask, s_completion, s_answer,
+                                                               ans_item_off, ans_items, icount, seen, kept)
+                                ans = set_class(ans_item_off, ans_items, set_hash, set_cls, kept, n_kept)
+                                sc = item_f1(kept, n_kept, ans_item_off, ans_items, role_gold[q, role])
+                            tk = prompt + comp
+                            lat = prompt * t_pre + cmax * t_dec
+                    node_ans[i, r] = ans
+                    node_score[i, r] = sc
+                    node_fin[i, r] = start + lat
+                    tok[r] += tk
+                    flop[r] += params2 * tk
+                    s_score_sum += sc
+                    s_tok_sum += tk
+                    s_lat_sum += lat
+                    s_fell += 1.0 if fell else 0.0
+                node_sums[c, u, 0] += s_score_sum
+                node_sums[c, u, 1] += s_tok_sum
+                node_sums[c, u, 2] += s_lat_sum
+                node_sums[c, u, 3] += s_fell
+            # the output: one node, or a vote over several (ties to the first listed)
+            for r in range(n_rep):
+                win = g_out[o0]
+                if o1 - o0 > 1:
+                    best_count = 0
+                    for x in range(o0, o1):
+                        cnt = 0
+                        for y in range(o0, o1):
+                            if node_ans[g_out[y], r] == node_ans[g_out[x], r]:
+                                cnt += 1
+                        if cnt > best_count:
+                            best_count = cnt
+                            win = g_out[x]
+                sc = node_score[win, r]
+                lat = node_fin[g_out[o0], r]
+                for x in range(o0 + 1, o1):
+                    if node_fin[g_out[x], r] > lat:
+                        lat = node_fin[g_out[x], r]
+                score_q[b, qi] += sc
+                tokens_q[b, qi] += tok[r]
+                flops_q[b, qi] += flop[r]
+                latency_q[b, qi] += lat
+                score_r[c, b, r] += sc
+                if detail:
+                    det_score[b, qi, r] = sc
+                    det_tokens[b, qi, r] = tok[r]
+                    det_flops[b, qi, r] = flop[r]
+                    det_latency[b, qi, r] = lat
+
+
+@njit(cache=True, parallel=True)
+def graph_replay(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks,
+                 g_node_off, node_role, node_model, node_count, node_par_off, node_par, g_out_off, g_out,
+                 node_slot, slot_base, slot_nmax, slot_off, m_ans, m_score, m_tok, m_lat,
+                 score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
+                 det_score, det_tokens, det_flops, det_latency):
+    """Replay a batch of graphs (module docstring), chunks of questions in parallel. Accumulates,
+    for graph b, question position qi, replicate r, chunk c and node (global index) u:
+      score_q/tokens_q/flops_q/latency_q[b, qi] (sums over replicates), score_r[c, b, r] (sums
+      over the chunk's questions), node_sums[c, u, :] = score, tokens, latency, fallbacks;
+      det_*[b, qi, r] when det_score is not empty."""
+    for c in prange(n_chunks):
+        replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks, c,
+                     g_node_off, node_role, node_model, node_count, node_par_off, node_par, g_out_off, g_out,
+                     node_slot, slot_base, slot_nmax, slot_off, m_ans, m_score, m_tok, m_lat,
+                     score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
+                     det_score, det_tokens, det_flops, det_latency)
+    return 0
+
+
+@njit(cache=True)
+def graph_replay_serial(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks,
+                        g_node_off, node_role, node_model, node_count, node_par_off, node_par, g_out_off, g_out,
+                        node_slot, slot_base, slot_nmax, slot_off, m_ans, m_score, m_tok, m_lat,
+                        score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
+                        det_score, det_tokens, det_flops, det_latency):
+    """graph_replay on one thread: the same numbers, without the cost of starting a parallel
+    region (milliseconds of CPU on a busy machine), for small calls (one graph)."""
+    for c in range(n_chunks):
+        replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks, c,
+                     g_node_off, node_role, node_model, node_count, node_par_off, node_par, g_out_off, g_out,
+                     node_slot, slot_base, slot_nmax, slot_off, m_ans, m_score, m_tok, m_lat,
+                     score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
+                     det_score, det_tokens, det_flops, det_latency)
+    return 0
+
+
+@njit(cache=True)
+def memo_task(A, G, n_stages, n_models, max_pool, pre, dec, questions, n_rep, seed, t, n_q,
+              slot_node, slot_role, slot_model, slot_base, slot_nmax, slot_off, m_ans, m_score, m_tok, m_lat):
+    """Memo task t = (slot, question position): every pool of (question, role, model), every
+    replicate, one pass along the stream of (seed, q, r, node index) recording the node's
+    result at each count 1..nmax (the draws for n are the first n of the draws for n + 1)."""
+    sl = t // n_q
+    qi = t % n_q
+    q = questions[qi]
+    qh = A.question_hash[q]
+    role = slot_role[sl]
+    m = slot_model[sl]
+    i = slot_node[sl]
+    nmax = slot_nmax[sl]
+    agg = A.stage_agg[role]
+    qsm_pool_off, pool_off, pool_prompt = A.qsm_pool_off, A.pool_off, A.pool_prompt
+    s_answer, s_score, s_completion, s_packed = A.s_answer, A.s_score, A.s_completion, A.s_packed
+    ans_class = G.ans_class
+    bits = A.pack_bits[0]
+    mask = (np.int64(1) << bits) - 1
+    width = max_pool + 1
+    t_pre = pre[m]
+    t_dec = dec[m]
+    perm = np.arange(max_pool)
+    swaps = np.empty(max_pool, np.int64)
+    scratch = np.empty(max_pool, s_packed.dtype)
+    keyv = np.zeros(max_pool, np.int64)
+    rep = np.zeros(max_pool, np.int64)
+    k = (q * n_stages + role) * n_models + m
+    lo = qsm_pool_off[k]
+    for p in range(lo, qsm_pool_off[k + 1]):
+        base = pool_off[p]
+        size = pool_off[p + 1] - base
+        nn = min(nmax, size)
+        prompt = pool_prompt[p]
+        for r in range(n_rep):
+            o = slot_off[sl] + ((slot_base[sl, qi] + p - lo) * n_rep + r) * nmax
+            draw_packed(s_packed, base, size, nn, stream_start(seed, qh, r, i), perm, swaps, scratch)
+            comp = 0.0
+            cmax = 0
+            best_i = np.int64(0)
+            best_score = -np.inf
+            g = width * width * (r + 1 + (p - lo) * n_rep)  # a fresh generation of vote keys per pass
+            best = g - 1
+            lead = np.int64(0)
+            for j in range(nn):
+                v = np.int64(scratch[j])
+                ii = base + (v & mask)
+                c = s_completion[ii]
+                comp += c
+                if c > cmax:
+                    cmax = c
+                if agg == AGG_BEST:
+                    if s_score[ii] > best_score:
+                        best_score = s_score[ii]
+                        best_i = ii
+                    w = best_i
+                else:
+                    a = v >> bits
+                    kk = keyv[a]
+                    if kk < g:
+                        kk = g + width - j
+                        rep[a] = ii
+                    else:
+                        kk += width
+                    keyv[a] = kk
+                    if kk > best:
+                        best = kk
+                        lead = a
+                    w = rep[lead]
+                m_ans[o + j] = ans_class[s_answer[w]]
+                m_score[o + j] = s_score[w]
+                m_tok[o + j] = prompt + comp
+                m_lat[o + j] = prompt * t_pre + cmax * t_dec
+    return 0
+
+
+@njit(cache=True, parallel=True)
+def memo_build(A, G, n_stages, n_models, max_pool, pre, dec, questions, n_rep, seed,
+               slot_node, slot_role, slot_model, slot_base, slot_nmax, slot_off, m_ans, m_score, m_tok, m_lat):
+    """Fill the memo of every slot (a node index, role and model of majority or best-score
+    aggregation shared by nodes of a batch), parallel over (slot, question)."""
+    n_q = questions.shape[0]
+    for t in prange(slot_node.shape[0] * n_q):
+        memo_task(A, G, n_stages, n_models, max_pool, pre, dec, questions, n_rep, seed, t, n_q,
+                  slot_node, slot_role, slot_model, slot_base, slot_nmax, slot_off, m_ans, m_score, m_tok, m_lat)
+    return 0

@@ -33,6 +33,9 @@ RESULT_SCHEMA = {
     "optimum_config": "str", "optimum_score": "float", "trials_to_optimum": "int", "reached_optimum": "bool",
     "gap_to_optimum": "float", "replay_s": "float", "searcher_s": "float", "wall_s": "float", "llm_s": "float",
     "llm_tokens": "int", "optimum_s": "float", "resumed_from": "int",
+    # what the LLM contributed (summary.json's llm_contribution; null for searchers without one)
+    "llm_trials": "int", "llm_calls": "int", "llm_usable": "int", "llm_malformed": "int", "llm_fills": "int",
+    "llm_endpoint_failures": "int",
 }
 CURVE_SCHEMA = {
     "store": "str", "label": "str", "searcher": "str", "ablation": "str", "seed": "int", "train": "int",
@@ -89,6 +92,10 @@ def collect_results(plan: Plan, optima: dict[str, Any]):
                 "replay_s": s.get("replay_s"), "searcher_s": s.get("searcher_s"), "wall_s": s.get("wall_s"),
                 "llm_s": s.get("llm_s"), "llm_tokens": s.get("llm_tokens"), "resumed_from": s.get("resumed_from"),
             })
+            lc = s.get("llm_contribution") or {}
+            row.update({"llm_trials": lc.get("llm_trials"), "llm_calls": lc.get("calls"),
+                        "llm_usable": lc.get("usable_answers"), "llm_malformed": lc.get("malformed_answers"),
+                        "llm_fills": lc.get("fills"), "llm_endpoint_failures": lc.get("endpoint_failures")})
             score, feasible = read_curve(d)
             n = len(score)
             bsf, best = [], None

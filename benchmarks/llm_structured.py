@@ -1,15 +1,16 @@
 """Share of usable LLM-searcher answers with and without structured outputs, on a real endpoint.
 
     python benchmarks/llm_structured.py --replay traces/tiny-real-numseq \
-        --base-url http://127.0.0.1:8431/v1 --model SmolLM2-135M-Instruct --calls 12 --modes off,auto
+        --base-url http://127.0.0.1:8431/v1 --model SmolLM2-135M-Instruct --calls 10 --modes off,auto
 
-For each structured-output mode (search/llm/client.py: off, auto, json-schema, ...), one search
-per searcher whose every LLM round is one call (`max_feedback` 0, one trial per round for
-AgentTTS), so that `usable_answers / llm_calls` is the share of single answers that parsed and
-named valid, affordable, untried points. Also printed: malformed answers (not JSON, not the
-schema, over the size limit), answers the space refused, the mean seconds per call, and the
-mode the endpoint ended up with. The numbers are the endpoint's model's, on this store's
-prompt, with these sampling settings: a weak model, a few calls; read them with their counts.
+AgentTTS's first LLM round on the store (after its LLM-free initialisation, replayed here) is
+asked `--calls` times, the same prompt each time (a server that caches the prompt then only
+decodes), once per structured-output mode (search/llm/client.py: off, auto, json-schema, ...),
+through the consult loop with no feedback turn (`max_feedback` 0): every answer counts once.
+Usable: it parsed and named a valid, affordable, untried configuration. Also printed: malformed
+answers (not JSON, not the schema, over the size limit), answers the space refused, seconds and
+completion tokens per call, and the mode the endpoint ended up with. The numbers are this
+model's, on this prompt, with these sampling settings, on few calls: read them with their counts.
 """
 
 from __future__ import annotations
@@ -26,53 +27,50 @@ def main(argv=None) -> None:
     ap.add_argument("--model", required=True)
     ap.add_argument("--calls", type=int, default=12, help="LLM calls per search")
     ap.add_argument("--modes", default="off,auto")
-    ap.add_argument("--searchers", default="agenttts")
-    ap.add_argument("--max-tokens", type=int, default=400)
+    ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--json", default=None, help="also write the rows here")
     a = ap.parse_args(argv)
 
     import replay
-    from search.runner import make_setup, run_search
+    from search.llm import prompts
+    from search.runner import build_searcher, make_setup, run_search
+    from search.searchers.agenttts import FIELDS
 
     store = replay.open(a.replay)
     setup = make_setup(store)
     rows = []
-    for name in a.searchers.split(","):
-        for mode in a.modes.split(","):
-            opts = {"llm_base_url": a.base_url, "llm_model": a.model, "llm_structured": mode, "max_feedback": 0,
-                    "llm_max_tokens": a.max_tokens, "llm_temperature": a.temperature, "llm_timeout_s": a.timeout,
-                    "llm_backoff_s": 1.0}
-            if name == "agenttts":
-                opts["trials_per_round"] = 1
-            from search.runner import build_searcher
-
-            n_init = len(getattr(build_searcher(name, setup.space, options=opts, objective=setup.objective),
-                                 "init_plan", ()) or ())
-            t0 = time.perf_counter()
-            run = run_search(setup, name, seed=0, trials=n_init + a.calls, options=opts)
-            wall = time.perf_counter() - t0
-            st = run.states[-1]
-            c = st["counters"]
-            calls = c["llm_calls"]
-            malformed = c["malformed_json"] + c["schema_errors"] + c["oversized_answers"]
-            refused = sum(v for k, v in c.items() if k not in ("llm_calls", "usable_answers", "malformed_json",
-                                                               "schema_errors", "oversized_answers", "retries",
-                                                               "endpoint_failures", "context_overflows", "fills",
-                                                               "duplicates"))
-            rows.append({"searcher": name, "mode": mode, "used": st.get("llm_structured"), "calls": calls,
-                         "usable": c["usable_answers"], "malformed": malformed, "refused": refused,
-                         "llm_trials": sum(t.source == "llm" for t in run.trials), "fills": c["fills"],
-                         "endpoint_failures": c["endpoint_failures"],
-                         "s_per_call": st["llm_totals"]["wall_s"] / calls if calls else None, "wall_s": wall,
-                         "completion_tokens": st["llm_totals"]["completion_tokens"]})
-            r = rows[-1]
-            print(f"{name:9s} {mode:19s} (used {r['used']}): usable {r['usable']}/{r['calls']} "
-                  f"({r['usable'] / max(r['calls'], 1):.0%}); malformed {r['malformed']}, refused {r['refused']}, "
-                  f"fills {r['fills']}, endpoint failures {r['endpoint_failures']}; "
-                  f"{r['s_per_call'] or 0:.1f} s per call, {r['completion_tokens']} completion tokens; "
-                  f"{wall:.0f} s", flush=True)
+    for mode in a.modes.split(","):
+        opts = {"llm_base_url": a.base_url, "llm_model": a.model, "llm_structured": mode, "max_feedback": 0,
+                "llm_max_tokens": a.max_tokens, "llm_temperature": a.temperature, "llm_timeout_s": a.timeout,
+                "trials_per_round": 1}
+        s = build_searcher("agenttts", setup.space, options=opts, objective=setup.objective)
+        init = run_search(setup, "agenttts", trials=len(s.init_plan), options=opts)  # no LLM call
+        s.replay_history(init.trials)
+        system, user = prompts.AGENTTTS_SYSTEM.format(role=s.brief.role), s.prompt(1)
+        t0 = time.perf_counter()
+        usable = 0
+        for i in range(a.calls):
+            res = s.consult(system, user, FIELDS, 1)
+            usable += bool(res.trials)
+            print(f"  {mode} call {i + 1}: {'usable' if res.trials else 'not usable'}: "
+                  f"{' '.join(res.record['raw_answer'].split())[:160]!r}", flush=True)
+        wall = time.perf_counter() - t0
+        c = s.counters
+        calls = c["llm_calls"]
+        malformed = c["malformed_json"] + c["schema_errors"] + c["oversized_answers"]
+        r = {"mode": mode, "used": s.client.structured, "calls": calls, "usable": usable,
+             "usable_answers_counter": c["usable_answers"], "malformed": malformed,
+             "refused": calls - usable - malformed, "endpoint_failures": c["endpoint_failures"],
+             "s_per_call": s.totals["wall_s"] / calls if calls else None,
+             "completion_tokens_per_call": s.totals["completion_tokens"] / calls if calls else None,
+             "prompt_tokens": s.totals["prompt_tokens"] / calls if calls else None, "wall_s": wall}
+        rows.append(r)
+        print(f"{mode:19s} (used {r['used']}): usable {usable}/{calls} ({usable / max(calls, 1):.0%}); "
+              f"malformed {malformed}, refused by the space {r['refused']}, endpoint failures "
+              f"{r['endpoint_failures']}; {r['s_per_call'] or 0:.1f} s and {r['completion_tokens_per_call'] or 0:.0f} "
+              f"completion tokens per call (prompt {r['prompt_tokens'] or 0:.0f} tokens); {wall:.0f} s", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -289,3 +289,42 @@ def test_sweep_passes_the_bounds_shows_the_llm_share_and_writes_no_credentials(s
     assert "LLM trials" in report and f"2/{n_init + 2} (usable 1/1, malformed 0, fills 0" in report
     for text in (o, e, files_text(out)):
         assert secret not in text and "agent-user" not in text
+
+
+def test_the_answer_schema_admits_every_valid_answer_and_refuses_invalid_ones(space):
+    """The schema sent for structured outputs is the parser's format: the prompt's example and
+    every point of the space pass it; an unknown model, a disallowed count or a missing stage do
+    not (config space), nor a parameter out of range (controller space on traces/aime24)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    import numpy as np
+
+    import replay
+    from search.llm.answer import answer_schema
+    from search.runner import make_setup
+    from search.settings import ControllerSpaceSettings
+
+    fields = {"guidelines": "strings", "trials": "trials"}
+    schema = answer_schema(fields, space, 2)
+    ok = jsonschema.Draft202012Validator(schema)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = space.sample(rng)
+        t = {st: {"model": ch.model, "samples": ch.samples} for st, ch in zip(space.stages, p.stages)}
+        ok.validate({"guidelines": ["g"], "trials": [t]})
+    ok.validate({"guidelines": [], "trials": [space.answer_example()]})
+    good = space.answer_example()
+    st0 = space.stages[0]
+    for bad in ({**good, st0: {"model": "gpt-9", "samples": 1}}, {**good, st0: {**good[st0], "samples": 10_000}},
+                {k: v for k, v in good.items() if k != st0}):
+        assert not ok.is_valid({"guidelines": [], "trials": [bad]})
+
+    root = Path(__file__).resolve().parents[1] / "traces" / "aime24"
+    if not (root / "manifest.json").exists():
+        return
+    cs = make_setup(replay.open(str(root)), ControllerSpaceSettings(controller="probe", model="Qwen3-8B",
+                                                                    budget_tokens=60_000.0), replicates=2).space
+    cv = jsonschema.Draft202012Validator(answer_schema(fields, cs, 1))
+    ex = cs.answer_example()
+    cv.validate({"guidelines": [], "trials": [ex]})
+    name = cs.dims[0].name
+    assert not cv.is_valid({"guidelines": [], "trials": [{**ex, name: cs.dims[0].search_range[1] + 1000}]})

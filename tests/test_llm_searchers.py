@@ -569,5 +569,5 @@ def test_settings_reject_bad_numbers(space, server):
         AgentTTSSearcher(space, **plain_options(server, llm_retries=-1))
     with pytest.raises(ConfigError, match="--trials-per-round"):
         AgentTTSSearcher(space, **plain_options(server, trials_per_round=0))
-    with pytest.raises(ConfigError, match="--llm-timeout-s"):
+    with pytest.raises(ConfigError, match="--llm-timeout:"):
         AgentTTSSearcher(space, **plain_options(server, llm_timeout_s="soon"))

@@ -134,7 +134,7 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
     import shlex
 
     from .backends import vllm_available
-    from .backends.redact import redact_url
+    from replay.redact import redact_url
     from .prompting import check_prompt_styles, parse_prompt_styles
     from .run import RunSettings, parse_models, run_collection
     from .tasks import get_task

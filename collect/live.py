@@ -98,6 +98,23 @@ def _live_seed(seed: int, collect_seed: int, stage: str, model: str, qid: str, c
     return s
 
 
+def question_file(store, source: dict) -> Path:
+    """The question file a store was collected from: its copy inside the store (`data_copy`,
+    written by `collect run` for files up to 16 MB), else the recorded path (relative: to the
+    store's folder), else a file of that name in the store's folder. The caller checks it
+    against the recorded SHA-256."""
+    root = Path(store.path)
+    candidates = []
+    if source.get("data_copy"):
+        candidates.append(root / source["data_copy"])
+    if source.get("data"):
+        recorded = Path(source["data"])
+        candidates += [recorded if recorded.is_absolute() else root / recorded, root / recorded.name]
+    if not candidates:
+        return root / "(no question file recorded)"
+    return next((c for c in candidates if c.is_file()), candidates[0])
+
+
 def live_check(store, configs: Sequence[str], make_backend: Callable[[str, str], Backend], *,
                data: str | Path | None = None, questions=None, repeats: int = 1, seed: int = 1,
                replicates: int = 2000, progress: Callable[[str], None] | None = None) -> LiveCheckReport:
@@ -136,7 +153,7 @@ def live_check(store, configs: Sequence[str], make_backend: Callable[[str, str],
         raise InputError(store.path, "live-check needs a store collected by `collect run` (its provenance names the "
                                      "task and data); this one was not")
     task = get_task(src["task"])
-    path = Path(data) if data is not None else Path(src.get("data", ""))
+    path = Path(data) if data is not None else question_file(store, src)
     if not path.exists():
         raise InputError(path, "the store's question file is not there; pass --data with a copy of it")
     if src.get("data_sha256") and data_sha256(task, path) != src["data_sha256"]:

@@ -91,10 +91,14 @@ def _budget(text: str | None) -> float | None:
 @click.option("--llm-temperature", type=float, default=None,
               help="LLM searchers: sampling temperature (default: not sent, the endpoint's own; reasoning models "
                    "that reject one work without it).")
-@click.option("--llm-max-tokens", type=int, default=None,
-              help="LLM searchers: most tokens per answer (default: not sent, the endpoint's own).")
-@click.option("--llm-timeout-s", type=float, default=None,
-              help="LLM searchers: seconds to wait for one answer (default 120; a slow local model may need more).")
+@click.option("--llm-max-tokens", type=click.IntRange(min=0), default=None,
+              help="LLM searchers: completion tokens per answer, at most (default 2048; 0: none sent, for models "
+                   "that refuse the parameter; answers are still cut at 10 characters per token).")
+@click.option("--llm-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="LLM searchers: seconds per request attempt (default 120); a timed-out attempt is retried.")
+@click.option("--llm-structured", type=click.Choice(["auto", "json-schema", "json-object-schema", "json-object", "off"]),
+              default=None, help="LLM searchers: structured outputs, the answer's JSON schema sent as response_format "
+                                 "(default auto: json-schema, then the endpoint's other forms, then off).")
 @click.option("--max-feedback", type=int, default=None,
               help="LLM searchers: times a rejected answer goes back to the LLM within a round (default 3).")
 @click.option("--space", "space_kind", type=click.Choice(["config", "controller", "program", "graph"]), default="config",
@@ -125,10 +129,10 @@ def _budget(text: str | None) -> float | None:
               help="--space program: sandboxes sharing each program's beta sweep, run at once (default min(4, CPUs)).")
 def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, models, max_samples, n_train, split_seed,
             select_rule, max_fallback, replicates, test_replicates, replay_seed, out, resume, no_optimum, optimum_limit,
-            sampler, ablate, llm_base_url, llm_model, llm_temperature, llm_max_tokens, llm_timeout_s, max_feedback,
-            space_kind, controller, model, budget_tokens, beta, probe_cost, score_rule, n_betas, program_wall_s,
-            program_memory_mb, test_stores, heldout_replicates, program_workers, max_nodes, latency_limit,
-            graph_objective):
+            sampler, ablate, llm_base_url, llm_model, llm_temperature, llm_max_tokens, llm_timeout, llm_structured,
+            max_feedback, space_kind, controller, model, budget_tokens, beta, probe_cost, score_rule, n_betas,
+            program_wall_s, program_memory_mb, test_stores, heldout_replicates, program_workers, max_nodes,
+            latency_limit, graph_objective):
     """Run one search (or one per seed) and print its summary; archive, summary.json and a PNG
     of best-so-far score go to --out."""
     from replay.clitools import open_announced
@@ -183,7 +187,8 @@ def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, mod
         trials = DEFAULT_TRIALS
     options = {k: v for k, v in dict(sampler=sampler, ablate=ablate, llm_base_url=llm_base_url,
                                      llm_model=llm_model, llm_temperature=llm_temperature, llm_max_tokens=llm_max_tokens,
-                                     llm_timeout_s=llm_timeout_s, max_feedback=max_feedback).items() if v is not None}
+                                     llm_timeout_s=llm_timeout, llm_structured=llm_structured,
+                                     max_feedback=max_feedback).items() if v is not None}
     settings = SearchSettings(
         store=store_path, searcher=searcher, space=space, seed=0 if seed is None else seed,
         seeds=tuple(parse_seeds(seeds, limit=None if yes else MAX_SEEDS)) if seeds is not None else None, trials=trials,
@@ -294,12 +299,20 @@ def compare_cmd(archives, out_png, out_json):
 @click.option("--llm-concurrency", type=int, default=None, help="Most LLM requests in flight at once, over the whole sweep.")
 @click.option("--llm-base-url", default=None, help="LLM searchers: OpenAI-compatible endpoint (or OPENAI_BASE_URL).")
 @click.option("--llm-model", default=None, help="LLM searchers: model name at the endpoint.")
+@click.option("--llm-max-tokens", type=click.IntRange(min=0), default=None,
+              help="LLM searchers: completion tokens per answer, at most (default 2048; 0: none sent, for models "
+                   "that refuse the parameter; answers are still cut at 10 characters per token).")
+@click.option("--llm-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="LLM searchers: seconds per request attempt (default 120); a timed-out attempt is retried.")
+@click.option("--llm-structured", type=click.Choice(["auto", "json-schema", "json-object-schema", "json-object", "off"]),
+              default=None, help="LLM searchers: structured outputs, the answer's JSON schema sent as response_format "
+                                 "(default auto: json-schema, then the endpoint's other forms, then off).")
 @click.option("--cell-plots", is_flag=True, help="Also write each cell's best_so_far.png.")
 @click.option("--report-only", is_flag=True, help="Run nothing: rebuild results and report from the cells on disk.")
 @click.option("--yes", is_flag=True, help="Allow more than 1000 seeds or 10,000 cells (each cell is a search).")
 def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, replicates, test_replicates, replay_seed,
               models, max_samples, max_fallback, select_rule, no_optimum, out, workers, ray_address, llm_concurrency,
-              llm_base_url, llm_model, cell_plots, report_only, yes):
+              llm_base_url, llm_model, llm_max_tokens, llm_timeout, llm_structured, cell_plots, report_only, yes):
     """Run a grid of searches (stores x searchers x seeds x training sizes x budgets x trial
     budgets) from a YAML/JSON SPEC and/or the options, in parallel; resume an interrupted one
     by running it again. Writes OUT/results.parquet, curves.parquet, report.md, figures/.
@@ -318,7 +331,8 @@ def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, repli
     raw, source = ({}, "command line") if spec_file is None else (read_spec_file(spec_file), spec_file)
     llm = dict(raw.get("llm") or {}) if isinstance(raw.get("llm") or {}, dict) else raw.get("llm")
     if isinstance(llm, dict):
-        for k, v in (("base_url", llm_base_url), ("model", llm_model), ("concurrency", llm_concurrency)):
+        for k, v in (("base_url", llm_base_url), ("model", llm_model), ("concurrency", llm_concurrency),
+                     ("max_tokens", llm_max_tokens), ("timeout", llm_timeout), ("structured", llm_structured)):
             if v is not None:
                 llm[k] = v
     if workers is not None and workers < 1:
@@ -329,7 +343,8 @@ def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, repli
                      replicates=replicates, test_replicates=test_replicates, replay_seed=replay_seed, models=models,
                      max_samples=max_samples, max_fallback=max_fallback, select=select_rule, out=out, workers=workers,
                      optimum=False if no_optimum else None, cell_plots=True if cell_plots else None,
-                     llm=llm if (llm_base_url or llm_model or llm_concurrency) else None)
+                     llm=llm if any(v is not None for v in (llm_base_url, llm_model, llm_concurrency, llm_max_tokens,
+                                                           llm_timeout, llm_structured)) else None)
     spec = parse_spec(raw, source, overrides=overrides, allow_many=yes)
     check_output_dir(spec.out or Path("out/sweeps") / spec.name, "--out" if out is not None or spec.out is None else
                      f"{source}: out")

@@ -61,6 +61,61 @@ def llm_totals(trials: Sequence[Trial], states: Sequence[dict]) -> tuple[float, 
     return wall, tok
 
 
+# What an LLM contributed: of the trials, those the agent proposed ("llm"; "llm-rejected",
+# "llm-repeat", "llm-empty": the discovery agent's failed rounds), those a searcher filled in
+# around unusable answers ("fill"), and the consult loop's counters (search/llm/agent.py)
+PROBLEM_COUNTERS = ("malformed_json", "oversized_answers", "schema_errors")
+NOT_PROBLEMS = {"llm_calls", "usable_answers", "retries", "endpoint_failures", "context_overflows", "fills",
+                "duplicates"}
+
+
+def llm_contribution(trials: Sequence[Trial], states: Sequence[dict]) -> dict[str, Any] | None:
+    """How much of a search came from the LLM (None for a searcher that asks none): trials by
+    source and the share proposed by the LLM, answers asked and usable, malformed or otherwise
+    refused answers, feedback retries, fills, endpoint failures, context overflows, and the
+    structured-output mode in use."""
+    st = next((x for x in reversed(states) if isinstance(x, dict) and "counters" in x
+               and "llm_calls" in (x.get("counters") or {})), None)
+    if st is None:
+        return None
+    c = {k: int(v) for k, v in st["counters"].items()}
+    sources: dict[str, int] = {}
+    for t in trials:
+        sources[t.source or "-"] = sources.get(t.source or "-", 0) + 1
+    by_llm = sources.get("llm", 0)
+    calls = c.get("llm_calls", 0)
+    return {
+        "trials": len(trials),
+        "llm_trials": by_llm,
+        "llm_share": by_llm / len(trials) if trials else None,
+        "sources": sources,
+        "calls": calls,
+        "usable_answers": c.get("usable_answers", 0),
+        "usable_share": c.get("usable_answers", 0) / calls if calls else None,
+        "malformed_answers": sum(c.get(k, 0) for k in PROBLEM_COUNTERS),
+        "refused_answers": sum(v for k, v in c.items() if k not in NOT_PROBLEMS and k not in PROBLEM_COUNTERS),
+        "retries": c.get("retries", 0),
+        "fills": c.get("fills", 0),
+        "endpoint_failures": c.get("endpoint_failures", 0),
+        "context_overflows": c.get("context_overflows", 0),
+        "structured": st.get("llm_structured"),
+    }
+
+
+def contribution_text(c: dict[str, Any] | None) -> str:
+    """One line: the LLM's share of the trials and what went wrong on the way."""
+    if not c:
+        return "-"
+    share = "-" if c["llm_share"] is None else f"{c['llm_share']:.0%}"
+    usable = "-" if c["usable_share"] is None else f"{c['usable_share']:.0%}"
+    others = ", ".join(f"{k} {v}" for k, v in sorted(c["sources"].items()) if k != "llm")
+    return (f"{c['llm_trials']} of {c['trials']} trials proposed by the LLM ({share}; others: {others or 'none'}); "
+            f"{c['usable_answers']} of {c['calls']} answers usable ({usable}); {c['malformed_answers']} malformed, "
+            f"{c['refused_answers']} refused by the space or budget, {c['retries']} feedback retries, "
+            f"{c['fills']} fills, {c['endpoint_failures']} endpoint failures, {c['context_overflows']} context "
+            f"overflows; structured output: {c.get('structured') or '-'}")
+
+
 # --------------------------------------------------------------------------------------------
 # One search
 
@@ -162,6 +217,7 @@ def summarize(header: dict[str, Any], trials: Sequence[Trial], states: Sequence[
         "llm_tokens": llm_tok,
         "llm_counters": next((st["counters"] for st in reversed(states) if isinstance(st, dict) and "counters" in st),
                              None),
+        "llm_contribution": llm_contribution(trials, states),
     }
 
 
@@ -249,6 +305,7 @@ def summary_table(s: dict[str, Any], space) -> str:
         ("replay time", work),
         ("LLM", f"{_fmt(s.get('llm_s'), 3)} s, {s.get('llm_tokens', 0)} tokens"
                 + (f"; {json.dumps(s['llm_counters'])}" if s.get("llm_counters") else "")),
+        *([("LLM contribution", contribution_text(s["llm_contribution"]))] if s.get("llm_contribution") else []),
         *space.report_rows(s),
     ]
     w = max(len(k) for k, _ in rows)
@@ -386,6 +443,7 @@ def compare_rows(paths: Sequence[str | os.PathLike]) -> tuple[list[dict[str, Any
             "to best": trials_to_reach(trials, top.score) if top else None,
             "to optimum": trials_to_reach(trials, opt) if opt is not None else None,
             "optimum": opt,
+            "LLM share": _llm_share(trials, summary if fresh else None),
             "path": str(p),
             "test_per_question": test.get("per_question"),
             "test_ids": header.get("test"),
@@ -400,6 +458,16 @@ def compare_rows(paths: Sequence[str | os.PathLike]) -> tuple[list[dict[str, Any
                          "compare searches of one store")
     optimum = optima.pop() if len(optima) == 1 else None
     return rows, curves, optimum
+
+
+def _llm_share(trials: Sequence[Trial], summary: dict | None) -> str | None:
+    """"k/n (usable u/c)": trials the LLM proposed, answers usable; None for a search without an LLM."""
+    c = (summary or {}).get("llm_contribution")
+    if c is None:
+        if not any(t.source == "llm" or t.source == "fill" for t in trials):
+            return None
+        return f"{sum(t.source == 'llm' for t in trials)}/{len(trials)}"
+    return f"{c['llm_trials']}/{c['trials']} (usable {c['usable_answers']}/{c['calls']})"
 
 
 def paired_difference(a: dict[int, Sequence[float]], b: dict[int, Sequence[float]]) -> dict[str, Any]:
@@ -480,8 +548,9 @@ def table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(x) for x in cells])
 
 
-def compare_columns(unit: str = "units") -> tuple[str, ...]:
-    return ("search", "trials", "best config", "rule", "train", "test", "test 95% CI", unit, "to best", "to optimum")
+def compare_columns(unit: str = "units", llm: bool = False) -> tuple[str, ...]:
+    return ("search", "trials", "best config", "rule", "train", "test", "test 95% CI", unit, "to best", "to optimum",
+            *(("LLM share",) if llm else ()))
 
 
 def expand_seed_folders(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -508,7 +577,7 @@ def compare(paths: Sequence[str | os.PathLike], out_png: str | os.PathLike | Non
         kind = " (SYNTHETIC)" if rows[0]["synthetic"] else ""
         plot_curves(curves, Path(out_png), f"{rows[0]['store']}{kind}: best-so-far training score", optimum)
     unit = "tokens" if "tokens" in rows[0] and "units" not in rows[0] else "units"
-    text = table(rows, compare_columns(unit))
+    text = table(rows, compare_columns(unit, llm=any(r.get("LLM share") for r in rows)))
     diffs = differences(rows)
     if diffs:
         text += ("\n\nTest score against the first searcher, paired over the same test questions and seeds "
@@ -556,7 +625,26 @@ def seed_stats(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "replay_s": float(sum(s.get("replay_s") or 0 for s in summaries)),
         "llm_s": float(sum(s.get("llm_s") or 0 for s in summaries)),
         "llm_tokens": int(sum(s.get("llm_tokens") or 0 for s in summaries)),
+        "llm_contribution": _pooled_contribution(summaries),
     }
+
+
+def _pooled_contribution(summaries: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The LLM contributions of several searches, added up (None: no LLM in any)."""
+    cs = [s["llm_contribution"] for s in summaries if s.get("llm_contribution")]
+    if not cs:
+        return None
+    out: dict[str, Any] = {k: sum(c[k] for c in cs) for k in ("trials", "llm_trials", "calls", "usable_answers",
+                                                              "malformed_answers", "refused_answers", "retries", "fills",
+                                                              "endpoint_failures", "context_overflows")}
+    out["sources"] = {}
+    for c in cs:
+        for k, v in c["sources"].items():
+            out["sources"][k] = out["sources"].get(k, 0) + v
+    out["llm_share"] = out["llm_trials"] / out["trials"] if out["trials"] else None
+    out["usable_share"] = out["usable_answers"] / out["calls"] if out["calls"] else None
+    out["structured"] = ", ".join(sorted({str(c.get("structured")) for c in cs}))
+    return out
 
 
 def _mean_interval(summaries: Sequence[dict[str, Any]]) -> dict[str, float] | None:
@@ -587,6 +675,8 @@ def seed_table(stats: dict[str, Any]) -> str:
          f"reached in {o['reached']}/{o['of']} seeds; mean {_fmt(o['mean'])}, median {_fmt(o['median'])}"),
         ("replay time", f"{stats['replay_s']:.3g} s in all"),
         ("LLM", f"{stats['llm_s']:.3g} s, {stats['llm_tokens']} tokens in all"),
+        *([("LLM contribution", contribution_text(stats["llm_contribution"]) + " (all seeds)")]
+          if stats.get("llm_contribution") else []),
     ]
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)

@@ -28,6 +28,8 @@ from . import report
 from .archive import ARCHIVE_NAME, ArchiveWriter, _clean, read_archive, trial_from_record, trial_record
 from .protocol import Proposal, Searcher, Trial
 from .searchers import get_searcher, searchers_for
+from replay.redact import redact_url
+
 from .settings import ENDPOINT_OPTIONS, GRID_LIMIT, SearchSettings
 from .setup import SearchSetup, Split, make_setup, split_questions
 from .spaces.base import Space, check_needs
@@ -159,7 +161,9 @@ def run_search(setup: SearchSetup, searcher: str, *, seed: int = 0, trials: int 
         raise ConfigError("--trials", f"must be at least 1, got {trials}")
     sp = setup.space
     s = build_searcher(searcher, sp, seed=seed, options=options, trials=trials, objective=setup.objective)
-    shown = {k: v for k, v in options.items() if "api_key" not in k}  # the header never holds a secret
+    # the header never holds a secret: no key, and a base URL's credentials masked (replay/redact.py)
+    shown = {k: (redact_url(v) if k.endswith("base_url") and isinstance(v, str) else v)
+             for k, v in options.items() if "api_key" not in k}
     header = {**setup.objective_header(), "searcher": searcher, "seed": seed, "options": shown, "trials": trials,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     t_start = time.perf_counter()

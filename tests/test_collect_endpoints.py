@@ -6,6 +6,7 @@ whatever `n` says, as llama.cpp's server)."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -15,8 +16,8 @@ import pytest
 
 import replay
 from collect.backends.openai_compat import OpenAIBackend
-from collect.backends.redact import redact_url, scrub
-from collect.live import bootstrap_ci, live_check
+from replay.redact import redact_url, scrub
+from collect.live import bootstrap_ci, live_check, question_file
 from collect.tasks import get_task
 from collect.tasks.numseq import canonical_int, generate_questions
 from replay.errors import InputError
@@ -206,7 +207,13 @@ def test_live_check_plumbing(tmp_path, data, capsys):
         collected = {b["seed"] for _, b, _ in srv.requests}
         n_collect = len(srv.requests)
         configs = ["small-135M:1,base-270M:1", "base-270M:3,small-135M:2"]
-        code, out, err = run_cli(["live-check", str(tmp_path / "s"), "--base-url", srv.base_url, "-c", configs[0],
+        # the store carries its question file: a copy elsewhere (a clone) finds it without --data
+        src = replay.open(tmp_path / "s").manifest.provenance["source"]
+        assert src["data_copy"] == f"source/{data.name}"
+        assert (tmp_path / "s" / src["data_copy"]).read_bytes() == data.read_bytes()
+        shutil.copytree(tmp_path / "s", tmp_path / "clone" / "s")
+        assert question_file(replay.open(tmp_path / "clone" / "s"), src) == tmp_path / "clone" / "s" / src["data_copy"]
+        code, out, err = run_cli(["live-check", str(tmp_path / "clone" / "s"), "--base-url", srv.base_url, "-c", configs[0],
                                   "-c", configs[1], "--replicates", "200", "--out", str(tmp_path / "live")], capsys)
         assert code == 0, err
         live_reqs = srv.requests[n_collect:]
@@ -235,6 +242,22 @@ def test_live_check_plumbing(tmp_path, data, capsys):
     assert [p["live_score"] for p in r1.per_question] == [p["live_score"] for p in r2.per_question]
     assert len(r3.per_question) == 24 and r3.rows[0].repeats == 2
     assert r1.rows[0].calls == 12 and r1.rows[1].calls == 30
+
+
+def test_the_shipped_real_store_is_self_contained(tmp_path):
+    """traces/tiny-real-numseq names its question file relative to itself: a clone elsewhere
+    finds it, and its SHA-256 is the recorded one."""
+    from collect.run.settings import data_sha256
+    from collect.tasks import get_task
+
+    shipped = Path(__file__).resolve().parents[1] / "traces" / "tiny-real-numseq"
+    shutil.copytree(shipped, tmp_path / "clone")
+    st = replay.open(tmp_path / "clone")
+    src = st.manifest.provenance["source"]
+    assert not Path(src["data"]).is_absolute()
+    p = question_file(st, src)
+    assert p == tmp_path / "clone" / "questions.jsonl"
+    assert data_sha256(get_task(src["task"]), p) == src["data_sha256"]
 
 
 def test_live_check_agrees_with_replay_on_a_deterministic_model(tmp_path, data, capsys):

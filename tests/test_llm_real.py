@@ -97,3 +97,35 @@ def test_real_live_check_runs_and_repeats(server, data, tmp_path, capsys):
     assert row.questions == Q and row.calls == Q * 3
     assert [p["live_answers"] for p in r1.per_question] == [p["live_answers"] for p in r2.per_question]
     assert row.live_tokens > 0 and row.replay_tokens > 0
+
+
+def test_real_llm_search_reports_what_the_llm_contributed(server, tmp_path, capsys):
+    """AgentTTS with SmolLM2 as the agent, structured outputs on (auto), on the shipped real store:
+    the search finishes, and its summary says how many trials the LLM proposed and how many of
+    its answers were usable (whatever they are: a 135M model is a weak agent)."""
+    import llm_real_setup as setup
+    from pathlib import Path
+
+    from search.archive import read_archive
+    from search.cli import main as search_main
+    from search.runner import build_searcher, make_setup
+
+    from clikit import run_main
+
+    store = Path(__file__).resolve().parents[1] / "traces" / "tiny-real-numseq"
+    opts = {"llm_base_url": server, "llm_model": setup.SMOL}
+    n_init = len(build_searcher("agenttts", make_setup(replay.open(store)).space, options=opts).init_plan)
+    out = tmp_path / "tts"
+    code, text, err = run_main(search_main, ["run", "--replay", str(store), "--searcher", "agenttts", "--trials",
+                                             str(n_init + 2), "--no-optimum", "--llm-base-url", server, "--llm-model",
+                                             setup.SMOL, "--llm-max-tokens", "256", "--llm-timeout", "300",
+                                             "--out", str(out)], capsys)
+    assert code == 0, err
+    lc = json.loads((out / "summary.json").read_text())["llm_contribution"]
+    assert lc["trials"] == n_init + 2 and lc["sources"].get("init") == n_init
+    assert lc["llm_trials"] + lc["sources"].get("fill", 0) == 2
+    assert 1 <= lc["calls"] <= 4 and lc["usable_answers"] <= lc["calls"]
+    assert lc["structured"] in ("json-schema", "json-object-schema")  # llama.cpp's server takes a schema
+    assert lc["endpoint_failures"] == 0 and "LLM contribution" in text
+    _, records, _ = read_archive(out / "archive.jsonl")
+    assert len(records) == n_init + 2

@@ -25,7 +25,7 @@ A response that is not the API's (an HTTP 200 carrying an HTML page, a body cut 
 the client's own transient failures, then reported as one `BackendError` line (exit 3). Every
 request is bounded by `timeout` seconds (and retried `max_retries` times by the client), so a
 dead or stalled endpoint costs at most about timeout x (max_retries + 1) per request. Error
-lines never show the credentials a base URL may carry (`redact.py`).
+lines never show the credentials a base URL may carry (`replay/redact.py`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from . import PROMPT_STYLES, BackendError, CompletionPrompt, Prompt, Sample, per_prompt_seeds
-from .redact import redact_url, scrub
+from replay.redact import redact_url, scrub
 
 
 def apportion(total: int, weights: Sequence[int]) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import shutil
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from replay import schema as S
+from replay.atomic import atomic_path
 from replay.store import write_store
 
 from ..tasks import Record, Task
@@ -88,6 +90,7 @@ def write_collected_store(settings: RunSettings, task: Task, records: list[Recor
     collection (`settings.graph`) writes a graph store (`kind: "graph"`, the roles as stages)
     with the models' throughputs (`throughput`: per model, from collect/run/graph.py)."""
     out = Path(settings.out)
+    copy = data_copy_name(settings.data)
     ids = [r.id for r in records]
     questions = pl.DataFrame({
         "question_id": ids,
@@ -125,7 +128,7 @@ def write_collected_store(settings: RunSettings, task: Task, records: list[Recor
         provenance={
             "source": {"task": settings.task, "data": str(Path(settings.data).resolve()),
                        "data_sha256": data_sha256(task, Path(settings.data)), "questions": len(records),
-                       "limit": settings.limit},
+                       "limit": settings.limit, **({"data_copy": copy} if copy else {})},
             "collected_by": "collect run (real outputs of the models below)",
             "models": [asdict(m) for m in settings.models],
             "sampling": {"samples_per_pool": settings.samples, "temperature": settings.temperature,
@@ -153,6 +156,25 @@ def write_collected_store(settings: RunSettings, task: Task, records: list[Recor
                 "throughput": throughput} if settings.graph else {}),
         },
     )
-    return write_store(out, manifest, questions, samples, fusions=fused,
-                       stage_golds=golds if golds["gold"] else None)
+    written = write_store(out, manifest, questions, samples, fusions=fused,
+                          stage_golds=golds if golds["gold"] else None)
+    if copy:  # the question file beside the tables: a clone of the store can run `collect live-check`
+        dest = Path(out) / copy
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(settings.data, tmp)
+    return written
+
+
+DATA_COPY_LIMIT = 16 * 2**20  # bytes: a question file up to this size is shipped inside the store
+DATA_COPY_DIR = "source"
+
+
+def data_copy_name(data: str | Path) -> str | None:
+    """Where the store keeps a copy of its question file (relative to the store), or None for a
+    folder or a file over DATA_COPY_LIMIT (then `collect live-check` needs --data)."""
+    p = Path(data)
+    if not p.is_file() or p.stat().st_size > DATA_COPY_LIMIT:
+        return None
+    return f"{DATA_COPY_DIR}/{p.name}"
 

@@ -7,9 +7,13 @@ budget by the space's estimate, or an answer whose every point was already tried
 the agent with the reasons, up to `max_feedback` times (default 3). Every such event is
 counted. If the agent still has not given enough usable points, the rest are filled with
 untried neighbours of the best trial, then random points (source "fill", counted), so that a
-weak model slows the search down but never stops it. Endpoint failures are the client's
-business (search/llm/client.py): they are counted here, and an endpoint that stays down raises
-`LLMUnavailable`, never a made-up proposal.
+weak model slows the search down but never stops it; how much the LLM contributed is counted
+(`usable_answers` of `llm_calls`; each trial's source, "llm" or "fill") and shown in every
+summary (search/report.py). Endpoint failures are the client's business (search/llm/client.py):
+they are counted here, and an endpoint that stays down (or keeps answering with something that
+is not the API's: an HTML page, no choices, a broken body) raises `LLMUnavailable`, never a
+made-up proposal. A conversation over the model's context is shortened, not given up
+(`_Overflow`).
 
 Everything here is written against the space protocol: the prompts' sections come from the
 space (search/llm/prompts.py), so every LLM searcher runs on every space that lets an agent
@@ -27,20 +31,22 @@ from replay.errors import ConfigError
 from ..protocol import Proposal, Searcher, Trial
 from ..spaces.base import Space
 from . import prompts
-from .answer import Answer, AnswerProblem, parse_answer
-from .client import LLMClient, LLMSettings
+from .answer import Answer, AnswerProblem, answer_schema, parse_answer
+from .client import LLMClient, LLMContextOverflow, LLMRejected, LLMSettings
 
 # Options every LLM searcher takes (the runner rejects others); subclasses add their own.
 LLM_OPTIONS = frozenset({
     "llm_base_url", "llm_model", "llm_api_key", "llm_timeout_s", "llm_retries", "llm_backoff_s", "llm_backoff_max_s",
-    "llm_temperature", "llm_max_tokens", "llm_json_mode", "trials_per_round", "max_feedback",
+    "llm_temperature", "llm_max_tokens", "llm_json_mode", "llm_structured", "llm_max_answer_chars", "trials_per_round",
+    "max_feedback",
 })
 
 
 def counter_names(space: Space) -> tuple[str, ...]:
     """The counters of one search: every answer problem, the space's kinds among them."""
-    return ("llm_calls", "malformed_json", "schema_errors", *space.answer_problem_kinds, "over_budget", "duplicates",
-            "duplicate_answers", "retries", "endpoint_failures", "fills")
+    return ("llm_calls", "usable_answers", "malformed_json", "oversized_answers", "schema_errors",
+            *space.answer_problem_kinds, "over_budget", "duplicates", "duplicate_answers", "retries",
+            "endpoint_failures", "context_overflows", "fills")
 
 
 @dataclass(frozen=True)
@@ -53,8 +59,9 @@ class Consultation:
 class LLMSearcher(Searcher):
     """Base of the LLM searchers. Parameters (options, docs/agenttts.md):
         llm_base_url, llm_model, llm_api_key, llm_timeout_s, llm_retries, llm_backoff_s,
-        llm_backoff_max_s, llm_temperature, llm_max_tokens, llm_json_mode: the endpoint and
-            the client's policy (search/llm/client.py: LLMSettings).
+        llm_backoff_max_s, llm_temperature, llm_max_tokens, llm_structured (llm_json_mode, the
+            older switch: json-object), llm_max_answer_chars: the endpoint and the client's
+            policy and bounds (search/llm/client.py: LLMSettings).
         trials_per_round: points asked for per round (3).
         max_feedback: rejected answers sent back per round, at most (3).
     """
@@ -83,7 +90,9 @@ class LLMSearcher(Searcher):
             "infeasible_trials": sum(1 for t in self.history if not t.feasible),
             "llm_totals": dict(self.totals),
             "llm_model": self.settings.model,
-            "llm_endpoint": self.settings.endpoint,
+            "llm_endpoint": self.settings.endpoint,  # credentials masked
+            "llm_structured": self.client.structured,  # the response format in use (auto: the one that worked)
+            **({"llm_structured_notes": list(self.client.structured_notes)} if self.client.structured_notes else {}),
         }
 
     def replay_history(self, trials: list[Trial]) -> None:
@@ -114,15 +123,27 @@ class LLMSearcher(Searcher):
         return self.space.maybe_feasible(point)
 
     def consult(self, system: str, user: str, fields: dict[str, str], k: int = 0) -> Consultation:
-        """Ask, validate, feed problems back (bounded), return the usable part of the answer."""
+        """Ask, validate, feed problems back (bounded), return the usable part of the answer.
+
+        The answer's JSON schema goes with every request (structured outputs, where the endpoint
+        takes them: search/llm/client.py). A conversation over the model's context is shortened
+        and asked again (`_shorter`): feedback turns first, then the archive tables."""
+        schema = self.answer_schema(fields, k)
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         prompt = prompts.render(messages)
         raw, feedback = [], []
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         wall = 0.0
         answer, usable = None, ()
-        for turn in range(self.max_feedback + 1):
-            reply = self.client.chat(messages, on_failure=self._endpoint_failure)
+        overflow = _Overflow(system, user)
+        turn = 0
+        while True:
+            try:
+                reply = self.client.chat(messages, on_failure=self._endpoint_failure, schema=schema)
+            except LLMContextOverflow as e:
+                self.counters["context_overflows"] += 1
+                messages = overflow.shorter(messages, e)
+                continue
             self.counters["llm_calls"] += 1
             for key in usage:
                 usage[key] += reply.usage.get(key, 0)
@@ -131,27 +152,37 @@ class LLMSearcher(Searcher):
             self.totals["wall_s"] += reply.wall_s
             wall += reply.wall_s
             raw.append(reply.text)
-            try:
-                parsed = self.parse(reply.text, fields)
-                problems = []
-                if "trials" in fields.values():
-                    good, problems = self._check(parsed.trials)
-                    good = good[:k] if k else good
-                else:
-                    good = ()
-                answer, usable = parsed, good
-            except AnswerProblem as p:
-                problems = [p]
+            if reply.cut:
+                problems = [AnswerProblem("oversized_answers", f"the answer was {reply.cut:,} characters long, over "
+                                          f"the limit of {self.settings.max_answer_chars:,}; answer with one short JSON object")]
+            else:
+                try:
+                    parsed = self.parse(reply.text, fields)
+                    problems = []
+                    if "trials" in fields.values():
+                        good, problems = self._check(parsed.trials)
+                        good = good[:k] if k else good
+                    else:
+                        good = ()
+                    answer, usable = parsed, good
+                except AnswerProblem as p:
+                    if reply.finish_reason == "length" and p.kind == "malformed_json":
+                        p = AnswerProblem(p.kind, f"{p.message}; the answer stopped at the limit of "
+                                          f"{self.settings.max_tokens} tokens: write a shorter one")
+                    problems = [p]
             for p in problems:
                 self.counters[p.kind] += 1
             if not problems:
+                self.counters["usable_answers"] += 1
                 break
             if turn == self.max_feedback:
                 break  # bounded: keep what was usable in the last answer that parsed
+            turn += 1
             self.counters["retries"] += 1
             text = self.feedback_text(problems)
             feedback.append(text)
-            messages = messages + [{"role": "assistant", "content": reply.text}, {"role": "user", "content": text}]
+            messages = messages + [{"role": "assistant", "content": prompts.echo(reply.text)},
+                                   {"role": "user", "content": text}]
         record = {
             "llm_call": self.counters["llm_calls"],
             "prompt": prompt,
@@ -160,7 +191,10 @@ class LLMSearcher(Searcher):
             "feedback": feedback,
             "call_usage": usage,
             "call_wall_s": wall,
+            "structured": self.client.structured,
         }
+        if overflow.events:
+            record["context_overflows"] = overflow.events
         return Consultation(answer=answer, trials=tuple(usable), record=record)
 
     def proposals(self, points, source: str, record: dict[str, Any] | None = None) -> list[Proposal]:
@@ -211,6 +245,11 @@ class LLMSearcher(Searcher):
         AnswerProblem. A searcher whose agent answers otherwise (code, for programs) overrides it."""
         return parse_answer(text, fields, self.space)
 
+    def answer_schema(self, fields: dict[str, str], k: int) -> dict | None:
+        """The answer's JSON schema for structured outputs (None: the answer is not JSON, and no
+        response format is sent)."""
+        return answer_schema(fields, self.space, k)
+
     def feedback_text(self, problems: list[AnswerProblem]) -> str:
         """The message that sends problems back to the agent within a round."""
         return prompts.FEEDBACK.format(problems="\n".join(f"- {p.message}" for p in problems))
@@ -251,3 +290,39 @@ def _positive(options: dict, key: str, default: int, lo: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise ConfigError(f"--{key.replace('_', '-')}", f"must be an integer >= {lo}, got {value!r}")
     return value
+
+
+class _Overflow:
+    """How one consultation shortens a conversation that is over the model's context, one step
+    per overflow: (1) keep only the last feedback exchange, its echoed answer cut short; (2) drop
+    the feedback; (3) cut the archive tables of the first prompt to the best and the last
+    32, 16, ..., 1, 0 trials (`prompts.shorten_archive`). When nothing is left to cut, the
+    prompt without any trial is still too long: LLMRejected (serve the model with a longer
+    context, or lower --llm-max-tokens, which the server reserves within it)."""
+
+    KEEPS = (32, 16, 8, 4, 2, 1, 0)
+    SHORT_ECHO = 300
+
+    def __init__(self, system: str, user: str):
+        self.system = system
+        self.user = user
+        self.keeps = list(self.KEEPS)
+        self.events: list[str] = []
+
+    def shorter(self, messages: list[dict[str, str]], error: LLMContextOverflow) -> list[dict[str, str]]:
+        base = messages[:2]
+        if len(messages) > 2:
+            last = messages[-2:]
+            if len(messages) > 4 or len(last[0]["content"]) > self.SHORT_ECHO:
+                self.events.append(f"{len(messages) - 2} feedback message(s) cut to the last exchange")
+                return base + [{"role": "assistant", "content": prompts.echo(last[0]["content"], self.SHORT_ECHO)}, last[1]]
+            self.events.append("feedback dropped")
+            return base
+        while self.keeps:
+            keep = self.keeps.pop(0)
+            text, left_out = prompts.shorten_archive(self.user, keep)
+            if left_out and text != base[1]["content"]:
+                self.events.append(f"archive cut to the best and last {keep} trial(s) ({left_out} left out)")
+                return [base[0], {"role": "user", "content": text}]
+        raise LLMRejected(error.where, f"even the prompt without any trial is over the model's context "
+                          f"({error.problem}); serve the model with a longer context or lower --llm-max-tokens") from None

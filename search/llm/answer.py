@@ -15,6 +15,12 @@ reasoning parser) and one surrounding ``` code fence.
 Semantic checks (is the model a candidate of the stage, is the value in range: the space's
 `answer_problems`; is the trial within budget, was it tried already: search/llm/agent.py)
 come after parsing.
+
+`answer_schema` writes the same format as a JSON schema, sent with the request where the
+endpoint takes one (structured outputs, search/llm/client.py): a trial is the space's
+`answer_schema()` (configurations: each stage one of its candidate models with one of that
+model's allowed counts), lists and strings are bounded so that a small model cannot ramble
+inside a valid answer. Parsing and validation stay the same whatever the endpoint did.
 """
 
 from __future__ import annotations
@@ -25,6 +31,12 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_LIST = 20  # guidelines / knowledge items kept; more is noise in the next prompt
+# structured outputs: the bounds the schema puts on an answer (generous for a real agent,
+# tight enough that constrained decoding of a small model ends well within --llm-max-tokens)
+SCHEMA_LIST_ITEMS = 10
+SCHEMA_ITEM_CHARS = 300
+SCHEMA_TEXT_CHARS = 2000
+SCHEMA_EXTRA_TRIALS = 2  # room above the k trials asked for (duplicates are dropped, not refused)
 
 _THINK = re.compile(r"^\s*<think>.*?</think>", re.S)
 _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n(.*)\n\s*```\s*$", re.S)
@@ -88,3 +100,22 @@ def parse_answer(text: str, fields: dict[str, str], space) -> Answer:
         else:  # pragma: no cover - programming error
             raise ValueError(kind)
     return Answer(fields=out, trials=trials)
+
+
+def answer_schema(fields: dict[str, str], space, k: int = 0) -> dict:
+    """The JSON schema of an answer with `fields` (as `parse_answer` takes them); a trial is the
+    space's `answer_schema()` (None: any object, the space's parser decides)."""
+    props: dict[str, dict] = {}
+    for name, kind in fields.items():
+        if kind == "trials":
+            point = space.answer_schema() or {"type": "object"}
+            props[name] = {"type": "array", "items": point, "minItems": 1,
+                           "maxItems": max(k, 1) + SCHEMA_EXTRA_TRIALS}
+        elif kind == "strings":
+            props[name] = {"type": "array", "items": {"type": "string", "maxLength": SCHEMA_ITEM_CHARS},
+                           "maxItems": SCHEMA_LIST_ITEMS}
+        elif kind == "string":
+            props[name] = {"type": "string", "maxLength": SCHEMA_TEXT_CHARS}
+        else:  # pragma: no cover - programming error
+            raise ValueError(kind)
+    return {"type": "object", "properties": props, "required": list(fields), "additionalProperties": False}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Sequence
 
 from ..trial import Trial
@@ -109,6 +110,14 @@ FEEDBACK = (
     "Answer again with one complete JSON object in the required format, and nothing else."
 )
 
+# A rejected answer goes back as the assistant's turn, cut to this many characters: each
+# feedback turn re-sends it, and a rambling answer would otherwise fill the model's context.
+ECHO_CHARS = 1500
+ECHO_CUT = "\n[... {n:,} more characters of this answer are not repeated here]"
+# A conversation over the model's context (search/llm/agent.py) keeps the best trial and the
+# most recent ones of each archive table, and says how many it left out.
+ROWS_LEFT_OUT = "... ({n} earlier trial(s) not shown: the full archive was over the model's context)"
+
 
 # ---------------------------------------------------------------------------------------------
 # Sections
@@ -182,6 +191,48 @@ def format_section(space, fields: dict[str, str], k: int) -> str:
         space.answer_rule(),
         f"Example of the shape (not a recommendation): {json.dumps(example)}",
     ])
+
+
+def echo(answer: str, limit: int = ECHO_CHARS) -> str:
+    """A rejected answer as it is sent back: at most `limit` characters, saying what was cut."""
+    if len(answer) <= limit:
+        return answer
+    return answer[:limit] + ECHO_CUT.format(n=len(answer) - limit)
+
+
+_TABLE_HEAD = "# | "
+_BEST = "   <- best so far"
+
+
+def shorten_archive(text: str, keep: int) -> tuple[str, int]:
+    """`text` (a user message) with every archive table (`archive_section`) cut to its best row
+    and its last `keep` rows; returns the text and the number of rows left out (0: nothing to cut)."""
+    lines = text.split("\n")
+    out: list[str] = []
+    dropped_total = 0
+    i = 0
+    while i < len(lines):
+        out.append(lines[i])
+        if lines[i].startswith(_TABLE_HEAD) and i > 0 and lines[i - 1].startswith("## "):
+            j = i + 1
+            rows = []
+            while j < len(lines) and lines[j].strip() and not lines[j].startswith("## "):
+                rows.append(lines[j])
+                j += 1
+            table = [r for r in rows if not r.startswith("... (")]
+            if len(table) > keep + 1:
+                tail = table[-keep:] if keep > 0 else []
+                best = [r for r in table[: len(table) - len(tail)] if r.endswith(_BEST)]
+                left = len(table) - len(tail) - len(best)
+                earlier = sum(int(m.group(1)) for r in rows if (m := re.match(r"\.\.\. \((\d+) earlier", r)))
+                out += best + [ROWS_LEFT_OUT.format(n=left + earlier)] + tail
+                dropped_total += left
+            else:
+                out += rows
+            i = j
+            continue
+        i += 1
+    return "\n".join(out), dropped_total
 
 
 def render(messages: list[dict[str, str]]) -> str:

@@ -71,6 +71,9 @@ class DiscoverSearcher(LLMSearcher):
         plan = text[:text.find("```")].strip() if "```" in text else ""
         return Answer(fields={"plan": plan[:2000]}, trials=(Program(code, rep.class_name or "", tuple(requests)),))
 
+    def answer_schema(self, fields: dict[str, str], k: int) -> None:
+        return None  # the agent answers with a code block: no JSON response format
+
     def feedback_text(self, problems: list[AnswerProblem]) -> str:
         if problems and all(p.kind == "trace_requests" for p in problems):
             return dp.FEEDBACK_TRACES.format(traces="\n\n".join(p.message for p in problems))

@@ -11,7 +11,7 @@ A space says what a point is and answers every question about points that a sear
 | moves | `neighbours` (nearest first), `mutate` |
 | scoring | `evaluate(points, objective)`: one replay call for a batch |
 | text | `describe` (the task for a prompt), `point_columns`/`point_cells`, `cost_columns`/`cost_cells` (the archive table), `cost_text`, `title` |
-| LLM answers | `answer_shape`, `answer_rule`, `answer_example`, `point_from_answer` (structure), `answer_problems` (meaning), `answer_problem_kinds`, `agent_brief` |
+| LLM answers | `answer_shape`, `answer_rule`, `answer_example`, `point_from_answer` (structure), `answer_problems` (meaning), `answer_problem_kinds`, `answer_schema` (structured outputs; optional), `agent_brief` |
 | optional | `grid` ("grid"), `parametrisation` ("parametrisation"), `scan_best`, `scan_picks` and `optimum` ("scan"), `initial_points`, and whatever a searcher lists in `needs` |
 
 Optional capabilities are declared in `supports` (a searcher declares what it `needs`; the
@@ -43,6 +43,8 @@ from ..trial import Evaluation, Objective, Trial
 # drew, which scatters around that (a few per cent on small question sets). Searchers keep
 # points up to this much over budget (by estimate) as candidates and let the replay decide.
 ESTIMATE_SLACK = 0.05
+# structured outputs: an integer with at most this many allowed values is listed (an enum), else a range
+SCHEMA_ENUM_LIMIT = 256
 MAX_MISSES = 10_000  # random samples in a row that were tried already before a space counts as used up
 
 # What optional capabilities mean, for the one-line refusal of a searcher that needs one.
@@ -326,6 +328,11 @@ class Space(abc.ABC):
     def answer_problems(self, point: Any, where: str) -> list:
         """What is wrong with a well-formed point (AnswerProblem, of `answer_problem_kinds`)."""
         return []
+
+    def answer_schema(self) -> dict | None:
+        """One point as a JSON schema, for structured outputs (search/llm/answer.py:
+        `answer_schema`); None: any JSON object (the space's parser still decides)."""
+        return None
 
     @abc.abstractmethod
     def agent_brief(self) -> AgentBrief: ...

@@ -30,7 +30,7 @@ from replay.store import Store
 from ..llm.answer import AnswerProblem
 from ..llm.prompts import CONFIG_GUIDELINES, CONFIG_ROLE, INSIGHT1, INSIGHT2, INSIGHT3
 from ..trial import Evaluation, Objective, Trial
-from .base import AgentBrief, GridWalk, Insight, Parametrisation, Space
+from .base import SCHEMA_ENUM_LIMIT, AgentBrief, GridWalk, Insight, Parametrisation, Space
 from .config_walks import CountsParametrisation, FeasibleGrid, SharesParametrisation, insight1_plan, random_configs
 
 if TYPE_CHECKING:
@@ -500,6 +500,18 @@ class ConfigSpace(Space):
                 problems.append(AnswerProblem("invalid_samples", f"{where}: stage {st!r}: {ch.samples} samples is not "
                                               f"allowed for {ch.model} (allowed: {_counts(self.counts[i][ch.model])})"))
         return problems
+
+    def answer_schema(self) -> dict:
+        """Every stage: one of its candidate models with one of that model's allowed counts."""
+        def choice(i: int, m: str) -> dict:
+            counts = sorted(self.counts[i][m])
+            n = {"type": "integer", "enum": counts} if len(counts) <= SCHEMA_ENUM_LIMIT else \
+                {"type": "integer", "minimum": counts[0], "maximum": counts[-1]}
+            return {"type": "object", "properties": {"model": {"type": "string", "enum": [m]}, "samples": n},
+                    "required": ["model", "samples"], "additionalProperties": False}
+
+        props = {st: {"anyOf": [choice(i, m) for m in self.models[i]]} for i, st in enumerate(self.stages)}
+        return {"type": "object", "properties": props, "required": list(self.stages), "additionalProperties": False}
 
     def agent_brief(self) -> AgentBrief:
         return AgentBrief(role=CONFIG_ROLE, guideline_hint=CONFIG_GUIDELINES,

@@ -23,7 +23,7 @@ from replay.store import Store
 from ..llm.answer import AnswerProblem
 from ..llm.prompts import CONTROLLER_GUIDELINES, CONTROLLER_ROLE
 from ..trial import Evaluation, Objective, Trial
-from .base import AgentBrief, Dim, GridWalk, Parametrisation, Space
+from .base import SCHEMA_ENUM_LIMIT, AgentBrief, Dim, GridWalk, Parametrisation, Space
 
 if TYPE_CHECKING:
     from ..settings import ControllerSpaceSettings
@@ -194,6 +194,18 @@ class ControllerSpace(Space):
             return [AnswerProblem("out_of_range", f"{where}: {json.dumps(point)} is not a valid setting of controller "
                                   f"{self.controller.name!r}")]
         return []
+
+    def answer_schema(self) -> dict:
+        """Every parameter, within its search range (integers listed when there are few)."""
+        props = {}
+        for p in self.dims:
+            lo, hi = p.search_range
+            if p.integer and int(hi) - int(lo) < SCHEMA_ENUM_LIMIT:
+                props[p.name] = {"type": "integer", "enum": list(range(int(math.ceil(lo)), int(math.floor(hi)) + 1))}
+            else:
+                props[p.name] = {"type": "integer" if p.integer else "number", "minimum": lo, "maximum": hi}
+        return {"type": "object", "properties": props, "required": [p.name for p in self.dims],
+                "additionalProperties": False}
 
     def agent_brief(self) -> AgentBrief:
         return AgentBrief(role=CONTROLLER_ROLE, guideline_hint=CONTROLLER_GUIDELINES)

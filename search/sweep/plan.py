@@ -16,6 +16,7 @@ from typing import Any, Callable
 from replay.clitools import check_replicates
 from replay.errors import ConfigError, InputError
 from replay.locks import is_lock_file
+from replay.redact import redact_url
 
 from .. import runner
 from ..searchers import get_searcher
@@ -142,6 +143,8 @@ def plan_sweep(spec: SweepSpec, announce: Callable[[Any], None] | None = None) -
                             options.setdefault("llm_base_url", spec.llm_base_url)
                         if spec.llm_model:
                             options.setdefault("llm_model", spec.llm_model)
+                        for k, v in spec.llm_options.items():  # llm_max_tokens, llm_timeout_s, llm_structured
+                            options.setdefault(k, v)
                     if entry.trials is not None:
                         trial_axis = entry.trials
                     elif cls.exhaustive:
@@ -216,12 +219,18 @@ def check_out(plan: Plan) -> None:
                              f"{b[k]!r}: use another out (or the same {k})")
 
 
+def _shown_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as written: no API key, a base URL's credentials masked."""
+    return {k: (redact_url(v) if k.endswith("base_url") and isinstance(v, str) else v)
+            for k, v in options.items() if "api_key" not in k}
+
+
 def spec_json(spec: SweepSpec) -> dict[str, Any]:
     return {
         "name": spec.name, "source": spec.source,
         "stores": [{"path": s.path, "train": s.train, "budgets": s.budgets} for s in spec.stores],
         "searchers": [{"label": e.label, "searcher": e.name, "ablate": e.ablate,
-                       "options": {k: v for k, v in e.options.items() if "api_key" not in k},
+                       "options": _shown_options(e.options),
                        "seeds": e.seeds, "trials": e.trials} for e in spec.searchers],
         "seeds": spec.seeds, "train": spec.train, "budgets": spec.budgets, "trials": spec.trials,
         "replicates": spec.replicates, "test_replicates": spec.test_replicates, "replay_seed": spec.replay_seed,
@@ -230,6 +239,7 @@ def spec_json(spec: SweepSpec) -> dict[str, Any]:
         "graph": {"max_nodes": spec.max_nodes, "latency_limit": spec.latency_limit, "objective": spec.objective}
         if spec.space == "graph" else None,
         "optimum_limit": spec.optimum_limit,
-        "searcher_options": {k: {a: b for a, b in v.items() if "api_key" not in a} for k, v in spec.searcher_options.items()},
-        "llm": {"base_url": spec.llm_base_url, "model": spec.llm_model, "concurrency": spec.llm_concurrency},
+        "searcher_options": {k: _shown_options(v) for k, v in spec.searcher_options.items()},
+        "llm": {"base_url": redact_url(spec.llm_base_url), "model": spec.llm_model, "concurrency": spec.llm_concurrency,
+                **spec.llm_options},
     }

@@ -191,11 +191,11 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
                              vs.get(label, "-"), _ms(r["train_score"] for r in rs),
                              _n(_mean(r["trials"] for r in rs)), _f(_mean(r["replay_s"] for r in rs), 3),
                              _f(_mean(r["llm_s"] for r in rs), 3), _n(_mean(r["llm_tokens"] for r in rs)),
-                             f"`{top[0][0]}` ({top[0][1]}/{len(rs)})" if top else "-"])
+                             _llm_part(rs), f"`{top[0][0]}` ({top[0][1]}/{len(rs)})" if top else "-"])
     L += ["Per store at its largest training size (or the store's split): the configuration each search picked.", ""]
     L += _table(["store", "train q", "budget", "trial budget", "searcher", "seeds", "test score", "95% CI", "±rep",
                  "fallback", "vs best",
-                 "train score", "trials", "replay s", "LLM s", "LLM tokens", "most picked config"], rows) + [""]
+                 "train score", "trials", "replay s", "LLM s", "LLM tokens", "LLM trials", "most picked config"], rows) + [""]
 
     # ---- 2. ablation
     L += ["## 2. Ablation: trials to the best configuration and to the grid optimum", ""]
@@ -429,6 +429,17 @@ def _sweep_front(out: Path, rows: list[dict[str, Any]]) -> list[str]:
                 [[_f(p["accuracy"]), _f(p["latency"], 3), _f(p["units"], 3), f"`{p['graph']}`",
                   ", ".join(sorted(p["by"]))] for p in front]) + [""]
     return L
+
+
+def _llm_part(rs: list[dict[str, Any]]) -> str:
+    """Trials the LLM proposed of all trials, over the seeds, and answers usable of those asked,
+    with malformed answers, fills and endpoint failures ("-" for searchers without an LLM)."""
+    rs = [r for r in rs if r.get("llm_calls") is not None]
+    if not rs:
+        return "-"
+    tot = lambda k: sum(int(r.get(k) or 0) for r in rs)  # noqa: E731
+    return (f"{tot('llm_trials')}/{tot('trials')} (usable {tot('llm_usable')}/{tot('llm_calls')}, "
+            f"malformed {tot('llm_malformed')}, fills {tot('llm_fills')}, endpoint failures {tot('llm_endpoint_failures')})")
 
 
 def _versus_best(out: Path, found: dict[str, list[dict[str, Any]]]) -> dict[str, str]:

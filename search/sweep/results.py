@@ -39,6 +39,9 @@ RESULT_SCHEMA = {
        for k, t in (("graph", "str"), ("train", "float"), ("test", "float"), ("test_ci_lo", "float"),
                     ("test_ci_hi", "float"), ("test_accuracy", "float"), ("test_latency", "float"),
                     ("pick_minus", "float"), ("pick_minus_lo", "float"), ("pick_minus_hi", "float"))},
+    # what the LLM contributed (summary.json's llm_contribution; null for searchers without one)
+    "llm_trials": "int", "llm_calls": "int", "llm_usable": "int", "llm_malformed": "int", "llm_fills": "int",
+    "llm_endpoint_failures": "int",
 }
 CURVE_SCHEMA = {
     "store": "str", "label": "str", "searcher": "str", "ablation": "str", "seed": "int", "train": "int",
@@ -98,6 +101,10 @@ def collect_results(plan: Plan, optima: dict[str, Any]):
             })
             if s.get("graph"):
                 row.update(_graph_columns(s))
+            lc = s.get("llm_contribution") or {}
+            row.update({"llm_trials": lc.get("llm_trials"), "llm_calls": lc.get("calls"),
+                        "llm_usable": lc.get("usable_answers"), "llm_malformed": lc.get("malformed_answers"),
+                        "llm_fills": lc.get("fills"), "llm_endpoint_failures": lc.get("endpoint_failures")})
             score, feasible = read_curve(d)
             n = len(score)
             bsf, best = [], None

@@ -46,7 +46,7 @@ SPEC_FIELDS = {
     "optimum": "compute the grid optimum of each objective (true/false)",
     "optimum_limit": "largest space whose exhaustive optimum is computed",
     "searcher_options": "options per searcher name, e.g. {bo: {sampler: tpe}}",
-    "llm": "{base_url, model, concurrency} for the LLM searchers",
+    "llm": "{base_url, model, concurrency, max_tokens, timeout, structured} for the LLM searchers",
     "workers": "worker processes (default: all cores)",
     "cell_plots": "write each cell's best_so_far.png too (default false)",
     "space": "config (default: a model and a count per stage) or graph (collaboration graphs of graph stores)",
@@ -57,7 +57,7 @@ SPEC_FIELDS = {
 GRAPH_FIELDS = ("max_nodes", "latency_limit", "objective")
 STORE_FIELDS = ("path", "train", "budgets")
 SEARCHER_FIELDS = ("searcher", "ablate", "label", "options", "seeds", "trials")
-LLM_FIELDS = ("base_url", "model", "concurrency")
+LLM_FIELDS = ("base_url", "model", "concurrency", "max_tokens", "timeout", "structured")
 
 
 
@@ -101,6 +101,7 @@ class SweepSpec:
     llm_base_url: str | None = None
     llm_model: str | None = None
     llm_concurrency: int | None = None
+    llm_options: dict[str, Any] = field(default_factory=dict)  # llm_max_tokens, llm_timeout_s, llm_structured
     workers: int | None = None
     cell_plots: bool = False
     space: str = "config"  # "config" or "graph"
@@ -256,6 +257,7 @@ def parse_spec(raw: dict[str, Any], source: str = "command line", *, overrides: 
     spec.llm_base_url, spec.llm_model = llm.get("base_url"), llm.get("model")
     if llm.get("concurrency") is not None:
         spec.llm_concurrency = _int(llm["concurrency"], w("llm.concurrency"), lo=1)
+    spec.llm_options = llm_client_options(llm, w)
 
     so = raw.get("searcher_options") or {}
     if not isinstance(so, dict) or any(not isinstance(v, dict) for v in so.values()):
@@ -358,6 +360,28 @@ def _searcher_entry(s: Any, where: str, w: Callable[[str], str], seed_limit: int
     seeds = None if s.get("seeds") is None else tuple(_seeds(s["seeds"], f"{where}.seeds", seed_limit))
     trials = None if "trials" not in s else tuple(_axis(s["trials"], f"{where}.trials", _trials_value))
     return SearcherEntry(label=label.strip(), name=name, ablate=ablate, options=dict(options), seeds=seeds, trials=trials)
+
+
+def llm_client_options(llm: dict[str, Any], w: Callable[[str], str]) -> dict[str, Any]:
+    """The `llm` section's bounds on every call, as searcher options (checked here, so that a bad
+    value is one line naming its field before any search): max_tokens (an integer >= 0; 0: none
+    sent), timeout (seconds > 0), structured (search/llm/client.py: STRUCTURED_MODES)."""
+    from ..llm.client import STRUCTURED_MODES
+
+    out: dict[str, Any] = {}
+    if llm.get("max_tokens") is not None:
+        out["llm_max_tokens"] = _int(llm["max_tokens"], w("llm.max_tokens"), lo=0)
+    if llm.get("timeout") is not None:
+        v = llm["timeout"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ConfigError(w("llm.timeout"), f"expected a number of seconds > 0, got {_r(v)}")
+        out["llm_timeout_s"] = float(v)
+    if llm.get("structured") is not None:
+        v = llm["structured"]
+        if not isinstance(v, str) or v.strip().lower() not in STRUCTURED_MODES:
+            raise ConfigError(w("llm.structured"), f"expected one of {', '.join(STRUCTURED_MODES)}, got {_r(v)}")
+        out["llm_structured"] = v.strip().lower()
+    return out
 
 
 def _int(v: Any, where: str, lo: int | None = None, hi: int = MAX_COUNT) -> int:

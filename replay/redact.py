@@ -1,8 +1,10 @@
 """Keep credentials out of everything written: a base URL may carry them.
 
 `http://user:key@host/v1` works as an endpoint (the HTTP client sends the user and key as basic
-authentication), but the URL is also recorded in the store's manifest, the checkpoint's
-`run.json`, the command line shown by `collect status`, and error lines. Those get
+authentication), but the URL is also recorded: by collection in the store's manifest, the
+checkpoint's `run.json` and the command line shown by `collect status`; by a search in its
+archive header, `summary.json`, the searcher's state and `search compare` tables; and by both
+in error lines. Those get
 `redact_url(url)`: the user-info part and query parameters that look like secrets are replaced
 by `***`. `scrub(text, url)` removes the secrets of `url` from any text (an exception's message
 that echoes the URL, say).

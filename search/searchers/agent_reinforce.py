@@ -118,7 +118,10 @@ class AgentReinforceSearcher(LLMSearcher):
             self.probes_done = True
             probes = [p for p in self.probe_points() if not self.tried(p)]
             if probes:
-                return self.proposals(probes, "init", {"batch_index": -1, "batch_size": len(probes)})
+                out = self.proposals(probes, "init", {"batch_index": -1, "batch_size": len(probes)})
+                for p in out:
+                    p.extra["distribution"] = self.dist.to_json(digits=17)  # exact, for --resume
+                return out
         record: dict[str, Any] = {}
         if not self.initialised:
             record["init_call"] = self.initialise()
@@ -127,7 +130,9 @@ class AgentReinforceSearcher(LLMSearcher):
         if last >= 0 and self.updated_through < last:
             record.update(self.update(last))
             self.updated_through = last
-        return self.draw_batch(self.batch, self.want(), record)
+        # always a whole batch (the runner cuts what the trial budget leaves): a batch does not
+        # depend on the budget, so a search resumed with a larger one goes on as if never stopped
+        return self.draw_batch(self.batch, self.per_round, record)
 
     def tell(self, trial: Trial) -> None:
         super().tell(trial)
@@ -140,7 +145,7 @@ class AgentReinforceSearcher(LLMSearcher):
             "llm_wall_s": 0.0, "llm_tokens": 0, "counters": dict(self.counters),
             "infeasible_trials": sum(1 for t in self.history if not t.feasible)}
         return {**base, "batches_drawn": self.batch, "updated_through": self.updated_through, "ablate": sorted(self.ablate),
-                "distribution": self.dist.to_json(digits=17), "mode_graph": str(self.dist.mode()),
+                "distribution": self.dist.to_json(digits=4), "mode_graph": str(self.dist.mode()),
                 "feedback": list(self.feedback), "analysis": self.analysis, "last_update": dict(self.last_update)}
 
     def replay_history(self, trials: list[Trial]) -> None:
@@ -190,7 +195,8 @@ class AgentReinforceSearcher(LLMSearcher):
         drawn = self._draw(b, k, set(self._tried))
         self.batch = b + 1
         state = {k2: v for k2, v in self.state().items() if k2 not in ("llm_wall_s", "llm_tokens")}
-        common = copy.deepcopy({**state, "batch_index": b, "batch_size": len(drawn)})
+        common = copy.deepcopy({**state, "batch_index": b, "batch_size": len(drawn),
+                                "distribution": self.dist.to_json(digits=17)})  # exact: --resume draws again from it
         out = []
         for n, (p, d) in enumerate(drawn):
             extra = dict(common)

@@ -226,3 +226,34 @@ def _tell_all(s, setup, props):
     n = len(s.history)
     for k, (p, ev) in enumerate(zip(props, evs)):
         s.tell(Trial.of(n + k, p.point, ev, wall_s=0.0, source=p.source, extra=p.extra, label=str(p.point)))
+
+
+@pytest.mark.parametrize("name", ["agenttts", "agenthpo", "mlcopilot"])
+def test_the_llm_baselines_search_graphs(setup, name):
+    """AgentTTS's guideline loop, AgentHPO and MLCopilot write graphs (the space's JSON or text
+    form) that the replay scores; a graph outside the space goes back to the agent."""
+    sp = setup.space
+    rng = np.random.default_rng(0)
+    calls = []
+
+    def answer(body):
+        text = "\n".join(m["content"] for m in body["messages"])
+        calls.append(text)
+        if len(calls) == 1:  # a graph with a solve node that reads another: refused, sent back
+            return json.dumps({"guidelines": [], "analysis": "", "knowledge": [],
+                               "trials": ["a=solve(Qwen2.5-7B,1); b=solve(Qwen2.5-7B,1|a)"]})
+        pts = [sp.encode(next(sp.random_points(rng, set()))) for _ in range(3)]
+        if "Distil knowledge" in text:
+            return json.dumps({"knowledge": ["Qwen2.5-7B solves best"]})
+        if '"guidelines"' in text:
+            return json.dumps({"guidelines": ["prefer Qwen"], "trials": pts})
+        if '"analysis"' in text:
+            return json.dumps({"analysis": "x", "trials": pts})
+        return json.dumps({"trials": pts})
+
+    with ScriptedLLMServer(answer) as srv:
+        run = run_search(setup, name, seed=0, trials=10, options={"llm_base_url": srv.base_url, "llm_model": "s"})
+    assert len(run.trials) == 10 and any(t.source == "llm" for t in run.trials)
+    assert all(sp.contains(t.point) for t in run.trials)
+    assert "Design a collaboration graph" in calls[0] and "Your answer was rejected" in calls[1]
+    assert run.states[-1]["counters"]["retries"] >= 1

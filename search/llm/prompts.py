@@ -98,6 +98,13 @@ MLCOPILOT_KNOWLEDGE_TASK = (
     "be supported by the trials; revise or drop earlier knowledge that the trials contradict."
 )
 
+# the same on spaces without stages (collaboration graphs): {hint} is the space's guideline hint
+MLCOPILOT_KNOWLEDGE_TASK_PARTS = (
+    "Distil knowledge from the experience above: up to {n} general, reusable rules, {hint}, under this "
+    "budget, and why. Each rule must be supported by the trials; revise or drop earlier knowledge that the "
+    "trials contradict."
+)
+
 MLCOPILOT_PROPOSE_TASK = (
     "Using the retrieved experience and the knowledge, propose {k} new configuration(s) likely "
     "to score higher than the best so far. Do not repeat a configuration from the experience, "

@@ -16,7 +16,7 @@ from replay.clitools import SEED, check_budget, check_output_dir, check_output_f
 from replay.errors import ConfigError
 
 from .settings import (DEFAULT_TRIALS, GRID_LIMIT, MAX_SEEDS, ConfigSpaceSettings, ControllerSpaceSettings,
-                       ProgramSpaceSettings,
+                       GraphSpaceSettings, ProgramSpaceSettings,
                        SearchSettings, SpaceSettings, parse_seeds)
 
 
@@ -88,9 +88,15 @@ def _budget(text: str | None) -> float | None:
 @click.option("--llm-temperature", type=float, default=None,
               help="LLM searchers: sampling temperature (default: not sent, the endpoint's own; reasoning models "
                    "that reject one work without it).")
-@click.option("--space", "space_kind", type=click.Choice(["config", "controller", "program"]), default="config",
+@click.option("--space", "space_kind", type=click.Choice(["config", "controller", "program", "graph"]), default="config",
               show_default=True, help="config: models and samples per stage; controller: one width-depth controller's "
-                                      "parameters; program: controller programs an LLM writes (--searcher discover).")
+                                      "parameters; program: controller programs an LLM writes (--searcher discover); "
+                                      "graph: collaboration graphs of a graph store (docs/graphs.md).")
+@click.option("--max-nodes", type=int, default=None, help="--space graph: the most nodes a graph has (default 4).")
+@click.option("--latency-limit", type=float, default=None,
+              help="--space graph: seconds per question (mean replayed latency); slower graphs are infeasible.")
+@click.option("--objective", "graph_objective", default=None,
+              help="--space graph: 'accuracy' (default) or 'accuracy - LAMBDA * latency' (latency in seconds).")
 @click.option("--controller", default=None, help="--space controller: built-in name (probe, adaptive, esc, majority) or module:Class.")
 @click.option("--model", default=None, help="--space controller/program: the model whose traces the controllers run on.")
 @click.option("--budget-tokens", type=float, default=None, help="--space controller: budget in mean tokens per question.")
@@ -112,7 +118,7 @@ def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, mod
             select_rule, max_fallback, replicates, test_replicates, replay_seed, out, resume, no_optimum, optimum_limit,
             sampler, ablate, llm_base_url, llm_model, llm_temperature, space_kind, controller, model, budget_tokens,
             beta, probe_cost, score_rule, n_betas, program_wall_s, program_memory_mb, test_stores, heldout_replicates,
-            program_workers):
+            program_workers, max_nodes, latency_limit, graph_objective):
     """Run one search (or one per seed) and print its summary; archive, summary.json and a PNG
     of best-so-far score go to --out."""
     from replay.clitools import open_announced
@@ -122,6 +128,7 @@ def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, mod
     from .searchers import get_searcher
     from .spaces import check_needs, space_class
 
+    graph_opts = {"--max-nodes": max_nodes, "--latency-limit": latency_limit, "--objective": graph_objective}
     program_opts = {"--score": score_rule, "--betas": n_betas, "--program-wall-s": program_wall_s,
                     "--program-memory-mb": program_memory_mb, "--test-store": test_stores or None,
                     "--heldout-replicates": heldout_replicates, "--program-workers": program_workers}
@@ -129,7 +136,7 @@ def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, mod
         space: SpaceSettings = ControllerSpaceSettings(controller=controller, model=model, budget_tokens=budget_tokens,
                                                        beta=beta, probe_cost=probe_cost or 0.0)
         stray = {"--budget": budget, "--models": models, "--max-samples": max_samples, "--max-fallback": max_fallback,
-                 **program_opts}
+                 **program_opts, **graph_opts}
         tail = "does not apply to --space controller"
     elif space_kind == "program":
         given = {k: v for k, v in dict(score=score_rule, betas=n_betas, wall_s=program_wall_s,
@@ -138,15 +145,23 @@ def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, mod
                  if v is not None}
         space = ProgramSpaceSettings(model=model, probe_cost=probe_cost or 0.0, test_stores=tuple(test_stores), **given)
         stray = {"--budget": budget, "--models": models, "--max-samples": max_samples, "--controller": controller,
-                 "--budget-tokens": budget_tokens, "--beta": beta or None, "--max-fallback": max_fallback}
+                 "--budget-tokens": budget_tokens, "--beta": beta or None, "--max-fallback": max_fallback, **graph_opts}
         tail = "does not apply to --space program"
+    elif space_kind == "graph":
+        model_list = tuple(m.strip() for m in models.split(",") if m.strip()) if models is not None else None
+        space = GraphSpaceSettings(max_nodes=4 if max_nodes is None else max_nodes, models=model_list,
+                                   max_samples=max_samples, budget=_budget(budget), latency_limit=latency_limit,
+                                   objective="accuracy" if graph_objective is None else graph_objective)
+        stray = {"--controller": controller, "--model": model, "--budget-tokens": budget_tokens,
+                 "--beta": beta or None, "--probe-cost": probe_cost, "--max-fallback": max_fallback, **program_opts}
+        tail = "does not apply to --space graph"
     else:
         model_list = tuple(m.strip() for m in models.split(",") if m.strip()) if models is not None else None
         space = ConfigSpaceSettings(models=model_list, max_samples=max_samples, budget=_budget(budget),
                                     max_fallback=max_fallback)
         stray = {"--controller": controller, "--model": model, "--budget-tokens": budget_tokens,
-                 "--beta": beta or None, "--probe-cost": probe_cost, **program_opts}
-        tail = "applies to --space controller or program only"
+                 "--beta": beta or None, "--probe-cost": probe_cost, **program_opts, **graph_opts}
+        tail = "applies to --space controller, program or graph only"
     given = [k for k, v in stray.items() if v is not None]
     if given:
         raise ConfigError(given[0], tail)

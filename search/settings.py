@@ -144,7 +144,48 @@ class ProgramSpaceSettings:
         return self  # the budget follows from the score rule
 
 
-SpaceSettings = Union[ConfigSpaceSettings, ControllerSpaceSettings, ProgramSpaceSettings]
+@dataclass(frozen=True)
+class GraphSpaceSettings:
+    """Collaboration graphs of a graph store (search/spaces/graph.py, docs/graphs.md).
+
+    Parameters:
+        max_nodes: the most nodes a graph has.
+        models: candidate models to keep (default: every candidate of every role).
+        max_samples: the largest sample count of a node.
+        budget: budget units per question, judged by the expected cost (default: four
+            single-sample solves by the largest model).
+        latency_limit: seconds per question (mean replayed latency); None: no limit.
+        objective: 'accuracy' or 'accuracy - LAMBDA * latency'.
+    """
+
+    kind: ClassVar[str] = "graph"
+    max_nodes: int = 4
+    models: tuple[str, ...] | None = None
+    max_samples: int | None = None
+    budget: float | None = None
+    latency_limit: float | None = None
+    objective: str = "accuracy"
+
+    def check(self) -> None:
+        from .spaces.graph import GraphObjective
+
+        if self.models is not None and not self.models:
+            raise ConfigError("--models", "empty model list")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ConfigError("--max-samples", f"must be at least 1, got {self.max_samples}")
+        if not 1 <= self.max_nodes <= 32:
+            raise ConfigError("--max-nodes", f"must be from 1 to 32, got {self.max_nodes}")
+        if self.budget is not None and not (math.isfinite(self.budget) and self.budget > 0):
+            raise ConfigError("--budget", f"must be a positive number of normalised units, got {self.budget}")
+        if self.latency_limit is not None and not (math.isfinite(self.latency_limit) and self.latency_limit > 0):
+            raise ConfigError("--latency-limit", f"must be a positive number of seconds, got {self.latency_limit}")
+        GraphObjective.parse(self.objective)
+
+    def with_budget(self, budget: float) -> "GraphSpaceSettings":
+        return replace(self, budget=float(budget))
+
+
+SpaceSettings = Union[ConfigSpaceSettings, ControllerSpaceSettings, ProgramSpaceSettings, GraphSpaceSettings]
 
 
 @dataclass(frozen=True)

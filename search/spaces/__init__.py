@@ -20,6 +20,7 @@ SPACES = {
     "config": "search.spaces.config:ConfigSpace",
     "controller": "search.spaces.controller:ControllerSpace",
     "program": "search.spaces.program:ProgramSpace",
+    "graph": "search.spaces.graph:GraphSpace",
 }
 
 

@@ -51,6 +51,7 @@ CAPABILITIES = {
     "parametrisation": "a parametrisation by numbers and categories",
     "stages": "a model and a sample count per stage",
     "programs": "points written as programs (source code)",
+    "graphs": "points that are collaboration graphs",
 }
 
 

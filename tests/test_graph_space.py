@@ -1,0 +1,237 @@
+"""The graph search space: the expected-cost budget rule against its definition, sampling and
+mutations stay valid and feasible, the grid refuses a large space in one line, the Optuna
+encoding round-trips, the objective parses strictly, and random/bo/grid run on it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import replay
+from replay.errors import ConfigError
+from replay.graph import Graph
+from replay.graph.expected import (expected_graph_units, expected_latency_table, latency_estimate, max_key_lengths)
+from replay.graph.engine import evaluate_graph
+from replay.graph.inputs import graph_inputs, seconds_per_token
+
+from clikit import run_main
+from conftest import TRACES
+from graphkit import RandomGraphStoreSpec, make_random_graph_store, random_graph
+
+from search.setup import make_setup
+from search.settings import GraphSpaceSettings
+from search.spaces.graph import MOVES, GraphObjective, GraphSpace
+
+
+@pytest.fixture(scope="module")
+def math_store():
+    return replay.open(TRACES / "sim-math")
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory):
+    path = make_random_graph_store(tmp_path_factory.mktemp("g") / "s", RandomGraphStoreSpec(seed=3, n_questions=4))
+    return replay.open(path)
+
+
+def _brute_units(store, g: Graph) -> float:
+    """The budget rule, written from its definition (replay/graph/expected.py), pool by pool."""
+    a, d = store.arrays, store.derived
+    G = graph_inputs(store)
+    S, M = a.n_stages, a.n_models
+    total = 0.0
+    for node in g.nodes:
+        s, m, k, n = store.stage_index(node.role), store.model_index(node.model), len(node.inputs), node.samples
+        per_q = []
+        for q in range(a.n_questions):
+            j = (q * S + s) * M + m
+            pools = list(range(int(a.qsm_pool_off[j]), int(a.qsm_pool_off[j + 1])))
+            if not pools:
+                continue
+            match = [p for p in pools if G.pool_key_off[p + 1] - G.pool_key_off[p] == k]
+            use = match or pools
+            tok = []
+            for p in use:
+                comps = a.s_completion[a.pool_off[p]:a.pool_off[p + 1]].astype(float)
+                tok.append(float(a.pool_prompt[p]) + min(n, len(comps)) * comps.mean())
+            per_q.append(np.mean(tok))
+        total += 2.0 * float(a.model_params[m]) * float(np.mean(per_q))
+    return total / float(d.budget_unit)
+
+
+def test_expected_cost_is_its_definition_and_ignores_the_questions(tiny_store, math_store):
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        g = random_graph(tiny_store, rng, max_nodes=5)
+        assert expected_graph_units(tiny_store, g) == pytest.approx(_brute_units(tiny_store, g), rel=1e-9)
+    # a solve node's expected cost is the exact mean of what the replay charges over every question
+    g = "s=solve(Qwen2.5-7B,6)"
+    r = evaluate_graph(math_store, g, questions=None, replicates=400)
+    assert expected_graph_units(math_store, g) == pytest.approx(r.units, rel=0.005)
+    # the space's cost is the rule, whatever the objective's questions
+    sp = GraphSpace.from_store(math_store, budget=30.0)
+    g2 = Graph.parse("s=solve(Qwen2.5-7B,2); r=refine(Llama-3.1-8B,2|s)")
+    ev_train = sp.evaluate([g2], make_setup(math_store, GraphSpaceSettings(budget=30.0)).objective)[0]
+    ev_test = sp.evaluate([g2], make_setup(math_store, GraphSpaceSettings(budget=30.0)).test_objective)[0]
+    assert ev_train.cost == ev_test.cost == pytest.approx(expected_graph_units(math_store, g2))
+    assert ev_train.metrics["measured_units"] != ev_test.metrics["measured_units"]
+
+
+def test_latency_estimate_is_exact_for_one_solve_node_and_below_for_parallel(math_store):
+    g = "s=solve(Qwen2.5-3B,8)"
+    r = evaluate_graph(math_store, g, questions=None, replicates=400)
+    assert latency_estimate(math_store, g) == pytest.approx(r.latency, rel=0.01)
+    par = "a=solve(Qwen2.5-3B,2); b=solve(Llama-3.1-8B,2); output=vote(a,b)"
+    r = evaluate_graph(math_store, par, questions=None, replicates=200)
+    assert latency_estimate(math_store, par) < r.latency
+
+
+def test_budget_feasibility_by_expected_cost(math_store):
+    sp = GraphSpace.from_store(math_store, budget=20.0)
+    rng = np.random.default_rng(1)
+    seen: set = set()
+    pts = [p for _, p in zip(range(60), sp.random_points(rng, seen))]
+    assert len(pts) == 60 and len({sp.key(p) for p in pts}) == 60
+    assert all(sp.valid(p) and sp.estimate_cost(p) <= 20.0 * (1 + 1e-9) for p in pts)
+    assert max(len(p.nodes) for p in pts) > 1  # not only single nodes
+    over = Graph.parse("s=solve(Qwen2.5-7B,16)")
+    assert sp.estimate_cost(over) > 20.0 and not sp.feasible(over)
+    obj = make_setup(math_store, GraphSpaceSettings(budget=20.0)).objective
+    ev = sp.evaluate([over, pts[0]], obj)
+    assert not ev[0].feasible and ev[0].score is None and "over budget" in ev[0].metrics["infeasible"]
+    assert ev[1].feasible and ev[1].per_question is not None and len(ev[1].per_question) == len(obj.questions)
+    # scored without the budget (the final pick on test), the over-budget graph has a score
+    assert sp.evaluate([over], obj, enforce_budget=False)[0].score is not None
+
+
+def test_latency_limit_and_weighted_objective(math_store):
+    obj = make_setup(math_store, GraphSpaceSettings(budget=40.0)).objective
+    slow = Graph.parse("s=solve(Qwen2.5-7B,1); r=refine(Qwen2.5-7B,1|s); t=refine(Qwen2.5-7B,1|r)")
+    sp = GraphSpace.from_store(math_store, budget=40.0, latency_limit=9.0)
+    ev = sp.evaluate([slow], obj)[0]
+    assert ev.metrics["latency"] > 9.0 and not ev.feasible and "latency" in ev.metrics["infeasible"]
+    lam = 0.02
+    sp2 = GraphSpace.from_store(math_store, budget=40.0, objective=f"accuracy - {lam} * latency")
+    e = sp2.evaluate([slow], obj)[0]
+    assert e.score == pytest.approx(e.metrics["accuracy"] - lam * e.metrics["latency"])
+    assert float(np.mean(e.per_question)) == pytest.approx(e.score)
+    for bad in ("accuracy - latency", "accuracy + 0.1 * latency", "acc", "accuracy - -1 * latency", "accuracy - 1e999 * latency"):
+        with pytest.raises(ConfigError, match="--objective"):
+            GraphObjective.parse(bad)
+    assert GraphObjective.parse("accuracy-0.5*latency").lam == 0.5
+
+
+def test_mutations_are_valid_feasible_and_one_move_away(math_store):
+    sp = GraphSpace.from_store(math_store, budget=30.0, max_nodes=4)
+    rng = np.random.default_rng(2)
+    kinds = set()
+    for _ in range(30):
+        g = next(sp.random_points(rng, set()))
+        for kind, h in sp.moves(g):
+            kinds.add(kind)
+            assert sp.valid(h) and sp.key(h) != sp.key(g)
+            assert abs(len(h.nodes) - len(g.nodes)) <= 1
+        m = sp.mutate(g, rng)
+        assert sp.feasible(m) and sp.key(m) != sp.key(g)
+    assert kinds == set(MOVES)
+
+
+def test_size_counts_the_grid_and_the_grid_refuses_a_large_space(math_store, capsys, tmp_path):
+    sp = GraphSpace.from_store(math_store, max_nodes=2, max_samples=2, models=("Qwen2.5-1.5B", "Qwen2.5-7B"),
+                               budget=40.0)
+    specs = list(sp.all_specs())
+    assert len(specs) == sp.size()
+    assert len({sp.key(sp.make(s)) for s in specs}) == len(specs)
+    from search.cli import main
+
+    code, out, err = run_main(main, ["--replay", str(TRACES / "sim-math"), "--space", "graph", "--searcher", "grid",
+                                     "--out", str(tmp_path / "g")], capsys)
+    assert code == 2 and "7,818,900,672 graphs" in err and len(err.strip().splitlines()[-1]) < 250
+    assert not (tmp_path / "g" / "archive.jsonl").exists()
+
+
+def test_parametrisation_round_trips_and_decodes_to_valid_graphs(math_store):
+    sp = GraphSpace.from_store(math_store, budget=30.0)
+    par = sp.parametrisation()
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        g = next(sp.random_points(rng, set()))
+        assert sp.key(par.point(par.values(g))) == sp.key(g)
+        vals = {}
+        for d in par.dims:
+            vals[d.name] = d.choices[int(rng.integers(len(d.choices)))] if d.kind == "categorical" else \
+                int(rng.integers(int(d.low), int(d.high) + 1))
+        assert sp.valid(par.point(vals))
+
+
+def test_random_bo_and_grid_run_on_the_graph_space(math_store, tmp_path):
+    from search.runner import report_search, run_search
+
+    setup = make_setup(math_store, GraphSpaceSettings(budget=25.0, max_nodes=3), replicates=4, test_replicates=8)
+    for name in ("random", "bo"):
+        run = run_search(setup, name, seed=0, trials=12, out=tmp_path / name)
+        assert len(run.trials) == 12 and all(t.feasible for t in run.trials)
+        summary = report_search(setup, run, out=tmp_path / name, optimum=None)
+        assert summary["test"]["ci_lo"] <= summary["test"]["score"] <= summary["test"]["ci_hi"]
+    small = make_setup(math_store, GraphSpaceSettings(budget=25.0, max_nodes=1, models=("Qwen2.5-7B",)),
+                       replicates=4, test_replicates=8)
+    run = run_search(small, "grid", seed=0, trials=None)
+    assert run.stop == "searcher finished"
+    # every single-node graph within budget was scored: the counts whose expected cost fits
+    fits = [n for n in small.space.counts[("solve", "Qwen2.5-7B")]
+            if small.space.node_cost("solve", "Qwen2.5-7B", 0, n) <= 25.0 * (1 + 1e-9)]
+    assert len(run.trials) == len(fits)
+
+
+def test_pareto_front_is_the_brute_force_front():
+    from search.spaces.graph_report import pareto_front
+
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        n = int(rng.integers(1, 30))
+        pts = [(float(rng.integers(0, 6)) / 5, float(rng.integers(0, 6))) for _ in range(n)]
+        front = pareto_front(pts)
+
+        def dominated(i):
+            return any(pts[j][0] >= pts[i][0] and pts[j][1] <= pts[i][1] and pts[j] != pts[i] for j in range(n))
+
+        want = set()
+        for i in range(n):
+            if not dominated(i) and pts[i] not in [pts[j] for j in want]:
+                want.add(i)
+        assert set(front) == want
+        assert [pts[i][1] for i in front] == sorted(pts[i][1] for i in front)
+    assert pareto_front([(0.5, math.nan), (0.4, 1.0)]) == [1]
+
+
+def test_references_are_the_best_of_their_families(math_store, tmp_path):
+    from search.runner import report_search, run_search
+    from search.spaces.graph_report import parallel_family, sequential_family
+
+    setup = make_setup(math_store, GraphSpaceSettings(budget=12.0, max_nodes=3, max_samples=3,
+                                                      models=("Qwen2.5-1.5B", "Qwen2.5-7B")),
+                       replicates=4, test_replicates=8)
+    sp, obj = setup.space, setup.objective
+    refs = sp.references(obj)
+    for name, fam in (("parallel", parallel_family(sp)), ("sequential", sequential_family(sp))):
+        assert fam and all(sp.feasible(g) for g in fam)
+        scores = [sp.evaluate([g], obj)[0] for g in fam]  # one by one: the batch must not matter
+        best = max(s.score for s in scores if s.feasible)
+        assert refs[name]["train_score"] == pytest.approx(best)
+        assert refs[name]["family_size"] == len(fam)
+    fam = sequential_family(sp)
+    assert all(len(g.nodes) >= 2 and all(n.role == "refine" for n in g.nodes[1:]) for g in fam)
+    assert {len(g.nodes) for g in fam} <= {2, 3}
+    # every summary shows them, with the pick's paired advantage on test, and the Pareto front
+    run = run_search(setup, "random", seed=0, trials=10, out=tmp_path / "r")
+    summary = report_search(setup, run, out=tmp_path / "r", optimum=None)
+    g = summary["graph"]
+    assert g["references"]["parallel"]["test_score"] is not None
+    assert "pick_minus_reference" in g["references"]["sequential"]
+    assert g["pareto"] and (tmp_path / "r" / "pareto.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert saved["graph"]["pareto"][0]["graph"] == g["pareto"][0]["graph"]

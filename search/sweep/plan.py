@@ -19,7 +19,7 @@ from replay.locks import is_lock_file
 
 from .. import runner
 from ..searchers import get_searcher
-from ..settings import ConfigSpaceSettings, SearchSettings
+from ..settings import ConfigSpaceSettings, GraphSpaceSettings, SearchSettings
 from .spec import SearcherEntry, SweepSpec
 from .tasks import setup_of
 
@@ -113,8 +113,7 @@ def plan_sweep(spec: SweepSpec, announce: Callable[[Any], None] | None = None) -
                     store=se.path, searcher="", train=train, replicates=spec.replicates, replay_seed=spec.replay_seed,
                     test_replicates=spec.test_replicates, optimum=spec.optimum, optimum_limit=spec.optimum_limit,
                     plot=spec.cell_plots, select=spec.select,
-                    space=ConfigSpaceSettings(models=spec.models, max_samples=spec.max_samples, budget=budget,
-                                              max_fallback=spec.max_fallback))
+                    space=space_settings(spec, budget))
                 for field_name, reps in (("replicates", spec.replicates), ("test_replicates", spec.test_replicates)):
                     try:  # before the setup, which already replays (the default budget)
                         check_replicates(spec.where(field_name), reps, questions=len(store.question_ids))
@@ -166,13 +165,26 @@ def plan_sweep(spec: SweepSpec, announce: Callable[[Any], None] | None = None) -
     return Plan(spec=spec, out=out, groups=groups, cells=cells)
 
 
+def space_settings(spec: SweepSpec, budget: float | None):
+    """The space of every cell of one budget: configurations, or graphs (spec.space)."""
+    if spec.space == "graph":
+        return GraphSpaceSettings(max_nodes=spec.max_nodes, models=spec.models, max_samples=spec.max_samples,
+                                  budget=budget, latency_limit=spec.latency_limit, objective=spec.objective)
+    return ConfigSpaceSettings(models=spec.models, max_samples=spec.max_samples, budget=budget,
+                               max_fallback=spec.max_fallback)
+
+
 def fingerprint(plan: Plan) -> dict[str, Any]:
     """What must not change between runs into the same output folder."""
     s = plan.spec
     return {"replicates": s.replicates, "test_replicates": s.test_replicates, "replay_seed": s.replay_seed,
             "models": list(s.models) if s.models else None, "max_samples": s.max_samples,
             "max_fallback": s.max_fallback, "select": s.select, "optimum": s.optimum,
-            "optimum_limit": s.optimum_limit, "stores": {g.store: g.path for g in plan.groups}}
+            "optimum_limit": s.optimum_limit, "stores": {g.store: g.path for g in plan.groups},
+            # a graph sweep's space (absent, hence None, for configuration sweeps and older records)
+            "space": s.space if s.space != "config" else None,
+            "graph": {"max_nodes": s.max_nodes, "latency_limit": s.latency_limit, "objective": s.objective}
+            if s.space == "graph" else None}
 
 
 def check_out(plan: Plan) -> None:
@@ -214,7 +226,9 @@ def spec_json(spec: SweepSpec) -> dict[str, Any]:
         "seeds": spec.seeds, "train": spec.train, "budgets": spec.budgets, "trials": spec.trials,
         "replicates": spec.replicates, "test_replicates": spec.test_replicates, "replay_seed": spec.replay_seed,
         "models": spec.models, "max_samples": spec.max_samples, "max_fallback": spec.max_fallback,
-        "select": spec.select, "optimum": spec.optimum,
+        "select": spec.select, "optimum": spec.optimum, "space": spec.space,
+        "graph": {"max_nodes": spec.max_nodes, "latency_limit": spec.latency_limit, "objective": spec.objective}
+        if spec.space == "graph" else None,
         "optimum_limit": spec.optimum_limit,
         "searcher_options": {k: {a: b for a, b in v.items() if "api_key" not in a} for k, v in spec.searcher_options.items()},
         "llm": {"base_url": spec.llm_base_url, "model": spec.llm_model, "concurrency": spec.llm_concurrency},

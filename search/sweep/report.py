@@ -269,6 +269,11 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
               "size (every cell's `summary.json` holds its own).", ""]
         L += hist
 
+    # ---- 5. collaboration graphs
+    cur_rows = curves.to_dicts() if len(curves) else []
+    if any(r.get("space") == "graph" for r in done):
+        L += graph_section(sl, cur_rows, figs, out=plan.out)
+
     # ---- best-so-far curves
     L += ["## Best-so-far curves", "", "Best training score after each trial: mean over seeds, band from the worst "
           "to the best seed; the dashed line is the grid optimum. Searches that stop early keep their last value.", ""]
@@ -310,6 +315,108 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(L))
     return path
+
+
+WITHIN = 0.005  # "within 0.5 points" of the best graph found by any method (scores in [0, 1])
+
+
+def trials_to_within(curves: list[dict[str, Any]], rows: list[dict[str, Any]], *, within: float = WITHIN):
+    """(best, {(label, seed): trials or None}): the best training score any of these cells
+    found, and per cell the 1-based trial after which its best so far is within `within` of
+    it (None: never)."""
+    keys = {(r["label"], r["seed"], r["train"], r["budget_spec"], r["trials_budget"]) for r in rows}
+    by: dict[tuple, list[float | None]] = {}
+    for c in curves:
+        k = (c["label"], c["seed"], c["train"], c["budget_spec"], c["trials_budget"])
+        if k in keys:
+            by.setdefault(k, []).append(c["best_so_far"])
+    finals = [max((x for x in v if x is not None), default=None) for v in by.values()]
+    finals = [x for x in finals if x is not None]
+    if not finals:
+        return None, {}
+    best = max(finals)
+    out = {}
+    for (label, seed, *_), v in by.items():
+        out[(label, seed)] = next((i + 1 for i, x in enumerate(v) if x is not None and x >= best - within - 1e-12), None)
+    return best, out
+
+
+def graph_section(sl, curves: list[dict[str, Any]], figs: Path, *, out: Path) -> list[str]:
+    """The paper-style tables of a graph sweep (Agent-REINFORCE, arXiv 2511.00086): final test
+    accuracy with its question interval, trials to the best and to within 0.5 points of the best
+    graph any searcher found, the fixed-architecture references, and accuracy against latency."""
+    L = ["## 5. Collaboration graphs: test accuracy, trials to the best, accuracy and latency", "",
+         "Per store, budget and trial budget: the graph each search picked, scored on the test questions (mean ± sd "
+         "over seeds; *95% CI*: the mean of its interval over test questions). *trials to best*: trials until the "
+         "search's own best; *to within 0.5 pt*: trials until its best so far came within 0.005 of the best training "
+         "score any searcher of the sweep found (mean over the seeds that got there; *reached* counts them). The "
+         "references are fixed architectures replayed for the same budget (search/spaces/graph_report.py): the best "
+         "pure-parallel graph (one solve node) and the best pure-sequential graph (solve, then a refine chain); "
+         "*pick - reference*: the mean over seeds of the pick's paired advantage on the test questions.", ""]
+    for store in sl.stores:
+        mt = sl.main_train(store)
+        for budget, trials in sl.combos(store):
+            rs_all = [r for r in sl.select(store, None, mt, budget, trials) if r.get("space") == "graph"]
+            if not rs_all:
+                continue
+            best, reach = trials_to_within(curves, rs_all)
+            rows, lat_rows = [], []
+            for label in sl.labels:
+                rs = [r for r in rs_all if r["label"] == label]
+                if not rs:
+                    continue
+                got = [reach.get((label, r["seed"])) for r in rs]
+                ok = [x for x in got if x is not None]
+                ci = [(r["test_ci_lo"], r["test_ci_hi"]) for r in rs if r.get("test_ci_lo") is not None]
+                top = Counter(r["config"] for r in rs if r["config"]).most_common(1)
+                rows.append([label, str(len(rs)), _ms(r["test_score"] for r in rs),
+                             f"[{np.mean([a for a, _ in ci]):.3f}, {np.mean([b for _, b in ci]):.3f}]" if ci else "-",
+                             _ms(r["train_score"] for r in rs), _ms((r["trials_to_best"] for r in rs), 3),
+                             _n(_mean(ok)) if ok else "-", f"{len(ok)}/{len(rs)}",
+                             " / ".join(_ms((r[f"ref_{f}_pick_minus"] for r in rs), 2) for f in ("parallel", "sequential")),
+                             f"`{top[0][0]}` ({top[0][1]}/{len(rs)})" if top else "-"])
+                lat_rows.append([label, _ms(r["accuracy"] for r in rs), _ms((r["latency"] for r in rs), 3),
+                                 _ms(r["test_accuracy"] for r in rs), _ms((r["test_latency"] for r in rs), 3)])
+            r0 = rs_all[0]
+            for fam in ("parallel", "sequential"):
+                if r0.get(f"ref_{fam}_graph"):
+                    rows.append([f"*pure-{fam} (reference)*", "-", _f(r0[f"ref_{fam}_test"]),
+                                 f"[{r0[f'ref_{fam}_test_ci_lo']:.3f}, {r0[f'ref_{fam}_test_ci_hi']:.3f}]",
+                                 _f(r0[f"ref_{fam}_train"]), "-", "-", "-", "-", f"`{r0[f'ref_{fam}_graph']}`"])
+                    lat_rows.append([f"*pure-{fam} (reference)*", "-", "-", _f(r0[f"ref_{fam}_test_accuracy"]),
+                                     _f(r0[f"ref_{fam}_test_latency"], 3)])
+            L += [f"**{store}**, {r0['train_questions']} train q, budget {_f(r0['budget'])} units, trial budget "
+                  f"{_axis_label(trials, 'all')}; best training score of any searcher: {_f(best)}", ""]
+            L += _table(["searcher", "seeds", "test", "95% CI", "train", "trials to best", "to within 0.5 pt",
+                         "reached", "pick - reference (parallel / sequential)", "most picked graph"], rows) + [""]
+            L += ["Accuracy and latency of the picks (mean over seeds; latency: mean seconds per question, the "
+                  "longest path):", ""]
+            L += _table(["searcher", "train accuracy", "train latency s", "test accuracy", "test latency s"],
+                        lat_rows) + [""]
+            L += _sweep_front(out, rs_all)
+    return L
+
+
+def _sweep_front(out: Path, rows: list[dict[str, Any]]) -> list[str]:
+    """The accuracy-latency Pareto front over every graph the searches of one objective
+    evaluated (the union of their fronts), with who found each point."""
+    from ..spaces.graph_report import pareto_front
+
+    pts: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        for p in (_summary(out, r).get("graph") or {}).get("pareto") or []:
+            e = pts.setdefault(p["graph"], {**p, "by": set()})
+            e["by"].add(r["label"])
+    if not pts:
+        return []
+    items = list(pts.values())
+    front = [items[i] for i in pareto_front([(p["accuracy"], p["latency"]) for p in items])]
+    L = ["Pareto front of training accuracy against latency over every graph these searches evaluated within the "
+         "budget (each cell's front is in its summary.json and pareto.png):", ""]
+    L += _table(["train accuracy", "latency s", "units", "graph", "found by"],
+                [[_f(p["accuracy"]), _f(p["latency"], 3), _f(p["units"], 3), f"`{p['graph']}`",
+                  ", ".join(sorted(p["by"]))] for p in front]) + [""]
+    return L
 
 
 def _versus_best(out: Path, found: dict[str, list[dict[str, Any]]]) -> dict[str, str]:

@@ -33,6 +33,12 @@ RESULT_SCHEMA = {
     "optimum_config": "str", "optimum_score": "float", "trials_to_optimum": "int", "reached_optimum": "bool",
     "gap_to_optimum": "float", "replay_s": "float", "searcher_s": "float", "wall_s": "float", "llm_s": "float",
     "llm_tokens": "int", "optimum_s": "float", "resumed_from": "int",
+    # graph searches (space graph): the pick's accuracy and latency, and the fixed-architecture references
+    "space": "str", "accuracy": "float", "latency": "float", "test_accuracy": "float", "test_latency": "float",
+    **{f"ref_{fam}_{k}": t for fam in ("parallel", "sequential")
+       for k, t in (("graph", "str"), ("train", "float"), ("test", "float"), ("test_ci_lo", "float"),
+                    ("test_ci_hi", "float"), ("test_accuracy", "float"), ("test_latency", "float"),
+                    ("pick_minus", "float"), ("pick_minus_lo", "float"), ("pick_minus_hi", "float"))},
 }
 CURVE_SCHEMA = {
     "store": "str", "label": "str", "searcher": "str", "ablation": "str", "seed": "int", "train": "int",
@@ -88,7 +94,10 @@ def collect_results(plan: Plan, optima: dict[str, Any]):
                 "gap_to_optimum": _gap(o.get("score"), sel.get("best_mean_score", b.get("train_score"))),
                 "replay_s": s.get("replay_s"), "searcher_s": s.get("searcher_s"), "wall_s": s.get("wall_s"),
                 "llm_s": s.get("llm_s"), "llm_tokens": s.get("llm_tokens"), "resumed_from": s.get("resumed_from"),
+                "space": s.get("space_kind"),
             })
+            if s.get("graph"):
+                row.update(_graph_columns(s))
             score, feasible = read_curve(d)
             n = len(score)
             bsf, best = [], None
@@ -113,6 +122,20 @@ def collect_results(plan: Plan, optima: dict[str, Any]):
     results = pl.from_dicts([{k: _plain(r.get(k)) for k in RESULT_SCHEMA} for r in rows], schema=schema) \
         if rows else pl.DataFrame(schema=schema)
     return results, pl.DataFrame(curves, schema=_polars_schema(CURVE_SCHEMA))
+
+
+def _graph_columns(s: dict[str, Any]) -> dict[str, Any]:
+    b, t = s.get("best") or {}, s.get("test") or {}
+    out = {"accuracy": b.get("accuracy"), "latency": b.get("latency"), "test_accuracy": t.get("accuracy"),
+           "test_latency": t.get("latency")}
+    for fam, r in ((s.get("graph") or {}).get("references") or {}).items():
+        d = r.get("pick_minus_reference") or {}
+        out.update({f"ref_{fam}_graph": r.get("graph"), f"ref_{fam}_train": r.get("train_score"),
+                    f"ref_{fam}_test": r.get("test_score"), f"ref_{fam}_test_ci_lo": r.get("test_ci_lo"),
+                    f"ref_{fam}_test_ci_hi": r.get("test_ci_hi"), f"ref_{fam}_test_accuracy": r.get("test_accuracy"),
+                    f"ref_{fam}_test_latency": r.get("test_latency"), f"ref_{fam}_pick_minus": d.get("mean"),
+                    f"ref_{fam}_pick_minus_lo": d.get("ci_lo"), f"ref_{fam}_pick_minus_hi": d.get("ci_hi")})
+    return out
 
 
 def _gap(optimum, best):

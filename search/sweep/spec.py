@@ -49,7 +49,12 @@ SPEC_FIELDS = {
     "llm": "{base_url, model, concurrency} for the LLM searchers",
     "workers": "worker processes (default: all cores)",
     "cell_plots": "write each cell's best_so_far.png too (default false)",
+    "space": "config (default: a model and a count per stage) or graph (collaboration graphs of graph stores)",
+    "max_nodes": "space graph: the most nodes a graph has (default 4)",
+    "latency_limit": "space graph: seconds per question (mean replayed latency); slower graphs are infeasible",
+    "objective": "space graph: 'accuracy' (default) or 'accuracy - LAMBDA * latency'",
 }
+GRAPH_FIELDS = ("max_nodes", "latency_limit", "objective")
 STORE_FIELDS = ("path", "train", "budgets")
 SEARCHER_FIELDS = ("searcher", "ablate", "label", "options", "seeds", "trials")
 LLM_FIELDS = ("base_url", "model", "concurrency")
@@ -98,6 +103,10 @@ class SweepSpec:
     llm_concurrency: int | None = None
     workers: int | None = None
     cell_plots: bool = False
+    space: str = "config"  # "config" or "graph"
+    max_nodes: int = 4
+    latency_limit: float | None = None
+    objective: str = "accuracy"
     out: str | None = None
     from_cli: frozenset[str] = frozenset()  # fields given on the command line
 
@@ -200,6 +209,35 @@ def parse_spec(raw: dict[str, Any], source: str = "command line", *, overrides: 
         if not isinstance(raw["out"], str) or not raw["out"].strip():
             raise ConfigError(w("out"), f"expected a folder path, got {_r(raw['out'])}")
         spec.out = raw["out"]
+
+    space = raw.get("space", "config")
+    if space not in ("config", "graph"):
+        raise ConfigError(w("space"), f"expected config or graph, got {_r(space)}")
+    spec.space = space
+    if space == "graph":
+        if raw.get("max_fallback") is not None:
+            raise ConfigError(w("max_fallback"), "does not apply to space graph")
+        spec.max_nodes = _int(raw.get("max_nodes", 4), w("max_nodes"), lo=1, hi=32)
+        if raw.get("latency_limit") is not None:
+            v = raw["latency_limit"]
+            try:
+                spec.latency_limit = float(v) if not isinstance(v, bool) else math.nan
+            except (TypeError, ValueError):
+                spec.latency_limit = math.nan
+            if not (math.isfinite(spec.latency_limit) and spec.latency_limit > 0):
+                raise ConfigError(w("latency_limit"), f"expected a positive number of seconds, got {_r(v)}")
+        if raw.get("objective") is not None:
+            from ..spaces.graph import GraphObjective
+
+            try:
+                GraphObjective.parse(str(raw["objective"]))
+            except ConfigError as e:
+                raise ConfigError(w("objective"), e.problem) from None
+            spec.objective = str(raw["objective"])
+    else:
+        given = [k for k in GRAPH_FIELDS if raw.get(k) is not None]
+        if given:
+            raise ConfigError(w(given[0]), "applies to space graph only (add space: graph)")
 
     spec.seeds = tuple(_seeds(raw.get("seeds", [0]), w("seeds"), seed_limit))
     spec.train = tuple(_axis(raw.get("train", [None]), w("train"), _train_value))

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SEARCHERS = (("random", {}), ("bo", {}), ("agent-reinforce:feedback", {"ablate": "feedback"}))
+SEARCHERS = (("random", {}), ("agent-reinforce:feedback", {"ablate": "feedback"}), ("bo", {}))
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
         setup = make_setup(store, GraphSpaceSettings(max_nodes=a.max_nodes))
         print(f"\n{store.name} ({'SYNTHETIC' if store.synthetic else 'collected'}): budget "
               f"{setup.space.budget:.4g} units/question, {len(setup.split.train)} train / {len(setup.split.test)} test "
-              f"questions, graphs of up to {a.max_nodes} nodes, {a.trials} trials, seeds 0..{a.seeds - 1}")
+              f"questions, graphs of up to {a.max_nodes} nodes, {a.trials} trials, seeds 0..{a.seeds - 1}", flush=True)
         runs = []
         for label, opts in SEARCHERS:
             name = label.split(":")[0]
@@ -60,32 +60,37 @@ def main() -> None:
                 runs.append({"store": store.name, "searcher": label, "seed": seed, "curve": curve,
                              "pick": str(pick.point), "train": pick.score, "test": test["score"],
                              "wall_s": time.perf_counter() - t0})
-        top = max(max(r["curve"]) for r in runs)  # the best training score any method found here
-        for r in runs:
-            c = np.array(r["curve"])
-            r["to_own_best"] = int(np.argmax(c)) + 1
-            hit = np.flatnonzero(c >= top - 0.005)
-            r["to_top"] = int(hit[0]) + 1 if len(hit) else a.trials + 1
-            r["reached_top"] = bool(len(hit))
-        print(f"best training score found by any method: {top:.4f}")
-        print("| searcher | test accuracy | train score of the pick | trials to own best | trials to within 0.5 pt of "
-              "the best | reached | s/search |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
-        for label, _ in SEARCHERS:
-            rs = [r for r in runs if r["searcher"] == label]
-
-            def ms(k):
-                x = np.array([r[k] for r in rs], dtype=float)
-                return f"{x.mean():.4f} ± {x.std(ddof=1) if len(x) > 1 else 0:.4f}"
-
-            print(f"| {label} | {ms('test')} | {ms('train')} | {np.mean([r['to_own_best'] for r in rs]):.1f} | "
-                  f"{np.mean([r['to_top'] for r in rs]):.1f} | {sum(r['reached_top'] for r in rs)}/{len(rs)} | "
-                  f"{np.mean([r['wall_s'] for r in rs]):.2f} |")
+            table(runs, a.trials)  # after each searcher: a table that holds what has run so far
         rows += runs
     if a.json:
         for r in rows:
             r["curve"] = [None if not np.isfinite(x) else x for x in r["curve"]]
         Path(a.json).write_text(json.dumps(rows, indent=1))
+
+
+def table(runs: list[dict], trials: int) -> None:
+    top = max(max(r["curve"]) for r in runs)  # the best training score any method (run so far) found here
+    for r in runs:
+        c = np.array(r["curve"])
+        r["to_own_best"] = int(np.argmax(c)) + 1
+        hit = np.flatnonzero(c >= top - 0.005)
+        r["to_top"] = int(hit[0]) + 1 if len(hit) else trials + 1
+        r["reached_top"] = bool(len(hit))
+    labels = list(dict.fromkeys(r["searcher"] for r in runs))
+    print(f"{runs[0]['store']}: best training score found by {', '.join(labels)}: {top:.4f}")
+    print("| searcher | test accuracy | train score of the pick | trials to own best | trials to within 0.5 pt of "
+          "the best | reached | s/search |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for label in labels:
+        rs = [r for r in runs if r["searcher"] == label]
+
+        def ms(k):
+            x = np.array([r[k] for r in rs], dtype=float)
+            return f"{x.mean():.4f} ± {x.std(ddof=1) if len(x) > 1 else 0:.4f}"
+
+        print(f"| {label} | {ms('test')} | {ms('train')} | {np.mean([r['to_own_best'] for r in rs]):.1f} | "
+              f"{np.mean([r['to_top'] for r in rs]):.1f} | {sum(r['reached_top'] for r in rs)}/{len(rs)} | "
+              f"{np.mean([r['wall_s'] for r in rs]):.2f} |", flush=True)
 
 
 if __name__ == "__main__":

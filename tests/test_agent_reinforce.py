@@ -135,6 +135,20 @@ def test_resume_equals_an_uninterrupted_run(setup, tmp_path):
 # The LLM loop (a scripted local OpenAI-compatible server)
 
 
+def test_llm_resume_inside_a_batch_equals_the_uninterrupted_search(store, setup, tmp_path):
+    with ScriptedLLMServer(responder(store)) as srv:
+        opts = {"llm_base_url": srv.base_url, "llm_model": "scripted"}
+        whole = run_search(setup, "agent-reinforce", seed=1, trials=30, options=opts, out=tmp_path / "a")
+        calls = len(srv.requests)
+        run_search(setup, "agent-reinforce", seed=1, trials=19, options=opts, out=tmp_path / "b")
+        resumed = run_search(setup, "agent-reinforce", seed=1, trials=30, options=opts, out=tmp_path / "b", resume=True)
+        assert len(srv.requests) == 2 * calls  # no call repeated, none skipped
+    key = setup.space.key
+    assert [key(t.point) for t in resumed.trials] == [key(t.point) for t in whole.trials]
+    assert resumed.states[-1]["distribution"] == whole.states[-1]["distribution"]
+    assert resumed.states[-1]["counters"] == whole.states[-1]["counters"]
+
+
 def test_agent_reinforce_end_to_end_with_a_scripted_llm(store, setup, tmp_path):
     from search.runner import report_search
 

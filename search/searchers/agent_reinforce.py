@@ -174,7 +174,9 @@ class AgentReinforceSearcher(LLMSearcher):
         if len(told) < size:
             before = {self.space.key(t.point) for t in trials if t.number < told[0].number}
             if b >= 0:
+                counted = dict(self.counters)  # the archived counters hold this batch's draws already
                 again = self._draw(b, size, before)
+                self.counters = counted
             else:
                 again = [(p, None) for p in self.probe_points() if self.space.key(p) not in before]
             for t, (p, _) in zip(told, again):
@@ -183,7 +185,8 @@ class AgentReinforceSearcher(LLMSearcher):
                                      f"searcher draws {self.space.label(p)} there: the archive was written with "
                                      "other options or another version")
             rest = again[len(told):]
-            common = {k: v for k, v in ex.items() if k not in ("decisions",)}
+            calls = ("decisions", "init_call", "feedback_call", "update_call")  # the calls stay with the trial that has them
+            common = {k: v for k, v in ex.items() if k not in calls}
             self._pending = [Proposal(p, source=newest.source, extra={**copy.deepcopy(common),
                                                                        "decisions": None if d is None else d.to_json()})
                              for p, d in rest]

@@ -33,6 +33,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--trials", type=int, default=64)
     ap.add_argument("--max-nodes", type=int, default=4)
+    ap.add_argument("--searchers", default=",".join(x for x, _ in SEARCHERS), help="a subset of the three, in order")
+    ap.add_argument("--learning", action="store_true",
+                    help="instead: the expected training score of the REINFORCE distribution, uniform vs after the run")
     ap.add_argument("--json", default=None, help="write every run's numbers here")
     a = ap.parse_args()
 
@@ -41,6 +44,8 @@ def main() -> None:
     from search.selection import DEFAULT_RULE, select
     from search.settings import GraphSpaceSettings
 
+    if a.learning:
+        return learning(a)
     rows = []
     for path in a.stores.split(","):
         store = open_store(str(ROOT / path) if not Path(path).is_absolute() else path)
@@ -49,7 +54,7 @@ def main() -> None:
               f"{setup.space.budget:.4g} units/question, {len(setup.split.train)} train / {len(setup.split.test)} test "
               f"questions, graphs of up to {a.max_nodes} nodes, {a.trials} trials, seeds 0..{a.seeds - 1}", flush=True)
         runs = []
-        for label, opts in SEARCHERS:
+        for label, opts in [x for x in SEARCHERS if x[0] in a.searchers.split(",")]:
             name = label.split(":")[0]
             for seed in range(a.seeds):
                 t0 = time.perf_counter()
@@ -66,6 +71,31 @@ def main() -> None:
         for r in rows:
             r["curve"] = [None if not np.isfinite(x) else x for x in r["curve"]]
         Path(a.json).write_text(json.dumps(rows, indent=1))
+
+
+def learning(a) -> None:
+    """The expected training score of a graph drawn from the distribution (64 draws within
+    budget, one draw seed for every distribution): the uniform start, and the distribution the
+    last batch was drawn from, per seed."""
+    from replay.store import open_store
+    from search.graphs.probabilistic import GraphDistribution, Vocabulary
+    from search.runner import make_setup, run_search
+    from search.searchers.agent_reinforce import expected_score
+    from search.settings import GraphSpaceSettings
+
+    for path in a.stores.split(","):
+        store = open_store(str(ROOT / path) if not Path(path).is_absolute() else path)
+        setup = make_setup(store, GraphSpaceSettings(max_nodes=a.max_nodes))
+        sp = setup.space
+        uniform = GraphDistribution.uniform(Vocabulary.from_space(sp))
+        before = expected_score(sp, uniform, setup.objective, n=64, seed=99)
+        after = []
+        for seed in range(a.seeds):
+            run = run_search(setup, "agent-reinforce", seed=seed, trials=a.trials, options={"ablate": "feedback"})
+            d = GraphDistribution.from_archive(uniform.vocab, run.trials[-1].extra["distribution"])
+            after.append(expected_score(sp, d, setup.objective, n=64, seed=99))
+        print(f"{store.name}: uniform {before:.4f} -> after {a.trials} trials {np.mean(after):.4f} "
+              f"(seeds: {', '.join(f'{x:.4f}' for x in after)})", flush=True)
 
 
 def table(runs: list[dict], trials: int) -> None:

@@ -217,6 +217,13 @@ def test_each_insight_ablation_changes_the_prompts_as_stated(store, setup):
         assert ups and all(gone.text not in p and kept.text in p for p in ups)
 
 
+def test_a_one_slot_distribution_writes_its_prompts(setup):
+    with ScriptedLLMServer() as srv:
+        s = AgentReinforceSearcher(setup.space, max_nodes=1, llm_base_url=srv.base_url, llm_model="scripted")
+        text = s._format_section({"distribution": "distribution"})
+    assert s.vocab.max_nodes == 1 and '"n1": {"use": 1.0' in text
+
+
 def test_bad_options_are_one_line_config_errors(setup, store):
     with pytest.raises(ConfigError, match="ablate it alone"):
         AgentReinforceSearcher(setup.space, ablate="feedback,insight2")

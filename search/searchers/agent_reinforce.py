@@ -419,7 +419,8 @@ class AgentReinforceSearcher(LLMSearcher):
             if kind == "distribution":
                 shape.append(f'"{name}": {{"n1": {{"use": <p>, "role": {{ROLE: <p>, ...}}, "model": {{MODEL: <p>, ...}}, '
                              f'"samples": {{"COUNT": <p>, ...}}, "inputs": {{EARLIER_SLOT: <p>, ...}}}}, "n2": ...}}')
-                example[name] = {"n2": self.dist.to_json(digits=3)[slot_name(1)]}
+                last = slot_name(self.vocab.max_nodes - 1)  # a slot every distribution has
+                example[name] = {last: self.dist.to_json(digits=3)[last]}
             elif kind == "strings":
                 shape.append(f'"{name}": [<string>, ...]')
                 example[name] = ["..."]

@@ -13,6 +13,7 @@ the space settings below, each naming its space kind (search/spaces/).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Union
 
@@ -144,6 +145,41 @@ class ProgramSpaceSettings:
         return self  # the budget follows from the score rule
 
 
+_NUM = r"[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?|\.[0-9]+(?:[eE][-+]?[0-9]+)?"
+_OBJECTIVE = re.compile(rf"^\s*accuracy\s*(?:-\s*({_NUM})\s*\*\s*latency\s*)?$")
+
+
+@dataclass(frozen=True)
+class GraphObjective:
+    """What a graph is scored by: accuracy, or accuracy - lam x latency (seconds per question),
+    per question (so question intervals and paired comparisons hold for it as for accuracy)."""
+
+    lam: float = 0.0
+    text: str = "accuracy"
+
+    @classmethod
+    def parse(cls, text: str | None) -> "GraphObjective":
+        """'accuracy' or 'accuracy - LAMBDA * latency' (LAMBDA a number >= 0).
+
+        Raises:
+            ConfigError: anything else, in one line naming --objective.
+        """
+        if text is None:
+            return cls()
+        m = _OBJECTIVE.match(str(text))
+        if not m:
+            raise ConfigError("--objective", f"{str(text)[:80]!r} is not 'accuracy' or 'accuracy - LAMBDA * latency' "
+                              "(LAMBDA a number >= 0, latency in seconds per question)")
+        lam = float(m.group(1)) if m.group(1) else 0.0
+        if not math.isfinite(lam):
+            raise ConfigError("--objective", f"lambda must be a finite number, got {m.group(1)!r}")
+        return cls(lam=lam, text="accuracy" if lam == 0 and not m.group(1) else f"accuracy - {lam:g} * latency")
+
+    @property
+    def uses_latency(self) -> bool:
+        return self.lam > 0
+
+
 @dataclass(frozen=True)
 class GraphSpaceSettings:
     """Collaboration graphs of a graph store (search/spaces/graph.py, docs/graphs.md).
@@ -167,8 +203,6 @@ class GraphSpaceSettings:
     objective: str = "accuracy"
 
     def check(self) -> None:
-        from .spaces.graph import GraphObjective
-
         if self.models is not None and not self.models:
             raise ConfigError("--models", "empty model list")
         if self.max_samples is not None and self.max_samples < 1:

@@ -267,9 +267,37 @@ def test_graph_sweep_writes_the_paper_tables(tmp_path, capsys):
         want = next((i + 1 for i, x in enumerate(mine) if x is not None and x >= best - 0.005), None)
         assert reach[(r["label"], r["seed"])] == want
     assert any(v is not None for v in reach.values())
+    # another store's curves (higher scores) do not move this store's best
+    other = [{**c, "store": "elsewhere", "best_so_far": 1.0} for c in curves]
+    assert trials_to_within(curves + other, rows)[0] == best
     # graph fields are refused for the configuration space, a bad objective in one line
     for patch, field in (({"space": "config", "max_nodes": 3}, "max_nodes"),
                          ({"objective": "accuracy * 2"}, "objective"), ({"space": "graphs"}, "space")):
         path.write_text(yaml.safe_dump({**spec, **patch}))
         code, out, err = run_main(main, ["sweep", str(path), "--out", str(tmp_path / "bad")], capsys)
         assert code == 2 and err.startswith(f"error: {path}: {field}: ") and err.count("\n") == 1, err
+
+
+def test_agenttts_runs_unchanged_on_the_graph_space(math_store):
+    from llm_server import ScriptedLLMServer
+
+    from search.runner import run_search
+
+    setup = make_setup(math_store, GraphSpaceSettings(budget=25.0, max_nodes=3, models=("Qwen2.5-1.5B", "Qwen2.5-7B")),
+                       replicates=2)
+    two = {"nodes": [{"name": "a", "role": "solve", "model": "Qwen2.5-7B", "samples": 2},
+                     {"name": "b", "role": "refine", "model": "Qwen2.5-7B", "samples": 1, "inputs": ["a"]}],
+           "output": "b"}
+    too_many = {"nodes": [{"name": "a", "role": "solve", "model": "Qwen2.5-7B", "samples": 99}]}
+    with ScriptedLLMServer() as srv:
+        srv.push(json.dumps({"guidelines": ["x"], "trials": [two, too_many]}),
+                 json.dumps({"guidelines": ["y"], "trials": [two, "s=solve(Qwen2.5-1.5B,4)"]}))
+        run = run_search(setup, "agenttts", trials=4, options={"llm_base_url": srv.base_url, "llm_model": "m",
+                                                               "trials_per_round": 2})
+        first = srv.requests[0]["messages"][-1]["content"]
+        retry = srv.requests[1]["messages"][-1]["content"]
+    assert "Design a collaboration graph" in first and "Role 'refine' (reads 1 to 2 parents)" in first
+    assert "99 samples" in retry
+    keys = [setup.space.key(t.point) for t in run.trials]
+    assert keys[2:] == [setup.space.key(Graph.parse(two)), setup.space.key(Graph.parse("s=solve(Qwen2.5-1.5B,4)"))]
+    assert run.states[-1]["counters"]["schema_errors"] == 1

@@ -10,6 +10,7 @@ the score, the token cost and the latency (the longest path).
     kernels.py    the Numba kernel (a batch of graphs in one call)
     reference.py  the pure-Python oracle of the kernel
     engine.py     `evaluate_graph`, `evaluate_graphs`, `estimate_graph`, results
+    expected.py   the budget rule: a graph's expected cost over the store's pools (and a latency estimate)
     cli.py        what `replay info/eval/sweep` print for graph stores
 
     from replay.graph import Graph, evaluate_graph

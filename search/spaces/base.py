@@ -17,9 +17,10 @@ A space says what a point is and answers every question about points that a sear
 Optional capabilities are declared in `supports` (a searcher declares what it `needs`; the
 runner refuses a searcher whose needs a space lacks, in one line, before any trial).
 
-Two implementations: `ConfigSpace` (search/spaces/config.py: a model and a sample count per
-stage, cost in normalised units) and `ControllerSpace` (search/spaces/controller.py: a
-width-depth controller's parameters or its knob beta, cost in tokens). A new space (a
+Implementations: `ConfigSpace` (search/spaces/config.py: a model and a sample count per
+stage, cost in normalised units), `ControllerSpace` (search/spaces/controller.py: a
+width-depth controller's parameters or its knob beta, cost in tokens), `ProgramSpace`
+(search/spaces/program.py) and `GraphSpace` (search/spaces/graph.py: collaboration graphs). A new space (a
 collaboration graph, an LLM-written program) is one more file here and one line in
 search/spaces/__init__.py; random, grid (if it can enumerate), bo (if it has a
 parametrisation) and agenttts then run on it unchanged.

@@ -39,11 +39,9 @@ Interface (stable; the Agent-REINFORCE searcher builds on it):
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Hashable, Iterator, Sequence
+from typing import Any, ClassVar, Hashable, Iterator, Sequence
 
 import numpy as np
 
@@ -56,8 +54,7 @@ from ..llm.answer import AnswerProblem
 from ..trial import Evaluation, Objective, Trial
 from .base import AgentBrief, Dim, GridWalk, Parametrisation, Space
 
-if TYPE_CHECKING:
-    from ..settings import GraphSpaceSettings
+from ..settings import GraphObjective, GraphSpaceSettings  # noqa: F401  (GraphObjective: part of this module's interface)
 
 DEFAULT_MAX_NODES = 4
 BUDGET_RULE = "expected graph cost over the store's pools"
@@ -68,41 +65,6 @@ MUTATE_TRIES = 64
 LATENCY_SLACK = 0.10  # graphs whose latency estimate exceeds the limit by more are not tried
 
 Spec = Sequence[tuple[str, str, int, tuple[int, ...]]]
-
-_NUM = r"[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?|\.[0-9]+(?:[eE][-+]?[0-9]+)?"
-_OBJECTIVE = re.compile(rf"^\s*accuracy\s*(?:-\s*({_NUM})\s*\*\s*latency\s*)?$")
-
-
-@dataclass(frozen=True)
-class GraphObjective:
-    """What a graph is scored by: accuracy, or accuracy - lam x latency (seconds per question),
-    per question (so question intervals and paired comparisons hold for it as for accuracy)."""
-
-    lam: float = 0.0
-    text: str = "accuracy"
-
-    @classmethod
-    def parse(cls, text: str | None) -> "GraphObjective":
-        """'accuracy' or 'accuracy - LAMBDA * latency' (LAMBDA a number >= 0).
-
-        Raises:
-            ConfigError: anything else, in one line naming --objective.
-        """
-        if text is None:
-            return cls()
-        m = _OBJECTIVE.match(str(text))
-        if not m:
-            raise ConfigError("--objective", f"{str(text)[:80]!r} is not 'accuracy' or 'accuracy - LAMBDA * latency' "
-                              "(LAMBDA a number >= 0, latency in seconds per question)")
-        lam = float(m.group(1)) if m.group(1) else 0.0
-        if not math.isfinite(lam):
-            raise ConfigError("--objective", f"lambda must be a finite number, got {m.group(1)!r}")
-        return cls(lam=lam, text="accuracy" if lam == 0 and not m.group(1) else f"accuracy - {lam:g} * latency")
-
-    @property
-    def uses_latency(self) -> bool:
-        return self.lam > 0
-
 
 @dataclass(frozen=True)
 class GraphSpace(Space):
@@ -386,7 +348,7 @@ class GraphSpace(Space):
                     c2 = self.counts[(r, m2)]
                     yield "model", _with(spec, i, (r, m2, min(c2, key=lambda v: abs(v - n)), ps))
             for r2 in self.roles:
-                if r2 == r or m not in self.models[r2] and not self.models[r2]:
+                if r2 == r:
                     continue
                 m2 = m if m in self.models[r2] else self.models[r2][0]
                 n2 = min(self.counts[(r2, m2)], key=lambda v: abs(v - n))
@@ -394,9 +356,10 @@ class GraphSpace(Space):
                 if r2 == "solve":
                     yield "role", _with(spec, i, (r2, m2, n2, ()))
                 elif i >= lo:
-                    ps2 = ps[:hi] if len(ps) >= lo else tuple(sorted(set(ps) | set(range(i - 1, -1, -1)[:lo - len(ps)])))
-                    if lo <= len(ps2) <= hi:
-                        yield "role", _with(spec, i, (r2, m2, n2, tuple(sorted(ps2)[:hi])))
+                    # keep the parents (the nearest ones when too many); too few: add the nearest earlier nodes
+                    near = [j for j in range(i - 1, -1, -1) if j not in ps][:max(0, lo - len(ps))]
+                    ps2 = tuple(sorted(set(ps) | set(near)))[-hi:]
+                    yield "role", _with(spec, i, (r2, m2, n2, ps2))
             lo, hi = self.in_degree[r]
             if r != "solve" and len(ps) < hi:
                 for j in range(i):

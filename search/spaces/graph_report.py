@@ -23,14 +23,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..trial import Objective, Trial
 
-if TYPE_CHECKING:
-    from .graph import GraphSpace
+# `GraphSpace` (search/spaces/graph.py) in the annotations below is not imported: graph.py imports this module
 
 PARETO_PLOT = "pareto.png"
 BATCH = 2048
@@ -223,7 +222,7 @@ def report_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
             text += f"; test {r['test_score']:.4f} [{r['test_ci_lo']:.3f}, {r['test_ci_hi']:.3f}]"
         d = r.get("pick_minus_reference")
         if d:
-            text += f"; pick - it on test {d['mean'] + 0.0:+.4f} (paired 95% [{d['ci_lo']:+.3f}, {d['ci_hi']:+.3f}])"
+            text += f"; pick - it on test {round(d['mean'], 4) + 0.0:+.4f} (paired 95% [{d['ci_lo']:+.3f}, {d['ci_hi']:+.3f}])"
         rows.append((f"pure-{name}", text + f" (best of {r['family_size']})"))
     front = g.get("pareto") or []
     if front:

@@ -324,10 +324,10 @@ def trials_to_within(curves: list[dict[str, Any]], rows: list[dict[str, Any]], *
     """(best, {(label, seed): trials or None}): the best training score any of these cells
     found, and per cell the 1-based trial after which its best so far is within `within` of
     it (None: never)."""
-    keys = {(r["label"], r["seed"], r["train"], r["budget_spec"], r["trials_budget"]) for r in rows}
+    keys = {(r["store"], r["label"], r["seed"], r["train"], r["budget_spec"], r["trials_budget"]) for r in rows}
     by: dict[tuple, list[float | None]] = {}
     for c in curves:
-        k = (c["label"], c["seed"], c["train"], c["budget_spec"], c["trials_budget"])
+        k = (c["store"], c["label"], c["seed"], c["train"], c["budget_spec"], c["trials_budget"])
         if k in keys:
             by.setdefault(k, []).append(c["best_so_far"])
     finals = [max((x for x in v if x is not None), default=None) for v in by.values()]
@@ -336,7 +336,7 @@ def trials_to_within(curves: list[dict[str, Any]], rows: list[dict[str, Any]], *
         return None, {}
     best = max(finals)
     out = {}
-    for (label, seed, *_), v in by.items():
+    for (_store, label, seed, *_), v in by.items():
         out[(label, seed)] = next((i + 1 for i, x in enumerate(v) if x is not None and x >= best - within - 1e-12), None)
     return best, out
 
@@ -385,8 +385,11 @@ def graph_section(sl, curves: list[dict[str, Any]], figs: Path, *, out: Path) ->
                                  _f(r0[f"ref_{fam}_train"]), "-", "-", "-", "-", f"`{r0[f'ref_{fam}_graph']}`"])
                     lat_rows.append([f"*pure-{fam} (reference)*", "-", "-", _f(r0[f"ref_{fam}_test_accuracy"]),
                                      _f(r0[f"ref_{fam}_test_latency"], 3)])
+            refs = ", ".join(f"pure-{f} {_f(r0[f'ref_{f}_train'])}" for f in ("parallel", "sequential")
+                             if r0.get(f"ref_{f}_train") is not None)
             L += [f"**{store}**, {r0['train_questions']} train q, budget {_f(r0['budget'])} units, trial budget "
-                  f"{_axis_label(trials, 'all')}; best training score of any searcher: {_f(best)}", ""]
+                  f"{_axis_label(trials, 'all')}; best training score of any searcher: {_f(best)}"
+                  + (f" (the references' training scores: {refs})" if refs else ""), ""]
             L += _table(["searcher", "seeds", "test", "95% CI", "train", "trials to best", "to within 0.5 pt",
                          "reached", "pick - reference (parallel / sequential)", "most picked graph"], rows) + [""]
             L += ["Accuracy and latency of the picks (mean over seeds; latency: mean seconds per question, the "

@@ -227,7 +227,7 @@ def parse_spec(raw: dict[str, Any], source: str = "command line", *, overrides: 
             if not (math.isfinite(spec.latency_limit) and spec.latency_limit > 0):
                 raise ConfigError(w("latency_limit"), f"expected a positive number of seconds, got {_r(v)}")
         if raw.get("objective") is not None:
-            from ..spaces.graph import GraphObjective
+            from ..settings import GraphObjective
 
             try:
                 GraphObjective.parse(str(raw["objective"]))

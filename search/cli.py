@@ -55,7 +55,8 @@ def _budget(text: str | None) -> float | None:
 @cli.command("run")
 @click.option("--replay", "store_path", required=True, metavar="STORE", help="Store folder to search on (e.g. traces/aime24).")
 @click.option("--searcher", required=True,
-              help="random, grid, bo, rules, agenttts, agenthpo, mlcopilot, or discover (--space program).")
+              help="random, grid, bo, rules, agenttts, agenthpo, mlcopilot, discover (--space program) or "
+                   "agent-reinforce (--space graph).")
 @click.option("--trials", type=int, default=None, help="Trials (scored points). Default 50; the grid runs until done.")
 @click.option("--seed", type=SEED, default=None, help="Searcher seed (default 0; 0 to 2^63-1).")
 @click.option("--seeds", default=None, help="Repeat over seeds in parallel processes, e.g. 0-9; reports mean and spread "
@@ -85,7 +86,8 @@ def _budget(text: str | None) -> float | None:
 @click.option("--optimum-limit", type=int, default=GRID_LIMIT, show_default=True,
               help="Largest space whose exhaustive optimum is computed for the summary (one compiled scan).")
 @click.option("--sampler", default=None, help="bo: tpe (default) or gp (Optuna's GPSampler; needs torch).")
-@click.option("--ablate", default=None, help="agenttts, rules: insight1, insight2 or insight3.")
+@click.option("--ablate", default=None, help="agenttts, rules: insight1, insight2 or insight3; agent-reinforce: those "
+              "or feedback (a plain REINFORCE update, no LLM).")
 @click.option("--llm-base-url", default=None, help="LLM searchers: OpenAI-compatible endpoint (or OPENAI_BASE_URL).")
 @click.option("--llm-model", default=None, help="LLM searchers: model name at the endpoint.")
 @click.option("--llm-temperature", type=float, default=None,

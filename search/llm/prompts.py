@@ -99,6 +99,13 @@ MLCOPILOT_KNOWLEDGE_TASK = (
     "be supported by the trials; revise or drop earlier knowledge that the trials contradict."
 )
 
+# the same on spaces without stages (collaboration graphs): {hint} is the space's guideline hint
+MLCOPILOT_KNOWLEDGE_TASK_PARTS = (
+    "Distil knowledge from the experience above: up to {n} general, reusable rules, {hint}, under this "
+    "budget, and why. Each rule must be supported by the trials; revise or drop earlier knowledge that the "
+    "trials contradict."
+)
+
 MLCOPILOT_PROPOSE_TASK = (
     "Using the retrieved experience and the knowledge, propose {k} new configuration(s) likely "
     "to score higher than the best so far. Do not repeat a configuration from the experience, "
@@ -238,3 +245,41 @@ def shorten_archive(text: str, keep: int) -> tuple[str, int]:
 def render(messages: list[dict[str, str]]) -> str:
     """A conversation as one string, for the archive."""
     return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
+
+
+# ---------------------------------------------------------------------------------------------
+# Agent-REINFORCE (search/searchers/agent_reinforce.py): sample -> feedback -> update of a
+# probabilistic collaboration graph (search/graphs/probabilistic.py)
+
+REINFORCE_SYSTEM = (
+    "You are Agent-REINFORCE, an agent that searches for the compute-optimal collaboration graph of LLM calls "
+    "for a task. Graphs are sampled from a probabilistic graph (probabilities per node slot and per edge); "
+    "you read how the sampled graphs scored and update the probabilities, as a REINFORCE step would, so that "
+    "better graphs within the budget become more likely. You answer with one JSON object and nothing else."
+)
+
+REINFORCE_GRAPH = (
+    "How a graph is sampled: node slots {slots} are drawn in order. Slot i is used with probability `use` "
+    "(n1 always, as a node that reads nothing); a used slot draws a role, a model and a sample count from its rows; a role that reads other "
+    "nodes reads each earlier used slot j with probability `inputs`[j] (at least one, at most the role's "
+    "input limit); the first node reads nothing. The graph's answer is the last used slot; slots that do not "
+    "reach it are dropped. Over-budget graphs are drawn again."
+)
+
+REINFORCE_INIT_TASK = (
+    "Set the initial probabilistic graph from the probe trials above. Return the whole distribution in the "
+    "format below, and a short analysis."
+)
+
+REINFORCE_FEEDBACK_TASK = (
+    "Give feedback on this batch, as a gradient in words: which parts of the sampled graphs (slots, roles, "
+    "models, sample counts, edges; width and depth) raised the score for their cost and which lowered it, "
+    "citing trial numbers. Short, concrete statements."
+)
+
+REINFORCE_UPDATE_TASK = (
+    "Update the probabilistic graph from the feedback: raise the probabilities of what helped, lower those of "
+    "what hurt. Each probability moves at most {max_step} from its current value (larger moves are cut to "
+    "that); no probability goes below {floor}; each role, model and samples row is normalised to sum to 1. "
+    "You may leave out a slot or a field to keep it unchanged."
+)

@@ -20,6 +20,7 @@ SEARCHERS = {
     "agenthpo": "search.searchers.agenthpo:AgentHPOSearcher",
     "mlcopilot": "search.searchers.mlcopilot:MLCopilotSearcher",
     "discover": "search.searchers.discover:DiscoverSearcher",
+    "agent-reinforce": "search.searchers.agent_reinforce:AgentReinforceSearcher",
 }
 
 

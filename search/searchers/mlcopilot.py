@@ -18,6 +18,8 @@ import math
 from dataclasses import replace
 from typing import Any, ClassVar
 
+from replay.errors import ConfigError
+
 from ..llm import prompts
 from ..llm.agent import LLM_OPTIONS, LLMSearcher, _positive
 from ..protocol import Proposal, Trial
@@ -30,10 +32,15 @@ PROPOSE = {"trials": "trials"}
 class MLCopilotSearcher(LLMSearcher):
     name: ClassVar[str] = "mlcopilot"
     options_accepted: ClassVar[frozenset[str]] = LLM_OPTIONS | {"k_best", "k_similar", "knowledge_items"}
-    needs: ClassVar[frozenset[str]] = frozenset({"stages"})  # its knowledge is about models and counts per stage
+    # Written for models and counts per stage; on other spaces (collaboration graphs) the
+    # knowledge is about what the space's brief names, and `distance` counts the parts two
+    # points do not share (search/searchers/mlcopilot.py `part_distance`).
     space: ConfigSpace
 
     def __init__(self, space: ConfigSpace, *, seed: int = 0, trials: int | None = None, **options: Any):
+        if not {"stages", "graphs"} & space.supports:
+            raise ConfigError("--searcher", f"'mlcopilot' does not apply to --space {space.kind}: it needs a model and a "
+                              "sample count per stage, or collaboration graphs")
         self.k_best = _positive(options, "k_best", 3)
         self.k_similar = _positive(options, "k_similar", 3, lo=0)
         self.knowledge_items = _positive(options, "knowledge_items", 5)
@@ -51,7 +58,7 @@ class MLCopilotSearcher(LLMSearcher):
                 task,
                 prompts.archive_section(self.history, self.space, title="## Experience (every trial so far)", show_source=False),
                 prompts.list_section("## Current knowledge", self.knowledge, "(none yet)"),
-                "## Instructions\n" + prompts.MLCOPILOT_KNOWLEDGE_TASK.format(n=self.knowledge_items),
+                "## Instructions\n" + self.knowledge_task(),
                 prompts.format_section(self.space, KNOWLEDGE, k),
             ])
             res = self.consult(prompts.MLCOPILOT_SYSTEM, user, KNOWLEDGE)
@@ -80,7 +87,15 @@ class MLCopilotSearcher(LLMSearcher):
         rest = sorted(ranked[self.k_best:], key=lambda t: self.distance(t, chosen[0]))
         return sorted(chosen + rest[: self.k_similar], key=lambda t: t.number)
 
+    def knowledge_task(self) -> str:
+        if "stages" in self.space.supports:
+            return prompts.MLCOPILOT_KNOWLEDGE_TASK.format(n=self.knowledge_items)
+        return prompts.MLCOPILOT_KNOWLEDGE_TASK_PARTS.format(n=self.knowledge_items,
+                                                             hint=self.space.agent_brief().guideline_hint)
+
     def distance(self, a: Trial, b: Trial) -> float:
+        if "stages" not in self.space.supports:
+            return part_distance(self.space, a.point, b.point)
         d = 0.0
         for i, (x, y) in enumerate(zip(a.point.stages, b.point.stages)):
             if x.model != y.model:
@@ -96,3 +111,13 @@ class MLCopilotSearcher(LLMSearcher):
     def _restore(self, extra: dict[str, Any]) -> None:
         self.knowledge = [str(x) for x in extra.get("knowledge", [])]
         self.distilled_at = int(extra.get("distilled_at", 0))
+
+
+def part_distance(space, a, b) -> float:
+    """1 - shared parts / all parts, the parts of a point being the ';'-separated pieces of its
+    archive cells (for a collaboration graph: its nodes, each with role, model, count and
+    inputs, in the space's canonical naming)."""
+    pa = {x.strip() for c in space.point_cells(a) for x in str(c).split(";") if x.strip()}
+    pb = {x.strip() for c in space.point_cells(b) for x in str(c).split(";") if x.strip()}
+    union = pa | pb
+    return 1.0 - len(pa & pb) / len(union) if union else 0.0

@@ -341,6 +341,18 @@ class AgentReinforceSearcher(LLMSearcher):
         self.counters["renormalised_rows"] += rep.renormalised
         self.last_update = {"kind": kind, "accepted": True, **rep.to_json(), **info}
 
+    def answer_schema(self, fields: dict[str, str], k: int) -> dict | None:
+        """Structured outputs: the plain fields' schema, and a "distribution" field as a JSON
+        object (its keys and bounds are checked by `parse`, and every problem goes back)."""
+        plain = {f: v for f, v in fields.items() if v != "distribution"}
+        schema = super().answer_schema(plain, k) if plain else {"type": "object", "properties": {}, "required": [],
+                                                                 "additionalProperties": False}
+        for f, v in fields.items():
+            if v == "distribution":
+                schema["properties"][f] = {"type": "object"}
+                schema["required"].append(f)
+        return schema
+
     def parse(self, text: str, fields: dict[str, str]) -> Answer:
         """Strict JSON; a "distribution" field is checked against the probabilistic graph
         (search/graphs/probabilistic.py `proposal_from_json`): every problem goes back."""

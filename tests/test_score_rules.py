@@ -174,6 +174,9 @@ def test_independent_stage_with_a_context_is_refused(tmp_path):
     raw = json.loads((tmp_path / "c" / "manifest.json").read_text())
     raw["stages"][1]["dependency"] = "independent"
     (tmp_path / "c" / "manifest.json").write_text(json.dumps(raw))
+    from replay.store import seal
+
+    seal(tmp_path / "c", validate=False)  # sealed stores: the edit as a writer would seal it; validation is tested
     with pytest.raises(StoreError, match="'s1' is independent .*context must be empty"):
         replay.open(tmp_path / "c")
 
@@ -188,5 +191,8 @@ def test_rule_over_a_set_vote_stage_needs_its_golds(tmp_path):
 
     golds = pl.read_parquet(path / "stage_golds.parquet")
     golds.filter(pl.col("question_id") != "q1").write_parquet(path / "stage_golds.parquet")
+    from replay.store import seal
+
+    seal(path, validate=False)
     with pytest.raises(StoreError, match="set-vote stage 'stage0' has no gold for question 'q1'"):
         replay.open(path)

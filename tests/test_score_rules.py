@@ -173,8 +173,10 @@ def test_independent_stage_with_a_context_is_refused(tmp_path):
     _write(tmp_path / "c", pools, layout="copies", rule="last")
     raw = json.loads((tmp_path / "c" / "manifest.json").read_text())
     raw["stages"][1]["dependency"] = "independent"
-    raw.pop("checksums", None)  # an unsealed edit: the table check, not the seal, must refuse it
     (tmp_path / "c" / "manifest.json").write_text(json.dumps(raw))
+    from replay.store import seal
+
+    seal(tmp_path / "c", validate=False)  # sealed stores: the edit as a writer would seal it; validation is tested
     with pytest.raises(StoreError, match="'s1' is independent .*context must be empty"):
         replay.open(tmp_path / "c")
 
@@ -191,6 +193,6 @@ def test_rule_over_a_set_vote_stage_needs_its_golds(tmp_path):
     golds.filter(pl.col("question_id") != "q1").write_parquet(path / "stage_golds.parquet")
     from replay.store import seal
 
-    seal(path, validate=False)  # a deliberate edit, sealed: the content check must refuse it
+    seal(path, validate=False)
     with pytest.raises(StoreError, match="set-vote stage 'stage0' has no gold for question 'q1'"):
         replay.open(path)

@@ -483,7 +483,8 @@ def test_graph_eval_and_sweep_check_their_options(graph_store, capsys, tmp_path)
         _refused("replay", ["sweep", graph_store, "--grid", grid, "--out", tmp_path / "s.parquet", opt, v], capsys, opt)
     _refused("replay", ["sweep", graph_store, "--grid", grid, "--out", tmp_path / "s.parquet", "-r", 10 ** 9], capsys,
              "memory")
-    _refused("replay", ["compare", graph_store, g, g], capsys, "graph store")
+    rc, out, err = _cli("replay", ["compare", graph_store, g, "s=solve(m0,2)", "-r", 2], capsys)
+    assert rc == 0 and "(reference)" in out, err  # graph stores compare graphs (paired, issue 15)
     assert not (tmp_path / "s.parquet").exists()
 
 

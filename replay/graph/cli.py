@@ -3,6 +3,7 @@ hands over when the store's manifest says `kind: graph`)."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -12,8 +13,11 @@ import click
 from ..errors import ConfigError
 
 
-def parse_throughput(text: str | None) -> dict | None:
-    """'MODEL=PREFILL/DECODE,...' (tokens per second) -> {model: (prefill, decode)}."""
+def parse_throughput(text: str | None, models=None) -> dict | None:
+    """'MODEL=PREFILL/DECODE,...' (tokens per second) -> {model: (prefill, decode)}.
+
+    Each throughput is a positive, finite number (infinite speed would make every latency 0);
+    with `models`, each name must be one of them (a misspelt name would be silently unused)."""
     if not text:
         return None
     out = {}
@@ -24,10 +28,53 @@ def parse_throughput(text: str | None) -> dict | None:
             p, d = float(pre), float(dec)
         except ValueError:
             raise ConfigError("--throughput", f"{part!r} is not MODEL=PREFILL/DECODE (tokens per second)") from None
-        if not (p > 0 and d > 0):
-            raise ConfigError("--throughput", f"{part!r}: throughputs must be positive")
+        if not (p > 0 and d > 0 and math.isfinite(p) and math.isfinite(d)):
+            raise ConfigError("--throughput", f"{part!r}: throughputs must be positive, finite numbers")
+        if models is not None and name.strip() not in models:
+            raise ConfigError("--throughput", f"{name.strip()!r} is not one of the store's models ({', '.join(models)})")
         out[name.strip()] = (p, d)
     return out
+
+
+def check_latency_limit(value) -> float | None:
+    """--latency-limit: None, or a positive, finite number of seconds (nan, 0 and negatives would
+    make every graph silently infeasible)."""
+    if value is None:
+        return None
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError("--latency-limit", f"must be a positive, finite number of seconds per question, got {value}")
+    return float(value)
+
+
+def check_replicates_for(st, graphs, replicates: int, questions) -> None:
+    """Replicates bounded by the memory a graph replay needs: per replicate, the per-graph sums
+    (one row per parallel chunk) and the memo of shared nodes (a row per pool and count)."""
+    import numba
+    import numpy as np
+
+    from ..clitools import check_replicates
+
+    d, a = st.derived, st.arrays
+    Q = len(st.question_indices(questions))
+    per_q = 1.0
+    if len(d.pool_stage):  # most pools one question holds for one (role, model)
+        counts = np.bincount(d.pool_stage * a.n_models + d.pool_model, minlength=a.n_stages * a.n_models)
+        per_q = max(1.0, float(counts.max()) / max(1, a.n_questions))
+    samples = sum(n.samples for g in graphs for n in g.nodes)
+    check_replicates("--replicates", replicates, questions=Q, per_pass=max(1, math.ceil(per_q * samples)),
+                     configs=len(graphs) * (4 * numba.get_num_threads() + 1))
+
+
+def read_grid(grid) -> list[tuple[int, str]]:
+    """(line number, line) of a grid file: one graph per line, '#' comments and blank lines skipped."""
+    try:
+        with open(grid, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise ConfigError(grid, f"cannot read grid file ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(grid, f"not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    return [(i, line) for i, line in enumerate(lines, 1) if line.strip() and not line.lstrip().startswith("#")]
 
 
 def graph_text(arg: str) -> str:
@@ -102,9 +149,12 @@ def evaluate(st, configs, *, replicates, seed, questions, budget, latency_limit,
 
     from .engine import evaluate_graphs
 
+    latency_limit = check_latency_limit(latency_limit)
+    speeds = parse_throughput(throughput, st.manifest.model_names)
     graphs = [parse_graph_arg(c, st) for c in configs]
+    check_replicates_for(st, graphs, replicates, questions)
     results = evaluate_graphs(st, graphs, questions=questions, replicates=replicates, seed=seed, budget=budget,
-                              latency_limit=latency_limit, throughput=parse_throughput(throughput))
+                              latency_limit=latency_limit, throughput=speeds)
     if as_json:
         from ..clitools import json_safe as _json_safe
 
@@ -192,7 +242,7 @@ def compare(st, configs, *, replicates, seed, questions, budget, as_json) -> Non
     click.echo("diff vs first: the mean over questions of (this - first), paired question by question, with its "
                "95% interval; beyond noise: the interval excludes 0")
 
-def sweep(st, *, out, grid, budget, replicates, seed, questions, throughput) -> None:
+def sweep(st, *, out, grid, budget, replicates, seed, questions, throughput, models=None, max_samples=None) -> None:
     """`replay sweep --grid FILE` on a graph store: every graph of the file, one Parquet row each."""
     import polars as pl
     from tqdm import tqdm
@@ -204,24 +254,23 @@ def sweep(st, *, out, grid, budget, replicates, seed, questions, throughput) -> 
     if not grid:
         raise ConfigError("sweep", f"store {st.name!r} is a graph store: its graphs cannot be enumerated here; "
                                    "give --grid FILE (one graph per line, text or JSON form)")
-    try:
-        lines = Path(grid).read_text().splitlines()
-    except OSError as e:
-        raise ConfigError(grid, f"cannot read grid file ({e.strerror})") from None
+    for flag, v in (("--models", models), ("--max-samples", max_samples)):
+        if v is not None:  # they narrow an enumerated space; a graph grid is given whole
+            raise ConfigError(flag, f"does not apply to a graph store ({st.name!r}): its graphs come from --grid")
+    speeds = parse_throughput(throughput, st.manifest.model_names)
     graphs = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
+    for i, line in read_grid(grid):
         try:
             graphs.append(Graph.parse(line, store=st))
         except ConfigError as e:
             raise ConfigError(f"{grid}: line {i}", f"{e.where}: {e.problem}") from None
     if not graphs:
         raise ConfigError(grid, "no graphs in the grid file")
+    check_replicates_for(st, graphs, replicates, questions)
     t0 = time.perf_counter()
     with tqdm(total=len(graphs), unit="graph", desc="sweep", disable=None, file=sys.stderr) as bar:
         results = evaluate_graphs(st, graphs, questions=questions, replicates=replicates, seed=seed, budget=budget,
-                                  throughput=parse_throughput(throughput), progress=bar.update)
+                                  throughput=speeds, progress=bar.update)
     dt = time.perf_counter() - t0
     df = pl.DataFrame([r.as_row() for r in results])
     with atomic_path(out) as tmp:

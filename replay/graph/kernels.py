@@ -111,14 +111,16 @@ def find_keyed_pool(by_hash, hash_sorted, pool_key_off, pool_key, qsm_largest, l
     a miss the largest pool of k, ties to the first (the reference scans for both). Returns
     (pool, fell_back)."""
     h = items_hash(key, n_key)
+    # the first position whose hash is >= h (lo..hi): a branchless lower bound, since the
+    # comparisons are unpredictable (one mispredicted branch per step cost more than the loads)
     a = lo
-    b = hi
-    while a < b:
-        mid = (a + b) // 2
-        if hash_sorted[mid] < h:
-            a = mid + 1
-        else:
-            b = mid
+    n = hi - lo
+    while n > 1:
+        half = n >> 1
+        a = a + half if hash_sorted[a + half - 1] < h else a
+        n -= half
+    if n == 1 and hash_sorted[a] < h:
+        a += 1
     found = np.int64(-1)
     while a < hi and hash_sorted[a] == h:
         p = by_hash[a]

@@ -251,8 +251,9 @@ def set_drawn(scratch, n, base, mask, s_completion, s_answer, ans_item_off, ans_
 def memo_fill(s_packed, base, size, nn, state, perm, swaps, scratch, bits, mask, s_answer, s_score, s_completion,
               ans_class, agg, keyv, rep, gen, width, prompt, t_pre, t_dec, o, memo):
     """One pass along a node's draws (nn of them, from `state`) recording its result at every
-    count 1..nn in memo[o:o + nn] (answer class, score, tokens, latency): the draws for n are the first n of the draws for n + 1, and
-    the vote (vote_drawn's, best_drawn's) is read at every step."""
+    count 1..nn in memo[o:o + nn] (answer class, score, tokens, latency): the draws for n are
+    the first n of the draws for n + 1, and the vote (vote_drawn's, best_drawn's) is read at
+    every step."""
     draw_packed(s_packed, base, size, nn, state, perm, swaps, scratch)
     g = gen[0] + width * width
     gen[0] = g

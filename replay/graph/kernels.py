@@ -111,14 +111,16 @@ def find_keyed_pool(by_hash, hash_sorted, pool_key_off, pool_key, qsm_largest, l
     a miss the largest pool of k, ties to the first (the reference scans for both). Returns
     (pool, fell_back)."""
     h = items_hash(key, n_key)
+    # the first position whose hash is >= h (lo..hi): a branchless lower bound, since the
+    # comparisons are unpredictable (one mispredicted branch per step cost more than the loads)
     a = lo
-    b = hi
-    while a < b:
-        mid = (a + b) // 2
-        if hash_sorted[mid] < h:
-            a = mid + 1
-        else:
-            b = mid
+    n = hi - lo
+    while n > 1:
+        half = n >> 1
+        a = a + half if hash_sorted[a + half - 1] < h else a
+        n -= half
+    if n == 1 and hash_sorted[a] < h:
+        a += 1
     found = np.int64(-1)
     while a < hi and hash_sorted[a] == h:
         p = by_hash[a]
@@ -247,10 +249,11 @@ def set_drawn(scratch, n, base, mask, s_completion, s_answer, ans_item_off, ans_
 
 @njit(inline="always", cache=True)
 def memo_fill(s_packed, base, size, nn, state, perm, swaps, scratch, bits, mask, s_answer, s_score, s_completion,
-              ans_class, agg, keyv, rep, gen, width, prompt, t_pre, t_dec, o, m_ans, m_score, m_tok, m_lat):
+              ans_class, agg, keyv, rep, gen, width, prompt, t_pre, t_dec, o, memo):
     """One pass along a node's draws (nn of them, from `state`) recording its result at every
-    count 1..nn in m_*[o:o + nn]: the draws for n are the first n of the draws for n + 1, and
-    the vote (vote_drawn's, best_drawn's) is read at every step."""
+    count 1..nn in memo[o:o + nn] (answer class, score, tokens, latency): the draws for n are
+    the first n of the draws for n + 1, and the vote (vote_drawn's, best_drawn's) is read at
+    every step."""
     draw_packed(s_packed, base, size, nn, state, perm, swaps, scratch)
     g = gen[0] + width * width
     gen[0] = g
@@ -285,10 +288,10 @@ def memo_fill(s_packed, base, size, nn, state, perm, swaps, scratch, bits, mask,
                 best = kk
                 lead = a
             w = rep[lead]
-        m_ans[o + j] = ans_class[s_answer[w]]
-        m_score[o + j] = s_score[w]
-        m_tok[o + j] = prompt + comp
-        m_lat[o + j] = prompt * t_pre + cmax * t_dec
+        memo[o + j, 0] = ans_class[s_answer[w]]  # a class id: exact as a float64
+        memo[o + j, 1] = s_score[w]
+        memo[o + j, 2] = prompt + comp
+        memo[o + j, 3] = prompt * t_pre + cmax * t_dec
 
 
 @njit(cache=True)
@@ -343,10 +346,8 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
     # pools the batch's graphs reach are drawn)
     n_slots = slot_nmax.shape[0]
     stamp = np.zeros(slot_row_off[n_slots], np.int64)
-    m_ans = np.empty(slot_ent_off[n_slots], np.int64)
-    m_score = np.empty(slot_ent_off[n_slots], np.float64)
-    m_tok = np.empty(slot_ent_off[n_slots], np.float64)
-    m_lat = np.empty(slot_ent_off[n_slots], np.float64)
+    # an entry's four figures side by side: a hit reads one cache line, not four
+    memo = np.empty((slot_ent_off[n_slots], 4), np.float64)
     for qi in range(c * Q // n_chunks, (c + 1) * Q // n_chunks):
         q = questions[qi]
         qh = question_hash[q]
@@ -411,12 +412,12 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
                             stamp[row] = qi + 1
                             memo_fill(s_packed, base, size, min(nm, size), stream_start(seed, qh, r, i), perm, swaps,
                                       scratch, bits, mask, s_answer, s_score, s_completion, ans_class, agg, keyv, rep,
-                                      gen, width, prompt, t_pre, t_dec, o, m_ans, m_score, m_tok, m_lat)
+                                      gen, width, prompt, t_pre, t_dec, o, memo)
                         e = o + n - 1
-                        ans = m_ans[e]
-                        sc = m_score[e]
-                        tk = m_tok[e]
-                        lat = m_lat[e]
+                        ans = np.int64(memo[e, 0])
+                        sc = memo[e, 1]
+                        tk = memo[e, 2]
+                        lat = memo[e, 3]
                     else:
                         if agg == AGG_FUSE:
                             f, use = pick_fusion(pool_fus_off, fus_size, p, n, seed, qh, r, i)

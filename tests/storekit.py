@@ -86,10 +86,15 @@ def make_random_store(path: Path, spec: RandomStoreSpec) -> Path:
                         samples["prompt_tokens"].append(prompt)
                         samples["completion_tokens"].append(int(rng.integers(1, 100)))
                     if agg == "llm_fuse":
+                        seen = set()  # a store holds each fusion call once (identical rows are refused)
                         for _ in range(int(rng.integers(1, 4))):
                             size = int(rng.integers(1, n + 1))
                             subset = sorted(rng.choice(n, size=size, replace=False).tolist())
                             a = _answer(rng, "majority_vote", spec.n_answers)
+                            pt, ct = int(rng.integers(10, 60)), int(rng.integers(1, 30))
+                            if (tuple(subset), a, pt, ct) in seen:
+                                continue
+                            seen.add((tuple(subset), a, pt, ct))
                             produced.add(a)
                             fusions["question_id"].append(q)
                             fusions["stage"].append(stages[s].name)
@@ -98,8 +103,8 @@ def make_random_store(path: Path, spec: RandomStoreSpec) -> Path:
                             fusions["subset"].append(subset)
                             fusions["answer"].append(a)
                             fusions["score"].append(score_of(q, s, a))
-                            fusions["prompt_tokens"].append(int(rng.integers(10, 60)))
-                            fusions["completion_tokens"].append(int(rng.integers(1, 30)))
+                            fusions["prompt_tokens"].append(pt)
+                            fusions["completion_tokens"].append(ct)
             contexts = sorted(produced)
             if not contexts:
                 contexts = [""]

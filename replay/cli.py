@@ -11,7 +11,7 @@ import click
 
 from .atomic import atomic_path
 from .clitools import (SEED, check_budget, check_count, check_output_file, check_replicates, json_safe, main_wrapper,
-                       open_announced)
+                       open_announced, pct, uncertainty_legend)
 from .controllers.cli import frontier
 from .sandbox.cli import sandbox
 
@@ -130,20 +130,6 @@ _RULE_TEXT = {
 }
 
 
-def _pct(x: float, digits: int = 2) -> str:
-    return f"{100 * x:.{digits}f}"
-
-
-def _uncertainty_legend(results) -> str:
-    r = next((x for x in results if x.feasible), results[0])
-    ci = r.interval() if r.feasible else None
-    how = ("Wilson interval at the effective number of questions" if ci is None or ci.method == "wilson-neff"
-           else "Student-t interval")
-    return (f"±rep: the replicate error (standard error over the {r.replicates} replicates, these questions fixed); "
-            f"95% CI: the interval over the {r.n_questions} questions ({how}, replay/stats.py): "
-            "what the score may be on new questions")
-
-
 def _result_json(r) -> dict:
     """One configuration's result as JSON: as_row, the interval's level and method, and stages."""
     row = r.as_row()
@@ -220,7 +206,7 @@ def eval_cmd(store, configs, replicates, seed, questions, budget, as_json, laten
     click.echo("-" * len(head))
     for r in results:
         if r.feasible:
-            score, err, ci = f"{100 * r.score:7.2f}", f"{100 * r.stderr:6.2f}", f"[{_pct(r.ci_lo)}, {_pct(r.ci_hi)}]"
+            score, err, ci = f"{100 * r.score:7.2f}", f"{100 * r.stderr:6.2f}", f"[{pct(r.ci_lo)}, {pct(r.ci_hi)}]"
         else:
             score, err, ci = "infeas.", "", "over the budget"
         click.echo(f"{str(r.config):<{w}}  {score}  {err:>6}  {ci:>18}  {r.tokens:>11,.0f}  {r.flops / 1e12:>9.2f}  "
@@ -228,7 +214,7 @@ def eval_cmd(store, configs, replicates, seed, questions, budget, as_json, laten
     n = results[0]
     click.echo(f"\n{n.n_questions} questions x {n.replicates} replicates, seed {n.seed}; scores in percent"
                + (f"; budget {budget:g} units" if budget is not None else ""))
-    click.echo(_uncertainty_legend(results))
+    click.echo(uncertainty_legend(results))
     if len(st.stages) > 1:
         for line in _stage_lines(st, results):
             click.echo(line)
@@ -289,7 +275,7 @@ def compare_cmd(store, configs, replicates, seed, questions, budget, as_json):
     click.echo("-" * len(head))
     for r, d in zip(results, diffs):
         if r.feasible:
-            score, err, ci = f"{100 * r.score:7.2f}", f"{100 * r.stderr:6.2f}", f"[{_pct(r.ci_lo)}, {_pct(r.ci_hi)}]"
+            score, err, ci = f"{100 * r.score:7.2f}", f"{100 * r.stderr:6.2f}", f"[{pct(r.ci_lo)}, {pct(r.ci_hi)}]"
         else:
             score, err, ci = "infeas.", "", "over the budget"
         if r is base:
@@ -301,7 +287,7 @@ def compare_cmd(store, configs, replicates, seed, questions, budget, as_json):
         click.echo(f"{str(r.config):<{w}}  {score}  {err:>6}  {ci:>18}  {r.units:>8.2f}  {dd:>13}  {dci:>16}  {beyond}")
     click.echo(f"\n{base.n_questions} questions x {base.replicates} replicates, seed {base.seed}, shared by every "
                "configuration (common random numbers); scores and differences in percent points")
-    click.echo(_uncertainty_legend(results))
+    click.echo(uncertainty_legend(results))
     click.echo("diff vs first: the mean over questions of (this - first), paired question by question, with its "
                "95% interval; beyond noise: the interval excludes 0")
 
@@ -422,11 +408,11 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
         head = f"  {'config':<{w}}  {'score':>7}  {'±rep':>6}  {'95% CI (questions)':>18}  {'units':>8}  {'tokens/q':>11}"
         click.echo(head)
         for row in top.iter_rows(named=True):
-            ci = f"[{_pct(row['ci_lo'])}, {_pct(row['ci_hi'])}]"
-            click.echo(f"  {row['config']:<{w}}  {_pct(row['score']):>7}  {_pct(row['stderr']):>6}  {ci:>18}  "
+            ci = f"[{pct(row['ci_lo'])}, {pct(row['ci_hi'])}]"
+            click.echo(f"  {row['config']:<{w}}  {pct(row['score']):>7}  {pct(row['stderr']):>6}  {ci:>18}  "
                        f"{row['units']:>8.2f}  {row['tokens']:>11,.0f}")
         close = feas.filter(pl.col("ci_hi") >= best["score"])
-        click.echo(f"scores in percent; {_uncertainty_legend(results)}. {len(close):,} feasible configurations have "
+        click.echo(f"scores in percent; {uncertainty_legend(results)}. {len(close):,} feasible configurations have "
                    "an interval over questions that reaches the best score: on new questions the order of the top "
                    "may differ (`replay compare` tests pairs)")
     else:

@@ -237,17 +237,6 @@ def check_output_dir(path, where: str) -> Path:
     return p
 
 
-def json_safe(x):
-    """Non-finite floats as null, recursively (JSON has no NaN or Infinity)."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    return x
-
-
 def pct(x: float, digits: int = 2) -> str:
     """A share as percent, without the sign."""
     return f"{100 * x:.{digits}f}"

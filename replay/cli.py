@@ -10,8 +10,8 @@ import sys
 import click
 
 from .atomic import atomic_path
-from .clitools import (SEED, check_budget, check_count, check_output_file, check_replicates, json_safe, main_wrapper,
-                       open_announced, pct, uncertainty_legend)
+from .clitools import (SEED, check_budget, check_count, check_output_file, check_replicates, compare_cells, diff_json,
+                       json_safe, main_wrapper, open_announced, pct, uncertainty_legend)
 from .controllers.cli import frontier
 from .sandbox.cli import sandbox
 
@@ -263,9 +263,7 @@ def compare_cmd(store, configs, replicates, seed, questions, budget, as_json):
     if as_json:
         for r, d in zip(results, diffs):
             row = _result_json(r)
-            row["diff"] = None if d is None else {
-                "vs": str(base.config), "mean": d.mean, "ci_lo": d.lo, "ci_hi": d.hi, "ci_level": d.level,
-                "ci_method": d.method, "beyond_noise": d.excludes(0.0)}
+            row["diff"] = diff_json(d, str(base.config))
             click.echo(json.dumps(json_safe(row), allow_nan=False))
         return
     w = max(len("config"), *(len(str(r.config)) for r in results))
@@ -274,16 +272,7 @@ def compare_cmd(store, configs, replicates, seed, questions, budget, as_json):
     click.echo(head)
     click.echo("-" * len(head))
     for r, d in zip(results, diffs):
-        if r.feasible:
-            score, err, ci = f"{100 * r.score:7.2f}", f"{100 * r.stderr:6.2f}", f"[{pct(r.ci_lo)}, {pct(r.ci_hi)}]"
-        else:
-            score, err, ci = "infeas.", "", "over the budget"
-        if r is base:
-            dd, dci, beyond = "(reference)", "", ""
-        elif d is None:
-            dd, dci, beyond = "-", "", "(infeasible)"
-        else:
-            dd, dci, beyond = f"{100 * d.mean:+.2f}", f"[{100 * d.lo:+.2f}, {100 * d.hi:+.2f}]", "yes" if d.excludes(0.0) else "no"
+        score, err, ci, dd, dci, beyond = compare_cells(r, base, d)
         click.echo(f"{str(r.config):<{w}}  {score}  {err:>6}  {ci:>18}  {r.units:>8.2f}  {dd:>13}  {dci:>16}  {beyond}")
     click.echo(f"\n{base.n_questions} questions x {base.replicates} replicates, seed {base.seed}, shared by every "
                "configuration (common random numbers); scores and differences in percent points")

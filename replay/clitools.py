@@ -242,6 +242,31 @@ def pct(x: float, digits: int = 2) -> str:
     return f"{100 * x:.{digits}f}"
 
 
+def diff_json(d, vs: str) -> dict | None:
+    """`replay compare --json`'s `diff` of one result against the first (None: not scored)."""
+    if d is None:
+        return None
+    return {"vs": vs, "mean": d.mean, "ci_lo": d.lo, "ci_hi": d.hi, "ci_level": d.level, "ci_method": d.method,
+            "beyond_noise": d.excludes(0.0)}
+
+
+def compare_cells(r, base, d) -> tuple[str, str, str, str, str, str]:
+    """`replay compare`'s text cells of one result (chain or graph): score, replicate error,
+    question interval, the paired difference against the first, its interval, beyond noise."""
+    if r.feasible:
+        score, err, ci = f"{100 * r.score:7.2f}", f"{100 * r.stderr:6.2f}", f"[{pct(r.ci_lo)}, {pct(r.ci_hi)}]"
+    else:
+        score, err, ci = "infeas.", "", "over the budget"
+    if r is base:
+        dd, dci, beyond = "(reference)", "", ""
+    elif d is None:
+        dd, dci, beyond = "-", "", "(infeasible)"
+    else:
+        dd, dci = f"{100 * d.mean:+.2f}", f"[{100 * d.lo:+.2f}, {100 * d.hi:+.2f}]"
+        beyond = "yes" if d.excludes(0.0) else "no"
+    return score, err, ci, dd, dci, beyond
+
+
 def uncertainty_legend(results) -> str:
     """The line that names a table's two uncertainties (replay/stats.py): the replicate error and
     the 95% interval over questions, for results with `feasible`, `interval()`, `replicates` and

@@ -200,7 +200,7 @@ def compare(st, configs, *, replicates, seed, questions, budget, as_json) -> Non
     question (common random numbers), with the 95% interval of the difference."""
     import json
 
-    from ..clitools import json_safe as _json_safe, pct as _pct, uncertainty_legend as _uncertainty_legend
+    from ..clitools import compare_cells, diff_json, json_safe as _json_safe, uncertainty_legend as _uncertainty_legend
     from .engine import evaluate_graphs
 
     graphs = [parse_graph_arg(c, st) for c in configs]
@@ -212,9 +212,7 @@ def compare(st, configs, *, replicates, seed, questions, budget, as_json) -> Non
             row = r.as_row()
             row.update(ci_level=0.95, ci_method=r.interval().method if r.feasible else None,
                        n_questions=r.n_questions, replicates=r.replicates, seed=r.seed)
-            row["diff"] = None if d is None else {
-                "vs": str(base.graph), "mean": d.mean, "ci_lo": d.lo, "ci_hi": d.hi, "ci_level": d.level,
-                "ci_method": d.method, "beyond_noise": d.excludes(0.0)}
+            row["diff"] = diff_json(d, str(base.graph))
             click.echo(json.dumps(_json_safe(row), allow_nan=False))
         return
     w = max(len("graph"), *(len(str(r.graph)) for r in results))
@@ -223,17 +221,7 @@ def compare(st, configs, *, replicates, seed, questions, budget, as_json) -> Non
     click.echo(head)
     click.echo("-" * len(head))
     for r, d in zip(results, diffs):
-        if r.feasible:
-            score, err, ci = f"{100 * r.score:7.2f}", f"{100 * r.stderr:6.2f}", f"[{_pct(r.ci_lo)}, {_pct(r.ci_hi)}]"
-        else:
-            score, err, ci = "infeas.", "", "over the budget"
-        if r is base:
-            dd, dci, beyond = "(reference)", "", ""
-        elif d is None:
-            dd, dci, beyond = "-", "", "(infeasible)"
-        else:
-            dd, dci = f"{100 * d.mean:+.2f}", f"[{100 * d.lo:+.2f}, {100 * d.hi:+.2f}]"
-            beyond = "yes" if d.excludes(0.0) else "no"
+        score, err, ci, dd, dci, beyond = compare_cells(r, base, d)
         click.echo(f"{str(r.graph):<{w}}  {score}  {err:>6}  {ci:>18}  {r.units:>8.2f}  {r.latency:>9.2f}  {dd:>13}  "
                    f"{dci:>16}  {beyond}")
     click.echo(f"\n{base.n_questions} questions x {base.replicates} replicates, seed {base.seed}, shared by every "

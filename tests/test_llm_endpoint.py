@@ -328,3 +328,16 @@ def test_the_answer_schema_admits_every_valid_answer_and_refuses_invalid_ones(sp
     cv.validate({"guidelines": [], "trials": [ex]})
     name = cs.dims[0].name
     assert not cv.is_valid({"guidelines": [], "trials": [{**ex, name: cs.dims[0].search_range[1] + 1000}]})
+
+
+def test_answer_schema_has_no_text_lengths_and_the_parser_cuts_long_texts():
+    """llama.cpp compiles `maxLength: N` into N nested grammar rules and refused the schema at
+    2,000 (its server fell over): text lengths stay out of the schema, the parser bounds them."""
+    from search.llm.answer import SCHEMA_ITEM_CHARS, SCHEMA_TEXT_CHARS, answer_schema, parse_answer
+
+    schema = answer_schema({"analysis": "string", "guidelines": "strings"}, None)
+    assert "maxLength" not in json.dumps(schema)
+    ans = parse_answer(json.dumps({"analysis": "a" * 5000, "guidelines": ["g" * 900, "short"]}),
+                       {"analysis": "string", "guidelines": "strings"}, None)
+    assert len(ans.fields["analysis"]) == SCHEMA_TEXT_CHARS
+    assert [len(g) for g in ans.fields["guidelines"]] == [SCHEMA_ITEM_CHARS, 5]

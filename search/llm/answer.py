@@ -31,11 +31,13 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_LIST = 20  # guidelines / knowledge items kept; more is noise in the next prompt
-# structured outputs: the bounds the schema puts on an answer (generous for a real agent,
-# tight enough that constrained decoding of a small model ends well within --llm-max-tokens)
+# structured outputs: the bounds the schema puts on an answer's lists. Text lengths are not in
+# the schema: llama.cpp compiles `maxLength: N` into N nested optional grammar rules, and at 2,000
+# it refuses the grammar ("exceeds sane defaults") and its server fell over (seen with SmolLM2,
+# docs/agent-reinforce.md). --llm-max-tokens bounds an answer; the parser cuts long texts.
 SCHEMA_LIST_ITEMS = 10
-SCHEMA_ITEM_CHARS = 300
-SCHEMA_TEXT_CHARS = 2000
+SCHEMA_ITEM_CHARS = 300   # a guideline or knowledge item, cut here by the parser
+SCHEMA_TEXT_CHARS = 2000  # a free-text field (analysis, feedback), cut here by the parser
 SCHEMA_EXTRA_TRIALS = 2  # room above the k trials asked for (duplicates are dropped, not refused)
 
 _THINK = re.compile(r"^\s*<think>.*?</think>", re.S)
@@ -92,11 +94,11 @@ def parse_answer(text: str, fields: dict[str, str], space) -> Answer:
         elif kind == "strings":
             if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
                 raise AnswerProblem("schema_errors", f"{name!r} must be a list of strings")
-            out[name] = [" ".join(x.split()) for x in value if x.strip()][:MAX_LIST]
+            out[name] = [" ".join(x.split())[:SCHEMA_ITEM_CHARS] for x in value if x.strip()][:MAX_LIST]
         elif kind == "string":
             if not isinstance(value, str):
                 raise AnswerProblem("schema_errors", f"{name!r} must be a string")
-            out[name] = value.strip()
+            out[name] = value.strip()[:SCHEMA_TEXT_CHARS]
         else:  # pragma: no cover - programming error
             raise ValueError(kind)
     return Answer(fields=out, trials=trials)
@@ -112,10 +114,9 @@ def answer_schema(fields: dict[str, str], space, k: int = 0) -> dict:
             props[name] = {"type": "array", "items": point, "minItems": 1,
                            "maxItems": max(k, 1) + SCHEMA_EXTRA_TRIALS}
         elif kind == "strings":
-            props[name] = {"type": "array", "items": {"type": "string", "maxLength": SCHEMA_ITEM_CHARS},
-                           "maxItems": SCHEMA_LIST_ITEMS}
+            props[name] = {"type": "array", "items": {"type": "string"}, "maxItems": SCHEMA_LIST_ITEMS}
         elif kind == "string":
-            props[name] = {"type": "string", "maxLength": SCHEMA_TEXT_CHARS}
+            props[name] = {"type": "string"}
         else:  # pragma: no cover - programming error
             raise ValueError(kind)
     return {"type": "object", "properties": props, "required": list(fields), "additionalProperties": False}

@@ -14,6 +14,7 @@ from .clitools import (SEED, check_budget, check_count, check_output_file, check
                        json_safe, main_wrapper, open_announced, pct, uncertainty_legend)
 from .controllers.cli import frontier
 from .sandbox.cli import sandbox
+from .spec.cli import export
 
 CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -497,6 +498,8 @@ def seal(store):
 cli.add_command(frontier)
 # `replay sandbox` (what the sandbox for untrusted programs guarantees here) lives with the sandbox.
 cli.add_command(sandbox)
+# `replay export` (an allocation as a pipeline spec, run by `collect live`) lives with the spec.
+cli.add_command(export)
 
 
 def main(argv=None):

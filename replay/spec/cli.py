@@ -15,8 +15,9 @@ from ..errors import InputError
 
 def describe(spec, path) -> list[str]:
     """The lines a command prints after writing `spec` to `path`."""
-    what = "stages" if spec.kind == "chain" else "nodes"
-    lines = [f"wrote {path}: a {spec.kind} of {len(spec.steps)} {what} on task {spec.task or '(none: set one)'}, "
+    n = len(spec.steps)
+    what = ("stage" if spec.kind == "chain" else "node") + ("" if n == 1 else "s")
+    lines = [f"wrote {path}: a {spec.kind} of {n} {what} on task {spec.task or '(none: set one)'}, "
              f"chosen from {spec.origin.chosen_from}: {spec.origin.config}"]
     for s in spec.steps:
         head = s.name if spec.kind == "chain" else f"{s.name}={s.role}" + (f"(|{','.join(s.inputs)})" if s.inputs else "")

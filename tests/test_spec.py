@@ -237,7 +237,14 @@ def test_collect_live_bad_spec_is_one_line_exit_2(store, tmp_path, new_questions
     code, _, err = run_cli(["live", "--spec", str(tmp_path / "missing.json"), "--data", str(new_questions),
                             "--base-url", "http://127.0.0.1:9/v1", "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and "no such spec file" in err
-    assert not (tmp_path / "out").exists()
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    (tmp_path / "afile").write_text("x")
+    for extra, words in ((["--out", str(tmp_path / "afile"), "--base-url", "http://127.0.0.1:9/v1"], "is a file"),
+                         (["--out", str(tmp_path / "out"), "--backend", "vllm"], "completion prompts need --backend openai")):
+        code, _, err = run_cli(["live", "--spec", str(tmp_path / "good.json"), "--data", str(new_questions), *extra],
+                               capsys)
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, (words, err)
+    assert not (tmp_path / "out").exists() and (tmp_path / "afile").read_text() == "x"
 
 
 def test_collect_live_runs_a_graph_spec(tmp_path, capsys):

@@ -20,7 +20,7 @@ def describe(spec, path) -> list[str]:
     lines = [f"wrote {path}: a {spec.kind} of {n} {what} on task {spec.task or '(none: set one)'}, "
              f"chosen from {spec.origin.chosen_from}: {spec.origin.config}"]
     for s in spec.steps:
-        head = s.name if spec.kind == "chain" else f"{s.name}={s.role}" + (f"(|{','.join(s.inputs)})" if s.inputs else "")
+        head = s.name if spec.kind == "chain" else f"{s.name} ({s.role}" + (f" of {', '.join(s.inputs)})" if s.inputs else ")")
         model = s.model if s.model_id == s.model else f"{s.model} ({s.model_id})"
         lines.append(f"  {head}: {model} x {s.samples}, {s.aggregation}, {s.prompt_style} prompts")
     r = spec.replay

@@ -165,8 +165,12 @@ def spec_from_summary(path: str | Path, *, store: str | Path | None = None, repl
     test = s.get("test")
     if isinstance(test, dict) and test.get("score") is not None:
         detail["test_score"] = test.get("score")
-    return spec_from_config(st, best["config"], chosen_from="search summary", detail=detail, replicates=replicates,
-                            seed=seed)
+    config = best["config"]
+    if kind == "graph":  # a graph search may run on a chain store (its stages as roles): the pick is a graph
+        from ..graph.config import as_graph
+
+        config = as_graph(st, config)
+    return spec_from_config(st, config, chosen_from="search summary", detail=detail, replicates=replicates, seed=seed)
 
 
 def frontier_point(path: str | Path, budget: float, *, split: str | None = None) -> dict[str, Any]:
@@ -241,12 +245,9 @@ def _is_graph(store, config) -> bool:
 
 
 def _as_graph(store, config):
-    from ..graph.config import Graph, validate_graph
+    from ..graph.config import as_graph
 
-    g = config if isinstance(config, Graph) else Graph.parse(config, store=store)
-    if isinstance(config, Graph):
-        validate_graph(store, g)
-    return g
+    return as_graph(store, config)
 
 
 def _models(store, config, graph: bool) -> list[str]:

@@ -129,8 +129,9 @@ class PipelineSpec:
         """The allocation in replay's text form ('M:S,M:S' or the graph's statements)."""
         if self.kind == "chain":
             return ",".join(f"{s.model}:{s.samples}" for s in self.stages)
-        body = "; ".join(f"{n.name}={n.role}({n.model},{n.samples}"
-                         + (f"|{','.join(n.inputs)}" if n.inputs else "") + ")" for n in self.nodes)
+        from ..graph.config import Node  # the graph's own text form of a node
+
+        body = "; ".join(str(Node(n.name, n.role, n.model, n.samples, n.inputs)) for n in self.nodes)
         out = self.output[0] if len(self.output) == 1 else f"vote({','.join(self.output)})"
         return f"{body}; output={out}"
 

@@ -168,6 +168,9 @@ def test_search_export_writes_the_pick(store, tmp_path, capsys):
     (tmp_path / "c.json").write_text(json.dumps({**summary, "space_kind": "controller"}))
     code, _, err = search_cli(["export", str(tmp_path / "c.json"), "--out", str(tmp_path / "q.json")], capsys)
     assert code == 2 and "not a fixed allocation" in err and not (tmp_path / "q.json").exists()
+    (tmp_path / "seeds.json").write_text(json.dumps({"stats": {}, "summaries": [summary]}))
+    code, _, err = search_cli(["export", str(tmp_path / "seeds.json"), "--out", str(tmp_path / "q.json")], capsys)
+    assert code == 2 and "seed-S/summary.json" in err and not (tmp_path / "q.json").exists()
 
 
 def test_collect_live_runs_the_spec_on_new_questions(store, tmp_path, new_questions, capsys):

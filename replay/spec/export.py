@@ -143,6 +143,9 @@ def spec_from_summary(path: str | Path, *, store: str | Path | None = None, repl
         s = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(where, f"not a search summary (cannot read it as JSON: {e})") from None
+    if isinstance(s, dict) and "summaries" in s and "best" not in s:
+        raise InputError(where, "is the summary of several seeds (search run --seeds); export one seed's "
+                                "seed-S/summary.json")
     if not isinstance(s, dict) or "best" not in s or "space_kind" not in s:
         raise InputError(where, "not a search summary (no 'best' and 'space_kind'; expected summary.json of search run)")
     kind = s.get("space_kind")
@@ -226,7 +229,22 @@ def frontier_point(path: str | Path, budget: float, *, split: str | None = None)
 
 def spec_from_frontier(store, path: str | Path, budget: float, *, split: str | None = None, replicates: int = 1000,
                        seed: int = 0) -> PipelineSpec:
-    """The spec of the frontier's allocation at `budget` (see `frontier_point`) on `store`."""
+    """The spec of the frontier's allocation at `budget` on `store`.
+
+    Parameters
+    ----------
+    store:
+        The `replay.Store` the frontier was computed on.
+    path:
+        The frontier Parquet (`replay frontier`): columns budget, config (replay's text form),
+        split.
+    budget:
+        The budget; the point at the largest grid budget not above it (`frontier_point`).
+    split:
+        Which split's picks (default: the only one, else train).
+    replicates, seed:
+        The replay draws for the spec's `replay` estimate.
+    """
     point = frontier_point(path, budget, split=split)
     return spec_from_config(store, point.pop("config"), chosen_from="frontier", detail=point,
                             replicates=replicates, seed=seed)

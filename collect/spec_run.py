@@ -92,8 +92,15 @@ def check_spec_runnable(spec, where: str, *, backend: str):
             if (n.role == "solve") != (not n.inputs):
                 raise InputError(where, f"nodes[{i}]: a solve node reads no inputs and a {n.role} node reads "
                                         "at least one")
+    seen: dict[str, tuple[str, str]] = {}
     for i, s in enumerate(spec.steps):
         part = f"{'stages' if spec.kind == 'chain' else 'nodes'}[{i}]"
+        # one backend per model: a model used twice must be asked for by one id, with one prompt style
+        first = seen.setdefault(s.model, (s.model_id, s.prompt_style))
+        if first != (s.model_id, s.prompt_style):
+            raise InputError(where, f"{part}: model {s.model!r} is used with model_id/prompt_style "
+                                    f"{s.model_id}/{s.prompt_style} here and {first[0]}/{first[1]} before; "
+                                    "give one per model")
         if s.aggregation not in LIVE_AGGREGATIONS:
             raise InputError(where, f"{part}.aggregation: {s.aggregation!r} is not run live "
                                     f"({', '.join(LIVE_AGGREGATIONS)})")

@@ -230,6 +230,8 @@ def test_collect_live_bad_spec_is_one_line_exit_2(store, tmp_path, new_questions
         (json.dumps({**good, "stages": [{**good["stages"][0], "aggregation": "llm_fuse"}, good["stages"][1]]}),
          "is not run live"),
         (json.dumps({**good, "sampling": {"temperature": -1, "max_tokens": 8}}), "sampling.temperature"),
+        (json.dumps({**good, "stages": [good["stages"][0], {**good["stages"][1], "model": "small-135M"}]}),
+         "give one per model"),
     ]
     for i, (text, words) in enumerate(cases):
         (tmp_path / f"s{i}.json").write_text(text)

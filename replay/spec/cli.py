@@ -39,7 +39,8 @@ def describe(spec, path) -> list[str]:
 @click.option("--from-frontier", "frontier", default=None, type=click.Path(),
               help="A frontier Parquet (columns budget, config, split): export its point at --budget.")
 @click.option("--budget", default=None,
-              help="With --from-frontier: the budget; the frontier point at the largest grid budget not above it.")
+              help="With --from-frontier: the budget, in the frontier's budget column's unit; the point at the "
+                   "largest grid budget not above it.")
 @click.option("--split", default=None,
               help="With --from-frontier: which split's picks (default: train when the frontier has several).")
 @click.option("--out", required=True, type=click.Path(), help="The spec file to write (JSON, atomically).")

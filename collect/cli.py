@@ -20,6 +20,7 @@ def cli():
     collect import autotts DIR --out traces/aime24   convert the AutoTTS release format
     collect simulate 2wiki --out traces/sim-2wiki    a synthetic multi-stage store
     collect live-check STORE -c CONFIG --base-url U  run configs live, compare with their replay
+    collect live --spec spec.json --data Q --out DIR  run an exported allocation on new questions
     """
 
 
@@ -301,6 +302,88 @@ def live_check_cmd(store, configs, base_url, api_key, data, questions, repeats, 
     click.echo(format_table(rep))
     if out:
         click.echo(f"wrote {write_report(rep, out)}")
+
+
+@cli.command("live")
+@click.option("--spec", "spec_file", required=True, type=click.Path(),
+              help="A pipeline spec (replay export / search export; docs/spec-format.md).")
+@click.option("--data", required=True, type=click.Path(), help="The questions to run it on, in the task's format.")
+@click.option("--out", required=True, type=click.Path(), help="Folder for summary.json, per_question.jsonl, spec.json.")
+@click.option("--backend", type=click.Choice(["vllm", "openai"]), default=None,
+              help="openai (any OpenAI-compatible server; the default with --base-url) or vllm (offline engine).")
+@click.option("--base-url", default=None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vllm serve).")
+@click.option("--api-key", default=None, envvar="OPENAI_API_KEY", show_envvar=True, help="API key (never written).")
+@click.option("--limit", default=None, type=int, help="Run only the first N questions of --data.")
+@click.option("--repeats", default=1, show_default=True, type=int, help="Runs per question (fresh seeds each).")
+@click.option("--seed", default=1, show_default=True, type=SEED, help="Base of every pool's sampling seed.")
+@click.option("--concurrency", default=8, show_default=True, type=int, help="Parallel requests (openai).")
+@click.option("--retries", default=6, show_default=True, type=int, help="Retries per request (openai).")
+@click.option("--timeout", default=600.0, show_default=True, type=float, help="Seconds per request (openai).")
+@click.option("--tensor-parallel", default=1, show_default=True, type=int, help="GPUs per model (vllm).")
+@click.option("--gpu-memory-utilization", default=0.9, show_default=True, type=float, help="vllm.")
+@click.option("--max-model-len", default=None, type=int, help="Context length cap (vllm).")
+def live_cmd(spec_file, data, out, backend, base_url, api_key, limit, repeats, seed, concurrency, retries, timeout,
+             tensor_parallel, gpu_memory_utilization, max_model_len):
+    """Run an exported allocation (a pipeline spec) live on new questions: accuracy with its
+    95% interval over questions, and tokens per question.
+
+    \b
+    replay export traces/tiny-real-numseq -c SmolLM2-135M-Instruct:4,gemma-3-270m:2 --out spec.json
+    collect live --spec spec.json --data new.jsonl --base-url http://127.0.0.1:8080/v1 --out out/live
+
+    Each stage draws the spec's sample count from its model with the collection's temperature
+    and max_tokens, the task's prompts and parser, and the spec's aggregation (docs/collect.md).
+    """
+    from replay.spec import read_spec
+
+    from .backends import vllm_available
+    from .spec_run import check_spec_runnable, format_report, run_spec, write_report
+
+    # every option and the spec checked before the first request: live samples cost endpoint time
+    if not timeout > 0:
+        raise InputError("--timeout", f"must be a positive number of seconds, got {timeout}")
+    check_count("--repeats", repeats)
+    check_count("--concurrency", concurrency)
+    check_count("--retries", retries, lo=0)
+    check_count("--tensor-parallel", tensor_parallel)
+    if not 0.0 < gpu_memory_utilization <= 1.0:
+        raise InputError("--gpu-memory-utilization", f"must be in (0, 1], got {gpu_memory_utilization}")
+    if max_model_len is not None:
+        check_count("--max-model-len", max_model_len)
+    if limit is not None:
+        check_count("--limit", limit)
+    check_output_dir(out, "--out")
+    spec = read_spec(spec_file)
+    if backend is None:
+        if base_url:
+            backend = "openai"
+        elif vllm_available():
+            backend = "vllm"
+        else:
+            raise InputError("--backend", "vLLM is not installed and no --base-url was given: pass --base-url URL "
+                                          "of an OpenAI-compatible server, or install vLLM (pip install "
+                                          "'tts-replay[gpu]')")
+    if backend == "vllm" and base_url:
+        raise InputError("--base-url", "is for --backend openai; the vllm backend runs the models in this process")
+    check_spec_runnable(spec, spec_file, backend=backend)
+    if backend == "vllm":
+        def make(model_id, style):
+            from .backends.vllm_backend import VLLMBackend
+
+            return VLLMBackend(model_id, seed=seed, tensor_parallel_size=tensor_parallel,
+                               gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len)
+    else:
+        def make(model_id, style):
+            from .backends.openai_compat import OpenAIBackend
+
+            return OpenAIBackend(model_id, base_url=base_url, api_key=api_key, max_concurrency=concurrency,
+                                 max_retries=retries, timeout=timeout, prompt_style=style)
+
+    rep = run_spec(spec, data, make, where=spec_file, backend=backend, limit=limit, repeats=repeats, seed=seed,
+                   progress=lambda s: click.echo(s, err=True))
+    for line in format_report(rep):
+        click.echo(line)
+    click.echo(f"wrote {write_report(rep, spec, out)}/summary.json, per_question.jsonl, spec.json")
 
 
 @cli.command("simulate")

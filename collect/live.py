@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from replay.errors import InputError
+from replay.errors import BackendError, InputError
 
 from .backends import Backend
 from .prompting import stage_prompt
@@ -115,6 +115,81 @@ def question_file(store, source: dict) -> Path:
     return next((c for c in candidates if c.is_file()), candidates[0])
 
 
+@dataclass(frozen=True)
+class ChainStep:
+    """One stage of a chain run live: the task's stage, a model, a sample count, the aggregation
+    and the prompt style (chat or completion)."""
+
+    stage: str
+    model: str
+    samples: int
+    aggregation: str
+    style: str = "chat"
+
+
+@dataclass(frozen=True)
+class ChainRun:
+    """What a chain run live gave, per run (question id, repeat)."""
+
+    answers: dict  # run -> the aggregated answer of each stage, in stage order (the last is the pipeline's)
+    tokens: dict  # run -> tokens charged as replay charges them (each stage's prompt once, every completion)
+    samples: dict  # run -> per stage, the drawn samples' texts
+    calls: int  # samples drawn
+
+
+def run_chain(task, steps: Sequence[ChainStep], runs: Sequence[tuple[str, int]], records: dict,
+              backend: Callable[[str], Backend], *, temperature: float, max_tokens: int,
+              seed_for: Callable[[int, ChainStep, tuple, str], int],
+              progress: Callable[[str], None] | None = None) -> ChainRun:
+    """Run a chain live: stage by stage, `samples` fresh outputs of the stage's model per run,
+    parsed by the task, aggregated (`aggregate`, exactly as replay), the aggregated answer fed
+    into the next stage's prompt. `collect live-check` and `collect live` both run through here.
+
+    Parameters
+    ----------
+    task:
+        The collect task (prompts, parser, scorer).
+    steps:
+        The stages in order.
+    runs:
+        (question id, repeat) pairs; every question id is a key of `records`.
+    records:
+        Question id -> `Record`.
+    backend:
+        Model name -> its `Backend` (the caller creates and closes them).
+    temperature, max_tokens:
+        Sampling settings of every request.
+    seed_for:
+        `(stage index, step, run, upstream context) -> pool seed` of that run's samples.
+    """
+    say = progress or (lambda s: None)
+    upstream = {run: "" for run in runs}
+    tokens = {run: 0 for run in runs}
+    answers: dict[tuple, list[str]] = {run: [] for run in runs}
+    texts: dict[tuple, list[list[str]]] = {run: [] for run in runs}
+    calls = 0
+    for si, step in enumerate(steps):
+        ctxs = {run: ("" if si == 0 else upstream[run]) for run in runs}
+        prompts = [stage_prompt(task, step.style, step.stage, records[run[0]], ctxs[run]) for run in runs]
+        seeds = [seed_for(si, step, run, ctxs[run]) for run in runs]
+        say(f"stage {step.stage}, {step.model} x {step.samples}, {len(runs)} runs")
+        out = backend(step.model).generate(prompts, step.samples, temperature, max_tokens, seeds)
+        if len(out) != len(runs):
+            raise BackendError(f"backend for {step.model!r}", f"returned {len(out)} results for {len(runs)} prompts")
+        for run, samples in zip(runs, out):
+            if len(samples) != step.samples:
+                raise BackendError(f"backend for {step.model!r}", "returned the wrong number of samples")
+            rec = records[run[0]]
+            parsed = [task.parse(step.stage, s.text, rec) for s in samples]
+            scores = task.score_many(step.stage, parsed, rec)
+            upstream[run] = aggregate(step.aggregation, parsed, scores)
+            answers[run].append(upstream[run])
+            texts[run].append([s.text for s in samples])
+            tokens[run] += int(samples[0].prompt_tokens) + sum(int(s.completion_tokens) for s in samples)
+            calls += len(samples)
+    return ChainRun(answers=answers, tokens=tokens, samples=texts, calls=calls)
+
+
 def live_check(store, configs: Sequence[str], make_backend: Callable[[str, str], Backend], *,
                data: str | Path | None = None, questions=None, repeats: int = 1, seed: int = 1,
                replicates: int = 2000, progress: Callable[[str], None] | None = None) -> LiveCheckReport:
@@ -191,32 +266,21 @@ def live_check(store, configs: Sequence[str], make_backend: Callable[[str, str],
             cfg = as_config(store, text)
             t0 = time.time()
             runs = [(q, r) for q in qids for r in range(repeats)]
-            upstream = {run: "" for run in runs}
-            tokens = {run: 0 for run in runs}
-            answers: dict[tuple, list[str]] = {run: [] for run in runs}
-            uncollected, later, calls = 0, 0, 0
-            for si, ch in enumerate(cfg.stages):
-                st = stages[si]
-                ctxs = {run: ("" if si == 0 else upstream[run]) for run in runs}
-                if si > 0:
-                    later += len(runs)
-                    uncollected += sum((st.name, ch.model, q, ctxs[(q, r)]) not in have for q, r in runs)
-                style = styles.get(ch.model, "chat")
-                prompts = [stage_prompt(task, style, st.name, records[q], ctxs[(q, r)]) for q, r in runs]
-                seeds = [_live_seed(seed, collect_seed, st.name, ch.model, q, ctxs[(q, r)], r, ch.samples, collected)
-                         for q, r in runs]
-                say(f"{cfg}: stage {st.name}, {ch.model} x {ch.samples}, {len(runs)} runs")
-                out = backend(ch.model).generate(prompts, ch.samples, temperature, max_tokens, seeds)
-                for run, samples in zip(runs, out):
-                    if len(samples) != ch.samples:
-                        raise InputError(f"backend for {ch.model!r}", "returned the wrong number of samples")
-                    rec = records[run[0]]
-                    parsed = [task.parse(st.name, s.text, rec) for s in samples]
-                    scores = task.score_many(st.name, parsed, rec)
-                    upstream[run] = aggregate(aggs[si], parsed, scores)
-                    answers[run].append(upstream[run])
-                    tokens[run] += int(samples[0].prompt_tokens) + sum(int(s.completion_tokens) for s in samples)
-                    calls += len(samples)
+            steps = [ChainStep(stages[si].name, ch.model, ch.samples, aggs[si], styles.get(ch.model, "chat"))
+                     for si, ch in enumerate(cfg.stages)]
+
+            def seed_for(si, step, run, ctx):
+                return _live_seed(seed, collect_seed, step.stage, step.model, run[0], ctx, run[1], step.samples,
+                                  collected)
+
+            done = run_chain(task, steps, runs, records, backend, temperature=temperature, max_tokens=max_tokens,
+                             seed_for=seed_for, progress=lambda s: say(f"{cfg}: {s}"))
+            answers, tokens, calls = done.answers, done.tokens, done.calls
+            upstream = {run: answers[run][-1] for run in runs}
+            # later-stage runs whose upstream answer has no pool in the store (replay fell back there)
+            later = len(runs) * (len(steps) - 1)
+            uncollected = sum((steps[si].stage, steps[si].model, q, answers[(q, r)][si - 1]) not in have
+                              for si in range(1, len(steps)) for q, r in runs)
             last = stages[len(cfg.stages) - 1].name
             live = {run: float(task.score(last, upstream[run], records[run[0]])) for run in runs}
             # the replay's prediction, per question

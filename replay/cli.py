@@ -14,6 +14,7 @@ from .clitools import (SEED, check_budget, check_count, check_output_file, check
                        json_safe, main_wrapper, open_announced, pct, uncertainty_legend)
 from .controllers.cli import frontier
 from .sandbox.cli import sandbox
+from .spec.cli import export
 
 CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -29,6 +30,7 @@ def cli():
     replay compare traces/aime24 Qwen3-8B:8 Qwen3-8B:64 Qwen3-4B:16
     replay sweep traces/aime24 --out sweep.parquet
     replay curve traces/aime24 --out curve.png
+    replay export traces/aime24 -c Qwen3-8B:8 --out spec.json     (a pipeline spec: docs/spec-format.md)
 
     A config is MODEL:SAMPLES per stage, comma-separated in stage order
     ('Llama-70B:1,Llama-3B:16'), or with stage names ('retrieve=Llama-70B:1,answer=Llama-3B:16').
@@ -497,6 +499,8 @@ def seal(store):
 cli.add_command(frontier)
 # `replay sandbox` (what the sandbox for untrusted programs guarantees here) lives with the sandbox.
 cli.add_command(sandbox)
+# `replay export` (an allocation as a pipeline spec, run by `collect live`) lives with the spec.
+cli.add_command(export)
 
 
 def main(argv=None):

@@ -3,6 +3,7 @@
     search --replay traces/aime24 --searcher bo --trials 50          (shortcut for `search run`)
     search run --replay traces/aime24 --searcher rules --seeds 0-9
     search compare out/search/aime24/*-s0 --out compare.png
+    search export out/search/aime24/bo-s0/summary.json --out spec.json
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def cli():
     search --replay traces/aime24 --searcher rules --seeds 0-9  repeat over seeds, mean and spread
     search compare out/search/aime24/bo-s0 out/search/aime24/rules-s0 --out cmp.png
     search sweep benchmarks/sweeps/paper.yaml                   a grid of searches, one report
+    search export out/search/aime24/bo-s0/summary.json --out spec.json   the pick as a runnable spec
     search --replay traces/aime24 --space controller --controller probe --model Qwen3-8B \\
         --budget-tokens 150000 --searcher bo --trials 30     a controller's parameters
     search --replay traces/aime24 --space program --model Qwen3-1.7B --searcher discover \\
@@ -360,6 +362,32 @@ def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, repli
     if res.failed:
         raise SweepFailed(str(out_dir), f"{res.failed} of {len(res.plan.cells)} cells failed (errors in report.md and "
                           "results.parquet): run the same command again to resume them")
+
+
+@cli.command("export")
+@click.argument("summary", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="The spec file to write (JSON, atomically).")
+@click.option("--store", default=None, type=click.Path(),
+              help="The store, when it is no longer at the path the summary recorded.")
+@click.option("--replicates", "-r", default=1000, show_default=True, help="Replay draws per question for the estimate.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the replay's draws.")
+def export_cmd(summary, out, store, replicates, seed):
+    """Write the allocation a search picked (SUMMARY: its summary.json) as a pipeline spec
+    that `collect live --spec` runs on new questions (docs/spec-format.md).
+
+    \b
+    search export out/search/tiny-real-numseq/bo-s0/summary.json --out spec.json
+    """
+    from replay.clitools import check_count
+    from replay.spec.cli import describe
+    from replay.spec.export import spec_from_summary
+    from replay.spec.format import write_spec
+
+    check_count("--replicates", replicates)
+    check_output_file(out, "--out")
+    spec = spec_from_summary(summary, store=store, replicates=replicates, seed=seed)
+    for line in describe(spec, write_spec(spec, out)):
+        click.echo(line)
 
 
 def _main_table(report_path) -> str:

@@ -229,7 +229,7 @@ class _Driver:
         self.cursor = [0] * len(self.blocks)
         self.waiting: list[set[str]] = [set() for _ in self.blocks]
         self.queue: list[Unit] = []
-        self.inflight: dict = {}  # ref -> (actor slot, unit)
+        self.inflight: dict = {}  # ref -> (actor slot, its incarnation, unit)
         self.actors: list[_Actor] = []
         self.token = secrets.token_hex(6)
         self.t_start = time.time()
@@ -464,7 +464,7 @@ class _Driver:
                 ref = a.handle.run.remote(unit, list(self.blocks[unit.block]), fuse_rows)
                 a.inflight.append(ref)
                 a.model = unit.model.name
-                self.inflight[ref] = (a.slot, unit)
+                self.inflight[ref] = (a.slot, a.incarnation, unit)
 
     def loop(self) -> None:
         ray = self.ray
@@ -480,13 +480,14 @@ class _Driver:
 
     def _settle(self, ref) -> None:
         ray = self.ray
-        slot, unit = self.inflight.pop(ref)
+        slot, incarnation, unit = self.inflight.pop(ref)
         a = self.actors[slot]
-        a.inflight.remove(ref)
+        if ref in a.inflight:  # not when the actor that had it was replaced
+            a.inflight.remove(ref)
         try:
             res: UnitResult = ray.get(ref)
         except ray.exceptions.RayActorError:
-            self._lost(a, unit)
+            self._lost(a, incarnation, unit)
             return
         except ray.exceptions.RayTaskError as e:
             self._raise_cause(e, f"Ray actor {slot} ({unit.stage} / {unit.model.name})")
@@ -495,9 +496,9 @@ class _Driver:
         a.busy_s += res.seconds
         self._unit_finished(unit)
 
-    def _lost(self, a: _Actor, unit: Unit) -> None:
+    def _lost(self, a: _Actor, incarnation: int, unit: Unit) -> None:
         """A unit whose actor died: keep what it published, queue the rest, replace the actor."""
-        if a.alive:
+        if a.alive and a.incarnation == incarnation:
             a.alive = False
             if self.restarts >= self.options.max_restarts:
                 self.log(f"Ray actor {a.slot} died (node {a.node or '?'}); no restarts left")

@@ -75,7 +75,12 @@ class Engine:
         if self.kind == "vllm":
             from ..backends.vllm_backend import VLLMBackend
 
-            return VLLMBackend(model.model_id, **dict(self.vllm))
+            kw = dict(self.vllm)
+            if int(kw.get("tensor_parallel_size") or 1) > 1:
+                # the engine's workers as processes on the GPUs Ray gave this actor: vLLM's Ray
+                # executor, inside a Ray actor, would ask the cluster for GPUs a second time
+                kw.setdefault("distributed_executor_backend", "mp")
+            return VLLMBackend(model.model_id, **kw)
         from ..backends.openai_compat import OpenAIBackend
 
         return OpenAIBackend(model.model_id, base_url=self.base_urls[self.endpoint_of(slot)], api_key=self.api_key,

@@ -64,7 +64,7 @@ def _texts(body: dict, n: int) -> list[str]:
     return out
 
 
-def serve(n_endpoints: int, slots: int, prefill_tps: float, decode_tps: float, scale: float) -> None:
+def serve(n_endpoints: int, slots: int, prefill_tps: float, decode_tps: float, scale: float, logprobs: bool) -> None:
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     def make(gate: threading.Semaphore):
@@ -76,6 +76,9 @@ def serve(n_endpoints: int, slots: int, prefill_tps: float, decode_tps: float, s
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                if body.get("logprobs") and not logprobs:  # as llama.cpp: the client then counts by usage
+                    return self._send(400, {"error": {"message": "logprobs are not supported",
+                                                      "type": "invalid_request_error"}})
                 n = int(body.get("n") or 1)
                 texts = _texts(body, n)
                 prompt = sum(len(m["content"].split()) for m in body["messages"])
@@ -86,10 +89,13 @@ def serve(n_endpoints: int, slots: int, prefill_tps: float, decode_tps: float, s
                             "logprobs": {"content": [{"token": w, "logprob": -0.5, "bytes": None, "top_logprobs": []}
                                                      for w in t.split()]} if body.get("logprobs") else None}
                            for i, t in enumerate(texts)]
-                data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                                   "choices": choices, "usage": {"prompt_tokens": prompt, "completion_tokens": sum(lens),
-                                                                 "total_tokens": prompt + sum(lens)}}).encode()
-                self.send_response(200)
+                self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                 "choices": choices, "usage": {"prompt_tokens": prompt, "completion_tokens": sum(lens),
+                                                               "total_tokens": prompt + sum(lens)}})
+
+            def _send(self, status, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -132,11 +138,14 @@ def main() -> None:
     ap.add_argument("--prefill", type=float, default=20000.0, help="prefill tokens/s of an endpoint")
     ap.add_argument("--decode", type=float, default=60.0, help="decode tokens/s of one sequence")
     ap.add_argument("--time-scale", type=float, default=0.1, help="the endpoints' times are multiplied by this")
-    ap.add_argument("--serve", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--logprobs", action="store_true",
+                    help="the endpoints return per-token logprobs (exact counts; the client parses one object per "
+                         "token, CPU that a 2-core machine runs short of); default: refused, counts from usage")
+    ap.add_argument("--serve", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        n, slots, pre, dec, scale = args.serve
-        return serve(int(n), int(slots), float(pre), float(dec), float(scale))
+        n, slots, pre, dec, scale, lp = args.serve
+        return serve(int(n), int(slots), float(pre), float(dec), float(scale), lp == "1")
 
     import logging
     import warnings
@@ -155,7 +164,7 @@ def main() -> None:
     write_data(big, args.questions)
     write_data(small, max(1, args.questions // 4))
     proc = subprocess.Popen([sys.executable, __file__, "--serve", str(max(counts)), str(args.slots), str(args.prefill),
-                             str(args.decode), str(args.time_scale)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             str(args.decode), str(args.time_scale), "1" if args.logprobs else "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)
     urls = json.loads(proc.stdout.readline())
     models = tuple(parse_models("small-1B,big-8B"))
@@ -213,11 +222,12 @@ def main() -> None:
     serial_rate = pools_l / rows[0][3]
     print(f"workload: SYNTHETIC qa (retrieve, answer), 2 models, {args.samples} samples/pool, expand 2; "
           f"{args.questions} questions = {pools_l} pools, and {max(1, args.questions // 4)} = {pools_s} pools; "
-          f"endpoint: {args.slots} requests at once, {args.decode:g} tok/s per sequence x time scale {args.time_scale:g}")
+          f"endpoint: {args.slots} requests at once, {args.decode:g} tok/s per sequence x time scale {args.time_scale:g}, "
+          f"logprobs {'on' if args.logprobs else 'off (counts from usage)'}")
     print(f"machine: {os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end; "
           f"ray.init (local): {ray_start:.1f} s, not counted below")
     print("| run | actors | wall s | pools/s | vs serial | fixed cost s | s per pool | driver CPU ms/pool "
-          "| per actor: pools/busy s, tokens/busy s | same store |")
+          "| per actor: pools/busy s, tokens/busy s, CPU ms/pool | same store |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, n, ws, wl, cl, rs, rl, rep in rows:
         slope = (wl - ws) / (pools_l - pools_s)
@@ -225,13 +235,14 @@ def main() -> None:
         per_actor = "-"
         if rep:
             acts = rep["actors"]
-            per_actor = ", ".join(f"{a['pools'] / a['busy_s']:.1f} / {a['completion_tokens'] / a['busy_s']:,.0f}"
-                                  for a in acts if a["busy_s"] > 0)
+            per_actor = ", ".join(f"{a['pools'] / a['busy_s']:.1f} / {a['completion_tokens'] / a['busy_s']:,.0f} / "
+                                  f"{1000 * a['cpu_s'] / max(a['pools'], 1):.0f}" for a in acts if a["busy_s"] > 0)
         out = "serial" if name == "serial" else f"ray{n}"
         print(f"| {name} | {n} | {wl:.2f} | {pools_l / wl:.1f} | {pools_l / wl / serial_rate:.2f}x | {fixed:.2f} "
               f"| {slope:.4f} | {1000 * cl / pools_l:.2f} | {per_actor} | {same(out) if out != 'serial' else '-'} |")
     print("fixed cost: the intercept of wall time against pools (actors' start-up, the store); driver CPU: this "
-          "process's user+system time over the large run, per pool")
+          "process's user+system time over the large run, per pool (serial: all the work; ray: the driver's share); "
+          "actor CPU: the actor process's CPU time over its units, per pool")
 
 
 if __name__ == "__main__":

@@ -192,6 +192,7 @@ class _Actor:
     samples: int = 0
     completion_tokens: int = 0
     busy_s: float = 0.0
+    cpu_s: float = 0.0
     restarts: int = 0
 
 
@@ -472,7 +473,10 @@ class _Driver:
             self._submit()
             if not self.inflight:
                 raise BackendError("--ray", "no live actors are left to draw the remaining pools")
-            ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=1.0)
+            refs = list(self.inflight)
+            ready, _ = ray.wait(refs, num_returns=1, timeout=1.0)
+            if ready:  # and every other unit that has finished meanwhile
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             for ref in ready:
                 self._settle(ref)
             self._report()
@@ -489,17 +493,25 @@ class _Driver:
         except ray.exceptions.RayActorError:
             self._lost(a, incarnation, unit)
             return
+        except ray.exceptions.ObjectLostError:  # its node went away after the unit ended: the shards tell
+            self._recover(unit)
+            return
         except ray.exceptions.RayTaskError as e:
             self._raise_cause(e, f"Ray actor {slot} ({unit.stage} / {unit.model.name})")
         self._ingest(res.rows, res.fusions, actor=a)
         a.units += 1
         a.busy_s += res.seconds
+        a.cpu_s += res.cpu_s
         self._unit_finished(unit)
 
     def _lost(self, a: _Actor, incarnation: int, unit: Unit) -> None:
         """A unit whose actor died: keep what it published, queue the rest, replace the actor."""
         if a.alive and a.incarnation == incarnation:
             a.alive = False
+            try:  # unreachable rather than dead: it must not go on writing what another actor redraws
+                self.ray.kill(a.handle, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
             if self.restarts >= self.options.max_restarts:
                 self.log(f"Ray actor {a.slot} died (node {a.node or '?'}); no restarts left")
             else:
@@ -512,6 +524,10 @@ class _Driver:
                     self._greet([a])
                 except BackendError:
                     a.alive = False
+        self._recover(unit)
+
+    def _recover(self, unit: Unit) -> None:
+        """Take what a unit published before its result was lost; queue the rest."""
         folder = self.ckpt.dir
         rows = read_shards(folder, f"shard-{unit.tag}", SHARD_SCHEMA)
         fus = read_shards(folder, f"fusion-{unit.tag}", FUSION_SCHEMA)
@@ -557,6 +573,7 @@ class _Driver:
         actors = [{"slot": a.slot, "node": a.node, "pid": a.pid, "engine": a.engine,
                    "state": "alive" if a.alive else "dead", "model": a.model, "units": a.units, "pools": a.pools,
                    "samples": a.samples, "completion_tokens": a.completion_tokens, "busy_s": round(a.busy_s, 3),
+                   "cpu_s": round(a.cpu_s, 3),
                    "tokens_per_s": round(a.completion_tokens / a.busy_s, 1) if a.busy_s > 0 else None,
                    "restarts": a.restarts, "queued": len(a.inflight)} for a in self.actors]
         report = {"token": self.token, "state": state, "driver": {"pid": os.getpid(), "host": socket.gethostname()},

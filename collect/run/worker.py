@@ -115,6 +115,7 @@ class UnitResult:
     rows: pl.DataFrame
     fusions: pl.DataFrame
     seconds: float
+    cpu_s: float  # the actor process's CPU time over the unit (all its threads): is it CPU-bound?
     actor: int
     node: str
 
@@ -189,7 +190,7 @@ class CollectWorker:
     def run(self, unit: Unit, records: list, rows: pl.DataFrame | None = None) -> UnitResult:
         from .draw import backend_for, draw_pools, fuse_pools
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         by_id = {r.id: r for r in records}
         shards = _UnitShards(self.folder, unit.tag, rows if rows is not None else pl.DataFrame(schema=SHARD_SCHEMA))
         make = lambda m: self.engine.make(m, self.slot, self.actors)  # noqa: E731
@@ -201,7 +202,8 @@ class CollectWorker:
                        backend_for(unit.model, self.backends, make), False)
         new_rows = pl.concat(shards.rows[1:]) if len(shards.rows) > 1 else pl.DataFrame(schema=SHARD_SCHEMA)
         fus = pl.concat(shards.fusions) if shards.fusions else pl.DataFrame(schema=FUSION_SCHEMA)
-        return UnitResult(unit.tag, new_rows, fus, time.perf_counter() - t0, self.slot, self.node)
+        return UnitResult(unit.tag, new_rows, fus, time.perf_counter() - t0, time.process_time() - c0, self.slot,
+                          self.node)
 
     def close(self) -> None:
         for b in self.backends.values():

@@ -164,7 +164,8 @@ def main() -> None:
     write_data(big, args.questions)
     write_data(small, max(1, args.questions // 4))
     proc = subprocess.Popen([sys.executable, __file__, "--serve", str(max(counts)), str(args.slots), str(args.prefill),
-                             str(args.decode), str(args.time_scale), "1" if args.logprobs else "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             str(args.decode), str(args.time_scale), "1" if args.logprobs else "0"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)
     urls = json.loads(proc.stdout.readline())
     models = tuple(parse_models("small-1B,big-8B"))
@@ -222,7 +223,8 @@ def main() -> None:
     serial_rate = pools_l / rows[0][3]
     print(f"workload: SYNTHETIC qa (retrieve, answer), 2 models, {args.samples} samples/pool, expand 2; "
           f"{args.questions} questions = {pools_l} pools, and {max(1, args.questions // 4)} = {pools_s} pools; "
-          f"endpoint: {args.slots} requests at once, {args.decode:g} tok/s per sequence x time scale {args.time_scale:g}, "
+          f"endpoint: {args.slots} requests at once, {args.decode:g} tok/s per sequence x time scale "
+          f"{args.time_scale:g}, "
           f"logprobs {'on' if args.logprobs else 'off (counts from usage)'}")
     print(f"machine: {os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end; "
           f"ray.init (local): {ray_start:.1f} s, not counted below")

@@ -24,7 +24,7 @@ from collect.backends.openai_compat import OpenAIBackend
 from collect.run import RunSettings, collection_status, parse_models, pool_seed, run_collection
 from collect.run.distributed import RAY_NAMESPACE, RayOptions, run_collection_ray
 from collect.run.worker import Engine
-from replay.errors import BackendError
+from replay.errors import BackendError, InputError
 from test_collect_run import qa_script, write_qa
 
 TABLES = ("samples.parquet", "questions.parquet", "stage_golds.parquet")
@@ -131,7 +131,7 @@ def test_an_actor_killed_mid_run_is_replaced_and_the_store_is_the_same(world, ra
     assert len(again) <= 2 and len(srv.requests) <= w["pools"] + 2
 
 
-def test_a_stopped_run_resumes_without_redrawing_and_status_reads_it(world, ray_local):
+def test_a_stopped_run_resumes_without_redrawing_and_status_reads_it(world, ray_local, capsys):
     w, srv = world, world["srv"]
     del srv.requests[:]
     srv.fail_after = 9  # the 10th request on is refused: the run stops with exit 3
@@ -152,6 +152,11 @@ def test_a_stopped_run_resumes_without_redrawing_and_status_reads_it(world, ray_
     assert st.ray["state"] == "stopped" and len(st.ray["actors"]) == 3
     assert sum(a["pools"] for a in st.ray["actors"]) <= len(kept)
     assert {ln["stage"] for ln in st.ray["lines"]} == {"retrieve", "answer"}
+    code, out, err = run_cli(["status", str(w["tmp"] / "resumed")], capsys)
+    assert code == 0, err
+    assert "Ray run: stopped" in out and "actors replaced" in out
+    assert [ln.split()[:2] for ln in out.splitlines() if ln.split()[1:2] == ["ended"]] == [
+        ["0", "ended"], ["1", "ended"], ["2", "ended"]]
 
     del srv.requests[:]
     logs = []
@@ -196,3 +201,43 @@ def test_ray_options_are_checked_before_anything_starts(tmp_path, capsys, extra,
                             "--base-url", "http://127.0.0.1:9/v1", *extra, "--out", str(tmp_path / "s"), "--quiet"],
                            capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and where in err and problem in err, err
+
+
+def test_engine_splits_each_endpoints_bound_and_builds_vllm_engines(monkeypatch):
+    """Actor k calls endpoint k mod E; an endpoint's actors share its bound. The vLLM engine of an
+    actor (checked with a FAKE `vllm` module, in this process: there is no GPU here) gets the
+    options of a serial run, and process workers when tensor parallel."""
+    import sys
+    import types
+
+    eng = Engine("openai", base_urls=("http://a/v1", "http://b/v1"), concurrency=(5, 1))
+    assert [eng.endpoint_of(k) for k in range(3)] == [0, 1, 0]
+    assert [eng.actor_concurrency(k, 3) for k in range(3)] == [3, 1, 2]  # 3 + 2 = a's 5; b's 1
+    assert eng.gpus_per_actor == 0.0 and "http://b/v1 x1" in eng.describe(1, 3)
+    seen = []
+
+    class LLM:
+        def __init__(self, **kw):
+            seen.append(kw)
+
+        def get_tokenizer(self):
+            return None
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM))
+    model = parse_models("tiny-1B")[0]
+    for tp in (1, 2):
+        v = Engine("vllm", vllm=(("tensor_parallel_size", tp), ("gpu_memory_utilization", 0.8), ("seed", 3)))
+        assert v.gpus_per_actor == tp
+        v.make(model, 0, 1)
+    assert seen[0]["tensor_parallel_size"] == 1 and "distributed_executor_backend" not in seen[0]
+    assert seen[1]["tensor_parallel_size"] == 2 and seen[1]["distributed_executor_backend"] == "mp"
+    assert seen[1]["gpu_memory_utilization"] == 0.8 and seen[1]["seed"] == 3 and seen[1]["model"] == "tiny-1B"
+
+
+def test_vllm_actors_need_the_gpus_they_ask_for(world, ray_local):
+    vllm = Engine("vllm", vllm=(("tensor_parallel_size", 2),))
+    with pytest.raises(InputError, match="the Ray cluster has 0 GPUs, an actor needs 2"):
+        run_collection_ray(settings(world, "nogpu"), vllm, progress=False, log=lambda s: None)
+    with pytest.raises(InputError, match="exceed the cluster's 0 GPUs"):
+        run_collection_ray(settings(world, "nogpu"), vllm, options=RayOptions(actors=1), progress=False,
+                           log=lambda s: None)

@@ -236,6 +236,7 @@ class _Driver:
         self.t_start = time.time()
         self._last_report = 0.0
         self._ray_started = False
+        self._ended = False
         self.ray = None
         self.n_actors = 0
 
@@ -393,7 +394,8 @@ class _Driver:
             raise InputError("--actors", f"{want} actors x {opts.cpus_per_actor:g} CPUs exceed the cluster's "
                                          f"{res.get('CPU', 0):g} CPUs (lower --actor-cpus or --actors)")
         if want * gpus_each > res.get("GPU", 0) + 1e-9:
-            raise InputError("--actors", f"{want} actors x {gpus_each:g} GPUs exceed the cluster's {res.get('GPU', 0):g} GPUs")
+            raise InputError("--actors", f"{want} actors x {gpus_each:g} GPUs exceed the cluster's "
+                                         f"{res.get('GPU', 0):g} GPUs")
         self.n_actors = want
         self._remote = ray.remote(CollectWorker)
         self._report(force=True, state="starting")  # the token the actors look for
@@ -543,6 +545,7 @@ class _Driver:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        self._ended = True
         ray = self.ray
         if ray is not None:
             for a in self.actors:
@@ -567,11 +570,13 @@ class _Driver:
         self._last_report = now
         el = max(now - self.t_start, 1e-9)
         planned = self.planned()
-        lines = [{"stage": s, "model": m, "pools_done": self.lines[(s, m)]["pools"], "pools_planned": planned[(s, m)][0],
+        lines = [{"stage": s, "model": m, "pools_done": self.lines[(s, m)]["pools"],
+                  "pools_planned": planned[(s, m)][0],
                   "planned_complete": planned[(s, m)][1], "samples": self.lines[(s, m)]["samples"],
                   "completion_tokens": self.lines[(s, m)]["completion_tokens"]} for s, m in self.lines]
         actors = [{"slot": a.slot, "node": a.node, "pid": a.pid, "engine": a.engine,
-                   "state": "alive" if a.alive else "dead", "model": a.model, "units": a.units, "pools": a.pools,
+                   "state": "ended" if self._ended else ("alive" if a.alive else "dead"), "model": a.model,
+                   "units": a.units, "pools": a.pools,
                    "samples": a.samples, "completion_tokens": a.completion_tokens, "busy_s": round(a.busy_s, 3),
                    "cpu_s": round(a.cpu_s, 3),
                    "tokens_per_s": round(a.completion_tokens / a.busy_s, 1) if a.busy_s > 0 else None,

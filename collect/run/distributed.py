@@ -430,6 +430,9 @@ class _Driver:
                                       "resources they ask for?)") from None
         except ray.exceptions.RayTaskError as e:
             self._raise_cause(e, "actor start")
+        except ray.exceptions.RayActorError as e:  # its constructor failed, or its node went away
+            raise BackendError("--ray", "an actor could not start: "
+                               + " ".join(str(getattr(e, "error_msg", e)).split())[:300]) from None
         for a, info in zip(actors, infos):
             a.node, a.pid, a.engine = info["node"], info["pid"], info["engine"]
 

@@ -234,6 +234,7 @@ class _Driver:
         self.actors: list[_Actor] = []
         self.token = secrets.token_hex(6)
         self.t_start = time.time()
+        self.t_run = None  # when the actors were up: rates are over the drawing, not Ray's start-up
         self._last_report = 0.0
         self._ray_started = False
         self._ended = False
@@ -403,6 +404,7 @@ class _Driver:
         for a in self.actors:
             self._spawn(a)
         self._greet(self.actors)
+        self.t_run = time.time()
         for b in range(len(self.blocks)):
             self._advance(b)
         if self.progress:
@@ -571,7 +573,7 @@ class _Driver:
         if not force and now - self._last_report < 1.0:
             return
         self._last_report = now
-        el = max(now - self.t_start, 1e-9)
+        el = max(now - (self.t_run or self.t_start), 1e-9)
         planned = self.planned()
         lines = [{"stage": s, "model": m, "pools_done": self.lines[(s, m)]["pools"],
                   "pools_planned": planned[(s, m)][0],
@@ -587,7 +589,8 @@ class _Driver:
         report = {"token": self.token, "state": state, "driver": {"pid": os.getpid(), "host": socket.gethostname()},
                   "address": self.options.address, "block": self.block_size,
                   "started": _dt.datetime.fromtimestamp(self.t_start, _dt.timezone.utc).isoformat(timespec="seconds"),
-                  "updated_unix": now, "elapsed_s": round(el, 3), "samples_drawn": self.drawn,
+                  "updated_unix": now, "elapsed_s": round(now - self.t_start, 3),
+                  "drawing_s": round(el, 3), "samples_drawn": self.drawn,
                   "samples_per_s": round(self.drawn / el, 2), "tokens_per_s": round(self.drawn_tokens / el, 1),
                   "units_done": self.units_done, "units_queued": len(self.queue), "units_running": len(self.inflight),
                   "actor_restarts": self.restarts, "lines": lines, "actors": actors}

@@ -55,6 +55,26 @@ def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
     click.echo(f"wrote {path}")
 
 
+def parse_concurrency(text: str, endpoints: int) -> tuple[int, ...]:
+    """--concurrency: one bound for every endpoint ('8'), or one per --base-url ('8,16')."""
+    from replay.clitools import check_count
+
+    parts = [p.strip() for p in str(text).split(",")]
+    vals = []
+    for p in parts:
+        try:
+            vals.append(int(p))
+        except ValueError:
+            raise InputError("--concurrency", f"expected an integer or one per --base-url (N1,N2,...), got {text!r}") from None
+    for v in vals:
+        check_count("--concurrency", v)
+    if len(vals) == 1:
+        return tuple(vals) * endpoints
+    if len(vals) != endpoints:
+        raise InputError("--concurrency", f"{len(vals)} bounds for {endpoints} --base-url endpoints")
+    return tuple(vals)
+
+
 @cli.command("run")
 @click.option("--task", required=True,
               help="Task: 2wiki, hotpotqa, cwq, webqsp, taskbench, chatdev, aime, mmlu, humaneval, math (official "
@@ -67,7 +87,9 @@ def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
 @click.option("--samples", default=16, show_default=True, help="Samples per pool (the largest S replay can use).")
 @click.option("--backend", type=click.Choice(["vllm", "openai"]), default=None,
               help="vllm (offline engine; default when importable) or openai (any OpenAI-compatible server).")
-@click.option("--base-url", default=None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vllm serve).")
+@click.option("--base-url", multiple=True,
+              help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vllm serve); repeat it with --ray to "
+                   "spread the pools over several servers.")
 @click.option("--api-key", default=None, envvar="OPENAI_API_KEY", show_envvar=True,
               help="API key for --backend openai (never written to the store).")
 @click.option("--temperature", default=0.9, show_default=True, type=float)
@@ -84,7 +106,8 @@ def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
               help="Train-split size when the data names no splits (default: half, seeded shuffle).")
 @click.option("--batch-size", default=64, show_default=True, type=int,
               help="Pools per backend call and per checkpoint shard.")
-@click.option("--concurrency", default=8, show_default=True, type=int, help="Parallel requests (openai backend).")
+@click.option("--concurrency", default="8", show_default=True,
+              help="Parallel requests (openai backend); with several --base-url, one bound for each (N or N1,N2,...).")
 @click.option("--retries", default=6, show_default=True, type=int,
               help="Retries with backoff per request on rate limits, server errors, dropped connections and "
                    "responses that are not the API's (openai).")
@@ -113,10 +136,18 @@ def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
 @click.option("--throughput", default=None,
               help="--graph: MODEL=PREFILL/DECODE tokens per second, comma-separated, for latency (default: measured "
                    "from the requests; the vllm backend cannot).")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS|auto|local",
+              help="Draw the pools on Ray actors (data parallel): a cluster's address, 'auto', or 'local' (a Ray "
+                   "instance on this machine). See docs/collect.md, 'On several GPUs and machines'.")
+@click.option("--actors", type=int, default=None,
+              help="--ray: actors (engines); default one per --base-url (openai) or per --tensor-parallel GPUs (vllm).")
+@click.option("--block", type=int, default=None, help="--ray: questions per work unit (default: --batch-size).")
+@click.option("--actor-cpus", type=float, default=1.0, show_default=True, help="--ray: CPUs reserved per actor.")
 def run_cmd(task, data, models, params, samples, backend, base_url, api_key, temperature, max_tokens, seed,
             expand_top, expand_min_share, fusions, limit, train, batch_size, concurrency, retries, timeout,
             prompt_style, tensor_parallel, gpu_memory_utilization, max_model_len, name, out, force, fresh, keep_raw,
-            quiet, graph, role_samples, refine_inputs, aggregate_inputs, throughput):
+            quiet, graph, role_samples, refine_inputs, aggregate_inputs, throughput, ray_address, actors, block,
+            actor_cpus):
     """Sample pools from real LLMs for every stage, model and question, into a store.
 
     \b
@@ -141,7 +172,17 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
     from .tasks import get_task
 
     # every option that would otherwise be coerced, or fail hours later, is checked first
-    check_count("--concurrency", concurrency)
+    base_urls = tuple(base_url) or (None,)
+    bounds = parse_concurrency(concurrency, len(base_urls))
+    if ray_address is None:
+        ctx = click.get_current_context()
+        for param, flag in (("actors", "--actors"), ("block", "--block"), ("actor_cpus", "--actor-cpus")):
+            if ctx.get_parameter_source(param) not in (None, click.core.ParameterSource.DEFAULT):
+                raise InputError(flag, "applies to --ray collections only")
+        if len(base_urls) > 1:
+            raise InputError("--base-url", "several endpoints need --ray (the actors spread the pools over them)")
+    base_url = base_urls[0]
+    concurrency = bounds[0]
     check_count("--retries", retries, lo=0)
     check_count("--tensor-parallel", tensor_parallel)
     if max_model_len is not None:
@@ -186,6 +227,8 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
     else:
         # recorded in the manifest: the URL without any credentials it carries
         opts = {"base_url": redact_url(base_url), "concurrency": concurrency, "retries": retries, "timeout": timeout}
+        if len(base_urls) > 1:
+            opts.update(base_url=[redact_url(u) for u in base_urls], concurrency=list(bounds))
         if any(v != "chat" for v in styles.values()):
             opts["prompt_styles"] = styles
 
@@ -199,11 +242,12 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
     shown = []
     for p in ctx.command.params:
         v = ctx.params.get(p.name)
-        if p.name == "api_key" or v is None or v is False:
+        if p.name == "api_key" or v is None or v is False or v == ():
             continue
-        if p.name == "base_url":
-            v = redact_url(v)
         flag = p.opts[0]
+        if p.name == "base_url":
+            shown.extend(f"{flag} {shlex.quote(str(redact_url(u)))}" for u in v)
+            continue
         shown.append(flag if v is True else f"{flag} {shlex.quote(str(v))}")
     settings = RunSettings(
         task=task, data=data, models=tuple(specs), out=out, samples=samples, temperature=temperature,
@@ -212,7 +256,19 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
         command="collect run " + " ".join(shown), keep_raw=keep_raw, fresh=fresh, force=force,
         prompt_styles=tuple(sorted(styles.items())), graph=graph,
         role_samples=role_samples, refine_inputs=refine_inputs, aggregate_inputs=aggregate_inputs, throughput=speeds)
-    res = run_collection(settings, make, progress=not quiet, log=lambda s: click.echo(s, err=True))
+    if ray_address is not None:
+        from .run.distributed import RayOptions, run_collection_ray
+        from .run.worker import Engine
+
+        engine = (Engine("vllm", vllm=tuple(sorted({**opts, "seed": seed}.items())))
+                  if backend == "vllm" else
+                  Engine("openai", base_urls=base_urls, concurrency=bounds, api_key=api_key, retries=retries,
+                         timeout=timeout, prompt_styles=tuple(sorted(styles.items()))))
+        res = run_collection_ray(settings, engine, options=RayOptions(address=ray_address, actors=actors, block=block,
+                                                                      cpus_per_actor=actor_cpus),
+                                 progress=not quiet, log=lambda s: click.echo(s, err=True))
+    else:
+        res = run_collection(settings, make, progress=not quiet, log=lambda s: click.echo(s, err=True))
     click.echo(f"{'stage':<12} {'model':<20} {'pools':>6} {'samples':>8} {'score':>6} {'prompt':>7} "
                f"{'compl.':>7} {'cut':>5} {'cover':>6} {'fusions':>8} {'fused':>6}  other")
     for r in res.summary:
@@ -235,14 +291,38 @@ def status_cmd(out):
     click.echo(f"{st.out}: {st.state}")
     click.echo(f"{'stage':<12} {'model':<20} {'pools':>13} {'fused':>6} {'samples':>9} {'compl. tokens':>14}")
     for ln in st.lines:
-        planned = "?" if ln.pools_planned is None else str(ln.pools_planned)
+        planned = "?" if ln.pools_planned is None else str(ln.pools_planned) + ("" if ln.planned_complete else "+")
         click.echo(f"{ln.stage:<12} {ln.model:<20} {f'{ln.pools_done}/{planned}':>13} {ln.fused_done:>6} "
                    f"{ln.samples:>9} {ln.completion_tokens:>14,}")
     if st.state != "complete":
         left = ("unknown until the upstream stages finish" if st.remaining_pools is None
                 else f"{st.remaining_pools} pool draws and fusion batches")
-        click.echo(f"remaining: {left}; '?' pools are planned once the stage before finishes")
+        click.echo(f"remaining: {left}; '?' pools are planned once the stage before finishes"
+                   + ("; 'N+': planned so far (a --ray run expands a block of questions at a time)"
+                      if any(not ln.planned_complete for ln in st.lines) else ""))
         click.echo("resume: rerun the same collect run command" + (f": {st.command}" if st.command else ""))
+    if st.ray:
+        _echo_ray_report(st.ray)
+
+
+def _echo_ray_report(rep: dict) -> None:
+    """The per-actor table of a --ray run's last progress report."""
+    import time as _time
+
+    age = _time.time() - float(rep.get("updated_unix") or 0)
+    drv = rep.get("driver") or {}
+    click.echo(f"Ray run: {rep.get('state', '?')} (driver pid {drv.get('pid', '?')} on {drv.get('host', '?')}, "
+               f"last report {age:.0f} s ago), {rep.get('elapsed_s', 0):.0f} s, {rep.get('samples_per_s', 0):.1f} "
+               f"samples/s, {rep.get('tokens_per_s', 0):.0f} tokens/s; units {rep.get('units_done', 0)} done, "
+               f"{rep.get('units_running', 0)} running, {rep.get('units_queued', 0)} queued; "
+               f"{rep.get('actor_restarts', 0)} actors replaced")
+    click.echo(f"{'actor':>5} {'state':<6} {'node':<16} {'engine':<34} {'units':>6} {'pools':>6} {'samples':>8} "
+               f"{'tokens/s':>9}")
+    for a in rep.get("actors", []):
+        tps = a.get("tokens_per_s")
+        click.echo(f"{a.get('slot', '?'):>5} {a.get('state', '?'):<6} {str(a.get('node', ''))[:16]:<16} "
+                   f"{str(a.get('engine', ''))[:34]:<34} {a.get('units', 0):>6} {a.get('pools', 0):>6} "
+                   f"{a.get('samples', 0):>8} {'-' if tps is None else f'{tps:,.0f}':>9}")
 
 
 @cli.command("live-check")

@@ -9,6 +9,8 @@ One concern per module:
     output.py      the store written at the end, its provenance, and the summary
     collection.py  `run_collection`: the stages in order, then the store
     status.py      `collection_status`: what is done and what remains
+    distributed.py `run_collection_ray`: the same run on Ray actors (`--ray`), data parallel
+    worker.py      the actor: `Engine` (how it makes its backend), work units, its own shards
 
     from collect.run import RunSettings, parse_models, run_collection
     settings = RunSettings(task="aime", data="aime.jsonl", models=tuple(parse_models("Qwen/Qwen3-8B")),
@@ -24,6 +26,8 @@ from .expansion import aggregate, expand, fused_distribution, fusion_subsets, si
 from .output import StageSummary
 from .settings import ModelSpec, RunSettings, data_sha256, parse_models, pool_seed
 from .status import CollectionStatus, StatusLine, collection_status
+from .distributed import RayOptions, run_collection_ray
+from .worker import Engine
 
 __all__ = [
     "ModelSpec", "RunSettings", "parse_models", "pool_seed", "data_sha256",
@@ -31,4 +35,5 @@ __all__ = [
     "Checkpoint", "partial_dir", "PARTIAL_SUFFIX", "RAW_SUFFIX",
     "RunResult", "StageSummary", "assign_splits", "run_collection",
     "CollectionStatus", "StatusLine", "collection_status",
+    "Engine", "RayOptions", "run_collection_ray",
 ]

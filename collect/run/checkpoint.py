@@ -109,34 +109,7 @@ class Checkpoint:
         self.fused.update(_pool_keys(df))
 
     def _publish(self, prefix: str, number: int, df: pl.DataFrame) -> int:
-        """Write `df` as PREFIX-NNNNNN.parquet under a name no file has: returns the number used."""
-        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(self.dir / f"{prefix}.parquet"), suffix=".tmp", dir=self.dir)
-        os.close(fd)
-        try:
-            df.write_parquet(tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            while True:
-                target = self.dir / f"{prefix}-{number:06d}.parquet"
-                try:
-                    os.link(tmp, target)  # fails if the name exists: nothing is ever overwritten
-                    return number
-                except FileExistsError:
-                    number += 1
-                except OSError as e:
-                    if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
-                        raise
-                    # a file system without hard links: claim the name exclusively, then fill it
-                    try:
-                        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-                    except FileExistsError:
-                        number += 1
-                        continue
-                    os.replace(tmp, target)
-                    return number
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        return publish_shard(self.dir, prefix, number, df)
 
     def pools_on_disk(self) -> int:
         """Finished pools in the shards on disk now (what an interrupted run really keeps)."""
@@ -164,6 +137,40 @@ class Checkpoint:
     def save_contexts(self, stage: str, contexts: dict[str, dict[str, float]]) -> None:
         atomic_write_text(self.dir / f"contexts-{stage}.json", json.dumps(contexts, sort_keys=True) + "\n")
 
+
+
+def publish_shard(folder: Path, prefix: str, number: int, df: pl.DataFrame) -> int:
+    """Write `df` as PREFIX-NNNNNN.parquet in `folder` under a name no file has: returns the
+    number used. Safe against other writers of the same folder (the actors of a `--ray` run
+    publish their own shards beside the driver's): a name is claimed by a hard link, which
+    fails if the name exists."""
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(folder / f"{prefix}.parquet"), suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        df.write_parquet(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        while True:
+            target = folder / f"{prefix}-{number:06d}.parquet"
+            try:
+                os.link(tmp, target)  # fails if the name exists: nothing is ever overwritten
+                return number
+            except FileExistsError:
+                number += 1
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+                    raise
+                # a file system without hard links: claim the name exclusively, then fill it
+                try:
+                    os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                except FileExistsError:
+                    number += 1
+                    continue
+                os.replace(tmp, target)
+                return number
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 def _pool_keys(df: pl.DataFrame):
     """(stage, model, question, context) of every pool a frame of samples or fusions covers."""

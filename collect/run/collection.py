@@ -128,7 +128,14 @@ def _run(settings: RunSettings, task: Task, records: list[Record], splits: list[
     fusions = ckpt.all_fusions()
     path = write_collected_store(settings, task, records, splits, rows, fusions, coverage, drawn,
                                  ckpt.resumed_pools, time.time() - t0, throughput=throughput)
-    # the store is in place: the checkpoint is no longer needed
+    retire_checkpoint(settings, ckpt, out)
+    summary = summarize(task, settings, rows, fusions, coverage)
+    return RunResult(path=path, summary=summary, drawn_samples=drawn, resumed_pools=ckpt.resumed_pools,
+                     seconds=time.time() - t0)
+
+
+def retire_checkpoint(settings: RunSettings, ckpt: Checkpoint, out: Path) -> None:
+    """The store is in place: the checkpoint is no longer needed (kept as OUT.raw/ on request)."""
     if settings.keep_raw:
         raw = out.with_name(out.name + RAW_SUFFIX)
         if raw.exists():
@@ -137,9 +144,6 @@ def _run(settings: RunSettings, task: Task, records: list[Record], splits: list[
         (raw / LOCK_NAME).unlink(missing_ok=True)
     else:
         shutil.rmtree(ckpt.dir, ignore_errors=True)
-    summary = summarize(task, settings, rows, fusions, coverage)
-    return RunResult(path=path, summary=summary, drawn_samples=drawn, resumed_pools=ckpt.resumed_pools,
-                     seconds=time.time() - t0)
 
 
 def _checkpoint(settings: RunSettings, task: Task, records: list[Record], data: Path, out: Path) -> Checkpoint:

@@ -150,6 +150,18 @@ def expand_stage(task: Task, si: int, records: list[Record], contexts: dict[str,
                  settings: RunSettings) -> tuple[dict[str, dict[str, float]], float]:
     """Contexts (with weights) of stage si per question, from the pools of stage si-1, and the
     mean share of the upstream mass they cover."""
+    new, covered = expand_questions(task, si, records, contexts, rows, fusions, settings)
+    return new, float(np.mean([covered[r.id] for r in records])) if records else 1.0
+
+
+def expand_questions(task: Task, si: int, records: list[Record], contexts: dict[str, dict[str, float]],
+                     rows: pl.DataFrame, fusions: pl.DataFrame,
+                     settings: RunSettings) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """`expand_stage` per question: the contexts of stage si and the share of the upstream mass
+    they cover, for each question of `records`. A question's expansion reads only its own
+    upstream pools (and a generator seeded by its id), so a block of questions expands alone,
+    to what the whole stage would give it (what lets a `--ray` run start a block's next stage
+    as soon as the block's upstream pools are in)."""
     up = task.stages[si - 1]
     if up.aggregation == "llm_fuse":
         return _expand_after_fusion(task, si, records, contexts, fusions, settings)
@@ -162,19 +174,19 @@ def expand_stage(task: Task, si: int, records: list[Record], contexts: dict[str,
             continue  # a pool from a context this run does not expand (cannot happen on a clean resume)
         pools[qid].append((w / len(settings.models), list(answers), list(scores)))
     new: dict[str, dict[str, float]] = {}
-    covered = []
+    covered: dict[str, float] = {}
     for r in records:
         rng = np.random.default_rng(pool_seed(settings.seed, task.stages[si].name, "expand", r.id, ""))
         dist = upstream_distribution(pools[r.id], up.aggregation, draws=settings.expand_draws, rng=rng)
         kept = expand(dist, settings.expand_top, settings.expand_min_share)
-        covered.append(sum(kept.values()))
+        covered[r.id] = sum(kept.values())
         total = sum(kept.values())
         new[r.id] = {a: s / total for a, s in kept.items()}
-    return new, float(np.mean(covered)) if covered else 1.0
+    return new, covered
 
 
 def _expand_after_fusion(task: Task, si: int, records: list[Record], contexts: dict[str, dict[str, float]],
-                         fusions: pl.DataFrame, settings: RunSettings) -> tuple[dict[str, dict[str, float]], float]:
+                         fusions: pl.DataFrame, settings: RunSettings) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     up = task.stages[si - 1]
     f = (fusions.filter(pl.col("stage") == up.name)
          .with_columns(pl.col("subset").list.len().alias("size"))
@@ -183,13 +195,13 @@ def _expand_after_fusion(task: Task, si: int, records: list[Record], contexts: d
     for qid, model, ctx, size, answers in f.iter_rows():
         pools[(qid, model, ctx)][size] = sorted(answers)  # sorted: the same mass whatever the row order
     new: dict[str, dict[str, float]] = {}
-    covered = []
+    covered: dict[str, float] = {}
     for r in records:
         weighted = [(w / len(settings.models), pools.get((r.id, m.name, ctx), {}))
                     for ctx, w in contexts.get(r.id, {}).items() for m in settings.models]
         kept = expand(fused_distribution(weighted), settings.expand_top, settings.expand_min_share)
-        covered.append(sum(kept.values()))
+        covered[r.id] = sum(kept.values())
         total = sum(kept.values())
         new[r.id] = {a: s / total for a, s in kept.items()}
-    return new, float(np.mean(covered)) if covered else 1.0
+    return new, covered
 

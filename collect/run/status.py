@@ -24,6 +24,7 @@ class StatusLine:
     fused_done: int  # pools whose fusions are stored (llm_fuse stages)
     samples: int
     completion_tokens: int
+    planned_complete: bool = True  # False: a --ray run has expanded only some questions so far (a lower bound)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class CollectionStatus:
     lines: tuple[StatusLine, ...]
     command: str
     remaining_pools: int | None
+    ray: dict | None = None  # a --ray run's last progress report (progress.json): rates, state, per actor
 
 
 def collection_status(out: str | os.PathLike) -> CollectionStatus:
@@ -55,26 +57,30 @@ def collection_status(out: str | os.PathLike) -> CollectionStatus:
         lines, remaining = [], 0
         for si, (stage, agg) in enumerate(info["stages"]):
             planned = info["questions"] if si == 0 else None
+            complete = True
             ctx_file = part / f"contexts-{stage}.json"
             if si > 0 and ctx_file.is_file():
                 try:
-                    planned = sum(len(v) for v in json.loads(ctx_file.read_text()).values())
+                    ctxs = json.loads(ctx_file.read_text())
+                    planned = sum(len(v) for v in ctxs.values())
                 except (ValueError, RecursionError, AttributeError, TypeError):
                     raise InputError(ctx_file, "unreadable list of expanded contexts; delete it (it is rewritten "
                                      "when the run resumes)") from None
+                # a --ray run expands a block of questions at a time: the plan so far
+                complete = len(ctxs) >= int(info["questions"])
             for model in info["models"]:
                 d = rows.filter((pl.col("stage") == stage) & (pl.col("model") == model))
                 done = d.select("question_id", "context").unique().height
                 fused = (fus.filter((pl.col("stage") == stage) & (pl.col("model") == model))
                          .select("question_id", "context").unique().height)
                 lines.append(StatusLine(stage, model, done, planned, fused, d.height,
-                                        int(d["completion_tokens"].sum() or 0)))
-                if planned is None or remaining is None:
+                                        int(d["completion_tokens"].sum() or 0), complete))
+                if planned is None or remaining is None or not complete:
                     remaining = None
                 else:
                     remaining += planned - done + ((planned - fused) if agg == "llm_fuse" else 0)
         state = "complete+partial" if out.exists() else "partial"
-        return CollectionStatus(out, state, tuple(lines), info.get("command", ""), remaining)
+        return CollectionStatus(out, state, tuple(lines), info.get("command", ""), remaining, ray=_ray_report(part))
     if out.exists():
         store = open_store(out)
         s = store.samples
@@ -91,3 +97,19 @@ def collection_status(out: str | os.PathLike) -> CollectionStatus:
                 lines.append(StatusLine(st.name, m, n, n, fused, d.height, int(d["completion_tokens"].sum())))
         return CollectionStatus(out, "complete", tuple(lines), str(store.manifest.provenance.get("command", "")), 0)
     raise InputError(out, f"neither a store nor a partial collection ({part.name}) is there")
+
+
+def _ray_report(part: Path) -> dict | None:
+    """The last progress report of a --ray run's driver (None for a serial run)."""
+    from .worker import PROGRESS_FILE
+
+    f = part / PROGRESS_FILE
+    if not f.is_file():
+        return None
+    try:
+        rep = json.loads(f.read_text())
+    except (ValueError, RecursionError, OSError):
+        raise InputError(f, "unreadable progress report; delete it (the driver rewrites it)") from None
+    if not isinstance(rep, dict) or not isinstance(rep.get("actors"), list):
+        raise InputError(f, "unreadable progress report; delete it (the driver rewrites it)")
+    return rep

@@ -106,6 +106,35 @@ def import_ray():
     return ray
 
 
+def init_ray(address: str, *, num_cpus: int | None = None, resources: dict | None = None) -> bool:
+    """Connect to the Ray cluster at `address` ('auto' or host:port), or start a local instance
+    ('local', with `num_cpus` and custom `resources`), unless Ray is already initialized in this
+    process. Returns whether this call did it (then the caller shuts Ray down when done).
+
+    Raises:
+        ConfigError: Ray is not installed.
+        InputError: no cluster answers at `address`.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    import logging
+
+    kw: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING)
+    if address == "local":
+        if num_cpus is not None:
+            kw["num_cpus"] = num_cpus
+        if resources:
+            kw["resources"] = resources
+        ray.init(**kw)
+    else:
+        try:
+            ray.init(address=address, **kw)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise InputError("--ray", f"cannot connect to a Ray cluster at {address!r}: {' '.join(str(e).split())}") from None
+    return True
+
+
 class RayExecutor:
     """One Ray task per cell (num_cpus=1), scheduled by Ray; progress from ray.wait. A cell
     that uses an LLM asks for the custom resource `llm_slot`: `--ray local` starts an
@@ -117,23 +146,8 @@ class RayExecutor:
     def __init__(self, address: str, workers: int | None, llm_concurrency: int | None, any_llm: bool):
         ray = import_ray()
         self.ray = ray
-        self._started = False
-        if not ray.is_initialized():
-            import logging
-
-            kw: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING)
-            if address == "local":
-                if workers is not None:
-                    kw["num_cpus"] = workers
-                if llm_concurrency is not None:
-                    kw["resources"] = {"llm_slot": float(llm_concurrency)}
-                ray.init(**kw)
-            else:
-                try:
-                    ray.init(address=address, **kw)
-                except (ConnectionError, RuntimeError, ValueError) as e:
-                    raise InputError("--ray", f"cannot connect to a Ray cluster at {address!r}: {' '.join(str(e).split())}") from None
-            self._started = True
+        self._started = init_ray(address, num_cpus=workers,
+                                 resources={"llm_slot": float(llm_concurrency)} if llm_concurrency is not None else None)
         self.llm_demand = None
         if any_llm and llm_concurrency is not None:
             total = float(ray.cluster_resources().get("llm_slot", 0))

@@ -1,0 +1,82 @@
+"""Replay on a CUDA GPU: the same numbers as the CPU kernels, for the heavy paths.
+
+    store.evaluate_batch(configs, replicates=1000, device="cuda")
+    replay.engine.scan_space(store, choices, device="auto")
+    replay.gpu.scan_top(store, choices, budgets=[2.0, 4.0], top=10, device="cuda")
+
+`device` is 'cpu' (the Numba CPU kernels, the default), 'cuda' (the kernels of
+replay/gpu/kernels.py; without a usable GPU, a ConfigError: one line, exit 2) or 'auto' (the GPU
+when one is present and the work is at least AUTO_MIN_DRAWS draws, so that the transfers, the
+launch and the first compilation pay for themselves; else the CPU). Numbers are identical on
+every device (same random streams, same sums in the same order; tests/test_gpu_replay.py).
+
+The CUDA packages are the optional extra `gpu-replay` (numba-cuda); nothing here is imported,
+and numba.cuda is not loaded, until a device other than 'cpu' is asked for.
+"""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+
+DEVICES = ("cpu", "cuda", "auto")
+# below this many draws (memo entries built plus lookups, counted as replay_sums counts them)
+# 'auto' stays on the CPU: a multi-core CPU does ~1e9 draws in about a second, about what a
+# first CUDA context and kernel compilation cost
+AUTO_MIN_DRAWS = 1e9
+
+_status: tuple[bool, str] | None = None
+
+
+def gpu_status() -> tuple[bool, str]:
+    """(usable, why not): whether numba.cuda finds a GPU (or runs its simulator,
+    NUMBA_ENABLE_CUDASIM=1). Checked once per process."""
+    global _status
+    if _status is None:
+        try:
+            from numba import cuda
+
+            if cuda.is_available():
+                _status = (True, "")
+            else:
+                _status = (False, "no CUDA GPU found (numba.cuda.is_available() is False)")
+        except Exception as e:  # an install without CUDA libraries raises here, not a bug of ours
+            _status = (False, f"numba.cuda cannot be used ({type(e).__name__}: {e})".splitlines()[0])
+    return _status
+
+
+def check_device(device: str, where: str = "device") -> str:
+    """`device` if it is one of DEVICES, else a ConfigError naming `where`."""
+    if device not in DEVICES:
+        raise ConfigError(where, f"unknown device {device!r} (choose from {', '.join(DEVICES)})")
+    return device
+
+
+def resolve_device(device: str, *, work: float = float("inf"), where: str = "device") -> str:
+    """'cpu' or 'cuda' for a job of `work` draws.
+
+    Args:
+        device: 'cpu', 'cuda' or 'auto'.
+        work: the job's size in draws (for 'auto').
+        where: the option or parameter named in an error ('--device').
+
+    Raises:
+        ConfigError: an unknown device, or 'cuda' where no GPU can be used.
+    """
+    check_device(device, where)
+    if device == "cpu":
+        return "cpu"
+    ok, why = gpu_status()
+    if device == "cuda":
+        if not ok:
+            raise ConfigError(where, f"cuda: {why}; use --device cpu or auto (install the gpu-replay extra "
+                                     "on a machine with an NVIDIA GPU)")
+        return "cuda"
+    return "cuda" if ok and work >= AUTO_MIN_DRAWS else "cpu"
+
+
+def __getattr__(name):
+    if name in ("scan_top", "ScanTop"):
+        from . import host
+
+        return getattr(host, name)
+    raise AttributeError(name)

@@ -1,0 +1,384 @@
+"""The host side of GPU replay: transfers, launches, chunking, and the streamed scan.
+
+Memory. The store's arrays go to the GPU once per store (`device_inputs`, kept in
+`store.derived`). Memo tables are built on the GPU a chunk of questions at a time, each chunk at
+most `memo_entries()` entries (a share of the GPU's free memory), and configurations are looked
+up a chunk at a time, their running sums copied up and back so that every sum is added in the
+CPU kernel's order whatever the chunking. The exhaustive scan keeps the memo of every question on
+the GPU (needed for its per-replicate sums; rows x replicates x counts entries, small beside the
+space) and scans the configurations a chunk of prefixes at a time; `scan_top` keeps only the
+best `top` configurations per budget, so a space of 10^8 configurations needs no host memory of
+that size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+
+THREADS = 128  # threads per block
+MAX_THREADS = 1 << 17  # threads of one grid-stride launch (bounds the memo build's scratch)
+SIM_THREADS = 4  # under NUMBA_ENABLE_CUDASIM: each thread is a Python thread
+SCAN_CELLS = 8_000_000  # scanned configurations per chunk (five float64 outputs each: 320 MB)
+LOOKUP_BYTES = 1 << 30  # device memory for one chunk of looked-up configurations' sums
+MEMO_ENTRY_BYTES = 33  # ans int64 + score, tok, flop float64 + flag uint8
+
+
+def _cuda():
+    from numba import cuda
+
+    return cuda
+
+
+def _kernels():
+    from . import kernels
+
+    return kernels
+
+
+def _dims(n_tasks: int) -> tuple[int, int]:
+    """(blocks, threads per block) of a grid-stride launch over n_tasks."""
+    if _kernels().SIMULATOR:
+        return 1, SIM_THREADS
+    blocks = max(1, min(math.ceil(n_tasks / THREADS), MAX_THREADS // THREADS))
+    return blocks, THREADS
+
+
+MEMO_ENTRIES: int | None = None  # set: memo entries per chunk, whatever the GPU has (tests)
+
+
+def memo_entries() -> int:
+    """Memo entries one chunk of questions may use: a third of the GPU's free memory (2 GiB
+    where the driver cannot say, as the simulator cannot), or MEMO_ENTRIES when set."""
+    if MEMO_ENTRIES is not None:
+        return MEMO_ENTRIES
+    try:
+        free = float(_cuda().current_context().get_memory_info()[0])
+    except Exception:  # pragma: no cover - a driver that cannot say
+        free = math.nan
+    if not math.isfinite(free) or free <= 0:
+        free = float(2 << 30)
+    return max(1, int(free // 3 // MEMO_ENTRY_BYTES))
+
+
+# field order of the kernels' store arguments (replay.derived.KernelInputs names)
+_STORE_FIELDS = ("question_hash", "stage_agg", "qsm_pool_off", "pool_ctx", "pool_off", "pool_prompt", "s_answer",
+                 "s_score", "s_completion", "s_packed", "gold", "ans_item_off", "ans_items", "pool_fus_off",
+                 "fus_size", "fus_answer", "fus_score", "fus_tokens", "fus_subset_completion", "stage_indep")
+_LOOKUP_FIELDS = ("qsm_pool_off", "pool_ctx", "pool_off", "stage_indep", "score_rule")
+
+
+def device_inputs(store) -> dict:
+    """The kernel inputs as device arrays, copied once per store."""
+    def build():
+        cuda = _cuda()
+        A = store.derived.kernel_inputs
+        return {f: cuda.to_device(np.ascontiguousarray(getattr(A, f))) for f in A._fields}
+
+    return store.derived.memo("gpu.device_inputs", build)
+
+
+@dataclass
+class DeviceMemo:
+    """Memo tables on the GPU (the layout of replay.engine.MemoTables, plus memo_flop: each
+    entry's FLOPs, (2 x params) x tokens)."""
+
+    pool_row: object
+    row_nmax: object
+    row_base: object
+    ans: object
+    score: object
+    tok: object
+    flag: object
+    flop: object
+    n_entries: int
+
+    def to_host(self):
+        from ..engine import MemoTables
+
+        return MemoTables(self.pool_row.copy_to_host(), self.row_nmax.copy_to_host(), self.row_base.copy_to_host(),
+                          self.ans.copy_to_host(), self.score.copy_to_host(), self.tok.copy_to_host(),
+                          self.flag.copy_to_host())
+
+
+def memo_rows(store, nmax: np.ndarray, questions: np.ndarray, replicates: int):
+    """The rows of a memo (as replay.engine.memo_tables lays them out): (pool_row, rows,
+    row_nmax, row_base, n_entries)."""
+    from ..engine import _pool_layout
+
+    q_of_pool, _, pool_nmax = _pool_layout(store, nmax)
+    rows = np.flatnonzero(np.isin(q_of_pool, questions) & (pool_nmax > 0))
+    row_nmax = pool_nmax[rows].astype(np.int64)
+    row_base = np.concatenate([[0], np.cumsum(row_nmax * replicates)[:-1]]).astype(np.int64)
+    pool_row = np.full(len(pool_nmax), -1, dtype=np.int64)
+    pool_row[rows] = np.arange(len(rows))
+    return pool_row, rows, row_nmax, row_base, int((row_nmax * replicates).sum())
+
+
+def build_memo(store, nmax: np.ndarray, questions: np.ndarray, *, replicates: int, seed: int) -> DeviceMemo:
+    """Memo tables of `questions` on the GPU (replay.engine.memo_tables' numbers)."""
+    cuda = _cuda()
+    K = _kernels()
+    d = store.derived
+    a = store.arrays
+    D = device_inputs(store)
+    pool_row, rows, row_nmax, row_base, n = memo_rows(store, nmax, questions, replicates)
+    row_q = (d.pool_qsm[rows] // (a.n_stages * a.n_models)).astype(np.int64)
+    row_stage = d.pool_stage[rows].astype(np.int64)
+    row_scale = 2.0 * a.model_params[d.pool_qsm[rows] % a.n_models]  # 2 x params, as the CPU kernels
+    blocks, threads = _dims(len(rows) * replicates)
+    n_thr = blocks * threads
+    width = d.max_pool + 1
+    items = max(d.n_items, 1)
+    A = d.kernel_inputs
+    memo = DeviceMemo(cuda.to_device(pool_row), cuda.to_device(row_nmax), cuda.to_device(row_base),
+                      cuda.device_array(max(n, 1), np.int64), cuda.device_array(max(n, 1), np.float64),
+                      cuda.device_array(max(n, 1), np.float64), cuda.device_array(max(n, 1), np.uint8),
+                      cuda.device_array(max(n, 1), np.float64), n)
+    if len(rows) == 0:
+        return memo
+    scratch = cuda.device_array((d.max_pool, n_thr), A.s_packed.dtype)
+    key = cuda.to_device(np.zeros((d.max_pool, n_thr), np.int64))
+    rep = cuda.device_array((d.max_pool, n_thr), np.int64)
+    icount = cuda.to_device(np.zeros((items, n_thr), np.int64))
+    seen = cuda.device_array((items, n_thr), np.int64)
+    kept = cuda.device_array((items, n_thr), np.int64)
+    K.memo_build[blocks, threads](
+        *(D[f] for f in _STORE_FIELDS), int(A.pack_bits[0]), a.n_stages, a.n_models, width, replicates,
+        np.uint64(seed), cuda.to_device(rows.astype(np.int64)), cuda.to_device(row_q), cuda.to_device(row_stage),
+        memo.row_nmax, memo.row_base, cuda.to_device(row_scale), scratch, key, rep, icount, seen, kept,
+        memo.ans, memo.score, memo.tok, memo.flag, memo.flop)
+    cuda.synchronize()
+    return memo
+
+
+def memo_tables(store, nmax: np.ndarray, questions: np.ndarray, *, replicates: int, seed: int):
+    """replay.engine.memo_tables, built on the GPU and copied back."""
+    return build_memo(store, nmax, np.asarray(questions, dtype=np.int64), replicates=replicates, seed=seed).to_host()
+
+
+def replay_sums(store, models: np.ndarray, counts: np.ndarray, qidx: np.ndarray, R: int, seed: int, sums,
+                progress=None) -> None:
+    """The memo method of replay.engine.replay_sums on the GPU: adds into `sums` (host arrays,
+    zero) exactly what replay.engine._memo adds."""
+    from ..engine import _needed, _pool_layout
+
+    cuda = _cuda()
+    K = _kernels()
+    a = store.arrays
+    D = device_inputs(store)
+    nmax = _needed(store, models, counts)
+    q_of_pool, _, pool_nmax = _pool_layout(store, nmax)
+    per_q = np.zeros(a.n_questions)
+    np.add.at(per_q, q_of_pool, pool_nmax * R)
+    budget = memo_entries()
+    C, S, Q = len(models), a.n_stages, len(qidx)
+    # configurations per lookup chunk: their sums (score_q, score_r, 5 x per stage, 2) and choices
+    c_step = max(1, LOOKUP_BYTES // (8 * (Q + R + 5 * S + 2)))
+    d_models = d_counts = None
+    if C <= c_step:  # one chunk: the choices go up once
+        d_models, d_counts = cuda.to_device(models), cuda.to_device(counts)
+    start = 0
+    while start < Q:
+        stop = start + 1
+        total = per_q[qidx[start]]
+        while stop < Q and total + per_q[qidx[stop]] <= budget:
+            total += per_q[qidx[stop]]
+            stop += 1
+        chunk = qidx[start:stop].astype(np.int64)
+        memo = build_memo(store, nmax, chunk, replicates=R, seed=seed)
+        d_q = cuda.to_device(chunk)
+        for c0 in range(0, C, c_step):
+            c1 = min(C, c0 + c_step)
+            # the running sums go up and come back: every sum continues in the CPU's order
+            parts = [cuda.to_device(np.ascontiguousarray(x[c0:c1])) for x in
+                     (sums.score_q, sums.score_r, sums.tokens, sums.flops, sums.st_score, sums.st_tokens,
+                      sums.st_fallback)]
+            dm, dc = (d_models, d_counts) if d_models is not None else (cuda.to_device(models[c0:c1]),
+                                                                       cuda.to_device(counts[c0:c1]))
+            blocks, threads = _dims(c1 - c0)
+            K.memo_lookup[blocks, threads](
+                *(D[f] for f in _LOOKUP_FIELDS), a.n_stages, a.n_models, d_q, start, R, dm, dc,
+                memo.pool_row, memo.row_nmax, memo.row_base, memo.ans, memo.score, memo.tok, memo.flag, memo.flop,
+                *parts)
+            for host, dev in zip((sums.score_q, sums.score_r, sums.tokens, sums.flops, sums.st_score,
+                                  sums.st_tokens, sums.st_fallback), parts):
+                host[c0:c1] = dev.copy_to_host()
+        del memo
+        if progress is not None:
+            progress(C * (stop - start) / Q)
+        start = stop
+
+
+def prefixes(n_ch: np.ndarray, p0: int, p1: int) -> np.ndarray:
+    """Prefixes p0..p1-1 of a product space (a choice index per stage but the last), in the
+    mixed-radix order of replay.engine.scan_space (the first stage varies slowest)."""
+    S1 = len(n_ch) - 1
+    if S1 == 0:
+        return np.zeros((p1 - p0, 0), np.int64)
+    return np.stack(np.unravel_index(np.arange(p0, p1, dtype=np.int64), tuple(int(x) for x in n_ch[:S1])),
+                    axis=1).astype(np.int64)
+
+
+def scan_sums(store, ch_model, ch_count, n_ch, qidx, *, replicates: int, seed: int, device: str, chunk_cells=None):
+    """Yield (p0, p1, tot, sq, q_sq, q_ends, flops) per chunk of prefixes: the sums of
+    replay.kernels.scan_product for configurations (p0..p1-1, every last choice), on `device`
+    ('cpu' or 'cuda'). Same numbers on both."""
+    from ..engine import memo_tables as cpu_memo_tables, kernel_inputs
+
+    a = store.arrays
+    S = a.n_stages
+    KL = int(n_ch[S - 1])
+    P = int(np.prod(n_ch[: S - 1])) if S > 1 else 1
+    step = max(1, (chunk_cells or SCAN_CELLS) // KL)
+    nmax = np.zeros((S, a.n_models), dtype=np.int64)
+    for s in range(S):
+        np.maximum.at(nmax[s], ch_model[s, : n_ch[s]], ch_count[s, : n_ch[s]])
+    qidx = np.asarray(qidx, dtype=np.int64)
+    if device == "cuda":
+        cuda = _cuda()
+        K = _kernels()
+        n = memo_rows(store, nmax, qidx, replicates)[4]
+        if n > 2 * memo_entries():
+            raise ConfigError("scan", f"the memo tables of {len(qidx)} questions x {replicates} replicates "
+                                      f"({n:,} entries) do not fit the GPU's free memory: fewer replicates or "
+                                      "questions, or --device cpu")
+        memo = build_memo(store, nmax, qidx, replicates=replicates, seed=seed)
+        D = device_inputs(store)
+        d_q, d_m, d_c = cuda.to_device(qidx), cuda.to_device(ch_model), cuda.to_device(ch_count)
+    else:
+        from .. import kernels as CK
+
+        memo = cpu_memo_tables(store, nmax, qidx, replicates=replicates, seed=seed)
+        A = kernel_inputs(store)
+    for p0 in range(0, P, step):
+        p1 = min(P, p0 + step)
+        pre = prefixes(n_ch, p0, p1)
+        outs = [np.zeros((p1 - p0, KL)) for _ in range(5)]
+        if device == "cuda":
+            d_outs = [cuda.device_array((p1 - p0, KL), np.float64) for _ in range(5)]
+            blocks, threads = _dims((p1 - p0) * KL)
+            K.scan_product[blocks, threads](
+                *(D[f] for f in _LOOKUP_FIELDS), S, a.n_models, d_q, replicates, d_m, d_c, KL, cuda.to_device(pre),
+                memo.pool_row, memo.row_nmax, memo.row_base, memo.ans, memo.score, memo.flop, *d_outs)
+            outs = [x.copy_to_host() for x in d_outs]
+        else:
+            CK.scan_product(A, S, a.n_models, qidx, replicates, ch_model, ch_count, n_ch, pre, memo.pool_row,
+                            memo.row_nmax, memo.row_base, memo.ans, memo.score, memo.tok, *outs)
+        yield (p0, p1, *outs)
+
+
+# --------------------------------------------------------------------------------------------
+# The streamed scan: the best configurations per budget, not every one
+
+
+@dataclass(frozen=True)
+class TopConfig:
+    """One of the best configurations of a scan under a budget."""
+
+    config: object  # replay.config.Config
+    score: float  # mean over questions and replicates
+    stderr: float  # the replicate error
+    ci_lo: float  # the 95% interval over questions
+    ci_hi: float
+    units: float  # measured mean cost per question, in budget units
+    expected: float  # expected cost per question (the budget rule)
+
+
+@dataclass(frozen=True)
+class ScanTop:
+    """The best `top` configurations of a product space under each budget (highest score, ties
+    to the cheapest measured cost, then to scan order: `SpaceScan.best`'s order)."""
+
+    budgets: tuple  # float or None (no budget), in the order asked
+    best: tuple  # per budget: tuple of TopConfig, best first
+    feasible: tuple  # per budget: configurations within it
+    evaluated: int  # configurations scanned
+    device: str  # 'cpu' or 'cuda'
+    questions: int
+    replicates: int
+    seed: int
+
+
+def scan_top(store, choices: Sequence[Sequence], *, budgets: Sequence = (None,), top: int = 10, questions=None,
+             replicates: int = 16, seed: int = 0, device: str = "cpu", chunk_cells: int | None = None) -> ScanTop:
+    """Score every configuration of a product space, as `replay.engine.scan_space` does, and
+    keep only the best `top` per budget, a chunk of configurations at a time: host memory grows
+    with the chunk, not with the space.
+
+    Args:
+        store: the store.
+        choices: per stage, its `StageChoice`s (as scan_space takes them).
+        budgets: budgets in normalised units per question (the budget rule: expected cost); None
+            for no budget.
+        top: configurations kept per budget.
+        questions: which questions (as in `evaluate`).
+        replicates: random draws per question.
+        seed: the seed of every draw.
+        device: 'cpu', 'cuda' or 'auto' (replay.gpu.resolve_device).
+        chunk_cells: configurations per chunk (default SCAN_CELLS).
+
+    Returns:
+        A `ScanTop`.
+
+    Raises:
+        ConfigError: invalid choices, top < 1, or device 'cuda' without a usable GPU.
+    """
+    from ..engine import _scan_expected, _scan_setup, _scan_stats
+    from . import resolve_device
+
+    if top < 1:
+        raise ConfigError("top", "must be at least 1")
+    choices, ch_model, ch_count, n_ch = _scan_setup(store, choices)
+    qidx = store.question_indices(questions).astype(np.int64)
+    S = store.arrays.n_stages
+    size = int(np.prod(n_ch))
+    dev = resolve_device(device, work=_scan_work(store, n_ch, len(qidx), replicates))
+    budgets = tuple(None if b is None else float(b) for b in budgets)
+    KL = int(n_ch[S - 1])
+    kept = [None] * len(budgets)  # per budget: arrays (flat, score, units, stderr, lo, hi, expected)
+    feasible = [0] * len(budgets)
+    Q, R = len(qidx), replicates
+    for p0, p1, tot, sq, q_sq, q_ends, flops in scan_sums(store, ch_model, ch_count, n_ch, qidx, replicates=R,
+                                                         seed=seed, device=dev, chunk_cells=chunk_cells):
+        mean, stderr, lo, hi, units = _scan_stats(store, tot, sq, q_sq, q_ends, flops, Q, R)
+        expected = _scan_expected(store, ch_model, ch_count, n_ch, prefixes(n_ch, p0, p1))
+        flat = (np.arange(p0, p1, dtype=np.int64)[:, None] * KL + np.arange(KL)[None, :]).ravel()
+        cols = (flat, mean.ravel(), units.ravel(), stderr.ravel(), lo.ravel(), hi.ravel(), expected.ravel())
+        for b, budget in enumerate(budgets):
+            ok = np.ones(len(flat), bool) if budget is None else cols[6] <= budget * (1 + 1e-9)
+            feasible[b] += int(ok.sum())
+            sel = np.flatnonzero(ok)
+            cand = [c[sel] for c in cols]
+            if kept[b] is not None:  # earlier chunks first: ties keep scan order
+                cand = [np.concatenate([old, new]) for old, new in zip(kept[b], cand)]
+            order = np.lexsort((cand[2], -cand[1]))[:top]
+            kept[b] = [c[order] for c in cand]
+    best = []
+    for b in range(len(budgets)):
+        rows = []
+        if kept[b] is not None:
+            for flat, score, units, se, lo, hi, ex in zip(*kept[b]):
+                i, k = divmod(int(flat), KL)
+                rows.append(TopConfig(_scan_config(choices, n_ch, i, k), float(score), float(se), float(lo), float(hi),
+                                      float(units), float(ex)))
+        best.append(tuple(rows))
+    return ScanTop(budgets=budgets, best=tuple(best), feasible=tuple(feasible), evaluated=size, device=dev,
+                   questions=Q, replicates=R, seed=seed)
+
+
+def _scan_config(choices, n_ch, i: int, k: int):
+    from ..config import Config
+
+    head = prefixes(n_ch, i, i + 1)[0]
+    return Config(tuple(choices[s][j] for s, j in enumerate(head)) + (choices[-1][k],))
+
+
+def _scan_work(store, n_ch, Q: int, R: int) -> float:
+    """Draws of a scan (lookups, counted as draws), for device 'auto'."""
+    return float(np.prod(n_ch)) * Q * R * len(n_ch)

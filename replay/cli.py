@@ -38,6 +38,29 @@ def cli():
     """
 
 
+def _device_option(f):
+    """--device for the commands whose replay can run on a GPU (replay/gpu)."""
+    return click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
+                        help="Where chain replay runs: cpu, cuda (a GPU: the gpu-replay extra; the same numbers) "
+                             "or auto (the GPU when present and the work is large).")(f)
+
+
+def _check_device(device):
+    """--device cuda without a usable GPU: one line naming --device, before any work."""
+    if device == "cuda":
+        from .gpu import resolve_device
+
+        resolve_device(device, where="--device")
+
+
+def _check_graph_device(device):
+    """Graph stores replay on the CPU: --device cuda says so, auto stays on the CPU."""
+    if device == "cuda":
+        from .errors import ConfigError
+
+        raise ConfigError("--device", "cuda: graph stores replay on the CPU only (GPU graph replay is not built yet)")
+
+
 def _questions_option(f):
     return click.option(
         "--questions", default="all", show_default=True,
@@ -163,7 +186,8 @@ def _stage_lines(st, results) -> list[str]:
               help="Graph stores: seconds per question; a graph slower on average is infeasible.")
 @click.option("--throughput", default=None,
               help="Graph stores: MODEL=PREFILL/DECODE tokens per second, comma-separated, over the manifest's.")
-def eval_cmd(store, configs, replicates, seed, questions, budget, as_json, latency_limit, throughput):
+@_device_option
+def eval_cmd(store, configs, replicates, seed, questions, budget, as_json, latency_limit, throughput, device):
     """Score one or more configurations: mean score, with its replicate error and its 95%
     interval over questions, and cost (and, for a
     graph, latency).
@@ -179,10 +203,12 @@ def eval_cmd(store, configs, replicates, seed, questions, budget, as_json, laten
 
     budget = check_budget("--budget", budget)
     check_count("--replicates", replicates)
+    _check_device(device)
     st = open_announced(store)
     if st.manifest.kind == "graph":
         from .graph import cli as graph_cli
 
+        _check_graph_device(device)
         return graph_cli.evaluate(st, configs, replicates=replicates, seed=seed, questions=_parse_questions(questions),
                                   budget=budget, latency_limit=latency_limit, throughput=throughput, as_json=as_json)
     if latency_limit is not None or throughput is not None:
@@ -193,7 +219,8 @@ def eval_cmd(store, configs, replicates, seed, questions, budget, as_json, laten
     qsel = _parse_questions(questions)
     check_replicates("--replicates", replicates, questions=len(st.question_indices(qsel)),
                      per_pass=_largest_pass(cfgs), configs=len(cfgs))
-    results = evaluate_batch(st, cfgs, questions=qsel, replicates=replicates, seed=seed, budget=budget)
+    results = evaluate_batch(st, cfgs, questions=qsel, replicates=replicates, seed=seed, budget=budget,
+                             device=device)
     if as_json:
         for r in results:
             # JSON has no NaN: a score that does not exist (infeasible, one replicate) is null
@@ -350,7 +377,8 @@ def _space_configs(st, models, max_samples, grid):
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
 @_questions_option
 @click.option("--throughput", default=None, help="Graph stores: MODEL=PREFILL/DECODE tokens per second.")
-def sweep(store, out, budget, models, max_samples, grid, replicates, seed, questions, throughput):
+@_device_option
+def sweep(store, out, budget, models, max_samples, grid, replicates, seed, questions, throughput, device):
     """Evaluate every configuration of the space (or a grid) and write a Parquet table.
 
     One row per configuration: config, score, stderr (the replicate error), ci_lo and ci_hi
@@ -368,10 +396,12 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
     if max_samples is not None:
         check_count("--max-samples", max_samples)
     check_output_file(out, "--out")
+    _check_device(device)
     st = open_announced(store)
     if st.manifest.kind == "graph":
         from .graph import cli as graph_cli
 
+        _check_graph_device(device)
         return graph_cli.sweep(st, out=out, grid=grid, budget=budget, replicates=replicates, seed=seed,
                                questions=_parse_questions(questions), throughput=throughput, models=models,
                                max_samples=max_samples)
@@ -382,7 +412,7 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
     t0 = time.perf_counter()
     with tqdm(total=len(cfgs), unit="cfg", desc="sweep", disable=None, file=sys.stderr) as bar:
         results = evaluate_batch(st, cfgs, questions=qsel, replicates=replicates, seed=seed,
-                                 budget=budget, progress=bar.update)
+                                 budget=budget, progress=bar.update, device=device)
     dt = time.perf_counter() - t0
     df = pl.DataFrame([r.as_row() for r in results])
     with atomic_path(out) as tmp:

@@ -235,7 +235,7 @@ MAX_CELLS = 8_000_000  # configs x questions x replicates per kernel call (bound
 
 
 def evaluate(store, config, *, questions=None, replicates: int = 100, seed: int = 0,
-             budget: float | None = None, device: str = "cpu") -> EvalResult:
+             budget: float | None = None, device: str | None = None) -> EvalResult:
     """Replay one configuration: its mean score with its replicate error and its 95% interval
     over questions, and its cost.
 
@@ -266,7 +266,7 @@ def evaluate(store, config, *, questions=None, replicates: int = 100, seed: int 
 
 def evaluate_batch(store, configs: Iterable, *, questions=None, replicates: int = 100, seed: int = 0,
                    budget: float | None = None, progress: Callable[[float], None] | None = None,
-                   method: str = "auto", device: str = "cpu") -> list[EvalResult]:
+                   method: str = "auto", device: str | None = None) -> list[EvalResult]:
     """Replay many configurations in few compiled calls, with the numbers `evaluate` gives each.
 
     Configurations that differ only in the last stage's sample count share one pass along the
@@ -283,6 +283,8 @@ def evaluate_batch(store, configs: Iterable, *, questions=None, replicates: int 
         method: 'auto' (the cheaper), 'direct' or 'memo'; all give the same numbers.
         device: 'cpu', 'cuda' (the memo method on the GPU) or 'auto' (the GPU when present
             and the batch is large: `replay.gpu.resolve_device`); the same numbers on each.
+            None: $TTS_REPLAY_DEVICE, else 'cpu'.
+            None: $TTS_REPLAY_DEVICE, else 'cpu'.
 
     Returns:
         One `EvalResult` per configuration, in order.
@@ -294,7 +296,7 @@ def evaluate_batch(store, configs: Iterable, *, questions=None, replicates: int 
     """
     from .gpu import check_device
 
-    check_device(device)
+    device = check_device(device)
     cfgs = [as_config(store, c) for c in configs]
     if not cfgs:
         return []
@@ -473,7 +475,7 @@ MEMO_ENTRIES = 4_000_000  # memo table entries per question chunk (about 100 MB)
 
 
 def replay_sums(store, cfgs: list[Config], qidx: np.ndarray, *, replicates: int, seed: int,
-                progress=None, method: str = "auto", device: str = "cpu") -> ReplaySums:
+                progress=None, method: str = "auto", device: str | None = None) -> ReplaySums:
     """Replay many configurations, by the cheaper of two exact methods (same results):
 
     direct  one pass per group of configs that differ only in the last stage's count
@@ -489,7 +491,7 @@ def replay_sums(store, cfgs: list[Config], qidx: np.ndarray, *, replicates: int,
         seed: the seed of every draw.
         progress: called with the number of configurations (or fractions of them) done.
         method: 'auto', 'direct' or 'memo'.
-        device: 'cpu', 'cuda' or 'auto' (replay.gpu.resolve_device). On the GPU the method is
+        device: 'cpu', 'cuda', 'auto' or None (replay.gpu.resolve_device). On the GPU the method is
             always memo (method 'direct' is refused there); the numbers are the same.
     """
     from .gpu import resolve_device
@@ -699,7 +701,7 @@ class SpaceScan:
 
 
 def scan_space(store, choices: Sequence[Sequence[StageChoice]], *, questions=None, replicates: int = 16,
-               seed: int = 0, device: str = "cpu") -> SpaceScan:
+               seed: int = 0, device: str | None = None) -> SpaceScan:
     """Score every configuration of the product of per-stage choices, exactly as
     evaluate_batch would, in two compiled calls: the memo tables of every pool the choices can
     reach (once per question and replicate), then a scan of the product by table lookups,
@@ -711,9 +713,9 @@ def scan_space(store, choices: Sequence[Sequence[StageChoice]], *, questions=Non
         questions: which questions (as in `evaluate`).
         replicates: random draws per question.
         seed: the seed of every draw.
-        device: 'cpu', 'cuda' or 'auto' (`replay.gpu.resolve_device`): the same numbers on
-            each. For the best configurations of a space too large to hold every score, see
-            `replay.gpu.scan_top`.
+        device: 'cpu', 'cuda', 'auto' or None ($TTS_REPLAY_DEVICE, else 'cpu';
+            `replay.gpu.resolve_device`): the same numbers on each. For the best
+            configurations of a space too large to hold every score: `replay.gpu.scan_top`.
 
     Returns:
         A `SpaceScan`: score, replicate error, 95% interval over questions and cost of every

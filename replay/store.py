@@ -609,14 +609,14 @@ class Store:
         return evaluate(self, config, questions=questions, replicates=replicates, seed=seed, budget=budget)
 
     def evaluate_batch(self, configs, *, questions=None, replicates: int = 100, seed: int = 0,
-                       budget: float | None = None, progress=None, device: str = "cpu"):
+                       budget: float | None = None, progress=None, device: str | None = None):
         """`replay.engine.evaluate_batch(self, configs, ...)`: many configurations in few passes
         (device 'cpu', 'cuda' or 'auto': chain stores; graph stores replay on the CPU)."""
         if self.manifest.kind == "graph":
             from .graph.engine import evaluate_graphs
-            from .gpu import resolve_device
+            from .gpu import check_device
 
-            if resolve_device(device) != "cpu":
+            if check_device(device) == "cuda":
                 from .errors import ConfigError
 
                 raise ConfigError("device", "graph stores replay on the CPU only (GPU graph replay is not built yet)")

@@ -4,17 +4,23 @@
     replay.engine.scan_space(store, choices, device="auto")
     replay.gpu.scan_top(store, choices, budgets=[2.0, 4.0], top=10, device="cuda")
 
-`device` is 'cpu' (the Numba CPU kernels, the default), 'cuda' (the kernels of
+`device` is 'cpu' (the Numba CPU kernels), 'cuda' (the kernels of
 replay/gpu/kernels.py; without a usable GPU, a ConfigError: one line, exit 2) or 'auto' (the GPU
 when one is present and the work is at least AUTO_MIN_DRAWS draws, so that the transfers, the
 launch and the first compilation pay for themselves; else the CPU). Numbers are identical on
 every device (same random streams, same sums in the same order; tests/test_gpu_replay.py).
+None (the API's default) means the environment variable TTS_REPLAY_DEVICE, else 'cpu': that is
+how `search --device` reaches every replay of a search, its seed processes included. The default
+stays 'cpu' until these kernels have been run on a real GPU (they are tested on Numba's CUDA
+simulator only: see docs/gpu.md).
 
 The CUDA packages are the optional extra `gpu-replay` (numba-cuda); nothing here is imported,
 and numba.cuda is not loaded, until a device other than 'cpu' is asked for.
 """
 
 from __future__ import annotations
+
+import os
 
 from ..errors import ConfigError
 
@@ -44,25 +50,36 @@ def gpu_status() -> tuple[bool, str]:
     return _status
 
 
-def check_device(device: str, where: str = "device") -> str:
-    """`device` if it is one of DEVICES, else a ConfigError naming `where`."""
+ENV = "TTS_REPLAY_DEVICE"
+
+
+def default_device() -> str:
+    """The device of a call that names none: $TTS_REPLAY_DEVICE, else 'cpu'."""
+    return os.environ.get(ENV) or "cpu"
+
+
+def check_device(device: str | None, where: str = "device") -> str:
+    """`device` (None: `default_device()`) if it is one of DEVICES, else a ConfigError naming
+    `where`."""
+    if device is None:
+        device, where = default_device(), ENV
     if device not in DEVICES:
         raise ConfigError(where, f"unknown device {device!r} (choose from {', '.join(DEVICES)})")
     return device
 
 
-def resolve_device(device: str, *, work: float = float("inf"), where: str = "device") -> str:
+def resolve_device(device: str | None, *, work: float = float("inf"), where: str = "device") -> str:
     """'cpu' or 'cuda' for a job of `work` draws.
 
     Args:
-        device: 'cpu', 'cuda' or 'auto'.
+        device: 'cpu', 'cuda', 'auto' or None (`default_device()`).
         work: the job's size in draws (for 'auto').
         where: the option or parameter named in an error ('--device').
 
     Raises:
         ConfigError: an unknown device, or 'cuda' where no GPU can be used.
     """
-    check_device(device, where)
+    device = check_device(device, where)
     if device == "cpu":
         return "cpu"
     ok, why = gpu_status()

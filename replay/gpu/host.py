@@ -306,7 +306,7 @@ class ScanTop:
 
 
 def scan_top(store, choices: Sequence[Sequence], *, budgets: Sequence = (None,), top: int = 10, questions=None,
-             replicates: int = 16, seed: int = 0, device: str = "cpu", chunk_cells: int | None = None) -> ScanTop:
+             replicates: int = 16, seed: int = 0, device: str | None = None, chunk_cells: int | None = None) -> ScanTop:
     """Score every configuration of a product space, as `replay.engine.scan_space` does, and
     keep only the best `top` per budget, a chunk of configurations at a time: host memory grows
     with the chunk, not with the space.

@@ -33,12 +33,23 @@ AUTO_MIN_DRAWS = 1e9
 _status: tuple[bool, str] | None = None
 
 
+def numpy_shim() -> None:
+    """numba-cuda's array support reads np.row_stack, which NumPy 2.5 removed (seen on an H100
+    with numba 0.68): alias it to np.vstack (its documented equivalent) where it is missing,
+    before numba.cuda is first imported."""
+    import numpy as np
+
+    if not hasattr(np, "row_stack"):
+        np.row_stack = np.vstack
+
+
 def gpu_status() -> tuple[bool, str]:
     """(usable, why not): whether numba.cuda finds a GPU (or runs its simulator,
     NUMBA_ENABLE_CUDASIM=1). Checked once per process."""
     global _status
     if _status is None:
         try:
+            numpy_shim()
             from numba import cuda
 
             if cuda.is_available():

@@ -30,10 +30,15 @@ from __future__ import annotations
 import types
 
 import numpy as np
-from numba import config as _nb_config
-from numba import cuda
 
-from .. import kernels as K
+from . import numpy_shim
+
+numpy_shim()  # before numba.cuda's first import (NumPy 2.5 has no np.row_stack)
+
+from numba import config as _nb_config  # noqa: E402
+from numba import cuda  # noqa: E402
+
+from .. import kernels as K  # noqa: E402
 
 SIMULATOR = bool(_nb_config.ENABLE_CUDASIM)
 

@@ -3,7 +3,7 @@
 The CUDA simulator (tests/gpu_sim_checks.py) checks what the kernels compute, but it runs them
 as Python: it cannot say whether they compile for a real GPU. This script can, wherever
 numba-cuda and NVIDIA's compiler wheels are installed (`pip install 'tts-replay[gpu-replay]'`;
-no driver, no GPU): it replays a tiny store's evaluate_batch and scan_space with the launches
+no driver, no GPU): it replays a tiny store's evaluate_batch (both methods) and scan_space with the launches
 intercepted, compiles each kernel with the argument types of that launch for sm_90 (H100/H200),
 and checks that the PTX holds no fused multiply-add (fma.rn.f64), which would round differently
 from the CPU kernels (see replay/gpu/kernels.py).
@@ -24,6 +24,7 @@ import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+KERNELS = ("memo_build", "memo_lookup", "replay_groups", "scan_product")
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 
@@ -94,21 +95,21 @@ def main() -> int:
                     (args.dump / f"{self.name}.ptx").write_text(ptx)
             return launch
 
-    host._kernels = lambda: types.SimpleNamespace(SIMULATOR=False, **{n: Launch(n) for n in
-                                                                     ("memo_build", "memo_lookup", "scan_product")})
+    host._kernels = lambda: types.SimpleNamespace(SIMULATOR=False, **{n: Launch(n) for n in KERNELS})
     gpu._status = (True, "")
     with tempfile.TemporaryDirectory() as d:
         st = replay.open(make_random_store(Path(d) / "s", RandomStoreSpec(
             seed=0, n_questions=2, aggregations=("majority_vote", "set_vote", "llm_fuse", "best_score"))))
         cfgs = [Config(tuple(StageChoice(st.candidate_models(s)[0], 2) for s in range(len(st.stages))))]
-        replay_sums(st, cfgs, np.arange(2), replicates=2, seed=1, device="cuda")
+        for method in ("memo", "direct"):
+            replay_sums(st, cfgs, np.arange(2), replicates=2, seed=1, method=method, device="cuda")
         try:
             scan_space(st, [[StageChoice(m, 1) for m in st.candidate_models(s)] for s in range(len(st.stages))],
                        replicates=2, device="cuda")
         except Exception:
             pass  # the intercepted scan returns no numbers: only its launch matters here
     names = {n for n, _ in compiled}
-    missing = {"memo_build", "memo_lookup", "scan_product"} - names
+    missing = set(KERNELS) - names
     for line in bad + [f"{n}: never launched" for n in sorted(missing)]:
         print("FAILED", line)
     return 1 if bad or missing else 0

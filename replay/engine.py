@@ -491,31 +491,29 @@ def replay_sums(store, cfgs: list[Config], qidx: np.ndarray, *, replicates: int,
         seed: the seed of every draw.
         progress: called with the number of configurations (or fractions of them) done.
         method: 'auto', 'direct' or 'memo'.
-        device: 'cpu', 'cuda', 'auto' or None (replay.gpu.resolve_device). On the GPU the method is
-            always memo (method 'direct' is refused there); the numbers are the same.
+        device: 'cpu', 'cuda', 'auto' or None (replay.gpu.resolve_device). Each method gives
+            on the GPU the very numbers it gives on the CPU (and 'auto' picks the same method).
     """
     from .gpu import resolve_device
 
     C, Q, R, S = len(cfgs), len(qidx), replicates, store.arrays.n_stages
     models, counts = _config_arrays(store, cfgs)
-    if device != "cpu":
-        dev = resolve_device(device, work=_memo_cost(store, models, counts, qidx) * R)
-        if dev == "cuda":
-            if method not in ("auto", "memo"):
-                raise ConfigError("method", f"{method!r} runs on the CPU only; on the GPU the method is memo")
-            from .gpu.host import replay_sums as gpu_replay_sums
-
-            sums = ReplaySums(np.zeros((C, Q)), np.zeros((C, R)), np.zeros(C), np.zeros(C), np.zeros((C, S)),
-                              np.zeros((C, S)), np.zeros((C, S), dtype=np.int64), "memo-cuda")
-            gpu_replay_sums(store, models, counts, np.asarray(qidx, dtype=np.int64), R, seed, sums, progress)
-            return sums
     groups = _groups(models, counts)
+    dev = "cpu"
+    if device != "cpu":  # the work in draws: the cheaper method's
+        dev = resolve_device(device, work=min(_memo_cost(store, models, counts, qidx), _direct_cost(groups, Q)) * R)
     if method == "auto":
         method = "memo" if _memo_cost(store, models, counts, qidx) < _direct_cost(groups, Q) else "direct"
     sums = ReplaySums(np.zeros((C, Q)), np.zeros((C, R)), np.zeros(C), np.zeros(C), np.zeros((C, S)),
-                      np.zeros((C, S)), np.zeros((C, S), dtype=np.int64), method)
+                      np.zeros((C, S)), np.zeros((C, S), dtype=np.int64), method if dev == "cpu" else f"{method}-cuda")
     if method == "direct":
-        for dest, (score, tokens, flops, st_score, st_tokens, st_fb) in _direct_chunks(store, groups, qidx, R, seed):
+        if dev == "cuda":
+            from .gpu.host import direct_chunks
+
+            chunks = direct_chunks(store, groups, np.asarray(qidx, dtype=np.int64), R, seed)
+        else:
+            chunks = _direct_chunks(store, groups, qidx, R, seed)
+        for dest, (score, tokens, flops, st_score, st_tokens, st_fb) in chunks:
             sums.score_q[dest] = score.sum(axis=2)
             sums.score_r[dest] = score.sum(axis=1)
             sums.tokens[dest] = tokens.sum(axis=(1, 2))
@@ -525,6 +523,11 @@ def replay_sums(store, cfgs: list[Config], qidx: np.ndarray, *, replicates: int,
             sums.st_fallback[dest] = st_fb.sum(axis=2)
             if progress is not None:
                 progress(len(dest))
+        return sums
+    if dev == "cuda" and method == "memo":
+        from .gpu.host import replay_sums as gpu_replay_sums
+
+        gpu_replay_sums(store, models, counts, np.asarray(qidx, dtype=np.int64), R, seed, sums, progress)
         return sums
     if method != "memo":
         raise ValueError(f"unknown method {method!r}")

@@ -76,21 +76,17 @@ def same_sums(a, b, what):
 
 
 def check_sums():
-    """replay_sums on the GPU equals the CPU's memo method exactly, its direct method and the
-    reference to rounding."""
+    """replay_sums on the GPU equals the CPU's bit for bit, method for method (memo, direct,
+    and 'auto', which picks the same method on both), and the reference to rounding."""
     for name in SPECS:
         st = store(name)
         cfgs = configs(st, 5)
         qidx = np.arange(st.arrays.n_questions)
-        gpu = replay_sums(st, cfgs, qidx, replicates=3, seed=7, device="cuda")
-        assert gpu.method == "memo-cuda", gpu.method
-        # the GPU runs the memo method: bit for bit the CPU's memo; the direct method sums in
-        # another order (per question first), so it agrees to rounding, as the CPU's two do
-        same_sums(replay_sums(st, cfgs, qidx, replicates=3, seed=7, method="memo", device="cpu"), gpu, name)
-        direct = replay_sums(st, cfgs, qidx, replicates=3, seed=7, method="direct", device="cpu")
-        for f in SUM_FIELDS:
-            np.testing.assert_allclose(getattr(direct, f), getattr(gpu, f), rtol=1e-12, atol=1e-9,
-                                       err_msg=f"{name}: {f} differs from the direct method")
+        for method in ("memo", "direct", "auto"):
+            cpu = replay_sums(st, cfgs, qidx, replicates=3, seed=7, method=method, device="cpu")
+            gpu = replay_sums(st, cfgs, qidx, replicates=3, seed=7, method=method, device="cuda")
+            assert gpu.method == f"{cpu.method}-cuda", (cpu.method, gpu.method)
+            same_sums(cpu, gpu, f"{name} ({method})")
         for ci, cfg in enumerate(cfgs):
             score, tokens, flops, st_score, st_tokens, st_fb = evaluate_reference(
                 st.arrays, [st.model_index(c.model) for c in cfg.stages], [c.samples for c in cfg.stages], qidx, 3, 7)
@@ -105,19 +101,23 @@ def check_sums():
 
 
 def check_chunks():
-    """Memo chunks of one question and lookup chunks of one configuration: the same sums."""
+    """Memo chunks of one question, lookup chunks of one configuration, direct chunks of one
+    group: the same sums."""
+    import replay.engine as engine
     from replay.gpu import host
 
     st = store("fuse-set-best")
-    cfgs = configs(st, 4, seed=1)
+    cfgs = configs(st, 4, seed=1) + configs(st, 2, seed=1)  # repeats share groups
     qidx = np.arange(st.arrays.n_questions)
-    cpu = replay_sums(st, cfgs, qidx, replicates=2, seed=3, method="memo", device="cpu")
-    host.MEMO_ENTRIES, host.LOOKUP_BYTES = 1, 1
+    want = {m: replay_sums(st, cfgs, qidx, replicates=2, seed=3, method=m, device="cpu") for m in ("memo", "direct")}
+    host.MEMO_ENTRIES, host.LOOKUP_BYTES, cells = 1, 1, engine.MAX_CELLS
+    engine.MAX_CELLS = 1
     try:
-        gpu = replay_sums(st, cfgs, qidx, replicates=2, seed=3, device="cuda")
+        for m in ("memo", "direct"):
+            same_sums(want[m], replay_sums(st, cfgs, qidx, replicates=2, seed=3, method=m, device="cuda"),
+                      f"{m}, one question / configuration / group per chunk")
     finally:
-        host.MEMO_ENTRIES, host.LOOKUP_BYTES = None, 1 << 30
-    same_sums(cpu, gpu, "one question and one configuration per chunk")
+        host.MEMO_ENTRIES, host.LOOKUP_BYTES, engine.MAX_CELLS = None, 1 << 30, cells
 
 
 def check_memo():
@@ -186,10 +186,10 @@ def check_auto():
     st = store("one-stage")
     cfgs = configs(st, 2)
     qidx = np.arange(st.arrays.n_questions)
-    assert replay_sums(st, cfgs, qidx, replicates=2, seed=0, device="auto").method != "memo-cuda"
+    assert replay_sums(st, cfgs, qidx, replicates=2, seed=0, device="auto").method.endswith("-cuda") is False
     os.environ["TTS_REPLAY_DEVICE"] = "cuda"
     try:
-        assert replay_sums(st, cfgs, qidx, replicates=2, seed=0).method == "memo-cuda"
+        assert replay_sums(st, cfgs, qidx, replicates=2, seed=0).method.endswith("-cuda")
     finally:
         del os.environ["TTS_REPLAY_DEVICE"]
 

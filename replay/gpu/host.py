@@ -215,6 +215,57 @@ def replay_sums(store, models: np.ndarray, counts: np.ndarray, qidx: np.ndarray,
         start = stop
 
 
+def direct_chunks(store, groups, qidx: np.ndarray, R: int, seed: int):
+    """replay.engine._direct_chunks on the GPU: the same chunks of groups, the same (config
+    positions, arrays) yielded; the per-stage sums over replicates are added on the host, in
+    replicate order, from the kernel's per-replicate figures."""
+    from ..engine import MAX_CELLS
+
+    cuda = _cuda()
+    K = _kernels()
+    d = store.derived
+    a = store.arrays
+    A = d.kernel_inputs
+    D = device_inputs(store)
+    Q, S = len(qidx), a.n_stages
+    order, grp_models, grp_counts, grp_off, last_counts = groups
+    items = max(d.n_items, 1)
+    scale = cuda.to_device(2.0 * a.model_params)  # 2 x params, as the CPU kernels
+    d_q = cuda.to_device(np.asarray(qidx, dtype=np.int64))
+    G = len(grp_off) - 1
+    g = 0
+    scratch_for = None
+    while g < G:
+        g1 = g + 1
+        while g1 < G and (grp_off[g1 + 1] - grp_off[g]) * Q * R <= MAX_CELLS:
+            g1 += 1
+        c0, c1 = int(grp_off[g]), int(grp_off[g1])
+        C = c1 - c0
+        blocks, threads = _dims((g1 - g) * Q * R)
+        n_thr = blocks * threads
+        if scratch_for != n_thr:  # per-thread scratch, one column each
+            scratch_for = n_thr
+            mp = d.max_pool
+            scr = (cuda.device_array((mp, n_thr), A.s_packed.dtype), cuda.to_device(np.zeros((mp, n_thr), np.int64)),
+                   cuda.device_array((mp, n_thr), np.int64), cuda.to_device(np.zeros((items, n_thr), np.int64)),
+                   cuda.device_array((items, n_thr), np.int64), cuda.device_array((items, n_thr), np.int64),
+                   cuda.device_array((mp, n_thr), np.int64), cuda.device_array((mp, n_thr), np.float64),
+                   cuda.device_array((mp, n_thr), np.float64), cuda.device_array((mp, n_thr), np.uint8),
+                   cuda.device_array((mp, n_thr), np.float64))
+        outs = [cuda.device_array((C, Q, R), np.float64) for _ in range(3)]
+        st = [cuda.device_array((R, C, S, Q), dt) for dt in (np.float64, np.float64, np.int64)]
+        K.replay_groups[blocks, threads](
+            *(D[f] for f in _STORE_FIELDS), D["score_rule"], int(A.pack_bits[0]), S, a.n_models, d.max_pool + 1,
+            d_q, R, np.uint64(seed), scale, cuda.to_device(np.ascontiguousarray(grp_models[g:g1])),
+            cuda.to_device(np.ascontiguousarray(grp_counts[g:g1])), cuda.to_device(grp_off[g:g1 + 1] - c0),
+            cuda.to_device(np.ascontiguousarray(last_counts[c0:c1])), *scr, *outs, *st)
+        part = tuple(x.copy_to_host() for x in outs) + tuple(
+            # [R, C, S, Q] summed over replicates, in order (a reduction along the outer axis)
+            np.add.reduce(x.copy_to_host(), axis=0) for x in st)
+        yield order[c0:c1], part
+        g = g1
+
+
 def prefixes(n_ch: np.ndarray, p0: int, p1: int) -> np.ndarray:
     """Prefixes p0..p1-1 of a product space (a choice index per stage but the last), in the
     mixed-radix order of replay.engine.scan_space (the first stage varies slowest)."""

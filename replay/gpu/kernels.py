@@ -218,7 +218,7 @@ def snapshots(question_hash, stage_agg, qsm_pool_off, pool_ctx, pool_off, pool_p
                 memo_ans[o + j] = -1
         tk = prompt + comp
         memo_tok[o + j] = tk
-        memo_flop[o + j] = flop_scale * tk
+        memo_flop[o + j] = mul(flop_scale, tk)
         memo_flag[o + j] = 0
     for j in range(n_seen):
         icount[seen[j]] = 0
@@ -251,7 +251,7 @@ def snapshots(question_hash, stage_agg, qsm_pool_off, pool_ctx, pool_off, pool_p
             memo_score[o + n - 1] = fus_score[chosen]
             tk = prompt + fus_subset_completion[chosen] + fus_tokens[chosen]
             memo_tok[o + n - 1] = tk
-            memo_flop[o + n - 1] = flop_scale * tk
+            memo_flop[o + n - 1] = mul(flop_scale, tk)
 
 
 @cuda.jit
@@ -278,6 +278,75 @@ def memo_build(question_hash, stage_agg, qsm_pool_off, pool_ctx, pool_off, pool_
                   row_q[row], row_stage[row], row_pool[row], r, seed, nmax,
                   scratch[:, t], key[:, t], rep[:, t], g, icount[:, t], seen[:, t], kept[:, t],
                   row_base[row] + r * nmax, row_scale[row], memo_ans, memo_score, memo_tok, memo_flag, memo_flop)
+
+
+@cuda.jit
+def replay_groups(question_hash, stage_agg, qsm_pool_off, pool_ctx, pool_off, pool_prompt, s_answer, s_score,
+                  s_completion, s_packed, gold, ans_item_off, ans_items, pool_fus_off, fus_size, fus_answer, fus_score,
+                  fus_tokens, fus_subset_completion, stage_indep, score_rule, bits, n_stages, n_models, width,
+                  questions, n_rep, seed, model_scale, grp_models, grp_counts, grp_cfg_off, cfg_last_count,
+                  scratch, key, rep, icount, seen, kept, snap_ans, snap_score, snap_tok, snap_flag, snap_flop,
+                  out_score, out_tokens, out_flops, st_score, st_tokens, st_fallback):
+    """Direct replay (replay.kernels.replay_groups), one task per (group, question, replicate),
+    grid-stride. Per-cell outputs out_*[c, qi, r] as on the CPU; the per-stage figures, which the
+    CPU sums over replicates in replicate order, are written per replicate, st_*[r, c, s, qi], for
+    the host to sum over the first axis (NumPy adds along an outer axis in order: the same sums)."""
+    t = cuda.grid(1)
+    rule = score_rule[0]
+    last = n_stages - 1
+    n_q = questions.shape[0]
+    per_g = n_q * n_rep
+    g_key = np.int64(0)
+    sa = snap_ans[:, t]
+    ss = snap_score[:, t]
+    stk = snap_tok[:, t]
+    sf = snap_flag[:, t]
+    sfl = snap_flop[:, t]
+    for task in range(t, grp_models.shape[0] * per_g, cuda.gridsize(1)):
+        g = task // per_g
+        rem = task - g * per_g
+        qi = rem // n_rep
+        r = rem - qi * n_rep
+        q = questions[qi]
+        c0 = grp_cfg_off[g]
+        c1 = grp_cfg_off[g + 1]
+        ctx = np.int64(0)
+        tok_acc = 0.0
+        flop_acc = 0.0
+        pre = 1.0 if rule != RULE_MEAN else 0.0
+        for s in range(n_stages):
+            m = grp_models[g, s]
+            p, fb = locate(qsm_pool_off, pool_ctx, pool_off, stage_indep, n_stages, n_models, q, s, m, ctx)
+            size = pool_off[p + 1] - pool_off[p]
+            n_max = grp_counts[g, s] if s < last else cfg_last_count[c1 - 1]
+            n_max = min(n_max, size)
+            g_key += width * width
+            snapshots(question_hash, stage_agg, qsm_pool_off, pool_ctx, pool_off, pool_prompt, s_answer, s_score,
+                      s_completion, s_packed, gold, ans_item_off, ans_items, pool_fus_off, fus_size, fus_answer,
+                      fus_score, fus_tokens, fus_subset_completion, stage_indep, bits, n_stages, n_models, width,
+                      q, s, p, r, seed, n_max, scratch[:, t], key[:, t], rep[:, t], g_key, icount[:, t], seen[:, t],
+                      kept[:, t], 0, model_scale[m], sa, ss, stk, sf, sfl)
+            if s < last:
+                j = n_max - 1
+                ctx = sa[j]
+                tk = stk[j]
+                tok_acc += tk
+                flop_acc += sfl[j]
+                pre = rule_step(rule, pre, ss[j])
+                for c in range(c0, c1):
+                    st_score[r, c, s, qi] = ss[j]
+                    st_tokens[r, c, s, qi] = tk
+                    st_fallback[r, c, s, qi] = 1 if (fb or sf[j] != 0) else 0
+            else:
+                for c in range(c0, c1):
+                    j = min(cfg_last_count[c], size) - 1
+                    tk = stk[j]
+                    out_score[c, qi, r] = rule_end(rule, pre, ss[j], n_stages)
+                    out_tokens[c, qi, r] = tok_acc + tk
+                    out_flops[c, qi, r] = flop_acc + sfl[j]
+                    st_score[r, c, s, qi] = ss[j]
+                    st_tokens[r, c, s, qi] = tk
+                    st_fallback[r, c, s, qi] = 1 if (fb or sf[j] != 0) else 0
 
 
 @cuda.jit

@@ -195,7 +195,8 @@ def check_auto():
 
 
 def check_cli():
-    """`replay sweep --device cuda` writes the same table as --device cpu."""
+    """`replay sweep --device cuda` writes the same table as --device cpu; `replay scan` the same
+    best configurations."""
     import polars as pl
     from click.testing import CliRunner
 
@@ -211,6 +212,17 @@ def check_cli():
         outs.append(pl.read_parquet(out))
     assert outs[0].equals(outs[1], null_equal=True), "sweep tables differ"
     assert len(outs[0]) == sum(min(3, int(x)) for x in largest_pool(st)[0] if x > 0)
+    import json
+
+    docs = []
+    for dev in ("cpu", "cuda"):
+        out = TMP / f"scan-{dev}.json"
+        res = CliRunner().invoke(cli, ["scan", str(TMP / "majority-chain"), "--json", str(out), "--replicates", "3",
+                                       "--top", "3", "--max-samples", "3", "--device", dev])
+        assert res.exit_code == 0, res.output
+        docs.append(json.loads(out.read_text()))
+    assert docs[0].pop("device") == "cpu" and docs[1].pop("device") == "cuda"
+    assert docs[0] == docs[1], "replay scan differs between devices"
 
 
 CHECKS = {"sums": check_sums, "chunks": check_chunks, "memo": check_memo, "scan": check_scan,

@@ -106,6 +106,39 @@ def test_scan_top_streams_the_best_of_the_scan(tmp_path):
     assert top.best[2] == ()
 
 
+def test_replay_scan_cli(tmp_path, capsys):
+    """`replay scan`: the best per budget, its scores those `evaluate` gives the same
+    configurations (to rounding: the scan sums in another order), feasible by the budget;
+    bad options are one line, exit 2."""
+    import json
+
+    from click.testing import CliRunner
+
+    from replay.cli import cli
+
+    path = make_random_store(tmp_path / "s", RandomStoreSpec(seed=8, n_questions=4, aggregations=(
+        "majority_vote", "set_vote"), max_pool=5))
+    out = tmp_path / "scan.json"
+    res = CliRunner().invoke(cli, ["scan", str(path), "--budget", "none", "--budget", "3", "--top", "2",
+                                   "--replicates", "4", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    st = replay.open(path)
+    assert doc["device"] == "cpu" and doc["configurations"] == int(np.prod([
+        sum(int(largest_pool(st)[s, st.model_index(m)]) for m in st.candidate_models(s)) for s in range(2)]))
+    assert [b["budget"] for b in doc["best"]] == [None, None, 3.0, 3.0][: len(doc["best"])]
+    for row in doc["best"]:
+        ev = st.evaluate(row["config"], replicates=4, seed=0)
+        assert ev.score == pytest.approx(row["score"], rel=1e-12, abs=1e-12)
+        assert row["budget"] is None or row["expected_units"] <= row["budget"] * (1 + 1e-9)
+    from clikit import run_main
+
+    from replay.cli import main
+
+    code, _, err = run_main(main, ["scan", str(path), "--budget", "-1"], capsys)
+    assert code == 2 and err.strip().startswith("error: --budget:") and len(err.strip().splitlines()) == 1
+
+
 def test_kernels_compile_to_ptx():
     """Where numba-cuda and the CUDA compiler (the gpu-replay extra) are installed: every kernel
     compiles for sm_90 with the argument types of real launches, and no fused multiply-add is

@@ -3,7 +3,7 @@
 The CUDA simulator (tests/gpu_sim_checks.py) checks what the kernels compute, but it runs them
 as Python: it cannot say whether they compile for a real GPU. This script can, wherever
 numba-cuda and NVIDIA's compiler wheels are installed (`pip install 'tts-replay[gpu-replay]'`;
-no driver, no GPU): it replays a tiny store's evaluate_batch (both methods) and scan_space with the launches
+no driver, no GPU): it replays a tiny store's evaluate_batch (both methods), scan_space and the scan's question sums with the launches
 intercepted, compiles each kernel with the argument types of that launch for sm_90 (H100/H200),
 and checks that the PTX holds no fused multiply-add (fma.rn.f64), which would round differently
 from the CPU kernels (see replay/gpu/kernels.py).
@@ -24,7 +24,7 @@ import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-KERNELS = ("memo_build", "memo_lookup", "replay_groups", "scan_product")
+KERNELS = ("memo_build", "memo_lookup", "replay_groups", "scan_product", "scan_question_sums")
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 
@@ -103,6 +103,12 @@ def main() -> int:
         cfgs = [Config(tuple(StageChoice(st.candidate_models(s)[0], 2) for s in range(len(st.stages))))]
         for method in ("memo", "direct"):
             replay_sums(st, cfgs, np.arange(2), replicates=2, seed=1, method=method, device="cuda")
+        from replay.gpu.host import question_sums
+
+        S = len(st.stages)
+        question_sums(st, np.zeros((S, 1), np.int64), np.ones((S, 1), np.int64), np.ones(S, np.int64),
+                      np.zeros((1, S - 1), np.int64), np.arange(2, dtype=np.int64), replicates=2, seed=0,
+                      reference=np.zeros(2))
         try:
             scan_space(st, [[StageChoice(m, 1) for m in st.candidate_models(s)] for s in range(len(st.stages))],
                        replicates=2, device="cuda")

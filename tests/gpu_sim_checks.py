@@ -142,8 +142,9 @@ def _choices(st, top=None):
 
 
 def check_scan():
-    """The exhaustive scan on the GPU equals the CPU's, and the streamed best per budget (in
-    chunks) equals the best of the whole scan, on either device."""
+    """The exhaustive scan on the GPU equals the CPU's, so do its per-question sums (the grid
+    searcher's selection rules), and the streamed best per budget (in chunks) equals the best of
+    the whole scan, on either device."""
     from replay.gpu import scan_top
 
     for name in ("majority-chain", "all-rule"):
@@ -154,6 +155,15 @@ def check_scan():
         for f in ("score", "stderr", "units", "ci_lo", "ci_hi", "expected", "prefix_idx"):
             if not np.array_equal(getattr(cpu, f), getattr(gpu, f), equal_nan=True):
                 raise AssertionError(f"{name}: scan {f} differs")
+        # the per-question sums behind the grid searcher's selection rules
+        from replay.scan_stats import question_sums
+
+        ref = np.linspace(0.0, 1.0, st.arrays.n_questions)
+        qa, qb = (question_sums(st, cpu, questions=None, replicates=3, seed=2, reference=ref, device=d)
+                  for d in ("cpu", "cuda"))
+        for f in ("s1", "s2", "d1", "d2"):
+            if not np.array_equal(getattr(qa, f), getattr(qb, f)):
+                raise AssertionError(f"{name}: question sums {f} differ")
         budget = float(np.median(cpu.expected))
         tops = [scan_top(st, ch, budgets=[None, budget], top=3, replicates=3, seed=2, device=dev, chunk_cells=5)
                 for dev in ("cpu", "cuda")]

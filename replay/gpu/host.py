@@ -324,6 +324,37 @@ def scan_sums(store, ch_model, ch_count, n_ch, qidx, *, replicates: int, seed: i
         yield (p0, p1, *outs)
 
 
+def question_sums(store, ch_model, ch_count, n_ch, prefix_idx, qidx, *, replicates: int, seed: int, reference):
+    """replay.scan_stats.question_sums' four [P, K] sums (s1, s2, d1, d2) on the GPU, over chunks
+    of prefixes, from one memo of every question."""
+    cuda = _cuda()
+    K = _kernels()
+    a = store.arrays
+    S = a.n_stages
+    KL = int(n_ch[S - 1])
+    nmax = np.zeros((S, a.n_models), dtype=np.int64)
+    for s in range(S):
+        np.maximum.at(nmax[s], ch_model[s, : n_ch[s]], ch_count[s, : n_ch[s]])
+    memo = build_memo(store, nmax, qidx, replicates=replicates, seed=seed)
+    D = device_inputs(store)
+    d_q, d_m, d_c = cuda.to_device(qidx), cuda.to_device(ch_model), cuda.to_device(ch_count)
+    d_ref = cuda.to_device(np.ascontiguousarray(reference, dtype=np.float64))
+    P = len(prefix_idx)
+    out = [np.zeros((P, KL)) for _ in range(4)]
+    step = max(1, SCAN_CELLS // KL)
+    for p0 in range(0, P, step):
+        p1 = min(P, p0 + step)
+        d_out = [cuda.device_array((p1 - p0, KL), np.float64) for _ in range(4)]
+        blocks, threads = _dims((p1 - p0) * KL)
+        K.scan_question_sums[blocks, threads](
+            D["qsm_pool_off"], D["pool_ctx"], D["pool_off"], D["stage_indep"], S, a.n_models, d_q, replicates, d_m, d_c,
+            KL, cuda.to_device(np.ascontiguousarray(prefix_idx[p0:p1])), memo.pool_row, memo.row_nmax, memo.row_base,
+            memo.ans, memo.score, d_ref, *d_out)
+        for host_arr, dev in zip(out, d_out):
+            host_arr[p0:p1] = dev.copy_to_host()
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # The streamed scan: the best configurations per budget, not every one
 

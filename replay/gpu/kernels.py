@@ -472,3 +472,48 @@ def scan_product(qsm_pool_off, pool_ctx, pool_off, stage_indep, score_rule, n_st
         out_q_sq[i, k] = q_sq
         out_q_ends[i, k] = q_ends
         out_flops[i, k] = flops
+
+
+@cuda.jit
+def scan_question_sums(qsm_pool_off, pool_ctx, pool_off, stage_indep, n_stages, n_models, questions, n_rep,
+                       ch_model, ch_count, n_last, prefix, pool_row, row_nmax, row_base, memo_ans, memo_score, ref_q,
+                       s1, s2, d1, d2):
+    """replay.scan_stats.scan_question_sums, one thread per configuration (prefix i, last
+    choice k), grid-stride: per question the mean over replicates x, then the sums of x, x^2,
+    x - ref and (x - ref)^2 over questions, in the CPU kernel's order."""
+    last = n_stages - 1
+    n_q = questions.shape[0]
+    for cfg in range(cuda.grid(1), prefix.shape[0] * n_last, cuda.gridsize(1)):
+        i = cfg // n_last
+        k = cfg - i * n_last
+        m = ch_model[last, k]
+        cnt = ch_count[last, k]
+        t1 = 0.0
+        t2 = 0.0
+        u1 = 0.0
+        u2 = 0.0
+        for qi in range(n_q):
+            q = questions[qi]
+            acc = 0.0
+            for r in range(n_rep):
+                ctx = np.int64(0)
+                for s in range(last):
+                    j = prefix[i, s]
+                    ms = ch_model[s, j]
+                    p, fb = locate(qsm_pool_off, pool_ctx, pool_off, stage_indep, n_stages, n_models, q, s, ms, ctx)
+                    row = pool_row[p]
+                    n = min(ch_count[s, j], pool_off[p + 1] - pool_off[p])
+                    ctx = memo_ans[row_base[row] + r * row_nmax[row] + n - 1]
+                p, fb = locate(qsm_pool_off, pool_ctx, pool_off, stage_indep, n_stages, n_models, q, last, m, ctx)
+                row = pool_row[p]
+                acc += memo_score[row_base[row] + r * row_nmax[row] - 1 + min(cnt, pool_off[p + 1] - pool_off[p])]
+            x = acc / n_rep
+            d = x - ref_q[qi]
+            t1 += x
+            t2 += mul(x, x)
+            u1 += d
+            u2 += mul(d, d)
+        s1[i, k] = t1
+        s2[i, k] = t2
+        d1[i, k] = u1
+        d2[i, k] = u2

@@ -281,9 +281,8 @@ def evaluate_batch(store, configs: Iterable, *, questions=None, replicates: int 
         budget: a budget in normalised units per question (as in `evaluate`).
         progress: called with the number of configurations (or fractions of them) done.
         method: 'auto' (the cheaper), 'direct' or 'memo'; all give the same numbers.
-        device: 'cpu', 'cuda' (the memo method on the GPU) or 'auto' (the GPU when present
-            and the batch is large: `replay.gpu.resolve_device`); the same numbers on each.
-            None: $TTS_REPLAY_DEVICE, else 'cpu'.
+        device: 'cpu', 'cuda' or 'auto' (the GPU when present and the batch is large:
+            `replay.gpu.resolve_device`); each method gives the same numbers on each device.
             None: $TTS_REPLAY_DEVICE, else 'cpu'.
 
     Returns:
@@ -494,14 +493,14 @@ def replay_sums(store, cfgs: list[Config], qidx: np.ndarray, *, replicates: int,
         device: 'cpu', 'cuda', 'auto' or None (replay.gpu.resolve_device). Each method gives
             on the GPU the very numbers it gives on the CPU (and 'auto' picks the same method).
     """
-    from .gpu import resolve_device
+    from .gpu import check_device, resolve_device
 
     C, Q, R, S = len(cfgs), len(qidx), replicates, store.arrays.n_stages
     models, counts = _config_arrays(store, cfgs)
     groups = _groups(models, counts)
-    dev = "cpu"
-    if device != "cpu":  # the work in draws: the cheaper method's
-        dev = resolve_device(device, work=min(_memo_cost(store, models, counts, qidx), _direct_cost(groups, Q)) * R)
+    dev = check_device(device)
+    if dev != "cpu":  # the work in draws: the cheaper method's
+        dev = resolve_device(dev, work=min(_memo_cost(store, models, counts, qidx), _direct_cost(groups, Q)) * R)
     if method == "auto":
         method = "memo" if _memo_cost(store, models, counts, qidx) < _direct_cost(groups, Q) else "direct"
     sums = ReplaySums(np.zeros((C, Q)), np.zeros((C, R)), np.zeros(C), np.zeros(C), np.zeros((C, S)),

@@ -156,7 +156,7 @@ def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, mod
         space: SpaceSettings = ControllerSpaceSettings(controller=controller, model=model, budget_tokens=budget_tokens,
                                                        beta=beta, probe_cost=probe_cost or 0.0)
         stray = {"--budget": budget, "--models": models, "--max-samples": max_samples, "--max-fallback": max_fallback,
-                 **program_opts, **graph_opts}
+                 **program_opts, **graph_opts, "--device": device}
         tail = "does not apply to --space controller"
     elif space_kind == "program":
         given = {k: v for k, v in dict(score=score_rule, betas=n_betas, wall_s=program_wall_s,
@@ -165,7 +165,7 @@ def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, mod
                  if v is not None}
         space = ProgramSpaceSettings(model=model, probe_cost=probe_cost or 0.0, test_stores=tuple(test_stores), **given)
         stray = {"--budget": budget, "--models": models, "--max-samples": max_samples, "--controller": controller,
-                 "--budget-tokens": budget_tokens, "--beta": beta or None, "--max-fallback": max_fallback, **graph_opts}
+                 "--budget-tokens": budget_tokens, "--beta": beta or None, "--max-fallback": max_fallback, **graph_opts, "--device": device}
         tail = "does not apply to --space program"
     elif space_kind == "graph":
         model_list = tuple(m.strip() for m in models.split(",") if m.strip()) if models is not None else None
@@ -173,7 +173,7 @@ def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, mod
                                    max_samples=max_samples, budget=_budget(budget), latency_limit=latency_limit,
                                    objective="accuracy" if graph_objective is None else graph_objective)
         stray = {"--controller": controller, "--model": model, "--budget-tokens": budget_tokens,
-                 "--beta": beta or None, "--probe-cost": probe_cost, "--max-fallback": max_fallback, **program_opts}
+                 "--beta": beta or None, "--probe-cost": probe_cost, "--max-fallback": max_fallback, **program_opts, "--device": device}
         tail = "does not apply to --space graph"
     else:
         model_list = tuple(m.strip() for m in models.split(",") if m.strip()) if models is not None else None

@@ -10,7 +10,9 @@ lines. The stores are tiny: the simulator runs every GPU thread as a Python thre
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -34,6 +36,7 @@ from storekit import RandomStoreSpec, make_random_store  # noqa: E402
 
 SUM_FIELDS = ("score_q", "score_r", "tokens", "flops", "st_score", "st_tokens", "st_fallback")
 TMP = Path(tempfile.mkdtemp(prefix="gpu-sim-"))
+atexit.register(shutil.rmtree, TMP, ignore_errors=True)
 
 # every aggregation and score rule, chained, with conditional and independent stages
 SPECS = {

@@ -103,12 +103,13 @@ def main() -> int:
         cfgs = [Config(tuple(StageChoice(st.candidate_models(s)[0], 2) for s in range(len(st.stages))))]
         for method in ("memo", "direct"):
             replay_sums(st, cfgs, np.arange(2), replicates=2, seed=1, method=method, device="cuda")
+        from replay.engine import _pool_layout, largest_pool
         from replay.gpu.host import question_sums
 
         S = len(st.stages)
         question_sums(st, np.zeros((S, 1), np.int64), np.ones((S, 1), np.int64), np.ones(S, np.int64),
-                      np.zeros((1, S - 1), np.int64), np.arange(2, dtype=np.int64), replicates=2, seed=0,
-                      reference=np.zeros(2))
+                      np.zeros((1, S - 1), np.int64), np.arange(2, dtype=np.int64), _pool_layout(st, largest_pool(st)),
+                      replicates=2, seed=0, reference=np.zeros(2))
         try:
             scan_space(st, [[StageChoice(m, 1) for m in st.candidate_models(s)] for s in range(len(st.stages))],
                        replicates=2, device="cuda")

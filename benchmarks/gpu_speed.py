@@ -7,7 +7,7 @@
 1. sweep: every sample count of every model of traces/aime24 (all 30 questions), 1,000
    replicates (`evaluate_batch`; on the GPU, the memo method);
 2. scan: every configuration of traces/sim-taskbench (3 stages x 128 choices: 2.1 M), its 50
-   training questions, 16 replicates, the best 10 per budget streamed (`replay.gpu.scan_top`);
+   training questions, 16 replicates, the best 10 per budget streamed (`replay.scan_top.scan_top`);
 3. scan: a generated three-stage store (SYNTHETIC, `collect simulate`: 4 models, pools of 64,
    15 questions; 256^3 = 16.8 M configurations), 16 replicates, streamed the same way.
 
@@ -104,7 +104,8 @@ def main() -> None:
 
     import replay
     from replay.engine import evaluate_batch
-    from replay.gpu import gpu_status, scan_top
+    from replay.gpu import gpu_status
+    from replay.scan_top import scan_top
 
     ok, why = gpu_status()
     sim = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"

@@ -475,7 +475,7 @@ def scan(store, budgets, top, models, max_samples, replicates, seed, questions, 
     import time
 
     from .engine import default_budget
-    from .gpu import scan_top
+    from .scan_top import scan_top
 
     check_count("--replicates", replicates)
     check_count("--top", top)

@@ -509,7 +509,7 @@ def replay_sums(store, cfgs: list[Config], qidx: np.ndarray, *, replicates: int,
         if dev == "cuda":
             from .gpu.host import direct_chunks
 
-            chunks = direct_chunks(store, groups, np.asarray(qidx, dtype=np.int64), R, seed)
+            chunks = direct_chunks(store, groups, np.asarray(qidx, dtype=np.int64), R, seed, MAX_CELLS)
         else:
             chunks = _direct_chunks(store, groups, qidx, R, seed)
         for dest, (score, tokens, flops, st_score, st_tokens, st_fb) in chunks:
@@ -526,7 +526,8 @@ def replay_sums(store, cfgs: list[Config], qidx: np.ndarray, *, replicates: int,
     if dev == "cuda" and method == "memo":
         from .gpu.host import replay_sums as gpu_replay_sums
 
-        gpu_replay_sums(store, models, counts, np.asarray(qidx, dtype=np.int64), R, seed, sums, progress)
+        gpu_replay_sums(store, models, counts, np.asarray(qidx, dtype=np.int64), R, seed, sums,
+                        _pool_layout(store, _needed(store, models, counts)), progress)
         return sums
     if method != "memo":
         raise ValueError(f"unknown method {method!r}")
@@ -581,7 +582,8 @@ def _pool_layout(store, nmax: np.ndarray):
     return d.pool_qsm // (a.n_stages * a.n_models), d.pool_stage, pool_nmax
 
 
-def memo_tables(store, nmax: np.ndarray, questions: np.ndarray, *, replicates: int, seed: int) -> MemoTables:
+def memo_tables(store, nmax: np.ndarray, questions: np.ndarray, *, replicates: int, seed: int,
+                device: str | None = "cpu") -> MemoTables:
     """Build the memo of every pool of `questions` for the (stage, model) pairs with nmax > 0.
 
     Args:
@@ -590,8 +592,17 @@ def memo_tables(store, nmax: np.ndarray, questions: np.ndarray, *, replicates: i
         questions: question indices.
         replicates: random draws per question.
         seed: the seed of every draw.
+        device: 'cpu' (the default here), 'cuda' (built on the GPU, copied back: the same
+            tables), 'auto' or None (`replay.gpu.resolve_device`).
     """
     from . import kernels
+    from .gpu import resolve_device
+
+    if resolve_device(device) == "cuda":
+        from .gpu.host import build_memo
+
+        return MemoTables(*build_memo(store, _pool_layout(store, nmax), np.asarray(questions, dtype=np.int64),
+                                      replicates=replicates, seed=seed).to_host())
 
     d = store.derived
     A, max_pool, n_items = d.kernel_inputs, d.max_pool, d.n_items
@@ -717,7 +728,7 @@ def scan_space(store, choices: Sequence[Sequence[StageChoice]], *, questions=Non
         seed: the seed of every draw.
         device: 'cpu', 'cuda', 'auto' or None ($TTS_REPLAY_DEVICE, else 'cpu';
             `replay.gpu.resolve_device`): the same numbers on each. For the best
-            configurations of a space too large to hold every score: `replay.gpu.scan_top`.
+            configurations of a space too large to hold every score: `replay.scan_top.scan_top`.
 
     Returns:
         A `SpaceScan`: score, replicate error, 95% interval over questions and cost of every
@@ -740,16 +751,15 @@ def scan_space(store, choices: Sequence[Sequence[StageChoice]], *, questions=Non
     grids = np.meshgrid(*[np.arange(n) for n in n_ch[: S - 1]], indexing="ij")
     prefix_idx = np.stack([g.ravel() for g in grids], axis=1).astype(np.int64) if S > 1 else np.zeros((1, 0), np.int64)
     P, KL = len(prefix_idx), int(n_ch[S - 1])
+    # memo tables for every (stage, model) the choices use, up to the largest count asked
+    nmax = _needed_of_choices(store, ch_model, ch_count, n_ch)
     if dev == "cuda":
         from .gpu.host import scan_sums
 
-        parts = list(scan_sums(store, ch_model, ch_count, n_ch, qidx, replicates=R, seed=seed, device=dev))
+        parts = list(scan_sums(store, ch_model, ch_count, n_ch, qidx, _pool_layout(store, nmax), replicates=R,
+                               seed=seed))
         tot, sq, q_sq, q_ends, flops = (np.concatenate([p[2 + j] for p in parts]) for j in range(5))
     else:
-        # memo tables for every (stage, model) the choices use, up to the largest count asked
-        nmax = np.zeros((S, a.n_models), dtype=np.int64)
-        for s in range(S):
-            np.maximum.at(nmax[s], ch_model[s, : n_ch[s]], ch_count[s, : n_ch[s]])
         memo = memo_tables(store, nmax, qidx, replicates=replicates, seed=seed)
         tot, sq, q_sq, q_ends, flops = (np.zeros((P, KL)) for _ in range(5))
         kernels.scan_product(kernel_inputs(store), S, a.n_models, qidx, replicates, ch_model, ch_count, n_ch,
@@ -760,6 +770,15 @@ def scan_space(store, choices: Sequence[Sequence[StageChoice]], *, questions=Non
     expected = _scan_expected(store, ch_model, ch_count, n_ch, prefix_idx)
     return SpaceScan(choices=choices, prefix_idx=prefix_idx, score=mean, stderr=stderr,
                      units=units, ci_lo=ci_lo, ci_hi=ci_hi, expected=expected)
+
+
+def _needed_of_choices(store, ch_model, ch_count, n_ch) -> np.ndarray:
+    """(stage, model) -> the largest count a product scan's choices ask of it, int64 [S, M]."""
+    S = ch_model.shape[0]
+    nmax = np.zeros((S, store.arrays.n_models), dtype=np.int64)
+    for s in range(S):
+        np.maximum.at(nmax[s], ch_model[s, : n_ch[s]], ch_count[s, : n_ch[s]])
+    return nmax
 
 
 def _scan_setup(store, choices):

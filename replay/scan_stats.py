@@ -143,8 +143,10 @@ def question_sums(store, scan, *, questions, replicates: int, seed: int, referen
     if resolve_device(device, work=float(P * KL) * len(qidx) * replicates * S) == "cuda":
         from .gpu.host import question_sums as gpu_question_sums
 
+        from .engine import _pool_layout
+
         out = gpu_question_sums(store, ch_model, ch_count, n_ch, np.ascontiguousarray(scan.prefix_idx), qidx,
-                                replicates=replicates, seed=seed, reference=ref)
+                                _pool_layout(store, nmax), replicates=replicates, seed=seed, reference=ref)
         return QuestionSums(*out, n=len(qidx))
     memo = memo_tables(store, nmax, qidx, replicates=replicates, seed=seed)
     out = [np.zeros((P, KL)) for _ in range(4)]

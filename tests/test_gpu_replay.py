@@ -85,7 +85,7 @@ def test_auto_without_gpu_runs_on_cpu():
 def test_scan_top_streams_the_best_of_the_scan(tmp_path):
     """scan_top on the CPU, a few configurations per chunk, keeps per budget exactly the best
     of the whole scan in SpaceScan.best's order (score, then cheapest), and counts the feasible."""
-    from replay.gpu import scan_top
+    from replay.scan_top import scan_top
 
     st = replay.open(make_random_store(tmp_path / "s", RandomStoreSpec(
         seed=5, n_questions=4, aggregations=("majority_vote", "majority_vote"), n_models=2, max_pool=5)))

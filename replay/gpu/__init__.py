@@ -2,7 +2,7 @@
 
     store.evaluate_batch(configs, replicates=1000, device="cuda")
     replay.engine.scan_space(store, choices, device="auto")
-    replay.gpu.scan_top(store, choices, budgets=[2.0, 4.0], top=10, device="cuda")
+    replay.scan_top.scan_top(store, choices, budgets=[2.0, 4.0], top=10, device="cuda")
 
 `device` is 'cpu' (the Numba CPU kernels), 'cuda' (the kernels of
 replay/gpu/kernels.py; without a usable GPU, a ConfigError: one line, exit 2) or 'auto' (the GPU
@@ -100,11 +100,3 @@ def resolve_device(device: str | None, *, work: float = float("inf"), where: str
                                      "on a machine with an NVIDIA GPU)")
         return "cuda"
     return "cuda" if ok and work >= AUTO_MIN_DRAWS else "cpu"
-
-
-def __getattr__(name):
-    if name in ("scan_top", "ScanTop"):
-        from . import host
-
-        return getattr(host, name)
-    raise AttributeError(name)

@@ -6,16 +6,17 @@ most `memo_entries()` entries (a share of the GPU's free memory), and configurat
 up a chunk at a time, their running sums copied up and back so that every sum is added in the
 CPU kernel's order whatever the chunking. The exhaustive scan keeps the memo of every question on
 the GPU (needed for its per-replicate sums; rows x replicates x counts entries, small beside the
-space) and scans the configurations a chunk of prefixes at a time; `scan_top` keeps only the
-best `top` configurations per budget, so a space of 10^8 configurations needs no host memory of
-that size.
+space) and scans the configurations a chunk of prefixes at a time (replay/scan_top.py keeps only
+the best of each chunk).
+
+This module imports nothing of the engine (the engine calls it): what it needs of a store's
+layout comes in as arguments (`layout`: replay.engine._pool_layout).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -98,20 +99,20 @@ class DeviceMemo:
     flop: object
     n_entries: int
 
-    def to_host(self):
-        from ..engine import MemoTables
+    def to_host(self) -> tuple:
+        """(pool_row, row_nmax, row_base, ans, score, tok, flag) as host arrays: the fields of
+        replay.engine.MemoTables, in order."""
+        n = self.n_entries
+        return (self.pool_row.copy_to_host(), self.row_nmax.copy_to_host(), self.row_base.copy_to_host(),
+                self.ans.copy_to_host()[:n], self.score.copy_to_host()[:n], self.tok.copy_to_host()[:n],
+                self.flag.copy_to_host()[:n])
 
-        return MemoTables(self.pool_row.copy_to_host(), self.row_nmax.copy_to_host(), self.row_base.copy_to_host(),
-                          self.ans.copy_to_host(), self.score.copy_to_host(), self.tok.copy_to_host(),
-                          self.flag.copy_to_host())
 
-
-def memo_rows(store, nmax: np.ndarray, questions: np.ndarray, replicates: int):
-    """The rows of a memo (as replay.engine.memo_tables lays them out): (pool_row, rows,
+def memo_rows(layout, questions: np.ndarray, replicates: int):
+    """The rows of a memo (as replay.engine.memo_tables lays them out), from the pool layout
+    (q_of_pool, stage_of_pool, pool_nmax: replay.engine._pool_layout): (pool_row, rows,
     row_nmax, row_base, n_entries)."""
-    from ..engine import _pool_layout
-
-    q_of_pool, _, pool_nmax = _pool_layout(store, nmax)
+    q_of_pool, _, pool_nmax = layout
     rows = np.flatnonzero(np.isin(q_of_pool, questions) & (pool_nmax > 0))
     row_nmax = pool_nmax[rows].astype(np.int64)
     row_base = np.concatenate([[0], np.cumsum(row_nmax * replicates)[:-1]]).astype(np.int64)
@@ -120,14 +121,15 @@ def memo_rows(store, nmax: np.ndarray, questions: np.ndarray, replicates: int):
     return pool_row, rows, row_nmax, row_base, int((row_nmax * replicates).sum())
 
 
-def build_memo(store, nmax: np.ndarray, questions: np.ndarray, *, replicates: int, seed: int) -> DeviceMemo:
-    """Memo tables of `questions` on the GPU (replay.engine.memo_tables' numbers)."""
+def build_memo(store, layout, questions: np.ndarray, *, replicates: int, seed: int) -> DeviceMemo:
+    """Memo tables of `questions` on the GPU (replay.engine.memo_tables' numbers); `layout`:
+    replay.engine._pool_layout of the counts needed."""
     cuda = _cuda()
     K = _kernels()
     d = store.derived
     a = store.arrays
     D = device_inputs(store)
-    pool_row, rows, row_nmax, row_base, n = memo_rows(store, nmax, questions, replicates)
+    pool_row, rows, row_nmax, row_base, n = memo_rows(layout, questions, replicates)
     row_q = (d.pool_qsm[rows] // (a.n_stages * a.n_models)).astype(np.int64)
     row_stage = d.pool_stage[rows].astype(np.int64)
     row_scale = 2.0 * a.model_params[d.pool_qsm[rows] % a.n_models]  # 2 x params, as the CPU kernels
@@ -157,23 +159,16 @@ def build_memo(store, nmax: np.ndarray, questions: np.ndarray, *, replicates: in
     return memo
 
 
-def memo_tables(store, nmax: np.ndarray, questions: np.ndarray, *, replicates: int, seed: int):
-    """replay.engine.memo_tables, built on the GPU and copied back."""
-    return build_memo(store, nmax, np.asarray(questions, dtype=np.int64), replicates=replicates, seed=seed).to_host()
-
-
-def replay_sums(store, models: np.ndarray, counts: np.ndarray, qidx: np.ndarray, R: int, seed: int, sums,
+def replay_sums(store, models: np.ndarray, counts: np.ndarray, qidx: np.ndarray, R: int, seed: int, sums, layout,
                 progress=None) -> None:
     """The memo method of replay.engine.replay_sums on the GPU: adds into `sums` (host arrays,
-    zero) exactly what replay.engine._memo adds."""
-    from ..engine import _needed, _pool_layout
-
+    zero) exactly what replay.engine._memo adds. `layout`: replay.engine._pool_layout of the
+    counts the configurations need."""
     cuda = _cuda()
     K = _kernels()
     a = store.arrays
     D = device_inputs(store)
-    nmax = _needed(store, models, counts)
-    q_of_pool, _, pool_nmax = _pool_layout(store, nmax)
+    q_of_pool, _, pool_nmax = layout
     per_q = np.zeros(a.n_questions)
     np.add.at(per_q, q_of_pool, pool_nmax * R)
     budget = memo_entries()
@@ -191,7 +186,7 @@ def replay_sums(store, models: np.ndarray, counts: np.ndarray, qidx: np.ndarray,
             total += per_q[qidx[stop]]
             stop += 1
         chunk = qidx[start:stop].astype(np.int64)
-        memo = build_memo(store, nmax, chunk, replicates=R, seed=seed)
+        memo = build_memo(store, layout, chunk, replicates=R, seed=seed)
         d_q = cuda.to_device(chunk)
         for c0 in range(0, C, c_step):
             c1 = min(C, c0 + c_step)
@@ -215,12 +210,11 @@ def replay_sums(store, models: np.ndarray, counts: np.ndarray, qidx: np.ndarray,
         start = stop
 
 
-def direct_chunks(store, groups, qidx: np.ndarray, R: int, seed: int):
-    """replay.engine._direct_chunks on the GPU: the same chunks of groups, the same (config
+def direct_chunks(store, groups, qidx: np.ndarray, R: int, seed: int, max_cells: int):
+    """replay.engine._direct_chunks on the GPU: the same chunks of groups (at most max_cells
+    configuration x question x replicate cells each, replay.engine.MAX_CELLS), the same (config
     positions, arrays) yielded; the per-stage sums over replicates are added on the host, in
     replicate order, from the kernel's per-replicate figures."""
-    from ..engine import MAX_CELLS
-
     cuda = _cuda()
     K = _kernels()
     d = store.derived
@@ -237,7 +231,7 @@ def direct_chunks(store, groups, qidx: np.ndarray, R: int, seed: int):
     scratch_for = None
     while g < G:
         g1 = g + 1
-        while g1 < G and (grp_off[g1 + 1] - grp_off[g]) * Q * R <= MAX_CELLS:
+        while g1 < G and (grp_off[g1 + 1] - grp_off[g]) * Q * R <= max_cells:
             g1 += 1
         c0, c1 = int(grp_off[g]), int(grp_off[g1])
         C = c1 - c0
@@ -276,55 +270,44 @@ def prefixes(n_ch: np.ndarray, p0: int, p1: int) -> np.ndarray:
                     axis=1).astype(np.int64)
 
 
-def scan_sums(store, ch_model, ch_count, n_ch, qidx, *, replicates: int, seed: int, device: str, chunk_cells=None):
+def scan_sums(store, ch_model, ch_count, n_ch, qidx, layout, *, replicates: int, seed: int, chunk_cells=None):
     """Yield (p0, p1, tot, sq, q_sq, q_ends, flops) per chunk of prefixes: the sums of
-    replay.kernels.scan_product for configurations (p0..p1-1, every last choice), on `device`
-    ('cpu' or 'cuda'). Same numbers on both."""
-    from ..engine import memo_tables as cpu_memo_tables, kernel_inputs
-
+    replay.kernels.scan_product for configurations (p0..p1-1, every last choice), on the GPU,
+    from one memo of every question (`layout`: replay.engine._pool_layout of the choices)."""
+    cuda = _cuda()
+    K = _kernels()
     a = store.arrays
     S = a.n_stages
     KL = int(n_ch[S - 1])
     P = int(np.prod(n_ch[: S - 1])) if S > 1 else 1
     step = max(1, (chunk_cells or SCAN_CELLS) // KL)
-    nmax = np.zeros((S, a.n_models), dtype=np.int64)
-    for s in range(S):
-        np.maximum.at(nmax[s], ch_model[s, : n_ch[s]], ch_count[s, : n_ch[s]])
     qidx = np.asarray(qidx, dtype=np.int64)
-    if device == "cuda":
-        cuda = _cuda()
-        K = _kernels()
-        n = memo_rows(store, nmax, qidx, replicates)[4]
-        if n > 2 * memo_entries():
-            raise ConfigError("scan", f"the memo tables of {len(qidx)} questions x {replicates} replicates "
-                                      f"({n:,} entries) do not fit the GPU's free memory: fewer replicates or "
-                                      "questions, or --device cpu")
-        memo = build_memo(store, nmax, qidx, replicates=replicates, seed=seed)
-        D = device_inputs(store)
-        d_q, d_m, d_c = cuda.to_device(qidx), cuda.to_device(ch_model), cuda.to_device(ch_count)
-    else:
-        from .. import kernels as CK
-
-        memo = cpu_memo_tables(store, nmax, qidx, replicates=replicates, seed=seed)
-        A = kernel_inputs(store)
+    memo = _scan_memo(store, layout, qidx, replicates, seed)
+    D = device_inputs(store)
+    d_q, d_m, d_c = cuda.to_device(qidx), cuda.to_device(ch_model), cuda.to_device(ch_count)
     for p0 in range(0, P, step):
         p1 = min(P, p0 + step)
         pre = prefixes(n_ch, p0, p1)
-        outs = [np.zeros((p1 - p0, KL)) for _ in range(5)]
-        if device == "cuda":
-            d_outs = [cuda.device_array((p1 - p0, KL), np.float64) for _ in range(5)]
-            blocks, threads = _dims((p1 - p0) * KL)
-            K.scan_product[blocks, threads](
-                *(D[f] for f in _LOOKUP_FIELDS), S, a.n_models, d_q, replicates, d_m, d_c, KL, cuda.to_device(pre),
-                memo.pool_row, memo.row_nmax, memo.row_base, memo.ans, memo.score, memo.flop, *d_outs)
-            outs = [x.copy_to_host() for x in d_outs]
-        else:
-            CK.scan_product(A, S, a.n_models, qidx, replicates, ch_model, ch_count, n_ch, pre, memo.pool_row,
-                            memo.row_nmax, memo.row_base, memo.ans, memo.score, memo.tok, *outs)
-        yield (p0, p1, *outs)
+        d_outs = [cuda.device_array((p1 - p0, KL), np.float64) for _ in range(5)]
+        blocks, threads = _dims((p1 - p0) * KL)
+        K.scan_product[blocks, threads](
+            *(D[f] for f in _LOOKUP_FIELDS), S, a.n_models, d_q, replicates, d_m, d_c, KL, cuda.to_device(pre),
+            memo.pool_row, memo.row_nmax, memo.row_base, memo.ans, memo.score, memo.flop, *d_outs)
+        yield (p0, p1, *(x.copy_to_host() for x in d_outs))
 
 
-def question_sums(store, ch_model, ch_count, n_ch, prefix_idx, qidx, *, replicates: int, seed: int, reference):
+def _scan_memo(store, layout, qidx, replicates: int, seed: int) -> DeviceMemo:
+    """The memo of every question of a scan, on the GPU; a ConfigError where it cannot fit."""
+    n = memo_rows(layout, qidx, replicates)[4]
+    if n > 2 * memo_entries():
+        raise ConfigError("scan", f"the memo tables of {len(qidx)} questions x {replicates} replicates "
+                                  f"({n:,} entries) do not fit the GPU's free memory: fewer replicates or "
+                                  "questions, or --device cpu")
+    return build_memo(store, layout, qidx, replicates=replicates, seed=seed)
+
+
+def question_sums(store, ch_model, ch_count, n_ch, prefix_idx, qidx, layout, *, replicates: int, seed: int,
+                  reference):
     """replay.scan_stats.question_sums' four [P, K] sums (s1, s2, d1, d2) on the GPU, over chunks
     of prefixes, from one memo of every question."""
     cuda = _cuda()
@@ -332,10 +315,7 @@ def question_sums(store, ch_model, ch_count, n_ch, prefix_idx, qidx, *, replicat
     a = store.arrays
     S = a.n_stages
     KL = int(n_ch[S - 1])
-    nmax = np.zeros((S, a.n_models), dtype=np.int64)
-    for s in range(S):
-        np.maximum.at(nmax[s], ch_model[s, : n_ch[s]], ch_count[s, : n_ch[s]])
-    memo = build_memo(store, nmax, qidx, replicates=replicates, seed=seed)
+    memo = _scan_memo(store, layout, qidx, replicates, seed)
     D = device_inputs(store)
     d_q, d_m, d_c = cuda.to_device(qidx), cuda.to_device(ch_model), cuda.to_device(ch_count)
     d_ref = cuda.to_device(np.ascontiguousarray(reference, dtype=np.float64))
@@ -355,112 +335,3 @@ def question_sums(store, ch_model, ch_count, n_ch, prefix_idx, qidx, *, replicat
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# The streamed scan: the best configurations per budget, not every one
-
-
-@dataclass(frozen=True)
-class TopConfig:
-    """One of the best configurations of a scan under a budget."""
-
-    config: object  # replay.config.Config
-    score: float  # mean over questions and replicates
-    stderr: float  # the replicate error
-    ci_lo: float  # the 95% interval over questions
-    ci_hi: float
-    units: float  # measured mean cost per question, in budget units
-    expected: float  # expected cost per question (the budget rule)
-
-
-@dataclass(frozen=True)
-class ScanTop:
-    """The best `top` configurations of a product space under each budget (highest score, ties
-    to the cheapest measured cost, then to scan order: `SpaceScan.best`'s order)."""
-
-    budgets: tuple  # float or None (no budget), in the order asked
-    best: tuple  # per budget: tuple of TopConfig, best first
-    feasible: tuple  # per budget: configurations within it
-    evaluated: int  # configurations scanned
-    device: str  # 'cpu' or 'cuda'
-    questions: int
-    replicates: int
-    seed: int
-
-
-def scan_top(store, choices: Sequence[Sequence], *, budgets: Sequence = (None,), top: int = 10, questions=None,
-             replicates: int = 16, seed: int = 0, device: str | None = None, chunk_cells: int | None = None) -> ScanTop:
-    """Score every configuration of a product space, as `replay.engine.scan_space` does, and
-    keep only the best `top` per budget, a chunk of configurations at a time: host memory grows
-    with the chunk, not with the space.
-
-    Args:
-        store: the store.
-        choices: per stage, its `StageChoice`s (as scan_space takes them).
-        budgets: budgets in normalised units per question (the budget rule: expected cost); None
-            for no budget.
-        top: configurations kept per budget.
-        questions: which questions (as in `evaluate`).
-        replicates: random draws per question.
-        seed: the seed of every draw.
-        device: 'cpu', 'cuda' or 'auto' (replay.gpu.resolve_device).
-        chunk_cells: configurations per chunk (default SCAN_CELLS).
-
-    Returns:
-        A `ScanTop`.
-
-    Raises:
-        ConfigError: invalid choices, top < 1, or device 'cuda' without a usable GPU.
-    """
-    from ..engine import _scan_expected, _scan_setup, _scan_stats
-    from . import resolve_device
-
-    if top < 1:
-        raise ConfigError("top", "must be at least 1")
-    choices, ch_model, ch_count, n_ch = _scan_setup(store, choices)
-    qidx = store.question_indices(questions).astype(np.int64)
-    S = store.arrays.n_stages
-    size = int(np.prod(n_ch))
-    dev = resolve_device(device, work=_scan_work(store, n_ch, len(qidx), replicates))
-    budgets = tuple(None if b is None else float(b) for b in budgets)
-    KL = int(n_ch[S - 1])
-    kept = [None] * len(budgets)  # per budget: arrays (flat, score, units, stderr, lo, hi, expected)
-    feasible = [0] * len(budgets)
-    Q, R = len(qidx), replicates
-    for p0, p1, tot, sq, q_sq, q_ends, flops in scan_sums(store, ch_model, ch_count, n_ch, qidx, replicates=R,
-                                                         seed=seed, device=dev, chunk_cells=chunk_cells):
-        mean, stderr, lo, hi, units = _scan_stats(store, tot, sq, q_sq, q_ends, flops, Q, R)
-        expected = _scan_expected(store, ch_model, ch_count, n_ch, prefixes(n_ch, p0, p1))
-        flat = (np.arange(p0, p1, dtype=np.int64)[:, None] * KL + np.arange(KL)[None, :]).ravel()
-        cols = (flat, mean.ravel(), units.ravel(), stderr.ravel(), lo.ravel(), hi.ravel(), expected.ravel())
-        for b, budget in enumerate(budgets):
-            ok = np.ones(len(flat), bool) if budget is None else cols[6] <= budget * (1 + 1e-9)
-            feasible[b] += int(ok.sum())
-            sel = np.flatnonzero(ok)
-            cand = [c[sel] for c in cols]
-            if kept[b] is not None:  # earlier chunks first: ties keep scan order
-                cand = [np.concatenate([old, new]) for old, new in zip(kept[b], cand)]
-            order = np.lexsort((cand[2], -cand[1]))[:top]
-            kept[b] = [c[order] for c in cand]
-    best = []
-    for b in range(len(budgets)):
-        rows = []
-        if kept[b] is not None:
-            for flat, score, units, se, lo, hi, ex in zip(*kept[b]):
-                i, k = divmod(int(flat), KL)
-                rows.append(TopConfig(_scan_config(choices, n_ch, i, k), float(score), float(se), float(lo), float(hi),
-                                      float(units), float(ex)))
-        best.append(tuple(rows))
-    return ScanTop(budgets=budgets, best=tuple(best), feasible=tuple(feasible), evaluated=size, device=dev,
-                   questions=Q, replicates=R, seed=seed)
-
-
-def _scan_config(choices, n_ch, i: int, k: int):
-    from ..config import Config
-
-    head = prefixes(n_ch, i, i + 1)[0]
-    return Config(tuple(choices[s][j] for s, j in enumerate(head)) + (choices[-1][k],))
-
-
-def _scan_work(store, n_ch, Q: int, R: int) -> float:
-    """Draws of a scan (lookups, counted as draws), for device 'auto'."""
-    return float(np.prod(n_ch)) * Q * R * len(n_ch)

@@ -40,6 +40,29 @@ def cli():
     """
 
 
+def _device_option(f):
+    """--device for the commands whose replay can run on a GPU (replay/gpu)."""
+    return click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
+                        help="Where chain replay runs: cpu, cuda (a GPU: the gpu-replay extra; the same numbers) "
+                             "or auto (the GPU when present and the work is large).")(f)
+
+
+def _check_device(device):
+    """--device cuda without a usable GPU: one line naming --device, before any work."""
+    if device == "cuda":
+        from .gpu import resolve_device
+
+        resolve_device(device, where="--device")
+
+
+def _check_graph_device(device):
+    """Graph stores replay on the CPU: --device cuda says so, auto stays on the CPU."""
+    if device == "cuda":
+        from .errors import ConfigError
+
+        raise ConfigError("--device", "cuda: graph stores replay on the CPU only (GPU graph replay is not built yet)")
+
+
 def _questions_option(f):
     return click.option(
         "--questions", default="all", show_default=True,
@@ -165,7 +188,8 @@ def _stage_lines(st, results) -> list[str]:
               help="Graph stores: seconds per question; a graph slower on average is infeasible.")
 @click.option("--throughput", default=None,
               help="Graph stores: MODEL=PREFILL/DECODE tokens per second, comma-separated, over the manifest's.")
-def eval_cmd(store, configs, replicates, seed, questions, budget, as_json, latency_limit, throughput):
+@_device_option
+def eval_cmd(store, configs, replicates, seed, questions, budget, as_json, latency_limit, throughput, device):
     """Score one or more configurations: mean score, with its replicate error and its 95%
     interval over questions, and cost (and, for a
     graph, latency).
@@ -181,10 +205,12 @@ def eval_cmd(store, configs, replicates, seed, questions, budget, as_json, laten
 
     budget = check_budget("--budget", budget)
     check_count("--replicates", replicates)
+    _check_device(device)
     st = open_announced(store)
     if st.manifest.kind == "graph":
         from .graph import cli as graph_cli
 
+        _check_graph_device(device)
         return graph_cli.evaluate(st, configs, replicates=replicates, seed=seed, questions=_parse_questions(questions),
                                   budget=budget, latency_limit=latency_limit, throughput=throughput, as_json=as_json)
     if latency_limit is not None or throughput is not None:
@@ -195,7 +221,8 @@ def eval_cmd(store, configs, replicates, seed, questions, budget, as_json, laten
     qsel = _parse_questions(questions)
     check_replicates("--replicates", replicates, questions=len(st.question_indices(qsel)),
                      per_pass=_largest_pass(cfgs), configs=len(cfgs))
-    results = evaluate_batch(st, cfgs, questions=qsel, replicates=replicates, seed=seed, budget=budget)
+    results = evaluate_batch(st, cfgs, questions=qsel, replicates=replicates, seed=seed, budget=budget,
+                             device=device)
     if as_json:
         for r in results:
             # JSON has no NaN: a score that does not exist (infeasible, one replicate) is null
@@ -296,7 +323,7 @@ def _space_configs(st, models, max_samples, grid):
     """Every configuration of the store's space (narrowed), or the configs of a grid file."""
     import itertools
 
-    from .engine import Config, StageChoice, largest_pool
+    from .engine import Config
     from .errors import ConfigError
 
     if grid:
@@ -311,6 +338,22 @@ def _space_configs(st, models, max_samples, grid):
         if not cfgs:
             raise ConfigError(grid, "no configuration in the grid file (one MODEL:SAMPLES,... per line)")
         return cfgs
+    per_stage = _space_choices(st, models, max_samples)
+    total = 1
+    for o in per_stage:
+        total *= len(o)
+    if total > 5_000_000:
+        raise ConfigError("sweep", f"{total:,} configurations: narrow with --models / --max-samples or give --grid "
+                                   "(or `replay scan`: the best per budget of any size of space)")
+    return [Config(tuple(c)) for c in itertools.product(*per_stage)]
+
+
+def _space_choices(st, models, max_samples):
+    """Per stage, its choices (model, count) in the store's space, narrowed by --models and
+    --max-samples."""
+    from .engine import StageChoice, largest_pool
+    from .errors import ConfigError
+
     names = st.manifest.model_names
     chosen = [x.strip() for x in models.split(",")] if models else None
     if chosen:
@@ -332,12 +375,7 @@ def _space_configs(st, models, max_samples, grid):
         if not opts:
             raise ConfigError("--models", f"no candidate model left for stage {st.stages[si].name!r}")
         per_stage.append(opts)
-    total = 1
-    for o in per_stage:
-        total *= len(o)
-    if total > 5_000_000:
-        raise ConfigError("sweep", f"{total:,} configurations: narrow with --models / --max-samples or give --grid")
-    return [Config(tuple(c)) for c in itertools.product(*per_stage)]
+    return per_stage
 
 
 @cli.command()
@@ -352,7 +390,8 @@ def _space_configs(st, models, max_samples, grid):
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
 @_questions_option
 @click.option("--throughput", default=None, help="Graph stores: MODEL=PREFILL/DECODE tokens per second.")
-def sweep(store, out, budget, models, max_samples, grid, replicates, seed, questions, throughput):
+@_device_option
+def sweep(store, out, budget, models, max_samples, grid, replicates, seed, questions, throughput, device):
     """Evaluate every configuration of the space (or a grid) and write a Parquet table.
 
     One row per configuration: config, score, stderr (the replicate error), ci_lo and ci_hi
@@ -370,10 +409,12 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
     if max_samples is not None:
         check_count("--max-samples", max_samples)
     check_output_file(out, "--out")
+    _check_device(device)
     st = open_announced(store)
     if st.manifest.kind == "graph":
         from .graph import cli as graph_cli
 
+        _check_graph_device(device)
         return graph_cli.sweep(st, out=out, grid=grid, budget=budget, replicates=replicates, seed=seed,
                                questions=_parse_questions(questions), throughput=throughput, models=models,
                                max_samples=max_samples)
@@ -384,7 +425,7 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
     t0 = time.perf_counter()
     with tqdm(total=len(cfgs), unit="cfg", desc="sweep", disable=None, file=sys.stderr) as bar:
         results = evaluate_batch(st, cfgs, questions=qsel, replicates=replicates, seed=seed,
-                                 budget=budget, progress=bar.update)
+                                 budget=budget, progress=bar.update, device=device)
     dt = time.perf_counter() - t0
     df = pl.DataFrame([r.as_row() for r in results])
     with atomic_path(out) as tmp:
@@ -408,6 +449,80 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
                    "may differ (`replay compare` tests pairs)")
     else:
         click.echo("no configuration within the budget")
+
+
+@cli.command()
+@click.argument("store", type=click.Path())
+@click.option("--budget", "budgets", multiple=True,
+              help="Budget in units per question (repeatable; 'none': no budget). Default: the store's default "
+                   "budget (every stage once with its largest model) and none.")
+@click.option("--top", default=10, show_default=True, help="Configurations kept per budget.")
+@click.option("--models", default=None, help="Comma-separated models to include (default: all).")
+@click.option("--max-samples", type=int, default=None, help="Largest sample count per stage.")
+@click.option("--replicates", "-r", default=16, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
+@_questions_option
+@click.option("--json", "out_json", default=None, type=click.Path(), help="Write the best per budget as JSON.")
+@_device_option
+def scan(store, budgets, top, models, max_samples, replicates, seed, questions, out_json, device):
+    """Score every configuration of the space (any size: a compiled scan, streamed) and print the
+    best --top per budget.
+
+    The same numbers as `replay sweep` and `search --searcher grid`, without a row per
+    configuration: chunks of the space are scored (on the GPU with --device cuda) and only the
+    best of each budget are kept, so a space of 10^8 configurations needs no memory of that
+    size. Feasible: expected cost within the budget (the budget rule); order: score, then the
+    cheapest measured cost."""
+    import json
+    import time
+
+    from .engine import default_budget
+    from .scan_top import scan_top
+
+    check_count("--replicates", replicates)
+    check_count("--top", top)
+    if max_samples is not None:
+        check_count("--max-samples", max_samples)
+    parsed = [None if str(b).strip().lower() == "none" else check_budget("--budget", b) for b in budgets]
+    if out_json:
+        check_output_file(out_json, "--json")
+    _check_device(device)
+    st = open_announced(store)
+    if st.manifest.kind == "graph":
+        from .errors import ConfigError
+
+        raise ConfigError(store, "replay scan scans chain stores; for a graph store use replay sweep --grid")
+    per_stage = _space_choices(st, models, max_samples)
+    qsel = _parse_questions(questions)
+    if not parsed:
+        parsed = [default_budget(st), None]
+    t0 = time.perf_counter()
+    res = scan_top(st, per_stage, budgets=parsed, top=top, questions=qsel, replicates=replicates, seed=seed,
+                   device=device)
+    dt = time.perf_counter() - t0
+    click.echo(f"{res.evaluated:,} configurations x {res.questions} questions x {res.replicates} replicates "
+               f"in {dt:.2f} s on the {res.device}")
+    rows = []
+    for budget, best, n_ok in zip(res.budgets, res.best, res.feasible):
+        click.echo(f"\nbudget {'none' if budget is None else f'{budget:.4g} units'}: {n_ok:,} feasible")
+        if best:
+            w = max(len("config"), *(len(str(b.config)) for b in best))
+            click.echo(f"  {'config':<{w}}  {'score':>7}  {'±rep':>6}  {'95% CI (questions)':>18}  {'expected':>9}")
+        for b in best:
+            ci = f"[{pct(b.ci_lo)}, {pct(b.ci_hi)}]"
+            click.echo(f"  {str(b.config):<{w}}  {pct(b.score):>7}  {pct(b.stderr):>6}  {ci:>18}  {b.expected:>9.2f}")
+            rows.append({"budget": budget, "config": str(b.config), "score": b.score, "stderr": b.stderr,
+                         "ci_lo": b.ci_lo, "ci_hi": b.ci_hi, "units": b.units, "expected_units": b.expected})
+    click.echo("\nscores in percent; ±rep: the replicate error; 95% CI: the interval over questions; expected: "
+               "expected cost in units per question (the budget rule)")
+    if out_json:
+        doc = {"store": st.name, "configurations": res.evaluated, "questions": res.questions,
+               "replicates": res.replicates, "seed": res.seed, "device": res.device,
+               "feasible": [{"budget": b, "count": n} for b, n in zip(res.budgets, res.feasible)], "best": rows}
+        with atomic_path(out_json) as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(json_safe(doc), f, indent=1, allow_nan=False)
+        click.echo(f"wrote {out_json}")
 
 
 @cli.command()

@@ -235,7 +235,7 @@ MAX_CELLS = 8_000_000  # configs x questions x replicates per kernel call (bound
 
 
 def evaluate(store, config, *, questions=None, replicates: int = 100, seed: int = 0,
-             budget: float | None = None) -> EvalResult:
+             budget: float | None = None, device: str | None = None) -> EvalResult:
     """Replay one configuration: its mean score with its replicate error and its 95% interval
     over questions, and its cost.
 
@@ -251,6 +251,7 @@ def evaluate(store, config, *, questions=None, replicates: int = 100, seed: int 
         budget: a budget in normalised units per question; a configuration whose expected
             cost (`expected_units`, over the store's pools) exceeds it is reported infeasible
             and not scored (score NaN). The measured cost is reported either way.
+        device: 'cpu', 'cuda' or 'auto' (as in `evaluate_batch`).
 
     Returns:
         An `EvalResult`.
@@ -259,12 +260,13 @@ def evaluate(store, config, *, questions=None, replicates: int = 100, seed: int 
         ConfigError: a configuration the store cannot replay, or replicates < 1.
         StoreError: an unknown split or question.
     """
-    return evaluate_batch(store, [config], questions=questions, replicates=replicates, seed=seed, budget=budget)[0]
+    return evaluate_batch(store, [config], questions=questions, replicates=replicates, seed=seed, budget=budget,
+                          device=device)[0]
 
 
 def evaluate_batch(store, configs: Iterable, *, questions=None, replicates: int = 100, seed: int = 0,
                    budget: float | None = None, progress: Callable[[float], None] | None = None,
-                   method: str = "auto") -> list[EvalResult]:
+                   method: str = "auto", device: str | None = None) -> list[EvalResult]:
     """Replay many configurations in few compiled calls, with the numbers `evaluate` gives each.
 
     Configurations that differ only in the last stage's sample count share one pass along the
@@ -279,14 +281,21 @@ def evaluate_batch(store, configs: Iterable, *, questions=None, replicates: int 
         budget: a budget in normalised units per question (as in `evaluate`).
         progress: called with the number of configurations (or fractions of them) done.
         method: 'auto' (the cheaper), 'direct' or 'memo'; all give the same numbers.
+        device: 'cpu', 'cuda' or 'auto' (the GPU when present and the batch is large:
+            `replay.gpu.resolve_device`); each method gives the same numbers on each device.
+            None: $TTS_REPLAY_DEVICE, else 'cpu'.
 
     Returns:
         One `EvalResult` per configuration, in order.
 
     Raises:
-        ConfigError: a configuration the store cannot replay, or replicates < 1.
+        ConfigError: a configuration the store cannot replay, replicates < 1, or device
+            'cuda' without a usable GPU.
         StoreError: an unknown split or question.
     """
+    from .gpu import check_device
+
+    device = check_device(device)
     cfgs = [as_config(store, c) for c in configs]
     if not cfgs:
         return []
@@ -295,7 +304,8 @@ def evaluate_batch(store, configs: Iterable, *, questions=None, replicates: int 
     qidx = store.question_indices(questions)
     if len(qidx) == 0:
         raise ConfigError("questions", "no questions selected")
-    sums = replay_sums(store, cfgs, qidx, replicates=replicates, seed=seed, progress=progress, method=method)
+    sums = replay_sums(store, cfgs, qidx, replicates=replicates, seed=seed, progress=progress, method=method,
+                       device=device)
     per_q = sums.score_q / replicates
     sd = per_q.std(axis=1, ddof=1) if len(qidx) > 1 else np.zeros(len(cfgs))
     ends = ((per_q <= 0.0) | (per_q >= 1.0)).mean(axis=1)
@@ -464,7 +474,7 @@ MEMO_ENTRIES = 4_000_000  # memo table entries per question chunk (about 100 MB)
 
 
 def replay_sums(store, cfgs: list[Config], qidx: np.ndarray, *, replicates: int, seed: int,
-                progress=None, method: str = "auto") -> ReplaySums:
+                progress=None, method: str = "auto", device: str | None = None) -> ReplaySums:
     """Replay many configurations, by the cheaper of two exact methods (same results):
 
     direct  one pass per group of configs that differ only in the last stage's count
@@ -480,16 +490,29 @@ def replay_sums(store, cfgs: list[Config], qidx: np.ndarray, *, replicates: int,
         seed: the seed of every draw.
         progress: called with the number of configurations (or fractions of them) done.
         method: 'auto', 'direct' or 'memo'.
+        device: 'cpu', 'cuda', 'auto' or None (replay.gpu.resolve_device). Each method gives
+            on the GPU the very numbers it gives on the CPU (and 'auto' picks the same method).
     """
+    from .gpu import check_device, resolve_device
+
     C, Q, R, S = len(cfgs), len(qidx), replicates, store.arrays.n_stages
     models, counts = _config_arrays(store, cfgs)
     groups = _groups(models, counts)
+    dev = check_device(device)
+    if dev != "cpu":  # the work in draws: the cheaper method's
+        dev = resolve_device(dev, work=min(_memo_cost(store, models, counts, qidx), _direct_cost(groups, Q)) * R)
     if method == "auto":
         method = "memo" if _memo_cost(store, models, counts, qidx) < _direct_cost(groups, Q) else "direct"
     sums = ReplaySums(np.zeros((C, Q)), np.zeros((C, R)), np.zeros(C), np.zeros(C), np.zeros((C, S)),
-                      np.zeros((C, S)), np.zeros((C, S), dtype=np.int64), method)
+                      np.zeros((C, S)), np.zeros((C, S), dtype=np.int64), method if dev == "cpu" else f"{method}-cuda")
     if method == "direct":
-        for dest, (score, tokens, flops, st_score, st_tokens, st_fb) in _direct_chunks(store, groups, qidx, R, seed):
+        if dev == "cuda":
+            from .gpu.host import direct_chunks
+
+            chunks = direct_chunks(store, groups, np.asarray(qidx, dtype=np.int64), R, seed, MAX_CELLS)
+        else:
+            chunks = _direct_chunks(store, groups, qidx, R, seed)
+        for dest, (score, tokens, flops, st_score, st_tokens, st_fb) in chunks:
             sums.score_q[dest] = score.sum(axis=2)
             sums.score_r[dest] = score.sum(axis=1)
             sums.tokens[dest] = tokens.sum(axis=(1, 2))
@@ -499,6 +522,12 @@ def replay_sums(store, cfgs: list[Config], qidx: np.ndarray, *, replicates: int,
             sums.st_fallback[dest] = st_fb.sum(axis=2)
             if progress is not None:
                 progress(len(dest))
+        return sums
+    if dev == "cuda" and method == "memo":
+        from .gpu.host import replay_sums as gpu_replay_sums
+
+        gpu_replay_sums(store, models, counts, np.asarray(qidx, dtype=np.int64), R, seed, sums,
+                        _pool_layout(store, _needed(store, models, counts)), progress)
         return sums
     if method != "memo":
         raise ValueError(f"unknown method {method!r}")
@@ -553,7 +582,8 @@ def _pool_layout(store, nmax: np.ndarray):
     return d.pool_qsm // (a.n_stages * a.n_models), d.pool_stage, pool_nmax
 
 
-def memo_tables(store, nmax: np.ndarray, questions: np.ndarray, *, replicates: int, seed: int) -> MemoTables:
+def memo_tables(store, nmax: np.ndarray, questions: np.ndarray, *, replicates: int, seed: int,
+                device: str | None = "cpu") -> MemoTables:
     """Build the memo of every pool of `questions` for the (stage, model) pairs with nmax > 0.
 
     Args:
@@ -562,8 +592,17 @@ def memo_tables(store, nmax: np.ndarray, questions: np.ndarray, *, replicates: i
         questions: question indices.
         replicates: random draws per question.
         seed: the seed of every draw.
+        device: 'cpu' (the default here), 'cuda' (built on the GPU, copied back: the same
+            tables), 'auto' or None (`replay.gpu.resolve_device`).
     """
     from . import kernels
+    from .gpu import resolve_device
+
+    if resolve_device(device) == "cuda":
+        from .gpu.host import build_memo
+
+        return MemoTables(*build_memo(store, _pool_layout(store, nmax), np.asarray(questions, dtype=np.int64),
+                                      replicates=replicates, seed=seed).to_host())
 
     d = store.derived
     A, max_pool, n_items = d.kernel_inputs, d.max_pool, d.n_items
@@ -675,7 +714,7 @@ class SpaceScan:
 
 
 def scan_space(store, choices: Sequence[Sequence[StageChoice]], *, questions=None, replicates: int = 16,
-               seed: int = 0) -> SpaceScan:
+               seed: int = 0, device: str | None = None) -> SpaceScan:
     """Score every configuration of the product of per-stage choices, exactly as
     evaluate_batch would, in two compiled calls: the memo tables of every pool the choices can
     reach (once per question and replicate), then a scan of the product by table lookups,
@@ -687,23 +726,69 @@ def scan_space(store, choices: Sequence[Sequence[StageChoice]], *, questions=Non
         questions: which questions (as in `evaluate`).
         replicates: random draws per question.
         seed: the seed of every draw.
+        device: 'cpu', 'cuda', 'auto' or None ($TTS_REPLAY_DEVICE, else 'cpu';
+            `replay.gpu.resolve_device`): the same numbers on each. For the best
+            configurations of a space too large to hold every score: `replay.scan_top.scan_top`.
 
     Returns:
         A `SpaceScan`: score, replicate error, 95% interval over questions and cost of every
         configuration.
 
     Raises:
-        ConfigError: a stage without choices, or an invalid choice.
+        ConfigError: a stage without choices, an invalid choice, or device 'cuda' without a
+            usable GPU.
     """
     from . import kernels
+    from .gpu import resolve_device
 
+    choices, ch_model, ch_count, n_ch = _scan_setup(store, choices)
+    a = store.arrays
+    S = a.n_stages
+    qidx = store.question_indices(questions).astype(np.int64)
+    Q, R = len(qidx), replicates
+    dev = resolve_device(device, work=float(np.prod(n_ch)) * Q * R * S)
+    # every prefix (a choice index per stage but the last), in mixed-radix order
+    grids = np.meshgrid(*[np.arange(n) for n in n_ch[: S - 1]], indexing="ij")
+    prefix_idx = np.stack([g.ravel() for g in grids], axis=1).astype(np.int64) if S > 1 else np.zeros((1, 0), np.int64)
+    P, KL = len(prefix_idx), int(n_ch[S - 1])
+    # memo tables for every (stage, model) the choices use, up to the largest count asked
+    nmax = _needed_of_choices(store, ch_model, ch_count, n_ch)
+    if dev == "cuda":
+        from .gpu.host import scan_sums
+
+        parts = list(scan_sums(store, ch_model, ch_count, n_ch, qidx, _pool_layout(store, nmax), replicates=R,
+                               seed=seed))
+        tot, sq, q_sq, q_ends, flops = (np.concatenate([p[2 + j] for p in parts]) for j in range(5))
+    else:
+        memo = memo_tables(store, nmax, qidx, replicates=replicates, seed=seed)
+        tot, sq, q_sq, q_ends, flops = (np.zeros((P, KL)) for _ in range(5))
+        kernels.scan_product(kernel_inputs(store), S, a.n_models, qidx, replicates, ch_model, ch_count, n_ch,
+                             prefix_idx, memo.pool_row, memo.row_nmax, memo.row_base, memo.ans, memo.score, memo.tok,
+                             tot, sq, q_sq, q_ends, flops)
+    mean, stderr, ci_lo, ci_hi, units = _scan_stats(store, tot, sq, q_sq, q_ends, flops, Q, R)
+    # the expected cost (the budget rule) is a sum over stages: one figure per choice, added up
+    expected = _scan_expected(store, ch_model, ch_count, n_ch, prefix_idx)
+    return SpaceScan(choices=choices, prefix_idx=prefix_idx, score=mean, stderr=stderr,
+                     units=units, ci_lo=ci_lo, ci_hi=ci_hi, expected=expected)
+
+
+def _needed_of_choices(store, ch_model, ch_count, n_ch) -> np.ndarray:
+    """(stage, model) -> the largest count a product scan's choices ask of it, int64 [S, M]."""
+    S = ch_model.shape[0]
+    nmax = np.zeros((S, store.arrays.n_models), dtype=np.int64)
+    for s in range(S):
+        np.maximum.at(nmax[s], ch_model[s, : n_ch[s]], ch_count[s, : n_ch[s]])
+    return nmax
+
+
+def _scan_setup(store, choices):
+    """The choices of a product scan as arrays: (choices with the last stage's grouped by model,
+    ch_model [S, K], ch_count [S, K], n_ch [S])."""
     choices = tuple(tuple(c) for c in choices)
     a = store.arrays
     S = a.n_stages
     if len(choices) != S or any(not c for c in choices):
         raise ConfigError("scan", f"need a non-empty list of choices for each of the {S} stages")
-    qidx = store.question_indices(questions).astype(np.int64)
-    A = kernel_inputs(store)
     K = max(len(c) for c in choices)
     ch_model = np.zeros((S, K), dtype=np.int64)
     ch_count = np.ones((S, K), dtype=np.int64)
@@ -718,24 +803,12 @@ def scan_space(store, choices: Sequence[Sequence[StageChoice]], *, questions=Non
             ch_model[s, k] = store.model_index(ch.model)
             ch_count[s, k] = ch.samples
     n_ch = np.array([len(c) for c in choices], dtype=np.int64)
-    # memo tables for every (stage, model) the choices use, up to the largest count asked
-    nmax = np.zeros((S, a.n_models), dtype=np.int64)
-    for s in range(S):
-        np.maximum.at(nmax[s], ch_model[s, : n_ch[s]], ch_count[s, : n_ch[s]])
-    memo = memo_tables(store, nmax, qidx, replicates=replicates, seed=seed)
-    # every prefix (a choice index per stage but the last), in mixed-radix order
-    grids = np.meshgrid(*[np.arange(n) for n in n_ch[: S - 1]], indexing="ij")
-    prefix_idx = np.stack([g.ravel() for g in grids], axis=1).astype(np.int64) if S > 1 else np.zeros((1, 0), np.int64)
-    P, KL = len(prefix_idx), int(n_ch[S - 1])
-    tot = np.zeros((P, KL))
-    sq = np.zeros((P, KL))
-    q_sq = np.zeros((P, KL))
-    q_ends = np.zeros((P, KL))
-    flops = np.zeros((P, KL))
-    kernels.scan_product(A, S, a.n_models, qidx, replicates, ch_model, ch_count, n_ch, prefix_idx,
-                         memo.pool_row, memo.row_nmax, memo.row_base, memo.ans, memo.score, memo.tok, tot, sq, q_sq,
-                         q_ends, flops)
-    Q, R = len(qidx), replicates
+    return choices, ch_model, ch_count, n_ch
+
+
+def _scan_stats(store, tot, sq, q_sq, q_ends, flops, Q: int, R: int):
+    """A scan's sums (kernels.scan_product) as (mean, replicate error, 95% interval over
+    questions lo and hi, measured units)."""
     mean = tot / (Q * R)
     if R > 1:
         var = (sq / Q**2 - R * mean**2) / (R - 1)  # variance of the per-replicate means
@@ -747,10 +820,7 @@ def scan_space(store, choices: Sequence[Sequence[StageChoice]], *, questions=Non
     else:
         q_var = np.zeros_like(mean)
     ci_lo, ci_hi = intervals(mean, np.sqrt(q_var), Q, bounds=score_bounds(store), at_ends=q_ends / Q)
-    # the expected cost (the budget rule) is a sum over stages: one figure per choice, added up
-    expected = _scan_expected(store, ch_model, ch_count, n_ch, prefix_idx)
-    return SpaceScan(choices=choices, prefix_idx=prefix_idx, score=mean, stderr=stderr,
-                     units=flops / (Q * R) / budget_unit(store), ci_lo=ci_lo, ci_hi=ci_hi, expected=expected)
+    return mean, stderr, ci_lo, ci_hi, flops / (Q * R) / budget_unit(store)
 
 
 def _scan_expected(store, ch_model, ch_count, n_ch, prefix_idx) -> np.ndarray:

@@ -103,7 +103,8 @@ class QuestionSums:
         return self._sd(self.d1, self.d2, self.n)
 
 
-def question_sums(store, scan, *, questions, replicates: int, seed: int, reference: Sequence[float]) -> QuestionSums:
+def question_sums(store, scan, *, questions, replicates: int, seed: int, reference: Sequence[float],
+                  device: str | None = None) -> QuestionSums:
     """The per-question sums of every configuration of `scan` (a `replay.engine.SpaceScan` of
     the same questions, replicates and seed), against `reference`, one value per question
     (the reference configuration's per-question means, e.g. `EvalResult.per_question`).
@@ -115,8 +116,11 @@ def question_sums(store, scan, *, questions, replicates: int, seed: int, referen
         replicates: random draws per question.
         seed: the seed of every draw.
         reference: per-question mean scores of the reference, in the order of `questions`.
+        device: 'cpu', 'cuda', 'auto' or None ($TTS_REPLAY_DEVICE, else 'cpu';
+            `replay.gpu.resolve_device`): the same sums on each.
     """
     from .engine import kernel_inputs, memo_tables
+    from .gpu import resolve_device
 
     a = store.arrays
     S = a.n_stages
@@ -135,8 +139,16 @@ def question_sums(store, scan, *, questions, replicates: int, seed: int, referen
     nmax = np.zeros((S, a.n_models), dtype=np.int64)
     for s in range(S):
         np.maximum.at(nmax[s], ch_model[s, : n_ch[s]], ch_count[s, : n_ch[s]])
-    memo = memo_tables(store, nmax, qidx, replicates=replicates, seed=seed)
     P, KL = len(scan.prefix_idx), int(n_ch[S - 1])
+    if resolve_device(device, work=float(P * KL) * len(qidx) * replicates * S) == "cuda":
+        from .gpu.host import question_sums as gpu_question_sums
+
+        from .engine import _pool_layout
+
+        out = gpu_question_sums(store, ch_model, ch_count, n_ch, np.ascontiguousarray(scan.prefix_idx), qidx,
+                                _pool_layout(store, nmax), replicates=replicates, seed=seed, reference=ref)
+        return QuestionSums(*out, n=len(qidx))
+    memo = memo_tables(store, nmax, qidx, replicates=replicates, seed=seed)
     out = [np.zeros((P, KL)) for _ in range(4)]
     scan_question_sums(kernel_inputs(store), S, a.n_models, qidx, replicates, ch_model, ch_count, n_ch,
                        np.ascontiguousarray(scan.prefix_idx), memo.pool_row, memo.row_nmax, memo.row_base, memo.ans,

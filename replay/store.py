@@ -609,17 +609,22 @@ class Store:
         return evaluate(self, config, questions=questions, replicates=replicates, seed=seed, budget=budget)
 
     def evaluate_batch(self, configs, *, questions=None, replicates: int = 100, seed: int = 0,
-                       budget: float | None = None, progress=None):
-        """`replay.engine.evaluate_batch(self, configs, ...)`: many configurations in few passes."""
+                       budget: float | None = None, progress=None, device: str | None = None):
+        """`replay.engine.evaluate_batch(self, configs, ...)`: many configurations in few passes
+        (device 'cpu', 'cuda' or 'auto': chain stores; graph stores replay on the CPU)."""
         if self.manifest.kind == "graph":
             from .graph.engine import evaluate_graphs
+            if device == "cuda":  # asked for by name ($TTS_REPLAY_DEVICE does not apply to graphs)
+                from .errors import ConfigError
+
+                raise ConfigError("device", "graph stores replay on the CPU only (GPU graph replay is not built yet)")
 
             return evaluate_graphs(self, configs, questions=questions, replicates=replicates, seed=seed,
                                    budget=budget, progress=progress)
         from .engine import evaluate_batch
 
         return evaluate_batch(self, configs, questions=questions, replicates=replicates, seed=seed, budget=budget,
-                              progress=progress)
+                              progress=progress, device=device)
 
     def __repr__(self) -> str:
         kind = "synthetic" if self.synthetic else "real"

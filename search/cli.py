@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -88,6 +89,9 @@ def _budget(text: str | None) -> float | None:
 @click.option("--optimum-limit", type=int, default=GRID_LIMIT, show_default=True,
               help="Largest space whose exhaustive optimum is computed for the summary (one compiled scan).")
 @click.option("--sampler", default=None, help="bo: tpe (default) or gp (Optuna's GPSampler; needs torch).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default=None,
+              help="--space config: where the replay runs (evaluations, the grid's scan, the optimum): cpu, cuda (a "
+                   "GPU; the gpu-replay extra; the same numbers) or auto. Default $TTS_REPLAY_DEVICE, else cpu.")
 @click.option("--ablate", default=None, help="agenttts, rules: insight1, insight2 or insight3; agent-reinforce: those "
               "or feedback (a plain REINFORCE update, no LLM).")
 @click.option("--llm-base-url", default=None, help="LLM searchers: OpenAI-compatible endpoint (or OPENAI_BASE_URL).")
@@ -136,7 +140,7 @@ def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, mod
             sampler, ablate, llm_base_url, llm_model, llm_temperature, llm_max_tokens, llm_timeout, llm_structured,
             max_feedback, space_kind, controller, model, budget_tokens, beta, probe_cost, score_rule, n_betas,
             program_wall_s, program_memory_mb, test_stores, heldout_replicates, program_workers, max_nodes,
-            latency_limit, graph_objective):
+            latency_limit, graph_objective, device):
     """Run one search (or one per seed) and print its summary; archive, summary.json and a PNG
     of best-so-far score go to --out."""
     from replay.clitools import open_announced
@@ -154,7 +158,7 @@ def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, mod
         space: SpaceSettings = ControllerSpaceSettings(controller=controller, model=model, budget_tokens=budget_tokens,
                                                        beta=beta, probe_cost=probe_cost or 0.0)
         stray = {"--budget": budget, "--models": models, "--max-samples": max_samples, "--max-fallback": max_fallback,
-                 **program_opts, **graph_opts}
+                 **program_opts, **graph_opts, "--device": device}
         tail = "does not apply to --space controller"
     elif space_kind == "program":
         given = {k: v for k, v in dict(score=score_rule, betas=n_betas, wall_s=program_wall_s,
@@ -163,7 +167,7 @@ def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, mod
                  if v is not None}
         space = ProgramSpaceSettings(model=model, probe_cost=probe_cost or 0.0, test_stores=tuple(test_stores), **given)
         stray = {"--budget": budget, "--models": models, "--max-samples": max_samples, "--controller": controller,
-                 "--budget-tokens": budget_tokens, "--beta": beta or None, "--max-fallback": max_fallback, **graph_opts}
+                 "--budget-tokens": budget_tokens, "--beta": beta or None, "--max-fallback": max_fallback, **graph_opts, "--device": device}
         tail = "does not apply to --space program"
     elif space_kind == "graph":
         model_list = tuple(m.strip() for m in models.split(",") if m.strip()) if models is not None else None
@@ -171,7 +175,7 @@ def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, mod
                                    max_samples=max_samples, budget=_budget(budget), latency_limit=latency_limit,
                                    objective="accuracy" if graph_objective is None else graph_objective)
         stray = {"--controller": controller, "--model": model, "--budget-tokens": budget_tokens,
-                 "--beta": beta or None, "--probe-cost": probe_cost, "--max-fallback": max_fallback, **program_opts}
+                 "--beta": beta or None, "--probe-cost": probe_cost, "--max-fallback": max_fallback, **program_opts, "--device": device}
         tail = "does not apply to --space graph"
     else:
         model_list = tuple(m.strip() for m in models.split(",") if m.strip()) if models is not None else None
@@ -200,6 +204,13 @@ def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, mod
         replicates=replicates, replay_seed=replay_seed, test_replicates=test_replicates, out=out, resume=resume,
         optimum=not no_optimum, optimum_limit=optimum_limit, workers=workers)
     settings.check()
+    if device is not None:
+        # every replay of this search, in this process and its seed processes, reads the device
+        # from the environment (replay.gpu.default_device): it never changes a number
+        from replay.gpu import ENV, resolve_device
+
+        resolve_device(device, where="--device")
+        os.environ[ENV] = device
     if out is not None:
         check_output_dir(out, "--out")  # before the store loads and the optimum is computed
     store = open_announced(store_path)

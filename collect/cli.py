@@ -65,7 +65,8 @@ def import_autotts_cmd(src, out, name, benchmark, train_fraction, split_seed):
 @click.option("--params", default=None, help="Parameter counts, NAME=COUNT,... (default: read off names like Qwen3-8B).")
 @click.option("--samples", default=16, show_default=True, help="Samples per pool (the largest S replay can use).")
 @click.option("--backend", type=click.Choice(["vllm", "openai"]), default=None,
-              help="vllm (offline engine; default when importable) or openai (any OpenAI-compatible server).")
+              help="vllm (offline engine) or openai (any OpenAI-compatible server). Default: openai with "
+                   "--base-url, else vllm (refused if vLLM is not installed).")
 @click.option("--base-url", default=None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vllm serve).")
 @click.option("--api-key", default=None, envvar="OPENAI_API_KEY", show_envvar=True,
               help="API key for --backend openai (never written to the store).")
@@ -169,7 +170,16 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
         unknown = [k for k in speeds if k not in {m.name for m in specs}]
         if unknown:
             raise InputError("--throughput", f"{unknown[0]!r} is not one of the models ({', '.join(m.name for m in specs)})")
-    backend = backend or ("vllm" if vllm_available() else "openai")
+    if backend is None:
+        # a server named with --base-url means the openai backend; otherwise the engine, which
+        # must be installed: never fall back silently to a default server that is not running
+        if base_url is not None:
+            backend = "openai"
+        elif vllm_available():
+            backend = "vllm"
+        else:
+            raise InputError("--backend", "vLLM is not installed (pip install 'tts-replay[gpu]'); to use an "
+                             "OpenAI-compatible server pass --backend openai --base-url URL")
     styles = parse_prompt_styles(prompt_style, [m.name for m in specs])
     check_prompt_styles(the_task, styles, backend, graph=graph)
     if not timeout > 0:

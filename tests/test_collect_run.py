@@ -801,3 +801,30 @@ def test_a_backend_returning_the_wrong_number_of_samples_is_a_backend_error(tmp_
     with pytest.raises(BackendError, match="wrong number of samples") as e:
         run_collection(settings, lambda m: ShortBackend(), progress=False, log=lambda s: None)
     assert e.value.exit_code == 3 and not isinstance(e.value, InputError)
+
+
+def test_no_backend_and_no_vllm_is_refused_not_a_silent_fallback(tmp_path, capsys, monkeypatch):
+    """Issue 20: without vLLM and without --backend, say so and how to choose (no request is sent)."""
+    import collect.backends
+
+    monkeypatch.setattr(collect.backends, "vllm_available", lambda: False)
+    data = tmp_path / "m.jsonl"
+    write_math(data, 1)
+    code, _, err = run_cli(["run", "--task", "math", "--data", str(data), "--models", "a-1B",
+                            "--out", str(tmp_path / "s"), "--quiet"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "vLLM is not installed" in lines[0] and "--backend openai" in lines[0]
+    assert not (tmp_path / "s.partial").exists()
+
+
+def test_a_failed_run_with_no_finished_pool_is_replaced_by_the_corrected_command(tmp_path, capsys):
+    data = tmp_path / "m.jsonl"
+    write_math(data, 2)
+    base = ["run", "--task", "math", "--data", str(data), "--models", "big-8B", "--backend", "openai",
+            "--out", str(tmp_path / "s"), "--quiet"]
+    code, _, err = run_cli([*base, "--base-url", "http://127.0.0.1:9/v1", "--retries", "0"], capsys)
+    assert code == 3 and (tmp_path / "s.partial").is_dir()  # nothing finished, but the folder stays
+    with ChatServer(math_script) as srv:  # other settings (samples, server): no --fresh needed
+        code, _, err = run_cli([*base, "--base-url", srv.base_url, "--samples", "2"], capsys)
+    assert code == 0, err
+    assert replay.open(tmp_path / "s").samples.height == 2 * 2 and not (tmp_path / "s.partial").exists()

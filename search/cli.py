@@ -294,7 +294,7 @@ def compare_cmd(archives, out_png, out_json):
 @click.option("--max-fallback", type=float, default=None, help="Largest share of draws that may fall back to another pool.")
 @click.option("--select", "select_rule", default=None, help="Rule that picks each search's final configuration.")
 @click.option("--no-optimum", is_flag=True, help="Do not compute the grid optima.")
-@click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (default out/sweeps/NAME).")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (default out/sweeps/NAME; without a spec, NAME is made from the options).")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: all cores; 1: in this process).")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help="Run on Ray: a cluster address, 'auto', or 'local' to start a local instance (pip install 'tts-replay[ray]').")
@@ -325,7 +325,7 @@ def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, repli
     search sweep --stores traces/aime24 --searchers random,bo,rules --seeds 0-9 --train 5,10,20"""
     import time
 
-    from replay.clitools import announce
+    from replay.clitools import announce, plural
 
     from .sweep import SweepFailed, parse_spec, read_spec_file, run_sweep
 
@@ -354,11 +354,11 @@ def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, repli
                     log=lambda s: click.echo(s, err=True))
     out_dir = res.plan.out
     click.echo(_main_table(res.report))
-    click.echo(f"{len(res.plan.cells)} cells: {res.ran} run now, {res.skipped} already finished, {res.failed} failed; "
+    click.echo(f"{plural(len(res.plan.cells), 'cell')}: {res.ran} run now, {res.skipped} already finished, {res.failed} failed; "
                f"{time.perf_counter() - t0:.1f} s")
     click.echo(f"wrote {out_dir}/report.md, results.parquet, curves.parquet, figures/")
     if res.failed:
-        raise SweepFailed(str(out_dir), f"{res.failed} of {len(res.plan.cells)} cells failed (errors in report.md and "
+        raise SweepFailed(str(out_dir), f"{res.failed} of {plural(len(res.plan.cells), 'cell')} failed (errors in report.md and "
                           "results.parquet): run the same command again to resume them")
 
 

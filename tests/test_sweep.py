@@ -355,3 +355,31 @@ def test_command_line_axes_without_a_spec(tmp_path, capsys):
     assert res.height == 2 * 2 * 2 and sorted(set(res["train"])) == [5, 10]
     assert set(res["label"]) == {"random", "rules:insight1"} and set(res["ablation"].drop_nulls()) == {"insight1"}
     assert "| aime24 |" in out and time.perf_counter() - t0 < 30
+
+
+def test_option_only_sweeps_get_their_own_folders_and_a_report_shows_only_its_figures(tmp_path, capsys, monkeypatch):
+    """Issue 20: option-only sweeps used to share out/sweeps/sweep and mix their cells and figures."""
+    monkeypatch.chdir(tmp_path)
+    common = ["--searchers", "random", "--trials", "2", "--max-samples", "2", "--replicates", "4",
+              "--test-replicates", "4", "--workers", "1"]
+
+    def sweep(store, *extra):
+        code, out, err = _cli(["sweep", "--stores", str(TRACES / store), *common, *extra], capsys)
+        assert code == 0, err
+        return out
+
+    sweep("aime24")
+    sweep("sim-2wiki")
+    folders = sorted(p.name for p in (tmp_path / "out" / "sweeps").iterdir())
+    assert len(folders) == 2 and folders[0].startswith("aime24_random_") and folders[1].startswith("sim-2wiki_random_")
+    for f in folders:  # each folder holds its own store's cells and figures only
+        store = f.split("_")[0]
+        assert [p.name for p in (tmp_path / "out" / "sweeps" / f / "cells").iterdir()] == [store]
+        assert {p.name.split("-best")[0].split("-robust")[0] for p in (tmp_path / "out" / "sweeps" / f / "figures").iterdir()} == {store}
+    assert "1 cell: 0 run now, 1 already finished" in sweep("aime24")  # the same options resume
+    assert len(list((tmp_path / "out" / "sweeps").iterdir())) == 2
+    # one folder named by --out for two sweeps: the second's report shows only its own figures
+    sweep("aime24", "--out", "mine")
+    sweep("sim-2wiki", "--out", "mine")
+    figs = sorted(p.name for p in (tmp_path / "mine" / "figures").iterdir())
+    assert figs and all(f.startswith("sim-2wiki-") for f in figs)

@@ -28,6 +28,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from replay.atomic import atomic_path
+from replay.clitools import plural
 
 REPORT_NAME = "report.md"
 FIGURES_DIR = "figures"
@@ -140,7 +141,7 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
     synthetic = sorted({g.store for g in plan.groups if g.synthetic})
 
     L: list[str] = [f"# Sweep `{spec.name}`", ""]
-    L.append(f"Spec: `{spec.source}`. {len(all_rows)} cells: {len(done)} done, {n_failed} failed, {n_pending} pending. "
+    L.append(f"Spec: `{spec.source}`. {plural(len(all_rows), 'cell')}: {len(done)} done, {n_failed} failed, {n_pending} pending. "
              f"Stores: {', '.join(sl.stores)}. Searchers: {', '.join(sl.labels)}. Seeds: {_seed_text(spec.seeds)}. "
              f"Training sizes: {', '.join(_axis_label(t, 'default') for t in spec.train)}; budgets: "
              f"{', '.join(_axis_label(b, 'default') for b in spec.budgets)}; trial budgets: "
@@ -323,7 +324,20 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
     path = out / REPORT_NAME
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(L))
+    _remove_stale_figures(figs, "\n".join(L))
     return path
+
+
+def _remove_stale_figures(figs: Path, report: str) -> None:
+    """Delete the figures this report does not show (an earlier run of the folder with other
+    stores or axes drew them): the folder's figures are this report's, never a mix."""
+    import re
+
+    shown = set(re.findall(rf"\({re.escape(FIGURES_DIR)}/([^)]+\.png)\)", report))
+    if figs.is_dir():
+        for p in figs.glob("*.png"):
+            if p.name not in shown:
+                p.unlink(missing_ok=True)
 
 
 WITHIN = 0.005  # "within 0.5 points" of the best graph found by any method (scores in [0, 1])

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from replay.atomic import atomic_path
+from replay.clitools import plural
 from replay.errors import InputError, ToolError
 from replay.locks import folder_lock
 
@@ -94,7 +95,7 @@ def _run_locked(spec: SweepSpec, plan: Plan, t0: float, *, workers, ray, progres
                            llm_concurrency=spec.llm_concurrency, any_llm=any_llm)
         kind = ex.kind
         if log is not None:
-            log(f"sweep {spec.name!r}: {len(plan.cells)} cells, {len(plan.cells) - len(todo)} finished, {len(todo)} to run "
+            log(f"sweep {spec.name!r}: {plural(len(plan.cells), 'cell')}, {len(plan.cells) - len(todo)} finished, {len(todo)} to run "
                 f"({describe(ex)}); output {out}")
         try:
             if need:

@@ -309,11 +309,40 @@ def parse_spec(raw: dict[str, Any], source: str = "command line", *, overrides: 
     dup = next((x for x in labels if labels.count(x) > 1), None)
     if dup is not None:
         raise ConfigError(w("searchers"), f"{_r(dup)} is listed twice (give one of them another label)")
+    if not raw.get("name") and source == "command line":
+        spec.name = options_name(spec)
     cells = count_cells(spec)
     if cells > MAX_CELLS and not allow_many:
         raise ConfigError(w("seeds") if len(spec.seeds) > 1 else w("searchers"),
                           f"the sweep has {cells:,} cells, each a search: at most {MAX_CELLS:,} without --yes")
     return spec
+
+
+def options_name(spec: SweepSpec) -> str:
+    """The name (and default folder) of a sweep given by options alone: its stores and searchers,
+    then a short hash of everything that decides its cells and their results. The same options
+    give the same folder (a rerun resumes it); other options give another folder, so two sweeps'
+    cells, figures and reports never mix (`search sweep --stores a,b --searchers grid,random`
+    -> out/sweeps/a+b_grid+random_1a2b3c4d)."""
+    import hashlib
+    import json
+
+    from .plan import spec_json
+
+    what = spec_json(spec)
+    for k in ("name", "source"):
+        what.pop(k)
+    # how the LLM is reached and how many requests fly at once do not change the cells
+    what["llm"] = {k: v for k, v in what["llm"].items() if k not in ("base_url", "concurrency")}
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+    def part(names: list[str], what_: str) -> str:
+        safe = ["".join(c if c.isalnum() or c in "-_." else "-" for c in n) for n in names]
+        text = "+".join(safe)
+        return text if len(safe) <= 4 and len(text) <= 60 else f"{len(safe)}-{what_}"
+
+    name = f"{part([Path(e.path).name for e in spec.stores], 'stores')}_{part([e.label for e in spec.searchers], 'searchers')}"
+    return f"{name.lstrip('.-') or 'sweep'}_{digest}"
 
 
 def count_cells(spec: SweepSpec) -> int:

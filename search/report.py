@@ -126,7 +126,8 @@ def scan_work(states: Sequence[dict]) -> dict[str, Any] | None:
     for st in reversed(states):
         if isinstance(st, dict) and st.get("scanned"):
             return {"scanned": int(st["scanned"]), "feasible": st.get("scan_feasible"),
-                    "wall_s": float(st.get("scan_s") or 0.0), "picks": st.get("scan_picks")}
+                    "wall_s": float(st.get("scan_s") or 0.0), "picks": st.get("scan_picks"),
+                    "top": st.get("scan_top")}
     return None
 
 

@@ -175,6 +175,16 @@ def test_grid_scans_a_space_too_large_to_archive(stores, tmp_path):
     assert s["replay_s"] >= s["scan"]["wall_s"] > 0
     text = report.summary_table(s, setup.space)
     assert f"{setup.space.size():,} configurations scanned ({feasible} within budget)" in text
+    # the scan keeps the best configurations instead of a trial each (issue 20: a sweep's disk)
+    tops = s["scan"]["top"]
+    assert len(tops) == min(10, feasible) and tops[0]["score"] == pytest.approx(top, abs=1e-12)
+    assert [t["score"] for t in tops] == sorted((t["score"] for t in tops), reverse=True)
+    ranked = sorted((t for t in full.trials if t.feasible), key=lambda t: (-t.score, t.cost))
+    assert [t["config"] for t in tops] == [t.label for t in ranked[:len(tops)]]
+    # a grid run until done scans any space above scan_above; one with a trial limit walks it
+    assert [t.point for t in R.run_search(setup, "grid", trials=None, options={"scan_above": 5}).trials] == \
+        [t.point for t in run.trials]
+    assert {t.source for t in R.run_search(setup, "grid", trials=3, options={"scan_above": 5}).trials} != {"grid-scan"}
 
 
 # ---------------------------------------------------------------------------------------------

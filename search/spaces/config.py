@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 # How feasibility is judged, in the archive header: archives written before (no such key) judged
 # it by the measured cost of the training draws, and cannot be resumed by this version.
 BUDGET_RULE = "expected cost over the store's pools"
+SCAN_TOP = 10  # configurations a scanning grid keeps besides the selection rules' picks
 
 
 @dataclass(frozen=True)
@@ -323,6 +324,11 @@ class ConfigSpace(Space):
 
         picks = pick_indices(mean, cost, order, sd=flat(sums.sd), mean_d=flat(sums.mean_diff), sd_d=flat(sums.sd_diff),
                              n=n, rules=RULES)
+        # what the scan found besides the picks, kept instead of a trial per configuration: the
+        # best feasible configurations by training mean, ties to the cheaper
+        top = np.lexsort((cost, -mean))[:SCAN_TOP]
+        info["top"] = [{"config": str(scan.config(*divmod(int(feas[j]), K))), "score": float(mean[j]),
+                        "units": float(cost[j])} for j in top]
         points = []
         for rule in RULES:
             i, k = divmod(int(feas[picks[rule]]), scan.score.shape[1])

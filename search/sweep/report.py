@@ -199,7 +199,7 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
                  "train score", "trials", "replay s", "LLM s", "LLM tokens", "LLM trials", "most picked config"], rows) + [""]
 
     # ---- 2. ablation
-    L += ["## 2. Ablation: trials to the best configuration and to the grid optimum", ""]
+    L += ["## 2. Ablation: trials to the best score and to the grid optimum", ""]
     rows = []
     for store in sl.stores:
         mt = sl.main_train(store)
@@ -218,9 +218,10 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
                              _ms((r["gap_to_optimum"] for r in rs), 3), _ms(r["test_score"] for r in rs)])
     if rows:
         L += ["AgentTTS and its ablations (`agenttts:insightN`: that insight removed) and `rules`, the insights as a "
-              "procedure without an LLM, with its ablations. *reached*: seeds whose search scored the grid optimum's "
+              "procedure without an LLM, with its ablations. *trials to best score*: trials until the search first "
+              "reached its best training score (the configuration it picks may come later); *reached*: seeds whose search scored the grid optimum's "
               "training score; *gap*: optimum minus the best training score found.", ""]
-        L += _table(["store", "budget", "trial budget", "searcher", "seeds", "trials to best", "reached optimum",
+        L += _table(["store", "budget", "trial budget", "searcher", "seeds", "trials to best score", "reached optimum",
                      "trials to optimum: mean", "median", "gap to optimum", "test score"], rows) + [""]
     else:
         L += ["No `agenttts` or `rules` cells in this sweep.", ""]
@@ -229,7 +230,7 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
     L += ["## 3. Robustness: test score and search efficiency against training-set size", "",
           "AgentTTS's protocol: one fixed test set (the store's test split), and training sets of each size drawn "
           "from the other questions, nested (the smaller inside the larger, one draw); *default* is the store's own "
-          "training split. A cell reads *test score (trials to the best)*, mean over seeds. A size larger than the "
+          "training split. A cell reads *test score (trials to the best score)*, mean over seeds. A size larger than the "
           "questions outside the test set overrides the store's split, so its test set differs: marked *(other test "
           "set)*.", ""]
     figs.mkdir(parents=True, exist_ok=True)
@@ -370,7 +371,7 @@ def graph_section(sl, curves: list[dict[str, Any]], figs: Path, *, out: Path) ->
     graph any searcher found, the fixed-architecture references, and accuracy against latency."""
     L = ["## 5. Collaboration graphs: test accuracy, trials to the best, accuracy and latency", "",
          "Per store, budget and trial budget: the graph each search picked, scored on the test questions (mean ± sd "
-         "over seeds; *95% CI*: the mean of its interval over test questions). *trials to best*: trials until the "
+         "over seeds; *95% CI*: the mean of its interval over test questions). *trials to best score*: trials until the "
          "search's own best; *to within 0.5 pt*: trials until its best so far came within 0.005 of the best training "
          "score any searcher of the sweep found (mean over the seeds that got there; *reached* counts them). The "
          "references are fixed architectures replayed for the same budget (search/spaces/graph_report.py): the best "
@@ -413,7 +414,7 @@ def graph_section(sl, curves: list[dict[str, Any]], figs: Path, *, out: Path) ->
             L += [f"**{store}**, {r0['train_questions']} train q, budget {_f(r0['budget'])} units, trial budget "
                   f"{_axis_label(trials, 'all')}; best training score of any searcher: {_f(best)}"
                   + (f" (the references' training scores: {refs})" if refs else ""), ""]
-            L += _table(["searcher", "seeds", "test", "95% CI", "train", "trials to best", "to within 0.5 pt",
+            L += _table(["searcher", "seeds", "test", "95% CI", "train", "trials to best score", "to within 0.5 pt",
                          "reached", "pick - reference (parallel / sequential)", "most picked graph"], rows) + [""]
             L += ["Accuracy and latency of the picks (mean over seeds; latency: mean seconds per question, the "
                   "longest path):", ""]

@@ -2,7 +2,7 @@
 
     search --replay traces/aime24 --searcher bo --trials 50          (shortcut for `search run`)
     search run --replay traces/aime24 --searcher rules --seeds 0-9
-    search compare out/search/aime24/*-s0 --out compare.png
+    search compare out/search/aime24/*-s0 --out out/compare.png
 """
 
 from __future__ import annotations
@@ -23,10 +23,23 @@ from .settings import (DEFAULT_TRIALS, GRID_LIMIT, MAX_SEEDS, ConfigSpaceSetting
 class _Search(click.Group):
     """`search --replay ...` is `search run --replay ...`: the DESIGN's sketch keeps working."""
 
+    # the run command's main options, listed by `search --help` too (the first thing a newcomer
+    # types shows how to start a search, not only the subcommands)
+    RUN_OPTIONS = ("store_path", "searcher", "trials", "seeds", "budget", "n_train", "replicates", "out", "resume")
+
     def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
             args = ["run", *args]
         return super().parse_args(ctx, args)
+
+    def format_options(self, ctx, formatter):
+        run = self.commands.get("run")
+        if run is not None:
+            records = [p.get_help_record(ctx) for name in self.RUN_OPTIONS for p in run.params if p.name == name]
+            with formatter.section("Main options of `search run` (the default command; `search run --help` "
+                                   "lists every one)"):
+                formatter.write_dl([r for r in records if r])
+        super().format_options(ctx, formatter)
 
 
 @click.group(cls=_Search, context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,7 +49,7 @@ def cli():
     \b
     search --replay traces/aime24 --searcher bo --trials 50     one search (same as `search run`)
     search --replay traces/aime24 --searcher rules --seeds 0-9  repeat over seeds, mean and spread
-    search compare out/search/aime24/bo-s0 out/search/aime24/rules-s0 --out cmp.png
+    search compare out/search/aime24/bo-s0 out/search/aime24/rules-s0 --out out/cmp.png
     search sweep benchmarks/sweeps/paper.yaml                   a grid of searches, one report
     search --replay traces/aime24 --space controller --controller probe --model Qwen3-8B \\
         --budget-tokens 150000 --searcher bo --trials 30     a controller's parameters

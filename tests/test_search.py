@@ -567,3 +567,11 @@ def test_max_fallback_makes_configurations_above_it_infeasible(stores, tmp_path)
     assert "--max-fallback 5.0%" in text and f"(0 over budget, {s['infeasible_fallback']} over the fallback limit)" in text
     with pytest.raises(ConfigError, match="--max-fallback"):
         R.make_setup(st, ConfigSpaceSettings(max_fallback=1.5))
+
+
+def test_search_help_shows_how_to_start_a_search(capsys):
+    """Issue 20: `search --help` listed only the subcommands; --replay and --searcher were in `search run --help`."""
+    code, out, _ = run_main(search_main, ["--help"], capsys)
+    assert code == 0 and "search run --help" in out
+    for flag in ("--replay STORE", "--searcher", "--trials", "--seeds", "--budget", "--out"):
+        assert f"\n  {flag}" in out, flag

@@ -127,8 +127,8 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
     settings; the store is written once, atomically, at the end.
 
     \b
-    collect run --task qa --data 2wiki.jsonl --models Qwen/Qwen3-1.7B,Qwen/Qwen3-8B \\
-        --samples 64 --out traces/2wiki
+    collect run --task 2wiki --data data/2wikimultihop/dev.json \\
+        --models Qwen/Qwen3-1.7B,Qwen/Qwen3-8B --samples 64 --out traces/2wiki
     collect run --task math --data aime.jsonl --models Qwen3-8B --backend openai \\
         --base-url http://localhost:8000/v1 --samples 32 --out traces/aime
     """

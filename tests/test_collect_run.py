@@ -828,3 +828,27 @@ def test_a_failed_run_with_no_finished_pool_is_replaced_by_the_corrected_command
         code, _, err = run_cli([*base, "--base-url", srv.base_url, "--samples", "2"], capsys)
     assert code == 0, err
     assert replay.open(tmp_path / "s").samples.height == 2 * 2 and not (tmp_path / "s.partial").exists()
+
+
+def test_sim_store_readmes_give_a_real_collection_command_the_code_accepts():
+    """Issue 20: traces/sim-2wiki/README.md said `--task qa --data 2wikimultihopqa.jsonl` while the
+    README said `--task 2wiki --data .../dev.json`: each chain store's command names its own task,
+    and parses as `collect run` options."""
+    import shlex
+
+    from collect.cli import run_cmd
+    from conftest import TRACES
+
+    checked = 0
+    for readme in sorted(TRACES.glob("sim-*/README.md")):
+        manifest = json.loads((readme.parent / "manifest.json").read_text())
+        if manifest.get("kind") == "graph":
+            continue
+        line = next(ln for ln in readme.read_text().splitlines() if ln.startswith("- the real store:"))
+        cmd = re.search(r"`(collect run [^`]+)`", line).group(1)
+        args = shlex.split(cmd)[2:]
+        ctx = run_cmd.make_context("run", list(args))  # unknown options or missing values raise
+        assert ctx.params["task"] == manifest["provenance"]["preset"], readme
+        get_task(ctx.params["task"])
+        checked += 1
+    assert checked == 6

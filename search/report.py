@@ -349,6 +349,29 @@ def _json_safe(x):
     return x
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def draw_curves(ax, curves: list[tuple[str, np.ndarray]], optimum: float | None, *, band=None) -> None:
+    """Best-so-far step lines over a grey dashed optimum line: the optimum is drawn first and
+    below (zorder 1), each search above it, solid, with a marker where it improves, so that a
+    search that sits at the optimum from its first trial still shows (it used to hide under
+    the black dashed line). `band`: per curve (lo, hi) arrays for a shaded range, or None."""
+    if optimum is not None:
+        ax.axhline(optimum, color="0.55", linestyle=(0, (4, 3)), linewidth=1.2, zorder=1,
+                   label=f"grid optimum {optimum:.4g}")
+    for i, (label, ys) in enumerate(curves):
+        ys = np.asarray(ys, dtype=float)
+        xs = np.arange(1, len(ys) + 1)
+        prev = np.concatenate([[np.nan], ys[:-1]])
+        better = np.flatnonzero(np.isfinite(ys) & ~(ys <= prev))  # first finite value, then each improvement
+        line, = ax.step(xs, ys, where="post", label=label, linewidth=1.8, zorder=3 + i,
+                        marker=MARKERS[i % len(MARKERS)], markevery=list(better), markersize=4)
+        if band is not None and band[i] is not None:
+            ax.fill_between(xs, band[i][0], band[i][1], step="post", alpha=0.15, color=line.get_color(), linewidth=0,
+                            zorder=2)
+
+
 def plot_curves(curves: list[tuple[str, np.ndarray]], path: Path, title: str, optimum: float | None = None,
                 ylabel: str = "best training score so far") -> None:
     """Step plot of best-so-far curves, written atomically as PNG."""
@@ -358,11 +381,7 @@ def plot_curves(curves: list[tuple[str, np.ndarray]], path: Path, title: str, op
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    for label, ys in curves:
-        xs = np.arange(1, len(ys) + 1)
-        ax.step(xs, ys, where="post", label=label, linewidth=1.6)
-    if optimum is not None:
-        ax.axhline(optimum, color="black", linestyle="--", linewidth=1, label=f"grid optimum {optimum:.4g}")
+    draw_curves(ax, curves, optimum)
     ax.set_xlabel("trial")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)

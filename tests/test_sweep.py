@@ -383,3 +383,34 @@ def test_option_only_sweeps_get_their_own_folders_and_a_report_shows_only_its_fi
     sweep("sim-2wiki", "--out", "mine")
     figs = sorted(p.name for p in (tmp_path / "mine" / "figures").iterdir())
     assert figs and all(f.startswith("sim-2wiki-") for f in figs)
+
+
+def test_plots_show_a_flat_search_above_the_optimum_and_every_tied_searcher(tmp_path, monkeypatch):
+    """Issue 20: a search at the optimum from trial 1 hid under the dashed optimum line, and tied
+    searchers in a robustness plot drew one line over the others."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from search import report as search_report
+    from search.sweep import report as sweep_report
+
+    fig, ax = plt.subplots()
+    search_report.draw_curves(ax, [("grid seed 0", np.full(5, 0.9))], 0.9)
+    opt = next(ln for ln in ax.lines if ln.get_label().startswith("grid optimum"))
+    line = next(ln for ln in ax.lines if ln.get_label() == "grid seed 0")
+    assert line.get_zorder() > opt.get_zorder() and line.get_linestyle() == "-" and opt.get_linestyle() != "-"
+    assert line.get_color() != opt.get_color() and line.get_marker() not in (None, "None", "")
+    plt.close(fig)
+
+    figs = []
+    monkeypatch.setattr(sweep_report, "_save", lambda plt_, fig_, path: figs.append(fig_))
+    tied = [(name, [5, 10, 20], [0.8, 0.8, 0.8], [0.0, 0.0, 0.0]) for name in ("random", "bo", "rules")]
+    sweep_report._plot_robustness(tied, tmp_path / "r.png", "tied")
+    lines = [c.lines[0] for c in figs[0].axes[0].containers if c.get_label() in ("random", "bo", "rules")]
+    assert len(lines) == 3
+    xs = [tuple(ln.get_xdata()) for ln in lines]
+    assert len(set(xs)) == 3 and len({ln.get_marker() for ln in lines}) == 3  # each line shows
+    plt.close(figs[0])

@@ -540,10 +540,19 @@ def _save(plt, fig, path: Path) -> None:
 def _plot_robustness(series, path: Path, title: str) -> None:
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=100)
-    for label, xs, ms, sds in series:
+    from ..report import MARKERS
+
+    # searchers often tie (the same pick at every size): each line is dodged sideways by a
+    # little and has its own marker and dash, so that tied lines all show instead of one
+    span = max((max(xs) - min(xs) for _, xs, _, _ in series if xs), default=0.0) or max(
+        (max(xs) for _, xs, _, _ in series if xs), default=1.0)
+    k = len(series)
+    for i, (label, xs, ms, sds) in enumerate(series):
         order = np.argsort(xs)
-        x, m, s = np.array(xs)[order], np.array(ms)[order], np.array(sds)[order]
-        ax.errorbar(x, m, yerr=s, marker="o", capsize=3, linewidth=1.4, markersize=4, label=label)
+        x, m, s = np.array(xs, dtype=float)[order], np.array(ms)[order], np.array(sds)[order]
+        x = x + (i - (k - 1) / 2) * 0.015 * span
+        ax.errorbar(x, m, yerr=s, marker=MARKERS[i % len(MARKERS)], capsize=3, linewidth=1.4, markersize=5,
+                    linestyle=("-", "--", "-.", ":")[i % 4], label=label, zorder=2 + i)
     ax.set_xlabel("training questions")
     ax.set_ylabel("test score of the found config")
     ax.set_title(title, fontsize=9)
@@ -554,8 +563,11 @@ def _plot_robustness(series, path: Path, title: str) -> None:
 
 
 def _plot_curves(series, path: Path, title: str, optimum: float | None) -> None:
+    from ..report import draw_curves
+
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=100)
+    curves, bands = [], []
     for label, ys in series:
         n = max(len(y) for y in ys)
         a = np.full((len(ys), n), np.nan)
@@ -569,11 +581,9 @@ def _plot_curves(series, path: Path, title: str, optimum: float | None) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean, lo, hi = np.nanmean(a, axis=0), np.nanmin(a, axis=0), np.nanmax(a, axis=0)
-        xs = np.arange(1, n + 1)
-        line, = ax.step(xs, mean, where="post", linewidth=1.5, label=f"{label} ({len(ys)} seeds)")
-        ax.fill_between(xs, lo, hi, step="post", alpha=0.15, color=line.get_color(), linewidth=0)
-    if optimum is not None:
-        ax.axhline(optimum, color="black", linestyle="--", linewidth=1, label=f"grid optimum {optimum:.4g}")
+        curves.append((f"{label} ({len(ys)} seeds)", mean))
+        bands.append((lo, hi))
+    draw_curves(ax, curves, optimum, band=bands)
     ax.set_xlabel("trial")
     ax.set_ylabel("best training score so far")
     ax.set_title(title, fontsize=9)

@@ -414,3 +414,23 @@ def test_plots_show_a_flat_search_above_the_optimum_and_every_tied_searcher(tmp_
     xs = [tuple(ln.get_xdata()) for ln in lines]
     assert len(set(xs)) == 3 and len({ln.get_marker() for ln in lines}) == 3  # each line shows
     plt.close(figs[0])
+
+
+def test_a_scanning_grid_cell_is_stored_compactly_and_resumes(tmp_path, capsys):
+    """Issue 20: the paper sweep's grid cells archived one trial per configuration (15k lines
+    each, most of its 691 MB); a grid run until done now scans and keeps the picks and the top."""
+    spec = tmp_path / "g.yaml"
+    spec.write_text(yaml.safe_dump({"name": "g", "stores": [str(TRACES / "sim-2wiki")],
+                                    "searchers": [{"searcher": "grid", "options": {"scan_above": 10}}],
+                                    "max_samples": 4, "replicates": 4, "test_replicates": 4}))
+    code, out, err = _cli(["sweep", str(spec), "--workers", "1", "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    r = pl.read_parquet(tmp_path / "o" / "results.parquet").row(0, named=True)
+    assert r["scanned"] == r["space_size"] == 144 and r["trials"] <= 5 and r["optimum_config"] == r["best_mean_config"]
+    cell = tmp_path / "o" / r["cell"]
+    assert len((cell / "archive.jsonl").read_text().splitlines()) <= 6  # the header and the picks
+    top = json.loads((cell / "summary.json").read_text())["scan"]["top"]
+    assert len(top) == 10 and top[0]["score"] == pytest.approx(r["optimum_score"])
+    assert "(scan of 144)" in (tmp_path / "o" / "report.md").read_text()
+    code, out, err = _cli(["sweep", str(spec), "--workers", "1", "--out", str(tmp_path / "o")], capsys)
+    assert code == 0 and "1 cell: 0 run now, 1 already finished" in out

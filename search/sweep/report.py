@@ -190,7 +190,7 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
                              _f(_mean(r.get("test_stderr") for r in rs), 2),
                              _pct(_mean(r.get("test_fallback_rate") for r in rs)),
                              vs.get(label, "-"), _ms(r["train_score"] for r in rs),
-                             _n(_mean(r["trials"] for r in rs)), _f(_mean(r["replay_s"] for r in rs), 3),
+                             _trials_text(rs), _f(_mean(r["replay_s"] for r in rs), 3),
                              _f(_mean(r["llm_s"] for r in rs), 3), _n(_mean(r["llm_tokens"] for r in rs)),
                              _llm_part(rs), f"`{top[0][0]}` ({top[0][1]}/{len(rs)})" if top else "-"])
     L += ["Per store at its largest training size (or the store's split): the configuration each search picked.", ""]
@@ -535,6 +535,13 @@ def _save(plt, fig, path: Path) -> None:
             fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
+
+
+def _trials_text(rs) -> str:
+    """Mean trials per search; a scanning grid's are its picks, so its scan is named beside them."""
+    text = _n(_mean(r["trials"] for r in rs))
+    scanned = [r.get("scanned") for r in rs if r.get("scanned")]
+    return f"{text} (scan of {_n(_mean(scanned))})" if scanned else text
 
 
 def _plot_robustness(series, path: Path, title: str) -> None:

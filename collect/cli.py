@@ -335,7 +335,7 @@ def simulate_cmd(spec, out, seed, preset, force):
     """
     import time
 
-    from replay.clitools import announce
+    from replay.clitools import announce, plural
     from replay.store import read_manifest
 
     from .simulate import simulate
@@ -353,9 +353,9 @@ def simulate_cmd(spec, out, seed, preset, force):
     manifest = read_manifest(path)
     announce(manifest)  # the notice every reader of a synthetic store prints, for what we wrote
     what = ("a graph store (roles solve, refine, aggregate)" if graph else
-            f"{len(sim_spec.stages)} stages ({', '.join(s.name for s in sim_spec.stages)})")
-    click.echo(f"wrote {path}: {sim_spec.questions} questions, {what}, {len(sim_spec.models)} models, "
-               f"{sim_spec.samples} samples per pool, seed {seed} ({time.perf_counter() - t0:.1f} s)")
+            f"{plural(len(sim_spec.stages), 'stage')} ({', '.join(s.name for s in sim_spec.stages)})")
+    click.echo(f"wrote {path}: {plural(sim_spec.questions, 'question')}, {what}, {plural(len(sim_spec.models), 'model')}, "
+               f"{plural(sim_spec.samples, 'sample')} per pool, seed {seed} ({time.perf_counter() - t0:.1f} s)")
 
 
 def main(argv=None):

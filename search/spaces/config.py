@@ -325,7 +325,8 @@ class ConfigSpace(Space):
         picks = pick_indices(mean, cost, order, sd=flat(sums.sd), mean_d=flat(sums.mean_diff), sd_d=flat(sums.sd_diff),
                              n=n, rules=RULES)
         # what the scan found besides the picks, kept instead of a trial per configuration: the
-        # best feasible configurations by training mean, ties to the cheaper
+        # best feasible configurations by training mean, ties to the cheaper (feasible by the
+        # budget; with max_fallback, as for the picks, the scan does not know the fallback rate)
         top = np.lexsort((cost, -mean))[:SCAN_TOP]
         info["top"] = [{"config": str(scan.config(*divmod(int(feas[j]), K))), "score": float(mean[j]),
                         "units": float(cost[j])} for j in top]

@@ -291,7 +291,7 @@ class ConfigSpace(Space):
         rules' intervals need over the training questions (replay.scan_stats: per-question
         means and their differences from the best-mean configuration, without keeping them).
         Returns the distinct picks (the `mean` rule's first) and what the scan did: {"scanned",
-        "feasible", "wall_s", "picks": {rule: label}}. With `max_fallback` the rules rank by
+        "feasible", "wall_s", "picks": {rule: label}, "top": the SCAN_TOP best by training mean}. With `max_fallback` the rules rank by
         the budget only (the scan does not measure fallback): their picks are scored as trials,
         which marks any over the fallback limit infeasible, and the best configuration by
         mean within the limit is added."""

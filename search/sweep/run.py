@@ -19,9 +19,9 @@ from replay.locks import folder_lock
 
 from ..report import SUMMARY_NAME, write_json_atomic
 from .executors import describe, make_executor, progress_bar
-from .plan import FORMAT, SWEEP_NAME, VERSION, Plan, check_out, fingerprint, plan_sweep, spec_json
+from .plan import FORMAT, SWEEP_NAME, VERSION, Plan, check_out, fingerprint, plan_sweep
 from .results import collect_results
-from .spec import SweepSpec
+from .spec import SweepSpec, spec_json
 from .tasks import cell_task, optimum_task
 
 OPTIMA_NAME = "optima.json"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from replay.errors import ConfigError, InputError
+from replay.redact import redact_url
 
 from ..searchers import SEARCHERS, get_searcher
 from replay.clitools import MAX_COUNT, MAX_SEED
@@ -327,8 +328,6 @@ def options_name(spec: SweepSpec) -> str:
     import hashlib
     import json
 
-    from .plan import spec_json
-
     what = spec_json(spec)
     for k in ("name", "source"):
         what.pop(k)
@@ -504,3 +503,29 @@ def _budget_value(x: Any, where: str) -> float | None:
     if not (math.isfinite(b) and b > 0):
         raise ConfigError(where, f"must be a positive number of units, got {_r(x)}")
     return b
+
+
+def _shown_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as written: no API key, a base URL's credentials masked."""
+    return {k: (redact_url(v) if k.endswith("base_url") and isinstance(v, str) else v)
+            for k, v in options.items() if "api_key" not in k}
+
+
+def spec_json(spec: SweepSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name, "source": spec.source,
+        "stores": [{"path": s.path, "train": s.train, "budgets": s.budgets} for s in spec.stores],
+        "searchers": [{"label": e.label, "searcher": e.name, "ablate": e.ablate,
+                       "options": _shown_options(e.options),
+                       "seeds": e.seeds, "trials": e.trials} for e in spec.searchers],
+        "seeds": spec.seeds, "train": spec.train, "budgets": spec.budgets, "trials": spec.trials,
+        "replicates": spec.replicates, "test_replicates": spec.test_replicates, "replay_seed": spec.replay_seed,
+        "models": spec.models, "max_samples": spec.max_samples, "max_fallback": spec.max_fallback,
+        "select": spec.select, "optimum": spec.optimum, "space": spec.space,
+        "graph": {"max_nodes": spec.max_nodes, "latency_limit": spec.latency_limit, "objective": spec.objective}
+        if spec.space == "graph" else None,
+        "optimum_limit": spec.optimum_limit,
+        "searcher_options": {k: _shown_options(v) for k, v in spec.searcher_options.items()},
+        "llm": {"base_url": redact_url(spec.llm_base_url), "model": spec.llm_model, "concurrency": spec.llm_concurrency,
+                **spec.llm_options},
+    }

@@ -86,7 +86,8 @@ def parse_concurrency(text: str, endpoints: int) -> tuple[int, ...]:
 @click.option("--params", default=None, help="Parameter counts, NAME=COUNT,... (default: read off names like Qwen3-8B).")
 @click.option("--samples", default=16, show_default=True, help="Samples per pool (the largest S replay can use).")
 @click.option("--backend", type=click.Choice(["vllm", "openai"]), default=None,
-              help="vllm (offline engine; default when importable) or openai (any OpenAI-compatible server).")
+              help="vllm (offline engine) or openai (any OpenAI-compatible server). Default: openai with "
+                   "--base-url, else vllm (refused if vLLM is not installed).")
 @click.option("--base-url", multiple=True,
               help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vllm serve); repeat it with --ray to "
                    "spread the pools over several servers.")
@@ -158,8 +159,8 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
     settings; the store is written once, atomically, at the end.
 
     \b
-    collect run --task qa --data 2wiki.jsonl --models Qwen/Qwen3-1.7B,Qwen/Qwen3-8B \\
-        --samples 64 --out traces/2wiki
+    collect run --task 2wiki --data data/2wikimultihop/dev.json \\
+        --models Qwen/Qwen3-1.7B,Qwen/Qwen3-8B --samples 64 --out traces/2wiki
     collect run --task math --data aime.jsonl --models Qwen3-8B --backend openai \\
         --base-url http://localhost:8000/v1 --samples 32 --out traces/aime
     """
@@ -211,7 +212,16 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
         unknown = [k for k in speeds if k not in {m.name for m in specs}]
         if unknown:
             raise InputError("--throughput", f"{unknown[0]!r} is not one of the models ({', '.join(m.name for m in specs)})")
-    backend = backend or ("vllm" if vllm_available() else "openai")
+    if backend is None:
+        # a server named with --base-url means the openai backend; otherwise the engine, which
+        # must be installed: never fall back silently to a default server that is not running
+        if base_url is not None:
+            backend = "openai"
+        elif vllm_available():
+            backend = "vllm"
+        else:
+            raise InputError("--backend", "vLLM is not installed (pip install 'tts-replay[gpu]'); to use an "
+                             "OpenAI-compatible server pass --backend openai --base-url URL")
     styles = parse_prompt_styles(prompt_style, [m.name for m in specs])
     check_prompt_styles(the_task, styles, backend, graph=graph)
     if not timeout > 0:
@@ -488,7 +498,7 @@ def simulate_cmd(spec, out, seed, preset, force):
     """
     import time
 
-    from replay.clitools import announce
+    from replay.clitools import announce, plural
     from replay.store import read_manifest
 
     from .simulate import simulate
@@ -506,9 +516,9 @@ def simulate_cmd(spec, out, seed, preset, force):
     manifest = read_manifest(path)
     announce(manifest)  # the notice every reader of a synthetic store prints, for what we wrote
     what = ("a graph store (roles solve, refine, aggregate)" if graph else
-            f"{len(sim_spec.stages)} stages ({', '.join(s.name for s in sim_spec.stages)})")
-    click.echo(f"wrote {path}: {sim_spec.questions} questions, {what}, {len(sim_spec.models)} models, "
-               f"{sim_spec.samples} samples per pool, seed {seed} ({time.perf_counter() - t0:.1f} s)")
+            f"{plural(len(sim_spec.stages), 'stage')} ({', '.join(s.name for s in sim_spec.stages)})")
+    click.echo(f"wrote {path}: {plural(sim_spec.questions, 'question')}, {what}, {plural(len(sim_spec.models), 'model')}, "
+               f"{plural(sim_spec.samples, 'sample')} per pool, seed {seed} ({time.perf_counter() - t0:.1f} s)")
 
 
 def main(argv=None):

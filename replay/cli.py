@@ -6,6 +6,7 @@ Numba, polars and matplotlib are imported inside the commands, so `replay --help
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -378,9 +379,16 @@ def _space_choices(st, models, max_samples):
     return per_stage
 
 
+def default_output(st, name: str) -> Path:
+    """Where a command writes when --out is not given: under out/ (never the current folder's
+    top, a repository checkout's root), one folder per store."""
+    return Path("out") / "replay" / st.name / name
+
+
 @cli.command()
 @click.argument("store", type=click.Path())
-@click.option("--out", required=True, type=click.Path(), help="Parquet file to write (atomically).")
+@click.option("--out", default=None, type=click.Path(),
+              help="Parquet file to write (atomically; default out/replay/STORE/sweep.parquet).")
 @click.option("--budget", default=None, help="Budget in units; configs over it are marked infeasible.")
 @click.option("--models", default=None, help="Comma-separated models to include (default: all).")
 @click.option("--max-samples", type=int, default=None, help="Largest sample count per stage.")
@@ -408,9 +416,12 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
     check_count("--replicates", replicates)
     if max_samples is not None:
         check_count("--max-samples", max_samples)
-    check_output_file(out, "--out")
+    if out is not None:
+        check_output_file(out, "--out")
     _check_device(device)
     st = open_announced(store)
+    if out is None:
+        out = check_output_file(default_output(st, "sweep.parquet"), "--out")
     if st.manifest.kind == "graph":
         from .graph import cli as graph_cli
 
@@ -527,7 +538,7 @@ def scan(store, budgets, top, models, max_samples, replicates, seed, questions, 
 
 @cli.command()
 @click.argument("store", type=click.Path())
-@click.option("--out", required=True, type=click.Path(), help="PNG file to write.")
+@click.option("--out", default=None, type=click.Path(), help="PNG file to write (default out/replay/STORE/curve.png).")
 @click.option("--max-samples", type=int, default=None, help="Largest sample count to plot (default: pool size).")
 @click.option("--replicates", "-r", default=200, show_default=True)
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
@@ -549,8 +560,11 @@ def curve(store, out, max_samples, replicates, seed, questions):
     check_count("--replicates", replicates)
     if max_samples is not None:
         check_count("--max-samples", max_samples)
-    check_output_file(out, "--out")
+    if out is not None:
+        check_output_file(out, "--out")
     st = open_announced(store)
+    if out is None:
+        out = check_output_file(default_output(st, "curve.png"), "--out")
     if st.manifest.kind == "graph":
         from .errors import ConfigError
 

@@ -237,6 +237,11 @@ def check_output_dir(path, where: str) -> Path:
     return p
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """`1 cell`, `2 cells` (`words`: an irregular plural)."""
+    return f"{n:,} {word if n == 1 else (words or word + 's')}"
+
+
 def pct(x: float, digits: int = 2) -> str:
     """A share as percent, without the sign."""
     return f"{100 * x:.{digits}f}"

@@ -44,6 +44,15 @@ _largest_pool = largest_pool  # the name search/ and older code import
 # Results
 
 
+def plain_numbers(obj) -> None:
+    """Replace NumPy scalars in a frozen dataclass's fields by Python numbers (a result prints
+    `units=24.4`, not `units=np.float64(24.4)`, and serialises as any float); arrays stay."""
+    for name in obj.__dataclass_fields__:
+        v = getattr(obj, name)
+        if isinstance(v, np.generic):
+            object.__setattr__(obj, name, v.item())
+
+
 @dataclass(frozen=True)
 class StageResult:
     """One stage of an evaluated configuration (means per question over questions and replicates)."""
@@ -55,6 +64,9 @@ class StageResult:
     tokens: float  # mean tokens per question charged to this stage
     flops: float
     fallback_rate: float  # share of (question, replicate) whose pool fell back (missing context key)
+
+    def __post_init__(self):
+        plain_numbers(self)
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,9 @@ class EvalResult:
             return question_interval(d, level=level, bounds=None)
         return paired_interval(self.per_question, other.per_question, level=level)
     expected_units: float = math.nan  # expected cost per question over the store's pools: the budget rule
+
+    def __post_init__(self):
+        plain_numbers(self)
 
     @property
     def fallback_rate(self) -> float:

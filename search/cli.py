@@ -2,8 +2,8 @@
 
     search --replay traces/aime24 --searcher bo --trials 50          (shortcut for `search run`)
     search run --replay traces/aime24 --searcher rules --seeds 0-9
-    search compare out/search/aime24/*-s0 --out compare.png
-    search export out/search/aime24/bo-s0/summary.json --out spec.json
+    search compare out/search/aime24/*-s0 --out out/compare.png
+    search export out/search/aime24/bo-s0/summary.json --out out/spec.json
 """
 
 from __future__ import annotations
@@ -25,10 +25,23 @@ from .settings import (DEFAULT_TRIALS, GRID_LIMIT, MAX_SEEDS, ConfigSpaceSetting
 class _Search(click.Group):
     """`search --replay ...` is `search run --replay ...`: the DESIGN's sketch keeps working."""
 
+    # the run command's main options, listed by `search --help` too (the first thing a newcomer
+    # types shows how to start a search, not only the subcommands)
+    RUN_OPTIONS = ("store_path", "searcher", "trials", "seeds", "budget", "n_train", "replicates", "out", "resume")
+
     def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
             args = ["run", *args]
         return super().parse_args(ctx, args)
+
+    def format_options(self, ctx, formatter):
+        run = self.commands.get("run")
+        if run is not None:
+            records = [p.get_help_record(ctx) for name in self.RUN_OPTIONS for p in run.params if p.name == name]
+            with formatter.section("Main options of `search run` (the default command; `search run --help` "
+                                   "lists every one)"):
+                formatter.write_dl([r for r in records if r])
+        super().format_options(ctx, formatter)
 
 
 @click.group(cls=_Search, context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,7 +51,7 @@ def cli():
     \b
     search --replay traces/aime24 --searcher bo --trials 50     one search (same as `search run`)
     search --replay traces/aime24 --searcher rules --seeds 0-9  repeat over seeds, mean and spread
-    search compare out/search/aime24/bo-s0 out/search/aime24/rules-s0 --out cmp.png
+    search compare out/search/aime24/bo-s0 out/search/aime24/rules-s0 --out out/cmp.png
     search sweep benchmarks/sweeps/paper.yaml                   a grid of searches, one report
     search export out/search/aime24/bo-s0/summary.json --out spec.json   the pick as a runnable spec
     search --replay traces/aime24 --space controller --controller probe --model Qwen3-8B \\
@@ -307,7 +320,7 @@ def compare_cmd(archives, out_png, out_json):
 @click.option("--max-fallback", type=float, default=None, help="Largest share of draws that may fall back to another pool.")
 @click.option("--select", "select_rule", default=None, help="Rule that picks each search's final configuration.")
 @click.option("--no-optimum", is_flag=True, help="Do not compute the grid optima.")
-@click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (default out/sweeps/NAME).")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (default out/sweeps/NAME; without a spec, NAME is made from the options).")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: all cores; 1: in this process).")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help="Run on Ray: a cluster address, 'auto', or 'local' to start a local instance (pip install 'tts-replay[ray]').")
@@ -338,7 +351,7 @@ def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, repli
     search sweep --stores traces/aime24 --searchers random,bo,rules --seeds 0-9 --train 5,10,20"""
     import time
 
-    from replay.clitools import announce
+    from replay.clitools import announce, plural
 
     from .sweep import SweepFailed, parse_spec, read_spec_file, run_sweep
 
@@ -367,11 +380,11 @@ def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, repli
                     log=lambda s: click.echo(s, err=True))
     out_dir = res.plan.out
     click.echo(_main_table(res.report))
-    click.echo(f"{len(res.plan.cells)} cells: {res.ran} run now, {res.skipped} already finished, {res.failed} failed; "
+    click.echo(f"{plural(len(res.plan.cells), 'cell')}: {res.ran} run now, {res.skipped} already finished, {res.failed} failed; "
                f"{time.perf_counter() - t0:.1f} s")
     click.echo(f"wrote {out_dir}/report.md, results.parquet, curves.parquet, figures/")
     if res.failed:
-        raise SweepFailed(str(out_dir), f"{res.failed} of {len(res.plan.cells)} cells failed (errors in report.md and "
+        raise SweepFailed(str(out_dir), f"{res.failed} of {plural(len(res.plan.cells), 'cell')} failed (errors in report.md and "
                           "results.parquet): run the same command again to resume them")
 
 

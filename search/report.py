@@ -126,7 +126,8 @@ def scan_work(states: Sequence[dict]) -> dict[str, Any] | None:
     for st in reversed(states):
         if isinstance(st, dict) and st.get("scanned"):
             return {"scanned": int(st["scanned"]), "feasible": st.get("scan_feasible"),
-                    "wall_s": float(st.get("scan_s") or 0.0), "picks": st.get("scan_picks")}
+                    "wall_s": float(st.get("scan_s") or 0.0), "picks": st.get("scan_picks"),
+                    "top": st.get("scan_top")}
     return None
 
 
@@ -237,6 +238,18 @@ def _interval(d: dict, lo: str, hi: str) -> str:
     return f"; 95% question interval [{d[lo]:.3f}, {d[hi]:.3f}]"
 
 
+def _to_best_text(s: dict[str, Any], b: dict[str, Any]) -> str:
+    """Trials until the search first reached its best training mean; the picked configuration
+    (a selection rule's choice, ties to the costlier...) may be a later trial: say which."""
+    n = s.get("trials_to_best")
+    if n is None:
+        return "-"
+    text = f"{n} (trials until the best training mean was first reached"
+    if b.get("trial") is not None and b["trial"] != n:
+        text += f"; the picked configuration is trial {b['trial']}"
+    return text + ")"
+
+
 def summary_table(s: dict[str, Any], space) -> str:
     """The summary as the `search` command prints it; `space` words the budget and costs."""
     b = s.get("best") or {}
@@ -277,10 +290,11 @@ def summary_table(s: dict[str, Any], space) -> str:
         fb += " (the upstream answer was not collected: replay fell back to another pool)"
         if s.get("max_fallback") is not None:
             fb += f"; --max-fallback {s['max_fallback']:.1%}: {s.get('infeasible_fallback', 0)} trials over it"
-    if scan:
-        work = (f"{scan['scanned']:,} configurations scanned ({_fmt(scan.get('feasible'))} within budget) in "
-                f"{_fmt(scan.get('wall_s'), 3)} s; {s['trials']} picked as trials; total replay "
-                f"{_fmt(s.get('replay_s'), 3)} s (search {_fmt(s.get('wall_s'), 3)} s)")
+    if scan:  # the scan is replay: the total leads, then the scan's share
+        feas = scan.get("feasible")
+        work = (f"{_fmt(s.get('replay_s'), 3)} s (search {_fmt(s.get('wall_s'), 3)} s), of which the scan: "
+                f"{scan['scanned']:,} configurations ({'-' if feas is None else f'{feas:,}'} within budget) in "
+                f"{_fmt(scan.get('wall_s'), 3)} s; {s['trials']} picked as trials")
     else:
         work = f"{_fmt(s.get('replay_s'), 3)} s (search {_fmt(s.get('wall_s'), 3)} s)"
     rows = [
@@ -298,7 +312,7 @@ def summary_table(s: dict[str, Any], space) -> str:
                        + over),
         ("cost", cost(b) if b else "-"),
         *([("fallback", fb)] if fb else []),
-        ("trials to best", _fmt(s.get("trials_to_best"))),
+        ("trials to best score", _to_best_text(s, b)),
         ("grid optimum", f"{o.get('config')} train {_fmt(o.get('score'))}" if o else
          "unknown (space too large)" if space.size() is not None else "unknown (no finite grid)"),
         ("trials to optimum", "-" if not o else ("not reached" if s.get("trials_to_optimum") is None else str(s["trials_to_optimum"]))),
@@ -335,6 +349,29 @@ def _json_safe(x):
     return x
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def draw_curves(ax, curves: list[tuple[str, np.ndarray]], optimum: float | None, *, band=None) -> None:
+    """Best-so-far step lines over a grey dashed optimum line: the optimum is drawn first and
+    below (zorder 1), each search above it, solid, with a marker where it improves, so that a
+    search that sits at the optimum from its first trial still shows (it used to hide under
+    the black dashed line). `band`: per curve (lo, hi) arrays for a shaded range, or None."""
+    if optimum is not None:
+        ax.axhline(optimum, color="0.55", linestyle=(0, (4, 3)), linewidth=1.2, zorder=1,
+                   label=f"grid optimum {optimum:.4g}")
+    for i, (label, ys) in enumerate(curves):
+        ys = np.asarray(ys, dtype=float)
+        xs = np.arange(1, len(ys) + 1)
+        prev = np.concatenate([[np.nan], ys[:-1]])
+        better = np.flatnonzero(np.isfinite(ys) & ~(ys <= prev))  # first finite value, then each improvement
+        line, = ax.step(xs, ys, where="post", label=label, linewidth=1.8, zorder=3 + i,
+                        marker=MARKERS[i % len(MARKERS)], markevery=list(better), markersize=4)
+        if band is not None and band[i] is not None:
+            ax.fill_between(xs, band[i][0], band[i][1], step="post", alpha=0.15, color=line.get_color(), linewidth=0,
+                            zorder=2)
+
+
 def plot_curves(curves: list[tuple[str, np.ndarray]], path: Path, title: str, optimum: float | None = None,
                 ylabel: str = "best training score so far") -> None:
     """Step plot of best-so-far curves, written atomically as PNG."""
@@ -344,11 +381,7 @@ def plot_curves(curves: list[tuple[str, np.ndarray]], path: Path, title: str, op
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    for label, ys in curves:
-        xs = np.arange(1, len(ys) + 1)
-        ax.step(xs, ys, where="post", label=label, linewidth=1.6)
-    if optimum is not None:
-        ax.axhline(optimum, color="black", linestyle="--", linewidth=1, label=f"grid optimum {optimum:.4g}")
+    draw_curves(ax, curves, optimum)
     ax.set_xlabel("trial")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -440,7 +473,7 @@ def compare_rows(paths: Sequence[str | os.PathLike]) -> tuple[list[dict[str, Any
             "test 95% CI": (f"[{test['ci_lo']:.3f}, {test['ci_hi']:.3f}]" if test.get("ci_lo") is not None
                             and test.get("ci_hi") is not None else None),
             unit: picked.get(unit, top.cost if top else None),
-            "to best": trials_to_reach(trials, top.score) if top else None,
+            "to best score": trials_to_reach(trials, top.score) if top else None,
             "to optimum": trials_to_reach(trials, opt) if opt is not None else None,
             "optimum": opt,
             "LLM share": _llm_share(trials, summary if fresh else None),
@@ -549,7 +582,7 @@ def table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def compare_columns(unit: str = "units", llm: bool = False) -> tuple[str, ...]:
-    return ("search", "trials", "best config", "rule", "train", "test", "test 95% CI", unit, "to best", "to optimum",
+    return ("search", "trials", "best config", "rule", "train", "test", "test 95% CI", unit, "to best score", "to optimum",
             *(("LLM share",) if llm else ()))
 
 
@@ -670,7 +703,7 @@ def seed_table(stats: dict[str, Any]) -> str:
                        " over seeds" + (f"; mean 95% question interval [{stats['test_ci']['lo']:.3f}, "
                                         f"{stats['test_ci']['hi']:.3f}]" if stats.get("test_ci") else "")),
         ("picked by", ", ".join(stats.get("rules") or ["mean"])),
-        ("trials to best", pm(stats["trials_to_best"])),
+        ("trials to best score", pm(stats["trials_to_best"]) + " (trials until the best training mean was first reached)"),
         ("trials to optimum", "unknown optimum" if o is None else
          f"reached in {o['reached']}/{o['of']} seeds; mean {_fmt(o['mean'])}, median {_fmt(o['median'])}"),
         ("replay time", f"{stats['replay_s']:.3g} s in all"),

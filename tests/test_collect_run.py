@@ -801,3 +801,54 @@ def test_a_backend_returning_the_wrong_number_of_samples_is_a_backend_error(tmp_
     with pytest.raises(BackendError, match="wrong number of samples") as e:
         run_collection(settings, lambda m: ShortBackend(), progress=False, log=lambda s: None)
     assert e.value.exit_code == 3 and not isinstance(e.value, InputError)
+
+
+def test_no_backend_and_no_vllm_is_refused_not_a_silent_fallback(tmp_path, capsys, monkeypatch):
+    """Issue 20: without vLLM and without --backend, say so and how to choose (no request is sent)."""
+    import collect.backends
+
+    monkeypatch.setattr(collect.backends, "vllm_available", lambda: False)
+    data = tmp_path / "m.jsonl"
+    write_math(data, 1)
+    code, _, err = run_cli(["run", "--task", "math", "--data", str(data), "--models", "a-1B",
+                            "--out", str(tmp_path / "s"), "--quiet"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "vLLM is not installed" in lines[0] and "--backend openai" in lines[0]
+    assert not (tmp_path / "s.partial").exists()
+
+
+def test_a_failed_run_with_no_finished_pool_is_replaced_by_the_corrected_command(tmp_path, capsys):
+    data = tmp_path / "m.jsonl"
+    write_math(data, 2)
+    base = ["run", "--task", "math", "--data", str(data), "--models", "big-8B", "--backend", "openai",
+            "--out", str(tmp_path / "s"), "--quiet"]
+    code, _, err = run_cli([*base, "--base-url", "http://127.0.0.1:9/v1", "--retries", "0"], capsys)
+    assert code == 3 and (tmp_path / "s.partial").is_dir()  # nothing finished, but the folder stays
+    with ChatServer(math_script) as srv:  # other settings (samples, server): no --fresh needed
+        code, _, err = run_cli([*base, "--base-url", srv.base_url, "--samples", "2"], capsys)
+    assert code == 0, err
+    assert replay.open(tmp_path / "s").samples.height == 2 * 2 and not (tmp_path / "s.partial").exists()
+
+
+def test_sim_store_readmes_give_a_real_collection_command_the_code_accepts():
+    """Issue 20: traces/sim-2wiki/README.md said `--task qa --data 2wikimultihopqa.jsonl` while the
+    README said `--task 2wiki --data .../dev.json`: each chain store's command names its own task,
+    and parses as `collect run` options."""
+    import shlex
+
+    from collect.cli import run_cmd
+    from conftest import TRACES
+
+    checked = 0
+    for readme in sorted(TRACES.glob("sim-*/README.md")):
+        manifest = json.loads((readme.parent / "manifest.json").read_text())
+        if manifest.get("kind") == "graph":
+            continue
+        line = next(ln for ln in readme.read_text().splitlines() if ln.startswith("- the real store:"))
+        cmd = re.search(r"`(collect run [^`]+)`", line).group(1)
+        args = shlex.split(cmd)[2:]
+        ctx = run_cmd.make_context("run", list(args))  # unknown options or missing values raise
+        assert ctx.params["task"] == manifest["provenance"]["preset"], readme
+        get_task(ctx.params["task"])
+        checked += 1
+    assert checked == 6

@@ -190,3 +190,15 @@ def test_benchmark_plain_loop_is_the_engine(tmp_path):
         for c, n in enumerate(counts):
             score = replay_arrays(store, [Config.of((name, int(n)))], qidx, replicates=7, seed=5)[0]
             assert out[m, c] == pytest.approx(score.mean(), abs=1e-12)
+
+
+def test_results_hold_plain_python_numbers():
+    """Issue 20: `EvalResult` printed `units=np.float64(...)`."""
+    from conftest import TRACES
+
+    r = replay.open(TRACES / "aime24").evaluate("Qwen3-8B:2", replicates=2, budget=100)
+    assert "np." not in repr(r) and type(r.units) is float and type(r.expected_units) is float
+    for v in (r.score, r.stderr, r.tokens, r.flops, r.ci_lo, r.ci_hi, *(s.tokens for s in r.stages)):
+        assert type(v) is float
+    g = replay.open(TRACES / "sim-math").evaluate("s=solve(Qwen2.5-7B,2)", replicates=2)
+    assert "np." not in repr(g)

@@ -102,3 +102,13 @@ def test_compare_prints_paired_differences_against_the_first(tmp_path):
     assert "(reference)" in text and "beyond noise" in text and "yes" in text
     p = run("compare", TRACES / "aime24", "Qwen3-8B:8")
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "at least two" in p.stderr
+
+
+def test_sweep_and_curve_write_under_out_by_default(tmp_path):
+    """Issue 20: the quick start wrote sweep.parquet and curve.png into the repository root."""
+    for cmd, name in (("sweep", "sweep.parquet"), ("curve", "curve.png")):
+        p = subprocess.run([sys.executable, "-m", "replay.cli", cmd, str(TRACES / "aime24"), "-r", "2", "--max-samples", "2"],
+                           capture_output=True, text=True, cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        assert (tmp_path / "out" / "replay" / "aime24" / name).is_file() and f"out/replay/aime24/{name}" in p.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing beside it

@@ -174,7 +174,24 @@ def test_grid_scans_a_space_too_large_to_archive(stores, tmp_path):
     assert s["optimum"]["evaluated"] == setup.space.size() and s["optimum"]["feasible"] == feasible
     assert s["replay_s"] >= s["scan"]["wall_s"] > 0
     text = report.summary_table(s, setup.space)
-    assert f"{setup.space.size():,} configurations scanned ({feasible} within budget)" in text
+    # the replay time counts the scan (issue 20): the line leads with the total, then the scan's share
+    work = next(ln for ln in text.splitlines() if ln.startswith("replay time")).split("  ", 1)[1].strip()
+    assert work.startswith(f"{s['replay_s']:.3g} s (search") and s["replay_s"] >= s["scan"]["wall_s"]
+    assert f"of which the scan: {setup.space.size():,} configurations ({feasible:,} within budget)" in work
+    # trials to the best score, not to the picked configuration: said so when they differ
+    assert report._to_best_text({"trials_to_best": 1}, {"trial": 11}) == \
+        "1 (trials until the best training mean was first reached; the picked configuration is trial 11)"
+    assert "trials to best score" in text
+    # the scan keeps the best configurations instead of a trial each (issue 20: a sweep's disk)
+    tops = s["scan"]["top"]
+    assert len(tops) == min(10, feasible) and tops[0]["score"] == pytest.approx(top, abs=1e-12)
+    assert [t["score"] for t in tops] == sorted((t["score"] for t in tops), reverse=True)
+    ranked = sorted((t for t in full.trials if t.feasible), key=lambda t: (-t.score, t.cost))
+    assert [t["config"] for t in tops] == [t.label for t in ranked[:len(tops)]]
+    # a grid run until done scans any space above scan_above; one with a trial limit walks it
+    assert [t.point for t in R.run_search(setup, "grid", trials=None, options={"scan_above": 5}).trials] == \
+        [t.point for t in run.trials]
+    assert {t.source for t in R.run_search(setup, "grid", trials=3, options={"scan_above": 5}).trials} != {"grid-scan"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -550,3 +567,11 @@ def test_max_fallback_makes_configurations_above_it_infeasible(stores, tmp_path)
     assert "--max-fallback 5.0%" in text and f"(0 over budget, {s['infeasible_fallback']} over the fallback limit)" in text
     with pytest.raises(ConfigError, match="--max-fallback"):
         R.make_setup(st, ConfigSpaceSettings(max_fallback=1.5))
+
+
+def test_search_help_shows_how_to_start_a_search(capsys):
+    """Issue 20: `search --help` listed only the subcommands; --replay and --searcher were in `search run --help`."""
+    code, out, _ = run_main(search_main, ["--help"], capsys)
+    assert code == 0 and "search run --help" in out
+    for flag in ("--replay STORE", "--searcher", "--trials", "--seeds", "--budget", "--out"):
+        assert f"\n  {flag}" in out, flag

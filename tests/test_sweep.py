@@ -355,3 +355,82 @@ def test_command_line_axes_without_a_spec(tmp_path, capsys):
     assert res.height == 2 * 2 * 2 and sorted(set(res["train"])) == [5, 10]
     assert set(res["label"]) == {"random", "rules:insight1"} and set(res["ablation"].drop_nulls()) == {"insight1"}
     assert "| aime24 |" in out and time.perf_counter() - t0 < 30
+
+
+def test_option_only_sweeps_get_their_own_folders_and_a_report_shows_only_its_figures(tmp_path, capsys, monkeypatch):
+    """Issue 20: option-only sweeps used to share out/sweeps/sweep and mix their cells and figures."""
+    monkeypatch.chdir(tmp_path)
+    common = ["--searchers", "random", "--trials", "2", "--max-samples", "2", "--replicates", "4",
+              "--test-replicates", "4", "--workers", "1"]
+
+    def sweep(store, *extra):
+        code, out, err = _cli(["sweep", "--stores", str(TRACES / store), *common, *extra], capsys)
+        assert code == 0, err
+        return out
+
+    sweep("aime24")
+    sweep("sim-2wiki")
+    folders = sorted(p.name for p in (tmp_path / "out" / "sweeps").iterdir())
+    assert len(folders) == 2 and folders[0].startswith("aime24_random_") and folders[1].startswith("sim-2wiki_random_")
+    for f in folders:  # each folder holds its own store's cells and figures only
+        store = f.split("_")[0]
+        assert [p.name for p in (tmp_path / "out" / "sweeps" / f / "cells").iterdir()] == [store]
+        assert {p.name.split("-best")[0].split("-robust")[0] for p in (tmp_path / "out" / "sweeps" / f / "figures").iterdir()} == {store}
+    assert "1 cell: 0 run now, 1 already finished" in sweep("aime24")  # the same options resume
+    assert len(list((tmp_path / "out" / "sweeps").iterdir())) == 2
+    # one folder named by --out for two sweeps: the second's report shows only its own figures
+    sweep("aime24", "--out", "mine")
+    sweep("sim-2wiki", "--out", "mine")
+    figs = sorted(p.name for p in (tmp_path / "mine" / "figures").iterdir())
+    assert figs and all(f.startswith("sim-2wiki-") for f in figs)
+
+
+def test_plots_show_a_flat_search_above_the_optimum_and_every_tied_searcher(tmp_path, monkeypatch):
+    """Issue 20: a search at the optimum from trial 1 hid under the dashed optimum line, and tied
+    searchers in a robustness plot drew one line over the others."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from search import report as search_report
+    from search.sweep import report as sweep_report
+
+    fig, ax = plt.subplots()
+    search_report.draw_curves(ax, [("grid seed 0", np.full(5, 0.9))], 0.9)
+    opt = next(ln for ln in ax.lines if ln.get_label().startswith("grid optimum"))
+    line = next(ln for ln in ax.lines if ln.get_label() == "grid seed 0")
+    assert line.get_zorder() > opt.get_zorder() and line.get_linestyle() == "-" and opt.get_linestyle() != "-"
+    assert line.get_color() != opt.get_color() and line.get_marker() not in (None, "None", "")
+    plt.close(fig)
+
+    figs = []
+    monkeypatch.setattr(sweep_report, "_save", lambda plt_, fig_, path: figs.append(fig_))
+    tied = [(name, [5, 10, 20], [0.8, 0.8, 0.8], [0.0, 0.0, 0.0]) for name in ("random", "bo", "rules")]
+    sweep_report._plot_robustness(tied, tmp_path / "r.png", "tied")
+    lines = [c.lines[0] for c in figs[0].axes[0].containers if c.get_label() in ("random", "bo", "rules")]
+    assert len(lines) == 3
+    xs = [tuple(ln.get_xdata()) for ln in lines]
+    assert len(set(xs)) == 3 and len({ln.get_marker() for ln in lines}) == 3  # each line shows
+    plt.close(figs[0])
+
+
+def test_a_scanning_grid_cell_is_stored_compactly_and_resumes(tmp_path, capsys):
+    """Issue 20: the paper sweep's grid cells archived one trial per configuration (15k lines
+    each, most of its 691 MB); a grid run until done now scans and keeps the picks and the top."""
+    spec = tmp_path / "g.yaml"
+    spec.write_text(yaml.safe_dump({"name": "g", "stores": [str(TRACES / "sim-2wiki")],
+                                    "searchers": [{"searcher": "grid", "options": {"scan_above": 10}}],
+                                    "max_samples": 4, "replicates": 4, "test_replicates": 4}))
+    code, out, err = _cli(["sweep", str(spec), "--workers", "1", "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    r = pl.read_parquet(tmp_path / "o" / "results.parquet").row(0, named=True)
+    assert r["scanned"] == r["space_size"] == 144 and r["trials"] <= 5 and r["optimum_config"] == r["best_mean_config"]
+    cell = tmp_path / "o" / r["cell"]
+    assert len((cell / "archive.jsonl").read_text().splitlines()) <= 6  # the header and the picks
+    top = json.loads((cell / "summary.json").read_text())["scan"]["top"]
+    assert len(top) == 10 and top[0]["score"] == pytest.approx(r["optimum_score"])
+    assert "(scan of 144)" in (tmp_path / "o" / "report.md").read_text()
+    code, out, err = _cli(["sweep", str(spec), "--workers", "1", "--out", str(tmp_path / "o")], capsys)
+    assert code == 0 and "1 cell: 0 run now, 1 already finished" in out

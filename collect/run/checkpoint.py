@@ -81,6 +81,11 @@ class Checkpoint:
             if not isinstance(old, dict):
                 raise InputError(run, "unreadable checkpoint settings; delete the folder or pass --fresh")
             old = old.get("fingerprint", old)
+            if old != fingerprint and not _holds_pools(self.dir):
+                # a run that failed before finishing any pool (a wrong backend, an unreachable
+                # server) kept nothing worth protecting: the corrected command replaces it
+                old = fingerprint
+                atomic_write_text(run, json.dumps({"fingerprint": fingerprint, "info": info or {}}, indent=2) + "\n")
             if old != fingerprint:
                 diff = [k for k in fingerprint if old.get(k) != fingerprint[k]]
                 raise InputError(self.dir, f"holds a partial run with other settings ({', '.join(diff)}); "
@@ -171,6 +176,13 @@ def publish_shard(folder: Path, prefix: str, number: int, df: pl.DataFrame) -> i
                 return number
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _holds_pools(folder: Path) -> bool:
+    """Whether a checkpoint folder holds any finished pool or fusion (a non-empty shard)."""
+    return any(p.is_file() and p.stat().st_size > 0
+               for prefix in ("shard", "fusion") for p in folder.glob(f"{prefix}-*.parquet"))
+
 
 def _pool_keys(df: pl.DataFrame):
     """(stage, model, question, context) of every pool a frame of samples or fusions covers."""

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..engine import within_budget
+from ..engine import plain_numbers, within_budget
 from ..errors import ConfigError
 from ..stats import LEVEL, Interval, intervals, paired_interval, question_interval
 from .config import Graph, as_graph
@@ -46,6 +46,9 @@ class NodeResult:
     flops: float
     latency: float  # mean seconds the node itself takes (NaN: a throughput is unknown)
     fallback_rate: float  # share of (question, replicate) whose input key was not collected
+
+    def __post_init__(self):
+        plain_numbers(self)
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,9 @@ class GraphResult:
     score_bounds: tuple[float, float] | None = field(default=(0.0, 1.0), compare=False)
     expected_units: float = math.nan
     expected_latency: float = math.nan
+
+    def __post_init__(self):
+        plain_numbers(self)
 
     def interval(self, level: float = LEVEL) -> Interval:
         """The interval over questions at `level` (the 95% one is (ci_lo, ci_hi)).

@@ -5,14 +5,16 @@ target that "trials to reach the optimum" is measured against; it scores every c
 within the budget (feasibility is known before the replay: search/spaces/config_walks.py). On
 a controller's parameters it is a product grid of at most `trials` points (default 50).
 
-A space larger than `max_configs` that can be scanned ("scan" in `space.supports`) is not
-proposed point by point (millions of archived trials help nobody): the grid scores the whole
+A space that can be scanned ("scan" in `space.supports`) and is larger than `max_configs`, or
+larger than `scan_above` when the grid runs until done (no trial limit), is not proposed point
+by point (thousands of archived trials help nobody: a sweep's grid cells were most of its
+disk): the grid scores the whole
 space by compiled scans of the same objective (replay.engine.scan_space) and proposes, as its
 trials, the pick of every selection rule over the whole space (`space.scan_picks`:
 search/selection.py), so the final pick is the one the rule would make among every
 configuration. Its state records the real work: configurations scanned, how many were
-feasible, and the scan's wall time (`scanned`, `scan_feasible`, `scan_s`), which the summary
-reports.
+feasible, the scan's wall time and the best configurations by training mean (`scanned`,
+`scan_feasible`, `scan_s`, `scan_top`), which the summary reports.
 """
 
 from __future__ import annotations
@@ -29,18 +31,21 @@ class GridSearcher(ReplayByAsking, Searcher):
         max_configs: the most points scored one by one (200,000); a larger space that can be
             scanned is scanned whole, one that cannot is refused in one line.
         prune: skip what measured costs prove infeasible, where the space can (True).
+        scan_above: a grid run until done (no trial limit) scans a space of more points than
+            this (1,000) instead of scoring them one by one, where the space can be scanned.
     """
 
     name: ClassVar[str] = "grid"
     exhaustive: ClassVar[bool] = True  # runs until done: the CLI's default trial limit does not apply
     uses_scan: ClassVar[bool] = True  # takes objective= (a whole-space scan of the same objective)
-    options_accepted: ClassVar[frozenset[str]] = frozenset({"max_configs", "prune"})
+    options_accepted: ClassVar[frozenset[str]] = frozenset({"max_configs", "prune", "scan_above"})
     needs: ClassVar[frozenset[str]] = frozenset({"grid"})
 
     def __init__(self, space: Space, *, seed: int = 0, trials: int | None = None, objective: Objective | None = None,
-                 max_configs: int = 200_000, prune: bool = True):
+                 max_configs: int = 200_000, prune: bool = True, scan_above: int = 1_000):
         super().__init__(space, seed=seed, trials=trials)
         self.max_configs = int(max_configs)
+        self.scan_above = int(scan_above) if trials is None else self.max_configs
         self._objective = objective
         self._walk = space.grid(cap=trials, max_points=self.max_configs, prune=bool(prune))
         self._results: dict[Hashable, Trial] = {}
@@ -56,7 +61,7 @@ class GridSearcher(ReplayByAsking, Searcher):
         first, self._started = not self._started, True
         size = self.space.size()
         if first and self._objective is not None and "scan" in self.space.supports and size is not None \
-                and size > self.max_configs:
+                and size > min(self.max_configs, self.scan_above):
             points, self._scan = self.space.scan_picks(self._objective)  # compiled scans of the whole space
             self._scanned = int(self._scan.get("scanned", 0))
             self._walk = _Done()
@@ -77,7 +82,7 @@ class GridSearcher(ReplayByAsking, Searcher):
         out = {**self._walk.state(), "scanned": self._scanned}
         if self._scan:
             out.update({"scan_feasible": self._scan.get("feasible"), "scan_s": self._scan.get("wall_s"),
-                        "scan_picks": self._scan.get("picks")})
+                        "scan_picks": self._scan.get("picks"), "scan_top": self._scan.get("top")})
         return out
 
 

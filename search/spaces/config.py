@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 # How feasibility is judged, in the archive header: archives written before (no such key) judged
 # it by the measured cost of the training draws, and cannot be resumed by this version.
 BUDGET_RULE = "expected cost over the store's pools"
+SCAN_TOP = 10  # configurations a scanning grid keeps besides the selection rules' picks
 
 
 @dataclass(frozen=True)
@@ -290,7 +291,7 @@ class ConfigSpace(Space):
         rules' intervals need over the training questions (replay.scan_stats: per-question
         means and their differences from the best-mean configuration, without keeping them).
         Returns the distinct picks (the `mean` rule's first) and what the scan did: {"scanned",
-        "feasible", "wall_s", "picks": {rule: label}}. With `max_fallback` the rules rank by
+        "feasible", "wall_s", "picks": {rule: label}, "top": the SCAN_TOP best by training mean}. With `max_fallback` the rules rank by
         the budget only (the scan does not measure fallback): their picks are scored as trials,
         which marks any over the fallback limit infeasible, and the best configuration by
         mean within the limit is added."""
@@ -323,6 +324,12 @@ class ConfigSpace(Space):
 
         picks = pick_indices(mean, cost, order, sd=flat(sums.sd), mean_d=flat(sums.mean_diff), sd_d=flat(sums.sd_diff),
                              n=n, rules=RULES)
+        # what the scan found besides the picks, kept instead of a trial per configuration: the
+        # best feasible configurations by training mean, ties to the cheaper (feasible by the
+        # budget; with max_fallback, as for the picks, the scan does not know the fallback rate)
+        top = np.lexsort((cost, -mean))[:SCAN_TOP]
+        info["top"] = [{"config": str(scan.config(*divmod(int(feas[j]), K))), "score": float(mean[j]),
+                        "units": float(cost[j])} for j in top]
         points = []
         for rule in RULES:
             i, k = divmod(int(feas[picks[rule]]), scan.score.shape[1])

@@ -208,11 +208,13 @@ def make_executor(backend: str, *, workers: int | None, tasks: int, ray: str | N
 
 
 def describe(ex) -> str:
+    from replay.clitools import plural
+
     if ex.kind == "serial":
         return "in this process"
     if ex.kind == "processes":
-        return f"{ex.slots} worker processes"
-    return f"Ray, {ex.slots} CPUs"
+        return plural(ex.slots, "worker process", "worker processes")
+    return f"Ray, {plural(ex.slots, 'CPU')}"
 
 
 def progress_bar(it: Iterator, total: int, desc: str, unit: str, progress: bool) -> Iterator:

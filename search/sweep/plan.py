@@ -16,7 +16,6 @@ from typing import Any, Callable
 from replay.clitools import check_replicates
 from replay.errors import ConfigError, InputError
 from replay.locks import is_lock_file
-from replay.redact import redact_url
 
 from .. import runner
 from ..searchers import get_searcher
@@ -217,29 +216,3 @@ def check_out(plan: Plan) -> None:
         elif a.get(k) != b[k]:
             raise InputError(str(plan.out), f"holds a sweep run with {k} = {a.get(k)!r}, this spec has "
                              f"{b[k]!r}: use another out (or the same {k})")
-
-
-def _shown_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Options as written: no API key, a base URL's credentials masked."""
-    return {k: (redact_url(v) if k.endswith("base_url") and isinstance(v, str) else v)
-            for k, v in options.items() if "api_key" not in k}
-
-
-def spec_json(spec: SweepSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name, "source": spec.source,
-        "stores": [{"path": s.path, "train": s.train, "budgets": s.budgets} for s in spec.stores],
-        "searchers": [{"label": e.label, "searcher": e.name, "ablate": e.ablate,
-                       "options": _shown_options(e.options),
-                       "seeds": e.seeds, "trials": e.trials} for e in spec.searchers],
-        "seeds": spec.seeds, "train": spec.train, "budgets": spec.budgets, "trials": spec.trials,
-        "replicates": spec.replicates, "test_replicates": spec.test_replicates, "replay_seed": spec.replay_seed,
-        "models": spec.models, "max_samples": spec.max_samples, "max_fallback": spec.max_fallback,
-        "select": spec.select, "optimum": spec.optimum, "space": spec.space,
-        "graph": {"max_nodes": spec.max_nodes, "latency_limit": spec.latency_limit, "objective": spec.objective}
-        if spec.space == "graph" else None,
-        "optimum_limit": spec.optimum_limit,
-        "searcher_options": {k: _shown_options(v) for k, v in spec.searcher_options.items()},
-        "llm": {"base_url": redact_url(spec.llm_base_url), "model": spec.llm_model, "concurrency": spec.llm_concurrency,
-                **spec.llm_options},
-    }

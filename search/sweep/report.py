@@ -28,6 +28,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from replay.atomic import atomic_path
+from replay.clitools import plural
 
 REPORT_NAME = "report.md"
 FIGURES_DIR = "figures"
@@ -140,7 +141,7 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
     synthetic = sorted({g.store for g in plan.groups if g.synthetic})
 
     L: list[str] = [f"# Sweep `{spec.name}`", ""]
-    L.append(f"Spec: `{spec.source}`. {len(all_rows)} cells: {len(done)} done, {n_failed} failed, {n_pending} pending. "
+    L.append(f"Spec: `{spec.source}`. {plural(len(all_rows), 'cell')}: {len(done)} done, {n_failed} failed, {n_pending} pending. "
              f"Stores: {', '.join(sl.stores)}. Searchers: {', '.join(sl.labels)}. Seeds: {_seed_text(spec.seeds)}. "
              f"Training sizes: {', '.join(_axis_label(t, 'default') for t in spec.train)}; budgets: "
              f"{', '.join(_axis_label(b, 'default') for b in spec.budgets)}; trial budgets: "
@@ -189,7 +190,7 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
                              _f(_mean(r.get("test_stderr") for r in rs), 2),
                              _pct(_mean(r.get("test_fallback_rate") for r in rs)),
                              vs.get(label, "-"), _ms(r["train_score"] for r in rs),
-                             _n(_mean(r["trials"] for r in rs)), _f(_mean(r["replay_s"] for r in rs), 3),
+                             _trials_text(rs), _f(_mean(r["replay_s"] for r in rs), 3),
                              _f(_mean(r["llm_s"] for r in rs), 3), _n(_mean(r["llm_tokens"] for r in rs)),
                              _llm_part(rs), f"`{top[0][0]}` ({top[0][1]}/{len(rs)})" if top else "-"])
     L += ["Per store at its largest training size (or the store's split): the configuration each search picked.", ""]
@@ -198,7 +199,7 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
                  "train score", "trials", "replay s", "LLM s", "LLM tokens", "LLM trials", "most picked config"], rows) + [""]
 
     # ---- 2. ablation
-    L += ["## 2. Ablation: trials to the best configuration and to the grid optimum", ""]
+    L += ["## 2. Ablation: trials to the best score and to the grid optimum", ""]
     rows = []
     for store in sl.stores:
         mt = sl.main_train(store)
@@ -217,9 +218,10 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
                              _ms((r["gap_to_optimum"] for r in rs), 3), _ms(r["test_score"] for r in rs)])
     if rows:
         L += ["AgentTTS and its ablations (`agenttts:insightN`: that insight removed) and `rules`, the insights as a "
-              "procedure without an LLM, with its ablations. *reached*: seeds whose search scored the grid optimum's "
+              "procedure without an LLM, with its ablations. *trials to best score*: trials until the search first "
+              "reached its best training score (the configuration it picks may come later); *reached*: seeds whose search scored the grid optimum's "
               "training score; *gap*: optimum minus the best training score found.", ""]
-        L += _table(["store", "budget", "trial budget", "searcher", "seeds", "trials to best", "reached optimum",
+        L += _table(["store", "budget", "trial budget", "searcher", "seeds", "trials to best score", "reached optimum",
                      "trials to optimum: mean", "median", "gap to optimum", "test score"], rows) + [""]
     else:
         L += ["No `agenttts` or `rules` cells in this sweep.", ""]
@@ -228,7 +230,7 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
     L += ["## 3. Robustness: test score and search efficiency against training-set size", "",
           "AgentTTS's protocol: one fixed test set (the store's test split), and training sets of each size drawn "
           "from the other questions, nested (the smaller inside the larger, one draw); *default* is the store's own "
-          "training split. A cell reads *test score (trials to the best)*, mean over seeds. A size larger than the "
+          "training split. A cell reads *test score (trials to the best score)*, mean over seeds. A size larger than the "
           "questions outside the test set overrides the store's split, so its test set differs: marked *(other test "
           "set)*.", ""]
     figs.mkdir(parents=True, exist_ok=True)
@@ -323,7 +325,20 @@ def write_report(plan, results, curves, optima: dict[str, Any], out: Path) -> Pa
     path = out / REPORT_NAME
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(L))
+    _remove_stale_figures(figs, "\n".join(L))
     return path
+
+
+def _remove_stale_figures(figs: Path, report: str) -> None:
+    """Delete the figures this report does not show (an earlier run of the folder with other
+    stores or axes drew them): the folder's figures are this report's, never a mix."""
+    import re
+
+    shown = set(re.findall(rf"\({re.escape(FIGURES_DIR)}/([^)]+\.png)\)", report))
+    if figs.is_dir():
+        for p in figs.glob("*.png"):
+            if p.name not in shown:
+                p.unlink(missing_ok=True)
 
 
 WITHIN = 0.005  # "within 0.5 points" of the best graph found by any method (scores in [0, 1])
@@ -356,7 +371,7 @@ def graph_section(sl, curves: list[dict[str, Any]], figs: Path, *, out: Path) ->
     graph any searcher found, the fixed-architecture references, and accuracy against latency."""
     L = ["## 5. Collaboration graphs: test accuracy, trials to the best, accuracy and latency", "",
          "Per store, budget and trial budget: the graph each search picked, scored on the test questions (mean ± sd "
-         "over seeds; *95% CI*: the mean of its interval over test questions). *trials to best*: trials until the "
+         "over seeds; *95% CI*: the mean of its interval over test questions). *trials to best score*: trials until the "
          "search's own best; *to within 0.5 pt*: trials until its best so far came within 0.005 of the best training "
          "score any searcher of the sweep found (mean over the seeds that got there; *reached* counts them). The "
          "references are fixed architectures replayed for the same budget (search/spaces/graph_report.py): the best "
@@ -399,7 +414,7 @@ def graph_section(sl, curves: list[dict[str, Any]], figs: Path, *, out: Path) ->
             L += [f"**{store}**, {r0['train_questions']} train q, budget {_f(r0['budget'])} units, trial budget "
                   f"{_axis_label(trials, 'all')}; best training score of any searcher: {_f(best)}"
                   + (f" (the references' training scores: {refs})" if refs else ""), ""]
-            L += _table(["searcher", "seeds", "test", "95% CI", "train", "trials to best", "to within 0.5 pt",
+            L += _table(["searcher", "seeds", "test", "95% CI", "train", "trials to best score", "to within 0.5 pt",
                          "reached", "pick - reference (parallel / sequential)", "most picked graph"], rows) + [""]
             L += ["Accuracy and latency of the picks (mean over seeds; latency: mean seconds per question, the "
                   "longest path):", ""]
@@ -522,13 +537,29 @@ def _save(plt, fig, path: Path) -> None:
         plt.close(fig)
 
 
+def _trials_text(rs) -> str:
+    """Mean trials per search; a scanning grid's are its picks, so its scan is named beside them."""
+    text = _n(_mean(r["trials"] for r in rs))
+    scanned = [r.get("scanned") for r in rs if r.get("scanned")]
+    return f"{text} (scan of {_n(_mean(scanned))})" if scanned else text
+
+
 def _plot_robustness(series, path: Path, title: str) -> None:
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=100)
-    for label, xs, ms, sds in series:
+    from ..report import MARKERS
+
+    # searchers often tie (the same pick at every size): each line is dodged sideways by a
+    # little and has its own marker and dash, so that tied lines all show instead of one
+    span = max((max(xs) - min(xs) for _, xs, _, _ in series if xs), default=0.0) or max(
+        (max(xs) for _, xs, _, _ in series if xs), default=1.0)
+    k = len(series)
+    for i, (label, xs, ms, sds) in enumerate(series):
         order = np.argsort(xs)
-        x, m, s = np.array(xs)[order], np.array(ms)[order], np.array(sds)[order]
-        ax.errorbar(x, m, yerr=s, marker="o", capsize=3, linewidth=1.4, markersize=4, label=label)
+        x, m, s = np.array(xs, dtype=float)[order], np.array(ms)[order], np.array(sds)[order]
+        x = x + (i - (k - 1) / 2) * 0.015 * span
+        ax.errorbar(x, m, yerr=s, marker=MARKERS[i % len(MARKERS)], capsize=3, linewidth=1.4, markersize=5,
+                    linestyle=("-", "--", "-.", ":")[i % 4], label=label, zorder=2 + i)
     ax.set_xlabel("training questions")
     ax.set_ylabel("test score of the found config")
     ax.set_title(title, fontsize=9)
@@ -539,8 +570,11 @@ def _plot_robustness(series, path: Path, title: str) -> None:
 
 
 def _plot_curves(series, path: Path, title: str, optimum: float | None) -> None:
+    from ..report import draw_curves
+
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=100)
+    curves, bands = [], []
     for label, ys in series:
         n = max(len(y) for y in ys)
         a = np.full((len(ys), n), np.nan)
@@ -554,11 +588,9 @@ def _plot_curves(series, path: Path, title: str, optimum: float | None) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean, lo, hi = np.nanmean(a, axis=0), np.nanmin(a, axis=0), np.nanmax(a, axis=0)
-        xs = np.arange(1, n + 1)
-        line, = ax.step(xs, mean, where="post", linewidth=1.5, label=f"{label} ({len(ys)} seeds)")
-        ax.fill_between(xs, lo, hi, step="post", alpha=0.15, color=line.get_color(), linewidth=0)
-    if optimum is not None:
-        ax.axhline(optimum, color="black", linestyle="--", linewidth=1, label=f"grid optimum {optimum:.4g}")
+        curves.append((f"{label} ({len(ys)} seeds)", mean))
+        bands.append((lo, hi))
+    draw_curves(ax, curves, optimum, band=bands)
     ax.set_xlabel("trial")
     ax.set_ylabel("best training score so far")
     ax.set_title(title, fontsize=9)

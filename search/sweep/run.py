@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from replay.atomic import atomic_path
+from replay.clitools import plural
 from replay.errors import InputError, ToolError
 from replay.locks import folder_lock
 
 from ..report import SUMMARY_NAME, write_json_atomic
 from .executors import describe, make_executor, progress_bar
-from .plan import FORMAT, SWEEP_NAME, VERSION, Plan, check_out, fingerprint, plan_sweep, spec_json
+from .plan import FORMAT, SWEEP_NAME, VERSION, Plan, check_out, fingerprint, plan_sweep
 from .results import collect_results
-from .spec import SweepSpec
+from .spec import SweepSpec, spec_json
 from .tasks import cell_task, optimum_task
 
 OPTIMA_NAME = "optima.json"
@@ -94,7 +95,7 @@ def _run_locked(spec: SweepSpec, plan: Plan, t0: float, *, workers, ray, progres
                            llm_concurrency=spec.llm_concurrency, any_llm=any_llm)
         kind = ex.kind
         if log is not None:
-            log(f"sweep {spec.name!r}: {len(plan.cells)} cells, {len(plan.cells) - len(todo)} finished, {len(todo)} to run "
+            log(f"sweep {spec.name!r}: {plural(len(plan.cells), 'cell')}, {len(plan.cells) - len(todo)} finished, {len(todo)} to run "
                 f"({describe(ex)}); output {out}")
         try:
             if need:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from replay.errors import ConfigError, InputError
+from replay.redact import redact_url
 
 from ..searchers import SEARCHERS, get_searcher
 from replay.clitools import MAX_COUNT, MAX_SEED
@@ -309,11 +310,38 @@ def parse_spec(raw: dict[str, Any], source: str = "command line", *, overrides: 
     dup = next((x for x in labels if labels.count(x) > 1), None)
     if dup is not None:
         raise ConfigError(w("searchers"), f"{_r(dup)} is listed twice (give one of them another label)")
+    if not raw.get("name") and source == "command line":
+        spec.name = options_name(spec)
     cells = count_cells(spec)
     if cells > MAX_CELLS and not allow_many:
         raise ConfigError(w("seeds") if len(spec.seeds) > 1 else w("searchers"),
                           f"the sweep has {cells:,} cells, each a search: at most {MAX_CELLS:,} without --yes")
     return spec
+
+
+def options_name(spec: SweepSpec) -> str:
+    """The name (and default folder) of a sweep given by options alone: its stores and searchers,
+    then a short hash of everything that decides its cells and their results. The same options
+    give the same folder (a rerun resumes it); other options give another folder, so two sweeps'
+    cells, figures and reports never mix (`search sweep --stores a,b --searchers grid,random`
+    -> out/sweeps/a+b_grid+random_1a2b3c4d)."""
+    import hashlib
+    import json
+
+    what = spec_json(spec)
+    for k in ("name", "source"):
+        what.pop(k)
+    # how the LLM is reached and how many requests fly at once do not change the cells
+    what["llm"] = {k: v for k, v in what["llm"].items() if k not in ("base_url", "concurrency")}
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+    def part(names: list[str], what_: str) -> str:
+        safe = ["".join(c if c.isalnum() or c in "-_." else "-" for c in n) for n in names]
+        text = "+".join(safe)
+        return text if len(safe) <= 4 and len(text) <= 60 else f"{len(safe)}-{what_}"
+
+    name = f"{part([Path(e.path).name for e in spec.stores], 'stores')}_{part([e.label for e in spec.searchers], 'searchers')}"
+    return f"{name.lstrip('.-') or 'sweep'}_{digest}"
 
 
 def count_cells(spec: SweepSpec) -> int:
@@ -475,3 +503,29 @@ def _budget_value(x: Any, where: str) -> float | None:
     if not (math.isfinite(b) and b > 0):
         raise ConfigError(where, f"must be a positive number of units, got {_r(x)}")
     return b
+
+
+def _shown_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as written: no API key, a base URL's credentials masked."""
+    return {k: (redact_url(v) if k.endswith("base_url") and isinstance(v, str) else v)
+            for k, v in options.items() if "api_key" not in k}
+
+
+def spec_json(spec: SweepSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name, "source": spec.source,
+        "stores": [{"path": s.path, "train": s.train, "budgets": s.budgets} for s in spec.stores],
+        "searchers": [{"label": e.label, "searcher": e.name, "ablate": e.ablate,
+                       "options": _shown_options(e.options),
+                       "seeds": e.seeds, "trials": e.trials} for e in spec.searchers],
+        "seeds": spec.seeds, "train": spec.train, "budgets": spec.budgets, "trials": spec.trials,
+        "replicates": spec.replicates, "test_replicates": spec.test_replicates, "replay_seed": spec.replay_seed,
+        "models": spec.models, "max_samples": spec.max_samples, "max_fallback": spec.max_fallback,
+        "select": spec.select, "optimum": spec.optimum, "space": spec.space,
+        "graph": {"max_nodes": spec.max_nodes, "latency_limit": spec.latency_limit, "objective": spec.objective}
+        if spec.space == "graph" else None,
+        "optimum_limit": spec.optimum_limit,
+        "searcher_options": {k: _shown_options(v) for k, v in spec.searcher_options.items()},
+        "llm": {"base_url": redact_url(spec.llm_base_url), "model": spec.llm_model, "concurrency": spec.llm_concurrency,
+                **spec.llm_options},
+    }

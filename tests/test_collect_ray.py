@@ -4,15 +4,22 @@ One local Ray instance for the module (3 logical CPUs); the actors call the scri
 OpenAI-compatible server of tests/chatserver.py (started here, in the driver's process), whose
 answers depend on the request's seed and prompt only. So the data of every store below must
 equal, byte for byte, the serial run's: with 1 and 3 actors, with an actor killed mid-run
-(`ray.kill`), with a driver stopped by a failing backend and resumed, and with the pools
-spread over two endpoints.
+(`ray.kill`), with a driver stopped by a failing backend and resumed, with a driver killed with
+SIGKILL (a `collect run --ray local` subprocess with its own Ray instance) and rerun, and with
+the pools spread over two endpoints.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -167,6 +174,108 @@ def test_a_stopped_run_resumes_without_redrawing_and_status_reads_it(world, ray_
     drawn = [pool_of(b) for b in srv.requests]
     assert not kept & set(drawn) and len(drawn) == len(set(drawn)) == w["pools"] - len(kept)
     same_tables(w, "resumed")
+
+
+def _gone(pid):
+    """The process has ended (a zombie has too: nothing in it runs)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def _wait_for(cond, what, timeout=120.0):
+    end = time.time() + timeout
+    while not cond():
+        assert time.time() < end, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_driver_killed_with_sigkill_leaves_no_actor_and_the_rerun_draws_only_the_rest(world, ray_local, capsys):
+    """`collect run --ray local` in a subprocess (its own Ray instance): the scripted server holds
+    every request after the 8th, so the driver is killed (SIGKILL, nothing in it runs) with some
+    pools on disk and some in flight. Its actors must end by themselves (they watch the driver's
+    pid; its Ray instance's raylet dies with it too) and publish nothing more; the same command rerun (here, on the module's Ray instance),
+    and a serial rerun of a copy of the partial folder, draw only the missing pools, once each,
+    and give the serial run's store."""
+    w, srv = world, world["srv"]
+    out, part = w["tmp"] / "sigkill", w["tmp"] / "sigkill.partial"
+    argv = ["run", "--task", "qa", "--data", str(w["data"]), "--models", "small-1B,big-8B", "--samples", "4",
+            "--batch-size", "2", "--expand-top", "2", "--max-tokens", "64", "--train", "3", "--backend", "openai",
+            "--base-url", srv.base_url, "--concurrency", "4", "--ray", "local", "--actors", "2", "--block", "2",
+            "--out", str(out), "--quiet"]
+    gate = threading.Event()
+    script = srv.script
+
+    def held_script(body, i):
+        if len(srv.requests) > 8:
+            gate.wait(60)
+        return script(body, i)
+
+    del srv.requests[:]
+    srv.script = held_script
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # its own Ray, not the module's
+    errlog = (w["tmp"] / "sigkill.stderr").open("wb")  # a file, not a pipe that Ray's chatter could fill
+    proc = subprocess.Popen([sys.executable, "-m", "collect.cli", *argv], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=errlog)
+    errlog.close()
+    try:
+        def running():
+            assert proc.poll() is None, (w["tmp"] / "sigkill.stderr").read_text()[-2000:]
+            try:
+                rep = json.loads((part / "progress.json").read_text())
+            except (OSError, ValueError):
+                return False
+            return (rep["state"] == "running" and all(a["pid"] for a in rep["actors"]) and len(srv.requests) > 8
+                    and any(part.glob("shard-u*.parquet")))
+
+        _wait_for(running, "the driver to run with pools on disk and requests held")
+        actors = [a["pid"] for a in json.loads((part / "progress.json").read_text())["actors"]]
+        assert len(actors) == 2
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        # the actors end by themselves (the test ends nothing else before this; the actors run in
+        # sessions of their own, so even the process group's kill below would not reach them)
+        _wait_for(lambda: all(_gone(p) for p in actors), "the dead driver's actors to end", timeout=30)
+        published = sorted(p.name for p in part.iterdir())
+        gate.set()  # the held requests are answered now, to nobody
+        time.sleep(1.0)
+        assert sorted(p.name for p in part.iterdir()) == published  # nothing written after the driver died
+    finally:
+        gate.set()
+        srv.script = script
+        try:  # its Ray instance's own processes (GCS, raylet) must not outlive the test either
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(30)
+    assert json.loads((part / "progress.json").read_text())["state"] == "running"  # it never said goodbye
+    shards = pl.concat([pl.read_parquet(p) for p in part.glob("shard-u*.parquet")])
+    kept = {(m, pool_seed(0, st, m, q, c)) for st, m, q, c in
+            shards.select("stage", "model", "question_id", "context").unique().iter_rows()}
+    assert 0 < len(kept) < w["pools"]
+
+    def drew_only_the_rest():
+        drawn = [pool_of(b) for b in srv.requests]
+        assert not kept & set(drawn) and len(drawn) == len(set(drawn)) == w["pools"] - len(kept)
+
+    # a serial rerun of a copy of the partial folder (a --ray run's shards are a serial run's too)
+    shutil.copytree(part, w["tmp"] / "sigkill-serial.partial", ignore=shutil.ignore_patterns(".lock"))
+    del srv.requests[:]
+    res = run_collection(settings(w, "sigkill-serial"), lambda m: OpenAIBackend(m.model_id, base_url=srv.base_url),
+                         progress=False, log=lambda s: None)
+    assert res.resumed_pools == len(kept)
+    drew_only_the_rest()
+    same_tables(w, "sigkill-serial")
+    # the same command rerun, on Ray
+    del srv.requests[:]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert f"resuming: {len(kept)} finished pools" in err
+    drew_only_the_rest()
+    same_tables(w, "sigkill")
+    assert not part.exists()
 
 
 def test_cli_spreads_pools_over_endpoints_each_with_its_bound(world, ray_local, capsys):

@@ -29,7 +29,7 @@ module) plans and schedules:
   generator seeded by (seed, stage, question): nothing depends on which actor drew what, in
   which order, or how the run was cut by crashes. So the store is the same, byte for byte in
   its tables, as a serial run's and whatever the number of actors (tested: 1 vs 3 actors, an
-  actor killed mid-run, a driver stopped and resumed).
+  actor killed mid-run, a driver stopped and resumed, a driver killed with SIGKILL and rerun).
 * The store is written once, atomically, at the end, from the pools the driver received (one
   copy of each: a pool found twice, from an actor that went on writing after it was given up
   for dead, is kept once and counted).

@@ -40,7 +40,8 @@ def split_questions(store: Store, train: int | None = None, *, seed: int = SPLIT
 
     The test set: the store's test questions (its manifest split, else its questions' `split`
     column); a store whose split names only training questions tests on the others; a store
-    without a split tests on the questions after the first 50 of a fixed shuffle (seed 0).
+    without a split tests on the questions after the first 50 of a fixed shuffle (seed 0), or
+    after the first half where that leaves more for test.
     The pool: every other question. Without `train`, the store's training split (no split: the
     pool). With `train` N: the first N of a shuffle of the pool by `seed`, so training sets of
     several sizes are nested and the test set is the same for every size. N larger than the
@@ -56,11 +57,11 @@ def split_questions(store: Store, train: int | None = None, *, seed: int = SPLIT
         if train is None:
             return Split(own_train, test, what, len(pool))
     else:
-        if train is None and DEFAULT_TRAIN >= n:
-            raise ConfigError("--train", f"the store has {n} questions and no split; the default of {DEFAULT_TRAIN} "
-                              f"training questions leaves none for test: pass --train N with N < {n}")
+        if n < 2:
+            raise ConfigError("--train", f"the store has {n} question and no split: nothing to hold out for test")
         perm = np.random.default_rng(SPLIT_SEED).permutation(n)
-        cut = min(DEFAULT_TRAIN, n - 1)
+        # the first 50 of the shuffle (at most half the questions: a store of 30 tests on 15, not on 1)
+        cut = min(DEFAULT_TRAIN, n // 2)
         test, pool = np.sort(perm[cut:]).astype(np.int64), np.sort(perm[:cut]).astype(np.int64)
         what = f"seeded shuffle (seed {SPLIT_SEED}): {len(pool)} train, {len(test)} test"
         if train is None:

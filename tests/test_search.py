@@ -575,3 +575,19 @@ def test_search_help_shows_how_to_start_a_search(capsys):
     assert code == 0 and "search run --help" in out
     for flag in ("--replay STORE", "--searcher", "--trials", "--seeds", "--budget", "--out"):
         assert f"\n  {flag}" in out, flag
+
+
+def test_a_small_store_without_a_split_holds_out_half_its_questions(tmp_path):
+    """No split and fewer than 100 questions: the fixed test set is the second half of the seeded
+    shuffle (it was every question after the first 50, capped to leave one: a test set of 1)."""
+    root = make_random_store(tmp_path / "s", RandomStoreSpec(seed=3, n_questions=12))
+    man = json.loads((root / "manifest.json").read_text())
+    man.pop("split", None)
+    man.pop("checksums", None)  # an edited store is no longer sealed
+    (root / "manifest.json").write_text(json.dumps(man))
+    st = replay.open(str(root))
+    assert not st.manifest.split
+    sp = R.split_questions(st)
+    assert len(sp.train) == 6 and len(sp.test) == 6 and not set(sp.train) & set(sp.test)
+    sp4 = R.split_questions(st, train=4)
+    assert len(sp4.train) == 4 and np.array_equal(sp4.test, sp.test) and set(sp4.train) <= set(sp.train)

@@ -12,7 +12,7 @@ import click
 from .atomic import atomic_path
 from .clitools import (SEED, check_budget, check_count, check_output_file, check_replicates, compare_cells, diff_json,
                        json_safe, main_wrapper, open_announced, pct, uncertainty_legend)
-from .controllers.cli import frontier
+from .frontier_cli import frontier
 from .sandbox.cli import sandbox
 
 CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -493,7 +493,7 @@ def seal(store):
     click.echo(f"sealed {path}: checksums of the manifest and every table recorded in manifest.json")
 
 
-# `replay frontier` (width-depth controllers) lives with the controllers.
+# `replay frontier` (configurations, or width-depth controllers) lives in frontier_cli.py.
 cli.add_command(frontier)
 # `replay sandbox` (what the sandbox for untrusted programs guarantees here) lives with the sandbox.
 cli.add_command(sandbox)

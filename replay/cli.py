@@ -12,7 +12,7 @@ import click
 from .atomic import atomic_path
 from .clitools import (SEED, check_budget, check_count, check_output_file, check_replicates, compare_cells, diff_json,
                        json_safe, main_wrapper, open_announced, pct, uncertainty_legend)
-from .frontier_cli import frontier
+from .frontier_cli import frontier, pilot
 from .sandbox.cli import sandbox
 
 CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -495,6 +495,8 @@ def seal(store):
 
 # `replay frontier` (configurations, or width-depth controllers) lives in frontier_cli.py.
 cli.add_command(frontier)
+# `replay pilot insight1|insight2|insight3`: the AgentTTS pilot figures (frontier_cli.py).
+cli.add_command(pilot)
 # `replay sandbox` (what the sandbox for untrusted programs guarantees here) lives with the sandbox.
 cli.add_command(sandbox)
 

@@ -41,14 +41,14 @@ def _default_dir(kind: str, store: str) -> Path:
                    "of the smallest model on the cheapest stage).")
 @click.option("--models", default=None, help="Configurations: comma-separated candidate models (default: all).")
 @click.option("--max-samples", type=int, default=None,
-              help="Configurations: the largest sample count of a stage (graph stores: of a node, default 4).")
+              help="Configurations: the largest sample count of a stage (graph stores: of a node, default 8).")
 @click.option("--train", type=int, default=None,
               help="Configurations: N training questions drawn outside the test set, as `search --train` "
                    "(default: the store's split).")
 @click.option("--split-seed", default=0, show_default=True, type=SEED, help="Configurations: the seed of --train's draw.")
 @click.option("--max-nodes", type=int, default=None, help="Graph stores: the most nodes of a graph (default 2).")
 @click.option("--max-graphs", type=int, default=None,
-              help="Graph stores: refuse a space of more graphs than this (default 5,000): each is replayed.")
+              help="Graph stores: refuse a space of more graphs than this (default 20,000): each is replayed.")
 @click.option("--replicates", "-r", default=None, type=int,
               help="Random draws per question (default: 16 for configurations, 100 for controllers).")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
@@ -234,3 +234,125 @@ def frontier_text(fr, *, unit: str = "units", limit: int | None = SHORT_ROWS) ->
     lines.append("the test optimum is the best of many noisy test means (optimistic); the train pick is what choosing "
                  "on the training questions gets")
     return "\n".join(lines)
+
+
+@click.command("pilot")
+@click.argument("which", type=click.Choice(["insight1", "insight2", "insight3"]))
+@click.argument("store", type=click.Path(file_okay=False))
+@click.option("--out", "out", type=click.Path(), default=None,
+              help="Folder for INSIGHT.parquet, INSIGHT.png and INSIGHT.txt (default out/pilot/STORE).")
+@click.option("--budget", default=None,
+              help="insight1: the equal budget, units per question (default: every stage once with its largest model).")
+@click.option("--models", default=None, help="Comma-separated candidate models (default: all).")
+@click.option("--max-samples", type=int, default=None, help="The largest sample count of a stage.")
+@click.option("--questions", default=None,
+              help="all, a split name, or comma-separated ids (default: the training split, else all).")
+@click.option("--upstream-samples", default=1, show_default=True, type=int,
+              help="insight3: samples of the upstream stage.")
+@click.option("--replicates", "-r", default=64, show_default=True, type=int, help="Random draws per question.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
+def pilot(which, store, out, budget, models, max_samples, questions, upstream_samples, replicates, seed):
+    """The AgentTTS paper's pilot figures on a chain store, with 95% intervals over questions.
+
+    \b
+    insight1  per stage, each model's best score at one equal budget (the other stages at their
+              largest model with one sample): does the large model win, or a small one sampled more?
+    insight2  per stage and model, score against samples; interior optima marked, with the drop
+              to the largest count and whether it is beyond noise (paired interval)
+    insight3  the downstream stage's best sample count against the upstream model
+
+    \b
+    replay pilot insight2 traces/aime24
+    replay pilot insight3 traces/sim-2wiki --max-samples 32 --out out/pilot-2wiki
+    """
+    from .atomic import atomic_path
+    from .clitools import check_budget, check_replicates, open_announced
+    from .errors import ConfigError
+
+    check_count("--replicates", replicates)
+    check_count("--upstream-samples", upstream_samples)
+    if max_samples is not None:
+        check_count("--max-samples", max_samples)
+    b = check_budget("--budget", budget)
+    if b is not None and which != "insight1":
+        raise ConfigError("--budget", f"is an option of insight1 (the equal budget), not of {which}")
+    files = _out_files(out, "pilot", store, (f"{which}.parquet", f"{which}.png", f"{which}.txt"))
+    st = open_announced(store)
+    if st.manifest.kind == "graph":
+        raise ConfigError(store, "replay pilot draws the chain insights of AgentTTS (a model and a count per stage); "
+                                 "this is a graph store: replay frontier draws its frontier over graphs")
+    from search.frontier import pilot as P
+
+    if questions is None:
+        qsel = "train" if "train" in st.manifest.split else None
+    elif questions == "all":
+        qsel = None
+    elif "," in questions:
+        qsel = [q.strip() for q in questions.split(",") if q.strip()]
+    else:
+        qsel = questions
+    n_q = len(st.question_indices(qsel))
+    largest = int(st.derived.largest_pool.max())
+    check_replicates("--replicates", replicates, questions=n_q, per_pass=largest, configs=largest)
+    model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    kw = dict(models=model_list, max_samples=max_samples, questions=qsel, replicates=replicates, seed=seed)
+    qtext = "all questions" if qsel is None else (f"the {qsel} split" if isinstance(qsel, str) else f"{n_q} questions")
+    title = (f"{st.name}{' (SYNTHETIC)' if st.synthetic else ''}: {which}, {n_q} questions ({qtext}) x "
+             f"{replicates} replicates, seed {seed}")
+    parquet, png, txt = files
+    with _table_config():
+        if which == "insight1":
+            df = P.insight1(st, budget=b, **kw)
+            text = (f"{title}\nper stage, each model's best score within {df['budget'][0]:.4g} units per question "
+                    f"(other stages at their largest model, one sample); best_at_budget: the stage's best\n\n"
+                    + str(df.select("stage", "model", "samples", "max_samples_within", _pct("score"), _pct("ci_lo"),
+                                    _pct("ci_hi"), pl_round("expected_units", 2), "best_at_budget")))
+            P.plot_insight1(df, png, title=title)
+            table = df
+        elif which == "insight2":
+            curves, optima = P.insight2(st, **kw)
+            text = (f"{title}\nper stage and model, the best sample count (other stages at their largest model, one "
+                    "sample); interior: neither the smallest nor the largest count; drop: best - largest count, "
+                    "paired 95% interval over questions\n\n"
+                    + str(optima.select("stage", "model", "best_samples", _pct("best_score"), "largest_samples",
+                                        _pct("largest_score"), "interior", _pct("drop"), _pct("drop_ci_lo"),
+                                        _pct("drop_ci_hi"), "beyond_noise")))
+            P.plot_insight2(curves, optima, png, title=title)
+            import polars as pl
+
+            table = curves.join(optima.select("stage", "model", "best_samples", "interior", "beyond_noise"),
+                                on=["stage", "model"]).with_columns(
+                is_best=pl.col("samples") == pl.col("best_samples"))
+        else:
+            df = P.insight3(st, upstream_samples=upstream_samples, **kw)
+            text = (f"{title}\nthe downstream stage's best sample count against the upstream model (upstream at "
+                    f"{upstream_samples} sample(s); other stages at their largest model, one sample)\n\n"
+                    + str(df.select("upstream_stage", "upstream_model", "stage", "model", "best_samples",
+                                    _pct("score"), _pct("ci_lo"), _pct("ci_hi"), _pct("score_at_1"))))
+            P.plot_insight3(df, png, title=title)
+            table = df
+    click.echo(text)
+    with atomic_path(parquet) as tmp:
+        table.write_parquet(tmp)
+    with atomic_path(txt) as tmp:
+        Path(tmp).write_text(text + "\n", encoding="utf-8")
+    click.echo(f"\nscores in percent; wrote {parquet}, {png}, {txt}")
+
+
+def _pct(col: str):
+    import polars as pl
+
+    return (pl.col(col) * 100).round(1).alias(f"{col}%")
+
+
+def pl_round(col: str, digits: int):
+    import polars as pl
+
+    return pl.col(col).round(digits)
+
+
+def _table_config():
+    import polars as pl
+
+    return pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, fmt_str_lengths=80, tbl_hide_dataframe_shape=True,
+                     tbl_hide_column_data_types=True)

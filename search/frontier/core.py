@@ -25,7 +25,7 @@ over questions (`replay.stats`, as every score of the project) and the replicate
 Graph stores (`graph_frontier`): a collaboration-graph space has no product structure for the
 scan and is usually far too large (billions of graphs at 4 nodes), so the frontier enumerates a
 bounded space exactly (every graph of `GraphSpace.all_specs` for small `max_nodes` and
-`max_samples`, duplicates in index form dropped), replays each once on train and once on test
+`max_samples`, in index form: two orders of the same parallel nodes are both replayed), replays each once on train and once on test
 (`replay.graph.engine.evaluate_graphs`), and refuses, naming the size, a space larger than
 `max_graphs`. The curve is then exact for that bounded space, not for larger graphs; its `info`
 and the printed header say which space it is.
@@ -50,8 +50,8 @@ DEFAULT_POINTS = 12
 MAX_POINTS = 1000
 DEFAULT_REPLICATES = 16  # as a search's training replicates (search/settings.py)
 GRAPH_MAX_NODES = 2
-GRAPH_MAX_SAMPLES = 4
-GRAPH_MAX_GRAPHS = 5000
+GRAPH_MAX_SAMPLES = 8
+GRAPH_MAX_GRAPHS = 20_000
 GRAPH_BATCH = 1024
 
 TRAIN_PICK = "train pick"
@@ -293,7 +293,7 @@ def graph_frontier(store, *, budgets: Sequence[float] | None = None, points: int
             "search": (f"every graph of up to {max_nodes} nodes and {max_samples or 'any'} samples a node, replayed "
                        "(exact for this bounded space only)"),
             "space": f"graphs of up to {max_nodes} nodes, {max_samples or 'all'} samples a node "
-                     f"({size:,} in index form, {len(gl):,} distinct within the largest budget)",
+                     f"({size:,} in index form, {len(gl):,} within the largest budget)",
             "scanned": len(gl), "max_nodes": max_nodes, "max_samples": max_samples, "roles": list(space.roles),
             "scan_wall_s": wall, "scan_cpu_s": cpu}
     return _assemble(store, split, cost, arrays, budgets, lambda j: gl[int(j)], info, replicates=replicates,

@@ -237,3 +237,19 @@ def test_pilot_insight3_needs_two_stages(tmp_path, capsys):
     code, _, err = run_main(main, ["pilot", "insight3", str(st), "--out", str(tmp_path / "p")], capsys)
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert code == 2 and len(lines) == 1 and "two stages" in lines[0]
+
+
+def test_controller_frontier_prints_the_front_by_default_and_every_point_with_all(tmp_path, capsys):
+    from conftest import TRACES
+
+    args = ["frontier", str(TRACES / "aime24"), "--model", "Qwen3-8B", "--controllers", "majority,adaptive",
+            "--betas", "0:1:6", "--questions", "aime24-000,aime24-001,aime24-002", "-r", "2", "--out",
+            str(tmp_path / "c.png")]
+    code, short, err = run_main(main, args, capsys)
+    assert code == 0, err
+    df = pl.read_parquet(tmp_path / "c.parquet")  # every point, beside the plot
+    n_front = int(df["on_front"].sum())
+    assert f"{n_front} of {len(df)} points" in short and n_front < len(df)
+    code, full, err = run_main(main, [*args, "--all"], capsys)
+    assert code == 0, err
+    assert len(full.splitlines()) - len(short.splitlines()) >= len(df) - n_front - 1

@@ -207,12 +207,15 @@ def frontier_text(fr, *, unit: str = "units", limit: int | None = SHORT_ROWS) ->
     def ci(lo, hi):
         return "-" if lo is None or not math.isfinite(lo) else f"[{100 * lo:.1f}, {100 * hi:.1f}]"
 
+    def cost(units):
+        return f"{units:.4g}" if unit == "units" else f"{units * info['budget_unit_flops']:.3g}"
+
     rows = []
     for i in keep:
         a, b = pick.row(i, named=True), best.row(i, named=True)
         budget = f"{a['budget']:.4g}" if unit == "units" else f"{a['budget_flops']:.3g}"
         rows.append((budget, str(a["n_feasible"]), a["config"] or "(none within budget)", sc(a["train_score"]),
-                     sc(a["score"]), ci(a["ci_lo"], a["ci_hi"]), f"{a['expected_units']:.4g}" if a["config"] else "-",
+                     sc(a["score"]), ci(a["ci_lo"], a["ci_hi"]), cost(a["expected_units"]) if a["config"] else "-",
                      b["config"] or "-", sc(b["score"]), ci(b["ci_lo"], b["ci_hi"]), sc(a["regret"])))
     head = ("budget" if unit == "units" else "budget FLOPs", "feasible", "train pick", "train", "test", "95% CI",
             "cost", "test optimum", "test", "95% CI", "regret")
@@ -228,7 +231,8 @@ def frontier_text(fr, *, unit: str = "units", limit: int | None = SHORT_ROWS) ->
     lines.append("")
     if len(keep) < n:
         lines.append(f"{len(keep)} of {n} budgets shown (--all prints every one; frontier.parquet holds them all)")
-    lines.append("budget and cost: units per question (cost: the pick's expected cost, the budget rule); scores in "
+    per = "units per question" if unit == "units" else "FLOPs per question"
+    lines.append(f"budget and cost: {per} (cost: the pick's expected cost, the budget rule); scores in "
                  "percent; train: the pick's training mean; test and 95% CI: on the test questions, the interval over "
                  "questions; regret: test optimum - train pick, on test")
     lines.append("the test optimum is the best of many noisy test means (optimistic); the train pick is what choosing "

@@ -256,7 +256,7 @@ def frontier_text(fr, *, unit: str = "units", limit: int | None = SHORT_ROWS) ->
 @click.option("--replicates", "-r", default=64, show_default=True, type=int, help="Random draws per question.")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
 def pilot(which, store, out, budget, models, max_samples, questions, upstream_samples, replicates, seed):
-    """The AgentTTS paper's pilot figures on a chain store, with 95% intervals over questions.
+    """The AgentTTS paper's pilot figures on a store, with 95% intervals over questions.
 
     \b
     insight1  per stage, each model's best score at one equal budget (the other stages at their
@@ -268,6 +268,10 @@ def pilot(which, store, out, budget, models, max_samples, questions, upstream_sa
     \b
     replay pilot insight2 traces/aime24
     replay pilot insight3 traces/sim-2wiki --max-samples 32 --out out/pilot-2wiki
+
+    On a graph store the stages are two-node chains: one solve node alone, and each other role
+    (refine, aggregate) reading one solve node; insight3 pairs the solve model with each other
+    role. docs/frontier.md.
     """
     from .atomic import atomic_path
     from .clitools import check_budget, check_replicates, open_announced
@@ -282,9 +286,6 @@ def pilot(which, store, out, budget, models, max_samples, questions, upstream_sa
         raise ConfigError("--budget", f"is an option of insight1 (the equal budget), not of {which}")
     files = _out_files(out, "pilot", store, (f"{which}.parquet", f"{which}.png", f"{which}.txt"))
     st = open_announced(store)
-    if st.manifest.kind == "graph":
-        raise ConfigError(store, "replay pilot draws the chain insights of AgentTTS (a model and a count per stage); "
-                                 "this is a graph store: replay frontier draws its frontier over graphs")
     from search.frontier import pilot as P
 
     if questions is None:

@@ -253,3 +253,20 @@ def test_controller_frontier_prints_the_front_by_default_and_every_point_with_al
     code, full, err = run_main(main, [*args, "--all"], capsys)
     assert code == 0, err
     assert len(full.splitlines()) - len(short.splitlines()) >= len(df) - n_front - 1
+
+
+def test_pilot_on_a_graph_store_probes_each_role(graph, tmp_path, capsys):
+    from replay.graph.engine import evaluate_graphs
+
+    curves, optima = pilot.insight2(graph, replicates=R, max_samples=3)
+    assert set(curves["stage"]) == set(graph.manifest.stage_names)  # solve alone, then refine and aggregate
+    row = curves.filter(pl.col("stage") == "refine").row(0, named=True)
+    g = replay.graph.Graph.parse(row["config"], store=graph)
+    assert [n.role for n in g.nodes] == ["solve", "refine"]
+    assert row["score"] == pytest.approx(evaluate_graphs(graph, [g], replicates=R)[0].score)  # all questions
+    d3 = pilot.insight3(graph, replicates=R, max_samples=3)
+    assert set(d3["upstream_stage"]) == {"solve"} and set(d3["stage"]) == {"refine", "aggregate"}
+    code, _, err = run_main(main, ["pilot", "insight1", str(graph.path), "--out", str(tmp_path / "p"), "-r", "2"],
+                            capsys)
+    assert code == 0, err
+    assert (tmp_path / "p" / "insight1.png").is_file()

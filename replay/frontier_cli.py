@@ -311,7 +311,7 @@ def pilot(which, store, out, budget, models, max_samples, questions, upstream_sa
             text = (f"{title}\nper stage, each model's best score within {df['budget'][0]:.4g} units per question "
                     f"(other stages at their largest model, one sample); best_at_budget: the stage's best\n\n"
                     + str(df.select("stage", "model", "samples", "max_samples_within", _pct("score"), _pct("ci_lo"),
-                                    _pct("ci_hi"), pl_round("expected_units", 2), "best_at_budget")))
+                                    _pct("ci_hi"), _round("expected_units", 2), "best_at_budget")))
             P.plot_insight1(df, png, title=title)
             table = df
         elif which == "insight2":
@@ -350,7 +350,7 @@ def _pct(col: str):
     return (pl.col(col) * 100).round(1).alias(f"{col}%")
 
 
-def pl_round(col: str, digits: int):
+def _round(col: str, digits: int):
     import polars as pl
 
     return pl.col(col).round(digits)

@@ -44,8 +44,12 @@ def _default_dir(kind: str, store: str) -> Path:
               help="Configurations: the largest sample count of a stage (graph stores: of a node, default 8).")
 @click.option("--train", type=int, default=None,
               help="Configurations: N training questions drawn outside the test set, as `search --train` "
-                   "(default: the store's split).")
+                   "(default: the store's split; no split and at most 50 questions: half of them).")
 @click.option("--split-seed", default=0, show_default=True, type=SEED, help="Configurations: the seed of --train's draw.")
+@click.option("--select", "select_rule", default=None,
+              help="Configurations: the rule that picks the train pick at each budget, as `search run --select`: mean, "
+                   "mean-costliest, lcb, tied-cheapest, tied-costliest (default: search's, the lowest measured test "
+                   "regret; search/selection.py).")
 @click.option("--max-nodes", type=int, default=None, help="Graph stores: the most nodes of a graph (default 2).")
 @click.option("--max-graphs", type=int, default=None,
               help="Graph stores: refuse a space of more graphs than this (default 20,000): each is replayed.")
@@ -68,8 +72,8 @@ def _default_dir(kind: str, store: str) -> Path:
 @click.option("--stage", default=None, help="Controllers: the stage whose pools they replay (default: the first).")
 @click.option("--table", "table", type=click.Path(dir_okay=False), default=None,
               help="Controllers: every point as a table, .parquet or .csv (default: beside the plot, .parquet).")
-def frontier(store, out, show_all, budgets, points, unit, models, max_samples, train, split_seed, max_nodes, max_graphs,
-             replicates, seed, controllers, extra, ctrl_models, betas, questions, probe_cost, stage, table):
+def frontier(store, out, show_all, budgets, points, unit, models, max_samples, train, split_seed, select_rule, max_nodes,
+             max_graphs, replicates, seed, controllers, extra, ctrl_models, betas, questions, probe_cost, stage, table):
     """The compute-optimal frontier: the best configuration at each budget, with its score,
     95% interval over questions and cost; or, with --controllers, controllers' accuracy
     against tokens.
@@ -81,10 +85,10 @@ def frontier(store, out, show_all, budgets, points, unit, models, max_samples, t
       replay frontier traces/sim-math --max-nodes 2 --max-samples 4
     Every configuration is scored on the training and the test questions by the exact scan of
     `search --searcher grid`; at each budget (feasible = expected cost per question within it,
-    the budget rule) it gives the train pick (best training mean) scored on test, and the test
-    optimum. Graph stores: every graph of a bounded space (--max-nodes, --max-samples) is
-    replayed; a larger space is refused naming its size. Writes frontier.parquet (columns
-    budget, budget_flops, curve, split, config, score, ci_lo, ci_hi, train_score,
+    the budget rule) it gives the train pick (--select's rule on the training questions, as
+    `search run`) scored on test, and the test optimum. Graph stores: every graph of a bounded
+    space (--max-nodes, --max-samples) is replayed; a larger space is refused naming its size.
+    Writes frontier.parquet (columns budget, budget_flops, curve, split, select, config, score, ci_lo, ci_hi, train_score,
     expected_units, ...), frontier.png (score against budget, and the allocation per stage)
     and frontier.txt (the full table). docs/frontier.md.
 
@@ -98,7 +102,7 @@ def frontier(store, out, show_all, budgets, points, unit, models, max_samples, t
             "--stage": stage is not None, "--table": table is not None}
     cfg = {"--budgets": budgets is not None, "--points": points != 12, "--unit": unit != "units",
            "--models": models is not None, "--max-samples": max_samples is not None, "--train": train is not None,
-           "--split-seed": split_seed != 0, "--max-nodes": max_nodes is not None,
+           "--split-seed": split_seed != 0, "--select": select_rule is not None, "--max-nodes": max_nodes is not None,
            "--max-graphs": max_graphs is not None}
     if any(ctrl.values()):
         mixed = [k for k, v in cfg.items() if v]
@@ -119,8 +123,9 @@ def frontier(store, out, show_all, budgets, points, unit, models, max_samples, t
             questions=questions if questions is not None else "all",
             probe_cost=0.0 if probe_cost is None else probe_cost, stage=stage, table=table, show_all=show_all)
     return _config_frontier(store, out=out, show_all=show_all, budgets=budgets, points=points, unit=unit, models=models,
-                            max_samples=max_samples, train=train, split_seed=split_seed, max_nodes=max_nodes,
-                            max_graphs=max_graphs, replicates=16 if replicates is None else replicates, seed=seed)
+                            max_samples=max_samples, train=train, split_seed=split_seed, select_rule=select_rule,
+                            max_nodes=max_nodes, max_graphs=max_graphs,
+                            replicates=16 if replicates is None else replicates, seed=seed)
 
 
 def _out_files(out, kind: str, store, names) -> list[Path]:
@@ -133,8 +138,8 @@ def _out_files(out, kind: str, store, names) -> list[Path]:
     return [check_output_file(d / n, "--out") for n in names]
 
 
-def _config_frontier(store, *, out, show_all, budgets, points, unit, models, max_samples, train, split_seed, max_nodes,
-                     max_graphs, replicates, seed):
+def _config_frontier(store, *, out, show_all, budgets, points, unit, models, max_samples, train, split_seed, select_rule,
+                     max_nodes, max_graphs, replicates, seed):
     from tqdm import tqdm
 
     from .atomic import atomic_path
@@ -150,7 +155,9 @@ def _config_frontier(store, *, out, show_all, budgets, points, unit, models, max
     from search.frontier import chain_frontier, graph_frontier, parse_budgets
     from search.frontier.core import GRAPH_MAX_GRAPHS, GRAPH_MAX_NODES, GRAPH_MAX_SAMPLES
     from search.frontier.plots import plot_frontier
+    from search.selection import DEFAULT_RULE, check_rule
 
+    rule = check_rule(DEFAULT_RULE if select_rule is None else select_rule)  # before the store is opened
     if budgets is not None:
         parse_budgets(budgets)  # bad text fails before the store is opened
     files = _out_files(out, "frontier", store, ("frontier.parquet", "frontier.png", "frontier.txt"))
@@ -169,11 +176,11 @@ def _config_frontier(store, *, out, show_all, budgets, points, unit, models, max
             fr = graph_frontier(st, budgets=blist, points=points, models=model_list,
                                 max_samples=GRAPH_MAX_SAMPLES if max_samples is None else max_samples,
                                 max_nodes=GRAPH_MAX_NODES if max_nodes is None else max_nodes, max_graphs=max_graphs,
-                                replicates=replicates, seed=seed, train=train, split_seed=split_seed,
+                                replicates=replicates, seed=seed, train=train, split_seed=split_seed, select=rule,
                                 progress=bar.update)
     else:
         fr = chain_frontier(st, budgets=blist, points=points, models=model_list, max_samples=max_samples,
-                            replicates=replicates, seed=seed, train=train, split_seed=split_seed)
+                            replicates=replicates, seed=seed, train=train, split_seed=split_seed, select=rule)
     full = frontier_text(fr, unit=unit, limit=None)
     click.echo(frontier_text(fr, unit=unit, limit=None if show_all else SHORT_ROWS))
     parquet, png, txt = files
@@ -217,13 +224,14 @@ def frontier_text(fr, *, unit: str = "units", limit: int | None = SHORT_ROWS) ->
         rows.append((budget, str(a["n_feasible"]), a["config"] or "(none within budget)", sc(a["train_score"]),
                      sc(a["score"]), ci(a["ci_lo"], a["ci_hi"]), cost(a["expected_units"]) if a["config"] else "-",
                      b["config"] or "-", sc(b["score"]), ci(b["ci_lo"], b["ci_hi"]), sc(a["regret"])))
-    head = ("budget" if unit == "units" else "budget FLOPs", "feasible", "train pick", "train", "test", "95% CI",
+    head = ("budget" if unit == "units" else "budget FLOPs", "feasible", f"train pick ({info['select']})", "train", "test", "95% CI",
             "cost", "test optimum", "test", "95% CI", "regret")
     w = [max(len(h), *(len(r[k]) for r in rows)) if rows else len(h) for k, h in enumerate(head)]
     lines = [f"{info['store']}{' [SYNTHETIC]' if info.get('synthetic') else ''}: {info['search']}",
              f"space: {info['space']}; {info['scanned']:,} scored on train and on test in {info['scan_wall_s']:.2f} s "
              f"wall ({info['scan_cpu_s']:.2f} s CPU)",
-             f"questions: {info['split']}; {info['replicates']} replicates, seed {info['seed']}", ""]
+             f"questions: {info['split']}; {info['replicates']} replicates, seed {info['seed']}",
+             f"train pick: selection rule {info['select']} ({info['select_text']}; search run --select)", ""]
     lines.append("  ".join(h.ljust(w[k]) if k in (2, 7) else h.rjust(w[k]) for k, h in enumerate(head)))
     lines.append("-" * len(lines[-1]))
     for r in rows:

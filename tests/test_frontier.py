@@ -16,11 +16,13 @@ from storekit import RandomStoreSpec, make_random_store
 import replay
 from replay import schema as S
 from replay.cli import main
-from replay.engine import Config, evaluate_batch, expected_units
+from replay.engine import Config, evaluate_batch, expected_units, scan_space
 from replay.store import write_store
 from search.frontier import TEST_OPTIMUM, TRAIN_PICK, best_per_budget, chain_frontier, graph_frontier, parse_budgets
 from search.frontier import pilot
+from search.selection import DEFAULT_RULE, RULES, select
 from search.spaces.config import ConfigSpace
+from search.trial import Trial
 
 R = 4
 
@@ -64,26 +66,62 @@ def test_best_per_budget_matches_a_loop():
                 assert (score[j], cost[j]) == (score[ref], cost[ref])
 
 
-def test_chain_frontier_agrees_with_brute_force(chain):
-    fr = chain_frontier(chain, points=7, replicates=R, seed=1)
+@pytest.fixture(scope="module")
+def chain_ref(chain):
+    """Every configuration of the chain store in the frontier's scan order (the order a rule's
+    last tie-break uses), scored by `evaluate_batch` on train and on test, with its cost."""
     space = ConfigSpace.from_store(chain)
-    cfgs = list(space.all_configs())
+    scan = scan_space(chain, space.choices(), questions="train", replicates=R, seed=1)
+    K = scan.score.shape[1]
+    cfgs = [scan.config(*divmod(j, K)) for j in range(scan.score.size)]
     tr = evaluate_batch(chain, cfgs, questions="train", replicates=R, seed=1)
     te = evaluate_batch(chain, cfgs, questions="test", replicates=R, seed=1)
-    cost = [expected_units(chain, c) for c in cfgs]
-    assert fr.info["scanned"] == len(cfgs)
+    return cfgs, tr, te, [expected_units(chain, c) for c in cfgs]
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_chain_frontier_agrees_with_brute_force(chain, chain_ref, rule):
+    """The train pick is what search/selection.py `select` picks among the configurations within
+    the budget, as trials (per-question training scores from evaluate_batch); the test optimum
+    the highest test mean."""
+    fr = chain_frontier(chain, points=7, replicates=R, seed=1, select=rule)
+    cfgs, tr, te, cost = chain_ref
+    trials = [Trial(number=j, point=c, feasible=True, score=r.score, stderr=r.stderr, cost=cost[j], tokens=0.0,
+                    wall_s=0.0, per_question=tuple(r.per_question)) for j, (c, r) in enumerate(zip(cfgs, tr))]
+    assert fr.info["scanned"] == len(cfgs) and fr.info["select"] == rule
     for row in fr.table.iter_rows(named=True):
-        scores = [r.score for r in (tr if row["curve"] == TRAIN_PICK else te)]
-        ref = _best(scores, cost, row["budget"])
+        if row["curve"] == TRAIN_PICK:
+            assert row["select"] == rule
+            sel = select([t for t in trials if t.cost <= row["budget"] * (1 + 1e-9)], rule)
+            ref = None if sel.trial is None else sel.trial.number
+        else:
+            ref = _best([r.score for r in te], cost, row["budget"])
         if ref is None:
             assert row["config"] is None
             continue
         picked = Config.parse(row["config"], store=chain)  # the canonical text parses back
         j = cfgs.index(picked)
-        assert scores[j] == pytest.approx(scores[ref], abs=1e-12) and cost[j] == pytest.approx(cost[ref])
+        if row["curve"] == TRAIN_PICK:
+            assert j == ref, (row["budget"], cfgs[j], cfgs[ref])
+        else:
+            assert te[j].score == pytest.approx(te[ref].score, abs=1e-12) and cost[j] == pytest.approx(cost[ref])
         assert row["score"] == pytest.approx(te[j].score, abs=1e-12)
         assert row["ci_lo"] == pytest.approx(te[j].ci_lo, abs=1e-9) and row["ci_hi"] == pytest.approx(te[j].ci_hi, abs=1e-9)
         assert row["train_score"] == pytest.approx(tr[j].score, abs=1e-12)
+
+
+def test_default_rule_breaks_training_ties_to_the_costlier(chain):
+    """On this store training means tie (8 questions, 4 replicates): `mean` keeps the cheaper
+    configuration, the default `mean-costliest` spends the budget. Same training score, more cost."""
+    assert DEFAULT_RULE == "mean-costliest"
+    by = {rule: chain_frontier(chain, points=7, replicates=R, seed=1, select=rule).curve(TRAIN_PICK)
+          for rule in ("mean", DEFAULT_RULE)}
+    a, b = by["mean"], by[DEFAULT_RULE]
+    differ = (a["config"] != b["config"]).to_numpy()
+    assert differ.any()
+    assert np.allclose(a["train_score"].to_numpy(), b["train_score"].to_numpy(), atol=1e-12)
+    assert (b["expected_units"].to_numpy()[differ] > a["expected_units"].to_numpy()[differ]).all()
+    assert (b["expected_units"].to_numpy() >= a["expected_units"].to_numpy() - 1e-12).all()
 
 
 def test_test_optimum_is_monotone_and_every_pick_is_feasible(chain):

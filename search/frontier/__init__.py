@@ -2,7 +2,7 @@
 `replay pilot`; docs/frontier.md)."""
 
 from .core import (COLUMNS, TEST_OPTIMUM, TRAIN_PICK, Frontier, best_per_budget, chain_frontier, default_budgets,
-                   graph_frontier, parse_budgets)
+                   frontier_split, graph_frontier, parse_budgets, train_picks)
 
 __all__ = ["COLUMNS", "TEST_OPTIMUM", "TRAIN_PICK", "Frontier", "best_per_budget", "chain_frontier", "default_budgets",
-           "graph_frontier", "parse_budgets"]
+           "frontier_split", "graph_frontier", "parse_budgets", "train_picks"]

@@ -12,14 +12,19 @@ replay/expected.py) is the same on both question sets, so one cost per configura
 feasibility at every budget. Then, per budget B, among the configurations whose expected cost
 is within B (up to rounding, `replay.engine.within_budget`):
 
-- the **train pick**: the highest training mean (ties to the lower expected cost), scored on
-  the test questions: what choosing on the training questions gets you;
+- the **train pick**: the configuration a search's selection rule picks among them on the
+  training questions (`select`, search/selection.py, the rule `search run --select` takes;
+  default `DEFAULT_RULE`, `mean-costliest`: the highest training mean, ties to the costlier),
+  scored on the test questions: what choosing on the training questions gets you;
 - the **test optimum**: the highest test mean: the frontier itself on these questions (an
   optimistic curve: the maximum of many noisy means; the gap to the train pick is the price of
   choosing on few questions).
 
 The test optimum is non-decreasing in B by construction (a larger budget only adds
-configurations); the train pick's test score need not be. Each row carries the 95% interval
+configurations); the train pick's test score need not be. The rules that weigh the noise (`lcb`,
+`tied-*`) need each configuration's spread over the training questions: for chains the compiled
+per-question sums of `replay.scan_stats` (one more scan, and one per distinct best-mean
+reference for the `tied-*` rules), for graphs the per-question scores the replay returns. Each row carries the 95% interval
 over questions (`replay.stats`, as every score of the project) and the replicate error.
 
 Graph stores (`graph_frontier`): a collaboration-graph space has no product structure for the
@@ -44,7 +49,8 @@ import polars as pl
 from replay.engine import budget_unit, scan_space
 from replay.errors import ConfigError, InputError
 
-from ..setup import split_questions
+from ..selection import DEFAULT_RULE, RULE_TEXT, check_rule, pick_indices
+from ..setup import DEFAULT_TRAIN, Split, _own_split, split_questions
 
 DEFAULT_POINTS = 12
 MAX_POINTS = 1000
@@ -72,8 +78,8 @@ class Frontier:
         return self.table.filter(pl.col("curve") == name).sort("budget")
 
 
-COLUMNS = ("budget", "budget_flops", "curve", "split", "scored_on", "config", "score", "stderr", "ci_lo", "ci_hi",
-           "train_score", "train_ci_lo", "train_ci_hi", "expected_units", "measured_units", "n_feasible", "regret")
+COLUMNS = ("budget", "budget_flops", "curve", "split", "select", "scored_on", "config", "score", "stderr", "ci_lo",
+           "ci_hi", "train_score", "train_ci_lo", "train_ci_hi", "expected_units", "measured_units", "n_feasible", "regret")
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,6 +164,92 @@ def best_per_budget(cost: np.ndarray, score: np.ndarray, budgets: Sequence[float
     return out
 
 
+class QuestionStats:
+    """What the noise-weighing selection rules need about every entry's per-question training
+    scores: `sd()` (the standard deviation over the `n` questions) and `diff(ref)` (the mean and
+    standard deviation of each entry's per-question differences from entry `ref`). Built from
+    a per-question matrix (graphs) or from callables (chains: compiled sums, nothing kept)."""
+
+    def __init__(self, n: int, *, matrix: np.ndarray | None = None,
+                 sums: Callable[[int], Any] | None = None):
+        self.n = int(n)
+        self._x = matrix
+        self._sums = sums
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _get(self, ref: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if ref not in self._cache:
+            if self._x is not None:
+                x = self._x
+                n = x.shape[1]
+                d = x - x[ref]
+                sd = x.std(axis=1, ddof=1) if n > 1 else np.zeros(len(x))
+                sd_d = d.std(axis=1, ddof=1) if n > 1 else np.zeros(len(x))
+                self._cache[ref] = (sd, d.mean(axis=1), sd_d)
+            else:
+                qs = self._sums(ref)
+                self._cache[ref] = (qs.sd.ravel(), qs.mean_diff.ravel(), qs.sd_diff.ravel())
+        return self._cache[ref]
+
+    def sd(self, ref: int) -> np.ndarray:
+        """The spread over questions (independent of `ref`; a cached reference is reused)."""
+        return self._get(next(iter(self._cache), ref))[0]
+
+    def diff(self, ref: int) -> tuple[np.ndarray, np.ndarray]:
+        _, m, s = self._get(ref)
+        return m, s
+
+
+def train_picks(cost: np.ndarray, mean: np.ndarray, budgets: Sequence[float], *, rule: str = DEFAULT_RULE,
+                stats: QuestionStats | None = None) -> np.ndarray:
+    """For each budget, the index of the entry selection rule `rule` picks (search/selection.py
+    `pick_indices`, the decision `select` makes among a search's trials) among the entries
+    whose cost is within the budget, the entry's index standing for the trial's order; -1
+    where none is. `stats` (per-question spreads) is needed by every rule but `mean` and
+    `mean-costliest`."""
+    check_rule(rule)
+    cost = np.asarray(cost, dtype=np.float64).ravel()
+    mean = np.asarray(mean, dtype=np.float64).ravel()
+    out = np.full(len(budgets), -1, dtype=np.int64)
+    simple = rule in ("mean", "mean-costliest")
+    if not simple and stats is None:
+        raise ValueError(f"rule {rule!r} needs the per-question statistics (stats)")
+    for j, b in enumerate(budgets):
+        feas = np.flatnonzero((cost <= b * (1 + 1e-9)) & np.isfinite(mean))
+        if not len(feas):
+            continue
+        m, c, order = mean[feas], cost[feas], feas.astype(np.float64)
+        if simple:
+            out[j] = feas[pick_indices(m, c, order, rules=(rule,))[rule]]
+            continue
+        best = int(feas[pick_indices(m, c, order, rules=("mean",))["mean"]])
+        kw: dict[str, Any] = {"sd": stats.sd(best)[feas], "n": stats.n}
+        if rule in ("tied-cheapest", "tied-costliest"):
+            md, sdd = stats.diff(best)
+            kw.update(mean_d=md[feas], sd_d=sdd[feas])
+        out[j] = feas[pick_indices(m, c, order, rules=(rule,), **kw)[rule]]
+    return out
+
+
+def frontier_split(store, train: int | None = None, *, seed: int = 0) -> Split:
+    """The training and test questions: `search --train`'s (`split_questions`), except on a
+    store with no split and at most DEFAULT_TRAIN questions, where search's default (50
+    training questions) leaves none for test: without `train`, a seeded shuffle of every
+    question (`seed`), half train (rounded down), the rest test, and the source says so."""
+    n = len(store.question_ids)
+    if train is not None or _own_split(store)[0] is not None or n > DEFAULT_TRAIN:
+        return split_questions(store, train, seed=seed)
+    if n < 2:
+        raise ConfigError("--train", f"the store has {n} question(s) and no split: a frontier needs at least 2 "
+                          "(training and test questions)")
+    k = n // 2
+    perm = np.random.default_rng(seed).permutation(n)
+    return Split(np.sort(perm[:k]).astype(np.int64), np.sort(perm[k:]).astype(np.int64),
+                 f"no split and {n} questions (search's default of {DEFAULT_TRAIN} training questions leaves none "
+                 f"for test): seeded shuffle (seed {seed}), half train: {k} train, {n - k} test (--train N to choose)",
+                 n)
+
+
 # --------------------------------------------------------------------------------------------
 # Chains
 
@@ -165,7 +257,7 @@ def best_per_budget(cost: np.ndarray, score: np.ndarray, budgets: Sequence[float
 def chain_frontier(store, *, budgets: Sequence[float] | None = None, points: int = DEFAULT_POINTS,
                    models: Sequence[str] | None = None, max_samples: int | None = None,
                    replicates: int = DEFAULT_REPLICATES, seed: int = 0, train: int | None = None,
-                   split_seed: int = 0) -> Frontier:
+                   split_seed: int = 0, select: str = DEFAULT_RULE) -> Frontier:
     """The frontier of a chain store over its whole configuration space (module docstring).
 
     Args:
@@ -177,12 +269,18 @@ def chain_frontier(store, *, budgets: Sequence[float] | None = None, points: int
         replicates: random draws per question (both question sets).
         seed: the seed of every draw (common random numbers).
         train, split_seed: the training questions, as `search --train/--split-seed`
-            (default: the store's split; search/setup.py `split_questions`).
+            (default: the store's split; search/setup.py `split_questions`; a store with no
+            split and at most 50 questions: half of them, `frontier_split`).
+        select: the selection rule of the train pick (search/selection.py RULES).
     """
+    from replay.engine import evaluate_batch
+    from replay.scan_stats import question_sums
+
     from ..spaces.config import ConfigSpace
 
+    check_rule(select)
     space = ConfigSpace.from_store(store, models=models, max_samples=max_samples)
-    split = split_questions(store, train, seed=split_seed)
+    split = frontier_split(store, train, seed=split_seed)
     tr, te = _ids(store, split.train), _ids(store, split.test)
     choices = space.choices()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -198,6 +296,10 @@ def chain_frontier(store, *, budgets: Sequence[float] | None = None, points: int
     def point(j: int):
         return scan_tr.config(*divmod(int(j), K))
 
+    def sums(ref: int):  # the per-question sums against configuration `ref`, on the training questions
+        pq = evaluate_batch(store, [point(ref)], questions=tr, replicates=replicates, seed=seed)[0].per_question
+        return question_sums(store, scan_tr, questions=tr, replicates=replicates, seed=seed, reference=pq)
+
     arrays = {
         "train_score": scan_tr.score.ravel(), "train_ci_lo": scan_tr.ci_lo.ravel(), "train_ci_hi": scan_tr.ci_hi.ravel(),
         "score": scan_te.score.ravel(), "stderr": scan_te.stderr.ravel(), "ci_lo": scan_te.ci_lo.ravel(),
@@ -207,8 +309,11 @@ def chain_frontier(store, *, budgets: Sequence[float] | None = None, points: int
             "search": "exhaustive scan of every configuration (replay.engine.scan_space, as search --searcher grid)",
             "space": space.headline().split(";")[0], "scanned": int(cost.size),
             "stages": list(space.stages), "scan_wall_s": wall, "scan_cpu_s": cpu}
+    t1, c1 = time.perf_counter(), time.process_time()
+    picks = train_picks(cost, arrays["train_score"], budgets, rule=select, stats=QuestionStats(len(tr), sums=sums))
+    info.update(select_wall_s=time.perf_counter() - t1, select_cpu_s=time.process_time() - c1)
     return _assemble(store, split, cost, arrays, budgets, point, info, replicates=replicates, seed=seed,
-                     stage_columns=lambda cfg: _stage_cells(space.stages, cfg))
+                     stage_columns=lambda cfg: _stage_cells(space.stages, cfg), select=select, train_pick=picks)
 
 
 def _stage_cells(stages, cfg) -> dict[str, Any]:
@@ -229,7 +334,8 @@ def graph_frontier(store, *, budgets: Sequence[float] | None = None, points: int
                    models: Sequence[str] | None = None, max_samples: int | None = GRAPH_MAX_SAMPLES,
                    max_nodes: int = GRAPH_MAX_NODES, max_graphs: int = GRAPH_MAX_GRAPHS,
                    replicates: int = DEFAULT_REPLICATES, seed: int = 0, train: int | None = None,
-                   split_seed: int = 0, progress: Callable[[int], None] | None = None) -> Frontier:
+                   split_seed: int = 0, select: str = DEFAULT_RULE,
+                   progress: Callable[[int], None] | None = None) -> Frontier:
     """The frontier of a graph store over a bounded graph space, exactly (module docstring).
 
     Args:
@@ -244,6 +350,7 @@ def graph_frontier(store, *, budgets: Sequence[float] | None = None, points: int
 
     from ..spaces.graph import GraphSpace
 
+    check_rule(select)
     # the budget only bounds which graphs are replayed: the largest asked, else none
     top = max(budgets) if budgets else 1e300
     space = GraphSpace.from_store(store, max_nodes=max_nodes, models=models, max_samples=max_samples, budget=top)
@@ -253,7 +360,7 @@ def graph_frontier(store, *, budgets: Sequence[float] | None = None, points: int
                           f"{max_samples or 'all'} samples a node) has {size:,} graphs, more than {max_graphs:,}: "
                           "an exact frontier replays every one; narrow it (--max-nodes, --max-samples, --models) "
                           "or raise --max-graphs")
-    split = split_questions(store, train, seed=split_seed)
+    split = frontier_split(store, train, seed=split_seed)
     tr, te = _ids(store, split.train), _ids(store, split.test)
     t0, c0 = time.perf_counter(), time.process_time()
     graphs: dict[str, Any] = {}
@@ -271,12 +378,15 @@ def graph_frontier(store, *, budgets: Sequence[float] | None = None, points: int
     cost = np.array([space.estimate_cost(g) for g in gl])
     cols: dict[str, list] = {k: [] for k in ("train_score", "train_ci_lo", "train_ci_hi", "score", "stderr", "ci_lo",
                                              "ci_hi", "measured_units")}
+    per_q: list[np.ndarray] = []  # training score per question of each graph: the selection rules' spread
     for i in range(0, len(gl), GRAPH_BATCH):
         part = gl[i:i + GRAPH_BATCH]
         r_tr = evaluate_graphs(store, part, questions=tr, replicates=replicates, seed=seed)
         r_te = evaluate_graphs(store, part, questions=te, replicates=replicates, seed=seed)
         for a, b in zip(r_tr, r_te):
             cols["train_score"].append(a.score)
+            per_q.append(np.full(len(tr), np.nan) if a.per_question is None
+                         else np.asarray(a.per_question, dtype=np.float64))
             cols["train_ci_lo"].append(a.ci_lo)
             cols["train_ci_hi"].append(a.ci_hi)
             cols["score"].append(b.score)
@@ -296,8 +406,10 @@ def graph_frontier(store, *, budgets: Sequence[float] | None = None, points: int
                      f"({size:,} in index form, {len(gl):,} within the largest budget)",
             "scanned": len(gl), "max_nodes": max_nodes, "max_samples": max_samples, "roles": list(space.roles),
             "scan_wall_s": wall, "scan_cpu_s": cpu}
+    picks = train_picks(cost, arrays["train_score"], budgets, rule=select,
+                        stats=QuestionStats(len(tr), matrix=np.vstack(per_q)))
     return _assemble(store, split, cost, arrays, budgets, lambda j: gl[int(j)], info, replicates=replicates,
-                     seed=seed, stage_columns=_graph_cells)
+                     seed=seed, stage_columns=_graph_cells, select=select, train_pick=picks)
 
 
 def _graph_cells(g) -> dict[str, Any]:
@@ -320,10 +432,12 @@ def _budgets(budgets, cost, points) -> list[float]:
     return sorted({float(b) for b in budgets})
 
 
-def _assemble(store, split, cost, arrays, budgets, point, info, *, replicates, seed, stage_columns) -> Frontier:
-    """Rows of both curves at every budget, from per-configuration arrays."""
+def _assemble(store, split, cost, arrays, budgets, point, info, *, replicates, seed, stage_columns, select,
+              train_pick) -> Frontier:
+    """Rows of both curves at every budget, from per-configuration arrays and the train
+    pick's index per budget (rule `select`)."""
     unit = float(budget_unit(store))
-    picks = {TRAIN_PICK: best_per_budget(cost, arrays["train_score"], budgets),
+    picks = {TRAIN_PICK: np.asarray(train_pick, dtype=np.int64),
              TEST_OPTIMUM: best_per_budget(cost, arrays["score"], budgets)}
     rows, points = [], []
     for bi, b in enumerate(budgets):
@@ -333,6 +447,7 @@ def _assemble(store, split, cost, arrays, budgets, point, info, *, replicates, s
             j = int(picks[name][bi])
             cfg = point(j) if j >= 0 else None
             row = {"budget": float(b), "budget_flops": float(b) * unit, "curve": name, "split": split_name,
+                   "select": select if name == TRAIN_PICK else "best test mean",
                    "scored_on": "test", "config": None if cfg is None else str(cfg)}
             for k in ("score", "stderr", "ci_lo", "ci_hi", "train_score", "train_ci_lo", "train_ci_hi",
                       "measured_units"):
@@ -345,6 +460,7 @@ def _assemble(store, split, cost, arrays, budgets, point, info, *, replicates, s
             points.append(cfg)
     table = pl.DataFrame(rows, infer_schema_length=None)
     info = {**info, "split": split.source, "n_train": int(len(split.train)), "n_test": int(len(split.test)),
-            "replicates": replicates, "seed": seed, "budget_unit_flops": unit, "budgets": len(budgets),
+            "replicates": replicates, "seed": seed, "select": select, "select_text": RULE_TEXT[select],
+            "budget_unit_flops": unit, "budgets": len(budgets),
             "cheapest_units": float(np.min(cost)), "costliest_units": float(np.max(cost))}
     return Frontier(table=table, points=tuple(points), info=info)

@@ -62,12 +62,12 @@ def plot_frontier(fr: Frontier, out: str | os.PathLike, *, unit: str = "units") 
         color, ls, mk = styles[name]
         x = c[xs].to_numpy()
         label = ("test optimum (best on test: optimistic)" if name == TEST_OPTIMUM
-                 else "train pick, scored on test")
+                 else f"train pick ({info.get('select', 'mean')}), scored on test")
         ax.plot(x, 100 * c["score"].to_numpy(), color=color, ls=ls, marker=mk, ms=4, lw=1.6, label=label)
         ax.fill_between(x, 100 * c["ci_lo"].to_numpy(), 100 * c["ci_hi"].to_numpy(), color=color, alpha=0.12, lw=0)
         if name == TRAIN_PICK:
             ax.plot(x, 100 * c["train_score"].to_numpy(), color=color, ls="--", lw=1.0, alpha=0.8,
-                    label="train pick, its training score")
+                    label=f"train pick ({info.get('select', 'mean')}), its training score")
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"score (%) on {info['n_test']} test questions; band: 95% interval")

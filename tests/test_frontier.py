@@ -18,7 +18,8 @@ from replay import schema as S
 from replay.cli import main
 from replay.engine import Config, evaluate_batch, expected_units, scan_space
 from replay.store import write_store
-from search.frontier import TEST_OPTIMUM, TRAIN_PICK, best_per_budget, chain_frontier, graph_frontier, parse_budgets
+from search.frontier import (TEST_OPTIMUM, TRAIN_PICK, best_per_budget, chain_frontier, frontier_split, graph_frontier,
+                             parse_budgets)
 from search.frontier import pilot
 from search.selection import DEFAULT_RULE, RULES, select
 from search.spaces.config import ConfigSpace
@@ -142,7 +143,7 @@ def test_graph_frontier_on_a_bounded_space_agrees_with_brute_force(graph):
     from replay.graph.engine import evaluate_graphs
     from search.spaces.graph import GraphSpace
 
-    fr = graph_frontier(graph, points=5, max_nodes=2, max_samples=2, replicates=R)
+    fr = graph_frontier(graph, points=5, max_nodes=2, max_samples=2, replicates=R, select="tied-costliest")
     sp = GraphSpace.from_store(graph, max_nodes=2, max_samples=2, budget=1e300)
     gs = {}
     for s in sp.all_specs():
@@ -153,7 +154,14 @@ def test_graph_frontier_on_a_bounded_space_agrees_with_brute_force(graph):
         gs.setdefault(sp.key(g), g)
     gl = list(gs.values())
     te = [r.score for r in evaluate_graphs(graph, gl, questions="test", replicates=R, seed=0)]
+    tr = evaluate_graphs(graph, gl, questions="train", replicates=R, seed=0)
     cost = [sp.estimate_cost(g) for g in gl]
+    trials = [Trial(number=j, point=g, feasible=True, score=r.score, stderr=r.stderr, cost=cost[j], tokens=0.0,
+                    wall_s=0.0, per_question=tuple(r.per_question)) for j, (g, r) in enumerate(zip(gl, tr))]
+    for row in fr.curve(TRAIN_PICK).iter_rows(named=True):  # the rule that needs per-question scores
+        ref = select([t for t in trials if t.cost <= row["budget"] * (1 + 1e-9)], "tied-costliest").trial.number
+        assert sp.key(replay.graph.Graph.parse(row["config"], store=graph)) == sp.key(gl[ref])
+        assert row["select"] == "tied-costliest"
     opt = fr.curve(TEST_OPTIMUM)
     assert (np.diff(opt["score"].to_numpy()) >= -1e-12).all()
     for row in opt.iter_rows(named=True):
@@ -180,7 +188,14 @@ def test_cli_writes_the_frontier_under_out(chain, tmp_path, capsys, monkeypatch)
     df = pl.read_parquet(d / "frontier.parquet")
     assert {"budget", "config", "split", "curve", "score", "ci_lo", "ci_hi", "expected_units"} <= set(df.columns)
     assert len(df) == 8 and (d / "frontier.png").read_bytes()[:4] == b"\x89PNG"
-    assert "train pick" in out and "test optimum" in out and (d / "frontier.txt").is_file()
+    assert f"train pick ({DEFAULT_RULE})" in out and "test optimum" in out and (d / "frontier.txt").is_file()
+    assert set(df.filter(pl.col("curve") == TRAIN_PICK)["select"]) == {DEFAULT_RULE}
+    code, out, err = run_main(main, ["frontier", str(chain.path), "--points", "4", "-r", "2", "--select", "lcb",
+                                     "--out", str(tmp_path / "lcb")], capsys)
+    assert code == 0, err
+    assert "train pick (lcb)" in out and "selection rule lcb" in out
+    assert set(pl.read_parquet(tmp_path / "lcb" / "frontier.parquet").filter(
+        pl.col("curve") == TRAIN_PICK)["select"]) == {"lcb"}
 
 
 def test_cli_graph_space_too_large_is_refused_naming_its_size(graph, tmp_path, capsys):
@@ -197,6 +212,8 @@ def test_cli_graph_space_too_large_is_refused_naming_its_size(graph, tmp_path, c
     (["--points", "0"], "--points"),
     (["--budgets", "5", "--controllers", "majority"], "--budgets"),
     (["--models", "nosuch"], "unknown model 'nosuch'"),
+    (["--select", "best"], "--select"),
+    (["--select", "mean", "--controllers", "majority"], "--select"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(chain, tmp_path, capsys, args, needle):
     code, _, err = run_main(main, ["frontier", str(chain.path), "--out", str(tmp_path / "o"), *args], capsys)
@@ -211,17 +228,47 @@ def test_cli_unknown_store_is_one_line_exit_2(tmp_path, capsys):
         assert code == 2 and len(lines) == 1 and "nope" in lines[0], err
 
 
+def test_store_without_split_and_few_questions_trains_on_half(tmp_path, capsys):
+    """search's default (50 training questions) leaves none of 12 for test: the frontier takes
+    half of them, says so, and --train N still chooses; a one-question store is refused naming
+    --train."""
+    st = replay.open(_peaked_store(tmp_path / "nosplit", split=False))
+    sp = frontier_split(st, seed=0)
+    assert (len(sp.train), len(sp.test)) == (6, 6) and not set(sp.train) & set(sp.test)
+    assert "half train: 6 train, 6 test" in sp.source
+    code, out, err = run_main(main, ["frontier", str(st.path), "--points", "3", "-r", "2", "--out",
+                                     str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    assert "no split and 12 questions" in out and "6 train, 6 test" in out
+    fr = chain_frontier(st, points=2, replicates=2, train=8)  # --train still decides (search's protocol)
+    assert fr.info["n_train"] == 8
+    one = _one_question_store(tmp_path / "one")
+    code, _, err = run_main(main, ["frontier", str(one), "--out", str(tmp_path / "o1")], capsys)
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "--train" in lines[0] and "at least 2" in lines[0], err
+
+
+def _one_question_store(path):
+    cols = {"question_id": ["q"], "stage": ["solve"], "model": ["m"], "context": [S.ROOT_CONTEXT],
+            "sample_index": [0], "answer": ["g"], "score": [1.0], "prompt_tokens": [10], "completion_tokens": [20]}
+    questions = {"question_id": ["q"], "split": ["all"], "gold": ["g"], "metadata": [json.dumps({})]}
+    manifest = S.Manifest(name="one", stages=(S.Stage(name="solve", aggregation="majority_vote", scorer="test"),),
+                          models=(S.Model(name="m", params=1e9),), synthetic=True,
+                          provenance={"generator": "tests/test_frontier.py"}, split={})
+    return write_store(path, manifest, questions, cols)
+
+
 # --------------------------------------------------------------------------------------------
 # pilot figures
 
 
-def _peaked_store(path):
+def _peaked_store(path, *, pairs: int = 6, split: bool = True):
     """One stage, one model, majority vote, 12 questions of two kinds. An easy question's pool
     is 4 right, 1 wrong: a few samples already vote right. A hard one's is 9 right, 11 wrong:
     one sample is right 45% of the time, a vote over the whole pool never. The mean over both
     peaks at an interior count, and falls by about 0.2 from it to the whole pool."""
     pools = {}
-    for i in range(6):
+    for i in range(pairs):
         pools[f"e{i}"] = ["g"] * 4 + ["x"]
         pools[f"h{i}"] = ["g"] * 9 + ["x"] * 11
     cols = {k: [] for k in ("question_id", "stage", "model", "context", "sample_index", "answer", "score",
@@ -231,11 +278,12 @@ def _peaked_store(path):
             for k, v in zip(cols, (q, "solve", "m", S.ROOT_CONTEXT, j, a, float(a == "g"), 10, 20)):
                 cols[k].append(v)
     n = len(pools)
-    questions = {"question_id": list(pools), "split": ["train"] * n, "gold": ["g"] * n,
+    questions = {"question_id": list(pools), "split": ["train" if split else "all"] * n, "gold": ["g"] * n,
                  "metadata": [json.dumps({})] * n}
     manifest = S.Manifest(name="peaked", stages=(S.Stage(name="solve", aggregation="majority_vote", scorer="test"),),
                           models=(S.Model(name="m", params=1e9),), synthetic=True,
-                          provenance={"generator": "tests/test_frontier.py"}, split={"train": tuple(pools)})
+                          provenance={"generator": "tests/test_frontier.py"},
+                          split={"train": tuple(pools)} if split else {})
     return write_store(path, manifest, questions, cols)
 
 

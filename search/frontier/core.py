@@ -406,8 +406,10 @@ def graph_frontier(store, *, budgets: Sequence[float] | None = None, points: int
                      f"({size:,} in index form, {len(gl):,} within the largest budget)",
             "scanned": len(gl), "max_nodes": max_nodes, "max_samples": max_samples, "roles": list(space.roles),
             "scan_wall_s": wall, "scan_cpu_s": cpu}
+    t1, c1 = time.perf_counter(), time.process_time()
     picks = train_picks(cost, arrays["train_score"], budgets, rule=select,
                         stats=QuestionStats(len(tr), matrix=np.vstack(per_q)))
+    info.update(select_wall_s=time.perf_counter() - t1, select_cpu_s=time.process_time() - c1)
     return _assemble(store, split, cost, arrays, budgets, lambda j: gl[int(j)], info, replicates=replicates,
                      seed=seed, stage_columns=_graph_cells, select=select, train_pick=picks)
 

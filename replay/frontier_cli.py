@@ -72,8 +72,8 @@ def _default_dir(kind: str, store: str) -> Path:
 @click.option("--stage", default=None, help="Controllers: the stage whose pools they replay (default: the first).")
 @click.option("--table", "table", type=click.Path(dir_okay=False), default=None,
               help="Controllers: every point as a table, .parquet or .csv (default: beside the plot, .parquet).")
-def frontier(store, out, show_all, budgets, points, unit, models, max_samples, train, split_seed, select_rule, max_nodes,
-             max_graphs, replicates, seed, controllers, extra, ctrl_models, betas, questions, probe_cost, stage, table):
+def frontier(store, out, show_all, budgets, points, unit, models, max_samples, train, split_seed, select_rule,
+             max_nodes, max_graphs, replicates, seed, controllers, extra, ctrl_models, betas, questions, probe_cost, stage, table):
     """The compute-optimal frontier: the best configuration at each budget, with its score,
     95% interval over questions and cost; or, with --controllers, controllers' accuracy
     against tokens.
@@ -88,9 +88,9 @@ def frontier(store, out, show_all, budgets, points, unit, models, max_samples, t
     the budget rule) it gives the train pick (--select's rule on the training questions, as
     `search run`) scored on test, and the test optimum. Graph stores: every graph of a bounded
     space (--max-nodes, --max-samples) is replayed; a larger space is refused naming its size.
-    Writes frontier.parquet (columns budget, budget_flops, curve, split, select, config, score, ci_lo, ci_hi, train_score,
-    expected_units, ...), frontier.png (score against budget, and the allocation per stage)
-    and frontier.txt (the full table). docs/frontier.md.
+    Writes frontier.parquet (columns budget, budget_flops, curve, split, select, config, score,
+    ci_lo, ci_hi, train_score, expected_units, ...), frontier.png (score against budget, and the
+    allocation per stage) and frontier.txt (the full table). docs/frontier.md.
 
     \b
     Controllers (stores with probes; docs/controllers.md):
@@ -138,8 +138,8 @@ def _out_files(out, kind: str, store, names) -> list[Path]:
     return [check_output_file(d / n, "--out") for n in names]
 
 
-def _config_frontier(store, *, out, show_all, budgets, points, unit, models, max_samples, train, split_seed, select_rule,
-                     max_nodes, max_graphs, replicates, seed):
+def _config_frontier(store, *, out, show_all, budgets, points, unit, models, max_samples, train, split_seed,
+                     select_rule, max_nodes, max_graphs, replicates, seed):
     from tqdm import tqdm
 
     from .atomic import atomic_path
@@ -224,8 +224,8 @@ def frontier_text(fr, *, unit: str = "units", limit: int | None = SHORT_ROWS) ->
         rows.append((budget, str(a["n_feasible"]), a["config"] or "(none within budget)", sc(a["train_score"]),
                      sc(a["score"]), ci(a["ci_lo"], a["ci_hi"]), cost(a["expected_units"]) if a["config"] else "-",
                      b["config"] or "-", sc(b["score"]), ci(b["ci_lo"], b["ci_hi"]), sc(a["regret"])))
-    head = ("budget" if unit == "units" else "budget FLOPs", "feasible", f"train pick ({info['select']})", "train", "test", "95% CI",
-            "cost", "test optimum", "test", "95% CI", "regret")
+    head = ("budget" if unit == "units" else "budget FLOPs", "feasible", f"train pick ({info['select']})", "train",
+            "test", "95% CI", "cost", "test optimum", "test", "95% CI", "regret")
     w = [max(len(h), *(len(r[k]) for r in rows)) if rows else len(h) for k, h in enumerate(head)]
     lines = [f"{info['store']}{' [SYNTHETIC]' if info.get('synthetic') else ''}: {info['search']}",
              f"space: {info['space']}; {info['scanned']:,} scored on train and on test in {info['scan_wall_s']:.2f} s "

@@ -107,7 +107,8 @@ def test_chain_frontier_agrees_with_brute_force(chain, chain_ref, rule):
         else:
             assert te[j].score == pytest.approx(te[ref].score, abs=1e-12) and cost[j] == pytest.approx(cost[ref])
         assert row["score"] == pytest.approx(te[j].score, abs=1e-12)
-        assert row["ci_lo"] == pytest.approx(te[j].ci_lo, abs=1e-9) and row["ci_hi"] == pytest.approx(te[j].ci_hi, abs=1e-9)
+        assert row["ci_lo"] == pytest.approx(te[j].ci_lo, abs=1e-9)
+        assert row["ci_hi"] == pytest.approx(te[j].ci_hi, abs=1e-9)
         assert row["train_score"] == pytest.approx(tr[j].score, abs=1e-12)
 
 

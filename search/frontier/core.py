@@ -79,7 +79,8 @@ class Frontier:
 
 
 COLUMNS = ("budget", "budget_flops", "curve", "split", "select", "scored_on", "config", "score", "stderr", "ci_lo",
-           "ci_hi", "train_score", "train_ci_lo", "train_ci_hi", "expected_units", "measured_units", "n_feasible", "regret")
+           "ci_hi", "train_score", "train_ci_lo", "train_ci_hi", "expected_units", "measured_units", "n_feasible",
+           "regret")
 
 
 # --------------------------------------------------------------------------------------------

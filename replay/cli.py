@@ -13,7 +13,7 @@ import click
 from .atomic import atomic_path
 from .clitools import (SEED, check_budget, check_count, check_output_file, check_replicates, compare_cells, diff_json,
                        json_safe, main_wrapper, open_announced, pct, uncertainty_legend)
-from .controllers.cli import frontier
+from .frontier_cli import frontier, pilot
 from .sandbox.cli import sandbox
 from .spec.cli import export
 
@@ -624,8 +624,10 @@ def seal(store):
     click.echo(f"sealed {path}: checksums of the manifest and every table recorded in manifest.json")
 
 
-# `replay frontier` (width-depth controllers) lives with the controllers.
+# `replay frontier` (configurations, or width-depth controllers) lives in frontier_cli.py.
 cli.add_command(frontier)
+# `replay pilot insight1|insight2|insight3`: the AgentTTS pilot figures (frontier_cli.py).
+cli.add_command(pilot)
 # `replay sandbox` (what the sandbox for untrusted programs guarantees here) lives with the sandbox.
 cli.add_command(sandbox)
 # `replay export` (an allocation as a pipeline spec, run by `collect live`) lives with the spec.

@@ -1,12 +1,15 @@
-"""`replay frontier`: accuracy against tokens of width-depth controllers, with the Pareto front.
+"""`replay frontier --controllers ...`: accuracy against tokens of width-depth controllers, with
+the Pareto front.
 
-Registered by replay/cli.py with `cli.add_command(frontier)`. Nothing heavy is imported at
-module import (no numba, no matplotlib): `replay --help` stays fast.
+The command itself (replay/frontier_cli.py) dispatches here when a controller option is given.
+Nothing heavy is imported at module import (no numba, no matplotlib): `replay --help` stays
+fast.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import click
 
@@ -24,39 +27,16 @@ def _fmt_tokens(x: float) -> str:
     return f"{x:,.0f}"
 
 
-@click.command("frontier")
-@click.argument("store", type=click.Path(file_okay=False))
-@click.option("--controllers", "controllers", default="majority,adaptive,esc,probe", show_default=True,
-              help="Comma list of built-ins (majority, adaptive, esc, probe) and/or module:Class controllers.")
-@click.option("--controller", "extra", multiple=True, metavar="MODULE:CLASS",
-              help="A controller class of yours (module:Class or path/file.py:Class), loaded and replayed by "
-                   "the Python engine in a sandbox; repeatable. Added to --controllers.")
-@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="The plot, a .png file.")
-@click.option("--model", "models", multiple=True, help="Model(s) to replay (repeatable or comma list). Default: all.")
-@click.option("--betas", default="0:1:11", show_default=True,
-              help="Beta sweep: START:STOP:COUNT or a comma list, each in [0, 1].")
-@click.option("--replicates", default=100, show_default=True, type=int,
-              help="Replicates per question (random opening orders). Python controllers are slower: lower it.")
-@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
-@click.option("--questions", default="all", show_default=True, help="all, a split name (train/test), or ids.")
-@click.option("--probe-cost", default=0.0, show_default=True, type=float,
-              help="Tokens charged per probe of an unfinished sample (eliciting an answer is not free).")
-@click.option("--stage", default=None, help="Stage whose pools the controllers replay (default: the first).")
-@click.option("--table", "table", type=click.Path(dir_okay=False), default=None,
-              help="Also write every point as a table (.parquet or .csv).")
-def frontier(store, controllers, extra, out, models, betas, replicates, seed, questions, probe_cost, stage, table):
+def controller_frontier(store, *, controllers, extra, out, models, betas, replicates, seed, questions, probe_cost, stage,
+                        table, show_all=False):
     """Accuracy against mean tokens per question for controllers over step-level traces.
 
     Each controller is swept over its beta knob (more beta = more compute) on every model;
     built-ins run compiled, controllers of yours (--controller module:Class) run in the Python
     engine, in a sandbox (replay sandbox shows what it guarantees), with the same semantics and
-    random numbers. Prints a table, marks the Pareto front
-    per model, writes the plot (--out) and optionally the table (--table). Semantics:
-    docs/controllers.md.
-
-    \b
-    replay frontier traces/aime24 --out frontier.png
-    replay frontier traces/aime24 --model Qwen3-8B --controller my_ctrl.py:Greedy --replicates 20 --out f.png
+    random numbers. Prints the Pareto front per model (every point with `show_all`), writes the
+    plot (`out`, a .png) and every point as a table (`table`, .parquet or .csv; default: the
+    plot's name with .parquet). Semantics: docs/controllers.md.
     """
     import polars as pl
     from tqdm import tqdm
@@ -82,11 +62,12 @@ def frontier(store, controllers, extra, out, models, betas, replicates, seed, qu
         raise InputError("--probe-cost", f"must be a finite number of tokens >= 0, got {probe_cost}")
     if not str(out).lower().endswith(".png"):
         raise InputError("--out", f"{out!r}: the plot is written as PNG, use a .png file name")
-    if table is not None and not str(table).endswith((".parquet", ".csv")):
+    if table is None:
+        table = str(Path(out).with_suffix(".parquet"))
+    if not str(table).endswith((".parquet", ".csv")):
         raise InputError("--table", f"{table!r}: use a .parquet or .csv file name")
     check_output_file(out, "--out")
-    if table is not None:
-        check_output_file(table, "--table")
+    check_output_file(table, "--table")
     st = open_announced(store)
     if stage is not None and stage not in st.manifest.stage_names:
         raise InputError("--stage", f"unknown stage {stage!r} (stages: {', '.join(st.manifest.stage_names)})")
@@ -105,8 +86,15 @@ def frontier(store, controllers, extra, out, models, betas, replicates, seed, qu
               disable=None) as bar:
         df = frontier_table(st, classes, model_list, beta_list, questions=qsel, replicates=replicates, seed=seed,
                             probe_cost=probe_cost, stage=stage, progress=bar.update)
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=60, tbl_hide_dataframe_shape=True):
-        shown = df.select("model", "controller", "params", (pl.col("accuracy") * 100).round(2).alias("acc%"),
+    # the Pareto front by default (a few lines per model); every point with --all, or in the table
+    rows = df if show_all else df.filter(pl.col("on_front"))
+    longest = max([len("params")] + [len(p) for p in rows["params"].to_list()])
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=max(200, longest + 120), fmt_str_lengths=longest + 2,
+                   tbl_hide_dataframe_shape=True):
+        if not show_all:
+            click.echo(f"the Pareto front per model: {len(rows)} of {len(df)} points (--all prints every one; "
+                       f"the table file holds them all)")
+        shown = rows.select("model", "controller", "params", (pl.col("accuracy") * 100).round(2).alias("acc%"),
                           (pl.col("stderr") * 100).round(2).alias("se%"), pl.col("tokens").round(0),
                           pl.col("opened").round(2), pl.col("probes").round(1), "on_front")
         click.echo(shown)
@@ -118,6 +106,5 @@ def frontier(store, controllers, extra, out, models, betas, replicates, seed, qu
                                 pl.col("ref_tokens").round(0), pl.col("saved_pct").round(1)))
     plot_frontier(df, out, title=f"{st.name}: accuracy against tokens ({replicates} replicates, seed {seed})")
     click.echo(f"wrote {out}")
-    if table is not None:
-        write_table(df, table)
-        click.echo(f"wrote {table}")
+    write_table(df, table)
+    click.echo(f"wrote {table}")

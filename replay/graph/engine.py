@@ -196,6 +196,49 @@ class GraphBatch:
                           self.node_count[n0:n1], self.node_par_off[n0:n1 + 1] - e0, self.node_par[e0:e1],
                           self.g_out_off[b0:b1 + 1] - o0, self.g_out[o0:o1])
 
+    def distinct(self) -> "DistinctNodes":
+        """The batch's distinct nodes (DistinctNodes)."""
+        sig: dict[tuple, int] = {}
+        uid = np.empty(len(self.node_role), dtype=np.int64)
+        index, par_len, par = [], [], []
+        first = []
+        for b in range(len(self.g_node_off) - 1):
+            n0, n1 = int(self.g_node_off[b]), int(self.g_node_off[b + 1])
+            for u in range(n0, n1):
+                e0, e1 = int(self.node_par_off[u]), int(self.node_par_off[u + 1])
+                # parents by distinct id, sorted: the key is a multiset and the start a maximum
+                ps = tuple(sorted(int(uid[n0 + j]) for j in self.node_par[e0:e1]))
+                s = (u - n0, int(self.node_role[u]), int(self.node_model[u]), int(self.node_count[u]), ps)
+                x = sig.get(s)
+                if x is None:
+                    x = sig[s] = len(first)
+                    first.append(u)
+                    index.append(u - n0)
+                    par_len.append(len(ps))
+                    par.extend(ps)
+                uid[u] = x
+        first = np.array(first, dtype=np.int64)
+        i64 = lambda v: np.array(v, dtype=np.int64)  # noqa: E731
+        return DistinctNodes(uid, i64(index), self.node_role[first], self.node_model[first], self.node_count[first],
+                             np.concatenate([[0], np.cumsum(par_len)]).astype(np.int64), i64(par))
+
+
+@dataclass(frozen=True)
+class DistinctNodes:
+    """The distinct nodes of a batch of graphs: two nodes are the same when they have the same
+    place in their graphs (their random stream), role, model and count, and the same distinct
+    parents (as a multiset). Common random numbers make such nodes give the same answers,
+    scores, tokens and finish times on every (question, replicate), so the kernel runs each
+    once per question for the whole batch. In first-seen order (parents before children)."""
+
+    node_uid: np.ndarray  # int64 [U]: each node's distinct node
+    index: np.ndarray  # int64 [X]: its place in its graphs
+    role: np.ndarray
+    model: np.ndarray
+    count: np.ndarray
+    par_off: np.ndarray  # CSR of its parents (distinct ids, ascending)
+    par: np.ndarray
+
 
 @dataclass
 class GraphSums:
@@ -217,43 +260,45 @@ SERIAL_WORK = 400_000  # below this many draws (estimated), one thread: a parall
 MEMO_ENTRIES = 2_000_000  # memo entries of one question per chunk at most (64 MB; a few chunks run at once)
 
 
-def _memo_plan(store, batch: GraphBatch, R: int, always: bool = False):
-    """Which nodes read the memo: every (node index, role, model) of majority or best-score
-    aggregation that more than one graph of the batch has (all of them with `always`), while
-    the memo of one question fits MEMO_ENTRIES. The memo is filled lazily in the kernel, one
-    question at a time (only the pools the graphs reach are drawn, each once for every graph of
-    the batch), so sharing is all it needs to pay. Returns (node_slot, slot_nmax, slot_row_off,
-    slot_ent_off): rows (pool of the question's role and model, replicate) and entries (a row
-    holds the result at every count 1..nmax) per slot, as CSR offsets."""
+def _memo_plan(store, nodes: DistinctNodes, R: int, always: bool = False):
+    """Which distinct nodes read the memo: every (node index, role, model) of majority or
+    best-score aggregation that more than one distinct node of the batch has (all of them with
+    `always`), while the memo of one question fits MEMO_ENTRIES. The memo is filled lazily in
+    the kernel, one question at a time (only the pools the nodes reach are drawn, each once for
+    every node of the slot), so sharing is all it needs to pay. Returns (slot per distinct node,
+    slot_nmax, slot_row_off, slot_ent_off): rows (pool of the question's role and model,
+    replicate) and entries (a row holds the result at every count 1..nmax) per slot, as CSR
+    offsets."""
     a, d = store.arrays, store.derived
-    index_in_graph = np.arange(len(batch.node_role)) - np.repeat(batch.g_node_off[:-1], np.diff(batch.g_node_off))
     groups: dict[tuple[int, int, int], list[int]] = {}
-    for u in range(len(batch.node_role)):
-        role = int(batch.node_role[u])
+    for x in range(len(nodes.role)):
+        role = int(nodes.role[x])
         if a.stage_agg[role] in (0, 2):  # majority_vote, best_score
-            groups.setdefault((int(index_in_graph[u]), role, int(batch.node_model[u])), []).append(u)
+            groups.setdefault((int(nodes.index[x]), role, int(nodes.model[x])), []).append(x)
     pools_max = np.diff(a.qsm_pool_off).reshape(a.n_questions, a.n_stages, a.n_models).max(axis=0)
-    node_slot = np.full(len(batch.node_role), -1, dtype=np.int64)
+    slot = np.full(len(nodes.role), -1, dtype=np.int64)
     nmaxs, rows, ents = [], [0], [0]
-    for (i, role, m), us in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-        nmax = int(min(batch.node_count[us].max(), d.largest_pool[role, m]))
+    for (i, role, m), xs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        nmax = int(min(nodes.count[xs].max(), d.largest_pool[role, m]))
         n_rows = int(pools_max[role, m]) * R
-        if (always or len(us) > 1) and ents[-1] + n_rows * nmax <= MEMO_ENTRIES:
-            node_slot[us] = len(nmaxs)
+        if (always or len(xs) > 1) and ents[-1] + n_rows * nmax <= MEMO_ENTRIES:
+            slot[xs] = len(nmaxs)
             nmaxs.append(nmax)
             rows.append(rows[-1] + n_rows)
             ents.append(ents[-1] + n_rows * nmax)
     i64 = lambda x: np.array(x, dtype=np.int64)  # noqa: E731
-    return node_slot, i64(nmaxs), i64(rows), i64(ents)
+    return slot, i64(nmaxs), i64(rows), i64(ents)
 
 
 def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: int, seed: int,
                throughput: dict | None = None, detail: bool = False, progress=None, memo: str = "auto") -> GraphSums:
     """Replay checked graphs on question indices `qidx`: the sums results are made of.
 
-    Nodes of majority or best-score roles that several graphs of the batch share (the same node
-    index, role and model) read a memo filled once per question for the batch (`_memo_plan`,
-    `kernels.memo_fill`); the others draw directly. Both give the same numbers.
+    A node that several graphs of the batch have (the same node index, role, model, count and
+    distinct parents: `GraphBatch.distinct`) is run once per question for all of them. Distinct
+    nodes of majority or best-score roles that share a node index, role and model read a memo
+    filled once per question for the batch (`_memo_plan`, `kernels.memo_fill`); the others
+    draw directly. Both give the same numbers.
 
     Args:
         store: the store.
@@ -288,24 +333,26 @@ def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: 
         b1 = min(B, b0 + step)
         part = batch.slice(b0, b1)
         n0, n1 = int(batch.g_node_off[b0]), int(batch.g_node_off[b1])
+        nodes = part.distinct()
+        X = len(nodes.role)
         if memo == "never":
             z = np.zeros(1, np.int64)
-            mem = (np.full(n1 - n0, -1, np.int64), z[:0], z, z)
+            mem = (np.full(X, -1, np.int64), z[:0], z, z)
         else:
-            mem = _memo_plan(store, part, R, always=memo == "always")
-        work = Q * R * float(np.sum(np.where(mem[0] < 0, part.node_count + 4, 1)))
+            mem = _memo_plan(store, nodes, R, always=memo == "always")
+        work = Q * R * float(np.sum(np.where(mem[0] < 0, nodes.count + 4, 1)) + 0.1 * (n1 - n0))
         parallel = n_threads > 1 and work > SERIAL_WORK
         n_chunks = max(1, min(Q, 4 * n_threads)) if parallel else 1
         score_r = np.zeros((n_chunks, b1 - b0, R))
-        node = np.zeros((n_chunks, n1 - n0, 4))
+        node = np.zeros((n_chunks, X, 4))
         det = tuple(x[b0:b1] for x in out.detail) if detail else (empty, empty, empty, empty)
         run = kernels.graph_replay if parallel else kernels.graph_replay_serial
         run(A, G, a.n_stages, a.n_models, d.max_pool, d.n_items, pre, dec, qidx, R, np.uint64(seed), n_chunks,
-            part.g_node_off, part.node_role, part.node_model, part.node_count, part.node_par_off, part.node_par,
-            part.g_out_off, part.g_out, *mem,
+            part.g_node_off, nodes.node_uid, part.g_out_off, part.g_out,
+            nodes.index, nodes.role, nodes.model, nodes.count, nodes.par_off, nodes.par, *mem,
             out.score_q[b0:b1], out.tokens_q[b0:b1], out.flops_q[b0:b1], out.latency_q[b0:b1], score_r, node, *det)
         out.score_r[b0:b1] = score_r.sum(axis=0)
-        out.node[n0:n1] = node.sum(axis=0)
+        out.node[n0:n1] = node.sum(axis=0)[nodes.node_uid]
         if progress is not None:
             progress(b1 - b0)
     return out

@@ -347,10 +347,13 @@ def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: 
         node = np.zeros((n_chunks, X, 4))
         det = tuple(x[b0:b1] for x in out.detail) if detail else (empty, empty, empty, empty)
         run = kernels.graph_replay if parallel else kernels.graph_replay_serial
+        per_q = [np.zeros((Q, b1 - b0)) for _ in range(4)]  # [question, graph]: the kernel's layout
         run(A, G, a.n_stages, a.n_models, d.max_pool, d.n_items, pre, dec, qidx, R, np.uint64(seed), n_chunks,
             part.g_node_off, nodes.node_uid, part.g_out_off, part.g_out,
             nodes.index, nodes.role, nodes.model, nodes.count, nodes.par_off, nodes.par, *mem,
-            out.score_q[b0:b1], out.tokens_q[b0:b1], out.flops_q[b0:b1], out.latency_q[b0:b1], score_r, node, *det)
+            *per_q, score_r, node, *det)
+        for dst, src in zip((out.score_q, out.tokens_q, out.flops_q, out.latency_q), per_q):
+            dst[b0:b1] = src.T
         out.score_r[b0:b1] = score_r.sum(axis=0)
         out.node[n0:n1] = node.sum(axis=0)[nodes.node_uid]
         if progress is not None:

@@ -538,9 +538,17 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
                     tk = x_tok[x, r]
                     tok[r] += tk
                     flop[r] += params2 * tk
-            # the output: one node, or a vote over several (ties to the first listed)
+            # the output: one node, or a vote over several (ties to the first listed). The sums
+            # over replicates are kept here and added once: score_q[qi, b] starts at zero, so
+            # the sum is the same, in the same order, as adding replicate by replicate
+            xo = node_uid[n0 + g_out[o0]]
+            s_sc = 0.0
+            s_tk = 0.0
+            s_fl = 0.0
+            s_lat = 0.0
             for r in range(n_rep):
-                win = node_uid[n0 + g_out[o0]]
+                win = xo
+                lat = x_fin[xo, r]
                 if o1 - o0 > 1:
                     best_count = 0
                     for y in range(o0, o1):
@@ -552,22 +560,23 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
                         if cnt > best_count:
                             best_count = cnt
                             win = xy
+                        if x_fin[xy, r] > lat:
+                            lat = x_fin[xy, r]
                 sc = x_score[win, r]
-                lat = x_fin[node_uid[n0 + g_out[o0]], r]
-                for y in range(o0 + 1, o1):
-                    fy = x_fin[node_uid[n0 + g_out[y]], r]
-                    if fy > lat:
-                        lat = fy
-                score_q[b, qi] += sc
-                tokens_q[b, qi] += tok[r]
-                flops_q[b, qi] += flop[r]
-                latency_q[b, qi] += lat
+                s_sc += sc
+                s_tk += tok[r]
+                s_fl += flop[r]
+                s_lat += lat
                 score_r[c, b, r] += sc
                 if detail:
                     det_score[b, qi, r] = sc
                     det_tokens[b, qi, r] = tok[r]
                     det_flops[b, qi, r] = flop[r]
                     det_latency[b, qi, r] = lat
+            score_q[qi, b] += s_sc
+            tokens_q[qi, b] += s_tk
+            flops_q[qi, b] += s_fl
+            latency_q[qi, b] += s_lat
 
 
 @njit(cache=True, parallel=True)
@@ -578,7 +587,8 @@ def graph_replay(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
                  det_score, det_tokens, det_flops, det_latency):
     """Replay a batch of graphs (module docstring), chunks of questions in parallel. Accumulates,
     for graph b, question position qi, replicate r, chunk c and distinct node x:
-      score_q/tokens_q/flops_q/latency_q[b, qi] (sums over replicates), score_r[c, b, r] (sums
+      score_q/tokens_q/flops_q/latency_q[qi, b] (sums over replicates; zero on entry: a question's
+      row is one run of memory, written once per graph), score_r[c, b, r] (sums
       over the chunk's questions), node_sums[c, x, :] = score, tokens, latency, fallbacks;
       det_*[b, qi, r] when det_score is not empty."""
     for c in prange(n_chunks):

@@ -200,27 +200,33 @@ class GraphBatch:
         """The batch's distinct nodes (DistinctNodes)."""
         sig: dict[tuple, int] = {}
         uid = np.empty(len(self.node_role), dtype=np.int64)
-        index, par_len, par = [], [], []
-        first = []
+        first, parents = [], []
         for b in range(len(self.g_node_off) - 1):
             n0, n1 = int(self.g_node_off[b]), int(self.g_node_off[b + 1])
             for u in range(n0, n1):
                 e0, e1 = int(self.node_par_off[u]), int(self.node_par_off[u + 1])
-                # parents by distinct id, sorted: the key is a multiset and the start a maximum
+                # parents by distinct id: the key is a multiset and the start a maximum
                 ps = tuple(sorted(int(uid[n0 + j]) for j in self.node_par[e0:e1]))
                 s = (u - n0, int(self.node_role[u]), int(self.node_model[u]), int(self.node_count[u]), ps)
                 x = sig.get(s)
                 if x is None:
                     x = sig[s] = len(first)
                     first.append(u)
-                    index.append(u - n0)
-                    par_len.append(len(ps))
-                    par.extend(ps)
+                    parents.append(ps)
                 uid[u] = x
         first = np.array(first, dtype=np.int64)
+        index = first - np.repeat(self.g_node_off[:-1], np.diff(self.g_node_off))[first]
+        # ordered by place, role and model (a node's parents have smaller places: still parents
+        # first), so that consecutive nodes read the same memo slot, pools and keys
+        order = np.lexsort((np.arange(len(first)), self.node_model[first], self.node_role[first], index))
+        new_id = np.empty(len(first), dtype=np.int64)
+        new_id[order] = np.arange(len(first))
+        par = [sorted(int(new_id[y]) for y in parents[x]) for x in order]
         i64 = lambda v: np.array(v, dtype=np.int64)  # noqa: E731
-        return DistinctNodes(uid, i64(index), self.node_role[first], self.node_model[first], self.node_count[first],
-                             np.concatenate([[0], np.cumsum(par_len)]).astype(np.int64), i64(par))
+        return DistinctNodes(new_id[uid], index[order], self.node_role[first[order]], self.node_model[first[order]],
+                             self.node_count[first[order]],
+                             np.concatenate([[0], np.cumsum([len(x) for x in par])]).astype(np.int64),
+                             i64([y for x in par for y in x]))
 
 
 @dataclass(frozen=True)
@@ -229,7 +235,7 @@ class DistinctNodes:
     place in their graphs (their random stream), role, model and count, and the same distinct
     parents (as a multiset). Common random numbers make such nodes give the same answers,
     scores, tokens and finish times on every (question, replicate), so the kernel runs each
-    once per question for the whole batch. In first-seen order (parents before children)."""
+    once per question for the whole batch. Ordered by place, role and model (parents first)."""
 
     node_uid: np.ndarray  # int64 [U]: each node's distinct node
     index: np.ndarray  # int64 [X]: its place in its graphs

@@ -365,16 +365,19 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
     # the random stream of (seed, q, r, i) starts from one state per (q, r) (kernels.stream_start)
     rstate = np.empty(n_rep, np.uint64)
     # the chunk's memo, one question at a time: row (slot, pool j of the question's role and
-    # model, replicate), stamped with the question position + 1 when filled (lazily: only the
-    # pools the batch's nodes reach are drawn)
+    # model, replicate) holds the question position + 1 when filled (lazily: only the pools
+    # the batch's nodes reach are drawn) and where its entries are. Entries are taken in the
+    # order rows are filled, from the start of `memo` again for every question: what a question
+    # uses is one run of memory, the same run every question (it stays in cache)
     n_slots = slot_nmax.shape[0]
-    stamp = np.zeros(slot_row_off[n_slots], np.int64)
+    rows = np.zeros((slot_row_off[n_slots], 2), np.int64)
     # an entry's four figures side by side: a hit reads one cache line, not four
     memo = np.empty((slot_ent_off[n_slots], 4), np.float64)
     for qi in range(c * Q // n_chunks, (c + 1) * Q // n_chunks):
         q = questions[qi]
         qh = question_hash[q]
         in_tab = 0
+        used = 0
         x0 = mix64(U64(seed) * GOLDEN ^ qh)
         for r in range(n_rep):
             rstate[r] = mix64(x0 ^ (U64(r) * SALT_R + GOLDEN))
@@ -471,9 +474,13 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
                 if sl >= 0:  # memoised: the same draws, made once per question for every node of the slot
                     nm = slot_nmax[sl]
                     row = slot_row_off[sl] + (p - lo) * n_rep + r
-                    o = slot_ent_off[sl] + (row - slot_row_off[sl]) * nm
-                    if stamp[row] != qi + 1:
-                        stamp[row] = qi + 1
+                    if rows[row, 0] == qi + 1:
+                        o = rows[row, 1]
+                    else:
+                        o = used
+                        used += nm
+                        rows[row, 0] = qi + 1
+                        rows[row, 1] = o
                         memo_fill(s_packed, base, size, min(nm, size), mix64(rstate[r] ^ (U64(i) * SALT_S + MIX1)),
                                   perm, swaps, scratch, bits, mask, s_answer, s_score, s_completion, ans_class, agg,
                                   keyv, rep, gen, width, prompt, t_pre, t_dec, o, memo)

@@ -355,7 +355,8 @@ def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: 
         run = kernels.graph_replay if parallel else kernels.graph_replay_serial
         per_q = [np.zeros((Q, b1 - b0)) for _ in range(4)]  # [question, graph]: the kernel's layout
         run(A, G, a.n_stages, a.n_models, d.max_pool, d.n_items, pre, dec, qidx, R, np.uint64(seed), n_chunks,
-            part.g_node_off, nodes.node_uid, part.g_out_off, part.g_out,
+            part.g_node_off, nodes.node_uid, part.g_out_off,
+            nodes.node_uid[np.repeat(part.g_node_off[:-1], np.diff(part.g_out_off)) + part.g_out],
             nodes.index, nodes.role, nodes.model, nodes.count, nodes.par_off, nodes.par, *mem,
             *per_q, score_r, node, *det)
         for dst, src in zip((out.score_q, out.tokens_q, out.flops_q, out.latency_q), per_q):

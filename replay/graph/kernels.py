@@ -295,7 +295,7 @@ def memo_fill(s_packed, base, size, nn, state, perm, swaps, scratch, bits, mask,
 
 @njit(cache=True)
 def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks, c,
-                 g_node_off, node_uid, g_out_off, g_out,
+                 g_node_off, node_uid, g_out_off, out_x,
                  d_index, d_role, d_model, d_count, d_par_off, d_par, d_slot, slot_nmax, slot_row_off, slot_ent_off,
                  score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
                  det_score, det_tokens, det_flops, det_latency):
@@ -353,13 +353,18 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
         x_params2[x] = 2.0 * model_params[d_model[x]]
     tok = np.empty(n_rep, np.float64)
     flop = np.empty(n_rep, np.float64)
+    win_sc = np.empty(n_rep, np.float64)
+    lat_r = np.empty(n_rep, np.float64)
+    cnt = np.empty(n_rep, np.int64)
+    best_cnt = np.empty(n_rep, np.int64)
     keybuf = np.empty(max_par, np.int64)
     lastkey = np.empty(max_par, np.int64)
     # the key table (power of two rows: stamp = question position + 1, k, key length, 2 x pool
     # + fell back; and the keys), sized for the lookups of one question, at most 1,024 keys
-    n_tab = 16
-    while n_tab < 2 * min(X * n_rep, 1024):
-        n_tab *= 2
+    tab_bits = 4
+    while (1 << tab_bits) < 2 * min(X * n_rep, 1024):
+        tab_bits += 1
+    n_tab = 1 << tab_bits
     tab = np.zeros((n_tab, 4), np.int64)
     tab_key = np.empty((n_tab, max_par), np.int64)
     # the random stream of (seed, q, r, i) starts from one state per (q, r) (kernels.stream_start)
@@ -433,12 +438,16 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
                         # the question's table of (role, model, key) -> pool, shared by every
                         # node and replicate; a key not in it is searched (and added while the
                         # table is at most half full, so a probe always ends)
-                        h = items_hash(keybuf, nk)
-                        t = np.int64(mix64(h ^ (U64(k) * GOLDEN)) & U64(n_tab - 1))
+                        # (a multiplicative hash: cheap, and the key is checked in full)
+                        hh = (U64(k) + GOLDEN) * MIX1
+                        for j in range(nk):
+                            hh = (hh ^ U64(keybuf[j] + 1)) * GOLDEN
+                        t = np.int64(hh >> U64(64 - tab_bits))
                         while True:
                             if tab[t, 0] != qi + 1:
                                 p_last, missed_last = find_keyed_pool(by_hash, hash_sorted, pool_key_off, pool_key,
-                                                                      qsm_largest, lo, hi, k, keybuf, nk, h)
+                                                                      qsm_largest, lo, hi, k, keybuf, nk,
+                                                                      items_hash(keybuf, nk))
                                 if 2 * in_tab < n_tab:
                                     in_tab += 1
                                     tab[t, 0] = qi + 1
@@ -545,41 +554,45 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
                     tk = x_tok[x, r]
                     tok[r] += tk
                     flop[r] += params2 * tk
-            # the output: one node, or a vote over several (ties to the first listed). The sums
-            # over replicates are kept here and added once: score_q[qi, b] starts at zero, so
-            # the sum is the same, in the same order, as adding replicate by replicate
-            xo = node_uid[n0 + g_out[o0]]
+            # the output: one node, or a vote over several (ties to the first listed), replicates
+            # innermost. The sums over replicates are kept here and added once: score_q[qi, b]
+            # starts at zero, so the sum is the same, in the same order, as adding replicate by
+            # replicate
+            xo = out_x[o0]
+            for r in range(n_rep):
+                win_sc[r] = x_score[xo, r]
+                lat_r[r] = x_fin[xo, r]
+            if o1 - o0 > 1:
+                best_cnt[:] = 0
+                for y in range(o0, o1):
+                    xy = out_x[y]
+                    cnt[:] = 0
+                    for z in range(o0, o1):
+                        xz = out_x[z]
+                        for r in range(n_rep):
+                            cnt[r] += 1 if x_ans[xz, r] == x_ans[xy, r] else 0
+                    for r in range(n_rep):
+                        if cnt[r] > best_cnt[r]:
+                            best_cnt[r] = cnt[r]
+                            win_sc[r] = x_score[xy, r]
+                        if x_fin[xy, r] > lat_r[r]:
+                            lat_r[r] = x_fin[xy, r]
             s_sc = 0.0
             s_tk = 0.0
             s_fl = 0.0
             s_lat = 0.0
             for r in range(n_rep):
-                win = xo
-                lat = x_fin[xo, r]
-                if o1 - o0 > 1:
-                    best_count = 0
-                    for y in range(o0, o1):
-                        xy = node_uid[n0 + g_out[y]]
-                        cnt = 0
-                        for z in range(o0, o1):
-                            if x_ans[node_uid[n0 + g_out[z]], r] == x_ans[xy, r]:
-                                cnt += 1
-                        if cnt > best_count:
-                            best_count = cnt
-                            win = xy
-                        if x_fin[xy, r] > lat:
-                            lat = x_fin[xy, r]
-                sc = x_score[win, r]
-                s_sc += sc
+                s_sc += win_sc[r]
                 s_tk += tok[r]
                 s_fl += flop[r]
-                s_lat += lat
-                score_r[c, b, r] += sc
-                if detail:
-                    det_score[b, qi, r] = sc
+                s_lat += lat_r[r]
+                score_r[c, b, r] += win_sc[r]
+            if detail:
+                for r in range(n_rep):
+                    det_score[b, qi, r] = win_sc[r]
                     det_tokens[b, qi, r] = tok[r]
                     det_flops[b, qi, r] = flop[r]
-                    det_latency[b, qi, r] = lat
+                    det_latency[b, qi, r] = lat_r[r]
             score_q[qi, b] += s_sc
             tokens_q[qi, b] += s_tk
             flops_q[qi, b] += s_fl
@@ -588,7 +601,7 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
 
 @njit(cache=True, parallel=True)
 def graph_replay(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks,
-                 g_node_off, node_uid, g_out_off, g_out,
+                 g_node_off, node_uid, g_out_off, out_x,
                  d_index, d_role, d_model, d_count, d_par_off, d_par, d_slot, slot_nmax, slot_row_off, slot_ent_off,
                  score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
                  det_score, det_tokens, det_flops, det_latency):
@@ -600,7 +613,7 @@ def graph_replay(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
       det_*[b, qi, r] when det_score is not empty."""
     for c in prange(n_chunks):
         replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks, c,
-                     g_node_off, node_uid, g_out_off, g_out,
+                     g_node_off, node_uid, g_out_off, out_x,
                      d_index, d_role, d_model, d_count, d_par_off, d_par, d_slot, slot_nmax, slot_row_off,
                      slot_ent_off, score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
                      det_score, det_tokens, det_flops, det_latency)
@@ -609,7 +622,7 @@ def graph_replay(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
 
 @njit(cache=True)
 def graph_replay_serial(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks,
-                        g_node_off, node_uid, g_out_off, g_out,
+                        g_node_off, node_uid, g_out_off, out_x,
                         d_index, d_role, d_model, d_count, d_par_off, d_par, d_slot, slot_nmax, slot_row_off,
                         slot_ent_off, score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
                         det_score, det_tokens, det_flops, det_latency):
@@ -617,7 +630,7 @@ def graph_replay_serial(A, G, n_stages, n_models, max_pool, n_items, pre, dec, q
     region (milliseconds of CPU on a busy machine), for small calls (one graph)."""
     for c in range(n_chunks):
         replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks, c,
-                     g_node_off, node_uid, g_out_off, g_out,
+                     g_node_off, node_uid, g_out_off, out_x,
                      d_index, d_role, d_model, d_count, d_par_off, d_par, d_slot, slot_nmax, slot_row_off,
                      slot_ent_off, score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
                      det_score, det_tokens, det_flops, det_latency)

@@ -469,77 +469,19 @@ def evaluate_graphs(store, graphs: Iterable, *, questions=None, replicates: int 
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# Expected cost without replay (for searchers: which graphs are worth a trial)
-
-
-def _expected_max(sorted_c: np.ndarray, n: int) -> float:
-    """E[max of n draws without replacement] from a pool whose completions are sorted_c:
-    the j-th smallest is the largest drawn with probability C(j-1, n-1) / C(s, n)."""
-    s = len(sorted_c)
-    n = min(n, s)
-    total = math.comb(s, n)
-    return float(sum(float(sorted_c[j - 1]) * math.comb(j - 1, n - 1) for j in range(n, s + 1)) / total)
-
-
 def estimate_graph(store, graph, *, questions=None, throughput: dict | None = None) -> tuple[float, float]:
-    """Expected cost of a graph without replay: (budget units, latency seconds) per question,
-    from pool means: a node reading k answers is charged the mean of its (question, role,
-    model) pools whose keys hold k answers (all of them where none does), since which one it
-    reads depends on upstream luck. `evaluate_graphs` judges feasibility by it (over the store's
-    questions: the budget rule).
+    """Expected cost of a graph without replay: (budget units, latency seconds) per question.
+    `evaluate_graphs` judges feasibility by it. One implementation with the graph search
+    space's: `replay.graph.expected.expected_graph_cost` (its docstring and module say what
+    is counted); this is that function under the engine's name.
 
     Args:
         store: the store.
         graph: a graph (as `evaluate_graph` takes it).
-        questions: which questions (as in `evaluate_graph`).
+        questions: the questions the latency is averaged over (None: all); the units are the
+            budget rule's, over the store's questions.
         throughput: as in `evaluate_graph`.
     """
-    g = as_graph(store, graph)
-    qidx = store.question_indices(questions)
-    a, d = store.arrays, store.derived
-    pre, dec = seconds_per_token(store, throughput)
-    roles = {n: i for i, n in enumerate(store.manifest.stage_names)}
-    models = {n: i for i, n in enumerate(store.manifest.model_names)}
-    flops = np.zeros(len(qidx))
-    finish: dict[str, np.ndarray] = {}
-    for node in g.nodes:
-        s, m = roles[node.role], models[node.model]
-        prompt, comp, fuse, emax = _node_means(store, s, m, len(node.inputs), node.samples)
-        tk = prompt[qidx] + node.samples * comp[qidx] + fuse[qidx]
-        flops += 2.0 * a.model_params[m] * tk
-        lat = prompt[qidx] * pre[m] + emax[qidx] * dec[m]
-        start = np.max([finish[p] for p in node.inputs], axis=0) if node.inputs else 0.0
-        finish[node.name] = start + lat
-    latency = np.max([finish[o] for o in g.output], axis=0)
-    return float(flops.mean()) / float(d.budget_unit), float(np.mean(latency))
+    from .expected import expected_graph_cost
 
-
-def _node_means(store, s: int, m: int, k: int, n: int):
-    """[Q] each: mean prompt, completion per sample and fusion-call tokens, and the expected
-    longest of n completions, over the pools of (question, s, m) whose keys hold k answers
-    (every pool of the question where none does)."""
-
-    def build():
-        a, d = store.arrays, store.derived
-        G = graph_inputs(store)
-        key_len = np.diff(G.pool_key_off)
-        sel = np.flatnonzero((d.pool_stage == s) & (d.pool_model == m))
-        q_of = d.pool_qsm[sel] // (a.n_stages * a.n_models)
-        n_fus = np.diff(a.pool_fus_off)
-        fus_tok = np.zeros(a.n_pools)
-        for p in np.flatnonzero(n_fus):
-            fus_tok[p] = a.fus_tokens[a.pool_fus_off[p]:a.pool_fus_off[p + 1]].mean()
-        out = np.zeros((4, a.n_questions))
-        for q in np.unique(q_of):
-            pools = sel[q_of == q]
-            match = pools[key_len[pools] == k]
-            use = match if len(match) else pools
-            out[0, q] = a.pool_prompt[use].mean()
-            out[1, q] = d.pool_mean_completion[use].mean()
-            out[2, q] = fus_tok[use].mean()
-            out[3, q] = np.mean([_expected_max(np.sort(a.s_completion[a.pool_off[p]:a.pool_off[p + 1]]).astype(float), n)
-                                 for p in use])
-        return out
-
-    return store.derived.memo(("replay.graph.node_means", s, m, k, n), build)
+    return expected_graph_cost(store, graph, questions=questions, throughput=throughput)

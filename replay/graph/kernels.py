@@ -7,20 +7,27 @@ parallel over chunks of questions (`graph_replay`), or on one thread for small c
 more than one graph's replay). The store's arrays are taken out of their named tuples once per
 chunk, and the helpers below take arrays and are inlined: reading an array out of a named tuple
 inside the node loop costs a reference-count update each time (measured: 146 ns for a pool
-lookup that reads four arrays from the tuples, against ~10 ns for a whole one-sample draw). For each (question, graph, replicate) it runs the graph's
-nodes in topological order: the node's input key (its parents' aggregated answers, as sorted
-class ids) selects its pool (`find_keyed_pool`: the pool with that key, else the largest of
-that question, role and model, a counted fallback); `run_node` draws the node's samples from
-the stream of (seed, question, replicate, node index) and aggregates them by the role's rule,
-and returns the answer, score, tokens and the node's own latency. The draws, the vote and the
-streams are those of the chain kernels (replay/kernels.py, whose helpers are imported here),
-so a chain configuration as a graph gives the chain engine's numbers.
+lookup that reads four arrays from the tuples, against ~10 ns for a whole one-sample draw).
 
-Graphs come as flat arrays (replay/graph/engine.py, `GraphBatch`): per graph a CSR of its
-nodes (role, model, count), per node a CSR of its parents (indices within the graph) and per
-graph a CSR of its output nodes. Results are sums: per (graph, question) over replicates, per
-(chunk, graph, replicate) over the chunk's questions, per (chunk, node) over both; `detail`
-arrays [graph, question, replicate] are filled when they are not empty (tests, small runs).
+Per question, the batch's *distinct* nodes run first (engine.py `GraphBatch.distinct`: the same
+place in the graph, role, model, count and distinct parents give the same numbers in every graph
+that has them, by common random numbers), each over every replicate: the node's input key (its
+parents' aggregated answers, as sorted class ids) selects its pool (a per-question table of
+(role, model, key) -> pool shared by every node and replicate, in front of `find_keyed_pool`:
+the pool with that key, else the largest of that question, role and model, a counted fallback);
+the node's samples are drawn from the stream of (seed, question, replicate, node index) and
+aggregated by the role's rule, or read from a memo of (place, role, model, pool, replicate)
+filled on first use. Then every graph sums its nodes' tokens in its own order and takes its
+output. The draws, the vote and the streams are those of the chain kernels (replay/kernels.py,
+whose helpers are imported here), so a chain configuration as a graph gives the chain engine's
+numbers.
+
+Graphs come as flat arrays (replay/graph/engine.py): per graph a CSR of its nodes' distinct ids
+and of its output nodes' distinct ids; per distinct node its place, role, model, count and a CSR
+of its parents (distinct ids). Results are sums: per (question, graph) over replicates, per
+(chunk, graph, replicate) over the chunk's questions, per (chunk, distinct node) over both;
+`detail` arrays [graph, question, replicate] are filled when they are not empty (tests, small
+runs).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ What it measures, each `--repeats` times (the median is printed, and the best):
   single   one graph per call (`evaluate_graph` in a loop): what a searcher asking one graph at a
            time gets, Python included; single calls run on one thread
   batch    256 distinct random 6-node graphs in one `evaluate_graphs` call (a searcher's batch:
-           nodes that several graphs share come from a memo built once)
+           a node that several graphs have runs once per question, key lookups are shared
+           through a per-question table, and draws through a memo filled on first use)
   same     the 6-node graph 256 times in one call (everything shared: an upper bound)
   chain    the reference measured in the same run: a 6-stage chain configuration of the same
            counts on a 6-stage simulated chain store of the same size, by the chain engine

@@ -303,24 +303,50 @@ def test_agenttts_runs_unchanged_on_the_graph_space(math_store):
     assert run.states[-1]["counters"]["schema_errors"] == 1
 
 
-def test_the_space_and_replay_eval_judge_a_graph_by_the_same_expected_cost():
-    """Two code paths compute a graph's expected cost (the space's `replay.graph.expected` and
-    the engine's `estimate_graph`, which `replay eval --budget` uses): they must agree, or a
-    search's pick could be infeasible in `replay eval`."""
-    import numpy as np
+def _brute_latency(store, g: Graph, throughput=None) -> float:
+    """The latency estimate from its definition: per question, every pool the cost rule weighs
+    (equally), its prompt over the prefill rate plus the mean, over every subset of min(n, size)
+    of its completions, of the subset's longest over the decode rate; the longest path; the
+    mean over questions."""
+    import itertools
 
-    import replay
+    a = store.arrays
+    G = graph_inputs(store)
+    pre, dec = seconds_per_token(store, throughput)
+    S, M = a.n_stages, a.n_models
+    per_q = []
+    for q in range(a.n_questions):
+        finish = {}
+        for node in g.nodes:
+            s, m, k, n = store.stage_index(node.role), store.model_index(node.model), len(node.inputs), node.samples
+            j = (q * S + s) * M + m
+            pools = list(range(int(a.qsm_pool_off[j]), int(a.qsm_pool_off[j + 1])))
+            use = [p for p in pools if G.pool_key_off[p + 1] - G.pool_key_off[p] == k] or pools
+            lat = []
+            for p in use:
+                comps = [int(c) for c in a.s_completion[a.pool_off[p]:a.pool_off[p + 1]]]
+                subsets = list(itertools.combinations(comps, min(n, len(comps))))
+                lat.append(float(a.pool_prompt[p]) * pre[m] + np.mean([max(c) for c in subsets]) * dec[m])
+            finish[node.name] = max((finish[x] for x in node.inputs), default=0.0) + np.mean(lat)
+        per_q.append(max(finish[o] for o in g.output))
+    return float(np.mean(per_q))
+
+
+def test_the_expected_cost_of_replay_eval_and_of_the_space_is_its_definition(tiny_store):
+    """One implementation (replay.graph.expected.expected_graph_cost) serves the space and
+    `replay eval --budget` (the engine's estimate_graph): checked against the definitions
+    written out pool by pool and subset by subset, with the manifest's throughputs and others."""
     from replay.graph.engine import estimate_graph
-    from replay.graph.expected import expected_graph_units, latency_estimate
-    from search.settings import GraphSpaceSettings
-    from search.setup import Objective
-    from search.spaces.graph import GraphSpace
+    from replay.graph.expected import expected_graph_cost
 
-    st = replay.open(Path(__file__).resolve().parents[1] / "traces" / "sim-humaneval")
-    sp = GraphSpace.from_settings(st, GraphSpaceSettings(), Objective(st.question_indices("train"), 2, 0))
-    rng = np.random.default_rng(1)
-    for _ in range(10):
-        g = sp.sample(rng)
-        units, latency = estimate_graph(st, g)
-        assert expected_graph_units(st, g) == pytest.approx(units, rel=1e-9)
-        assert latency_estimate(st, g) == pytest.approx(latency, rel=1e-9)
+    rng = np.random.default_rng(4)
+    fast = {m: (1000.0, 50.0) for m in tiny_store.manifest.model_names}
+    for _ in range(8):
+        g = random_graph(tiny_store, rng, max_nodes=4)
+        for throughput in (None, fast):
+            units, latency = estimate_graph(tiny_store, g, throughput=throughput)
+            assert (units, latency) == expected_graph_cost(tiny_store, g, throughput=throughput)
+            assert units == pytest.approx(_brute_units(tiny_store, g), rel=1e-9)
+            assert latency == pytest.approx(_brute_latency(tiny_store, g, throughput), rel=1e-9)
+        assert latency_estimate(tiny_store, g, throughput=fast) != latency_estimate(tiny_store, g)
+

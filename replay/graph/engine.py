@@ -202,6 +202,55 @@ class GraphBatch:
                           self.node_count[n0:n1], self.node_par_off[n0:n1 + 1] - e0, self.node_par[e0:e1],
                           self.g_out_off[b0:b1 + 1] - o0, self.g_out[o0:o1])
 
+    def distinct(self) -> "DistinctNodes":
+        """The batch's distinct nodes (DistinctNodes)."""
+        sig: dict[tuple, int] = {}
+        uid = np.empty(len(self.node_role), dtype=np.int64)
+        first, parents = [], []
+        for b in range(len(self.g_node_off) - 1):
+            n0, n1 = int(self.g_node_off[b]), int(self.g_node_off[b + 1])
+            for u in range(n0, n1):
+                e0, e1 = int(self.node_par_off[u]), int(self.node_par_off[u + 1])
+                # parents by distinct id: the key is a multiset and the start a maximum
+                ps = tuple(sorted(int(uid[n0 + j]) for j in self.node_par[e0:e1]))
+                s = (u - n0, int(self.node_role[u]), int(self.node_model[u]), int(self.node_count[u]), ps)
+                x = sig.get(s)
+                if x is None:
+                    x = sig[s] = len(first)
+                    first.append(u)
+                    parents.append(ps)
+                uid[u] = x
+        first = np.array(first, dtype=np.int64)
+        index = first - np.repeat(self.g_node_off[:-1], np.diff(self.g_node_off))[first]
+        # ordered by place, role and model (a node's parents have smaller places: still parents
+        # first), so that consecutive nodes read the same memo slot, pools and keys
+        order = np.lexsort((np.arange(len(first)), self.node_model[first], self.node_role[first], index))
+        new_id = np.empty(len(first), dtype=np.int64)
+        new_id[order] = np.arange(len(first))
+        par = [sorted(int(new_id[y]) for y in parents[x]) for x in order]
+        i64 = lambda v: np.array(v, dtype=np.int64)  # noqa: E731
+        return DistinctNodes(new_id[uid], index[order], self.node_role[first[order]], self.node_model[first[order]],
+                             self.node_count[first[order]],
+                             np.concatenate([[0], np.cumsum([len(x) for x in par])]).astype(np.int64),
+                             i64([y for x in par for y in x]))
+
+
+@dataclass(frozen=True)
+class DistinctNodes:
+    """The distinct nodes of a batch of graphs: two nodes are the same when they have the same
+    place in their graphs (their random stream), role, model and count, and the same distinct
+    parents (as a multiset). Common random numbers make such nodes give the same answers,
+    scores, tokens and finish times on every (question, replicate), so the kernel runs each
+    once per question for the whole batch. Ordered by place, role and model (parents first)."""
+
+    node_uid: np.ndarray  # int64 [U]: each node's distinct node
+    index: np.ndarray  # int64 [X]: its place in its graphs
+    role: np.ndarray
+    model: np.ndarray
+    count: np.ndarray
+    par_off: np.ndarray  # CSR of its parents (distinct ids, ascending)
+    par: np.ndarray
+
 
 @dataclass
 class GraphSums:
@@ -223,43 +272,45 @@ SERIAL_WORK = 400_000  # below this many draws (estimated), one thread: a parall
 MEMO_ENTRIES = 2_000_000  # memo entries of one question per chunk at most (64 MB; a few chunks run at once)
 
 
-def _memo_plan(store, batch: GraphBatch, R: int, always: bool = False):
-    """Which nodes read the memo: every (node index, role, model) of majority or best-score
-    aggregation that more than one graph of the batch has (all of them with `always`), while
-    the memo of one question fits MEMO_ENTRIES. The memo is filled lazily in the kernel, one
-    question at a time (only the pools the graphs reach are drawn, each once for every graph of
-    the batch), so sharing is all it needs to pay. Returns (node_slot, slot_nmax, slot_row_off,
-    slot_ent_off): rows (pool of the question's role and model, replicate) and entries (a row
-    holds the result at every count 1..nmax) per slot, as CSR offsets."""
+def _memo_plan(store, nodes: DistinctNodes, R: int, always: bool = False):
+    """Which distinct nodes read the memo: every (node index, role, model) of majority or
+    best-score aggregation that more than one distinct node of the batch has (all of them with
+    `always`), while the memo of one question fits MEMO_ENTRIES. The memo is filled lazily in
+    the kernel, one question at a time (only the pools the nodes reach are drawn, each once for
+    every node of the slot), so sharing is all it needs to pay. Returns (slot per distinct node,
+    slot_nmax, slot_row_off, slot_ent_off): rows (pool of the question's role and model,
+    replicate) and entries (a row holds the result at every count 1..nmax) per slot, as CSR
+    offsets."""
     a, d = store.arrays, store.derived
-    index_in_graph = np.arange(len(batch.node_role)) - np.repeat(batch.g_node_off[:-1], np.diff(batch.g_node_off))
     groups: dict[tuple[int, int, int], list[int]] = {}
-    for u in range(len(batch.node_role)):
-        role = int(batch.node_role[u])
+    for x in range(len(nodes.role)):
+        role = int(nodes.role[x])
         if a.stage_agg[role] in (0, 2):  # majority_vote, best_score
-            groups.setdefault((int(index_in_graph[u]), role, int(batch.node_model[u])), []).append(u)
+            groups.setdefault((int(nodes.index[x]), role, int(nodes.model[x])), []).append(x)
     pools_max = np.diff(a.qsm_pool_off).reshape(a.n_questions, a.n_stages, a.n_models).max(axis=0)
-    node_slot = np.full(len(batch.node_role), -1, dtype=np.int64)
+    slot = np.full(len(nodes.role), -1, dtype=np.int64)
     nmaxs, rows, ents = [], [0], [0]
-    for (i, role, m), us in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-        nmax = int(min(batch.node_count[us].max(), d.largest_pool[role, m]))
+    for (i, role, m), xs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        nmax = int(min(nodes.count[xs].max(), d.largest_pool[role, m]))
         n_rows = int(pools_max[role, m]) * R
-        if (always or len(us) > 1) and ents[-1] + n_rows * nmax <= MEMO_ENTRIES:
-            node_slot[us] = len(nmaxs)
+        if (always or len(xs) > 1) and ents[-1] + n_rows * nmax <= MEMO_ENTRIES:
+            slot[xs] = len(nmaxs)
             nmaxs.append(nmax)
             rows.append(rows[-1] + n_rows)
             ents.append(ents[-1] + n_rows * nmax)
     i64 = lambda x: np.array(x, dtype=np.int64)  # noqa: E731
-    return node_slot, i64(nmaxs), i64(rows), i64(ents)
+    return slot, i64(nmaxs), i64(rows), i64(ents)
 
 
 def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: int, seed: int,
                throughput: dict | None = None, detail: bool = False, progress=None, memo: str = "auto") -> GraphSums:
     """Replay checked graphs on question indices `qidx`: the sums results are made of.
 
-    Nodes of majority or best-score roles that several graphs of the batch share (the same node
-    index, role and model) read a memo filled once per question for the batch (`_memo_plan`,
-    `kernels.memo_fill`); the others draw directly. Both give the same numbers.
+    A node that several graphs of the batch have (the same node index, role, model, count and
+    distinct parents: `GraphBatch.distinct`) is run once per question for all of them. Distinct
+    nodes of majority or best-score roles that share a node index, role and model read a memo
+    filled once per question for the batch (`_memo_plan`, `kernels.memo_fill`); the others
+    draw directly. Both give the same numbers.
 
     Args:
         store: the store.
@@ -294,24 +345,30 @@ def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: 
         b1 = min(B, b0 + step)
         part = batch.slice(b0, b1)
         n0, n1 = int(batch.g_node_off[b0]), int(batch.g_node_off[b1])
+        nodes = part.distinct()
+        X = len(nodes.role)
         if memo == "never":
             z = np.zeros(1, np.int64)
-            mem = (np.full(n1 - n0, -1, np.int64), z[:0], z, z)
+            mem = (np.full(X, -1, np.int64), z[:0], z, z)
         else:
-            mem = _memo_plan(store, part, R, always=memo == "always")
-        work = Q * R * float(np.sum(np.where(mem[0] < 0, part.node_count + 4, 1)))
+            mem = _memo_plan(store, nodes, R, always=memo == "always")
+        work = Q * R * float(np.sum(np.where(mem[0] < 0, nodes.count + 4, 1)) + 0.1 * (n1 - n0))
         parallel = n_threads > 1 and work > SERIAL_WORK
         n_chunks = max(1, min(Q, 4 * n_threads)) if parallel else 1
         score_r = np.zeros((n_chunks, b1 - b0, R))
-        node = np.zeros((n_chunks, n1 - n0, 4))
+        node = np.zeros((n_chunks, X, 4))
         det = tuple(x[b0:b1] for x in out.detail) if detail else (empty, empty, empty, empty)
         run = kernels.graph_replay if parallel else kernels.graph_replay_serial
+        per_q = [np.zeros((Q, b1 - b0)) for _ in range(4)]  # [question, graph]: the kernel's layout
         run(A, G, a.n_stages, a.n_models, d.max_pool, d.n_items, pre, dec, qidx, R, np.uint64(seed), n_chunks,
-            part.g_node_off, part.node_role, part.node_model, part.node_count, part.node_par_off, part.node_par,
-            part.g_out_off, part.g_out, *mem,
-            out.score_q[b0:b1], out.tokens_q[b0:b1], out.flops_q[b0:b1], out.latency_q[b0:b1], score_r, node, *det)
+            part.g_node_off, nodes.node_uid, part.g_out_off,
+            nodes.node_uid[np.repeat(part.g_node_off[:-1], np.diff(part.g_out_off)) + part.g_out],
+            nodes.index, nodes.role, nodes.model, nodes.count, nodes.par_off, nodes.par, *mem,
+            *per_q, score_r, node, *det)
+        for dst, src in zip((out.score_q, out.tokens_q, out.flops_q, out.latency_q), per_q):
+            dst[b0:b1] = src.T
         out.score_r[b0:b1] = score_r.sum(axis=0)
-        out.node[n0:n1] = node.sum(axis=0)
+        out.node[n0:n1] = node.sum(axis=0)[nodes.node_uid]
         if progress is not None:
             progress(b1 - b0)
     return out
@@ -418,77 +475,19 @@ def evaluate_graphs(store, graphs: Iterable, *, questions=None, replicates: int 
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# Expected cost without replay (for searchers: which graphs are worth a trial)
-
-
-def _expected_max(sorted_c: np.ndarray, n: int) -> float:
-    """E[max of n draws without replacement] from a pool whose completions are sorted_c:
-    the j-th smallest is the largest drawn with probability C(j-1, n-1) / C(s, n)."""
-    s = len(sorted_c)
-    n = min(n, s)
-    total = math.comb(s, n)
-    return float(sum(float(sorted_c[j - 1]) * math.comb(j - 1, n - 1) for j in range(n, s + 1)) / total)
-
-
 def estimate_graph(store, graph, *, questions=None, throughput: dict | None = None) -> tuple[float, float]:
-    """Expected cost of a graph without replay: (budget units, latency seconds) per question,
-    from pool means: a node reading k answers is charged the mean of its (question, role,
-    model) pools whose keys hold k answers (all of them where none does), since which one it
-    reads depends on upstream luck. `evaluate_graphs` judges feasibility by it (over the store's
-    questions: the budget rule).
+    """Expected cost of a graph without replay: (budget units, latency seconds) per question.
+    `evaluate_graphs` judges feasibility by it. One implementation with the graph search
+    space's: `replay.graph.expected.expected_graph_cost` (its docstring and module say what
+    is counted); this is that function under the engine's name.
 
     Args:
         store: the store.
         graph: a graph (as `evaluate_graph` takes it).
-        questions: which questions (as in `evaluate_graph`).
+        questions: the questions the latency is averaged over (None: all); the units are the
+            budget rule's, over the store's questions.
         throughput: as in `evaluate_graph`.
     """
-    g = as_graph(store, graph)
-    qidx = store.question_indices(questions)
-    a, d = store.arrays, store.derived
-    pre, dec = seconds_per_token(store, throughput)
-    roles = {n: i for i, n in enumerate(store.manifest.stage_names)}
-    models = {n: i for i, n in enumerate(store.manifest.model_names)}
-    flops = np.zeros(len(qidx))
-    finish: dict[str, np.ndarray] = {}
-    for node in g.nodes:
-        s, m = roles[node.role], models[node.model]
-        prompt, comp, fuse, emax = _node_means(store, s, m, len(node.inputs), node.samples)
-        tk = prompt[qidx] + node.samples * comp[qidx] + fuse[qidx]
-        flops += 2.0 * a.model_params[m] * tk
-        lat = prompt[qidx] * pre[m] + emax[qidx] * dec[m]
-        start = np.max([finish[p] for p in node.inputs], axis=0) if node.inputs else 0.0
-        finish[node.name] = start + lat
-    latency = np.max([finish[o] for o in g.output], axis=0)
-    return float(flops.mean()) / float(d.budget_unit), float(np.mean(latency))
+    from .expected import expected_graph_cost
 
-
-def _node_means(store, s: int, m: int, k: int, n: int):
-    """[Q] each: mean prompt, completion per sample and fusion-call tokens, and the expected
-    longest of n completions, over the pools of (question, s, m) whose keys hold k answers
-    (every pool of the question where none does)."""
-
-    def build():
-        a, d = store.arrays, store.derived
-        G = graph_inputs(store)
-        key_len = np.diff(G.pool_key_off)
-        sel = np.flatnonzero((d.pool_stage == s) & (d.pool_model == m))
-        q_of = d.pool_qsm[sel] // (a.n_stages * a.n_models)
-        n_fus = np.diff(a.pool_fus_off)
-        fus_tok = np.zeros(a.n_pools)
-        for p in np.flatnonzero(n_fus):
-            fus_tok[p] = a.fus_tokens[a.pool_fus_off[p]:a.pool_fus_off[p + 1]].mean()
-        out = np.zeros((4, a.n_questions))
-        for q in np.unique(q_of):
-            pools = sel[q_of == q]
-            match = pools[key_len[pools] == k]
-            use = match if len(match) else pools
-            out[0, q] = a.pool_prompt[use].mean()
-            out[1, q] = d.pool_mean_completion[use].mean()
-            out[2, q] = fus_tok[use].mean()
-            out[3, q] = np.mean([_expected_max(np.sort(a.s_completion[a.pool_off[p]:a.pool_off[p + 1]]).astype(float), n)
-                                 for p in use])
-        return out
-
-    return store.derived.memo(("replay.graph.node_means", s, m, k, n), build)
+    return expected_graph_cost(store, graph, questions=questions, throughput=throughput)

@@ -33,7 +33,7 @@ from .config import as_graph
 from .inputs import graph_inputs
 
 __all__ = ["expected_graph_tokens_table", "expected_graph_units", "expected_node_tokens", "max_key_lengths",
-           "min_key_lengths", "latency_estimate", "expected_latency_table"]
+           "min_key_lengths", "latency_estimate", "expected_latency_table", "expected_graph_cost"]
 
 _FUSE = AGG_CODES["llm_fuse"]
 
@@ -149,23 +149,36 @@ def _build(store) -> np.ndarray:
 # Latency without replay (a searcher's pre-filter; the replay measures the latency itself)
 
 
-def expected_latency_table(store) -> np.ndarray:
+def expected_latency_table(store, *, throughput: dict | None = None) -> np.ndarray:
     """float64 [S, M, K + 1, N + 1, Q]: per question, the expected seconds of a node of (role,
     model) reading k parents and drawing n samples: over the pools the cost rule weighs (the
     same weights), prompt / prefill throughput + E[longest of n drawn completions] / decode
     throughput (exact for one pool: draws without replacement). NaN without throughputs; an
-    llm_fuse role's fusion call is not counted. Computed once per store."""
-    return store.derived.memo("replay.graph.expected.latency", lambda: _build_latency(store))
+    llm_fuse role's fusion call is not counted. Computed once per store and throughput.
+
+    Args:
+        store: the store.
+        throughput: {model: (prefill tokens/s, decode tokens/s)} over the manifest's.
+    """
+    key = tuple(sorted((str(m), tuple(map(float, v))) for m, v in (throughput or {}).items()))
+    return store.derived.memo(("replay.graph.expected.latency", key), lambda: _build_latency(store, throughput))
 
 
-def latency_estimate(store, graph) -> float:
-    """Mean over the store's questions of the graph's longest path of expected node times
-    (`expected_latency_table`). For a graph of solve nodes it is a lower bound of the mean
-    replayed latency (the expectation of a maximum is at least the maximum of expectations);
-    for nodes that read others it weighs every collected input equally, as the cost rule does,
-    and is an estimate."""
+def latency_estimate(store, graph, *, questions=None, throughput: dict | None = None) -> float:
+    """Mean over the store's questions (or `questions`) of the graph's longest path of expected
+    node times (`expected_latency_table`). For a graph of solve nodes it is a lower bound of
+    the mean replayed latency (the expectation of a maximum is at least the maximum of
+    expectations); for nodes that read others it weighs every collected input equally, as the
+    cost rule does, and is an estimate.
+
+    Args:
+        store: the store.
+        graph: a `Graph`, or its text or JSON form.
+        questions: None or 'all', a split name, or question ids/indices (`store.question_indices`).
+        throughput: as in `expected_latency_table`.
+    """
     g = as_graph(store, graph)
-    t = expected_latency_table(store)
+    t = expected_latency_table(store, throughput=throughput)
     roles = {n: i for i, n in enumerate(store.manifest.stage_names)}
     models = {n: i for i, n in enumerate(store.manifest.model_names)}
     finish: dict[str, np.ndarray] = {}
@@ -174,7 +187,27 @@ def latency_estimate(store, graph) -> float:
                 min(node.samples, t.shape[3] - 1)]
         start = np.max([finish[p] for p in node.inputs], axis=0) if node.inputs else 0.0
         finish[node.name] = start + lat
-    return float(np.mean(np.max([finish[o] for o in g.output], axis=0)))
+    per_q = np.max([finish[o] for o in g.output], axis=0)
+    if questions is not None:
+        per_q = per_q[store.question_indices(questions)]
+    return float(np.mean(per_q))
+
+
+def expected_graph_cost(store, graph, *, questions=None, throughput: dict | None = None) -> tuple[float, float]:
+    """A graph's expected cost without replay: (budget units per question, latency seconds per
+    question). The units are `expected_graph_units` (the budget rule: over the store's
+    questions, whatever `questions` says), the latency `latency_estimate` over `questions`.
+    This is the one implementation: `replay.graph.engine.estimate_graph` (`replay eval
+    --budget`) and the graph search space both call it.
+
+    Args:
+        store: the store.
+        graph: a `Graph`, or its text or JSON form.
+        questions: the questions the latency is averaged over (None: all).
+        throughput: {model: (prefill tokens/s, decode tokens/s)} over the manifest's.
+    """
+    g = as_graph(store, graph)
+    return expected_graph_units(store, g), latency_estimate(store, g, questions=questions, throughput=throughput)
 
 
 def _expected_max_rows(sorted_rows: np.ndarray, N: int) -> np.ndarray:
@@ -190,7 +223,7 @@ def _expected_max_rows(sorted_rows: np.ndarray, N: int) -> np.ndarray:
     return out
 
 
-def _build_latency(store) -> np.ndarray:
+def _build_latency(store, throughput=None) -> np.ndarray:
     from .inputs import seconds_per_token
 
     a, d = store.arrays, store.derived
@@ -198,7 +231,7 @@ def _build_latency(store) -> np.ndarray:
     N = int(d.max_pool)
     klen = np.diff(graph_inputs(store).pool_key_off).astype(np.int64)
     K = int(klen.max()) + 1 if len(klen) else 1
-    pre, dec = seconds_per_token(store)
+    pre, dec = seconds_per_token(store, throughput)
     sizes = d.pool_sizes.astype(np.int64)
     q_of = d.pool_qsm // (S * M)
     # per pool, E[longest completion] at every n (pools grouped by size: one matrix product each)

@@ -7,20 +7,27 @@ parallel over chunks of questions (`graph_replay`), or on one thread for small c
 more than one graph's replay). The store's arrays are taken out of their named tuples once per
 chunk, and the helpers below take arrays and are inlined: reading an array out of a named tuple
 inside the node loop costs a reference-count update each time (measured: 146 ns for a pool
-lookup that reads four arrays from the tuples, against ~10 ns for a whole one-sample draw). For each (question, graph, replicate) it runs the graph's
-nodes in topological order: the node's input key (its parents' aggregated answers, as sorted
-class ids) selects its pool (`find_keyed_pool`: the pool with that key, else the largest of
-that question, role and model, a counted fallback); `run_node` draws the node's samples from
-the stream of (seed, question, replicate, node index) and aggregates them by the role's rule,
-and returns the answer, score, tokens and the node's own latency. The draws, the vote and the
-streams are those of the chain kernels (replay/kernels.py, whose helpers are imported here),
-so a chain configuration as a graph gives the chain engine's numbers.
+lookup that reads four arrays from the tuples, against ~10 ns for a whole one-sample draw).
 
-Graphs come as flat arrays (replay/graph/engine.py, `GraphBatch`): per graph a CSR of its
-nodes (role, model, count), per node a CSR of its parents (indices within the graph) and per
-graph a CSR of its output nodes. Results are sums: per (graph, question) over replicates, per
-(chunk, graph, replicate) over the chunk's questions, per (chunk, node) over both; `detail`
-arrays [graph, question, replicate] are filled when they are not empty (tests, small runs).
+Per question, the batch's *distinct* nodes run first (engine.py `GraphBatch.distinct`: the same
+place in the graph, role, model, count and distinct parents give the same numbers in every graph
+that has them, by common random numbers), each over every replicate: the node's input key (its
+parents' aggregated answers, as sorted class ids) selects its pool (a per-question table of
+(role, model, key) -> pool shared by every node and replicate, in front of `find_keyed_pool`:
+the pool with that key, else the largest of that question, role and model, a counted fallback);
+the node's samples are drawn from the stream of (seed, question, replicate, node index) and
+aggregated by the role's rule, or read from a memo of (place, role, model, pool, replicate)
+filled on first use. Then every graph sums its nodes' tokens in its own order and takes its
+output. The draws, the vote and the streams are those of the chain kernels (replay/kernels.py,
+whose helpers are imported here), so a chain configuration as a graph gives the chain engine's
+numbers.
+
+Graphs come as flat arrays (replay/graph/engine.py): per graph a CSR of its nodes' distinct ids
+and of its output nodes' distinct ids; per distinct node its place, role, model, count and a CSR
+of its parents (distinct ids). Results are sums: per (question, graph) over replicates, per
+(chunk, graph, replicate) over the chunk's questions, per (chunk, distinct node) over both;
+`detail` arrays [graph, question, replicate] are filled when they are not empty (tests, small
+runs).
 """
 
 from __future__ import annotations
@@ -28,8 +35,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..kernels import (AGG_BEST, AGG_FUSE, AGG_MAJORITY, GOLDEN, MIX1, SALT_N, U64, bounded, draw_packed, item_f1,
-                       mix64, next_u64, set_vote_snapshot, stream_start)
+from ..kernels import (AGG_BEST, AGG_FUSE, AGG_MAJORITY, GOLDEN, MIX1, SALT_N, SALT_R, SALT_S, U64, bounded,
+                       draw_packed, item_f1, mix64, next_u64, set_vote_snapshot, stream_start)
 
 
 @njit(inline="always", cache=True)
@@ -105,12 +112,11 @@ def sort_by_hash(qsm_pool_off, hashes, pool_off, by_hash, hash_sorted, qsm_large
 
 
 @njit(inline="always", cache=True)
-def find_keyed_pool(by_hash, hash_sorted, pool_key_off, pool_key, qsm_largest, lo, hi, k, key, n_key):
+def find_keyed_pool(by_hash, hash_sorted, pool_key_off, pool_key, qsm_largest, lo, hi, k, key, n_key, h):
     """The pool of (question, role, model) k (pools lo..hi) whose input key is key[:n_key]
-    (sorted class ids): a binary search of the range's key hashes, then a check of the key; on
-    a miss the largest pool of k, ties to the first (the reference scans for both). Returns
-    (pool, fell_back)."""
-    h = items_hash(key, n_key)
+    (sorted class ids; h = its items_hash): a binary search of the range's key hashes, then a
+    check of the key; on a miss the largest pool of k, ties to the first (the reference scans
+    for both). Returns (pool, fell_back)."""
     # the first position whose hash is >= h (lo..hi): a branchless lower bound, since the
     # comparisons are unpredictable (one mispredicted branch per step cost more than the loads)
     a = lo
@@ -296,15 +302,24 @@ def memo_fill(s_packed, base, size, nn, state, perm, swaps, scratch, bits, mask,
 
 @njit(cache=True)
 def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks, c,
-                 g_node_off, node_role, node_model, node_count, node_par_off, node_par, g_out_off, g_out,
-                 node_slot, slot_nmax, slot_row_off, slot_ent_off,
+                 g_node_off, node_uid, g_out_off, out_x,
+                 d_index, d_role, d_model, d_count, d_par_off, d_par, d_slot, slot_nmax, slot_row_off, slot_ent_off,
                  score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
                  det_score, det_tokens, det_flops, det_latency):
-    """Chunk c of the questions: every graph, replicate and node (see graph_replay). The node
-    loop reads only arrays taken out of A and G here, once (module docstring). A node with a
-    memo slot (node_slot >= 0: a node index, role and model of majority or best-score aggregation that
-    several graphs of the batch share) reads its result from the chunk's memo, drawn (memo_fill) the
-    first time a graph reaches that pool and replicate of the question, instead of drawing."""
+    """Chunk c of the questions (see graph_replay). Per question, two passes:
+
+    1. every distinct node x of the batch (`d_*`, parents before children), every replicate:
+       its answer, score, finish time and tokens, into [x, r] arrays. A distinct node is a
+       node index, role, model, count and the same distinct parents: it gives the same numbers
+       in every graph that has it (common random numbers), so it is run once per question for
+       the whole batch. A node with a memo slot (d_slot >= 0: a node index, role and model of
+       majority or best-score aggregation that several distinct nodes share) reads its result
+       from the chunk's memo, drawn (memo_fill) the first time a node reaches that pool and
+       replicate of the question, instead of drawing.
+    2. every graph: its tokens and FLOPs (summed over its nodes in their order, as the
+       reference does) and its output, from the distinct nodes' rows.
+
+    The node loop reads only arrays taken out of A and G here, once (module docstring)."""
     question_hash, stage_agg, model_params = A.question_hash, A.stage_agg, A.model_params
     qsm_pool_off, pool_off, pool_prompt = A.qsm_pool_off, A.pool_off, A.pool_prompt
     s_answer, s_score, s_completion, s_packed = A.s_answer, A.s_score, A.s_completion, A.s_packed
@@ -318,12 +333,13 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
     bits = A.pack_bits[0]
     mask = (np.int64(1) << bits) - 1
     B = g_node_off.shape[0] - 1
+    X = d_role.shape[0]
     Q = questions.shape[0]
     width = max_pool + 1
-    max_nodes = 1
-    for b in range(B):
-        if g_node_off[b + 1] - g_node_off[b] > max_nodes:
-            max_nodes = g_node_off[b + 1] - g_node_off[b]
+    max_par = 1
+    for x in range(X):
+        if d_par_off[x + 1] - d_par_off[x] > max_par:
+            max_par = d_par_off[x + 1] - d_par_off[x]
     detail = det_score.shape[0] > 0
     perm = np.arange(max_pool)
     swaps = np.empty(max_pool, np.int64)
@@ -334,23 +350,203 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
     icount = np.zeros(max(n_items, 1), np.int64)
     seen = np.empty(max(n_items, 1), np.int64)
     kept = np.empty(max(n_items, 1), np.int64)
-    # per node and replicate: the node's answer (class), score and finish time
-    node_ans = np.empty((max_nodes, n_rep), np.int64)
-    node_score = np.empty((max_nodes, n_rep), np.float64)
-    node_fin = np.empty((max_nodes, n_rep), np.float64)
+    # per distinct node and replicate: the node's answer (class), score, finish time and tokens
+    x_ans = np.empty((X, n_rep), np.int64)
+    x_score = np.empty((X, n_rep), np.float64)
+    x_fin = np.empty((X, n_rep), np.float64)
+    x_tok = np.empty((X, n_rep), np.float64)
+    x_params2 = np.empty(X, np.float64)
+    for x in range(X):
+        x_params2[x] = 2.0 * model_params[d_model[x]]
     tok = np.empty(n_rep, np.float64)
     flop = np.empty(n_rep, np.float64)
-    keybuf = np.empty(max_nodes, np.int64)
+    win_sc = np.empty(n_rep, np.float64)
+    lat_r = np.empty(n_rep, np.float64)
+    cnt = np.empty(n_rep, np.int64)
+    best_cnt = np.empty(n_rep, np.int64)
+    keybuf = np.empty(max_par, np.int64)
+    lastkey = np.empty(max_par, np.int64)
+    # the key table (power of two rows: stamp = question position + 1, k, key length, 2 x pool
+    # + fell back; and the keys), sized for the lookups of one question, at most 1,024 keys
+    tab_bits = 4
+    while (1 << tab_bits) < 2 * min(X * n_rep, 1024):
+        tab_bits += 1
+    n_tab = 1 << tab_bits
+    tab = np.zeros((n_tab, 4), np.int64)
+    tab_key = np.empty((n_tab, max_par), np.int64)
+    # the random stream of (seed, q, r, i) starts from one state per (q, r) (kernels.stream_start)
+    rstate = np.empty(n_rep, np.uint64)
     # the chunk's memo, one question at a time: row (slot, pool j of the question's role and
-    # model, replicate), stamped with the question position + 1 when filled (lazily: only the
-    # pools the batch's graphs reach are drawn)
+    # model, replicate) holds the question position + 1 when filled (lazily: only the pools
+    # the batch's nodes reach are drawn) and where its entries are. Entries are taken in the
+    # order rows are filled, from the start of `memo` again for every question: what a question
+    # uses is one run of memory, the same run every question (it stays in cache)
     n_slots = slot_nmax.shape[0]
-    stamp = np.zeros(slot_row_off[n_slots], np.int64)
+    rows = np.zeros((slot_row_off[n_slots], 2), np.int64)
     # an entry's four figures side by side: a hit reads one cache line, not four
     memo = np.empty((slot_ent_off[n_slots], 4), np.float64)
     for qi in range(c * Q // n_chunks, (c + 1) * Q // n_chunks):
         q = questions[qi]
         qh = question_hash[q]
+        in_tab = 0
+        used = 0
+        x0 = mix64(U64(seed) * GOLDEN ^ qh)
+        for r in range(n_rep):
+            rstate[r] = mix64(x0 ^ (U64(r) * SALT_R + GOLDEN))
+        # 1. every distinct node, every replicate: what does not depend on the replicate is read once
+        for x in range(X):
+            i = d_index[x]  # the node's place in its graphs: its random stream
+            role = d_role[x]
+            m = d_model[x]
+            k = (q * n_stages + role) * n_models + m
+            lo = qsm_pool_off[k]
+            hi = qsm_pool_off[k + 1]
+            e0 = d_par_off[x]
+            e1 = d_par_off[x + 1]
+            keyless = e0 == e1 and pool_key_off[lo + 1] == pool_key_off[lo]
+            agg = stage_agg[role]
+            t_pre = pre[m]
+            t_dec = dec[m]
+            sl = d_slot[x]
+            s_score_sum = 0.0
+            s_tok_sum = 0.0
+            s_lat_sum = 0.0
+            s_fell = 0.0
+            # the last input key looked up and its pool: the parents' answers repeat across
+            # replicates (mostly the same majority), so most replicates skip the search
+            n_last = np.int64(-1)
+            p_last = lo
+            missed_last = False
+            for r in range(n_rep):
+                # the input key: the parents' answers, sorted (insertion sort: few parents)
+                start = 0.0
+                p = lo
+                missed = False
+                if not keyless:
+                    nk = 0
+                    for e in range(e0, e1):
+                        pj = d_par[e]
+                        v = x_ans[pj, r]
+                        j = nk
+                        while j > 0 and keybuf[j - 1] > v:
+                            keybuf[j] = keybuf[j - 1]
+                            j -= 1
+                        keybuf[j] = v
+                        nk += 1
+                        if x_fin[pj, r] > start:
+                            start = x_fin[pj, r]
+                    same = nk == n_last
+                    if same:
+                        for j in range(nk):
+                            if keybuf[j] != lastkey[j]:
+                                same = False
+                                break
+                    if not same:
+                        # the question's table of (role, model, key) -> pool, shared by every
+                        # node and replicate; a key not in it is searched (and added while the
+                        # table is at most half full, so a probe always ends)
+                        # (a multiplicative hash: cheap, and the key is checked in full)
+                        hh = (U64(k) + GOLDEN) * MIX1
+                        for j in range(nk):
+                            hh = (hh ^ U64(keybuf[j] + 1)) * GOLDEN
+                        t = np.int64(hh >> U64(64 - tab_bits))
+                        while True:
+                            if tab[t, 0] != qi + 1:
+                                p_last, missed_last = find_keyed_pool(by_hash, hash_sorted, pool_key_off, pool_key,
+                                                                      qsm_largest, lo, hi, k, keybuf, nk,
+                                                                      items_hash(keybuf, nk))
+                                if 2 * in_tab < n_tab:
+                                    in_tab += 1
+                                    tab[t, 0] = qi + 1
+                                    tab[t, 1] = k
+                                    tab[t, 2] = nk
+                                    tab[t, 3] = 2 * p_last + (1 if missed_last else 0)
+                                    for j in range(nk):
+                                        tab_key[t, j] = keybuf[j]
+                                break
+                            if tab[t, 1] == k and tab[t, 2] == nk:
+                                hit = True
+                                for j in range(nk):
+                                    if tab_key[t, j] != keybuf[j]:
+                                        hit = False
+                                        break
+                                if hit:
+                                    p_last = tab[t, 3] >> 1
+                                    missed_last = (tab[t, 3] & 1) == 1
+                                    break
+                            t = (t + 1) & (n_tab - 1)
+                        n_last = nk
+                        for j in range(nk):
+                            lastkey[j] = keybuf[j]
+                    p = p_last
+                    missed = missed_last
+                # the node: draw min(S, pool size) outputs from the stream of (seed, q, r, i)
+                base = pool_off[p]
+                size = pool_off[p + 1] - base
+                n = min(d_count[x], size)
+                prompt = pool_prompt[p]
+                fell = missed
+                f = np.int64(-1)
+                if sl >= 0:  # memoised: the same draws, made once per question for every node of the slot
+                    nm = slot_nmax[sl]
+                    row = slot_row_off[sl] + (p - lo) * n_rep + r
+                    if rows[row, 0] == qi + 1:
+                        o = rows[row, 1]
+                    else:
+                        o = used
+                        used += nm
+                        rows[row, 0] = qi + 1
+                        rows[row, 1] = o
+                        memo_fill(s_packed, base, size, min(nm, size), mix64(rstate[r] ^ (U64(i) * SALT_S + MIX1)),
+                                  perm, swaps, scratch, bits, mask, s_answer, s_score, s_completion, ans_class, agg,
+                                  keyv, rep, gen, width, prompt, t_pre, t_dec, o, memo)
+                    e = o + n - 1
+                    ans = np.int64(memo[e, 0])
+                    sc = memo[e, 1]
+                    tk = memo[e, 2]
+                    lat = memo[e, 3]
+                else:
+                    if agg == AGG_FUSE:
+                        f, use = pick_fusion(pool_fus_off, fus_size, p, n, seed, qh, r, i)
+                        fell = fell or use != n
+                    if f >= 0:  # a stored fusion: no draw
+                        ans = ans_class[fus_answer[f]]
+                        sc = fus_score[f]
+                        tk = float(prompt + fus_subset_completion[f] + fus_tokens[f])
+                        lat = (prompt * t_pre + fus_subset_max[f] * t_dec + fus_prompt[f] * t_pre
+                               + fus_completion[f] * t_dec)
+                    else:
+                        draw_packed(s_packed, base, size, n, mix64(rstate[r] ^ (U64(i) * SALT_S + MIX1)), perm, swaps,
+                                    scratch)
+                        if agg == AGG_MAJORITY or agg == AGG_FUSE:  # llm_fuse without a fusion: majority
+                            w, comp, cmax = vote_drawn(scratch, n, base, bits, mask, s_completion, keyv, rep, gen,
+                                                       width)
+                            ans = ans_class[s_answer[w]]
+                            sc = s_score[w]
+                        elif agg == AGG_BEST:
+                            w, comp, cmax = best_drawn(scratch, n, base, mask, s_completion, s_score)
+                            ans = ans_class[s_answer[w]]
+                            sc = s_score[w]
+                        else:
+                            n_kept, comp, cmax = set_drawn(scratch, n, base, mask, s_completion, s_answer,
+                                                           ans_item_off, ans_items, icount, seen, kept)
+                            ans = set_class(ans_item_off, ans_items, set_hash, set_cls, kept, n_kept)
+                            sc = item_f1(kept, n_kept, ans_item_off, ans_items, role_gold[q, role])
+                        tk = prompt + comp
+                        lat = prompt * t_pre + cmax * t_dec
+                x_ans[x, r] = ans
+                x_score[x, r] = sc
+                x_fin[x, r] = start + lat
+                x_tok[x, r] = tk
+                s_score_sum += sc
+                s_tok_sum += tk
+                s_lat_sum += lat
+                s_fell += 1.0 if fell else 0.0
+            node_sums[c, x, 0] += s_score_sum
+            node_sums[c, x, 1] += s_tok_sum
+            node_sums[c, x, 2] += s_lat_sum
+            node_sums[c, x, 3] += s_fell
+        # 2. every graph: its costs (node by node, in its order) and its output
         for b in range(B):
             n0 = g_node_off[b]
             K = g_node_off[b + 1] - n0
@@ -358,169 +554,91 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
             o1 = g_out_off[b + 1]
             tok[:] = 0.0
             flop[:] = 0.0
-            # node by node, every replicate: what does not depend on the replicate is read once
             for i in range(K):
-                u = n0 + i
-                role = node_role[u]
-                m = node_model[u]
-                k = (q * n_stages + role) * n_models + m
-                lo = qsm_pool_off[k]
-                e0 = node_par_off[u]
-                e1 = node_par_off[u + 1]
-                keyless = e0 == e1 and pool_key_off[lo + 1] == pool_key_off[lo]
-                agg = stage_agg[role]
-                t_pre = pre[m]
-                t_dec = dec[m]
-                params2 = 2.0 * model_params[m]
-                sl = node_slot[u]
-                s_score_sum = 0.0
-                s_tok_sum = 0.0
-                s_lat_sum = 0.0
-                s_fell = 0.0
+                x = node_uid[n0 + i]
+                params2 = x_params2[x]
                 for r in range(n_rep):
-                    # the input key: the parents' answers, sorted (insertion sort: few parents)
-                    start = 0.0
-                    p = lo
-                    missed = False
-                    if not keyless:
-                        nk = 0
-                        for e in range(e0, e1):
-                            pj = node_par[e]
-                            v = node_ans[pj, r]
-                            j = nk
-                            while j > 0 and keybuf[j - 1] > v:
-                                keybuf[j] = keybuf[j - 1]
-                                j -= 1
-                            keybuf[j] = v
-                            nk += 1
-                            if node_fin[pj, r] > start:
-                                start = node_fin[pj, r]
-                        p, missed = find_keyed_pool(by_hash, hash_sorted, pool_key_off, pool_key, qsm_largest,
-                                                    lo, qsm_pool_off[k + 1], k, keybuf, nk)
-                    # the node: draw min(S, pool size) outputs from the stream of (seed, q, r, i)
-                    base = pool_off[p]
-                    size = pool_off[p + 1] - base
-                    n = min(node_count[u], size)
-                    prompt = pool_prompt[p]
-                    fell = missed
-                    f = np.int64(-1)
-                    if sl >= 0:  # memoised: the same draws, made once per question for every graph of the batch
-                        nm = slot_nmax[sl]
-                        row = slot_row_off[sl] + (p - lo) * n_rep + r
-                        o = slot_ent_off[sl] + (row - slot_row_off[sl]) * nm
-                        if stamp[row] != qi + 1:
-                            stamp[row] = qi + 1
-                            memo_fill(s_packed, base, size, min(nm, size), stream_start(seed, qh, r, i), perm, swaps,
-                                      scratch, bits, mask, s_answer, s_score, s_completion, ans_class, agg, keyv, rep,
-                                      gen, width, prompt, t_pre, t_dec, o, memo)
-                        e = o + n - 1
-                        ans = np.int64(memo[e, 0])
-                        sc = memo[e, 1]
-                        tk = memo[e, 2]
-                        lat = memo[e, 3]
-                    else:
-                        if agg == AGG_FUSE:
-                            f, use = pick_fusion(pool_fus_off, fus_size, p, n, seed, qh, r, i)
-                            fell = fell or use != n
-                        if f >= 0:  # a stored fusion: no draw
-                            ans = ans_class[fus_answer[f]]
-                            sc = fus_score[f]
-                            tk = float(prompt + fus_subset_completion[f] + fus_tokens[f])
-                            lat = (prompt * t_pre + fus_subset_max[f] * t_dec + fus_prompt[f] * t_pre
-                                   + fus_completion[f] * t_dec)
-                        else:
-                            draw_packed(s_packed, base, size, n, stream_start(seed, qh, r, i), perm, swaps, scratch)
-                            if agg == AGG_MAJORITY or agg == AGG_FUSE:  # llm_fuse without a fusion: majority
-                                w, comp, cmax = vote_drawn(scratch, n, base, bits, mask, s_completion, keyv, rep, gen,
-                                                           width)
-                                ans = ans_class[s_answer[w]]
-                                sc = s_score[w]
-                            elif agg == AGG_BEST:
-                                w, comp, cmax = best_drawn(scratch, n, base, mask, s_completion, s_score)
-                                ans = ans_class[s_answer[w]]
-                                sc = s_score[w]
-                            else:
-                                n_kept, comp, cmax = set_drawn(scratch, n, base, mask, s_completion, s_answer,
-                                                               ans_item_off, ans_items, icount, seen, kept)
-                                ans = set_class(ans_item_off, ans_items, set_hash, set_cls, kept, n_kept)
-                                sc = item_f1(kept, n_kept, ans_item_off, ans_items, role_gold[q, role])
-                            tk = prompt + comp
-                            lat = prompt * t_pre + cmax * t_dec
-                    node_ans[i, r] = ans
-                    node_score[i, r] = sc
-                    node_fin[i, r] = start + lat
+                    tk = x_tok[x, r]
                     tok[r] += tk
                     flop[r] += params2 * tk
-                    s_score_sum += sc
-                    s_tok_sum += tk
-                    s_lat_sum += lat
-                    s_fell += 1.0 if fell else 0.0
-                node_sums[c, u, 0] += s_score_sum
-                node_sums[c, u, 1] += s_tok_sum
-                node_sums[c, u, 2] += s_lat_sum
-                node_sums[c, u, 3] += s_fell
-            # the output: one node, or a vote over several (ties to the first listed)
+            # the output: one node, or a vote over several (ties to the first listed), replicates
+            # innermost. The sums over replicates are kept here and added once: score_q[qi, b]
+            # starts at zero, so the sum is the same, in the same order, as adding replicate by
+            # replicate
+            xo = out_x[o0]
             for r in range(n_rep):
-                win = g_out[o0]
-                if o1 - o0 > 1:
-                    best_count = 0
-                    for x in range(o0, o1):
-                        cnt = 0
-                        for y in range(o0, o1):
-                            if node_ans[g_out[y], r] == node_ans[g_out[x], r]:
-                                cnt += 1
-                        if cnt > best_count:
-                            best_count = cnt
-                            win = g_out[x]
-                sc = node_score[win, r]
-                lat = node_fin[g_out[o0], r]
-                for x in range(o0 + 1, o1):
-                    if node_fin[g_out[x], r] > lat:
-                        lat = node_fin[g_out[x], r]
-                score_q[b, qi] += sc
-                tokens_q[b, qi] += tok[r]
-                flops_q[b, qi] += flop[r]
-                latency_q[b, qi] += lat
-                score_r[c, b, r] += sc
-                if detail:
-                    det_score[b, qi, r] = sc
+                win_sc[r] = x_score[xo, r]
+                lat_r[r] = x_fin[xo, r]
+            if o1 - o0 > 1:
+                best_cnt[:] = 0
+                for y in range(o0, o1):
+                    xy = out_x[y]
+                    cnt[:] = 0
+                    for z in range(o0, o1):
+                        xz = out_x[z]
+                        for r in range(n_rep):
+                            cnt[r] += 1 if x_ans[xz, r] == x_ans[xy, r] else 0
+                    for r in range(n_rep):
+                        if cnt[r] > best_cnt[r]:
+                            best_cnt[r] = cnt[r]
+                            win_sc[r] = x_score[xy, r]
+                        if x_fin[xy, r] > lat_r[r]:
+                            lat_r[r] = x_fin[xy, r]
+            s_sc = 0.0
+            s_tk = 0.0
+            s_fl = 0.0
+            s_lat = 0.0
+            for r in range(n_rep):
+                s_sc += win_sc[r]
+                s_tk += tok[r]
+                s_fl += flop[r]
+                s_lat += lat_r[r]
+                score_r[c, b, r] += win_sc[r]
+            if detail:
+                for r in range(n_rep):
+                    det_score[b, qi, r] = win_sc[r]
                     det_tokens[b, qi, r] = tok[r]
                     det_flops[b, qi, r] = flop[r]
-                    det_latency[b, qi, r] = lat
+                    det_latency[b, qi, r] = lat_r[r]
+            score_q[qi, b] += s_sc
+            tokens_q[qi, b] += s_tk
+            flops_q[qi, b] += s_fl
+            latency_q[qi, b] += s_lat
 
 
 @njit(cache=True, parallel=True)
 def graph_replay(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks,
-                 g_node_off, node_role, node_model, node_count, node_par_off, node_par, g_out_off, g_out,
-                 node_slot, slot_nmax, slot_row_off, slot_ent_off,
+                 g_node_off, node_uid, g_out_off, out_x,
+                 d_index, d_role, d_model, d_count, d_par_off, d_par, d_slot, slot_nmax, slot_row_off, slot_ent_off,
                  score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
                  det_score, det_tokens, det_flops, det_latency):
     """Replay a batch of graphs (module docstring), chunks of questions in parallel. Accumulates,
-    for graph b, question position qi, replicate r, chunk c and node (global index) u:
-      score_q/tokens_q/flops_q/latency_q[b, qi] (sums over replicates), score_r[c, b, r] (sums
-      over the chunk's questions), node_sums[c, u, :] = score, tokens, latency, fallbacks;
+    for graph b, question position qi, replicate r, chunk c and distinct node x:
+      score_q/tokens_q/flops_q/latency_q[qi, b] (sums over replicates; zero on entry: a question's
+      row is one run of memory, written once per graph), score_r[c, b, r] (sums
+      over the chunk's questions), node_sums[c, x, :] = score, tokens, latency, fallbacks;
       det_*[b, qi, r] when det_score is not empty."""
     for c in prange(n_chunks):
         replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks, c,
-                     g_node_off, node_role, node_model, node_count, node_par_off, node_par, g_out_off, g_out,
-                     node_slot, slot_nmax, slot_row_off, slot_ent_off,
-                     score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
+                     g_node_off, node_uid, g_out_off, out_x,
+                     d_index, d_role, d_model, d_count, d_par_off, d_par, d_slot, slot_nmax, slot_row_off,
+                     slot_ent_off, score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
                      det_score, det_tokens, det_flops, det_latency)
     return 0
 
 
 @njit(cache=True)
 def graph_replay_serial(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks,
-                        g_node_off, node_role, node_model, node_count, node_par_off, node_par, g_out_off, g_out,
-                        node_slot, slot_nmax, slot_row_off, slot_ent_off,
-                        score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
+                        g_node_off, node_uid, g_out_off, out_x,
+                        d_index, d_role, d_model, d_count, d_par_off, d_par, d_slot, slot_nmax, slot_row_off,
+                        slot_ent_off, score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
                         det_score, det_tokens, det_flops, det_latency):
     """graph_replay on one thread: the same numbers, without the cost of starting a parallel
     region (milliseconds of CPU on a busy machine), for small calls (one graph)."""
     for c in range(n_chunks):
         replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks, c,
-                     g_node_off, node_role, node_model, node_count, node_par_off, node_par, g_out_off, g_out,
-                     node_slot, slot_nmax, slot_row_off, slot_ent_off,
-                     score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
+                     g_node_off, node_uid, g_out_off, out_x,
+                     d_index, d_role, d_model, d_count, d_par_off, d_par, d_slot, slot_nmax, slot_row_off,
+                     slot_ent_off, score_q, tokens_q, flops_q, latency_q, score_r, node_sums,
                      det_score, det_tokens, det_flops, det_latency)
     return 0

@@ -251,6 +251,9 @@ def test_a_driver_killed_with_sigkill_leaves_no_actor_and_the_rerun_draws_only_t
             pass
         proc.wait(30)
     assert json.loads((part / "progress.json").read_text())["state"] == "running"  # it never said goodbye
+    from collect.run.status import collection_status
+
+    assert collection_status(str(out)).ray["state"].startswith("stopped (driver gone")  # status sees through it
     shards = pl.concat([pl.read_parquet(p) for p in part.glob("shard-u*.parquet")])
     kept = {(m, pool_seed(0, st, m, q, c)) for st, m, q, c in
             shards.select("stage", "model", "question_id", "context").unique().iter_rows()}

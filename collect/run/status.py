@@ -112,4 +112,34 @@ def _ray_report(part: Path) -> dict | None:
         raise InputError(f, "unreadable progress report; delete it (the driver rewrites it)") from None
     if not isinstance(rep, dict) or not isinstance(rep.get("actors"), list):
         raise InputError(f, "unreadable progress report; delete it (the driver rewrites it)")
+    if rep.get("state") == "running" and _driver_gone(rep.get("driver")):
+        # a driver killed outright (SIGKILL, a lost node) never writes its last report
+        rep = {**rep, "state": "stopped (driver gone; rerun the command to resume)"}
     return rep
+
+
+def _driver_gone(driver) -> bool:
+    """Whether the driver that wrote a report is known to be dead: on this host only (another
+    host's processes cannot be seen from here)."""
+    import socket
+
+    if not isinstance(driver, dict) or driver.get("host") != socket.gethostname():
+        return False
+    try:
+        pid = int(driver.get("pid"))
+    except (TypeError, ValueError):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:  # a zombie (killed, not yet reaped) is gone too
+            return fh.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -58,7 +58,7 @@ def split_questions(store: Store, train: int | None = None, *, seed: int = SPLIT
             return Split(own_train, test, what, len(pool))
     else:
         if n < 2:
-            raise ConfigError("--train", f"the store has {n} question and no split: nothing to hold out for test")
+            raise ConfigError("--train", f"the store has {n} question and no split: at least 2 are needed (training and test)")
         perm = np.random.default_rng(SPLIT_SEED).permutation(n)
         # the first 50 of the shuffle (at most half the questions: a store of 30 tests on 15, not on 1)
         cut = min(DEFAULT_TRAIN, n // 2)

@@ -236,11 +236,11 @@ def test_store_without_split_and_few_questions_trains_on_half(tmp_path, capsys):
     st = replay.open(_peaked_store(tmp_path / "nosplit", split=False))
     sp = frontier_split(st, seed=0)
     assert (len(sp.train), len(sp.test)) == (6, 6) and not set(sp.train) & set(sp.test)
-    assert "half train: 6 train, 6 test" in sp.source
+    assert "6 train, 6 test" in sp.source
     code, out, err = run_main(main, ["frontier", str(st.path), "--points", "3", "-r", "2", "--out",
                                      str(tmp_path / "o")], capsys)
     assert code == 0, err
-    assert "no split and 12 questions" in out and "6 train, 6 test" in out
+    assert "6 train, 6 test" in out
     fr = chain_frontier(st, points=2, replicates=2, train=8)  # --train still decides (search's protocol)
     assert fr.info["n_train"] == 8
     one = _one_question_store(tmp_path / "one")

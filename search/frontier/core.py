@@ -50,7 +50,7 @@ from replay.engine import budget_unit, scan_space
 from replay.errors import ConfigError, InputError
 
 from ..selection import DEFAULT_RULE, RULE_TEXT, check_rule, pick_indices
-from ..setup import DEFAULT_TRAIN, Split, _own_split, split_questions
+from ..setup import Split, split_questions
 
 DEFAULT_POINTS = 12
 MAX_POINTS = 1000
@@ -233,22 +233,9 @@ def train_picks(cost: np.ndarray, mean: np.ndarray, budgets: Sequence[float], *,
 
 
 def frontier_split(store, train: int | None = None, *, seed: int = 0) -> Split:
-    """The training and test questions: `search --train`'s (`split_questions`), except on a
-    store with no split and at most DEFAULT_TRAIN questions, where search's default (50
-    training questions) leaves none for test: without `train`, a seeded shuffle of every
-    question (`seed`), half train (rounded down), the rest test, and the source says so."""
-    n = len(store.question_ids)
-    if train is not None or _own_split(store)[0] is not None or n > DEFAULT_TRAIN:
-        return split_questions(store, train, seed=seed)
-    if n < 2:
-        raise ConfigError("--train", f"the store has {n} question(s) and no split: a frontier needs at least 2 "
-                          "(training and test questions)")
-    k = n // 2
-    perm = np.random.default_rng(seed).permutation(n)
-    return Split(np.sort(perm[:k]).astype(np.int64), np.sort(perm[k:]).astype(np.int64),
-                 f"no split and {n} questions (search's default of {DEFAULT_TRAIN} training questions leaves none "
-                 f"for test): seeded shuffle (seed {seed}), half train: {k} train, {n - k} test (--train N to choose)",
-                 n)
+    """The training and test questions: exactly `search --train`'s (`split_questions`; a store
+    with no split and under 100 questions holds out half of them there)."""
+    return split_questions(store, train, seed=seed)
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,11 +8,13 @@ questions); this scan accumulates, per configuration, the sums those intervals n
 
     s1 = sum_q x_q,  s2 = sum_q x_q^2,  d1 = sum_q (x_q - ref_q),  d2 = sum_q (x_q - ref_q)^2
 
-where x_q is the configuration's mean score on question q over the replicates and ref_q the
-reference's. It reads the same memo tables and walks the product exactly as
+where x_q is the configuration's mean end-to-end score (by the store's score rule: `last`,
+`all`, `product` or `mean`) on question q over the replicates and ref_q the reference's. It
+reads the same memo tables, walks the product and folds the stage scores by the rule exactly as
 `replay.engine.scan_space` (kernels.scan_product) does, so x_q is the number `evaluate_batch`
-gives that configuration on that question (common random numbers). The oracle in the tests is
-`scan_space` run on one question at a time.
+gives that configuration on that question (common random numbers). The oracles in the tests:
+`scan_space` run on one question at a time, and evaluate_batch's per-question means under
+every score rule (tests/test_score_rules.py).
 """
 
 from __future__ import annotations
@@ -23,15 +25,18 @@ from typing import Sequence
 import numpy as np
 from numba import njit, prange
 
-from .kernels import locate
+from .kernels import RULE_LAST, locate, rule_end, rule_start, rule_step
 
 
 @njit(cache=True, parallel=True)
 def scan_question_sums(A, n_stages, n_models, questions, n_rep, ch_model, ch_count, n_ch, prefix_idx,
                        pool_row, row_nmax, row_base, memo_ans, memo_score, ref_q, s1, s2, d1, d2):
     """Like kernels.scan_product, but per configuration (prefix i, last choice k) the sums over
-    questions of the per-question mean x_q and of x_q - ref_q, and of their squares."""
+    questions of the per-question mean x_q and of x_q - ref_q, and of their squares. A replicate's
+    score is the end-to-end score by the store's rule (A.score_rule[0]; kernels module
+    docstring), folded over the stages exactly as scan_product and memo_lookup fold it."""
     pool_off = A.pool_off
+    rule = A.score_rule[0]
     last = n_stages - 1
     n_q = questions.shape[0]
     K = n_ch[last]
@@ -43,13 +48,17 @@ def scan_question_sums(A, n_stages, n_models, questions, n_rep, ch_model, ch_cou
                 acc[k] = 0.0
             for r in range(n_rep):
                 ctx = np.int64(0)
+                pre = rule_start(rule)
                 for s in range(last):
                     k = prefix_idx[i, s]
                     m = ch_model[s, k]
                     p, fb = locate(A, n_stages, n_models, q, s, m, ctx)
                     row = pool_row[p]
                     n = min(ch_count[s, k], pool_off[p + 1] - pool_off[p])
-                    ctx = memo_ans[row_base[row] + r * row_nmax[row] + n - 1]
+                    o = row_base[row] + r * row_nmax[row] + n - 1
+                    ctx = memo_ans[o]
+                    if rule != RULE_LAST:
+                        pre = rule_step(rule, pre, memo_score[o])
                 m_prev = np.int64(-1)
                 o0 = np.int64(0)
                 size = np.int64(0)
@@ -61,7 +70,7 @@ def scan_question_sums(A, n_stages, n_models, questions, n_rep, ch_model, ch_cou
                         o0 = row_base[row] + r * row_nmax[row] - 1
                         size = pool_off[p + 1] - pool_off[p]
                         m_prev = m
-                    acc[k] += memo_score[o0 + min(ch_count[last, k], size)]
+                    acc[k] += rule_end(rule, pre, memo_score[o0 + min(ch_count[last, k], size)], n_stages)
             for k in range(K):
                 x = acc[k] / n_rep
                 d = x - ref_q[qi]

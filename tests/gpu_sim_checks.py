@@ -165,6 +165,9 @@ def check_scan():
         for f in ("s1", "s2", "d1", "d2"):
             if not np.array_equal(getattr(qa, f), getattr(qb, f)):
                 raise AssertionError(f"{name}: question sums {f} differ")
+        # and they are sums of end-to-end scores by the store's rule (mean, all), as the scan's
+        if not np.allclose(qa.s1 / st.arrays.n_questions, cpu.score, rtol=0, atol=1e-12):
+            raise AssertionError(f"{name}: question sums do not follow the score rule {st.manifest.score_rule}")
         budget = float(np.median(cpu.expected))
         tops = [scan_top(st, ch, budgets=[None, budget], top=3, replicates=3, seed=2, device=dev, chunk_cells=5)
                 for dev in ("cpu", "cuda")]

@@ -196,3 +196,50 @@ def test_rule_over_a_set_vote_stage_needs_its_golds(tmp_path):
     seal(path, validate=False)
     with pytest.raises(StoreError, match="set-vote stage 'stage0' has no gold for question 'q1'"):
         replay.open(path)
+
+
+@pytest.mark.parametrize("rule", ["all", "product", "mean"])
+def test_scan_question_sums_follow_the_score_rule(tmp_path, rule):
+    """The grid searcher's selection-rule sums (replay.scan_stats.question_sums) are sums of the
+    end-to-end per-question means: exactly evaluate_batch's `per_question` (memo method, the same
+    summation order), and the pure-Python reference's, for every configuration of the scan, on
+    chained and independent stages. Summing only the last stage's score (the old scan) fails."""
+    from storekit import RandomStoreSpec, make_random_store
+
+    from replay.engine import StageChoice, evaluate_batch, largest_pool, scan_space
+    from replay.reference import evaluate_reference
+    from replay.scan_stats import question_sums
+
+    spec = RandomStoreSpec(seed=11, n_questions=4, aggregations=("majority_vote", "majority_vote", "best_score"),
+                           independent=(False, False, True), float_scores=rule != "all", score_rule=rule,
+                           n_answers=2, max_pool=4)
+    st = replay.open(make_random_store(tmp_path / "s", spec))
+    lp = largest_pool(st)
+    choices = [[StageChoice(m, n) for m in st.candidate_models(s) for n in (1, int(lp[s, st.model_index(m)]))]
+               for s in range(len(st.stages))]
+    R, seed = 3, 5
+    scan = scan_space(st, choices, replicates=R, seed=seed)
+    P, K = scan.score.shape
+    cfgs = [scan.config(i, k) for i in range(P) for k in range(K)]
+    res = evaluate_batch(st, cfgs, replicates=R, seed=seed, method="memo")
+    per_q = np.stack([r.per_question for r in res]).reshape(P, K, -1)  # [P, K, Q]
+    ref = per_q[0, 0][::-1].copy()  # any reference: a configuration's means, reversed
+    sums = question_sums(st, scan, questions=None, replicates=R, seed=seed, reference=ref)
+    s1, s2, d1, d2 = (np.zeros((P, K)) for _ in range(4))
+    for qi in range(per_q.shape[2]):  # in question order, as the kernel sums
+        x = per_q[:, :, qi]
+        s1 += x
+        s2 += x * x
+        d1 += x - ref[qi]
+        d2 += (x - ref[qi]) ** 2
+    for name, want in (("s1", s1), ("s2", s2), ("d1", d1), ("d2", d2)):
+        assert np.array_equal(getattr(sums, name), want), (rule, name)
+    # the reference oracle, configuration by configuration
+    a = st.arrays
+    for c, cfg in enumerate(cfgs):
+        score = evaluate_reference(a, [st.model_index(x.model) for x in cfg.stages], [x.samples for x in cfg.stages],
+                                   range(a.n_questions), R, seed)[0]
+        np.testing.assert_allclose(per_q.reshape(P * K, -1)[c], score.mean(axis=1), rtol=0, atol=1e-12)
+    # the rule matters here: the last stage's own score gives other sums
+    last_own = np.stack([[r.stages[-1].score for r in res]]).reshape(P, K)
+    assert not np.allclose(sums.s1 / a.n_questions, last_own), rule

@@ -327,9 +327,9 @@ def question_sums(store, ch_model, ch_count, n_ch, prefix_idx, qidx, layout, *, 
         d_out = [cuda.device_array((p1 - p0, KL), np.float64) for _ in range(4)]
         blocks, threads = _dims((p1 - p0) * KL)
         K.scan_question_sums[blocks, threads](
-            D["qsm_pool_off"], D["pool_ctx"], D["pool_off"], D["stage_indep"], S, a.n_models, d_q, replicates, d_m, d_c,
-            KL, cuda.to_device(np.ascontiguousarray(prefix_idx[p0:p1])), memo.pool_row, memo.row_nmax, memo.row_base,
-            memo.ans, memo.score, d_ref, *d_out)
+            D["qsm_pool_off"], D["pool_ctx"], D["pool_off"], D["stage_indep"], D["score_rule"], S, a.n_models, d_q,
+            replicates, d_m, d_c, KL, cuda.to_device(np.ascontiguousarray(prefix_idx[p0:p1])), memo.pool_row,
+            memo.row_nmax, memo.row_base, memo.ans, memo.score, d_ref, *d_out)
         for host_arr, dev in zip(out, d_out):
             host_arr[p0:p1] = dev.copy_to_host()
     return out

@@ -475,12 +475,14 @@ def scan_product(qsm_pool_off, pool_ctx, pool_off, stage_indep, score_rule, n_st
 
 
 @cuda.jit
-def scan_question_sums(qsm_pool_off, pool_ctx, pool_off, stage_indep, n_stages, n_models, questions, n_rep,
-                       ch_model, ch_count, n_last, prefix, pool_row, row_nmax, row_base, memo_ans, memo_score, ref_q,
-                       s1, s2, d1, d2):
+def scan_question_sums(qsm_pool_off, pool_ctx, pool_off, stage_indep, score_rule, n_stages, n_models, questions,
+                       n_rep, ch_model, ch_count, n_last, prefix, pool_row, row_nmax, row_base, memo_ans, memo_score,
+                       ref_q, s1, s2, d1, d2):
     """replay.scan_stats.scan_question_sums, one thread per configuration (prefix i, last
-    choice k), grid-stride: per question the mean over replicates x, then the sums of x, x^2,
-    x - ref and (x - ref)^2 over questions, in the CPU kernel's order."""
+    choice k), grid-stride: per question the mean over replicates x of the end-to-end score (the
+    store's rule), then the sums of x, x^2, x - ref and (x - ref)^2 over questions, in the CPU
+    kernel's order."""
+    rule = score_rule[0]
     last = n_stages - 1
     n_q = questions.shape[0]
     for cfg in range(cuda.grid(1), prefix.shape[0] * n_last, cuda.gridsize(1)):
@@ -497,16 +499,21 @@ def scan_question_sums(qsm_pool_off, pool_ctx, pool_off, stage_indep, n_stages, 
             acc = 0.0
             for r in range(n_rep):
                 ctx = np.int64(0)
+                pre = 1.0 if rule != RULE_MEAN else 0.0
                 for s in range(last):
                     j = prefix[i, s]
                     ms = ch_model[s, j]
                     p, fb = locate(qsm_pool_off, pool_ctx, pool_off, stage_indep, n_stages, n_models, q, s, ms, ctx)
                     row = pool_row[p]
                     n = min(ch_count[s, j], pool_off[p + 1] - pool_off[p])
-                    ctx = memo_ans[row_base[row] + r * row_nmax[row] + n - 1]
+                    o = row_base[row] + r * row_nmax[row] + n - 1
+                    ctx = memo_ans[o]
+                    if rule != RULE_LAST:
+                        pre = rule_step(rule, pre, memo_score[o])
                 p, fb = locate(qsm_pool_off, pool_ctx, pool_off, stage_indep, n_stages, n_models, q, last, m, ctx)
                 row = pool_row[p]
-                acc += memo_score[row_base[row] + r * row_nmax[row] - 1 + min(cnt, pool_off[p + 1] - pool_off[p])]
+                o = row_base[row] + r * row_nmax[row] - 1 + min(cnt, pool_off[p + 1] - pool_off[p])
+                acc += rule_end(rule, pre, memo_score[o], n_stages)
             x = acc / n_rep
             d = x - ref_q[qi]
             t1 += x

@@ -20,7 +20,7 @@ def cli():
     collect import autotts DIR --out traces/aime24   convert the AutoTTS release format
     collect simulate 2wiki --out traces/sim-2wiki    a synthetic multi-stage store
     collect live-check STORE -c CONFIG --base-url U  run configs live, compare with their replay
-    collect live --spec spec.json --data Q --out DIR  run an exported allocation on new questions
+    collect live --spec out/spec.json --data Q --out DIR  run an exported allocation on new questions
     """
 
 
@@ -418,8 +418,8 @@ def live_cmd(spec_file, data, out, backend, base_url, api_key, limit, repeats, s
     95% interval over questions, and tokens per question.
 
     \b
-    replay export traces/tiny-real-numseq -c SmolLM2-135M-Instruct:4,gemma-3-270m:2 --out spec.json
-    collect live --spec spec.json --data new.jsonl --base-url http://127.0.0.1:8080/v1 --out out/live
+    replay export traces/tiny-real-numseq -c SmolLM2-135M-Instruct:4,gemma-3-270m:2 --out out/spec.json
+    collect live --spec out/spec.json --data new.jsonl --base-url http://127.0.0.1:8080/v1 --out out/live
 
     Each stage draws the spec's sample count from its model with the collection's temperature
     and max_tokens, the task's prompts and parser, and the spec's aggregation (docs/collect.md).

@@ -31,7 +31,7 @@ def cli():
     replay compare traces/aime24 Qwen3-8B:8 Qwen3-8B:64 Qwen3-4B:16
     replay sweep traces/aime24 --out sweep.parquet
     replay curve traces/aime24 --out curve.png
-    replay export traces/aime24 -c Qwen3-8B:8 --out spec.json     (a pipeline spec: docs/spec-format.md)
+    replay export traces/aime24 -c Qwen3-8B:8 --out out/spec.json     (a pipeline spec: docs/spec-format.md)
 
     A config is MODEL:SAMPLES per stage, comma-separated in stage order
     ('Llama-70B:1,Llama-3B:16'), or with stage names ('retrieve=Llama-70B:1,answer=Llama-3B:16').

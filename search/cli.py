@@ -53,7 +53,7 @@ def cli():
     search --replay traces/aime24 --searcher rules --seeds 0-9  repeat over seeds, mean and spread
     search compare out/search/aime24/bo-s0 out/search/aime24/rules-s0 --out out/cmp.png
     search sweep benchmarks/sweeps/paper.yaml                   a grid of searches, one report
-    search export out/search/aime24/bo-s0/summary.json --out spec.json   the pick as a runnable spec
+    search export out/search/aime24/bo-s0/summary.json --out out/spec.json   the pick as a runnable spec
     search --replay traces/aime24 --space controller --controller probe --model Qwen3-8B \\
         --budget-tokens 150000 --searcher bo --trials 30     a controller's parameters
     search --replay traces/aime24 --space program --model Qwen3-1.7B --searcher discover \\
@@ -400,7 +400,7 @@ def export_cmd(summary, out, store, replicates, seed):
     that `collect live --spec` runs on new questions (docs/spec-format.md).
 
     \b
-    search export out/search/tiny-real-numseq/bo-s0/summary.json --out spec.json
+    search export out/search/tiny-real-numseq/bo-s0/summary.json --out out/spec.json
     """
     from replay.clitools import check_count
     from replay.spec.cli import describe

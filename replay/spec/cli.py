@@ -50,8 +50,8 @@ def export(store, config, frontier, budget, split, out, replicates, seed):
     """Write an allocation as a pipeline spec that `collect live --spec` runs on new questions.
 
     \b
-    replay export traces/tiny-real-numseq -c SmolLM2-135M-Instruct:4,gemma-3-270m:2 --out spec.json
-    replay export STORE --from-frontier frontier.parquet --budget 2 --out spec.json
+    replay export traces/tiny-real-numseq -c SmolLM2-135M-Instruct:4,gemma-3-270m:2 --out out/spec.json
+    replay export STORE --from-frontier out/frontier/STORE/frontier.parquet --budget 2 --out out/spec.json
 
     The spec (docs/spec-format.md) holds per stage the model and its backend id, the sample
     count, the aggregation and the prompt style; the task; the collection's sampling settings;

@@ -446,31 +446,39 @@ def evaluate_graphs(store, graphs: Iterable, *, questions=None, replicates: int 
     sd = per_q.std(axis=1, ddof=1) if Q > 1 else np.zeros(len(gs))
     ends = ((per_q <= 0.0) | (per_q >= 1.0)).mean(axis=1)
     ci_lo, ci_hi = intervals(per_q.mean(axis=1), sd, Q, bounds=bounds, at_ends=ends)
+    # every graph's figures at once (row sums and row std: the same numbers as row by row, in
+    # a fraction of the time of 256 small NumPy calls per figure), then plain floats per graph
+    score = (sums.score_q.sum(axis=1) / n).tolist()
+    tokens = (sums.tokens_q.sum(axis=1) / n).tolist()
+    flops_sum = sums.flops_q.sum(axis=1)
+    flops = (flops_sum / n).tolist()
+    units_all = (flops_sum / n / float(unit)).tolist()
+    latency_all = (sums.latency_q.sum(axis=1) / n).tolist()
+    stderr_all = ((sums.score_r / Q).std(axis=1, ddof=1) / math.sqrt(R)).tolist() if R > 1 else [math.nan] * len(gs)
+    per_tok = sums.tokens_q / R
+    per_lat = sums.latency_q / R
+    node_means = (sums.node / n).tolist()
+    two_params = [2.0 * float(p) for p in params]
+    ci_lo, ci_hi = ci_lo.tolist(), ci_hi.tolist()
     for b, g in enumerate(gs):
-        units = float(sums.flops_q[b].sum()) / n / float(unit)
-        latency = float(sums.latency_q[b].sum()) / n
         exp_units, exp_latency = expected[b]
         feasible = within_budget(exp_units, budget) and (
             latency_limit is None or exp_latency <= latency_limit * (1 + 1e-9))
-        rep_means = sums.score_r[b] / Q
-        stderr = float(rep_means.std(ddof=1) / math.sqrt(R)) if R > 1 else math.nan
         nodes = []
         for node in g.nodes:
-            s = sums.node[u]
-            tk = float(s[1]) / n
+            s_score, tk, s_lat, s_fell = node_means[u]
             nodes.append(NodeResult(node.name, node.role, node.model, node.samples,
-                                    score=float(s[0]) / n if feasible else math.nan, tokens=tk,
-                                    flops=2.0 * float(params[models[node.model]]) * tk, latency=float(s[2]) / n,
-                                    fallback_rate=float(s[3]) / n))
+                                    score=s_score if feasible else math.nan, tokens=tk,
+                                    flops=two_params[models[node.model]] * tk, latency=s_lat, fallback_rate=s_fell))
             u += 1
         out.append(GraphResult(
-            graph=g, score=float(sums.score_q[b].sum()) / n if feasible else math.nan,
-            stderr=stderr if feasible else math.nan, feasible=feasible, tokens=float(sums.tokens_q[b].sum()) / n,
-            flops=float(sums.flops_q[b].sum()) / n, units=units, latency=latency, budget=budget,
+            graph=g, score=score[b] if feasible else math.nan,
+            stderr=stderr_all[b] if feasible else math.nan, feasible=feasible, tokens=tokens[b],
+            flops=flops[b], units=units_all[b], latency=latency_all[b], budget=budget,
             latency_limit=latency_limit, nodes=tuple(nodes), n_questions=Q, replicates=R, seed=seed,
-            per_question=sums.score_q[b] / R if feasible else None, per_question_tokens=sums.tokens_q[b] / R,
-            per_question_latency=sums.latency_q[b] / R,
-            ci_lo=float(ci_lo[b]) if feasible else math.nan, ci_hi=float(ci_hi[b]) if feasible else math.nan,
+            per_question=per_q[b] if feasible else None, per_question_tokens=per_tok[b],
+            per_question_latency=per_lat[b],
+            ci_lo=ci_lo[b] if feasible else math.nan, ci_hi=ci_hi[b] if feasible else math.nan,
             score_bounds=bounds, expected_units=exp_units, expected_latency=exp_latency))
     return out
 

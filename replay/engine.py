@@ -47,10 +47,10 @@ _largest_pool = largest_pool  # the name search/ and older code import
 def plain_numbers(obj) -> None:
     """Replace NumPy scalars in a frozen dataclass's fields by Python numbers (a result prints
     `units=24.4`, not `units=np.float64(24.4)`, and serialises as any float); arrays stay."""
-    for name in obj.__dataclass_fields__:
-        v = getattr(obj, name)
-        if isinstance(v, np.generic):
-            object.__setattr__(obj, name, v.item())
+    values = getattr(obj, "__dict__", None)  # the fields' values (a batch makes thousands of results)
+    items = values.items() if values is not None else ((n, getattr(obj, n)) for n in obj.__dataclass_fields__)
+    for name, v in [(n, v) for n, v in items if isinstance(v, np.generic)]:
+        object.__setattr__(obj, name, v.item())
 
 
 @dataclass(frozen=True)

@@ -346,10 +346,32 @@ def test_engine_splits_each_endpoints_bound_and_builds_vllm_engines(monkeypatch)
     assert seen[1]["gpu_memory_utilization"] == 0.8 and seen[1]["seed"] == 3 and seen[1]["model"] == "tiny-1B"
 
 
-def test_vllm_actors_need_the_gpus_they_ask_for(world, ray_local):
+def test_vllm_actors_need_the_gpus_they_ask_for(world, ray_local, monkeypatch):
+    import collect.backends.vllm_backend as vb
+
+    monkeypatch.setattr(vb, "vllm_device", lambda: "cuda")  # a GPU build of vLLM (none here)
     vllm = Engine("vllm", vllm=(("tensor_parallel_size", 2),))
     with pytest.raises(InputError, match="the Ray cluster has 0 GPUs, an actor needs 2"):
         run_collection_ray(settings(world, "nogpu"), vllm, progress=False, log=lambda s: None)
     with pytest.raises(InputError, match="exceed the cluster's 0 GPUs"):
         run_collection_ray(settings(world, "nogpu"), vllm, options=RayOptions(actors=1), progress=False,
                            log=lambda s: None)
+
+
+def test_vllm_cpu_build_actors_ask_ray_for_no_gpu(world, ray_local, monkeypatch):
+    """The driver sees a CPU build of vLLM (simulated in this process): the actor asks Ray for
+    no GPU, so it starts on this GPU-less cluster instead of being refused (or waiting), and one
+    actor is the default. Its engine then fails to load in the actor (no vLLM there, or no such
+    model): one BackendError line, not a hang. The real engine: test_vllm_on_ray_real_engine."""
+    import collect.backends.vllm_backend as vb
+
+    monkeypatch.setattr(vb, "vllm_device", lambda: "cpu")
+    cpu = Engine("vllm", vllm=(("tensor_parallel_size", 1), ("gpu_memory_utilization", 0.1)), device="cpu")
+    assert cpu.gpus_per_actor == 0.0 and cpu.describe(0, 1) == "vllm, CPU"
+    logs = []
+    with pytest.raises(BackendError, match="vLLM"):
+        run_collection_ray(settings(world, "cpubuild"), Engine("vllm", vllm=cpu.vllm), progress=False,
+                           log=logs.append)
+    assert any("CPU build" in s and "no GPU" in s for s in logs), logs
+    prog = json.loads((world["tmp"] / "cpubuild.partial" / "progress.json").read_text())
+    assert [a["engine"] for a in prog["actors"]] == ["vllm, CPU"], prog["actors"]

@@ -4,7 +4,8 @@ The questions are cut into blocks (`--block`, default `--batch-size` questions).
 is the missing pools of one (stage, model, block), plus the block's missing stored fusions on an
 `llm_fuse` stage; an actor runs it with one engine (`worker.py`): a vLLM engine on its own
 share of GPUs (num_gpus = tensor parallel size: tensor parallel inside an actor, data parallel
-across actors) or an OpenAI-compatible client bound to one of the endpoints. The driver (this
+across actors; none when the driver's vLLM is a CPU build) or an OpenAI-compatible client bound
+to one of the endpoints. The driver (this
 module) plans and schedules:
 
 * A block's later stage starts as soon as every model's pools (and fusions) of that block at

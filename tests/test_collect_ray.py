@@ -346,10 +346,77 @@ def test_engine_splits_each_endpoints_bound_and_builds_vllm_engines(monkeypatch)
     assert seen[1]["gpu_memory_utilization"] == 0.8 and seen[1]["seed"] == 3 and seen[1]["model"] == "tiny-1B"
 
 
-def test_vllm_actors_need_the_gpus_they_ask_for(world, ray_local):
+def test_vllm_actors_need_the_gpus_they_ask_for(world, ray_local, monkeypatch):
+    import collect.backends.vllm_backend as vb
+
+    monkeypatch.setattr(vb, "vllm_device", lambda: "cuda")  # a GPU build of vLLM (none here)
     vllm = Engine("vllm", vllm=(("tensor_parallel_size", 2),))
     with pytest.raises(InputError, match="the Ray cluster has 0 GPUs, an actor needs 2"):
         run_collection_ray(settings(world, "nogpu"), vllm, progress=False, log=lambda s: None)
     with pytest.raises(InputError, match="exceed the cluster's 0 GPUs"):
         run_collection_ray(settings(world, "nogpu"), vllm, options=RayOptions(actors=1), progress=False,
                            log=lambda s: None)
+
+
+def test_vllm_cpu_build_actors_ask_ray_for_no_gpu(world, ray_local, monkeypatch):
+    """The driver sees a CPU build of vLLM (simulated in this process): the actor asks Ray for
+    no GPU, so it starts on this GPU-less cluster instead of being refused (or waiting), and one
+    actor is the default. Its engine then fails to load in the actor (no vLLM there, or no such
+    model): one BackendError line, not a hang. The real engine: test_vllm_on_ray_real_engine."""
+    import collect.backends.vllm_backend as vb
+
+    monkeypatch.setattr(vb, "vllm_device", lambda: "cpu")
+    cpu = Engine("vllm", vllm=(("tensor_parallel_size", 1), ("gpu_memory_utilization", 0.1)), device="cpu")
+    assert cpu.gpus_per_actor == 0.0 and cpu.describe(0, 1) == "vllm, CPU"
+    logs = []
+    with pytest.raises(BackendError, match="vLLM"):
+        run_collection_ray(settings(world, "cpubuild"), Engine("vllm", vllm=cpu.vllm), progress=False,
+                           log=logs.append)
+    assert any("CPU build" in s and "no GPU" in s for s in logs), logs
+    prog = json.loads((world["tmp"] / "cpubuild.partial" / "progress.json").read_text())
+    assert [a["engine"] for a in prog["actors"]] == ["vllm, CPU"], prog["actors"]
+
+
+@pytest.mark.vllm
+def test_vllm_on_ray_real_engine(tmp_path, capsys):
+    """Opt-in (`pytest -m vllm`, needs vLLM; the CPU build works): `collect run --backend vllm
+    --ray local --actors 2` on a tiny random Llama and the aime fixture, each actor holding a
+    real vLLM engine, writes the serial `collect run --backend vllm` run's tables byte for byte,
+    and the completions' texts (kept with --keep-raw) are the serial run's, sample by sample:
+    every pool is drawn with its own seed, the blocks are cut as the serial run's batches. Three
+    engine starts (one serial, two actors at once), about 6 minutes on two cores."""
+    pytest.importorskip("vllm")
+    from collect.backends.vllm_backend import vllm_device
+    from test_collect_run import FIXTURES, _tiny_llama
+
+    model = tmp_path / "tiny-llama-5M"
+    _tiny_llama(model)
+    common = ["run", "--task", "aime", "--data", str(FIXTURES / "aime" / "aime.jsonl"), "--limit", "3",
+              "--models", str(model), "--samples", "4", "--max-tokens", "12", "--batch-size", "2", "--keep-raw",
+              "--backend", "vllm", "--gpu-memory-utilization", "0.1", "--max-model-len", "512", "--quiet"]
+    code, _, err = run_cli(common + ["--out", str(tmp_path / "serial")], capsys)
+    assert code == 0, err
+    code, out, err = run_cli(common + ["--out", str(tmp_path / "ray"), "--ray", "local", "--actors", "2"], capsys)
+    assert code == 0, err
+    print(out, err)
+    cpu = vllm_device() == "cpu"
+    assert ("CPU build" in err) == cpu
+    tables = [t for t in TABLES if (tmp_path / "serial" / t).exists()]
+    assert "samples.parquet" in tables and tables == [t for t in TABLES if (tmp_path / "ray" / t).exists()]
+    for t in tables:
+        assert (tmp_path / "ray" / t).read_bytes() == (tmp_path / "serial" / t).read_bytes(), t
+
+    def texts(name):  # every completion, from the kept shards (cut by batch serially, by unit on Ray)
+        df = pl.concat([pl.read_parquet(p) for p in sorted((tmp_path / f"{name}.raw").glob("shard-*.parquet"))])
+        return df.sort("question_id", "sample_index").select("question_id", "sample_index", "text", "finish_reason",
+                                                               "completion_tokens")
+
+    serial, ray = texts("serial"), texts("ray")
+    assert serial.height == 3 * 4 and serial["completion_tokens"].is_between(1, 12).all()
+    assert serial.equals(ray)
+    # the seed matters: a pool's four samples are not all one text (else equality would say little)
+    assert (serial.group_by("question_id").agg(pl.col("text").n_unique())["text"] > 1).all()
+    print(serial)
+    ray_info = json.loads((tmp_path / "ray" / "manifest.json").read_text())["provenance"]["backend"]["ray"]
+    assert ray_info["actors"] == 2 and ray_info["units"] == 2 and ray_info["actor_restarts"] == 0
+    assert ray_info["device"] == ("cpu" if cpu else "cuda") and ray_info["duplicate_pools_dropped"] == 0

@@ -27,6 +27,16 @@ def samples_from_request_outputs(outputs: Sequence[Any]) -> list[list[Sample]]:
     return result
 
 
+def vllm_device() -> str | None:
+    """The device the installed vLLM build runs on in this process ('cuda', 'cpu', 'rocm', ...),
+    or None when vLLM is not importable here (a Ray driver need not have it)."""
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:
+        return None
+    return str(current_platform.device_type or "") or None
+
+
 class VLLMBackend:
     exclusive = True  # holds the GPU: closed before the next model loads
 

@@ -4,7 +4,8 @@ The questions are cut into blocks (`--block`, default `--batch-size` questions).
 is the missing pools of one (stage, model, block), plus the block's missing stored fusions on an
 `llm_fuse` stage; an actor runs it with one engine (`worker.py`): a vLLM engine on its own
 share of GPUs (num_gpus = tensor parallel size: tensor parallel inside an actor, data parallel
-across actors) or an OpenAI-compatible client bound to one of the endpoints. The driver (this
+across actors; none when the driver's vLLM is a CPU build) or an OpenAI-compatible client bound
+to one of the endpoints. The driver (this
 module) plans and schedules:
 
 * A block's later stage starts as soon as every model's pools (and fusions) of that block at
@@ -164,6 +165,8 @@ def run_collection_ray(settings: RunSettings, engine: Engine, *, options: RayOpt
         run_info = {"address": options.address, "actors": driver.n_actors, "block": driver.block_size,
                     "units": driver.units_done, "actor_restarts": driver.restarts,
                     "duplicate_pools_dropped": driver.duplicates}
+        if driver.engine.kind == "vllm":
+            run_info["device"] = driver.engine.device  # 'cpu': actors asked Ray for no GPU
         st = dataclasses.replace(settings, backend_options={**settings.backend_options, "ray": run_info})
         path = write_collected_store(st, task, records, splits, rows, fusions, coverage, driver.drawn,
                                      ckpt.resumed_pools, time.time() - t0)
@@ -374,7 +377,16 @@ class _Driver:
         else:
             self._ray_started = init_ray(opts.address)
         res = ray.cluster_resources()
+        if eng.kind == "vllm" and eng.device != "cpu":
+            from ..backends.vllm_backend import vllm_device
+
+            if vllm_device() == "cpu":  # vLLM's CPU build: asking Ray for GPUs would find none
+                eng = self.engine = dataclasses.replace(eng, device="cpu")
+                self.log("vLLM here is a CPU build: each actor asks Ray for no GPU; its engine takes "
+                         "--gpu-memory-utilization of its node's memory")
         gpus_each = eng.gpus_per_actor
+        if want is None and eng.kind == "vllm" and eng.device == "cpu":
+            want = 1  # engines share the node's memory: more only when asked (--actors)
         if want is None:
             if eng.kind == "vllm":
                 want = int(res.get("GPU", 0) // max(gpus_each, 1e-9))

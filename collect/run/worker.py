@@ -44,6 +44,9 @@ class Engine:
         prompt_styles: {model name: 'chat' | 'completion'}.
         vllm: vllm: keyword arguments of `VLLMBackend` (tensor_parallel_size, gpu_memory_utilization,
             max_model_len, seed).
+        device: vllm: the device of the vLLM build ('cuda' unless the driver found a CPU build:
+            then an actor asks Ray for no GPU, and its engine takes gpu_memory_utilization of its
+            node's memory for the KV cache).
     """
 
     kind: str
@@ -54,10 +57,13 @@ class Engine:
     timeout: float = 600.0
     prompt_styles: tuple[tuple[str, str], ...] = ()
     vllm: tuple[tuple[str, object], ...] = ()
+    device: str = "cuda"
 
     @property
     def gpus_per_actor(self) -> float:
-        return float(dict(self.vllm).get("tensor_parallel_size", 1)) if self.kind == "vllm" else 0.0
+        if self.kind != "vllm" or self.device == "cpu":
+            return 0.0
+        return float(dict(self.vllm).get("tensor_parallel_size", 1))
 
     def endpoint_of(self, slot: int) -> int:
         return slot % max(1, len(self.base_urls))
@@ -89,7 +95,7 @@ class Engine:
 
     def describe(self, slot: int, actors: int) -> str:
         if self.kind == "vllm":
-            return f"vllm, {self.gpus_per_actor:g} GPU"
+            return "vllm, CPU" if self.device == "cpu" else f"vllm, {self.gpus_per_actor:g} GPU"
         from replay.redact import redact_url
 
         e = self.endpoint_of(slot)

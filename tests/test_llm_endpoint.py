@@ -1,7 +1,7 @@
 """The LLM client and consult loop against a misbehaving endpoint (a scripted local server):
 responses that are not the API's, oversized answers, context overflow, structured outputs,
 credentials in the base URL, a server that comes back at another address, and what the LLM
-contributed as the summaries show it. Store: the small SYNTHETIC store of test_llm_searchers.
+contributed as the summaries show it. Store: the small SYNTHETIC store of tests/llmkit.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from search.searchers.agenttts import AgentTTSSearcher
 
 from clikit import run_main
 from llm_server import Fail, Raw, ScriptedLLMServer
-from test_llm_searchers import LARGE, SMALL, answer, build_store, drive, expected_insight1_plan, user_text
+from llmkit import LARGE, SMALL, answer, drive, expected_insight1_plan, user_text
+from llmkit import no_env, server, space, store, store_path  # noqa: F401 (the fixtures)
 
 OVERFLOW = ("This model's maximum context length is 2048 tokens. However, you requested 2731 tokens "
             "(2475 in the messages, 256 in the completion). Please reduce the length of the messages.")
@@ -31,37 +32,6 @@ NOT_API = {
     "no_choices": Raw(json.dumps({"id": "c1", "object": "chat.completion", "model": "m"}).encode()),
     "empty_choices": Raw(json.dumps({"id": "c1", "object": "chat.completion", "model": "m", "choices": []}).encode()),
 }
-
-
-@pytest.fixture(scope="module")
-def store_path(tmp_path_factory):
-    return build_store(tmp_path_factory.mktemp("llm-endpoint") / "sim-llm-test")
-
-
-@pytest.fixture(scope="module")
-def store(store_path):
-    import replay
-
-    return replay.open(store_path)
-
-
-@pytest.fixture(scope="module")
-def space(store):
-    from search.spaces.config import ConfigSpace
-
-    return ConfigSpace.from_store(store)
-
-
-@pytest.fixture
-def server():
-    with ScriptedLLMServer() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def no_env(monkeypatch):
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
 
 
 def settings(server, **kw) -> LLMSettings:

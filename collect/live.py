@@ -173,21 +173,36 @@ def run_chain(task, steps: Sequence[ChainStep], runs: Sequence[tuple[str, int]],
         prompts = [stage_prompt(task, step.style, step.stage, records[run[0]], ctxs[run]) for run in runs]
         seeds = [seed_for(si, step, run, ctxs[run]) for run in runs]
         say(f"stage {step.stage}, {step.model} x {step.samples}, {len(runs)} runs")
-        out = backend(step.model).generate(prompts, step.samples, temperature, max_tokens, seeds)
-        if len(out) != len(runs):
-            raise BackendError(f"backend for {step.model!r}", f"returned {len(out)} results for {len(runs)} prompts")
+        out = generate_checked(backend(step.model), step.model, prompts, step.samples, temperature, max_tokens, seeds)
         for run, samples in zip(runs, out):
-            if len(samples) != step.samples:
-                raise BackendError(f"backend for {step.model!r}", "returned the wrong number of samples")
-            rec = records[run[0]]
-            parsed = [task.parse(step.stage, s.text, rec) for s in samples]
-            scores = task.score_many(step.stage, parsed, rec)
-            upstream[run] = aggregate(step.aggregation, parsed, scores)
+            _, upstream[run], n_tokens = take_samples(task, step.stage, step.aggregation, samples, records[run[0]])
             answers[run].append(upstream[run])
             texts[run].append([s.text for s in samples])
-            tokens[run] += int(samples[0].prompt_tokens) + sum(int(s.completion_tokens) for s in samples)
+            tokens[run] += n_tokens
             calls += len(samples)
     return ChainRun(answers=answers, tokens=tokens, samples=texts, calls=calls)
+
+
+def generate_checked(backend: Backend, model: str, prompts: list, n: int, temperature: float, max_tokens: int,
+                     seeds: list[int]) -> list:
+    """`backend.generate`, checked: one result per prompt and `n` samples in each, else a
+    BackendError naming the model (a live run must not score what it did not ask for)."""
+    out = backend.generate(prompts, n, temperature, max_tokens, seeds)
+    if len(out) != len(prompts):
+        raise BackendError(f"backend for {model!r}", f"returned {len(out)} results for {len(prompts)} prompts")
+    if any(len(samples) != n for samples in out):
+        raise BackendError(f"backend for {model!r}", "returned the wrong number of samples")
+    return out
+
+
+def take_samples(task, stage: str, aggregation: str, samples: list, record) -> tuple[list, str, int]:
+    """One run's samples of one call, as replay takes them: parsed and scored by the task, then
+    aggregated; returns the parsed answers, the aggregated answer and the call's tokens (the
+    prompt once plus every completion)."""
+    parsed = [task.parse(stage, s.text, record) for s in samples]
+    scores = task.score_many(stage, parsed, record)
+    n_tokens = int(samples[0].prompt_tokens) + sum(int(s.completion_tokens) for s in samples)
+    return parsed, aggregate(aggregation, parsed, scores), n_tokens
 
 
 def live_check(store, configs: Sequence[str], make_backend: Callable[[str, str], Backend], *,

@@ -32,11 +32,10 @@ from typing import Callable
 
 import numpy as np
 
-from replay.errors import BackendError, InputError
+from replay.errors import InputError
 
 from .backends import Backend
-from .live import ChainStep, bootstrap_ci, run_chain
-from .run.expansion import aggregate
+from .live import ChainStep, bootstrap_ci, generate_checked, run_chain, take_samples
 from .run.settings import pool_seed
 
 LIVE_AGGREGATIONS = ("majority_vote", "set_vote", "best_score")  # llm_fuse stages are fusion calls, not run here
@@ -220,21 +219,15 @@ def _run_graph(task, spec, runs, records, get_backend, seed_for, say):
                 prompts.append(task.role_prompt(node.role, rec, shown))
             seeds.append(seed_for(ni, f"{node.role}/{node.name}", node.model, run, keys[run]))
         say(f"node {node.name} ({node.role}), {node.model} x {node.samples}, {len(runs)} runs")
-        out = get_backend(node.model).generate(prompts, node.samples, spec.sampling.temperature,
-                                               spec.sampling.max_tokens, seeds)
-        if len(out) != len(runs):
-            raise BackendError(f"backend for {node.model!r}", f"returned {len(out)} results for {len(runs)} prompts")
+        out = generate_checked(get_backend(node.model), node.model, prompts, node.samples, spec.sampling.temperature,
+                               spec.sampling.max_tokens, seeds)
         for run, samples in zip(runs, out):
-            if len(samples) != node.samples:
-                raise BackendError(f"backend for {node.model!r}", "returned the wrong number of samples")
-            rec = records[run[0]]
-            parsed = [task.parse(node.role, s.text, rec) for s in samples]
-            scores = task.score_many(node.role, parsed, rec)
-            node_answer[run][node.name] = aggregate(node.aggregation, parsed, scores)
+            parsed, node_answer[run][node.name], n_tokens = take_samples(task, node.role, node.aggregation, samples,
+                                                                         records[run[0]])
             if node.role == "solve":
                 for a, s in zip(parsed, samples):
                     reps[run].setdefault(a, s.text)
-            tokens[run] += int(samples[0].prompt_tokens) + sum(int(s.completion_tokens) for s in samples)
+            tokens[run] += n_tokens
             calls += len(samples)
     answers = {run: [node_answer[run][n.name] for n in spec.nodes] for run in runs}
     final = {run: majority([node_answer[run][o] for o in spec.output]) for run in runs}

@@ -24,12 +24,15 @@ from __future__ import annotations
 import argparse
 import time
 import types
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 import replay
-from replay.controllers import Setting, step_arrays
+from replay.aggregation import majority
+from replay.controllers import Advance, Answer, Open, Prune, Setting, step_arrays
+from replay.controllers.builtin import majority_confidence
 from replay.controllers.base import run_episodes
 from replay.controllers.reference import run_reference_episodes
 from search.discovery.evaluate import Context, Program, run_program
@@ -39,66 +42,52 @@ from search.discovery.seeds import SEEDS
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# The probe seed as first written: it recounts every vote each round (Counter, sorted). Same
-# decisions as SEEDS["probe"], which counts votes as chains finish.
-PROBE_RECOUNT = '''\
-from collections import Counter
-
-from replay.controllers import ScriptedController, Param, Open, Advance, Prune, Answer, lerp
-from replay.controllers.builtin import majority_confidence
-
-
-def vote(answers):
-    counts = Counter(answers)
-    top = max(counts.values())
-    return next(a for a in answers if counts[a] == top)
-
-
-class ProbeRecount(ScriptedController):
-    name = "probe-recount"
-    params = (Param("width", 1, 64, integer=True, default=4), Param("patience", 1, 1000, integer=True, default=24),
-              Param("threshold", 0.5, 1.0, default=0.95), Param("max_samples", 1, 128, integer=True, default=64))
-
-    @classmethod
-    def beta_params(cls, beta):
-        return {"width": lerp(2, 8, beta, integer=True), "patience": lerp(6, 48, beta, integer=True),
-                "threshold": 1.0 - 0.5 * 10.0 ** (-3.0 * beta), "max_samples": lerp(8, 64, beta, integer=True)}
-
-    def script(self, ep):
-        cap = min(self.max_samples, ep.pool_size)
-        against = {}
-        for _ in range(min(self.width, cap)):
-            yield Open()
-        while ep.running():
-            yield Advance(ep.running())
-            votes = [ep.final[i] for i in ep.active() if ep.finished[i]]
-            leader, v1 = None, 0
-            if votes:
-                leader = vote(votes)
-                top = sorted(Counter(votes).values(), reverse=True)
-                v1, v2 = top[0], (top[1] if len(top) > 1 else 0)
-                if len(votes) >= 2 and majority_confidence(v1, v2) > self.threshold:
-                    yield Answer(leader)
-                    return
-            for i in ep.running():
-                if ep.reading[i] is None:
-                    continue
-                against[i] = against.get(i, 0) + 1 if (v1 >= 2 and ep.reading[i] != leader) else 0
-                if against[i] >= self.patience:
-                    yield Prune(i)
-            for _ in range(min(self.width - len(ep.running()), cap - ep.n_opened)):
-                yield Open()
-        votes = [ep.final[i] for i in ep.active() if ep.finished[i]]
-        yield Answer(vote(votes) if votes else None)
-'''
-
-
 def load(name: str):
-    text = PROBE_RECOUNT if name == "probe-recount" else SEEDS[name]
-    mod = types.ModuleType(f"seed_{name.replace('-', '_')}")
-    exec(compile(text, f"seed_{name}.py", "exec"), mod.__dict__)  # our own seed text, trusted
+    """The seed program `name`'s controller class (our own seed text, trusted: run in-process)."""
+    if name == "probe-recount":
+        return probe_recount(load("probe"))
+    mod = types.ModuleType(f"seed_{name}")
+    exec(compile(SEEDS[name], f"seed_{name}.py", "exec"), mod.__dict__)
     return next(v for v in vars(mod).values() if isinstance(v, type) and v.__module__ == mod.__name__
                 and hasattr(v, "beta_params") and v.__name__ != "ScriptedController")
+
+
+def probe_recount(probe: type) -> type:
+    """The probe seed as first written: the same parameters and decisions as `probe` (the seed's
+    class, which it extends), but it recounts every vote each round (Counter, sorted) where the
+    seed counts votes as chains finish."""
+
+    class ProbeRecount(probe):
+        name = "probe-recount"
+
+        def script(self, ep):
+            cap = min(self.max_samples, ep.pool_size)
+            against = {}
+            for _ in range(min(self.width, cap)):
+                yield Open()
+            while ep.running():
+                yield Advance(ep.running())
+                votes = [ep.final[i] for i in ep.active() if ep.finished[i]]
+                leader, v1 = None, 0
+                if votes:
+                    leader = majority(votes)
+                    top = sorted(Counter(votes).values(), reverse=True)
+                    v1, v2 = top[0], (top[1] if len(top) > 1 else 0)
+                    if len(votes) >= 2 and majority_confidence(v1, v2) > self.threshold:
+                        yield Answer(leader)
+                        return
+                for i in ep.running():
+                    if ep.reading[i] is None:
+                        continue
+                    against[i] = against.get(i, 0) + 1 if (v1 >= 2 and ep.reading[i] != leader) else 0
+                    if against[i] >= self.patience:
+                        yield Prune(i)
+                for _ in range(min(self.width - len(ep.running()), cap - ep.n_opened)):
+                    yield Open()
+            votes = [ep.final[i] for i in ep.active() if ep.finished[i]]
+            yield Answer(majority(votes) if votes else None)
+
+    return ProbeRecount
 
 
 def main() -> None:

@@ -85,6 +85,27 @@ def run_collection(settings: RunSettings, make_backend: Callable[[ModelSpec], Ba
     t0 = time.time()
     settings.check()
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    run = start_run(settings)
+    try:
+        return _run(settings, run.task, run.records, run.splits, run.out, run.ckpt, make_backend, progress, log, t0)
+    finally:
+        run.ckpt.close()
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What a run (serial, or `--ray`: `distributed.py`) starts from; the caller closes `ckpt`."""
+
+    task: Task
+    records: list[Record]
+    splits: list[str]
+    out: Path
+    ckpt: Checkpoint
+
+
+def start_run(settings: RunSettings) -> RunStart:
+    """Load the task's records (cut to `--limit`), assign the splits, refuse an existing store
+    without `--force`, and open the checkpoint (new, or the partial run to resume)."""
     task: Task = get_task(settings.task)
     if settings.graph:
         task = GraphTask(task)  # the roles solve, refine, aggregate as its stages (graph.py)
@@ -97,11 +118,8 @@ def run_collection(settings: RunSettings, make_backend: Callable[[ModelSpec], Ba
     if out.exists() and not settings.force:
         # checked before drawing anything: a collection costs GPU hours
         raise InputError(out, "already exists (use --force to replace it)")
-    ckpt = _checkpoint(settings, task, records, data, out)
-    try:
-        return _run(settings, task, records, splits, out, ckpt, make_backend, progress, log, t0)
-    finally:
-        ckpt.close()
+    return RunStart(task=task, records=records, splits=splits, out=out,
+                    ckpt=_checkpoint(settings, task, records, data, out))
 
 
 def _run(settings: RunSettings, task: Task, records: list[Record], splits: list[str], out: Path, ckpt: Checkpoint,

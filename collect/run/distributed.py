@@ -50,7 +50,6 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -59,9 +58,9 @@ import polars as pl
 from replay import schema as S
 from replay.errors import BackendError, InputError, ToolError
 
-from ..tasks import Record, Task, get_task
+from ..tasks import Record, Task
 from .checkpoint import FUSION_SCHEMA, SHARD_SCHEMA, Checkpoint, atomic_write_text, read_shards
-from .collection import RunResult, _checkpoint, assign_splits, retire_checkpoint
+from .collection import RunResult, retire_checkpoint, start_run
 from .expansion import expand_questions
 from .output import write_collected_store
 from .settings import RunSettings
@@ -136,16 +135,8 @@ def run_collection_ray(settings: RunSettings, engine: Engine, *, options: RayOpt
         raise InputError("--backend", f"unknown backend {engine.kind!r}")
     if engine.kind == "openai" and len(engine.concurrency) != len(engine.base_urls):
         raise InputError("--concurrency", f"{len(engine.concurrency)} bounds for {len(engine.base_urls)} endpoints")
-    task: Task = get_task(settings.task)
-    data = Path(settings.data)
-    records = task.load(data)
-    if settings.limit is not None:
-        records = records[: settings.limit]
-    splits = assign_splits(records, settings.train, settings.seed, data)
-    out = Path(settings.out)
-    if out.exists() and not settings.force:
-        raise InputError(out, "already exists (use --force to replace it)")
-    ckpt = _checkpoint(settings, task, records, data, out)
+    run = start_run(settings)
+    task, records, splits, out, ckpt = run.task, run.records, run.splits, run.out, run.ckpt
     try:
         driver = _Driver(settings, engine, options, task, records, ckpt, progress, log)
         if ckpt.resumed_pools:
@@ -250,23 +241,9 @@ class _Driver:
         """Take finished pools (and fusions) once each; returns the new pools."""
         new_pools = 0
         if rows.height:
-            # one copy of each sample (an orphan could have published a pool twice)
-            rows = rows.unique(POOL_KEY + ["sample_index"], keep="first", maintain_order=True)
-            keys = _pool_keys(rows)
-            dup = keys & self.done
-            if dup:
-                self.duplicates += len(dup)
-                drop = pl.DataFrame(list(dup), schema={k: pl.String for k in POOL_KEY}, orient="row")
-                rows = rows.join(drop, on=POOL_KEY, how="anti")
-                keys -= dup
-            self.done |= keys
+            rows, keys = self._keep_once(rows, self.done, "sample_index")
             new_pools = len(keys)
-            rows = rows.with_columns(pl.col("question_id").replace_strict(self.block_of, default=-1,
-                                                                          return_dtype=pl.Int64).alias("_block"))
-            for (stage, b), part in rows.partition_by(["stage", "_block"], as_dict=True).items():
-                if b < 0 or stage not in self.stage_index:
-                    continue  # not a question or stage of this run (cannot happen on a matching fingerprint)
-                self.rows[(self.stage_index[stage], b)].append(part.drop("_block"))
+            self._file_by_block(rows, self.rows)
             for (stage, model), part in rows.partition_by(["stage", "model"], as_dict=True).items():
                 ln = self.lines.get((stage, model))
                 if ln is not None:
@@ -281,23 +258,35 @@ class _Driver:
                     actor.samples += rows.height
                     actor.completion_tokens += int(rows["completion_tokens"].sum())
         if fusions.height:
-            fusions = fusions.unique(POOL_KEY + ["subset"], keep="first", maintain_order=True)
-            keys = _pool_keys(fusions)
-            dup = keys & self.fused
-            if dup:
-                self.duplicates += len(dup)
-                drop = pl.DataFrame(list(dup), schema={k: pl.String for k in POOL_KEY}, orient="row")
-                fusions = fusions.join(drop, on=POOL_KEY, how="anti")
-                keys -= dup
-            self.fused |= keys
-            fusions = fusions.with_columns(pl.col("question_id").replace_strict(self.block_of, default=-1,
-                                                                                return_dtype=pl.Int64).alias("_block"))
-            for (stage, b), part in fusions.partition_by(["stage", "_block"], as_dict=True).items():
-                if b >= 0 and stage in self.stage_index:
-                    self.fusions[(self.stage_index[stage], b)].append(part.drop("_block"))
+            fusions, _ = self._keep_once(fusions, self.fused, "subset")
+            self._file_by_block(fusions, self.fusions)
         if self._bar is not None and new_pools:
             self._bar.update(new_pools)
         return new_pools
+
+    def _keep_once(self, frame: pl.DataFrame, taken: set, item: str) -> tuple[pl.DataFrame, set]:
+        """One copy of each row (pool key + `item`), and only the pools not in `taken`: an
+        orphan actor could have published a pool twice, or after its units were given to
+        another. Adds the new pool keys to `taken` and counts the dropped pools."""
+        frame = frame.unique(POOL_KEY + [item], keep="first", maintain_order=True)
+        keys = _pool_keys(frame)
+        dup = keys & taken
+        if dup:
+            self.duplicates += len(dup)
+            drop = pl.DataFrame(list(dup), schema={k: pl.String for k in POOL_KEY}, orient="row")
+            frame = frame.join(drop, on=POOL_KEY, how="anti")
+            keys -= dup
+        taken |= keys
+        return frame, keys
+
+    def _file_by_block(self, frame: pl.DataFrame, into: dict[tuple[int, int], list[pl.DataFrame]]) -> None:
+        """Append the frame's rows to `into[(stage index, block)]`."""
+        frame = frame.with_columns(pl.col("question_id").replace_strict(self.block_of, default=-1,
+                                                                        return_dtype=pl.Int64).alias("_block"))
+        for (stage, b), part in frame.partition_by(["stage", "_block"], as_dict=True).items():
+            # a question or stage not of this run cannot come with a matching fingerprint
+            if b >= 0 and stage in self.stage_index:
+                into[(self.stage_index[stage], b)].append(part.drop("_block"))
 
     # ---------------------------------------------------------------- the plan
     def _frame(self, store: dict, key, schema) -> pl.DataFrame:

@@ -521,23 +521,35 @@ def run_episode(ctrl: Controller, steps: StepArrays, q: int, r: int, seed: int, 
             if n < limit:
                 ep.apply(Answer())
                 return ep
-    else:
-        decide = ctrl.decide
-        for _ in range(limit):
-            act = decide(ep)
-            try:
-                apply(act)
-            except ControllerError as e:
-                raise _where(e, ctrl, q, r) from None
-            if ep.done:
-                return ep
-    raise ControllerError(f"controller {ctrl.name or type(ctrl).__name__!r}",
-                          f"took {limit} actions without answering on question {q}, replicate {r} (does it loop?)")
+        raise _looped(ctrl, q, r, limit)
+    return play(ctrl, ep, q, r, limit)
+
+
+def play(ctrl: Controller, ep, q: int, r: int, limit: int):
+    """The decide/apply loop of one episode, whatever its class (this engine's `Episode`, the
+    reference's, a recording one): `ctrl` is already reset on `ep`. Returns `ep` once answered;
+    an impossible action, or no answer within `limit` actions, is a ControllerError naming the
+    controller, question and replicate."""
+    decide, apply = ctrl.decide, ep.apply
+    for _ in range(limit):
+        act = decide(ep)
+        try:
+            apply(act)
+        except ControllerError as e:
+            raise _where(e, ctrl, q, r) from None
+        if ep.done:
+            return ep
+    raise _looped(ctrl, q, r, limit)
 
 
 def _where(e: ControllerError, ctrl: Controller, q: int, r: int) -> ControllerError:
     """An impossible action, said with the controller, question and replicate."""
     return ControllerError(f"controller {ctrl.name or type(ctrl).__name__!r}", f"question {q}, replicate {r}: {e.problem}")
+
+
+def _looped(ctrl: Controller, q: int, r: int, limit: int) -> ControllerError:
+    return ControllerError(f"controller {ctrl.name or type(ctrl).__name__!r}",
+                           f"took {limit} actions without answering on question {q}, replicate {r} (does it loop?)")
 
 
 def run_episodes(ctrl: Controller, steps: StepArrays, qidx, *, replicates: int, seed: int, probe_cost: float = 0.0,

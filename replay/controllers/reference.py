@@ -17,7 +17,7 @@ import numpy as np
 
 from ..aggregation import majority
 from ..reference import Stream, draw, stream_start
-from .base import Action, Advance, Answer, Continue, Controller, ControllerError, Open, Probe, Prune, max_actions
+from .base import Action, Advance, Answer, Continue, Controller, ControllerError, Open, Probe, Prune, max_actions, play
 from .steps import StepArrays
 
 
@@ -166,18 +166,8 @@ class ReferenceEpisode:
 def run_reference_episode(ctrl: Controller, steps: StepArrays, q: int, r: int, seed: int, *,
                           probe_cost: float = 0.0) -> ReferenceEpisode:
     ep = ReferenceEpisode(steps, q, r, seed, probe_cost)
-    name = f"controller {ctrl.name or type(ctrl).__name__!r}"
     ctrl.reset(ep)
-    limit = max_actions(steps)
-    for _ in range(limit):
-        act = ctrl.decide(ep)
-        try:
-            ep.apply(act)
-        except ControllerError as e:
-            raise ControllerError(name, f"question {q}, replicate {r}: {e.problem}") from None
-        if ep.done:
-            return ep
-    raise ControllerError(name, f"took {limit} actions without answering on question {q}, replicate {r} (does it loop?)")
+    return play(ctrl, ep, q, r, max_actions(steps))
 
 
 def run_reference_episodes(ctrl: Controller, steps: StepArrays, qidx, *, replicates: int, seed: int,

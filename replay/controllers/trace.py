@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Controller, ControllerError, Episode, max_actions
+from .base import Controller, Episode, max_actions, play
 from .steps import StepArrays
 
 OPEN, CONTINUE, PROBE, PRUNE, ANSWER = 0, 1, 2, 3, 4
@@ -93,17 +93,7 @@ def trace_episode(ctrl: Controller, steps: StepArrays, q: int, r: int, seed: int
     """One episode, recorded (the same loop as base.run_episode, through a TracingEpisode)."""
     ep = TracingEpisode(steps, q, r, seed, probe_cost, max_events=max_events)
     ctrl.reset(ep)
-    limit = max_actions(steps)
-    name = f"controller {ctrl.name or type(ctrl).__name__!r}"
-    for _ in range(limit):
-        act = ctrl.decide(ep)
-        try:
-            ep.apply(act)
-        except ControllerError as e:
-            raise ControllerError(name, f"question {q}, replicate {r}: {e.problem}") from None
-        if ep.done:
-            return ep
-    raise ControllerError(name, f"took {limit} actions without answering on question {q}, replicate {r} (does it loop?)")
+    return play(ctrl, ep, q, r, max_actions(steps))
 
 
 def trace_episodes(ctrl: Controller, steps: StepArrays, episodes, *, seed: int, probe_cost: float = 0.0,

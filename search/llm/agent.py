@@ -326,3 +326,20 @@ class _Overflow:
                 return [base[0], {"role": "user", "content": text}]
         raise LLMRejected(error.where, f"even the prompt without any trial is over the model's context "
                           f"({error.problem}); serve the model with a longer context or lower --llm-max-tokens") from None
+
+
+def parse_ablate(value, known: tuple[str, ...], *, searcher: str = "") -> frozenset[str]:
+    """`--ablate` (a comma list, or a sequence) as a set of names from `known`; an unknown one is
+    a ConfigError (naming `searcher` when given)."""
+    if value is None or value == "" or value == ():
+        return frozenset()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out = set()
+    for item in items:
+        item = str(item).strip().lower()
+        if item and item not in known:
+            who = f" for {searcher}" if searcher else ""
+            raise ConfigError("--ablate", f"unknown ablation {item!r}{who} (known: {', '.join(known) or 'none in this space'})")
+        if item:
+            out.add(item)
+    return frozenset(out)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..trial import Trial
 
@@ -177,12 +177,28 @@ def list_section(title: str, items: list[str], empty: str) -> str:
     return "\n".join([title] + ([f"- {x}" for x in items] if items else [empty]))
 
 
-def format_section(space, fields: dict[str, str], k: int) -> str:
-    """The JSON schema, spelled out, with an example that uses the real names."""
+def format_section(space, fields: dict[str, str], k: int = 1, *,
+                   own_field: Callable[[str, str], tuple[str, Any] | None] | None = None,
+                   rule: str | None = None) -> str:
+    """The JSON schema, spelled out, with an example that uses the real names.
+
+    Args:
+        space: the searched space (the shape and an example of a trial, and the answer rule).
+        fields: field name -> kind: 'trials' (k of the space's points), 'strings', 'string', or a
+            kind of the caller's own (`own_field`).
+        k: trials asked for.
+        own_field: (name, kind) -> (schema text, example value) for the caller's own kinds, None
+            for the kinds above.
+        rule: the line under the schema (default: the space's `answer_rule()`).
+    """
     shape: list[str] = []
     example: dict[str, Any] = {}
     for name, kind in fields.items():
-        if kind == "trials":
+        own = own_field(name, kind) if own_field is not None else None
+        if own is not None:
+            text, example[name] = own
+            shape.append(f'"{name}": {text}')
+        elif kind == "trials":
             shape.append(f'"{name}": [{space.answer_shape()}, ... ({k} trial(s))]')
             example[name] = [space.answer_example()]
         elif kind == "strings":
@@ -195,7 +211,7 @@ def format_section(space, fields: dict[str, str], k: int) -> str:
         "## Answer format",
         "Answer with exactly one JSON object, no prose and no code fences, with exactly these fields:",
         "{" + ", ".join(shape) + "}",
-        space.answer_rule(),
+        space.answer_rule() if rule is None else rule,
         f"Example of the shape (not a recommendation): {json.dumps(example)}",
     ])
 

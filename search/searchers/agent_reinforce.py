@@ -44,7 +44,7 @@ from replay.errors import ConfigError, InputError
 from ..graphs.insights import INSIGHT1, INSIGHT2, INSIGHT3
 from ..graphs.probabilistic import Decisions, GraphDistribution, UpdateReport, Vocabulary, slot_name
 from ..llm import prompts
-from ..llm.agent import LLM_OPTIONS, LLMSearcher, _positive
+from ..llm.agent import LLM_OPTIONS, LLMSearcher, _positive, parse_ablate
 from ..llm.answer import Answer, AnswerProblem, strip_wrapping
 from ..llm.client import LLMClient, LLMSettings
 from ..protocol import Proposal, Searcher, Trial
@@ -426,27 +426,17 @@ class AgentReinforceSearcher(LLMSearcher):
                                        title="## Best graphs so far", show_source=False)
 
     def _format_section(self, fields: dict[str, str]) -> str:
-        shape, example = [], {}
-        for name, kind in fields.items():
-            if kind == "distribution":
-                shape.append(f'"{name}": {{"n1": {{"use": <p>, "role": {{ROLE: <p>, ...}}, "model": {{MODEL: <p>, ...}}, '
-                             f'"samples": {{"COUNT": <p>, ...}}, "inputs": {{EARLIER_SLOT: <p>, ...}}}}, "n2": ...}}')
-                last = slot_name(self.vocab.max_nodes - 1)  # a slot every distribution has
-                example[name] = {last: self.dist.to_json(digits=3)[last]}
-            elif kind == "strings":
-                shape.append(f'"{name}": [<string>, ...]')
-                example[name] = ["..."]
-            else:
-                shape.append(f'"{name}": <string>')
-                example[name] = "..."
-        return "\n".join([
-            "## Answer format",
-            "Answer with exactly one JSON object, no prose and no code fences, with exactly these fields:",
-            "{" + ", ".join(shape) + "}",
-            "Probabilities are numbers from 0 to 1; role, model and samples rows name every choice; inputs name "
-            "only earlier slots.",
-            f"Example of the shape (not a recommendation): {json.dumps(example)}",
-        ])
+        def distribution(name: str, kind: str):
+            if kind != "distribution":
+                return None
+            last = slot_name(self.vocab.max_nodes - 1)  # a slot every distribution has
+            return ('{"n1": {"use": <p>, "role": {ROLE: <p>, ...}, "model": {MODEL: <p>, ...}, '
+                    '"samples": {"COUNT": <p>, ...}, "inputs": {EARLIER_SLOT: <p>, ...}}, "n2": ...}',
+                    {last: self.dist.to_json(digits=3)[last]})
+
+        return prompts.format_section(self.space, fields, own_field=distribution,
+                                      rule="Probabilities are numbers from 0 to 1; role, model and samples rows name "
+                                           "every choice; inputs name only earlier slots.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -475,16 +465,7 @@ def graph_of_point(space: Space, point) -> Any:
 
 
 def parse_ablations(value) -> frozenset[str]:
-    if value is None or value == "" or value == ():
-        return frozenset()
-    items = value.split(",") if isinstance(value, str) else list(value)
-    out = set()
-    for item in items:
-        item = str(item).strip().lower()
-        if item and item not in ABLATIONS:
-            raise ConfigError("--ablate", f"unknown ablation {item!r} for agent-reinforce (known: {', '.join(ABLATIONS)})")
-        if item:
-            out.add(item)
+    out = parse_ablate(value, ABLATIONS, searcher="agent-reinforce")
     if "feedback" in out and len(out) > 1:
         raise ConfigError("--ablate", "feedback removes the LLM, and with it every insight: ablate it alone")
     return frozenset(out)

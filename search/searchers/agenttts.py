@@ -23,10 +23,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from replay.errors import ConfigError
 
 from ..llm import prompts
-from ..llm.agent import LLM_OPTIONS, LLMSearcher
+from ..llm.agent import LLM_OPTIONS, LLMSearcher, parse_ablate
 from ..protocol import Proposal
 from ..spaces.base import Space
 
@@ -98,17 +97,3 @@ class AgentTTSSearcher(LLMSearcher):
     def _restore(self, extra: dict[str, Any]) -> None:
         self.guidelines = [str(g) for g in extra.get("guidelines", [])]
         self.rounds = int(extra.get("round", 0))
-
-
-def parse_ablate(value, known: tuple[str, ...]) -> frozenset[str]:
-    if value is None or value == "" or value == ():
-        return frozenset()
-    items = value.split(",") if isinstance(value, str) else list(value)
-    out = set()
-    for item in items:
-        item = str(item).strip().lower()
-        if item and item not in known:
-            raise ConfigError("--ablate", f"unknown ablation {item!r} (known: {', '.join(known) or 'none in this space'})")
-        if item:
-            out.add(item)
-    return frozenset(out)

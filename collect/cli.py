@@ -24,12 +24,12 @@ def cli():
     """
 
 
-@cli.group("import")
+@cli.group("import", short_help="Convert another release's format into a store.")
 def import_():
     """Convert another release's format into a store."""
 
 
-@import_.command("autotts")
+@import_.command("autotts", short_help="Import an AutoTTS replay environment (a folder of JSON).")
 @click.argument("src", type=click.Path(file_okay=False))
 @click.option("--out", required=True, type=click.Path(), help="Store folder to write (replaced atomically).")
 @click.option("--name", default=None, help="Store name (default: the folder name).")
@@ -75,10 +75,11 @@ def parse_concurrency(text: str, endpoints: int) -> tuple[int, ...]:
     return tuple(vals)
 
 
-@cli.command("run")
+@cli.command("run", short_help="Sample pools from real LLMs into a store.")
 @click.option("--task", required=True,
               help="Task: 2wiki, hotpotqa, cwq, webqsp, taskbench, chatdev, aime, mmlu, humaneval, math (official "
-                   "file formats; math also reads the generic JSONL), or the generic JSONL task qa. See docs/collect.md.")
+                   "file formats; math also reads the generic JSONL), the generic JSONL task qa, or numseq "
+                   "(generated: python -m collect.tasks.numseq). See docs/collect.md.")
 @click.option("--data", required=True, type=click.Path(),
               help="The task's dataset file (a folder for taskbench), in its official format.")
 @click.option("--models", required=True,
@@ -291,7 +292,7 @@ def run_cmd(task, data, models, params, samples, backend, base_url, api_key, tem
                + (f", {res.resumed_pools} pools resumed" if res.resumed_pools else "") + ")")
 
 
-@cli.command("status")
+@cli.command("status", short_help="What a collection has done and what remains.")
 @click.argument("out", type=click.Path())
 def status_cmd(out):
     """What a collection into OUT has done and what remains (reads OUT.partial/ or the store)."""
@@ -335,7 +336,7 @@ def _echo_ray_report(rep: dict) -> None:
                    f"{a.get('samples', 0):>8} {'-' if tps is None else f'{tps:,.0f}':>9}")
 
 
-@cli.command("live-check")
+@cli.command("live-check", short_help="Run configurations live and compare with their replay.")
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option("--config", "-c", "configs", multiple=True, required=True,
               help="A configuration to run live, MODEL:S per stage (repeat the option for several).")
@@ -394,7 +395,7 @@ def live_check_cmd(store, configs, base_url, api_key, data, questions, repeats, 
         click.echo(f"wrote {write_report(rep, out)}")
 
 
-@cli.command("live")
+@cli.command("live", short_help="Run an exported pipeline spec live on new questions.")
 @click.option("--spec", "spec_file", required=True, type=click.Path(),
               help="A pipeline spec (replay export / search export; docs/spec-format.md).")
 @click.option("--data", required=True, type=click.Path(), help="The questions to run it on, in the task's format.")
@@ -476,7 +477,7 @@ def live_cmd(spec_file, data, out, backend, base_url, api_key, limit, repeats, s
     click.echo(f"wrote {write_report(rep, spec, out)}/summary.json, per_question.jsonl, spec.json")
 
 
-@cli.command("simulate")
+@cli.command("simulate", short_help="Write a SYNTHETIC store from a spec or a preset.")
 @click.argument("spec", required=False)
 @click.option("--out", required=True, type=click.Path(), help="Store folder to write (atomically).")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every random draw.")

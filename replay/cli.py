@@ -93,7 +93,7 @@ def _no_repeats(ids) -> None:
         seen.add(q)
 
 
-@cli.command()
+@cli.command(short_help="Stages, models, questions, pool sizes and tokens of a store.")
 @click.argument("store", type=click.Path())
 def info(store):
     """Stages, models, questions, pool sizes, token statistics, and whether it is synthetic."""
@@ -177,7 +177,7 @@ def _stage_lines(st, results) -> list[str]:
     return lines
 
 
-@cli.command("eval")
+@cli.command("eval", short_help="Score configurations, with their uncertainty and cost.")
 @click.argument("store", type=click.Path())
 @click.option("--config", "-c", "configs", multiple=True, required=True, help="MODEL:SAMPLES per stage (repeatable).")
 @click.option("--replicates", "-r", default=1000, show_default=True, help="Random draws per question.")
@@ -250,7 +250,7 @@ def eval_cmd(store, configs, replicates, seed, questions, budget, as_json, laten
             click.echo(line)
 
 
-@cli.command("compare")
+@cli.command("compare", short_help="Paired differences of configurations against the first.")
 @click.argument("store", type=click.Path())
 @click.argument("configs", nargs=-1, required=True)
 @click.option("--replicates", "-r", default=1000, show_default=True, help="Random draws per question.")
@@ -385,7 +385,7 @@ def default_output(st, name: str) -> Path:
     return Path("out") / "replay" / st.name / name
 
 
-@cli.command()
+@cli.command(short_help="Score every configuration (or a grid) into a Parquet table.")
 @click.argument("store", type=click.Path())
 @click.option("--out", default=None, type=click.Path(),
               help="Parquet file to write (atomically; default out/replay/STORE/sweep.parquet).")
@@ -394,7 +394,7 @@ def default_output(st, name: str) -> Path:
 @click.option("--max-samples", type=int, default=None, help="Largest sample count per stage.")
 @click.option("--grid", type=click.Path(), default=None,
               help="File of configs, one per line, instead of the full space (graph stores: graphs, required).")
-@click.option("--replicates", "-r", default=100, show_default=True)
+@click.option("--replicates", "-r", default=100, show_default=True, help="Random draws per question.")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
 @_questions_option
 @click.option("--throughput", default=None, help="Graph stores: MODEL=PREFILL/DECODE tokens per second.")
@@ -462,7 +462,7 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
         click.echo("no configuration within the budget")
 
 
-@cli.command()
+@cli.command(short_help="The best configurations per budget of a whole space.")
 @click.argument("store", type=click.Path())
 @click.option("--budget", "budgets", multiple=True,
               help="Budget in units per question (repeatable; 'none': no budget). Default: the store's default "
@@ -470,7 +470,7 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
 @click.option("--top", default=10, show_default=True, help="Configurations kept per budget.")
 @click.option("--models", default=None, help="Comma-separated models to include (default: all).")
 @click.option("--max-samples", type=int, default=None, help="Largest sample count per stage.")
-@click.option("--replicates", "-r", default=16, show_default=True)
+@click.option("--replicates", "-r", default=16, show_default=True, help="Random draws per question.")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
 @_questions_option
 @click.option("--json", "out_json", default=None, type=click.Path(), help="Write the best per budget as JSON.")
@@ -536,11 +536,11 @@ def scan(store, budgets, top, models, max_samples, replicates, seed, questions, 
         click.echo(f"wrote {out_json}")
 
 
-@cli.command()
+@cli.command(short_help="Score and tokens against sample count, as a PNG.")
 @click.argument("store", type=click.Path())
 @click.option("--out", default=None, type=click.Path(), help="PNG file to write (default out/replay/STORE/curve.png).")
 @click.option("--max-samples", type=int, default=None, help="Largest sample count to plot (default: pool size).")
-@click.option("--replicates", "-r", default=200, show_default=True)
+@click.option("--replicates", "-r", default=200, show_default=True, help="Random draws per question.")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
 @_questions_option
 def curve(store, out, max_samples, replicates, seed, questions):
@@ -609,7 +609,7 @@ def curve(store, out, max_samples, replicates, seed, questions):
     click.echo(f"wrote {out}")
 
 
-@cli.command()
+@cli.command(short_help="Record checksums of a store's files in its manifest.")
 @click.argument("store", type=click.Path())
 def seal(store):
     """Record checksums of a store's files in its manifest, as they are now.

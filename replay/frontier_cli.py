@@ -25,7 +25,7 @@ def _default_dir(kind: str, store: str) -> Path:
     return OUT_ROOT / kind / (Path(str(store)).name or "store")
 
 
-@click.command("frontier")
+@click.command("frontier", short_help="The best configuration at each budget, or controllers' curves.")
 @click.argument("store", type=click.Path(file_okay=False))
 @click.option("--out", "out", type=click.Path(), default=None,
               help="Configurations: a folder for frontier.parquet, frontier.png and frontier.txt "
@@ -248,7 +248,7 @@ def frontier_text(fr, *, unit: str = "units", limit: int | None = SHORT_ROWS) ->
     return "\n".join(lines)
 
 
-@click.command("pilot")
+@click.command("pilot", short_help="The AgentTTS pilot figures (insight1, insight2, insight3).")
 @click.argument("which", type=click.Choice(["insight1", "insight2", "insight3"]))
 @click.argument("store", type=click.Path(file_okay=False))
 @click.option("--out", "out", type=click.Path(), default=None,

@@ -60,7 +60,8 @@ def cli():
         --llm-base-url URL --llm-model NAME --trials 20     an LLM writes controller programs
 
     Searchers: random, grid, bo, rules (no LLM); agenttts, agenthpo, mlcopilot, discover (an
-    OpenAI-compatible endpoint: --llm-base-url / --llm-model or OPENAI_BASE_URL / OPENAI_API_KEY).
+    OpenAI-compatible endpoint: --llm-base-url / --llm-model or OPENAI_BASE_URL / OPENAI_API_KEY);
+    agent-reinforce (--space graph; an endpoint too, except with --ablate feedback).
     """
 
 
@@ -68,7 +69,7 @@ def _budget(text: str | None) -> float | None:
     return check_budget("--budget", text)
 
 
-@cli.command("run")
+@cli.command("run", short_help="Run one search (or one per seed) and print its summary.")
 @click.option("--replay", "store_path", required=True, metavar="STORE", help="Store folder to search on (e.g. traces/aime24).")
 @click.option("--searcher", required=True,
               help="random, grid, bo, rules, agenttts, agenthpo, mlcopilot, discover (--space program) or "
@@ -280,7 +281,7 @@ def _check_out(out: Path, resume: bool) -> None:
         raise InputError(str(out), "already holds a search archive: pass --resume to continue it, or another --out")
 
 
-@cli.command("compare")
+@cli.command("compare", short_help="Compare searches: one table, one plot, paired differences.")
 @click.argument("archives", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "out_png", default=None, type=click.Path(dir_okay=False), help="PNG of the best-so-far curves.")
 @click.option("--json", "out_json", default=None, type=click.Path(dir_okay=False), help="Write the table as JSON too.")
@@ -304,7 +305,7 @@ def compare_cmd(archives, out_png, out_json):
         click.echo(f"wrote {out_png}")
 
 
-@cli.command("sweep")
+@cli.command("sweep", short_help="Run a grid of searches from a spec, into one report.")
 @click.argument("spec_file", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
 @click.option("--stores", default=None, help="Comma-separated store folders (overrides the spec's stores).")
 @click.option("--searchers", default=None, help="Comma-separated searchers, ablations as name:ablation (agenttts:insight1).")
@@ -388,7 +389,7 @@ def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, repli
                           "results.parquet): run the same command again to resume them")
 
 
-@cli.command("export")
+@cli.command("export", short_help="Write a search's pick as a pipeline spec (collect live).")
 @click.argument("summary", type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="The spec file to write (JSON, atomically).")
 @click.option("--store", default=None, type=click.Path(),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 
-@click.command("sandbox")
+@click.command("sandbox", short_help="Which guarantees the sandbox for untrusted code holds here.")
 @click.option("--without", "without", multiple=True, metavar="LAYER",
               help="Leave a layer out, to see how the sandbox degrades (pid_ns, net_ns, ipc_ns, mount_ns, user_ns, "
                    "subreaper, landlock, seccomp, nobody); repeatable.")

@@ -32,7 +32,7 @@ def describe(spec, path) -> list[str]:
     return lines
 
 
-@click.command("export")
+@click.command("export", short_help="Write an allocation as a pipeline spec (collect live).")
 @click.argument("store", type=click.Path())
 @click.option("--config", "-c", "config", default=None,
               help="The allocation: MODEL:SAMPLES per stage (a graph's statements on a graph store).")

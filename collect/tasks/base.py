@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from replay.errors import InputError
 
@@ -66,6 +66,45 @@ class Record:
     line: int = 0  # 1-based line in the source file, for error messages
 
 
+def read_jsonl_records(path: Path, make: Callable[[Any, str, int], Record], *,
+                       check: Callable[[Record, str], None] | None = None) -> list[Record]:
+    """The records of a JSONL file, one object a line (blank lines skipped), in file order.
+
+    Args:
+        path: the file.
+        make: `(object, "FILE:LINE", line) -> Record`, raising InputError on a bad object.
+        check: called with each record and its place once its id is known to be new.
+
+    Raises:
+        InputError: the file cannot be read, a line is not JSON, or an id comes twice (naming
+            the file and line, and the first line of that id).
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(path, f"cannot read the data file ({e})") from None
+    records: list[Record] = []
+    seen: dict[str, int] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(where, f"not a JSON object ({e.msg})") from None
+        except RecursionError:
+            raise InputError(where, "not a JSON object (nested too deeply)") from None
+        rec = make(raw, where, n)
+        if rec.id in seen:
+            raise InputError(where, f"duplicate id {rec.id!r} (first on line {seen[rec.id]})")
+        seen[rec.id] = n
+        if check is not None:
+            check(rec, where)
+        records.append(rec)
+    return records
+
+
 class Task:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
@@ -78,28 +117,7 @@ class Task:
         path = Path(path)
         if not path.is_file():
             raise InputError(path, "no such data file")
-        records: list[Record] = []
-        seen: dict[str, int] = {}
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(path, f"cannot read the data file ({e})") from None
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(where, f"not a JSON object ({e.msg})") from None
-            except RecursionError:
-                raise InputError(where, "not a JSON object (nested too deeply)") from None
-            rec = self._record(raw, where, n)
-            if rec.id in seen:
-                raise InputError(where, f"duplicate id {rec.id!r} (first on line {seen[rec.id]})")
-            seen[rec.id] = n
-            self.check_record(rec, where)
-            records.append(rec)
+        records = read_jsonl_records(path, self._record, check=self.check_record)
         if not records:
             raise InputError(path, "no records (expected JSONL: one object per line with id, question, gold)")
         return records

@@ -71,7 +71,7 @@ from typing import Any
 
 from replay.errors import InputError
 
-from .base import Messages, Record, StageSpec, Task
+from .base import Messages, Record, StageSpec, Task, read_jsonl_records
 from .scoring import set_f1
 
 NO_ANSWER = ""
@@ -401,26 +401,7 @@ class TaskBenchTask(Task):
         if not data.is_file():
             raise InputError(data, f"no such file (a TaskBench domain folder holds {DATA_FILE} and {TOOLS_FILE})")
         cat = load_catalogue(tools)
-        try:
-            lines = data.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(data, f"cannot read the data file ({e})") from None
-        records, seen = [], {}
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{data}:{n}"
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(where, f"not a JSON object ({e.msg})") from None
-            except RecursionError:
-                raise InputError(where, "not a JSON object (nested too deeply)") from None
-            rec = self._record(raw, where, n, cat)
-            if rec.id in seen:
-                raise InputError(where, f"duplicate id {rec.id!r} (first on line {seen[rec.id]})")
-            seen[rec.id] = n
-            records.append(rec)
+        records = read_jsonl_records(data, lambda raw, where, n: self._record(raw, where, n, cat))
         if not records:
             raise InputError(data, "no requests (expected JSON lines with id, user_request, tool_nodes, ...)")
         return records

@@ -36,7 +36,8 @@ def temp_prefix(target: Path) -> str:
     return f".{target.name}.{os.getpid()}@{socket.gethostname()}."
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists on this host (one of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -59,7 +60,7 @@ def remove_stale_temps(target: Path) -> list[Path]:
         return removed
     for p in entries:
         m = pat.match(p.name)
-        if not m or m.group(2) != host or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
+        if not m or m.group(2) != host or int(m.group(1)) == os.getpid() or pid_alive(int(m.group(1))):
             continue
         try:
             if p.is_dir() and not p.is_symlink():

@@ -25,6 +25,8 @@ import sys
 import threading
 import time
 
+from .atomic import pid_alive
+
 POLL_S = 0.2
 _started = False
 
@@ -69,16 +71,6 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def watch_pid(pid: int, host: str) -> None:
     """In a process that is not `pid`'s child (a Ray worker): exit once `pid` on `host` ends.
     On another host there is nothing to watch (Ray ends a dead driver's tasks itself)."""
@@ -86,13 +78,13 @@ def watch_pid(pid: int, host: str) -> None:
     if _started or host != socket.gethostname() or pid == os.getpid():
         return
     _started = True
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         _exit_now()
 
     def watch():
         while True:
             time.sleep(POLL_S)
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 _exit_now()
 
     threading.Thread(target=watch, name="die-with-driver", daemon=True).start()

@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from . import schema as S
 from .arrays import StoreArrays, build_arrays, question_hash
-from .atomic import atomic_path, make_parent, remove_stale_temps, temp_prefix
+from .atomic import atomic_path, make_parent, pid_alive, remove_stale_temps, temp_prefix
 from .derived import Derived
 from .errors import ConfigError, InputError, StoreError
 
@@ -448,22 +448,12 @@ def _remove_stale(path: Path) -> None:
             pid = int(old.name.rsplit("-", 1)[1])
         except ValueError:
             continue
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         if not path.exists():
             os.replace(old, path)
         else:
             shutil.rmtree(old, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
 
 
 def seal(path: str | os.PathLike, *, validate: bool = True) -> Path:

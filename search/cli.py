@@ -349,7 +349,7 @@ def sweep_cmd(spec_file, stores, searchers, seeds, train, budgets, trials, repli
     \b
     search sweep benchmarks/sweeps/paper.yaml
     search sweep spec.yaml --workers 8 --ray auto
-    search sweep --stores traces/aime24 --searchers random,bo,rules --seeds 0-9 --train 5,10,20"""
+    search sweep --stores traces/aime24 --searchers random,bo,rules --seeds 0-9 --train 5,10,15"""
     import time
 
     from replay.clitools import announce, plural

@@ -51,7 +51,7 @@ def cli():
     \b
     search --replay traces/aime24 --searcher bo --trials 50     one search (same as `search run`)
     search --replay traces/aime24 --searcher rules --seeds 0-9  repeat over seeds, mean and spread
-    search compare out/search/aime24/bo-s0 out/search/aime24/rules-s0 --out out/cmp.png
+    search compare out/search/aime24/bo-s0 out/search/aime24/rules-seeds0-9 --out out/cmp.png
     search sweep benchmarks/sweeps/paper.yaml                   a grid of searches, one report
     search export out/search/aime24/bo-s0/summary.json --out out/spec.json   the pick as a runnable spec
     search --replay traces/aime24 --space controller --controller probe --model Qwen3-8B \\

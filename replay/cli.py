@@ -179,7 +179,8 @@ def _stage_lines(st, results) -> list[str]:
 
 @cli.command("eval", short_help="Score configurations, with their uncertainty and cost.")
 @click.argument("store", type=click.Path())
-@click.option("--config", "-c", "configs", multiple=True, required=True, help="MODEL:SAMPLES per stage (repeatable).")
+@click.option("--config", "-c", "configs", multiple=True, required=True,
+              help="MODEL:SAMPLES per stage, or a graph on a graph store (repeatable).")
 @click.option("--replicates", "-r", default=1000, show_default=True, help="Random draws per question.")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every draw (0 to 2^63-1).")
 @_questions_option

@@ -48,13 +48,15 @@ U64 = np.uint64
 SALT_N = K.SALT_N
 
 
-def _device(names):
-    """CUDA device builds of the named @njit helpers of replay/kernels.py, from their own Python
-    source: each build's globals are kernels.py's, with the helpers it calls replaced by their
-    device builds (so stream_start calls the device mix64, not the CPU dispatcher)."""
-    built = {}
+def _device(names, module=K, built=None):
+    """CUDA device builds of the named @njit helpers of `module` (replay/kernels.py), from their
+    own Python source: each build's globals are the module's, with the helpers it calls replaced
+    by their device builds (so stream_start calls the device mix64, not the CPU dispatcher).
+    `built`: device builds already made (of another module's helpers, or stand-ins), used by
+    name and extended with the new ones."""
+    built = {} if built is None else built
     for name in names:
-        py = getattr(K, name).py_func
+        py = getattr(module, name).py_func
         env = dict(py.__globals__)
         env.update(built)
         clone = types.FunctionType(py.__code__, env, py.__name__, py.__defaults__, py.__closure__)

@@ -33,6 +33,12 @@ _G_FIELDS = ("pool_key_off", "pool_key", "ans_class", "set_hash", "set_class", "
              "fus_completion", "fus_subset_max", "by_hash", "hash_sorted", "qsm_largest")
 
 
+def _kernels():
+    from . import graph_kernels
+
+    return graph_kernels
+
+
 def graph_bytes() -> int:
     """Device bytes one chunk of questions may use for its figures: a third of the GPU's free
     memory (host.memo_entries' rule), or GRAPH_BYTES when set."""
@@ -67,8 +73,7 @@ def graph_replay(store, A, G, n_stages, n_models, max_pool, n_items, pre, dec, q
     (score_q.. [question, graph], score_r [chunk, graph, replicate], node_sums [chunk, node, 4],
     det_* [graph, question, replicate] when not empty). d_slot and the memo sizes are not used."""
     cuda = host._cuda()
-    from . import graph_kernels as GK
-
+    GK = _kernels()
     D = host.device_inputs(store)
     DG = device_graph_inputs(store, G)
     B = len(g_node_off) - 1

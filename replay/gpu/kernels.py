@@ -256,7 +256,7 @@ def snapshots(question_hash, stage_agg, qsm_pool_off, pool_ctx, pool_off, pool_p
             memo_flop[o + n - 1] = mul(flop_scale, tk)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def memo_build(question_hash, stage_agg, qsm_pool_off, pool_ctx, pool_off, pool_prompt, s_answer, s_score,
                s_completion, s_packed, gold, ans_item_off, ans_items, pool_fus_off, fus_size, fus_answer, fus_score,
                fus_tokens, fus_subset_completion, stage_indep, bits, n_stages, n_models, width, n_rep, seed,
@@ -282,7 +282,7 @@ def memo_build(question_hash, stage_agg, qsm_pool_off, pool_ctx, pool_off, pool_
                   row_base[row] + r * nmax, row_scale[row], memo_ans, memo_score, memo_tok, memo_flag, memo_flop)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def replay_groups(question_hash, stage_agg, qsm_pool_off, pool_ctx, pool_off, pool_prompt, s_answer, s_score,
                   s_completion, s_packed, gold, ans_item_off, ans_items, pool_fus_off, fus_size, fus_answer, fus_score,
                   fus_tokens, fus_subset_completion, stage_indep, score_rule, bits, n_stages, n_models, width,
@@ -351,7 +351,7 @@ def replay_groups(question_hash, stage_agg, qsm_pool_off, pool_ctx, pool_off, po
                     st_fallback[r, c, s, qi] = 1 if (fb or sf[j] != 0) else 0
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def memo_lookup(qsm_pool_off, pool_ctx, pool_off, stage_indep, score_rule, n_stages, n_models, questions, q_offset,
                 n_rep, cfg_models, cfg_counts, pool_row, row_nmax, row_base, memo_ans, memo_score, memo_tok,
                 memo_flag, memo_flop, score_q, score_r, tok_sum, flop_sum, st_score, st_tokens, st_fallback):
@@ -417,7 +417,7 @@ def _scan_prefix(qsm_pool_off, pool_ctx, pool_off, stage_indep, rule, n_stages, 
     return ctx, pre, acc
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def scan_product(qsm_pool_off, pool_ctx, pool_off, stage_indep, score_rule, n_stages, n_models, questions, n_rep,
                  ch_model, ch_count, n_last, prefix, pool_row, row_nmax, row_base, memo_ans, memo_score, memo_flop,
                  out_score, out_rep_sq, out_q_sq, out_q_ends, out_flops):
@@ -476,7 +476,7 @@ def scan_product(qsm_pool_off, pool_ctx, pool_off, stage_indep, score_rule, n_st
         out_flops[i, k] = flops
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def scan_question_sums(qsm_pool_off, pool_ctx, pool_off, stage_indep, score_rule, n_stages, n_models, questions,
                        n_rep, ch_model, ch_count, n_last, prefix, pool_row, row_nmax, row_base, memo_ans, memo_score,
                        ref_q, s1, s2, d1, d2):

@@ -79,6 +79,9 @@ def test_cuda_without_gpu_is_one_line_exit_2(tmp_path):
                      "cuda"], NUMBA_DISABLE_CUDA="1")
     lines = [ln for ln in proc.stderr.strip().splitlines() if not ln.startswith("note:")]
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: --device: cuda:"), proc.stderr
+    proc = _run_cli(["search.cli", "run", "--replay", "traces/sim-math", "--space", "graph", "--searcher", "random",
+                     "--device", "cuda", "--out", str(tmp_path / "g")], NUMBA_DISABLE_CUDA="1")
+    assert proc.returncode == 2 and "error: --device: cuda:" in proc.stderr, proc.stderr
 
 
 def test_auto_without_gpu_runs_on_cpu():

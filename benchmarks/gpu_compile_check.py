@@ -6,7 +6,9 @@ numba-cuda and NVIDIA's compiler wheels are installed (`pip install 'tts-replay[
 no driver, no GPU): it replays a tiny store's evaluate_batch (both methods), scan_space and the scan's question sums with the launches
 intercepted (and graph replay's evaluate_graphs, on a chain store's stages and on a graph store), compiles each kernel with the argument types of that launch for sm_90 (H100/H200),
 and checks that the PTX holds no fused multiply-add (fma.rn.f64), which would round differently
-from the CPU kernels (see replay/gpu/kernels.py).
+from the CPU kernels (see replay/gpu/kernels.py). Where NVIDIA's ptxas is found (on PATH or in
+the nvidia-cuda-nvcc wheel) each kernel's PTX is also assembled for that architecture, printing
+its registers and spills.
 
     python benchmarks/gpu_compile_check.py [--dump DIR]
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import subprocess
 import sys
 import tempfile
 import types
@@ -27,6 +30,22 @@ ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ("memo_build", "memo_lookup", "replay_groups", "scan_product", "scan_question_sums")
 GRAPH_KERNELS = ("identity_columns", "graph_nodes", "graph_outputs", "graph_chunk_sums", "node_chunk_sums")
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+
+def _ptxas() -> str | None:
+    """NVIDIA's PTX assembler: on PATH, or in the nvidia-cuda-nvcc wheel of the gpu-replay extra."""
+    import shutil
+
+    found = shutil.which("ptxas")
+    if found:
+        return found
+    try:
+        import nvidia.cuda_nvcc as nvcc
+
+        cand = Path(list(nvcc.__path__)[0]) / "bin" / "ptxas"
+        return str(cand) if cand.exists() else None
+    except Exception:
+        return None
 
 
 def main() -> int:
@@ -69,6 +88,7 @@ def main() -> int:
         current_context=lambda: types.SimpleNamespace(get_memory_info=lambda: (8 << 30, 8 << 30)))
     compiled: dict = {}
     bad: list[str] = []
+    ptxas = _ptxas()
 
     class Launch:
         def __init__(self, name, module=GK):
@@ -94,6 +114,17 @@ def main() -> int:
                       f"{ptx.count('mul.rn.f64')} mul.rn.f64 (dmul_rn)")
                 if n_fma:
                     bad.append(f"{self.name}: {n_fma} fused multiply-adds")
+                if ptxas:  # assemble it too: parameter space, registers, spills
+                    with tempfile.TemporaryDirectory() as tdir:
+                        src = Path(tdir) / "k.ptx"
+                        src.write_text(ptx)
+                        res = subprocess.run([ptxas, f"-arch=sm_{cc[0]}{cc[1]}", "-v", str(src), "-o",
+                                              str(Path(tdir) / "k.cubin")], capture_output=True, text=True)
+                    info = " ".join(ln.split(":", 1)[-1].strip() for ln in res.stderr.splitlines()
+                                    if "registers" in ln or "spill" in ln)
+                    print(f"  ptxas: {info}" if res.returncode == 0 else f"  ptxas FAILED: {res.stderr.strip()[:300]}")
+                    if res.returncode != 0:
+                        bad.append(f"{self.name}: ptxas failed")
                 if args.dump:
                     args.dump.mkdir(parents=True, exist_ok=True)
                     (args.dump / f"{self.name}.ptx").write_text(ptx)

@@ -4,9 +4,11 @@ The CUDA simulator (tests/gpu_sim_checks.py) checks what the kernels compute, bu
 as Python: it cannot say whether they compile for a real GPU. This script can, wherever
 numba-cuda and NVIDIA's compiler wheels are installed (`pip install 'tts-replay[gpu-replay]'`;
 no driver, no GPU): it replays a tiny store's evaluate_batch (both methods), scan_space and the scan's question sums with the launches
-intercepted, compiles each kernel with the argument types of that launch for sm_90 (H100/H200),
+intercepted (and graph replay's evaluate_graphs, on a chain store's stages and on a graph store), compiles each kernel with the argument types of that launch for sm_90 (H100/H200),
 and checks that the PTX holds no fused multiply-add (fma.rn.f64), which would round differently
-from the CPU kernels (see replay/gpu/kernels.py).
+from the CPU kernels (see replay/gpu/kernels.py). Where NVIDIA's ptxas is found (on PATH or in
+the nvidia-cuda-nvcc wheel) each kernel's PTX is also assembled for that architecture, printing
+its registers and spills.
 
     python benchmarks/gpu_compile_check.py [--dump DIR]
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import subprocess
 import sys
 import tempfile
 import types
@@ -25,7 +28,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ("memo_build", "memo_lookup", "replay_groups", "scan_product", "scan_question_sums")
+GRAPH_KERNELS = ("identity_columns", "graph_nodes", "graph_outputs", "graph_chunk_sums", "node_chunk_sums")
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+
+def _ptxas() -> str | None:
+    """NVIDIA's PTX assembler: on PATH, or in the nvidia-cuda-nvcc wheel of the gpu-replay extra."""
+    import shutil
+
+    found = shutil.which("ptxas")
+    if found:
+        return found
+    try:
+        import nvidia.cuda_nvcc as nvcc
+
+        cand = Path(list(nvcc.__path__)[0]) / "bin" / "ptxas"
+        return str(cand) if cand.exists() else None
+    except Exception:
+        return None
 
 
 def main() -> int:
@@ -52,6 +72,8 @@ def main() -> int:
     import replay.gpu as gpu
     from replay.engine import Config, StageChoice, replay_sums, scan_space
     from replay.gpu import host
+    from replay.gpu import graph_host
+    from replay.gpu import graph_kernels as GGK
     from replay.gpu import kernels as GK
     from storekit import RandomStoreSpec, make_random_store
 
@@ -66,10 +88,12 @@ def main() -> int:
         current_context=lambda: types.SimpleNamespace(get_memory_info=lambda: (8 << 30, 8 << 30)))
     compiled: dict = {}
     bad: list[str] = []
+    ptxas = _ptxas()
 
     class Launch:
-        def __init__(self, name):
+        def __init__(self, name, module=GK):
             self.name = name
+            self.module = module
 
         def __getitem__(self, dims):
             def launch(*a):
@@ -77,7 +101,7 @@ def main() -> int:
                 if (self.name, sig) in compiled:
                     return
                 try:
-                    ptx, _ = cuda.compile_ptx(getattr(GK, self.name).py_func, sig, cc=cc)
+                    ptx, _ = cuda.compile_ptx(getattr(self.module, self.name).py_func, sig, cc=cc)
                 except Exception as e:  # report every kernel, not only the first failure
                     if "libnvvm" in str(e).lower() or "nvvm" in type(e).__name__.lower():
                         raise SystemExit(3) from e
@@ -90,12 +114,24 @@ def main() -> int:
                       f"{ptx.count('mul.rn.f64')} mul.rn.f64 (dmul_rn)")
                 if n_fma:
                     bad.append(f"{self.name}: {n_fma} fused multiply-adds")
+                if ptxas:  # assemble it too: parameter space, registers, spills
+                    with tempfile.TemporaryDirectory() as tdir:
+                        src = Path(tdir) / "k.ptx"
+                        src.write_text(ptx)
+                        res = subprocess.run([ptxas, f"-arch=sm_{cc[0]}{cc[1]}", "-v", str(src), "-o",
+                                              str(Path(tdir) / "k.cubin")], capture_output=True, text=True)
+                    info = " ".join(ln.split(":", 1)[-1].strip() for ln in res.stderr.splitlines()
+                                    if "registers" in ln or "spill" in ln)
+                    print(f"  ptxas: {info}" if res.returncode == 0 else f"  ptxas FAILED: {res.stderr.strip()[:300]}")
+                    if res.returncode != 0:
+                        bad.append(f"{self.name}: ptxas failed")
                 if args.dump:
                     args.dump.mkdir(parents=True, exist_ok=True)
                     (args.dump / f"{self.name}.ptx").write_text(ptx)
             return launch
 
     host._kernels = lambda: types.SimpleNamespace(SIMULATOR=False, **{n: Launch(n) for n in KERNELS})
+    graph_host._kernels = lambda: types.SimpleNamespace(**{n: Launch(n, GGK) for n in GRAPH_KERNELS})
     gpu._status = (True, "")
     with tempfile.TemporaryDirectory() as d:
         st = replay.open(make_random_store(Path(d) / "s", RandomStoreSpec(
@@ -115,8 +151,18 @@ def main() -> int:
                        replicates=2, device="cuda")
         except Exception:
             pass  # the intercepted scan returns no numbers: only its launch matters here
+        # graph replay: a chain store's stages as roles (every aggregation), and a graph store
+        from graphkit import RandomGraphStoreSpec, make_random_graph_store, random_graph
+
+        from replay.graph import Graph
+        from replay.graph.engine import evaluate_graphs
+
+        evaluate_graphs(st, [Graph.from_chain(cfgs[0], st)], replicates=2, device="cuda")
+        gst = replay.open(make_random_graph_store(Path(d) / "g", RandomGraphStoreSpec(seed=0, n_questions=2)))
+        rng = np.random.default_rng(0)
+        evaluate_graphs(gst, [random_graph(gst, rng) for _ in range(3)], replicates=2, device="cuda")
     names = {n for n, _ in compiled}
-    missing = set(KERNELS) - names
+    missing = (set(KERNELS) | set(GRAPH_KERNELS)) - names
     for line in bad + [f"{n}: never launched" for n in sorted(missing)]:
         print("FAILED", line)
     return 1 if bad or missing else 0

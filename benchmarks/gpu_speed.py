@@ -3,13 +3,19 @@
     python benchmarks/gpu_speed.py            # the full shapes (a GPU machine: minutes, the CPU parts most)
     python benchmarks/gpu_speed.py --quick    # smaller shapes, for a smoke run
     python benchmarks/gpu_speed.py --no-cpu   # GPU only (the CPU parts of the full shapes take long)
+    python benchmarks/gpu_speed.py --workloads graph   # the graph batch alone
+    NUMBA_ENABLE_CUDASIM=1 python benchmarks/gpu_speed.py --simulator --workloads graph   # its GPU path, tiny
 
 1. sweep: every sample count of every model of traces/aime24 (all 30 questions), 1,000
    replicates (`evaluate_batch`; on the GPU, the memo method);
 2. scan: every configuration of traces/sim-taskbench (3 stages x 128 choices: 2.1 M), its 50
    training questions, 16 replicates, the best 10 per budget streamed (`replay.scan_top.scan_top`);
 3. scan: a generated three-stage store (SYNTHETIC, `collect simulate`: 4 models, pools of 64,
-   15 questions; 256^3 = 16.8 M configurations), 16 replicates, streamed the same way.
+   15 questions; 256^3 = 16.8 M configurations), 16 replicates, streamed the same way;
+4. graph: a batch of 256 random 6-node graphs (three solve nodes of 1-8 samples, two refiners
+   and an aggregator of 1-2 samples reading 1-2 earlier nodes, every sink an output: the batch
+   of benchmarks/graph_speed.py) on a simulated 500-question `math` graph store (SYNTHETIC), 16
+   replicates, in one `evaluate_graphs` call (replay/gpu/graph_kernels.py on the GPU).
 
 Each is timed on the CPU (the Numba kernels, all threads) and on the GPU, with a fresh store
 object per timing so that the GPU times include copying the store to the GPU and the results
@@ -83,6 +89,45 @@ def _generate(tmp: Path, quick: bool):
     return simulate(spec_from_dict(raw), tmp / "sim-gpu-scan", seed=0)
 
 
+def _graph_store(tmp: Path, questions: int) -> Path:
+    """The simulated `math` graph store of benchmarks/graph_speed.py (SYNTHETIC)."""
+    from collect.simulate.graph import graph_spec_from_dict, simulate_graph
+    from collect.simulate.presets import merge, preset_dict
+
+    return simulate_graph(graph_spec_from_dict(merge(preset_dict("math"), {"name": "sim-math-bench",
+                                                                           "questions": questions})),
+                          tmp / f"sim-math-{questions}", seed=0)
+
+
+def _random_graphs(store, n: int):
+    """n random 6-node graphs, as benchmarks/graph_speed.py makes its batch (seed 0)."""
+    from replay.graph import Graph, Node
+
+    rng = np.random.default_rng(0)
+    models = list(store.manifest.model_names)
+    out = []
+    for _ in range(n):
+        nodes = []
+        for i in range(6):
+            m = str(rng.choice(models))
+            if i < 3:
+                nodes.append(Node(f"n{i}", "solve", m, int(rng.integers(1, 9))))
+            else:
+                role = "refine" if i < 5 else "aggregate"
+                k = int(rng.integers(1, 3))
+                ins = tuple(sorted(rng.choice([x.name for x in nodes], size=k, replace=False).tolist()))
+                nodes.append(Node(f"n{i}", role, m, int(rng.integers(1, 3)), ins))
+        read = {p for x in nodes for p in x.inputs}
+        out.append(Graph.of(nodes, output=[x.name for x in nodes if x.name not in read]))
+    return out
+
+
+def _graph_draws(store, graphs) -> float:
+    """Samples a plain replay draws per (question, replicate): every node's count, before the
+    batch's sharing of nodes."""
+    return float(sum(n.samples for g in graphs for n in g.nodes))
+
+
 def _timed(fn):
     t0 = time.perf_counter()
     c0 = time.process_time()
@@ -96,10 +141,18 @@ def main() -> None:
     ap.add_argument("--no-cpu", action="store_true", help="skip the CPU timings (and the equality checks)")
     ap.add_argument("--replicates", type=int, default=None, help="sweep replicates (default 1000; --quick 50)")
     ap.add_argument("--scan-replicates", type=int, default=16)
+    ap.add_argument("--workloads", default="sweep,taskbench,generated,graph",
+                    help="comma-separated, of sweep, taskbench, generated, graph (default: all four)")
+    ap.add_argument("--graph-questions", type=int, default=None, help="graph store questions (default 500)")
     ap.add_argument("--simulator", action="store_true",
                     help="with NUMBA_ENABLE_CUDASIM=1: run the GPU part on the simulator, on tiny shapes (checks this "
                          "script's GPU path and the equality, not speed)")
     args = ap.parse_args()
+    todo = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = sorted(set(todo) - {"sweep", "taskbench", "generated", "graph"})
+    if unknown:
+        raise SystemExit(f"error: --workloads: unknown workload {unknown[0]!r} (choose from sweep, taskbench, "
+                         "generated, graph)")
     import numba
 
     import replay
@@ -114,6 +167,10 @@ def main() -> None:
     if ok and (not sim or tiny):
         devices.append("cuda")
         if tiny:
+            import warnings
+
+            # the simulator runs the 64-bit hashes as NumPy scalars, which warn on their wrap-around
+            warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
             print("CUDA SIMULATOR: tiny shapes; the GPU timings below mean nothing")
             args.quick = True
         else:
@@ -137,14 +194,17 @@ def main() -> None:
     top_n = 2 if tiny else 8 if args.quick else None  # choices per (stage, model): counts 1..top_n
     tmp = Path(tempfile.mkdtemp(prefix="gpu-speed-"))
     try:
-        gen = _generate(tmp, args.quick)
+        chains = bool({"sweep", "taskbench", "generated"} & set(todo))
+        gen = _generate(tmp, args.quick) if chains else None
         # compile (or load from cache) every kernel on both devices, on a tiny problem
-        warm = replay.open(gen)
-        for d in devices:
-            evaluate_batch(warm, [",".join(f"{warm.candidate_models(s)[0]}:2" for s in range(3))], questions=[0],
-                           replicates=2, device=d)
-            scan_top(warm, _full_choices(warm, top=2), questions=[0], replicates=2, device=d)
+        if chains:
+            warm = replay.open(gen)
+            for d in devices:
+                evaluate_batch(warm, [",".join(f"{warm.candidate_models(s)[0]}:2" for s in range(3))], questions=[0],
+                               replicates=2, device=d)
+                scan_top(warm, _full_choices(warm, top=2), questions=[0], replicates=2, device=d)
         rows = []
+        checks = {}
 
         # 1. the aime24 sweep
         def sweep(d):
@@ -154,17 +214,20 @@ def main() -> None:
             return res, sum(c.stages[0].samples for c in cfgs) * st.arrays.n_questions * R, len(cfgs)
 
         out = {}
-        for d in devices:
+        for d in devices if "sweep" in todo else []:
             (res, draws, n_cfg), wall, cpu_s = _timed(lambda: sweep(d))
             out[d] = res
             rows.append(("aime24 sweep", f"{n_cfg} configs x 30 q x {R} rep", d, wall, cpu_s, draws))
         same = ("cpu" in out and "cuda" in out and
                 all(a == b and np.array_equal(a.per_question, b.per_question) for a, b in zip(out["cpu"], out["cuda"])))
-        checks = {"aime24 sweep": same if len(out) == 2 else None}
+        if "sweep" in todo:
+            checks["aime24 sweep"] = same if len(out) == 2 else None
 
         # 2 and 3. the scans, streamed: the best 10 per budget (no budget, the default budget)
-        for label, path, questions in (("sim-taskbench scan", ROOT / "traces" / "sim-taskbench", "train"),
-                                       ("16.8M generated scan" if not args.quick else "generated scan", gen, None)):
+        scans = [("sim-taskbench scan", ROOT / "traces" / "sim-taskbench", "train")] if "taskbench" in todo else []
+        if "generated" in todo:
+            scans.append(("16.8M generated scan" if not args.quick else "generated scan", gen, None))
+        for label, path, questions in scans:
             out = {}
             for d in devices:
                 def scan(d=d, questions=questions):
@@ -182,6 +245,29 @@ def main() -> None:
                 out[d] = top
                 rows.append((label, f"{top.evaluated:,} configs x {qn} q x {RS} rep", d, wall, cpu_s, draws))
             checks[label] = (out["cpu"].best == out["cuda"].best) if len(out) == 2 else None
+
+        # 4. a batch of 256 random 6-node graphs on a simulated math graph store
+        if "graph" in todo:
+            from replay.graph.engine import evaluate_graphs
+
+            gq = args.graph_questions or (20 if tiny else 100 if args.quick else 500)
+            n_graphs = 8 if tiny else 256
+            RG = 2 if tiny else 16
+            gpath = _graph_store(tmp, gq)
+            graphs = _random_graphs(replay.open(gpath), n_graphs)
+            for d in devices:  # compile (or load) the graph kernels
+                evaluate_graphs(replay.open(gpath), graphs[:2], questions=[0], replicates=2, device=d)
+            out = {}
+            for d in devices:
+                def graph_batch(d=d):
+                    st = replay.open(gpath)
+                    res = evaluate_graphs(st, graphs, replicates=RG, seed=0, device=d)
+                    return res, _graph_draws(st, graphs) * gq * RG
+                (res, draws), wall, cpu_s = _timed(graph_batch)
+                out[d] = res
+                rows.append(("graph batch", f"{n_graphs} graphs x {gq} q x {RG} rep", d, wall, cpu_s, draws))
+            checks["graph batch"] = (all(repr(a) == repr(b) and np.array_equal(a.per_question, b.per_question)
+                                         for a, b in zip(out["cpu"], out["cuda"])) if len(out) == 2 else None)
 
         print()
         print(f"{'workload':<22}{'shape':<36}{'device':<8}{'wall s':>9}{'CPU s':>9}{'draws/s':>12}{'GPU speed-up':>14}")

@@ -44,7 +44,7 @@ def cli():
 def _device_option(f):
     """--device for the commands whose replay can run on a GPU (replay/gpu)."""
     return click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
-                        help="Where chain replay runs: cpu, cuda (a GPU: the gpu-replay extra; the same numbers) "
+                        help="Where replay runs (chains and graphs): cpu, cuda (a GPU: the gpu-replay extra; the same numbers) "
                              "or auto (the GPU when present and the work is large).")(f)
 
 
@@ -54,14 +54,6 @@ def _check_device(device):
         from .gpu import resolve_device
 
         resolve_device(device, where="--device")
-
-
-def _check_graph_device(device):
-    """Graph stores replay on the CPU: --device cuda says so, auto stays on the CPU."""
-    if device == "cuda":
-        from .errors import ConfigError
-
-        raise ConfigError("--device", "cuda: graph stores replay on the CPU only (GPU graph replay is not built yet)")
 
 
 def _questions_option(f):
@@ -212,9 +204,9 @@ def eval_cmd(store, configs, replicates, seed, questions, budget, as_json, laten
     if st.manifest.kind == "graph":
         from .graph import cli as graph_cli
 
-        _check_graph_device(device)
         return graph_cli.evaluate(st, configs, replicates=replicates, seed=seed, questions=_parse_questions(questions),
-                                  budget=budget, latency_limit=latency_limit, throughput=throughput, as_json=as_json)
+                                  budget=budget, latency_limit=latency_limit, throughput=throughput, as_json=as_json,
+                                  device=device)
     if latency_limit is not None or throughput is not None:
         from .errors import ConfigError
 
@@ -426,10 +418,9 @@ def sweep(store, out, budget, models, max_samples, grid, replicates, seed, quest
     if st.manifest.kind == "graph":
         from .graph import cli as graph_cli
 
-        _check_graph_device(device)
         return graph_cli.sweep(st, out=out, grid=grid, budget=budget, replicates=replicates, seed=seed,
                                questions=_parse_questions(questions), throughput=throughput, models=models,
-                               max_samples=max_samples)
+                               max_samples=max_samples, device=device)
     cfgs = _space_configs(st, models, max_samples, grid)
     qsel = _parse_questions(questions)
     check_replicates("--replicates", replicates, questions=len(st.question_indices(qsel)),

@@ -601,16 +601,13 @@ class Store:
     def evaluate_batch(self, configs, *, questions=None, replicates: int = 100, seed: int = 0,
                        budget: float | None = None, progress=None, device: str | None = None):
         """`replay.engine.evaluate_batch(self, configs, ...)`: many configurations in few passes
-        (device 'cpu', 'cuda' or 'auto': chain stores; graph stores replay on the CPU)."""
+        (device 'cpu', 'cuda', 'auto' or None: `replay.gpu.resolve_device`; for a graph store,
+        `replay.graph.evaluate_graphs`)."""
         if self.manifest.kind == "graph":
             from .graph.engine import evaluate_graphs
-            if device == "cuda":  # asked for by name ($TTS_REPLAY_DEVICE does not apply to graphs)
-                from .errors import ConfigError
-
-                raise ConfigError("device", "graph stores replay on the CPU only (GPU graph replay is not built yet)")
 
             return evaluate_graphs(self, configs, questions=questions, replicates=replicates, seed=seed,
-                                   budget=budget, progress=progress)
+                                   budget=budget, progress=progress, device=device)
         from .engine import evaluate_batch
 
         return evaluate_batch(self, configs, questions=questions, replicates=replicates, seed=seed, budget=budget,

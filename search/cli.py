@@ -104,8 +104,9 @@ def _budget(text: str | None) -> float | None:
               help="Largest space whose exhaustive optimum is computed for the summary (one compiled scan).")
 @click.option("--sampler", default=None, help="bo: tpe (default) or gp (Optuna's GPSampler; needs torch).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default=None,
-              help="--space config: where the replay runs (evaluations, the grid's scan, the optimum): cpu, cuda (a "
-                   "GPU; the gpu-replay extra; the same numbers) or auto. Default $TTS_REPLAY_DEVICE, else cpu.")
+              help="Where the replay runs (evaluations, the grid's scan, the optimum; --space graph: the graph "
+                   "batches): cpu, cuda (a GPU; the gpu-replay extra; the same numbers) or auto. Default "
+                   "$TTS_REPLAY_DEVICE, else cpu.")
 @click.option("--ablate", default=None, help="agenttts, rules: insight1, insight2 or insight3; agent-reinforce: those "
               "or feedback (a plain REINFORCE update, no LLM).")
 @click.option("--llm-base-url", default=None, help="LLM searchers: OpenAI-compatible endpoint (or OPENAI_BASE_URL).")
@@ -189,7 +190,7 @@ def run_cmd(store_path, searcher, trials, seed, seeds, yes, workers, budget, mod
                                    max_samples=max_samples, budget=_budget(budget), latency_limit=latency_limit,
                                    objective="accuracy" if graph_objective is None else graph_objective)
         stray = {"--controller": controller, "--model": model, "--budget-tokens": budget_tokens,
-                 "--beta": beta or None, "--probe-cost": probe_cost, "--max-fallback": max_fallback, **program_opts, "--device": device}
+                 "--beta": beta or None, "--probe-cost": probe_cost, "--max-fallback": max_fallback, **program_opts}
         tail = "does not apply to --space graph"
     else:
         model_list = tuple(m.strip() for m in models.split(",") if m.strip()) if models is not None else None

@@ -239,8 +239,238 @@ def check_cli():
     assert docs[0] == docs[1], "replay scan differs between devices"
 
 
+# ---------------------------------------------------------------------------------------------
+# Graph replay (replay/gpu/graph_kernels.py)
+
+GRAPH_FIELDS = ("score_q", "tokens_q", "flops_q", "latency_q", "score_r", "node")
+# graph stores (solve/refine/aggregate; majority or best-score roles, 0/1 or float scores, keys
+# often not collected: fallbacks), and chain stores whose stages serve as roles (set votes,
+# stored fusions, best score)
+GRAPH_SPECS = {
+    "g-majority": ("graph", dict(seed=1, n_questions=3, n_models=2, max_pool=4, n_answers=2, key_keep=0.6)),
+    "g-best": ("graph", dict(seed=2, n_questions=3, n_models=2, max_pool=5, aggregation="best_score",
+                             float_scores=True, key_keep=0.3, max_key=2)),
+    "c-set-fuse": ("chain", dict(seed=3, n_questions=3, aggregations=("set_vote", "llm_fuse", "best_score"), n_models=2,
+                                 max_pool=4, n_answers=3)),
+}
+
+
+def graph_store(name):
+    if name not in _stores:
+        kind, kw = GRAPH_SPECS[name]
+        if kind == "graph":
+            from graphkit import RandomGraphStoreSpec, make_random_graph_store
+
+            _stores[name] = replay.open(make_random_graph_store(TMP / name, RandomGraphStoreSpec(**kw)))
+        else:
+            _stores[name] = replay.open(make_random_store(TMP / name, RandomStoreSpec(**kw)))
+    return _stores[name]
+
+
+def graphs_of(st, k, seed):
+    """k random graphs: on a graph store graphkit's (1-5 nodes, a vote over several sinks); on a
+    chain store one node per stage reading 1-2 earlier nodes, every sink an output."""
+    from graphkit import random_graph
+
+    from replay.graph import Graph, Node
+
+    rng = np.random.default_rng(seed)
+    if st.manifest.kind == "graph":
+        return [random_graph(st, rng) for _ in range(k)]
+    names = st.manifest.stage_names
+    out = []
+    for _ in range(k):
+        nodes = []
+        for s, name in enumerate(names):
+            m = str(rng.choice(st.candidate_models(s)))
+            top = int(largest_pool(st)[s, st.model_index(m)])
+            ins = tuple(sorted(rng.choice([x.name for x in nodes], size=min(len(nodes), int(rng.integers(1, 3))),
+                                          replace=False).tolist())) if nodes else ()
+            nodes.append(Node(f"n{s}", name, m, int(rng.integers(1, top + 1)), ins))
+        read = {p for x in nodes for p in x.inputs}
+        out.append(Graph.of(nodes, output=[x.name for x in nodes if x.name not in read], roles=names))
+    return out
+
+
+def same_graph_sums(a, b, what):
+    for f in GRAPH_FIELDS:
+        if not np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True):
+            raise AssertionError(f"{what}: {f} differs\ncpu {getattr(a, f)}\ngpu {getattr(b, f)}")
+    for f, x, y in zip(("score", "tokens", "flops", "latency"), a.detail, b.detail):
+        if not np.array_equal(x, y, equal_nan=True):
+            raise AssertionError(f"{what}: detail {f} differs")
+
+
+def graph_reference(st, graphs, sums, qidx, R, seed, what):
+    """Every graph's per-(question, replicate) figures equal the pure-Python reference's, its
+    per-node sums to rounding."""
+    from replay.graph.inputs import graph_inputs, seconds_per_token
+    from replay.graph.reference import evaluate_graph_reference
+
+    G = graph_inputs(st)
+    pre, dec = seconds_per_token(st)
+    u = 0
+    for b, g in enumerate(graphs):
+        idx = {n.name: i for i, n in enumerate(g.nodes)}
+        arr = ([st.stage_index(n.role) for n in g.nodes], [st.model_index(n.model) for n in g.nodes],
+               [n.samples for n in g.nodes], [[idx[p] for p in n.inputs] for n in g.nodes], [idx[o] for o in g.output])
+        want = evaluate_graph_reference(st.arrays, G, pre, dec, arr, qidx, R, seed)
+        for name, got, w in zip(("score", "tokens", "flops", "latency"), (x[b] for x in sums.detail), want[:4]):
+            if not np.array_equal(got, w, equal_nan=True):
+                raise AssertionError(f"{what}: {name} differs from the reference for {g}")
+        K = len(g.nodes)
+        for j in range(4):
+            np.testing.assert_allclose(sums.node[u:u + K, j], want[4 + j], rtol=1e-12, atol=1e-9,
+                                       err_msg=f"{what}: node figure {j} differs from the reference for {g}")
+        u += K
+
+
+def check_graph():
+    """graph_sums on the GPU equals the CPU kernel's, every array bit for bit (with the CPU's
+    memo and without), and the pure-Python reference; the stores have fallbacks, multi-output
+    votes, majority, best-score, set-vote and fusion roles; results of evaluate_graphs too."""
+    from replay.graph.engine import evaluate_graphs, graph_sums
+
+    for k, name in enumerate(GRAPH_SPECS):
+        st = graph_store(name)
+        gs = graphs_of(st, 4, seed=k)
+        qidx = np.arange(st.arrays.n_questions)
+        gpu = graph_sums(st, gs, qidx, replicates=3, seed=9, detail=True, device="cuda")
+        for memo in ("auto", "never", "always"):
+            cpu = graph_sums(st, gs, qidx, replicates=3, seed=9, detail=True, memo=memo, device="cpu")
+            same_graph_sums(cpu, gpu, f"{name} (cpu memo={memo})")
+        graph_reference(st, gs, gpu, qidx, 3, 9, name)
+        if not any(len(g.output) > 1 for g in gs) and name.startswith("g-"):
+            raise AssertionError(f"{name}: no graph with a vote over several outputs")
+        if not gpu.node[:, 3].any():
+            raise AssertionError(f"{name}: no fallback exercised")
+    st = graph_store("g-majority")
+    gs = graphs_of(st, 3, seed=7)
+    a = evaluate_graphs(st, gs, replicates=2, seed=1, device="cpu")
+    b = evaluate_graphs(st, gs, replicates=2, seed=1, device="cuda")
+    for x, y in zip(a, b):
+        same_result(x, y)
+
+
+def same_result(x, y):
+    """Two GraphResults equal in every field (repr: exact floats, NaN equal to NaN) and per question."""
+    assert repr(x) == repr(y), (x, y)
+    for f in ("per_question", "per_question_tokens", "per_question_latency"):
+        assert np.array_equal(getattr(x, f), getattr(y, f), equal_nan=True), f
+
+
+def check_graph_chunks():
+    """Several CPU chunks of questions (a parallel run's) and one question per GPU memory chunk:
+    the same arrays, score_r and node sums included (carried across memory chunks)."""
+    import numba
+
+    import replay.graph.engine as engine
+    from replay.gpu import graph_host
+    from replay.graph.engine import graph_sums
+
+    st = replay.open(make_graph_store_10())
+    gs = graphs_of(st, 3, seed=4)
+    qidx = np.arange(st.arrays.n_questions)
+    serial, threads = engine.SERIAL_WORK, numba.get_num_threads
+    engine.SERIAL_WORK, numba.get_num_threads = -1, (lambda: 2)  # n_chunks = min(Q, 8): chunks of 1-2 questions
+    graph_host.GRAPH_BYTES = 1
+    try:
+        cpu = graph_sums(st, gs, qidx, replicates=2, seed=4, detail=True, device="cpu")
+        gpu = graph_sums(st, gs, qidx, replicates=2, seed=4, detail=True, device="cuda")
+    finally:
+        engine.SERIAL_WORK, numba.get_num_threads, graph_host.GRAPH_BYTES = serial, threads, None
+    same_graph_sums(cpu, gpu, "8 chunks of questions, one question per memory chunk")
+
+
+def make_graph_store_10():
+    from graphkit import RandomGraphStoreSpec, make_random_graph_store
+
+    return make_random_graph_store(TMP / "g-ten", RandomGraphStoreSpec(seed=5, n_questions=10, max_pool=3))
+
+
+def check_graph_chain():
+    """Chain configurations as graphs on the GPU give the chain engine's numbers (to rounding:
+    the chain engine sums in another order) and the CPU graph engine's exactly."""
+    from replay.graph import Graph
+    from replay.graph.engine import evaluate_graphs
+
+    st = graph_store("c-set-fuse")  # set vote, stored fusions, best score; the score rule 'last'
+    lp = largest_pool(st)
+    cfgs = [Config(tuple(StageChoice(c.model, min(c.samples, int(lp[s, st.model_index(c.model)])))
+                         for s, c in enumerate(cfg.stages))) for cfg in configs(st, 4, seed=3)]
+    chain = evaluate_batch(st, cfgs, replicates=3, seed=2, device="cpu")
+    gs = [Graph.from_chain(c, st) for c in cfgs]
+    cpu = evaluate_graphs(st, gs, replicates=3, seed=2, device="cpu")
+    gpu = evaluate_graphs(st, gs, replicates=3, seed=2, device="cuda")
+    for c, x, y in zip(chain, cpu, gpu):
+        same_result(x, y)
+        for f in ("score", "tokens", "flops", "units"):
+            if not np.isclose(getattr(c, f), getattr(y, f), rtol=1e-12, atol=1e-12):
+                raise AssertionError(f"{c.config}: {f} {getattr(c, f)} (chain) != {getattr(y, f)} (graph on the GPU)")
+        np.testing.assert_allclose(c.per_question, y.per_question, rtol=1e-12, atol=0)
+
+
+def check_graph_device():
+    """Graphs follow 'auto' (the CPU for small work) and $TTS_REPLAY_DEVICE (how `search
+    --device` reaches a graph search); `replay eval` and `replay sweep --grid --device cuda` on a
+    graph store print and write what --device cpu does."""
+    import polars as pl
+    from click.testing import CliRunner
+
+    from replay.cli import cli
+    from replay.gpu import graph_host
+    from replay.graph.engine import evaluate_graphs
+
+    st = graph_store("g-majority")
+    gs = graphs_of(st, 2, seed=11)
+    calls = []
+    real = graph_host.graph_replay
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    graph_host.graph_replay = counted
+    try:
+        evaluate_graphs(st, gs, replicates=2, device="auto")
+        assert not calls, "auto took the GPU for a tiny batch"
+        os.environ["TTS_REPLAY_DEVICE"] = "cuda"
+        try:
+            evaluate_graphs(st, gs, replicates=2)
+        finally:
+            del os.environ["TTS_REPLAY_DEVICE"]
+        assert calls, "TTS_REPLAY_DEVICE=cuda did not reach graph replay"
+        n = len(calls)
+        st.evaluate_batch(gs, replicates=2, device="cuda")
+        assert len(calls) > n, "Store.evaluate_batch(device='cuda') on a graph store did not use the GPU"
+    finally:
+        graph_host.graph_replay = real
+    path = str(TMP / "g-majority")
+    texts = [str(g) for g in gs]
+    outs = []
+    for dev in ("cpu", "cuda"):
+        args = ["eval", path, "-r", "2", "--json", "--device", dev]
+        for t in texts:
+            args += ["-c", t]
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 0, res.output
+        outs.append(res.output)
+    assert outs[0] == outs[1], "replay eval differs between devices on a graph store"
+    grid = TMP / "grid.txt"
+    grid.write_text("\n".join(texts) + "\n")
+    tables = []
+    for dev in ("cpu", "cuda"):
+        out = TMP / f"gsweep-{dev}.parquet"
+        res = CliRunner().invoke(cli, ["sweep", path, "--grid", str(grid), "--out", str(out), "-r", "2", "--device",
+                                       dev])
+        assert res.exit_code == 0, res.output
+        tables.append(pl.read_parquet(out))
+    assert tables[0].equals(tables[1], null_equal=True), "graph sweep tables differ"
+
+
 CHECKS = {"sums": check_sums, "chunks": check_chunks, "memo": check_memo, "scan": check_scan,
-          "evaluate": check_evaluate, "auto": check_auto, "cli": check_cli}
+          "evaluate": check_evaluate, "auto": check_auto, "cli": check_cli, "graph": check_graph,
+          "graph-chunks": check_graph_chunks, "graph-chain": check_graph_chain, "graph-device": check_graph_device}
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or list(CHECKS):

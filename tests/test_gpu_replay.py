@@ -21,7 +21,8 @@ from storekit import RandomStoreSpec, make_random_store
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
-CHECKS = ("sums", "chunks", "memo", "scan", "evaluate", "auto", "cli")
+CHECKS = ("sums", "chunks", "memo", "scan", "evaluate", "auto", "cli", "graph", "graph-chunks", "graph-chain",
+          "graph-device")
 
 
 def _env(**extra):
@@ -44,7 +45,13 @@ def test_gpu_matches_cpu_on_simulator(simulated, check):
     """sums: replay_sums on the GPU equals the CPU's memo method bit for bit and the reference;
     chunks: so it does with memo and lookup chunks of one; memo: the memo tables; scan: the
     exhaustive scan, and scan_top per budget on both devices; evaluate: evaluate_batch's
-    results; auto: device selection; cli: `replay sweep --device cuda` writes the same table."""
+    results; auto: device selection; cli: `replay sweep --device cuda` writes the same table.
+    graph: graph replay's arrays equal the CPU kernel's bit for bit and the reference (majority,
+    best-score, set-vote and fusion roles, fallbacks, votes over several outputs); graph-chunks:
+    so they do over several CPU chunks of questions and one question per GPU memory chunk;
+    graph-chain: chain configurations as graphs give the chain engine's numbers; graph-device:
+    auto, $TTS_REPLAY_DEVICE, Store.evaluate_batch and `replay eval`/`sweep --grid --device cuda`
+    on a graph store."""
     passed, output = simulated
     assert check in passed, f"{check} failed on the CUDA simulator:\n{output[-4000:]}"
 
@@ -66,6 +73,14 @@ def test_cuda_without_gpu_is_one_line_exit_2(tmp_path):
     assert not out.exists()
     proc = _run_cli(["search.cli", "run", "--replay", "traces/tiny-real-numseq", "--searcher", "grid", "--device",
                      "cuda", "--out", str(tmp_path / "s")], NUMBA_DISABLE_CUDA="1")
+    assert proc.returncode == 2 and "error: --device: cuda:" in proc.stderr, proc.stderr
+    # a graph store: the same line (graph replay runs on the GPU too)
+    proc = _run_cli(["replay.cli", "eval", "traces/sim-math", "-c", "s=solve(Qwen2.5-7B,2)", "-r", "2", "--device",
+                     "cuda"], NUMBA_DISABLE_CUDA="1")
+    lines = [ln for ln in proc.stderr.strip().splitlines() if not ln.startswith("note:")]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: --device: cuda:"), proc.stderr
+    proc = _run_cli(["search.cli", "run", "--replay", "traces/sim-math", "--space", "graph", "--searcher", "random",
+                     "--device", "cuda", "--out", str(tmp_path / "g")], NUMBA_DISABLE_CUDA="1")
     assert proc.returncode == 2 and "error: --device: cuda:" in proc.stderr, proc.stderr
 
 

@@ -3,9 +3,10 @@
     store.evaluate_batch(configs, replicates=1000, device="cuda")
     replay.engine.scan_space(store, choices, device="auto")
     replay.scan_top.scan_top(store, choices, budgets=[2.0, 4.0], top=10, device="cuda")
+    replay.graph.evaluate_graphs(graph_store, graphs, replicates=16, device="cuda")
 
-`device` is 'cpu' (the Numba CPU kernels), 'cuda' (the kernels of
-replay/gpu/kernels.py; without a usable GPU, a ConfigError: one line, exit 2) or 'auto' (the GPU
+`device` is 'cpu' (the Numba CPU kernels), 'cuda' (the kernels of replay/gpu/kernels.py and,
+for graphs, replay/gpu/graph_kernels.py; without a usable GPU, a ConfigError: one line, exit 2) or 'auto' (the GPU
 when one is present and the work is at least AUTO_MIN_DRAWS draws, so that the transfers, the
 launch and the first compilation pay for themselves; else the CPU). Numbers are identical on
 every device (same random streams, same sums in the same order; tests/test_gpu_replay.py).

@@ -48,13 +48,15 @@ U64 = np.uint64
 SALT_N = K.SALT_N
 
 
-def _device(names):
-    """CUDA device builds of the named @njit helpers of replay/kernels.py, from their own Python
-    source: each build's globals are kernels.py's, with the helpers it calls replaced by their
-    device builds (so stream_start calls the device mix64, not the CPU dispatcher)."""
-    built = {}
+def _device(names, module=K, built=None):
+    """CUDA device builds of the named @njit helpers of `module` (replay/kernels.py), from their
+    own Python source: each build's globals are the module's, with the helpers it calls replaced
+    by their device builds (so stream_start calls the device mix64, not the CPU dispatcher).
+    `built`: device builds already made (of another module's helpers, or stand-ins), used by
+    name and extended with the new ones."""
+    built = {} if built is None else built
     for name in names:
-        py = getattr(K, name).py_func
+        py = getattr(module, name).py_func
         env = dict(py.__globals__)
         env.update(built)
         clone = types.FunctionType(py.__code__, env, py.__name__, py.__defaults__, py.__closure__)
@@ -254,7 +256,7 @@ def snapshots(question_hash, stage_agg, qsm_pool_off, pool_ctx, pool_off, pool_p
             memo_flop[o + n - 1] = mul(flop_scale, tk)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def memo_build(question_hash, stage_agg, qsm_pool_off, pool_ctx, pool_off, pool_prompt, s_answer, s_score,
                s_completion, s_packed, gold, ans_item_off, ans_items, pool_fus_off, fus_size, fus_answer, fus_score,
                fus_tokens, fus_subset_completion, stage_indep, bits, n_stages, n_models, width, n_rep, seed,
@@ -280,7 +282,7 @@ def memo_build(question_hash, stage_agg, qsm_pool_off, pool_ctx, pool_off, pool_
                   row_base[row] + r * nmax, row_scale[row], memo_ans, memo_score, memo_tok, memo_flag, memo_flop)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def replay_groups(question_hash, stage_agg, qsm_pool_off, pool_ctx, pool_off, pool_prompt, s_answer, s_score,
                   s_completion, s_packed, gold, ans_item_off, ans_items, pool_fus_off, fus_size, fus_answer, fus_score,
                   fus_tokens, fus_subset_completion, stage_indep, score_rule, bits, n_stages, n_models, width,
@@ -349,7 +351,7 @@ def replay_groups(question_hash, stage_agg, qsm_pool_off, pool_ctx, pool_off, po
                     st_fallback[r, c, s, qi] = 1 if (fb or sf[j] != 0) else 0
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def memo_lookup(qsm_pool_off, pool_ctx, pool_off, stage_indep, score_rule, n_stages, n_models, questions, q_offset,
                 n_rep, cfg_models, cfg_counts, pool_row, row_nmax, row_base, memo_ans, memo_score, memo_tok,
                 memo_flag, memo_flop, score_q, score_r, tok_sum, flop_sum, st_score, st_tokens, st_fallback):
@@ -415,7 +417,7 @@ def _scan_prefix(qsm_pool_off, pool_ctx, pool_off, stage_indep, rule, n_stages, 
     return ctx, pre, acc
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def scan_product(qsm_pool_off, pool_ctx, pool_off, stage_indep, score_rule, n_stages, n_models, questions, n_rep,
                  ch_model, ch_count, n_last, prefix, pool_row, row_nmax, row_base, memo_ans, memo_score, memo_flop,
                  out_score, out_rep_sq, out_q_sq, out_q_ends, out_flops):
@@ -474,7 +476,7 @@ def scan_product(qsm_pool_off, pool_ctx, pool_off, stage_indep, score_rule, n_st
         out_flops[i, k] = flops
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def scan_question_sums(qsm_pool_off, pool_ctx, pool_off, stage_indep, score_rule, n_stages, n_models, questions,
                        n_rep, ch_model, ch_count, n_last, prefix, pool_row, row_nmax, row_base, memo_ans, memo_score,
                        ref_q, s1, s2, d1, d2):

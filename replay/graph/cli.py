@@ -143,7 +143,8 @@ def info(st) -> None:
                "collected fall back (replay reports the rate per node).")
 
 
-def evaluate(st, configs, *, replicates, seed, questions, budget, latency_limit, throughput, as_json) -> None:
+def evaluate(st, configs, *, replicates, seed, questions, budget, latency_limit, throughput, as_json,
+             device="cpu") -> None:
     """`replay eval` on a graph store: a table (or JSON lines) with score, tokens and latency."""
     import json
 
@@ -154,7 +155,7 @@ def evaluate(st, configs, *, replicates, seed, questions, budget, latency_limit,
     graphs = [parse_graph_arg(c, st) for c in configs]
     check_replicates_for(st, graphs, replicates, questions)
     results = evaluate_graphs(st, graphs, questions=questions, replicates=replicates, seed=seed, budget=budget,
-                              latency_limit=latency_limit, throughput=speeds)
+                              latency_limit=latency_limit, throughput=speeds, device=device)
     if as_json:
         from ..clitools import json_safe as _json_safe
 
@@ -230,7 +231,8 @@ def compare(st, configs, *, replicates, seed, questions, budget, as_json) -> Non
     click.echo("diff vs first: the mean over questions of (this - first), paired question by question, with its "
                "95% interval; beyond noise: the interval excludes 0")
 
-def sweep(st, *, out, grid, budget, replicates, seed, questions, throughput, models=None, max_samples=None) -> None:
+def sweep(st, *, out, grid, budget, replicates, seed, questions, throughput, models=None, max_samples=None,
+          device="cpu") -> None:
     """`replay sweep --grid FILE` on a graph store: every graph of the file, one Parquet row each."""
     import polars as pl
     from tqdm import tqdm
@@ -258,7 +260,7 @@ def sweep(st, *, out, grid, budget, replicates, seed, questions, throughput, mod
     t0 = time.perf_counter()
     with tqdm(total=len(graphs), unit="graph", desc="sweep", disable=None, file=sys.stderr) as bar:
         results = evaluate_graphs(st, graphs, questions=questions, replicates=replicates, seed=seed, budget=budget,
-                                  throughput=speeds, progress=bar.update)
+                                  throughput=speeds, progress=bar.update, device=device)
     dt = time.perf_counter() - t0
     df = pl.DataFrame([r.as_row() for r in results])
     with atomic_path(out) as tmp:

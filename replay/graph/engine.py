@@ -316,7 +316,8 @@ def _memo_plan(store, nodes: DistinctNodes, R: int, always: bool = False):
 
 
 def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: int, seed: int,
-               throughput: dict | None = None, detail: bool = False, progress=None, memo: str = "auto") -> GraphSums:
+               throughput: dict | None = None, detail: bool = False, progress=None, memo: str = "auto",
+               device: str | None = None) -> GraphSums:
     """Replay checked graphs on question indices `qidx`: the sums results are made of.
 
     A node that several graphs of the batch have (the same node index, role, model, count and
@@ -336,9 +337,20 @@ def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: 
         progress: called with the number of graphs done.
         memo: "auto" (where cheaper), "always" (every eligible node; for tests) or "never"
             (every node draws directly); all give the same numbers.
+        device: 'cpu', 'cuda' (replay/gpu/graph_kernels.py: every node drawn directly, the
+            same sums), 'auto' (the GPU when present and the batch's draws, nodes x questions x
+            replicates x samples before sharing, are at least replay.gpu.AUTO_MIN_DRAWS) or
+            None ($TTS_REPLAY_DEVICE, else 'cpu'). The chunking of questions below is the same
+            on both devices, so every array is identical.
+
+    Raises:
+        ConfigError: an unknown device, or 'cuda' where no GPU can be used.
     """
+    import functools
+
     import numba
 
+    from ..gpu import resolve_device
     from . import kernels
 
     d = store.derived
@@ -348,6 +360,7 @@ def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: 
     batch = GraphBatch.of(store, graphs)
     B, Q, R = len(graphs), len(qidx), replicates
     U = len(batch.node_role)
+    dev = resolve_device(device, work=float(Q) * R * float(batch.node_count.sum()))
     out = GraphSums(np.zeros((B, Q)), np.zeros((B, Q)), np.zeros((B, Q)), np.zeros((B, Q)), np.zeros((B, R)),
                     np.zeros((U, 4)), tuple(np.zeros((B, Q, R)) for _ in range(4)) if detail else None)
     qidx = np.ascontiguousarray(qidx, dtype=np.int64)
@@ -372,6 +385,10 @@ def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: 
         node = np.zeros((n_chunks, X, 4))
         det = tuple(x[b0:b1] for x in out.detail) if detail else (empty, empty, empty, empty)
         run = kernels.graph_replay if parallel else kernels.graph_replay_serial
+        if dev == "cuda":  # the same arguments, the same sums (n_chunks included)
+            from ..gpu.graph_host import graph_replay as gpu_replay
+
+            run = functools.partial(gpu_replay, store)
         per_q = [np.zeros((Q, b1 - b0)) for _ in range(4)]  # [question, graph]: the kernel's layout
         run(A, G, a.n_stages, a.n_models, d.max_pool, d.n_items, pre, dec, qidx, R, np.uint64(seed), n_chunks,
             part.g_node_off, nodes.node_uid, part.g_out_off,
@@ -389,7 +406,7 @@ def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: 
 
 def evaluate_graph(store, graph, *, questions=None, replicates: int = 100, seed: int = 0,
                    budget: float | None = None, latency_limit: float | None = None,
-                   throughput: dict | None = None) -> GraphResult:
+                   throughput: dict | None = None, device: str | None = None) -> GraphResult:
     """Replay one graph: its mean score, standard error, token cost and latency.
 
     Args:
@@ -405,18 +422,22 @@ def evaluate_graph(store, graph, *, questions=None, replicates: int = 100, seed:
         latency_limit: seconds per question; a graph whose expected latency exceeds it is
             infeasible and not scored (ConfigError if a model of the graph has no throughput).
         throughput: {model: (prefill tokens/s, decode tokens/s)}, over the manifest's.
+        device: 'cpu', 'cuda' (a GPU: replay/gpu, the same numbers), 'auto' (the GPU when
+            present and the work is large) or None ($TTS_REPLAY_DEVICE, else 'cpu').
 
     Raises:
-        ConfigError: a graph the store cannot replay, or replicates < 1.
+        ConfigError: a graph the store cannot replay, replicates < 1, or device 'cuda' without
+            a usable GPU.
         StoreError: an unknown split or question.
     """
     return evaluate_graphs(store, [graph], questions=questions, replicates=replicates, seed=seed, budget=budget,
-                           latency_limit=latency_limit, throughput=throughput)[0]
+                           latency_limit=latency_limit, throughput=throughput, device=device)[0]
 
 
 def evaluate_graphs(store, graphs: Iterable, *, questions=None, replicates: int = 100, seed: int = 0,
                     budget: float | None = None, latency_limit: float | None = None,
-                    throughput: dict | None = None, progress: Callable[[int], None] | None = None) -> list[GraphResult]:
+                    throughput: dict | None = None, progress: Callable[[int], None] | None = None,
+                    device: str | None = None) -> list[GraphResult]:
     """Replay many graphs in one compiled call (per MAX_CELLS graphs x questions), with the
     numbers `evaluate_graph` gives each. Arguments as `evaluate_graph`; `progress` is called
     with the number of graphs done.
@@ -443,7 +464,8 @@ def evaluate_graphs(store, graphs: Iterable, *, questions=None, replicates: int 
             if unknown:
                 raise ConfigError("latency limit", f"graph {str(g)!r}: model {unknown[0]!r} has no throughput, so its "
                                                    "latency is unknown (give one: --throughput MODEL=PREFILL/DECODE)")
-    sums = graph_sums(store, gs, qidx, replicates=replicates, seed=seed, throughput=throughput, progress=progress)
+    sums = graph_sums(store, gs, qidx, replicates=replicates, seed=seed, throughput=throughput, progress=progress,
+                      device=device)
     unit = store.derived.budget_unit
     params = store.arrays.model_params
     models = {n: i for i, n in enumerate(store.manifest.model_names)}

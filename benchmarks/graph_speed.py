@@ -5,7 +5,8 @@
 
 What it measures, each `--repeats` times (the median is printed, and the best):
   single   one graph per call (`evaluate_graph` in a loop): what a searcher asking one graph at a
-           time gets, Python included; single calls run on one thread
+           time gets, Python included; a call this size runs on every thread
+           (small calls on one: replay/graph/engine.py SERIAL_WORK)
   batch    256 distinct random 6-node graphs in one `evaluate_graphs` call (a searcher's batch:
            a node that several graphs have runs once per question, key lookups are shared
            through a per-question table, and draws through a memo filled on first use)
@@ -119,7 +120,7 @@ def main(argv=None):
     n_single = 30
     rows = {
         "single (one graph per call)": timed(lambda: [evaluate_graph(gst, g6, replicates=R) for _ in range(n_single)],
-                                             args.repeats, n_single, 1),
+                                             args.repeats, n_single, threads),
         "batch of 256 random 6-node graphs": timed(lambda: evaluate_graphs(gst, batch, replicates=R), args.repeats,
                                                    len(batch), threads),
         "same graph x256 in one call": timed(lambda: evaluate_graphs(gst, [g6] * 256, replicates=R), args.repeats, 256,
@@ -128,7 +129,8 @@ def main(argv=None):
             lambda: [evaluate_batch(cst, [chain], replicates=R) for _ in range(n_single)], args.repeats, n_single,
             threads),
         "graph engine, same 6-stage chain as a graph": timed(
-            lambda: [evaluate_graph(cst, chain_graph, replicates=R) for _ in range(n_single)], args.repeats, n_single, 1),
+            lambda: [evaluate_graph(cst, chain_graph, replicates=R) for _ in range(n_single)], args.repeats, n_single,
+            threads),
         "chain engine, 256 random 6-stage configs": None,
     }
     cfgs = []

@@ -42,3 +42,22 @@ def test_batches_that_share_nodes_equal_the_reference():
             nodes = GraphBatch.of(store, graphs).distinct()
             assert len(nodes.role) < len(nodes.node_uid)  # the batch does share nodes
             _compare_to_reference(store, graphs)
+
+
+def test_one_graph_takes_the_short_path_to_the_same_distinct_nodes():
+    """distinct() of a one-graph batch (its fast path) equals what the general path finds for the
+    same graph (a batch of the graph twice: every node shared)."""
+    spec = RandomGraphStoreSpec(seed=4, n_models=2, max_pool=5, n_answers=3, key_keep=0.6, max_key=2,
+                                roles=("solve", "refine", "aggregate"))
+    with tempfile.TemporaryDirectory() as d:
+        store = replay.open(make_random_graph_store(Path(d) / "s", spec))
+        rng = np.random.default_rng(4)
+        for _ in range(10):
+            g = random_graph(store, rng)
+            one = GraphBatch.of(store, [g]).distinct()
+            two = GraphBatch.of(store, [g, g]).distinct()
+            U = len(g.nodes)
+            assert np.array_equal(two.node_uid, np.tile(one.node_uid, 2))
+            for f in ("index", "role", "model", "count", "par_off", "par"):
+                assert np.array_equal(getattr(one, f), getattr(two, f)), f
+            assert len(one.role) == U

@@ -254,12 +254,13 @@ def set_drawn(scratch, n, base, mask, s_completion, s_answer, ans_item_off, ans_
 
 
 @njit(inline="always", cache=True)
-def memo_fill(s_packed, base, size, nn, state, perm, swaps, scratch, bits, mask, s_answer, s_score, s_completion,
+def memo_fill(s_packed, base, size, nn, nm, state, perm, swaps, scratch, bits, mask, s_answer, s_score, s_completion,
               ans_class, agg, keyv, rep, gen, width, prompt, t_pre, t_dec, o, memo):
-    """One pass along a node's draws (nn of them, from `state`) recording its result at every
-    count 1..nn in memo[o:o + nn] (answer class, score, tokens, latency): the draws for n are
-    the first n of the draws for n + 1, and the vote (vote_drawn's, best_drawn's) is read at
-    every step."""
+    """One pass along a node's draws (nn = min(nm, size) of them, from `state`) recording its
+    result at every count 1..nn in memo[o:o + nn] (answer class, score, tokens, latency): the
+    draws for n are the first n of the draws for n + 1, and the vote (vote_drawn's,
+    best_drawn's) is read at every step. Counts nn + 1..nm (above the pool's size) get the
+    entry of nn, since a node draws min(count, size): a read needs no pool size."""
     draw_packed(s_packed, base, size, nn, state, perm, swaps, scratch)
     g = gen[0] + width * width
     gen[0] = g
@@ -298,6 +299,9 @@ def memo_fill(s_packed, base, size, nn, state, perm, swaps, scratch, bits, mask,
         memo[o + j, 1] = s_score[w]
         memo[o + j, 2] = prompt + comp
         memo[o + j, 3] = prompt * t_pre + cmax * t_dec
+    for j in range(nn, nm):
+        for z in range(4):
+            memo[o + j, z] = memo[o + nn - 1, z]
 
 
 @njit(cache=True)
@@ -377,19 +381,17 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
     # the random stream of (seed, q, r, i) starts from one state per (q, r) (kernels.stream_start)
     rstate = np.empty(n_rep, np.uint64)
     # the chunk's memo, one question at a time: row (slot, pool j of the question's role and
-    # model, replicate) holds the question position + 1 when filled (lazily: only the pools
-    # the batch's nodes reach are drawn) and where its entries are. Entries are taken in the
-    # order rows are filled, from the start of `memo` again for every question: what a question
-    # uses is one run of memory, the same run every question (it stays in cache)
+    # model, replicate) is stamped with the question position + 1 when filled (lazily: only the
+    # pools the batch's nodes reach are drawn); its entries (counts 1..nmax) sit at a fixed place,
+    # so a read is one address computation and no search (the memo is small: MEMO_ENTRIES caps it)
     n_slots = slot_nmax.shape[0]
-    rows = np.zeros((slot_row_off[n_slots], 2), np.int64)
+    stamp = np.zeros(slot_row_off[n_slots], np.int64)
     # an entry's four figures side by side: a hit reads one cache line, not four
     memo = np.empty((slot_ent_off[n_slots], 4), np.float64)
     for qi in range(c * Q // n_chunks, (c + 1) * Q // n_chunks):
         q = questions[qi]
         qh = question_hash[q]
         in_tab = 0
-        used = 0
         x0 = mix64(U64(seed) * GOLDEN ^ qh)
         for r in range(n_rep):
             rstate[r] = mix64(x0 ^ (U64(r) * SALT_R + GOLDEN))
@@ -481,31 +483,31 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
                     p = p_last
                     missed = missed_last
                 # the node: draw min(S, pool size) outputs from the stream of (seed, q, r, i)
-                base = pool_off[p]
-                size = pool_off[p + 1] - base
-                n = min(d_count[x], size)
-                prompt = pool_prompt[p]
                 fell = missed
                 f = np.int64(-1)
                 if sl >= 0:  # memoised: the same draws, made once per question for every node of the slot
                     nm = slot_nmax[sl]
-                    row = slot_row_off[sl] + (p - lo) * n_rep + r
-                    if rows[row, 0] == qi + 1:
-                        o = rows[row, 1]
-                    else:
-                        o = used
-                        used += nm
-                        rows[row, 0] = qi + 1
-                        rows[row, 1] = o
-                        memo_fill(s_packed, base, size, min(nm, size), mix64(rstate[r] ^ (U64(i) * SALT_S + MIX1)),
+                    rr = (p - lo) * n_rep + r
+                    o = slot_ent_off[sl] + rr * nm  # the row's entries: counts 1..nm
+                    row = slot_row_off[sl] + rr
+                    if stamp[row] != qi + 1:
+                        stamp[row] = qi + 1
+                        base = pool_off[p]
+                        size = pool_off[p + 1] - base
+                        memo_fill(s_packed, base, size, min(nm, size), nm, mix64(rstate[r] ^ (U64(i) * SALT_S + MIX1)),
                                   perm, swaps, scratch, bits, mask, s_answer, s_score, s_completion, ans_class, agg,
-                                  keyv, rep, gen, width, prompt, t_pre, t_dec, o, memo)
-                    e = o + n - 1
+                                  keyv, rep, gen, width, pool_prompt[p], t_pre, t_dec, o, memo)
+                    # counts above the pool's size read its last entry (memo_fill pads): no pool read here
+                    e = o + d_count[x] - 1
                     ans = np.int64(memo[e, 0])
                     sc = memo[e, 1]
                     tk = memo[e, 2]
                     lat = memo[e, 3]
                 else:
+                    base = pool_off[p]
+                    size = pool_off[p + 1] - base
+                    n = min(d_count[x], size)
+                    prompt = pool_prompt[p]
                     if agg == AGG_FUSE:
                         f, use = pick_fusion(pool_fus_off, fus_size, p, n, seed, qh, r, i)
                         fell = fell or use != n

@@ -177,8 +177,10 @@ def draw_packed(s_packed, base, size, n, state, perm, swaps, scratch):
     the same positions, in the same order, as n shuffle_step calls on an identity perm."""
     x = U64(0)
     if 2 * n >= size:
-        # most of the pool is drawn: shuffle a copy of its packed words, nothing to undo
-        scratch[:size] = s_packed[base:base + size]
+        # most of the pool is drawn: shuffle a copy of its packed words, nothing to undo (a
+        # plain loop: a slice assignment goes through Numba's general array copy)
+        for j in range(size):
+            scratch[j] = s_packed[base + j]
         for j in range(n):
             state, x, k = next_position(state, x, j, size)
             t = scratch[k]

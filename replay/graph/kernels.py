@@ -262,6 +262,29 @@ def memo_fill(s_packed, base, size, nn, nm, state, perm, swaps, scratch, bits, m
     best_drawn's) is read at every step. Counts nn + 1..nm (above the pool's size) get the
     entry of nn, since a node draws min(count, size): a read needs no pool size."""
     draw_packed(s_packed, base, size, nn, state, perm, swaps, scratch)
+    if agg != AGG_BEST and nn <= 2:
+        # a majority of one or two draws is the first draw (two different answers tie, and ties
+        # go to the answer drawn first): the general loop below, without its vote tables
+        i0 = base + (np.int64(scratch[0]) & mask)
+        c0 = s_completion[i0]
+        a0 = ans_class[s_answer[i0]]
+        sc0 = s_score[i0]
+        comp = 0.0 + c0
+        memo[o, 0] = a0
+        memo[o, 1] = sc0
+        memo[o, 2] = prompt + comp
+        memo[o, 3] = prompt * t_pre + c0 * t_dec
+        if nn == 2:
+            c1 = s_completion[base + (np.int64(scratch[1]) & mask)]
+            comp += c1
+            memo[o + 1, 0] = a0
+            memo[o + 1, 1] = sc0
+            memo[o + 1, 2] = prompt + comp
+            memo[o + 1, 3] = prompt * t_pre + max(c0, c1) * t_dec
+        for j in range(nn, nm):
+            for z in range(4):
+                memo[o + j, z] = memo[o + nn - 1, z]
+        return
     g = gen[0] + width * width
     gen[0] = g
     best = g - 1
@@ -554,15 +577,17 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
             K = g_node_off[b + 1] - n0
             o0 = g_out_off[b]
             o1 = g_out_off[b + 1]
-            tok[:] = 0.0
-            flop[:] = 0.0
-            for i in range(K):
-                x = node_uid[n0 + i]
-                params2 = x_params2[x]
-                for r in range(n_rep):
+            # per replicate, over the nodes in the graph's order (the reference's order), in registers
+            for r in range(n_rep):
+                t_sum = 0.0
+                f_sum = 0.0
+                for i in range(K):
+                    x = node_uid[n0 + i]
                     tk = x_tok[x, r]
-                    tok[r] += tk
-                    flop[r] += params2 * tk
+                    t_sum += tk
+                    f_sum += x_params2[x] * tk
+                tok[r] = t_sum
+                flop[r] = f_sum
             # the output: one node, or a vote over several (ties to the first listed), replicates
             # innermost. The sums over replicates are kept here and added once: score_q[qi, b]
             # starts at zero, so the sum is the same, in the same order, as adding replicate by
@@ -571,7 +596,14 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
             for r in range(n_rep):
                 win_sc[r] = x_score[xo, r]
                 lat_r[r] = x_fin[xo, r]
-            if o1 - o0 > 1:
+            if o1 - o0 == 2:
+                # two outputs: each has one vote or both the same answer, a tie either way, so the
+                # first listed wins; the latency is the later of the two
+                x2 = out_x[o0 + 1]
+                for r in range(n_rep):
+                    if x_fin[x2, r] > lat_r[r]:
+                        lat_r[r] = x_fin[x2, r]
+            elif o1 - o0 > 2:
                 best_cnt[:] = 0
                 for y in range(o0, o1):
                     xy = out_x[y]

@@ -62,6 +62,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .kernel_cache import install as _cache_install
+
+_cache_install()  # before the decorators: the cache is keyed on every kernel module
+
 U64 = np.uint64
 GOLDEN = U64(0x9E3779B97F4A7C15)
 MIX1 = U64(0xBF58476D1CE4E5B9)

@@ -26,6 +26,9 @@ import numpy as np
 from numba import njit, prange
 
 from .kernels import RULE_LAST, locate, rule_end, rule_start, rule_step
+from .kernel_cache import install as _cache_install
+
+_cache_install()  # before the decorators: the cache is keyed on every kernel module
 
 
 @njit(cache=True, parallel=True)

@@ -16,6 +16,9 @@ from numba import njit, prange
 
 from ..kernels import shuffle_step, stream_start
 from .builtin import majority_confidence as _majority_confidence_py
+from ..kernel_cache import install as _cache_install
+
+_cache_install()  # before the decorators: the cache is keyed on every kernel module
 
 MAJORITY, ADAPTIVE, ESC, PROBE = 0, 1, 2, 3
 N_PRM = 5  # parameters per setting (unused ones are 0)

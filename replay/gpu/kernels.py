@@ -39,6 +39,9 @@ from numba import config as _nb_config  # noqa: E402
 from numba import cuda  # noqa: E402
 
 from .. import kernels as K  # noqa: E402
+from ..kernel_cache import install as _cache_install  # noqa: E402
+
+_cache_install("cuda")  # before the decorators: the cache is keyed on every kernel module
 
 SIMULATOR = bool(_nb_config.ENABLE_CUDASIM)
 

@@ -37,6 +37,9 @@ from numba import njit, prange
 
 from ..kernels import (AGG_BEST, AGG_FUSE, AGG_MAJORITY, GOLDEN, MIX1, SALT_N, SALT_R, SALT_S, U64, bounded,
                        draw_packed, item_f1, mix64, next_u64, set_vote_snapshot, stream_start)
+from ..kernel_cache import install as _cache_install
+
+_cache_install()  # before the decorators: the cache is keyed on every kernel module
 
 
 @njit(inline="always", cache=True)

@@ -10,6 +10,11 @@ whole search against scoring the same number of configurations in one batched re
 measured in the same run: the overhead of searching one trial at a time.
 
     python benchmarks/search_speed.py [--stores aime24@100,sim-2wiki,...] [--trials 50] [--repeat 3]
+    NUMBA_NUM_THREADS=1 python benchmarks/search_speed.py   # one replay thread (a shared machine)
+
+One trial is one small replay call; on a machine whose cores are busy with other jobs its
+parallel region waits for (and OpenMP spins on) the other threads, which costs more CPU than it
+saves: compare runs with the same NUMBA_NUM_THREADS (printed first).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numba
 import numpy as np
 
 import replay
@@ -27,6 +33,10 @@ from search import runner as R
 from search.settings import ConfigSpaceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ratio(r: float) -> str:
+    return f"{r:.0f}x" if r >= 10 else f"{r:.1f}x"
 
 
 def main() -> None:
@@ -38,6 +48,7 @@ def main() -> None:
     ap.add_argument("--replicates", type=int, default=16)
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    print(f"Numba threads: {numba.get_num_threads()} (NUMBA_NUM_THREADS)\n")
     print("| store | searcher | trials | wall s per search | CPU s per search | replay s | replay share | searcher s | "
           "one batched call for as many configs, s | search / batched |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -69,7 +80,7 @@ def main() -> None:
             batched = time.perf_counter() - t0
             w = float(np.mean(walls))
             print(f"| {spec} | {sname} | {np.mean(n):.0f} | {w:.3f} | {np.mean(cpus):.3f} | {np.mean(replays):.3f} | "
-                  f"{np.mean(replays) / w:.0%} | {np.mean(own):.3f} | {batched:.4f} | {w / batched:.0f}x |", flush=True)
+                  f"{np.mean(replays) / w:.0%} | {np.mean(own):.3f} | {batched:.4f} | {_ratio(w / batched)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,26 @@ def test_space_cost_is_the_engines_budget_rule(stores):
             assert e.cost == pytest.approx(expected_units(st, c), rel=1e-12)
 
 
+def test_max_affordable_is_the_per_count_budget_rule(stores):
+    """The table lookup in `max_affordable` gives exactly the largest count whose summed expected
+    cost passes `within_budget`, count by count (the scalar rule it replaced), at any budget."""
+    from replay.engine import within_budget
+
+    for st in stores.values():
+        sp = R.make_setup(st).space
+        rng = np.random.default_rng(1)
+        cfgs = list(sp.all_configs())
+        for k in rng.choice(len(cfgs), size=min(8, len(cfgs)), replace=False):
+            c = cfgs[k]
+            for i in range(len(sp.stages)):
+                for m in sp.models[i]:
+                    for budget in (None, sp.budget, sp.budget * 0.5, sp.budget * 0.97, 1e-9):
+                        b = sp.budget if budget is None else budget
+                        rest = sum(sp.stage_cost(j, ch.model, ch.samples) for j, ch in enumerate(c.stages) if j != i)
+                        ok = [n for n in sp.counts[i][m] if within_budget(rest + sp.stage_cost(i, m, n), b)]
+                        assert sp.max_affordable(c, i, m, budget=budget) == (max(ok) if ok else 0)
+
+
 def test_split_uses_store_split_else_seeded(stores):
     st = stores["one"]
     sp = R.split_questions(st)

@@ -17,6 +17,7 @@ import itertools
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Hashable, Iterator, Sequence
 
 import numpy as np
@@ -183,10 +184,25 @@ class ConfigSpace(Space):
 
     # ---- cost
 
+    @cached_property
+    def _model_pos(self) -> dict[str, int]:
+        """Model name -> its index in the store (`store.model_index` rebuilds the name tuple on
+        every call; the rules searcher's budget fills look costs up tens of thousands of times)."""
+        return {m: i for i, m in enumerate(self.store.manifest.model_names)}
+
+    @cached_property
+    def _count_costs(self) -> dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]:
+        """(stage, model) -> (its allowed counts, the expected units of each): filled on use."""
+        return {}
+
+    def _model_index(self, model: str) -> int:
+        mi = self._model_pos.get(model)
+        return self.store.model_index(model) if mi is None else mi  # an unknown name: the store's error
+
     def stage_cost(self, stage: int, model: str, samples: int) -> float:
         """Expected units per question of one stage's choice (replay.expected)."""
         t = self.unit_table
-        return float(t[stage, self.store.model_index(model), min(int(samples), t.shape[2] - 1)])
+        return float(t[stage, self._model_index(model), min(int(samples), t.shape[2] - 1)])
 
     def estimate_cost(self, point: Config) -> float:
         """The expected cost in budget units per question, over the store's pools: exactly
@@ -198,8 +214,22 @@ class ConfigSpace(Space):
         expected cost stays within the budget; 0 when none does."""
         budget = self.budget if budget is None else budget
         rest = sum(self.stage_cost(i, ch.model, ch.samples) for i, ch in enumerate(config.stages) if i != stage)
-        ok = [n for n in self.counts[stage][model] if within_budget(rest + self.stage_cost(stage, model, n), budget)]
-        return max(ok) if ok else 0
+        counts, costs = self._stage_count_costs(stage, model)
+        if budget is None:
+            return int(counts.max())
+        # the same float sums and the same rule as `within_budget(rest + stage_cost(...))` per count
+        ok = counts[within_budget(rest + costs, budget)]
+        return int(ok.max()) if ok.size else 0
+
+    def _stage_count_costs(self, stage: int, model: str) -> tuple[np.ndarray, np.ndarray]:
+        key = (stage, model)
+        hit = self._count_costs.get(key)
+        if hit is None:
+            t = self.unit_table
+            counts = np.asarray(self.counts[stage][model], dtype=np.int64)
+            hit = (counts, t[stage, self._model_index(model), np.minimum(counts, t.shape[2] - 1)].astype(np.float64))
+            self._count_costs[key] = hit
+        return hit
 
     def with_choice(self, config: Config, stage: int, model: str, samples: int) -> Config:
         stages = list(config.stages)

@@ -332,28 +332,37 @@ def validate_graph(store, graph: Graph) -> None:
     Raises:
         ConfigError: one line naming the graph and the problem.
     """
-    where = f"graph {str(graph)!r}"
+    problem = graph_problem(store, graph)
+    if problem is not None:
+        raise ConfigError(f"graph {str(graph)!r}", problem)
+
+
+def graph_problem(store, graph: Graph) -> str | None:
+    """What is wrong with a graph on a store (validate_graph's message), or None. The graph's
+    text is made only for an error: a batch of valid graphs checks in microseconds each."""
     roles = store.manifest.stage_names
     models = store.manifest.model_names
     largest = store.derived.largest_pool
+    ok = store.arrays.stage_model_ok
+    graph_store = store.manifest.kind == "graph"
     for n in graph.nodes:
         if n.role not in roles:
-            raise ConfigError(where, f"node {n.name!r}: store {store.name!r} has no role {n.role!r} "
-                                     f"(roles: {', '.join(roles)})")
+            return f"node {n.name!r}: store {store.name!r} has no role {n.role!r} (roles: {', '.join(roles)})"
         if n.model not in models:
-            raise ConfigError(where, f"node {n.name!r}: unknown model {n.model!r} (models: {', '.join(models)})")
+            return f"node {n.name!r}: unknown model {n.model!r} (models: {', '.join(models)})"
         ri, mi = roles.index(n.role), models.index(n.model)
-        if not store.arrays.stage_model_ok[ri, mi]:
-            raise ConfigError(where, f"node {n.name!r}: model {n.model!r} is not a candidate of role {n.role!r}")
+        if not ok[ri, mi]:
+            return f"node {n.name!r}: model {n.model!r} is not a candidate of role {n.role!r}"
         if n.samples > largest[ri, mi]:
-            raise ConfigError(where, f"node {n.name!r}: {n.samples} samples, but the largest pool of "
-                                     f"{n.role} by {n.model!r} holds {largest[ri, mi]}")
-    if store.manifest.kind == "graph":
+            return (f"node {n.name!r}: {n.samples} samples, but the largest pool of {n.role} by {n.model!r} holds "
+                    f"{largest[ri, mi]}")
+    if graph_store:
         for n in graph.nodes:
             if n.role == "solve" and n.inputs:
-                raise ConfigError(where, f"node {n.name!r}: solve reads the question alone")
+                return f"node {n.name!r}: solve reads the question alone"
             if n.role != "solve" and not n.inputs:
-                raise ConfigError(where, f"node {n.name!r}: {n.role} reads other nodes' answers; it names none")
+                return f"node {n.name!r}: {n.role} reads other nodes' answers; it names none"
+    return None
 
 
 def as_graph(store, graph) -> Graph:

@@ -580,17 +580,15 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
             K = g_node_off[b + 1] - n0
             o0 = g_out_off[b]
             o1 = g_out_off[b + 1]
-            # per replicate, over the nodes in the graph's order (the reference's order), in registers
-            for r in range(n_rep):
-                t_sum = 0.0
-                f_sum = 0.0
-                for i in range(K):
-                    x = node_uid[n0 + i]
+            tok[:] = 0.0
+            flop[:] = 0.0
+            for i in range(K):
+                x = node_uid[n0 + i]
+                params2 = x_params2[x]
+                for r in range(n_rep):
                     tk = x_tok[x, r]
-                    t_sum += tk
-                    f_sum += x_params2[x] * tk
-                tok[r] = t_sum
-                flop[r] = f_sum
+                    tok[r] += tk
+                    flop[r] += params2 * tk
             # the output: one node, or a vote over several (ties to the first listed), replicates
             # innermost. The sums over replicates are kept here and added once: score_q[qi, b]
             # starts at zero, so the sum is the same, in the same order, as adding replicate by

@@ -28,11 +28,10 @@ Three kernels, launched by replay/gpu/graph_host.py for a chunk of questions at 
 
 Shared with the CPU kernels, not rewritten: the streams and vote helpers are the Python
 functions behind the @njit helpers of replay/kernels.py and replay/graph/kernels.py (items_hash,
-set_class, find_keyed_pool, pick_fusion, vote_drawn, best_drawn, set_drawn, shuffle_step,
-unshuffle), compiled again as CUDA device functions (replay/gpu/kernels.py `_device`); set_drawn
-gets the GPU's insertion-sort set vote (`set_vote_kept`) in place of ndarray.sort. Written again
-here: the draw (`draw_words`: the CPU's draw_packed with its slice copy as a loop) and the
-kernels. No product feeds an add (latency and FLOPs go through `mul`, dmul_rn on a GPU): see
+set_class, find_keyed_pool, pick_fusion, vote_drawn, best_drawn, set_drawn, draw_packed and its
+shuffle steps), compiled again as CUDA device functions (replay/gpu/kernels.py `_device`);
+set_drawn gets the GPU's insertion-sort set vote (`set_vote_kept`) in place of ndarray.sort.
+Written here: the kernels. No product feeds an add (latency and FLOPs go through `mul`, dmul_rn on a GPU): see
 replay/gpu/kernels.py on fused multiply-adds.
 """
 
@@ -49,38 +48,17 @@ mul = GK.mul
 U64 = np.uint64
 AGG_MAJORITY, AGG_SET, AGG_BEST, AGG_FUSE = K.AGG_MAJORITY, K.AGG_SET, K.AGG_BEST, K.AGG_FUSE
 
-_B = GK._device(["shuffle_step", "unshuffle"], K, dict(GK._D))
+_B = GK._device(["shuffle_step", "unshuffle", "draw_packed"], K, dict(GK._D))
 _B["set_vote_snapshot"] = GK.set_vote_kept
 _B = GK._device(["items_hash", "set_class", "find_keyed_pool", "pick_fusion", "vote_drawn", "best_drawn",
                  "set_drawn"], GRK, _B)
 stream_start = GK.stream_start
 next_position = GK.next_position
 item_f1 = GK.item_f1
-shuffle_step, unshuffle = _B["shuffle_step"], _B["unshuffle"]
+draw_packed = _B["draw_packed"]
 items_hash, set_class, find_keyed_pool, pick_fusion = (_B["items_hash"], _B["set_class"], _B["find_keyed_pool"],
                                                        _B["pick_fusion"])
 vote_drawn, best_drawn, set_drawn = _B["vote_drawn"], _B["best_drawn"], _B["set_drawn"]
-
-
-@cuda.jit(device=True)
-def draw_words(s_packed, base, size, n, state, perm, swaps, scratch):
-    """replay.kernels.draw_packed: the first n draws of the pool at base as packed words in
-    scratch[:n] (a copy of the pool shuffled when at least half of it is drawn, else the index
-    permutation, its swaps undone: the same positions in the same order)."""
-    x = U64(0)
-    if 2 * n >= size:
-        for j in range(size):
-            scratch[j] = s_packed[base + j]
-        for j in range(n):
-            state, x, k = next_position(state, x, j, size)
-            t = scratch[k]
-            scratch[k] = scratch[j]
-            scratch[j] = t
-    else:
-        for j in range(n):
-            state, x, t = shuffle_step(perm, swaps, state, x, j, size)
-            scratch[j] = s_packed[base + t]
-        unshuffle(perm, swaps, n)
 
 
 @cuda.jit(cache=True)
@@ -175,7 +153,7 @@ def graph_nodes(question_hash, stage_agg, qsm_pool_off, pool_off, pool_prompt, s
             lat = (mul(float(prompt), t_pre) + mul(float(fus_subset_max[f]), t_dec)
                    + mul(float(fus_prompt[f]), t_pre) + mul(float(fus_completion[f]), t_dec))
         else:
-            draw_words(s_packed, base, size, n, stream_start(seed, qh, r, i), perm_t, swaps_t, sc_t)
+            draw_packed(s_packed, base, size, n, stream_start(seed, qh, r, i), perm_t, swaps_t, sc_t)
             if agg == AGG_MAJORITY or agg == AGG_FUSE:  # llm_fuse without a fusion: majority
                 w, comp, cmax = vote_drawn(sc_t, n, base, bits, mask, s_completion, keyv_t, rep_t, gen_t, width)
                 ans = ans_class[s_answer[w]]

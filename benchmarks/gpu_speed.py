@@ -100,26 +100,10 @@ def _graph_store(tmp: Path, questions: int) -> Path:
 
 
 def _random_graphs(store, n: int):
-    """n random 6-node graphs, as benchmarks/graph_speed.py makes its batch (seed 0)."""
-    from replay.graph import Graph, Node
+    """n random 6-node graphs: benchmarks/graph_speed.py's batch (seed 0)."""
+    from graph_speed import random_graphs
 
-    rng = np.random.default_rng(0)
-    models = list(store.manifest.model_names)
-    out = []
-    for _ in range(n):
-        nodes = []
-        for i in range(6):
-            m = str(rng.choice(models))
-            if i < 3:
-                nodes.append(Node(f"n{i}", "solve", m, int(rng.integers(1, 9))))
-            else:
-                role = "refine" if i < 5 else "aggregate"
-                k = int(rng.integers(1, 3))
-                ins = tuple(sorted(rng.choice([x.name for x in nodes], size=k, replace=False).tolist()))
-                nodes.append(Node(f"n{i}", role, m, int(rng.integers(1, 3)), ins))
-        read = {p for x in nodes for p in x.inputs}
-        out.append(Graph.of(nodes, output=[x.name for x in nodes if x.name not in read]))
-    return out
+    return random_graphs(store, n, np.random.default_rng(0))
 
 
 def _graph_draws(store, graphs) -> float:

@@ -60,6 +60,30 @@ def stores(cache: Path, questions: int):
     return replay.open(g), replay.open(c)
 
 
+def random_graphs(store, n: int, rng) -> list:
+    """n random 6-node graphs: three solvers (1-8 samples), two refiners and an aggregator
+    (1-2 samples) each reading one or two earlier nodes, random models, every sink an output (a
+    vote when several). benchmarks/gpu_speed.py replays the same batch."""
+    from replay.graph import Graph, Node
+
+    models = list(store.manifest.model_names)
+    out = []
+    for _ in range(n):
+        nodes = []
+        for i in range(6):
+            m = str(rng.choice(models))
+            if i < 3:
+                nodes.append(Node(f"n{i}", "solve", m, int(rng.integers(1, 9))))
+            else:
+                role = "refine" if i < 5 else "aggregate"
+                k = int(rng.integers(1, 3))
+                ins = tuple(sorted(rng.choice([x.name for x in nodes], size=k, replace=False).tolist()))
+                nodes.append(Node(f"n{i}", role, m, int(rng.integers(1, 3)), ins))
+        read = {p for x in nodes for p in x.inputs}
+        out.append(Graph.of(nodes, output=[x.name for x in nodes if x.name not in read]))
+    return out
+
+
 def timed(fn, repeats: int, evals: int, threads: int):
     """(median wall rate, best wall rate, median cpu rate) in evaluations per second."""
     wall, cpu = [], []
@@ -81,7 +105,7 @@ def main(argv=None):
     import numba
 
     from replay.engine import Config, evaluate_batch
-    from replay.graph import Graph, Node
+    from replay.graph import Graph
     from replay.graph.engine import evaluate_graph, evaluate_graphs
 
     threads = numba.get_num_threads()
@@ -91,24 +115,7 @@ def main(argv=None):
     R, Q = args.replicates, args.questions
     g6 = Graph.parse(GRAPH, store=gst)
     rng = np.random.default_rng(0)
-    models = list(gst.manifest.model_names)
-
-    def random6():
-        nodes = []
-        for i in range(6):
-            m = str(rng.choice(models))
-            if i < 3:
-                nodes.append(Node(f"n{i}", "solve", m, int(rng.integers(1, 9))))
-            else:
-                role = "refine" if i < 5 else "aggregate"
-                k = int(rng.integers(1, 3))
-                ins = tuple(sorted(rng.choice([x.name for x in nodes], size=k, replace=False).tolist()))
-                nodes.append(Node(f"n{i}", role, m, int(rng.integers(1, 3)), ins))
-        read = {p for x in nodes for p in x.inputs}
-        sinks = [x.name for x in nodes if x.name not in read]
-        return Graph.of(nodes, output=sinks)
-
-    batch = [random6() for _ in range(256)]
+    batch = random_graphs(gst, 256, rng)
     chain = Config.of(*[(m, n) for m, n in zip(["Llama-3.1-8B", "Qwen2.5-7B", "Llama-3.2-3B", "Llama-3.1-8B",
                                                    "Qwen2.5-7B", "Llama-3.3-70B"], COUNTS)])
     chain_graph = Graph.from_chain(chain, cst)

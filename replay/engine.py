@@ -53,6 +53,18 @@ def plain_numbers(obj) -> None:
         object.__setattr__(obj, name, v.item())
 
 
+def made(cls, **values):
+    """A frozen result dataclass from values that are already plain Python numbers (the graph
+    engine's batch path makes thousands per call), without __init__'s per-field setattr and
+    plain_numbers' scan: ~0.3 us a result instead of ~3.5. Every field must be given."""
+    if len(values) != len(cls.__dataclass_fields__):
+        missing = sorted(set(cls.__dataclass_fields__) - set(values))
+        raise TypeError(f"{cls.__name__}: fields {missing} not given")
+    obj = object.__new__(cls)
+    obj.__dict__.update(values)
+    return obj
+
+
 @dataclass(frozen=True)
 class StageResult:
     """One stage of an evaluated configuration (means per question over questions and replicates)."""

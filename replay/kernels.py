@@ -234,9 +234,10 @@ def match_items_ctx(qsm_pool_off, pool_ctx, ans_item_off, ans_items, n_stages, n
     return np.int64(-1)
 
 
-@njit(cache=True)
-def set_vote_snapshot(n, seen, n_seen, icount, kept):
-    """Items kept after n draws: count*2 > n, else the items with the highest count. Sorted."""
+@njit(inline="always", cache=True)
+def kept_items(n, seen, n_seen, icount, kept):
+    """Items kept after n draws, unsorted, into kept[:n_kept]: count*2 > n, else the items with
+    the highest count. Returns n_kept."""
     n_kept = 0
     top = 0
     for j in range(n_seen):
@@ -251,7 +252,30 @@ def set_vote_snapshot(n, seen, n_seen, icount, kept):
             if icount[seen[j]] == top:
                 kept[n_kept] = seen[j]
                 n_kept += 1
+    return n_kept
+
+
+@njit(cache=True)
+def set_vote_snapshot(n, seen, n_seen, icount, kept):
+    """Items kept after n draws (kept_items), sorted."""
+    n_kept = kept_items(n, seen, n_seen, icount, kept)
     kept[:n_kept].sort()
+    return n_kept
+
+
+@njit(inline="always", cache=True)
+def set_vote_kept(n, seen, n_seen, icount, kept):
+    """set_vote_snapshot with an insertion sort in place of ndarray.sort (the same items in the
+    same order; a vote keeps few), so that it compiles where ndarray.sort does not: in a kernel
+    without reference counting (replay/graph/kernels.py chunk_loop) and for CUDA (replay/gpu)."""
+    n_kept = kept_items(n, seen, n_seen, icount, kept)
+    for i in range(1, n_kept):
+        v = kept[i]
+        j = i - 1
+        while j >= 0 and kept[j] > v:
+            kept[j + 1] = kept[j]
+            j -= 1
+        kept[j + 1] = v
     return n_kept
 
 

@@ -29,9 +29,8 @@ Three kernels, launched by replay/gpu/graph_host.py for a chunk of questions at 
 Shared with the CPU kernels, not rewritten: the streams and vote helpers are the Python
 functions behind the @njit helpers of replay/kernels.py and replay/graph/kernels.py (items_hash,
 set_class, find_keyed_pool, pick_fusion, vote_drawn, best_drawn, set_drawn, draw_packed and its
-shuffle steps), compiled again as CUDA device functions (replay/gpu/kernels.py `_device`);
-set_drawn gets the GPU's insertion-sort set vote (`set_vote_kept`) in place of ndarray.sort.
-Written here: the kernels. No product feeds an add (latency and FLOPs go through `mul`, dmul_rn on a GPU): see
+shuffle steps), compiled again as CUDA device functions (replay/gpu/kernels.py `_device`), the
+set vote's insertion sort (set_vote_kept) included. Written here: the kernels. No product feeds an add (latency and FLOPs go through `mul`, dmul_rn on a GPU): see
 replay/gpu/kernels.py on fused multiply-adds.
 """
 
@@ -49,7 +48,6 @@ U64 = np.uint64
 AGG_MAJORITY, AGG_SET, AGG_BEST, AGG_FUSE = K.AGG_MAJORITY, K.AGG_SET, K.AGG_BEST, K.AGG_FUSE
 
 _B = GK._device(["shuffle_step", "unshuffle", "draw_packed"], K, dict(GK._D))
-_B["set_vote_snapshot"] = GK.set_vote_kept
 _B = GK._device(["items_hash", "set_class", "find_keyed_pool", "pick_fusion", "vote_drawn", "best_drawn",
                  "set_drawn"], GRK, _B)
 stream_start = GK.stream_start
@@ -195,7 +193,6 @@ def graph_outputs(n_rep, g_node_off, node_uid, g_out_off, out_x, x_params2, x_an
         xo = out_x[o0]
         s_sc = 0.0
         s_tk = 0.0
-        s_fl = 0.0
         s_lat = 0.0
         for r in range(n_rep):
             tok = 0.0
@@ -226,8 +223,16 @@ def graph_outputs(n_rep, g_node_off, node_uid, g_out_off, out_x, x_params2, x_an
             det_latency[b, qi, r] = lat
             s_sc += win
             s_tk += tok
-            s_fl += flop
             s_lat += lat
+        # FLOPs as the CPU kernel sums them: per node, 2 x params x its tokens summed over
+        # replicates (whole numbers: exact in any order), added in node order
+        s_fl = 0.0
+        for u in range(n0, n1):
+            x = node_uid[u]
+            t = 0.0
+            for r in range(n_rep):
+                t += x_tok[x, qi, r]
+            s_fl += mul(x_params2[x], t)
         score_q[b, qi] = s_sc
         tokens_q[b, qi] = s_tk
         flops_q[b, qi] = s_fl

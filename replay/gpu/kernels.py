@@ -68,7 +68,7 @@ def _device(names, module=K, built=None):
 
 
 _D = _device(["mix64", "stream_start", "next_u64", "bounded", "next_position", "find_pool", "match_items_ctx",
-              "item_f1"])
+              "item_f1", "kept_items", "set_vote_kept"])
 stream_start = _D["stream_start"]
 next_u64 = _D["next_u64"]
 bounded = _D["bounded"]
@@ -76,6 +76,7 @@ next_position = _D["next_position"]
 find_pool = _D["find_pool"]
 match_items_ctx = _D["match_items_ctx"]
 item_f1 = _D["item_f1"]
+set_vote_kept = _D["set_vote_kept"]  # the set vote with an insertion sort (ndarray.sort is not on the GPU)
 
 if SIMULATOR:
     @cuda.jit(device=True)
@@ -121,34 +122,6 @@ def locate(qsm_pool_off, pool_ctx, pool_off, stage_indep, n_stages, n_models, q,
     if s == 0 or stage_indep[s]:
         return qsm_pool_off[(q * n_stages + s) * n_models + m], False
     return find_pool(qsm_pool_off, pool_ctx, pool_off, n_stages, n_models, q, s, m, ctx)
-
-
-@cuda.jit(device=True)
-def set_vote_kept(n, seen, n_seen, icount, kept):
-    """replay.kernels.set_vote_snapshot (items kept after n draws, sorted), with an insertion
-    sort in place of ndarray.sort."""
-    n_kept = 0
-    top = 0
-    for j in range(n_seen):
-        c = icount[seen[j]]
-        if c > top:
-            top = c
-        if 2 * c > n:
-            kept[n_kept] = seen[j]
-            n_kept += 1
-    if n_kept == 0:
-        for j in range(n_seen):
-            if icount[seen[j]] == top:
-                kept[n_kept] = seen[j]
-                n_kept += 1
-    for i in range(1, n_kept):
-        v = kept[i]
-        j = i - 1
-        while j >= 0 and kept[j] > v:
-            kept[j + 1] = kept[j]
-            j -= 1
-        kept[j + 1] = v
-    return n_kept
 
 
 @cuda.jit(device=True)

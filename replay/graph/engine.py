@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..engine import plain_numbers, within_budget
+from ..engine import made, plain_numbers, within_budget
 from ..errors import ConfigError
 from ..stats import LEVEL, Interval, intervals, paired_interval, question_interval
 from .config import Graph, as_graph
@@ -478,6 +478,9 @@ def evaluate_graphs(store, graphs: Iterable, *, questions=None, replicates: int 
                                                    "latency is unknown (give one: --throughput MODEL=PREFILL/DECODE)")
     sums = graph_sums(store, gs, qidx, replicates=replicates, seed=seed, throughput=throughput, progress=progress,
                       device=device)
+    budget = None if budget is None else float(budget)
+    latency_limit = None if latency_limit is None else float(latency_limit)
+    seed = int(seed)
     unit = store.derived.budget_unit
     params = store.arrays.model_params
     models = {n: i for i, n in enumerate(store.manifest.model_names)}
@@ -509,24 +512,26 @@ def evaluate_graphs(store, graphs: Iterable, *, questions=None, replicates: int 
     ci_lo, ci_hi = ci_lo.tolist(), ci_hi.tolist()
     for b, g in enumerate(gs):
         exp_units, exp_latency = expected[b]
-        feasible = within_budget(exp_units, budget) and (
-            latency_limit is None or exp_latency <= latency_limit * (1 + 1e-9))
+        feasible = bool(within_budget(exp_units, budget) and (
+            latency_limit is None or exp_latency <= latency_limit * (1 + 1e-9)))
         nodes = []
         for node in g.nodes:
             s_score, tk, s_lat, s_fell = node_means[u]
-            nodes.append(NodeResult(node.name, node.role, node.model, node.samples,
-                                    score=s_score if feasible else math.nan, tokens=tk,
-                                    flops=two_params[models[node.model]] * tk, latency=s_lat, fallback_rate=s_fell))
+            nodes.append(made(NodeResult, name=node.name, role=node.role, model=node.model, samples=node.samples,
+                              score=s_score if feasible else math.nan, tokens=tk,
+                              flops=two_params[models[node.model]] * tk, latency=s_lat, fallback_rate=s_fell))
             u += 1
-        out.append(GraphResult(
-            graph=g, score=score[b] if feasible else math.nan,
+        # made(): the figures are Python numbers already (lists from .tolist(), and the
+        # arguments made plain above), so the checks of __post_init__ are skipped
+        out.append(made(
+            GraphResult, graph=g, score=score[b] if feasible else math.nan,
             stderr=stderr_all[b] if feasible else math.nan, feasible=feasible, tokens=tokens[b],
             flops=flops[b], units=units_all[b], latency=latency_all[b], budget=budget,
             latency_limit=latency_limit, nodes=tuple(nodes), n_questions=Q, replicates=R, seed=seed,
             per_question=per_q[b] if feasible else None, per_question_tokens=per_tok[b],
             per_question_latency=per_lat[b],
             ci_lo=ci_lo[b] if feasible else math.nan, ci_hi=ci_hi[b] if feasible else math.nan,
-            score_bounds=bounds, expected_units=exp_units, expected_latency=exp_latency))
+            score_bounds=bounds, expected_units=float(exp_units), expected_latency=float(exp_latency)))
     return out
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..kernels import (AGG_BEST, AGG_FUSE, AGG_MAJORITY, GOLDEN, MIX1, SALT_N, SALT_R, SALT_S, U64, bounded,
-                       draw_packed, item_f1, mix64, next_u64, set_vote_snapshot, stream_start)
+                       draw_packed, item_f1, mix64, next_u64, set_vote_kept, stream_start)
 from ..kernel_cache import install as _cache_install
 
 _cache_install()  # before the decorators: the cache is keyed on every kernel module
@@ -250,7 +250,7 @@ def set_drawn(scratch, n, base, mask, s_completion, s_answer, ans_item_off, ans_
                 seen[n_seen] = it
                 n_seen += 1
             icount[it] += 1
-    n_kept = set_vote_snapshot(n, seen, n_seen, icount, kept)
+    n_kept = set_vote_kept(n, seen, n_seen, icount, kept)
     for j in range(n_seen):
         icount[seen[j]] = 0
     return n_kept, comp, cmax
@@ -346,20 +346,11 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
        majority or best-score aggregation that several distinct nodes share) reads its result
        from the chunk's memo, drawn (memo_fill) the first time a node reaches that pool and
        replicate of the question, instead of drawing.
-    2. every graph: its tokens and FLOPs (summed over its nodes in their order, as the
-       reference does) and its output, from the distinct nodes' rows.
+    2. every graph: its tokens and FLOPs and its output, from the distinct nodes' rows and
+       their sums over replicates.
 
-    The node loop reads only arrays taken out of A and G here, once (module docstring)."""
-    question_hash, stage_agg, model_params = A.question_hash, A.stage_agg, A.model_params
-    qsm_pool_off, pool_off, pool_prompt = A.qsm_pool_off, A.pool_off, A.pool_prompt
-    s_answer, s_score, s_completion, s_packed = A.s_answer, A.s_score, A.s_completion, A.s_packed
-    ans_item_off, ans_items = A.ans_item_off, A.ans_items
-    pool_fus_off, fus_size, fus_answer, fus_score = A.pool_fus_off, A.fus_size, A.fus_answer, A.fus_score
-    fus_tokens, fus_subset_completion = A.fus_tokens, A.fus_subset_completion
-    pool_key_off, pool_key, ans_class = G.pool_key_off, G.pool_key, G.ans_class
-    set_hash, set_cls, role_gold = G.set_hash, G.set_class, G.role_gold
-    fus_prompt, fus_completion, fus_subset_max = G.fus_prompt, G.fus_completion, G.fus_subset_max
-    by_hash, hash_sorted, qsm_largest = G.by_hash, G.hash_sorted, G.qsm_largest
+    Here: the chunk's work arrays; the passes: chunk_loop."""
+    model_params = A.model_params
     bits = A.pack_bits[0]
     mask = (np.int64(1) << bits) - 1
     B = g_node_off.shape[0] - 1
@@ -373,7 +364,7 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
     detail = det_score.shape[0] > 0
     perm = np.arange(max_pool)
     swaps = np.empty(max_pool, np.int64)
-    scratch = np.empty(max_pool, s_packed.dtype)
+    scratch = np.empty(max_pool, A.s_packed.dtype)
     keyv = np.zeros(max_pool, np.int64)
     rep = np.zeros(max_pool, np.int64)
     gen = np.zeros(1, np.int64)
@@ -385,6 +376,10 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
     x_score = np.empty((X, n_rep), np.float64)
     x_fin = np.empty((X, n_rep), np.float64)
     x_tok = np.empty((X, n_rep), np.float64)
+    # per distinct node, its sums over replicates (in replicate order) of tokens, score and finish time
+    x_tsum = np.empty(X, np.float64)
+    x_ssum = np.empty(X, np.float64)
+    x_fsum = np.empty(X, np.float64)
     x_params2 = np.empty(X, np.float64)
     for x in range(X):
         x_params2[x] = 2.0 * model_params[d_model[x]]
@@ -414,6 +409,39 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
     stamp = np.zeros(slot_row_off[n_slots], np.int64)
     # an entry's four figures side by side: a hit reads one cache line, not four
     memo = np.empty((slot_ent_off[n_slots], 4), np.float64)
+    chunk_loop(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks, c, g_node_off,
+               node_uid, g_out_off, out_x, d_index, d_role, d_model, d_count, d_par_off, d_par, d_slot, slot_nmax,
+               slot_row_off, slot_ent_off, score_q, tokens_q, flops_q, latency_q, score_r, node_sums, det_score,
+               det_tokens, det_flops, det_latency, bits, mask, B, X, Q, width, detail, tab_bits, n_tab, perm, swaps,
+               scratch, keyv, rep, gen, icount, seen, kept, x_ans, x_score, x_fin, x_tok, x_tsum, x_ssum, x_fsum,
+               x_params2, tok, flop, win_sc, lat_r, cnt, best_cnt, keybuf, lastkey, tab, tab_key, rstate, stamp, memo)
+    return 0
+
+
+@njit(cache=True, _nrt=False)
+def chunk_loop(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions, n_rep, seed, n_chunks, c, g_node_off,
+               node_uid, g_out_off, out_x, d_index, d_role, d_model, d_count, d_par_off, d_par, d_slot, slot_nmax,
+               slot_row_off, slot_ent_off, score_q, tokens_q, flops_q, latency_q, score_r, node_sums, det_score,
+               det_tokens, det_flops, det_latency, bits, mask, B, X, Q, width, detail, tab_bits, n_tab, perm, swaps,
+               scratch, keyv, rep, gen, icount, seen, kept, x_ans, x_score, x_fin, x_tok, x_tsum, x_ssum, x_fsum,
+               x_params2, tok, flop, win_sc, lat_r, cnt, best_cnt, keybuf, lastkey, tab, tab_key, rstate, stamp, memo):
+    """replay_chunk's two passes over chunk c's questions, on the work arrays replay_chunk
+    made. Compiled without Numba's reference counting (`_nrt=False`): with it, every array that
+    an inlined helper (memo_fill, the votes, the draws) takes counted a reference in and out,
+    an atomic increment and decrement per node and replicate (a quarter of the kernel's time,
+    measured with perf). Without it this function cannot make arrays, so it makes none. The
+    node loop reads only arrays taken out of A and G here, once (module docstring)."""
+
+    question_hash, stage_agg = A.question_hash, A.stage_agg
+    qsm_pool_off, pool_off, pool_prompt = A.qsm_pool_off, A.pool_off, A.pool_prompt
+    s_answer, s_score, s_completion, s_packed = A.s_answer, A.s_score, A.s_completion, A.s_packed
+    ans_item_off, ans_items = A.ans_item_off, A.ans_items
+    pool_fus_off, fus_size, fus_answer, fus_score = A.pool_fus_off, A.fus_size, A.fus_answer, A.fus_score
+    fus_tokens, fus_subset_completion = A.fus_tokens, A.fus_subset_completion
+    pool_key_off, pool_key, ans_class = G.pool_key_off, G.pool_key, G.ans_class
+    set_hash, set_cls, role_gold = G.set_hash, G.set_class, G.role_gold
+    fus_prompt, fus_completion, fus_subset_max = G.fus_prompt, G.fus_completion, G.fus_subset_max
+    by_hash, hash_sorted, qsm_largest = G.by_hash, G.hash_sorted, G.qsm_largest
     for qi in range(c * Q // n_chunks, (c + 1) * Q // n_chunks):
         q = questions[qi]
         qh = question_hash[q]
@@ -440,6 +468,7 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
             s_tok_sum = 0.0
             s_lat_sum = 0.0
             s_fell = 0.0
+            s_fin_sum = 0.0
             # the last input key looked up and its pool: the parents' answers repeat across
             # replicates (mostly the same majority), so most replicates skip the search
             n_last = np.int64(-1)
@@ -564,81 +593,100 @@ def replay_chunk(A, G, n_stages, n_models, max_pool, n_items, pre, dec, question
                         lat = prompt * t_pre + cmax * t_dec
                 x_ans[x, r] = ans
                 x_score[x, r] = sc
-                x_fin[x, r] = start + lat
+                fin = start + lat
+                x_fin[x, r] = fin
                 x_tok[x, r] = tk
+                s_fin_sum += fin
                 s_score_sum += sc
                 s_tok_sum += tk
                 s_lat_sum += lat
                 s_fell += 1.0 if fell else 0.0
+            x_tsum[x] = s_tok_sum
+            x_ssum[x] = s_score_sum
+            x_fsum[x] = s_fin_sum
             node_sums[c, x, 0] += s_score_sum
             node_sums[c, x, 1] += s_tok_sum
             node_sums[c, x, 2] += s_lat_sum
             node_sums[c, x, 3] += s_fell
-        # 2. every graph: its costs (node by node, in its order) and its output
+        # 2. every graph: its costs and its output. Tokens are whole numbers (prompt and
+        # completion counts), so their sum is exact in any order: the graph's tokens are the sum
+        # of its nodes' sums over replicates, and its FLOPs the sum of 2 x params x those (per
+        # node, in node order). A single output node's score and finish time, summed over
+        # replicates, are that node's sums (the same additions in the same order).
         for b in range(B):
             n0 = g_node_off[b]
             K = g_node_off[b + 1] - n0
             o0 = g_out_off[b]
             o1 = g_out_off[b + 1]
-            tok[:] = 0.0
-            flop[:] = 0.0
-            for i in range(K):
-                x = node_uid[n0 + i]
-                params2 = x_params2[x]
-                for r in range(n_rep):
-                    tk = x_tok[x, r]
-                    tok[r] += tk
-                    flop[r] += params2 * tk
-            # the output: one node, or a vote over several (ties to the first listed), replicates
-            # innermost. The sums over replicates are kept here and added once: score_q[qi, b]
-            # starts at zero, so the sum is the same, in the same order, as adding replicate by
-            # replicate
-            xo = out_x[o0]
-            for r in range(n_rep):
-                win_sc[r] = x_score[xo, r]
-                lat_r[r] = x_fin[xo, r]
-            if o1 - o0 == 2:
-                # two outputs: each has one vote or both the same answer, a tie either way, so the
-                # first listed wins; the latency is the later of the two
-                x2 = out_x[o0 + 1]
-                for r in range(n_rep):
-                    if x_fin[x2, r] > lat_r[r]:
-                        lat_r[r] = x_fin[x2, r]
-            elif o1 - o0 > 2:
-                best_cnt[:] = 0
-                for y in range(o0, o1):
-                    xy = out_x[y]
-                    cnt[:] = 0
-                    for z in range(o0, o1):
-                        xz = out_x[z]
-                        for r in range(n_rep):
-                            cnt[r] += 1 if x_ans[xz, r] == x_ans[xy, r] else 0
-                    for r in range(n_rep):
-                        if cnt[r] > best_cnt[r]:
-                            best_cnt[r] = cnt[r]
-                            win_sc[r] = x_score[xy, r]
-                        if x_fin[xy, r] > lat_r[r]:
-                            lat_r[r] = x_fin[xy, r]
-            s_sc = 0.0
             s_tk = 0.0
             s_fl = 0.0
-            s_lat = 0.0
-            for r in range(n_rep):
-                s_sc += win_sc[r]
-                s_tk += tok[r]
-                s_fl += flop[r]
-                s_lat += lat_r[r]
-                score_r[c, b, r] += win_sc[r]
-            if detail:
+            for i in range(K):
+                x = node_uid[n0 + i]
+                t = x_tsum[x]
+                s_tk += t
+                s_fl += x_params2[x] * t
+            xo = out_x[o0]
+            if o1 - o0 == 1 and not detail:
+                s_sc = x_ssum[xo]
+                s_lat = x_fsum[xo]
                 for r in range(n_rep):
-                    det_score[b, qi, r] = win_sc[r]
-                    det_tokens[b, qi, r] = tok[r]
-                    det_flops[b, qi, r] = flop[r]
-                    det_latency[b, qi, r] = lat_r[r]
+                    score_r[c, b, r] += x_score[xo, r]
+            else:
+                # the output: one node, or a vote over several (ties to the first listed),
+                # replicates innermost
+                for r in range(n_rep):
+                    win_sc[r] = x_score[xo, r]
+                    lat_r[r] = x_fin[xo, r]
+                if o1 - o0 == 2:
+                    # two outputs: each has one vote or both the same answer, a tie either way,
+                    # so the first listed wins; the latency is the later of the two
+                    x2 = out_x[o0 + 1]
+                    for r in range(n_rep):
+                        if x_fin[x2, r] > lat_r[r]:
+                            lat_r[r] = x_fin[x2, r]
+                elif o1 - o0 > 2:
+                    best_cnt[:] = 0
+                    for y in range(o0, o1):
+                        xy = out_x[y]
+                        cnt[:] = 0
+                        for z in range(o0, o1):
+                            xz = out_x[z]
+                            for r in range(n_rep):
+                                cnt[r] += 1 if x_ans[xz, r] == x_ans[xy, r] else 0
+                        for r in range(n_rep):
+                            if cnt[r] > best_cnt[r]:
+                                best_cnt[r] = cnt[r]
+                                win_sc[r] = x_score[xy, r]
+                            if x_fin[xy, r] > lat_r[r]:
+                                lat_r[r] = x_fin[xy, r]
+                s_sc = 0.0
+                s_lat = 0.0
+                for r in range(n_rep):
+                    s_sc += win_sc[r]
+                    s_lat += lat_r[r]
+                    score_r[c, b, r] += win_sc[r]
+                if detail:
+                    # per replicate: tokens and FLOPs summed over the nodes in their order
+                    tok[:] = 0.0
+                    flop[:] = 0.0
+                    for i in range(K):
+                        x = node_uid[n0 + i]
+                        params2 = x_params2[x]
+                        for r in range(n_rep):
+                            tk = x_tok[x, r]
+                            tok[r] += tk
+                            flop[r] += params2 * tk
+                    for r in range(n_rep):
+                        det_score[b, qi, r] = win_sc[r]
+                        det_tokens[b, qi, r] = tok[r]
+                        det_flops[b, qi, r] = flop[r]
+                        det_latency[b, qi, r] = lat_r[r]
             score_q[qi, b] += s_sc
             tokens_q[qi, b] += s_tk
             flops_q[qi, b] += s_fl
             latency_q[qi, b] += s_lat
+
+
 
 
 @njit(cache=True, parallel=True)

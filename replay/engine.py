@@ -648,6 +648,27 @@ def memo_tables(store, nmax: np.ndarray, questions: np.ndarray, *, replicates: i
     return m
 
 
+LOOKUP_BLOCK_ENTRIES = 200_000  # memo entries of the questions a lookup block covers (~5 MB: cached)
+
+
+def _lookup_blocks(entries: np.ndarray, n_configs: int) -> np.ndarray:
+    """Where memo_lookup's blocks of questions start (positions, then the count): questions
+    with at most LOOKUP_BLOCK_ENTRIES memo entries together, so that every configuration reads a
+    block while it is cached. A few configurations read too little to pay for a parallel
+    region per block: one block."""
+    n = len(entries)
+    if n_configs < 8 or n == 0:
+        return np.array([0, n], dtype=np.int64)
+    starts = [0]
+    total = 0.0
+    for i, e in enumerate(entries.tolist()):
+        if total and total + e > LOOKUP_BLOCK_ENTRIES:
+            starts.append(i)
+            total = 0.0
+        total += e
+    return np.array(starts + [n], dtype=np.int64)
+
+
 def _memo(store, models, counts, qidx, R, seed, sums, progress):
     from . import kernels
 
@@ -669,6 +690,7 @@ def _memo(store, models, counts, qidx, R, seed, sums, progress):
         m = memo_tables(store, nmax, chunk, replicates=R, seed=seed)
         kernels.memo_lookup(A, a.n_stages, a.n_models, chunk, start, R, models, counts,
                             m.pool_row, m.row_nmax, m.row_base, m.ans, m.score, m.tok, m.flag,
+                            _lookup_blocks(per_q_entries[chunk], len(models)),
                             sums.score_q, sums.score_r, sums.tokens, sums.flops, sums.st_score, sums.st_tokens,
                             sums.st_fallback)
         if progress is not None:

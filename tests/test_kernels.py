@@ -143,6 +143,27 @@ def _pinned():
     return [11756033698492554705, 8421122936195933253, 8523062541630453865]
 
 
+@pytest.mark.parametrize("seed", [3, 4])
+def test_memo_lookup_in_question_blocks_gives_the_same_sums(tmp_path, monkeypatch, seed):
+    """memo_lookup reads the memo a block of questions at a time (replay/engine.py
+    _lookup_blocks): one question per block, or all in one, every sum is the same number."""
+    from replay import engine
+
+    store = replay.open(make_random_store(tmp_path / "s", RandomStoreSpec(
+        seed=seed, n_questions=9, aggregations=("majority_vote", "set_vote", "best_score"), n_models=2,
+        max_pool=5, n_answers=3)))
+    cfgs = _configs(store, np.random.default_rng(seed), 12)  # >= 8: blocks are used
+    qidx = np.arange(store.arrays.n_questions)
+    monkeypatch.setattr(engine, "LOOKUP_BLOCK_ENTRIES", 10**12)
+    assert len(engine._lookup_blocks(np.ones(9), len(cfgs))) == 2
+    one = replay_sums(store, cfgs, qidx, replicates=4, seed=seed, method="memo")
+    monkeypatch.setattr(engine, "LOOKUP_BLOCK_ENTRIES", 1)
+    assert len(engine._lookup_blocks(np.ones(9), len(cfgs))) == 10
+    per_q = replay_sums(store, cfgs, qidx, replicates=4, seed=seed, method="memo")
+    for f in ("score_q", "score_r", "tokens", "flops", "st_score", "st_tokens", "st_fallback"):
+        assert np.array_equal(getattr(one, f), getattr(per_q, f)), f
+
+
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), aggs=st.lists(st.sampled_from(AGGS), min_size=1, max_size=3),
        n_models=st.integers(1, 3), max_pool=st.integers(1, 6), rule=st.sampled_from(RULES),

@@ -255,19 +255,12 @@ def kept_items(n, seen, n_seen, icount, kept):
     return n_kept
 
 
-@njit(cache=True)
-def set_vote_snapshot(n, seen, n_seen, icount, kept):
-    """Items kept after n draws (kept_items), sorted."""
-    n_kept = kept_items(n, seen, n_seen, icount, kept)
-    kept[:n_kept].sort()
-    return n_kept
-
-
 @njit(inline="always", cache=True)
 def set_vote_kept(n, seen, n_seen, icount, kept):
-    """set_vote_snapshot with an insertion sort in place of ndarray.sort (the same items in the
-    same order; a vote keeps few), so that it compiles where ndarray.sort does not: in a kernel
-    without reference counting (replay/graph/kernels.py chunk_loop) and for CUDA (replay/gpu)."""
+    """Items kept after n draws (kept_items), sorted by an insertion sort (a vote keeps few
+    items) rather than ndarray.sort, so that it compiles where ndarray.sort does not: in the
+    kernels without reference counting (groups_chunk, replay/graph/kernels.py chunk_loop) and
+    for CUDA (replay/gpu)."""
     n_kept = kept_items(n, seen, n_seen, icount, kept)
     for i in range(1, n_kept):
         v = kept[i]
@@ -406,7 +399,7 @@ def stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max, snap_
                     n_seen += 1
                 icount[it] += 1
             if snap:
-                n_kept = set_vote_snapshot(j + 1, seen, n_seen, icount, kept)
+                n_kept = set_vote_kept(j + 1, seen, n_seen, icount, kept)
                 snap_score[j] = item_f1(kept, n_kept, ans_item_off, ans_items, gold[q, s])
                 if s + 1 < n_stages and not A.stage_indep[s + 1]:
                     snap_ans[j] = match_items_ctx(qsm_pool_off, pool_ctx, ans_item_off, ans_items, n_stages,
@@ -459,6 +452,68 @@ def locate(A, n_stages, n_models, q, s, m, ctx):
     return find_pool(A.qsm_pool_off, A.pool_ctx, A.pool_off, n_stages, n_models, q, s, m, ctx)
 
 
+@njit(cache=True, _nrt=False)
+def groups_chunk(A, n_stages, n_models, questions, n_rep, seed, grp_models, grp_counts, grp_cfg_off, cfg_last_count,
+                 out_score, out_tokens, out_flops, st_score, st_tokens, st_fallback, chunk, n_chunks, width,
+                 perm, swaps, scratch, key, rep, gen, icount, seen, kept, snap_ans, snap_score, snap_tok, snap_flag):
+    """replay_groups' tasks of one chunk, on the scratch arrays it made. Compiled without
+    Numba's reference counting (`_nrt=False`): with it, the arrays passed to stage_snapshots
+    and the helpers inlined in it counted references in and out, atomic increments and
+    decrements per stage and replicate (replay/graph/kernels.py chunk_loop, the same fix).
+    Without it this function cannot make arrays, so it makes none."""
+    model_params = A.model_params
+    rule = A.score_rule[0]
+    pool_off = A.pool_off
+    n_q = questions.shape[0]
+    last = n_stages - 1
+    n_tasks = grp_models.shape[0] * n_q
+    for task in range(chunk * n_tasks // n_chunks, (chunk + 1) * n_tasks // n_chunks):
+        g = task // n_q
+        qi = task % n_q
+        q = questions[qi]
+        c0 = grp_cfg_off[g]
+        c1 = grp_cfg_off[g + 1]
+        for r in range(n_rep):
+            ctx = np.int64(0)
+            tok_acc = 0.0
+            flop_acc = 0.0
+            pre = rule_start(rule)
+            for s in range(n_stages):
+                m = grp_models[g, s]
+                p, fb = locate(A, n_stages, n_models, q, s, m, ctx)
+                size = pool_off[p + 1] - pool_off[p]
+                n_max = grp_counts[g, s] if s < last else cfg_last_count[c1 - 1]
+                n_max = min(n_max, size)
+                # snapshots: every count for a group sharing the pass, else only the last
+                snap_from = 0 if (s == last and c1 - c0 > 1) else n_max - 1
+                stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max, snap_from,
+                                perm, swaps, scratch, key, rep, gen, icount, seen, kept,
+                                snap_ans, snap_score, snap_tok, snap_flag)
+                params2 = 2.0 * model_params[m]
+                if s < last:
+                    j = n_max - 1
+                    ctx = snap_ans[j]
+                    tk = snap_tok[j]
+                    tok_acc += tk
+                    flop_acc += params2 * tk
+                    pre = rule_step(rule, pre, snap_score[j])
+                    for c in range(c0, c1):
+                        st_score[c, s, qi] += snap_score[j]
+                        st_tokens[c, s, qi] += tk
+                        st_fallback[c, s, qi] += 1 if (fb or snap_flag[j] != 0) else 0
+                else:
+                    for c in range(c0, c1):
+                        j = min(cfg_last_count[c], size) - 1
+                        tk = snap_tok[j]
+                        out_score[c, qi, r] = rule_end(rule, pre, snap_score[j], n_stages)
+                        out_tokens[c, qi, r] = tok_acc + tk
+                        out_flops[c, qi, r] = flop_acc + params2 * tk
+                        st_score[c, s, qi] += snap_score[j]
+                        st_tokens[c, s, qi] += tk
+                        st_fallback[c, s, qi] += 1 if (fb or snap_flag[j] != 0) else 0
+    return 0
+
+
 @njit(cache=True, parallel=True)
 def replay_groups(A, n_stages, n_models, max_pool, n_items,
                   questions, n_rep, seed, n_chunks_hint,
@@ -468,19 +523,13 @@ def replay_groups(A, n_stages, n_models, max_pool, n_items,
 
     Group g fixes every stage's model and every count but the last; its configurations are
     cfg_last_count[grp_cfg_off[g]:grp_cfg_off[g+1]] (ascending). One pass along the last
-    stage's shuffle scores all of them. Work is split over (group, question) in parallel.
+    stage's shuffle scores all of them. Work is split over (group, question) in parallel; groups_chunk does a chunk's.
 
     Outputs (c = configuration, qi = position in `questions`, r = replicate):
       out_score/out_tokens/out_flops[c, qi, r] (the score by the store's rule);
       st_score/st_tokens/st_fallback[c, s, qi] (per-stage sums over replicates).
     """
-    model_params = A.model_params
-    rule = A.score_rule[0]
-    pool_off = A.pool_off
-    n_groups = grp_models.shape[0]
-    n_q = questions.shape[0]
-    last = n_stages - 1
-    n_tasks = n_groups * n_q
+    n_tasks = grp_models.shape[0] * questions.shape[0]
     n_chunks = min(n_tasks, n_chunks_hint)
     width = max_pool + 1
     for chunk in prange(n_chunks):
@@ -498,50 +547,9 @@ def replay_groups(A, n_stages, n_models, max_pool, n_items,
         snap_score = np.empty(max_pool, np.float64)
         snap_tok = np.empty(max_pool, np.float64)
         snap_flag = np.empty(max_pool, np.uint8)
-        for task in range(chunk * n_tasks // n_chunks, (chunk + 1) * n_tasks // n_chunks):
-            g = task // n_q
-            qi = task % n_q
-            q = questions[qi]
-            c0 = grp_cfg_off[g]
-            c1 = grp_cfg_off[g + 1]
-            for r in range(n_rep):
-                ctx = np.int64(0)
-                tok_acc = 0.0
-                flop_acc = 0.0
-                pre = rule_start(rule)
-                for s in range(n_stages):
-                    m = grp_models[g, s]
-                    p, fb = locate(A, n_stages, n_models, q, s, m, ctx)
-                    size = pool_off[p + 1] - pool_off[p]
-                    n_max = grp_counts[g, s] if s < last else cfg_last_count[c1 - 1]
-                    n_max = min(n_max, size)
-                    # snapshots: every count for a group sharing the pass, else only the last
-                    snap_from = 0 if (s == last and c1 - c0 > 1) else n_max - 1
-                    stage_snapshots(A, n_stages, n_models, width, q, s, p, r, seed, n_max, snap_from,
-                                    perm, swaps, scratch, key, rep, gen, icount, seen, kept,
-                                    snap_ans, snap_score, snap_tok, snap_flag)
-                    params2 = 2.0 * model_params[m]
-                    if s < last:
-                        j = n_max - 1
-                        ctx = snap_ans[j]
-                        tk = snap_tok[j]
-                        tok_acc += tk
-                        flop_acc += params2 * tk
-                        pre = rule_step(rule, pre, snap_score[j])
-                        for c in range(c0, c1):
-                            st_score[c, s, qi] += snap_score[j]
-                            st_tokens[c, s, qi] += tk
-                            st_fallback[c, s, qi] += 1 if (fb or snap_flag[j] != 0) else 0
-                    else:
-                        for c in range(c0, c1):
-                            j = min(cfg_last_count[c], size) - 1
-                            tk = snap_tok[j]
-                            out_score[c, qi, r] = rule_end(rule, pre, snap_score[j], n_stages)
-                            out_tokens[c, qi, r] = tok_acc + tk
-                            out_flops[c, qi, r] = flop_acc + params2 * tk
-                            st_score[c, s, qi] += snap_score[j]
-                            st_tokens[c, s, qi] += tk
-                            st_fallback[c, s, qi] += 1 if (fb or snap_flag[j] != 0) else 0
+        groups_chunk(A, n_stages, n_models, questions, n_rep, seed, grp_models, grp_counts, grp_cfg_off, cfg_last_count,
+                     out_score, out_tokens, out_flops, st_score, st_tokens, st_fallback, chunk, n_chunks, width,
+                     perm, swaps, scratch, key, rep, gen, icount, seen, kept, snap_ans, snap_score, snap_tok, snap_flag)
     return 0
 
 

@@ -4,10 +4,14 @@ same semantics and random numbers, so the tests compare the two exactly.
 `graph_replay` evaluates a batch of graphs on a set of questions and replicates in one call,
 parallel over chunks of questions (`graph_replay`), or on one thread for small calls
 (`graph_replay_serial`: starting a parallel region costs milliseconds of CPU on a busy machine,
-more than one graph's replay). The store's arrays are taken out of their named tuples once per
-chunk, and the helpers below take arrays and are inlined: reading an array out of a named tuple
-inside the node loop costs a reference-count update each time (measured: 146 ns for a pool
-lookup that reads four arrays from the tuples, against ~10 ns for a whole one-sample draw).
+more than one graph's replay). A chunk is `replay_chunk`, which makes the work arrays, and
+`chunk_loop`, the passes, compiled without Numba's reference counting: the store's arrays are
+taken out of their named tuples once per chunk, and the helpers below take arrays and are
+inlined. Both for one reason: Numba counts a reference, an atomic increment and decrement, for
+every array a function reads out of a tuple or hands to a helper; in the node loop that cost
+146 ns for a pool lookup reading four arrays from the tuples (against ~10 ns for a whole
+one-sample draw), and with every tuple read hoisted, still a quarter of the kernel's time
+(perf, 2026-11-30) until `chunk_loop` went without it.
 
 Per question, the batch's *distinct* nodes run first (engine.py `GraphBatch.distinct`: the same
 place in the graph, role, model, count and distinct parents give the same numbers in every graph

@@ -223,3 +223,15 @@ def test_results_hold_plain_python_numbers():
         assert type(v) is float
     g = replay.open(TRACES / "sim-math").evaluate("s=solve(Qwen2.5-7B,2)", replicates=2)
     assert "np." not in repr(g)
+    # graph results are made without __init__ (replay.engine.made): arguments given as NumPy
+    # scalars still come back as Python numbers, and a result missing a field is refused
+    from replay.engine import made
+    from replay.graph.engine import NodeResult, evaluate_graphs
+
+    (h,) = evaluate_graphs(replay.open(TRACES / "sim-math"), ["s=solve(Qwen2.5-7B,2)"], replicates=2,
+                           budget=np.float64(100.0), seed=np.int64(3))
+    assert "np." not in repr(h) and type(h.budget) is float and type(h.seed) is int and type(h.feasible) is bool
+    assert type(h.expected_units) is float and h == h
+    with pytest.raises(TypeError, match="latency"):
+        made(NodeResult, name="s", role="solve", model="m", samples=1, score=0.5, tokens=1.0, flops=2.0,
+             fallback_rate=0.0)

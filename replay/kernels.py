@@ -553,6 +553,23 @@ def replay_groups(A, n_stages, n_models, max_pool, n_items,
     return 0
 
 
+@njit(cache=True, _nrt=False)
+def memo_rows(A, n_stages, n_models, width, n_rep, seed, row_pool, row_q, row_stage, row_nmax, row_base,
+              memo_ans, memo_score, memo_tok, memo_flag, row0, row1,
+              perm, swaps, scratch, key, rep, gen, icount, seen, kept):
+    """memo_build's rows row0..row1 on the scratch arrays it made, without reference counting
+    (the slices handed to stage_snapshots counted references per row and replicate; see
+    groups_chunk)."""
+    for row in range(row0, row1):
+        nmax = row_nmax[row]
+        for r in range(n_rep):
+            o = row_base[row] + r * nmax
+            stage_snapshots(A, n_stages, n_models, width, row_q[row], row_stage[row], row_pool[row], r, seed, nmax, 0,
+                            perm, swaps, scratch, key, rep, gen, icount, seen, kept,
+                            memo_ans[o:o + nmax], memo_score[o:o + nmax], memo_tok[o:o + nmax], memo_flag[o:o + nmax])
+    return 0
+
+
 @njit(cache=True, parallel=True)
 def memo_build(A, n_stages, n_models, max_pool, n_items, n_rep, seed,
                row_pool, row_q, row_stage, row_nmax, row_base,
@@ -560,9 +577,12 @@ def memo_build(A, n_stages, n_models, max_pool, n_items, n_rep, seed,
     """Memoised replay, step 1: for every needed pool ("row") and replicate, the aggregated
     output at every count 1..row_nmax, stored at row_base[row] + r * row_nmax[row] + (n - 1).
     With common random numbers a pool's result at count n does not depend on the rest of the
-    configuration, so configurations that share pools share this work."""
+    configuration, so configurations that share pools share this work. Rows are independent:
+    they run in chunks (scratch arrays made once per chunk, not per row), memo_rows each."""
     width = max_pool + 1
-    for row in prange(row_pool.shape[0]):
+    n_rows = row_pool.shape[0]
+    n_chunks = min(n_rows, 64)
+    for chunk in prange(n_chunks):
         perm = np.arange(max_pool)
         swaps = np.empty(max_pool, np.int64)
         scratch = np.empty(max_pool, A.s_packed.dtype)
@@ -572,12 +592,9 @@ def memo_build(A, n_stages, n_models, max_pool, n_items, n_rep, seed,
         icount = np.zeros(max(n_items, 1), np.int64)
         seen = np.empty(max(n_items, 1), np.int64)
         kept = np.empty(max(n_items, 1), np.int64)
-        nmax = row_nmax[row]
-        for r in range(n_rep):
-            o = row_base[row] + r * nmax
-            stage_snapshots(A, n_stages, n_models, width, row_q[row], row_stage[row], row_pool[row], r, seed, nmax, 0,
-                            perm, swaps, scratch, key, rep, gen, icount, seen, kept,
-                            memo_ans[o:o + nmax], memo_score[o:o + nmax], memo_tok[o:o + nmax], memo_flag[o:o + nmax])
+        memo_rows(A, n_stages, n_models, width, n_rep, seed, row_pool, row_q, row_stage, row_nmax, row_base,
+                  memo_ans, memo_score, memo_tok, memo_flag, chunk * n_rows // n_chunks,
+                  (chunk + 1) * n_rows // n_chunks, perm, swaps, scratch, key, rep, gen, icount, seen, kept)
     return 0
 
 

@@ -392,7 +392,7 @@ def graph_sums(store, graphs: Sequence[Graph], qidx: np.ndarray, *, replicates: 
             mem = _memo_plan(store, nodes, R, always=memo == "always")
         work = Q * R * float(np.sum(np.where(mem[0] < 0, nodes.count + 4, 1)) + 0.1 * (n1 - n0))
         parallel = n_threads > 1 and work > SERIAL_WORK
-        n_chunks = max(1, min(Q, int(__import__("os").environ.get("GCH", 4)) * n_threads)) if parallel else 1
+        n_chunks = max(1, min(Q, 4 * n_threads)) if parallel else 1
         score_r = np.zeros((n_chunks, b1 - b0, R))
         node = np.zeros((n_chunks, X, 4))
         det = tuple(x[b0:b1] for x in out.detail) if detail else (empty, empty, empty, empty)

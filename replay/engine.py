@@ -56,7 +56,8 @@ def plain_numbers(obj) -> None:
 def made(cls, **values):
     """A frozen result dataclass from values that are already plain Python numbers (the graph
     engine's batch path makes thousands per call), without __init__'s per-field setattr and
-    plain_numbers' scan: ~0.3 us a result instead of ~3.5. Every field must be given."""
+    plain_numbers' scan: ~1.8 us a result instead of 3.5-4.3 (measured, 1,536 NodeResults).
+    Every field must be given."""
     if len(values) != len(cls.__dataclass_fields__):
         missing = sorted(set(cls.__dataclass_fields__) - set(values))
         raise TypeError(f"{cls.__name__}: fields {missing} not given")

@@ -235,9 +235,12 @@ def match_items_ctx(qsm_pool_off, pool_ctx, ans_item_off, ans_items, n_stages, n
 
 
 @njit(inline="always", cache=True)
-def kept_items(n, seen, n_seen, icount, kept):
-    """Items kept after n draws, unsorted, into kept[:n_kept]: count*2 > n, else the items with
-    the highest count. Returns n_kept."""
+def set_vote_kept(n, seen, n_seen, icount, kept):
+    """Items kept after n draws into kept[:n_kept], sorted: count*2 > n, else the items with the
+    highest count. Returns n_kept. Sorted by an insertion sort (a vote keeps few items) rather
+    than ndarray.sort, so that it compiles where ndarray.sort does not: in the kernels without
+    reference counting (groups_chunk, memo_rows, replay/graph/kernels.py chunk_loop) and for
+    CUDA (replay/gpu)."""
     n_kept = 0
     top = 0
     for j in range(n_seen):
@@ -252,16 +255,6 @@ def kept_items(n, seen, n_seen, icount, kept):
             if icount[seen[j]] == top:
                 kept[n_kept] = seen[j]
                 n_kept += 1
-    return n_kept
-
-
-@njit(inline="always", cache=True)
-def set_vote_kept(n, seen, n_seen, icount, kept):
-    """Items kept after n draws (kept_items), sorted by an insertion sort (a vote keeps few
-    items) rather than ndarray.sort, so that it compiles where ndarray.sort does not: in the
-    kernels without reference counting (groups_chunk, replay/graph/kernels.py chunk_loop) and
-    for CUDA (replay/gpu)."""
-    n_kept = kept_items(n, seen, n_seen, icount, kept)
     for i in range(1, n_kept):
         v = kept[i]
         j = i - 1
@@ -523,7 +516,8 @@ def replay_groups(A, n_stages, n_models, max_pool, n_items,
 
     Group g fixes every stage's model and every count but the last; its configurations are
     cfg_last_count[grp_cfg_off[g]:grp_cfg_off[g+1]] (ascending). One pass along the last
-    stage's shuffle scores all of them. Work is split over (group, question) in parallel; groups_chunk does a chunk's.
+    stage's shuffle scores all of them. Work is split over (group, question) in parallel;
+    groups_chunk does a chunk's.
 
     Outputs (c = configuration, qi = position in `questions`, r = replicate):
       out_score/out_tokens/out_flops[c, qi, r] (the score by the store's rule);

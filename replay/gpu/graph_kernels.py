@@ -30,8 +30,9 @@ Shared with the CPU kernels, not rewritten: the streams and vote helpers are the
 functions behind the @njit helpers of replay/kernels.py and replay/graph/kernels.py (items_hash,
 set_class, find_keyed_pool, pick_fusion, vote_drawn, best_drawn, set_drawn, draw_packed and its
 shuffle steps), compiled again as CUDA device functions (replay/gpu/kernels.py `_device`), the
-set vote's insertion sort (set_vote_kept) included. Written here: the kernels. No product feeds an add (latency and FLOPs go through `mul`, dmul_rn on a GPU): see
-replay/gpu/kernels.py on fused multiply-adds.
+set vote's insertion sort (set_vote_kept) included. Written here: the kernels. No product feeds
+an add (latency and FLOPs go through `mul`, dmul_rn on a GPU): see replay/gpu/kernels.py on
+fused multiply-adds.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def _device(names, module=K, built=None):
 
 
 _D = _device(["mix64", "stream_start", "next_u64", "bounded", "next_position", "find_pool", "match_items_ctx",
-              "item_f1", "kept_items", "set_vote_kept"])
+              "item_f1", "set_vote_kept"])
 stream_start = _D["stream_start"]
 next_u64 = _D["next_u64"]
 bounded = _D["bounded"]

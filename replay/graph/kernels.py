@@ -435,7 +435,6 @@ def chunk_loop(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions,
     an atomic increment and decrement per node and replicate (a quarter of the kernel's time,
     measured with perf). Without it this function cannot make arrays, so it makes none. The
     node loop reads only arrays taken out of A and G here, once (module docstring)."""
-
     question_hash, stage_agg = A.question_hash, A.stage_agg
     qsm_pool_off, pool_off, pool_prompt = A.qsm_pool_off, A.pool_off, A.pool_prompt
     s_answer, s_score, s_completion, s_packed = A.s_answer, A.s_score, A.s_completion, A.s_packed
@@ -689,8 +688,6 @@ def chunk_loop(A, G, n_stages, n_models, max_pool, n_items, pre, dec, questions,
             tokens_q[qi, b] += s_tk
             flops_q[qi, b] += s_fl
             latency_q[qi, b] += s_lat
-
-
 
 
 @njit(cache=True, parallel=True)

@@ -270,26 +270,12 @@ def graph_store(name):
 def graphs_of(st, k, seed):
     """k random graphs: on a graph store graphkit's (1-5 nodes, a vote over several sinks); on a
     chain store one node per stage reading 1-2 earlier nodes, every sink an output."""
-    from graphkit import random_graph
-
-    from replay.graph import Graph, Node
+    from graphkit import random_chain_graph, random_graph
 
     rng = np.random.default_rng(seed)
     if st.manifest.kind == "graph":
         return [random_graph(st, rng) for _ in range(k)]
-    names = st.manifest.stage_names
-    out = []
-    for _ in range(k):
-        nodes = []
-        for s, name in enumerate(names):
-            m = str(rng.choice(st.candidate_models(s)))
-            top = int(largest_pool(st)[s, st.model_index(m)])
-            ins = tuple(sorted(rng.choice([x.name for x in nodes], size=min(len(nodes), int(rng.integers(1, 3))),
-                                          replace=False).tolist())) if nodes else ()
-            nodes.append(Node(f"n{s}", name, m, int(rng.integers(1, top + 1)), ins))
-        read = {p for x in nodes for p in x.inputs}
-        out.append(Graph.of(nodes, output=[x.name for x in nodes if x.name not in read], roles=names))
-    return out
+    return [random_chain_graph(st, rng) for _ in range(k)]
 
 
 def same_graph_sums(a, b, what):

@@ -95,3 +95,20 @@ def random_graph(store, rng: np.random.Generator, max_nodes: int = 5) -> Graph:
     read = {p for x in nodes for p in x.inputs}
     sinks = [x.name for x in nodes if x.name not in read]
     return Graph.of(nodes, output=sinks if len(sinks) > 1 else None)
+
+
+def random_chain_graph(store, rng: np.random.Generator) -> Graph:
+    """A random graph over a chain store's stages (as roles): one node per stage, in stage
+    order, each after the first reading 1-2 earlier nodes; every sink an output (a vote when
+    several)."""
+    names = store.manifest.stage_names
+    largest = store.derived.largest_pool
+    nodes: list[Node] = []
+    for s, name in enumerate(names):
+        m = str(rng.choice(store.candidate_models(s)))
+        top = int(largest[s, store.model_index(m)])
+        ins = tuple(sorted(rng.choice([x.name for x in nodes], size=min(len(nodes), int(rng.integers(1, 3))),
+                                      replace=False).tolist())) if nodes else ()
+        nodes.append(Node(f"n{s}", name, m, int(rng.integers(1, top + 1)), ins))
+    read = {p for x in nodes for p in x.inputs}
+    return Graph.of(nodes, output=[x.name for x in nodes if x.name not in read], roles=names)

@@ -19,7 +19,7 @@ import replay
 from replay import schema as S
 from replay.engine import Config, StageChoice, evaluate_batch, largest_pool
 from replay.errors import ConfigError, StoreError
-from replay.graph import Graph, Node, input_key, parse_input_key
+from replay.graph import Graph, input_key, parse_input_key
 from replay.graph.engine import evaluate_graph, evaluate_graphs, graph_sums, estimate_graph
 from replay.graph.inputs import graph_inputs, seconds_per_token
 from replay.graph.reference import evaluate_graph_reference
@@ -27,7 +27,7 @@ from replay.store import write_store
 
 from clikit import run_main
 from conftest import TRACES
-from graphkit import RandomGraphStoreSpec, make_random_graph_store, random_graph
+from graphkit import RandomGraphStoreSpec, make_random_graph_store, random_chain_graph, random_graph
 
 
 def _arrays_of(store, g: Graph):
@@ -83,20 +83,8 @@ def test_graph_kernel_on_chain_stores_with_every_aggregation(tmp_path):
                        (3, ("majority_vote", "set_vote", "llm_fuse"))):
         store = replay.open(make_random_store(tmp_path / f"c{seed}", RandomStoreSpec(
             seed=seed, n_questions=3, aggregations=aggs, n_models=2, max_pool=5, n_answers=3)))
-        names = store.manifest.stage_names
         rng = np.random.default_rng(seed)
-        graphs = []
-        for _ in range(4):
-            nodes = []
-            for s, name in enumerate(names):
-                m = str(rng.choice(store.candidate_models(s)))
-                top = int(largest_pool(store)[s, store.model_index(m)])
-                ins = tuple(sorted(rng.choice([x.name for x in nodes], size=min(len(nodes), int(rng.integers(1, 3))),
-                                              replace=False).tolist())) if nodes else ()
-                nodes.append(Node(f"n{s}", name, m, int(rng.integers(1, top + 1)), ins))
-            read = {p for x in nodes for p in x.inputs}
-            sinks = [x.name for x in nodes if x.name not in read]
-            graphs.append(Graph.of(nodes, output=sinks, roles=names))
+        graphs = [random_chain_graph(store, rng) for _ in range(4)]
         _compare_to_reference(store, graphs)
 
 
